@@ -1,0 +1,121 @@
+"""ONNX Runtime backend: CPU by default, CUDA or TensorRT execution providers by name."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from edgeconf.backends.base import Runner, TensorSpec
+from edgeconf.errors import BackendUnavailableError, ModelLoadError
+
+#: Short names accepted for execution providers.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+ProviderSpec = Union[str, Tuple[str, dict]]
+
+
+def _import_ort():
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "onnxruntime is not installed: pip install onnxruntime (on a Jetson, the onnxruntime-gpu wheel for your JetPack)"
+        ) from exc
+    return ort
+
+
+def available() -> Tuple[bool, str]:
+    ort = _import_ort()
+    return True, "onnxruntime %s, providers: %s" % (ort.__version__, ", ".join(ort.get_available_providers()))
+
+
+def resolve_providers(providers: Optional[Sequence[ProviderSpec]], available_providers: Sequence[str]) -> List[ProviderSpec]:
+    """Map short provider names to ONNX Runtime's and check they exist; CPU is always appended last."""
+    chosen: List[ProviderSpec] = []
+    for item in providers or ["cpu"]:
+        name, opts = (item, None) if isinstance(item, str) else (item[0], item[1])
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available_providers:
+            raise BackendUnavailableError(
+                "execution provider %r is not available in this onnxruntime build (available: %s); "
+                "install the GPU build (onnxruntime-gpu, or the Jetson wheel for your JetPack) or choose cpu"
+                % (name, ", ".join(available_providers))
+            )
+        chosen.append((full, opts) if opts else full)
+    names = [c if isinstance(c, str) else c[0] for c in chosen]
+    if "CPUExecutionProvider" not in names:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def _spec(arg) -> TensorSpec:
+    dtype = _ORT_TYPES.get(arg.type, arg.type)
+    shape = tuple(d if isinstance(d, int) else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, dtype)
+
+
+class OnnxRuntimeRunner(Runner):
+    """A model loaded in an ``onnxruntime.InferenceSession``."""
+
+    backend = "onnxruntime"
+
+    def __init__(self, model: Union[str, bytes], providers: Optional[Sequence[ProviderSpec]] = None,
+                 threads: Optional[int] = None) -> None:
+        ort = _import_ort()
+        if isinstance(model, str):
+            if not os.path.isfile(model):
+                raise ModelLoadError("model file %s does not exist" % model)
+            self.path: Optional[str] = model
+        else:
+            self.path = None
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        chosen = resolve_providers(providers, ort.get_available_providers())
+        try:
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=chosen)
+        except Exception as exc:  # ORT raises several private exception types
+            where = self.path or "<bytes>"
+            raise ModelLoadError(
+                "cannot load %s as an ONNX model (%s); is it a complete .onnx file?" % (where, str(exc).splitlines()[0][:300])
+            ) from exc
+        self.providers = self.session.get_providers()
+        self.inputs = tuple(_spec(a) for a in self.session.get_inputs())
+        self.outputs = tuple(_spec(a) for a in self.session.get_outputs())
+        self.metadata: Dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def _run(self, feeds: Dict[str, np.ndarray], output_names: Optional[list]) -> Dict[str, np.ndarray]:
+        names = output_names or [s.name for s in self.outputs]
+        values = self.session.run(names, feeds)
+        return dict(zip(names, values))
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+def prepare(model_path: Union[str, bytes], providers: Optional[Sequence[ProviderSpec]] = None,
+            threads: Optional[int] = None, **_: object) -> OnnxRuntimeRunner:
+    """Backend entry point used by :func:`edgeconf.backends.prepare`."""
+    return OnnxRuntimeRunner(model_path, providers=providers, threads=threads)
+
+
+prepare.available = available  # type: ignore[attr-defined]

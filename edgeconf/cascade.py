@@ -1,0 +1,301 @@
+"""Cascades: ordered stages where a later stage runs only on the inputs an earlier one is unsure of."""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgeconf.backends.base import Runner
+from edgeconf.confidence import SCORES, score, softmax
+from edgeconf.errors import ConfigError, InputValidationError
+
+if TYPE_CHECKING:
+    from edgeconf.memo import MemoCache
+    from edgeconf.preprocess import Preprocessing
+
+COMBINE_RULES = ("last", "best")
+IMAGE = "image"
+
+
+@dataclass
+class Stage:
+    """A runner plus its confidence rule and where its input comes from.
+
+    ``input`` is ``"image"`` (the preprocessed input) or the name of an output of the previous stage
+    (features, for early-exit segments). ``logits`` names the output holding the class logits.
+    """
+
+    name: str
+    runner: Runner
+    score: str = "margin"
+    threshold: float = 0.5
+    temperature: float = 1.0
+    input: str = IMAGE
+    logits: str = "logits"
+    model_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.score not in SCORES:
+            raise ConfigError("stage %s: unknown score %r; choose one of %s" % (self.name, self.score, ", ".join(SCORES)))
+        if not (0.0 <= float(self.threshold) <= 1.0):
+            raise ConfigError("stage %s: threshold must be in [0, 1], got %r" % (self.name, self.threshold))
+        if not float(self.temperature) > 0:
+            raise ConfigError("stage %s: temperature must be > 0, got %r" % (self.name, self.temperature))
+        outs = {s.name for s in self.runner.outputs}
+        if self.logits not in outs:
+            raise ConfigError("stage %s: the model has no output %r (outputs: %s)" % (self.name, self.logits, ", ".join(sorted(outs))))
+
+    def needed_outputs(self, forward: Optional[str]) -> List[str]:
+        return [self.logits] + ([forward] if forward and forward != self.logits else [])
+
+
+@dataclass
+class CascadeResult:
+    """The answer for one input."""
+
+    class_id: int
+    confidence: float
+    stage: int  # index of the stage whose answer was kept
+    probs: np.ndarray
+    stage_seconds: Tuple[float, ...]  # own model time of each invoked stage (batch share for batches)
+    stages_run: int
+    label: Optional[str] = None
+    memo_hit: bool = False
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(self.stage_seconds))
+
+    def to_json(self) -> dict:
+        return {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
+                "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
+                "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
+
+
+@dataclass
+class BatchResult:
+    """Answers for a batch, as arrays in input order."""
+
+    class_ids: np.ndarray
+    confidence: np.ndarray
+    stage: np.ndarray  # stage whose answer was kept
+    stages_run: np.ndarray  # how many stages ran for each input
+    probs: np.ndarray
+    stage_seconds: List[float]  # wall time of each stage invocation over its sub-batch
+    stage_counts: List[int]  # inputs each stage saw
+    stage_spans: List[Tuple[float, float]]  # perf_counter (start, end) of each invocation, for energy attribution
+
+    def __len__(self) -> int:
+        return int(self.class_ids.shape[0])
+
+    def item(self, i: int, labels: Optional[Sequence[str]] = None) -> CascadeResult:
+        n = int(self.stages_run[i])
+        secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k]) for k in range(n))
+        cid = int(self.class_ids[i])
+        return CascadeResult(cid, float(self.confidence[i]), int(self.stage[i]), self.probs[i], secs, n,
+                             label=labels[cid] if labels and cid < len(labels) else None)
+
+
+@dataclass
+class CascadeCounters:
+    """Running counters since the cascade was built (or ``reset``)."""
+
+    inputs: int = 0
+    exits: List[int] = field(default_factory=list)  # answers kept from each stage
+    calls: List[int] = field(default_factory=list)  # inputs each stage ran on
+    stage_seconds: List[float] = field(default_factory=list)
+
+    @property
+    def escalation_rate(self) -> Optional[float]:
+        """Share of inputs that went past the first stage."""
+        if not self.inputs or len(self.calls) < 2:
+            return None
+        return self.calls[1] / self.inputs
+
+    def to_json(self) -> dict:
+        return {"inputs": self.inputs, "exits": list(self.exits), "calls": list(self.calls),
+                "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate}
+
+
+class Cascade:
+    """Ordered stages and a combine rule; optionally preprocessing, labels and a memo cache.
+
+    ``run_batch`` takes model-ready arrays; ``classify`` takes raw images and goes through
+    preprocessing and the memo cache.
+    """
+
+    def __init__(self, stages: Sequence[Stage], combine: str = "last", labels: Optional[Sequence[str]] = None,
+                 preprocessing: Optional["Preprocessing"] = None, memo: Optional["MemoCache"] = None,
+                 name: str = "cascade") -> None:
+        if not stages:
+            raise ConfigError("a cascade needs at least one stage")
+        if combine not in COMBINE_RULES:
+            raise ConfigError("unknown combine rule %r; choose one of %s" % (combine, ", ".join(COMBINE_RULES)))
+        if stages[0].input != IMAGE:
+            raise ConfigError("the first stage must take the image as input, not %r" % stages[0].input)
+        for prev, st in zip(stages, stages[1:]):
+            if st.input != IMAGE:
+                prev.runner.output(st.input)  # raises if the previous stage lacks that output
+        self.stages = list(stages)
+        self.combine = combine
+        self.labels = list(labels) if labels else None
+        self.preprocessing = preprocessing
+        self.memo = memo
+        self.name = name
+        self.energy_hook: Optional[Callable[[int, float, float], None]] = None
+        self.counters = CascadeCounters()
+        self.reset_counters()
+
+    # -- configuration -------------------------------------------------------------------------
+    def reset_counters(self) -> None:
+        n = len(self.stages)
+        self.counters = CascadeCounters(0, [0] * n, [0] * n, [0.0] * n)
+
+    def set_threshold(self, stage: int, threshold: float) -> None:
+        """Change one stage's exit threshold at run time (the memo fingerprint follows)."""
+        if not (0.0 <= float(threshold) <= 1.0):
+            raise ConfigError("threshold must be in [0, 1], got %r" % (threshold,))
+        self.stages[stage].threshold = float(threshold)
+
+    @property
+    def thresholds(self) -> List[float]:
+        return [s.threshold for s in self.stages]
+
+    def fingerprint(self) -> str:
+        """Hash of everything that decides an answer: models, scores, thresholds, temperatures, rule."""
+        desc = {
+            "combine": self.combine,
+            "stages": [{"model": s.model_sha256 or id(s.runner), "score": s.score, "threshold": float(s.threshold),
+                        "temperature": float(s.temperature), "input": s.input, "logits": s.logits} for s in self.stages],
+            "preprocessing": self.preprocessing.to_json() if self.preprocessing else None,
+        }
+        return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
+
+    # -- running -------------------------------------------------------------------------------
+    def run_batch(self, x: np.ndarray) -> BatchResult:
+        """Run model-ready inputs ``(N, …)``; only not-yet-confident inputs reach later stages."""
+        if not isinstance(x, np.ndarray) or x.ndim < 1:
+            raise InputValidationError("run_batch needs a numpy array with a batch axis")
+        n = x.shape[0]
+        n_stages = len(self.stages)
+        if n == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return BatchResult(empty, np.zeros(0), empty, empty, np.zeros((0, 0)), [], [], [])
+        class_ids = np.zeros(n, dtype=np.int64)
+        conf = np.zeros(n, dtype=np.float64)
+        stage_of = np.zeros(n, dtype=np.int64)
+        stages_run = np.zeros(n, dtype=np.int64)
+        probs: Optional[np.ndarray] = None
+        seconds: List[float] = []
+        counts: List[int] = []
+        spans: List[Tuple[float, float]] = []
+        active = np.arange(n)
+        feed = x
+        for k, st in enumerate(self.stages):
+            if active.size == 0:
+                break
+            nxt = self.stages[k + 1] if k + 1 < n_stages else None
+            forward = nxt.input if nxt is not None and nxt.input != IMAGE else None
+            t0 = time.perf_counter()
+            out = st.runner.run(feed, output_names=st.needed_outputs(forward))
+            t1 = time.perf_counter()
+            if self.energy_hook is not None:
+                self.energy_hook(k, t0, t1)
+            seconds.append(t1 - t0)
+            counts.append(int(active.size))
+            spans.append((t0, t1))
+            logits = np.asarray(out[st.logits])
+            if logits.ndim != 2 or logits.shape[0] != active.size:
+                raise InputValidationError(
+                    "stage %s output %r has shape %s; expected (%d, classes)" % (st.name, st.logits, logits.shape, active.size))
+            p = softmax(logits, st.temperature)
+            c = score(st.score, p)
+            if probs is None:
+                probs = np.zeros((n, p.shape[1]), dtype=np.float64)
+            stages_run[active] = k + 1
+            if k == 0 or self.combine == "last":
+                take = np.ones(active.size, dtype=bool)
+            else:  # best: keep the answer with the higher score
+                take = c > conf[active]
+            idx = active[take]
+            probs[idx] = p[take]
+            conf[idx] = c[take]
+            class_ids[idx] = p[take].argmax(axis=1)
+            stage_of[idx] = k
+            if nxt is None:
+                break
+            unsure = c < st.threshold
+            active = active[unsure]
+            if nxt.input == IMAGE:
+                feed = x[active]
+            else:
+                feed = np.asarray(out[nxt.input])[unsure]
+        self._count(n, stage_of, stages_run, seconds)
+        return BatchResult(class_ids, conf, stage_of, stages_run, probs if probs is not None else np.zeros((n, 0)),
+                           seconds, counts, spans)
+
+    def _count(self, n: int, stage_of: np.ndarray, stages_run: np.ndarray, seconds: List[float]) -> None:
+        c = self.counters
+        c.inputs += n
+        for k in range(len(self.stages)):
+            c.exits[k] += int((stage_of == k).sum())
+            c.calls[k] += int((stages_run > k).sum())
+        for k, s in enumerate(seconds):
+            c.stage_seconds[k] += s
+
+    def run(self, x: np.ndarray) -> CascadeResult:
+        """Run one model-ready input (no batch axis)."""
+        return self.run_batch(np.asarray(x)[None]).item(0, self.labels)
+
+    def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
+        """Raw images → answers, through preprocessing and the memo cache (when set)."""
+        if self.preprocessing is None:
+            raise ConfigError("this cascade has no preprocessing; use run_batch with model-ready arrays")
+        if not len(images):
+            return []
+        results: List[Optional[CascadeResult]] = [None] * len(images)
+        keys: List[Any] = [None] * len(images)
+        todo = list(range(len(images)))
+        fp = self.fingerprint() if self.memo is not None else ""
+        if self.memo is not None:
+            todo = []
+            for i, img in enumerate(images):
+                keys[i] = self.memo.key(img)
+                hit = self.memo.get(keys[i], fp)
+                if hit is None:
+                    todo.append(i)
+                else:
+                    results[i] = _as_memo_hit(hit)
+        if todo:
+            batch = self.run_batch(self.preprocessing.batch([images[i] for i in todo]))
+            for j, i in enumerate(todo):
+                res = batch.item(j, self.labels)
+                results[i] = res
+                if self.memo is not None:
+                    self.memo.put(keys[i], fp, res)
+        return [r for r in results if r is not None]
+
+    def classify(self, image: np.ndarray) -> CascadeResult:
+        """One raw image → its answer."""
+        return self.classify_batch([image])[0]
+
+    def close(self) -> None:
+        for st in self.stages:
+            st.runner.close()
+
+    def __enter__(self) -> "Cascade":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_memo_hit(res: CascadeResult) -> CascadeResult:
+    return CascadeResult(res.class_id, res.confidence, res.stage, res.probs, (), 0, res.label, memo_hit=True)

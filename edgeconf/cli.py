@@ -1,0 +1,106 @@
+"""The ``edgeconf`` command line.
+
+The root group holds no command code: each verb is named here with its module and one line of help,
+and its module is imported only when someone runs it (the way Polygraphy registers its tools). So
+``edgeconf --help`` needs only the base install, the core never imports ``export`` or ``gui``, and a
+verb whose optional extra is missing says what to install when it is run.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Dict, List, Optional, Tuple
+
+import click
+
+from edgeconf import __version__
+from edgeconf.errors import EdgeconfError, MissingDependencyError
+
+#: verb -> (module, attribute, one-line help, extra that provides it)
+COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
+    "inspect": ("edgeconf.commands.inspect", "inspect_cmd", "Show what an ONNX model, a bundle or an engine carries.", ""),
+    "classify": ("edgeconf.commands.classify", "classify_cmd", "Classify images, folders or .npy/.npz arrays with a bundle.", ""),
+    "devices": ("edgeconf.commands.devices", "devices_cmd", "Show the board, its profile, power sensors and live readings.", ""),
+    "run": ("edgeconf.commands.run", "run_cmd", "Run a bundle on a camera, stream, video or image folder.", ""),
+    "demo": ("edgeconf.commands.run", "demo_cmd", "Run the shipped bundle on the built-in synthetic scene.", ""),
+    "bench": ("edgeconf.commands.bench", "bench_cmd", "Measure cascade vs baseline cost and accuracy (paper protocol).", ""),
+    "export": ("edgeconf.export.cli", "export_cmd", "Export a classifier to a confidence-aware ONNX model.", "torch"),
+    "retune": ("edgeconf.export.cli", "retune_cmd", "Change the threshold or temperature stored in an exported model.", ""),
+    "pair": ("edgeconf.export.cli", "pair_cmd", "Rank pairs of models by complementarity and cascade accuracy/cost.", ""),
+    "cascade": ("edgeconf.export.cli", "cascade_cmd", "Build a cascade bundle from models, data and a threshold policy.", ""),
+    "engine": ("edgeconf.export.engine_cli", "engine_cmd", "Build, check or strip TensorRT engines for a model or bundle.", "tensorrt"),
+    "gui": ("edgeconf.gui.cli", "gui_cmd", "Open the Qt operator window (camera, confidence, tracker, power).", "gui"),
+}
+
+
+def _placeholder(name: str, help_text: str, reason: str) -> click.Command:
+    """A command that explains why the real one cannot run here."""
+
+    @click.command(name=name, help=help_text, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def _missing(args: Tuple[str, ...]) -> None:
+        raise MissingDependencyError("edgeconf %s is unavailable: %s" % (name, reason))
+
+    return _missing
+
+
+def load_command(name: str) -> click.Command:
+    """Import the module behind ``name`` and return its click command (or an explaining placeholder)."""
+    module, attr, help_text, extra = COMMANDS[name]
+    try:
+        mod = importlib.import_module(module)
+        return getattr(mod, attr)
+    except MissingDependencyError as exc:
+        return _placeholder(name, help_text, str(exc))
+    except ImportError as exc:
+        hint = " install it with: pip install 'edgeconf[%s]'" % extra if extra else ""
+        return _placeholder(name, help_text, "cannot import %s (%s);%s" % (module, exc, hint))
+    except AttributeError:
+        return _placeholder(name, help_text, "%s has no command %s in this version" % (module, attr))
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in COMMANDS:
+            return None
+        return load_command(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, spec[2]) for name, spec in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeconf")
+def cli() -> None:
+    """edgeconf: confidence-aware classifier cascades with a memo cache, for NVIDIA Jetson boards.
+
+    Run 'edgeconf COMMAND --help' for a command's options.
+    """
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console entry point: user errors print one line on stderr and exit non-zero."""
+    try:
+        rv = cli.main(args=argv, prog_name="edgeconf", standalone_mode=False)
+    except EdgeconfError as exc:
+        click.echo("edgeconf: error: %s" % str(exc).replace("\n", " "), err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("edgeconf: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("edgeconf: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)

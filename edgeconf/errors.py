@@ -1,0 +1,34 @@
+"""Typed errors a user can cause. Each message says what is wrong and what to do."""
+from __future__ import annotations
+
+
+class EdgeconfError(Exception):
+    """Base class of every error edgeconf raises on purpose; the CLI prints it in one line."""
+
+
+class ModelLoadError(EdgeconfError):
+    """A model file is missing, truncated, not ONNX, or cannot be loaded by the backend."""
+
+
+class InputValidationError(EdgeconfError):
+    """An input array has the wrong shape, dtype or non-finite values."""
+
+
+class BundleError(EdgeconfError):
+    """A bundle folder or its edgeconf.json manifest is invalid."""
+
+
+class BackendUnavailableError(EdgeconfError):
+    """A backend (or one of its execution providers) cannot be used on this machine."""
+
+
+class MissingDependencyError(EdgeconfError):
+    """An optional dependency (a pip extra or a JetPack package) is not installed."""
+
+
+class DataError(EdgeconfError):
+    """Input data (images, folders, arrays, datasets) is missing or unreadable."""
+
+
+class ConfigError(EdgeconfError):
+    """An option or a combination of options is invalid."""

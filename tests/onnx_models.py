@@ -1,0 +1,51 @@
+"""Small real ONNX models built with onnx.helper for the tests."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def linear_classifier(weight: np.ndarray, bias: Optional[np.ndarray] = None, input_shape: Sequence[int] = (1, 28, 28),
+                      input_name: str = "input", output_name: str = "logits", extra_outputs: bool = False) -> onnx.ModelProto:
+    """``logits = flatten(x) @ weight + bias`` with a dynamic batch axis; optionally also a 'features' output."""
+    features = int(np.prod(input_shape))
+    weight = np.asarray(weight, dtype=np.float32)
+    assert weight.shape[0] == features, (weight.shape, features)
+    classes = weight.shape[1]
+    bias = np.zeros(classes, np.float32) if bias is None else np.asarray(bias, np.float32)
+    nodes = [
+        helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "B"], [output_name]),
+    ]
+    outputs = [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["N", classes])]
+    if extra_outputs:
+        nodes.append(helper.make_node("Relu", ["flat"], ["features"]))
+        outputs.append(helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", features]))
+    graph = helper.make_graph(
+        nodes, "linear",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", *input_shape])],
+        outputs,
+        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def random_classifier(seed: int, input_shape: Sequence[int] = (1, 28, 28), classes: int = 10, scale: float = 0.05,
+                      **kw) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    features = int(np.prod(input_shape))
+    return linear_classifier(rng.normal(0, scale, (features, classes)), rng.normal(0, 0.1, classes),
+                             input_shape=input_shape, **kw)
+
+
+def save(model: onnx.ModelProto, path) -> str:
+    onnx.save(model, str(path))
+    return str(path)
