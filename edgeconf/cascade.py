@@ -263,16 +263,25 @@ class Cascade:
         results: List[Optional[CascadeResult]] = [None] * len(images)
         keys: List[Any] = [None] * len(images)
         todo = list(range(len(images)))
+        repeats: Dict[int, int] = {}  # index -> earlier index in this batch with the same key
         fp = self.fingerprint() if self.memo is not None else ""
         if self.memo is not None:
             todo = []
+            first_of: Dict[bytes, int] = {}
             for i, img in enumerate(images):
                 keys[i] = self.memo.key(img)
                 hit = self.memo.get(keys[i], fp)
-                if hit is None:
-                    todo.append(i)
-                else:
+                if hit is not None:
                     results[i] = _as_memo_hit(hit)
+                    continue
+                kb = keys[i] if isinstance(keys[i], bytes) else keys[i].tobytes()
+                if kb in first_of:  # a repeat inside this batch: answered by the first copy
+                    repeats[i] = first_of[kb]
+                    self.memo.stats.misses -= 1
+                    self.memo.stats.hits += 1
+                else:
+                    first_of[kb] = i
+                    todo.append(i)
         if todo:
             batch = self.run_batch(self.preprocessing.batch([images[i] for i in todo]))
             for j, i in enumerate(todo):
@@ -280,6 +289,8 @@ class Cascade:
                 results[i] = res
                 if self.memo is not None:
                     self.memo.put(keys[i], fp, res)
+        for i, first in repeats.items():
+            results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         return [r for r in results if r is not None]
 
     def classify(self, image: np.ndarray) -> CascadeResult:
