@@ -32,3 +32,7 @@ class DataError(EdgeconfError):
 
 class ConfigError(EdgeconfError):
     """An option or a combination of options is invalid."""
+
+
+class SourceError(EdgeconfError):
+    """A frame source URI cannot be opened: unknown scheme, missing file or camera, unreadable video."""
