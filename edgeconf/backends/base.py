@@ -72,6 +72,9 @@ class Runner(ABC):
                 names = ", ".join(s.name for s in self.inputs)
                 raise InputValidationError("this model has %d inputs (%s); pass a dict of arrays" % (len(self.inputs), names))
             feeds = {self.inputs[0].name: feeds}
+        elif not isinstance(feeds, Mapping):
+            raise InputValidationError("model inputs must be a numpy array or a dict of numpy arrays, got %s"
+                                       % type(feeds).__name__)
         if validate:
             known = {s.name: s for s in self.inputs}
             missing = [n for n in known if n not in feeds]

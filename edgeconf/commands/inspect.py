@@ -1,0 +1,138 @@
+"""``edgeconf inspect``: show what an ONNX model, a bundle or a TensorRT engine carries."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict
+
+import click
+
+from edgeconf.bundle import MANIFEST, read_manifest, sha256_file
+from edgeconf.errors import ModelLoadError
+
+META_PREFIX = "edgeconf."
+
+
+def describe_onnx(path: str) -> Dict[str, Any]:
+    """Inputs, outputs, opsets and metadata of an ONNX file (parsed, never executed)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not os.path.isfile(path):
+        raise ModelLoadError("model file %s does not exist" % path)
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except (DecodeError, ValueError, OSError) as exc:
+        raise ModelLoadError("%s is not a readable ONNX model (%s); is the file complete?" % (path, exc)) from None
+    if not model.graph.node and not model.graph.output:
+        raise ModelLoadError("%s does not contain an ONNX graph" % path)
+
+    def dims(vi) -> list:
+        return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
+
+    def dtype(vi) -> str:
+        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+
+    edge, other = {}, {}
+    for prop in model.metadata_props:
+        if prop.key.startswith(META_PREFIX):
+            try:
+                edge[prop.key[len(META_PREFIX):]] = json.loads(prop.value)
+            except ValueError:
+                edge[prop.key[len(META_PREFIX):]] = prop.value
+        else:
+            other[prop.key] = prop.value
+    inits = {i.name for i in model.graph.initializer}
+    return {
+        "kind": "onnx",
+        "path": path,
+        "bytes": os.path.getsize(path),
+        "sha256": sha256_file(path),
+        "producer": "%s %s" % (model.producer_name, model.producer_version),
+        "opsets": {o.domain or "ai.onnx": o.version for o in model.opset_import},
+        "inputs": [{"name": i.name, "shape": dims(i), "dtype": dtype(i)} for i in model.graph.input if i.name not in inits],
+        "outputs": [{"name": o.name, "shape": dims(o), "dtype": dtype(o)} for o in model.graph.output],
+        "nodes": len(model.graph.node),
+        "edgeconf": edge,
+        "metadata": other,
+    }
+
+
+def describe_bundle(folder: str) -> Dict[str, Any]:
+    manifest = read_manifest(folder, verify=True)
+    data = manifest.to_json()
+    data["kind"] = "bundle"
+    data["path"] = folder
+    data["verified"] = True
+    return data
+
+
+def describe(path: str) -> Dict[str, Any]:
+    """Describe a bundle folder, an ONNX file or an engine file, chosen by what the path holds."""
+    if os.path.isdir(path):
+        return describe_bundle(path)
+    if os.path.basename(path) == MANIFEST:
+        return describe_bundle(os.path.dirname(path) or ".")
+    if not os.path.isfile(path):
+        raise ModelLoadError("%s does not exist" % path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if path.endswith((".engine", ".plan", ".trt")) or _looks_like_engine(head):
+        from edgeconf.engine_format import describe as describe_engine
+
+        return describe_engine(path)
+    return describe_onnx(path)
+
+
+def _looks_like_engine(head: bytes) -> bool:
+    """An edgeconf engine starts with a little-endian header length followed by '{'."""
+    return len(head) >= 5 and head[4:5] == b"{"
+
+
+def _print_human(info: Dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    kind = info.get("kind")
+    if kind == "bundle":
+        console.print("[bold]bundle[/bold] %s  (%s, schema %s, combine=%s, hashes verified)" % (
+            info["path"], info.get("name"), info.get("schema"), info.get("combine")))
+        table = Table("stage", "model", "score", "threshold", "temperature", "input", "engine")
+        for st in info["stages"]:
+            table.add_row(st["name"], st["model"], st["score"], "%.4f" % st["threshold"], "%.4f" % st["temperature"],
+                          st["input"], st.get("engine") or "-")
+        console.print(table)
+        console.print("labels: %s" % ", ".join(info["labels"]))
+        console.print("preprocessing: %s" % json.dumps(info["preprocessing"]))
+        console.print("memo: %s" % json.dumps(info["memo"]))
+        console.print("provenance: %s" % json.dumps(info.get("provenance", {})))
+        return
+    if kind == "onnx":
+        console.print("[bold]onnx[/bold] %s  %d bytes  sha256 %s…  opsets %s  %d nodes" % (
+            info["path"], info["bytes"], info["sha256"][:16], info["opsets"], info["nodes"]))
+        table = Table("io", "name", "shape", "dtype")
+        for i in info["inputs"]:
+            table.add_row("input", i["name"], str(i["shape"]), i["dtype"])
+        for o in info["outputs"]:
+            table.add_row("output", o["name"], str(o["shape"]), o["dtype"])
+        console.print(table)
+        if info["edgeconf"]:
+            for k, v in info["edgeconf"].items():
+                console.print("edgeconf.%s = %s" % (k, json.dumps(v)))
+        else:
+            console.print("no edgeconf metadata (not exported by edgeconf)")
+        return
+    console.print_json(data=info)
+
+
+@click.command("inspect")
+@click.argument("artifact", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def inspect_cmd(artifact: str, as_json: bool) -> None:
+    """Show what ARTIFACT carries: an ONNX model, a bundle folder, or a TensorRT engine."""
+    info = describe(artifact)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+    else:
+        _print_human(info)

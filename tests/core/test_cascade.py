@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeconf.backends import prepare
+from edgeconf.cascade import Cascade, Stage
+from edgeconf.confidence import score, softmax
+from edgeconf.errors import ConfigError
+from onnx_models import linear_classifier, random_classifier, save
+
+
+def _reference(x, weights, thresholds, temps, scores, combine):
+    """Plain-numpy cascade: the answer each input should get and the stage that gave it."""
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    out_class = np.zeros(n, int)
+    out_stage = np.zeros(n, int)
+    out_conf = np.zeros(n)
+    for i in range(n):
+        best = None
+        for k, (w, b) in enumerate(weights):
+            p = softmax((flat[i] @ w + b)[None], temps[k])
+            c = float(score(scores[k], p)[0])
+            if best is None or combine == "last" or c > best[2]:
+                best = (int(p.argmax()), k, c)
+            if c >= thresholds[k] or k == len(weights) - 1:
+                break
+        out_class[i], out_stage[i], out_conf[i] = best
+    return out_class, out_stage, out_conf
+
+
+def _weights(seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 0.05, (784, 10)).astype(np.float32), rng.normal(0, 0.1, 10).astype(np.float32)
+
+
+@pytest.mark.parametrize("combine", ["last", "best"])
+@pytest.mark.parametrize("scores", [("margin", "margin"), ("maxp", "entropy")])
+def test_two_stage_matches_numpy_reference(tmp_path, rng, combine, scores):
+    ws = [_weights(10), _weights(11)]
+    paths = [save(linear_classifier(w, b), tmp_path / ("s%d.onnx" % k)) for k, (w, b) in enumerate(ws)]
+    temps = [1.3, 0.8]
+    x = rng.normal(size=(300, 1, 28, 28)).astype(np.float32)
+    first = score(scores[0], softmax(x.reshape(300, -1) @ ws[0][0] + ws[0][1], temps[0]))
+    thresholds = [float(np.quantile(first, 0.6)), 0.0]  # about 60 % escalate
+    stages = [Stage("s%d" % k, prepare(p), scores[k], thresholds[k], temps[k]) for k, p in enumerate(paths)]
+    cascade = Cascade(stages, combine=combine)
+    want_class, want_stage, want_conf = _reference(x, ws, thresholds, temps, scores, combine)
+    assert 0.5 < (batch_escalated := (first < thresholds[0]).mean()) < 0.7
+    if combine == "last":
+        assert (want_stage == 1).mean() == pytest.approx(batch_escalated)
+
+    batch = cascade.run_batch(x)
+    np.testing.assert_array_equal(batch.class_ids, want_class)
+    np.testing.assert_array_equal(batch.stage, want_stage)
+    np.testing.assert_allclose(batch.confidence, want_conf, rtol=1e-5, atol=1e-6)
+    escalated = int((batch.stages_run == 2).sum())
+    assert batch.stage_counts == [300, escalated]
+    # single inputs give the same answers as the batch
+    for i in range(0, 300, 37):
+        one = cascade.run(x[i])
+        assert (one.class_id, one.stage) == (want_class[i], want_stage[i])
+        assert len(one.stage_seconds) == one.stages_run
+    c = cascade.counters
+    assert c.inputs == 300 + len(range(0, 300, 37))
+    assert c.calls[0] == c.inputs and c.calls[1] == escalated + sum(
+        1 for i in range(0, 300, 37) if batch.stages_run[i] == 2)
+    assert sum(c.exits) == c.inputs
+    assert c.escalation_rate == pytest.approx(c.calls[1] / c.inputs)
+
+
+def test_threshold_zero_and_one(tmp_path, rng, two_models):
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.0), Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages)
+    x = rng.normal(size=(20, 1, 28, 28)).astype(np.float32)
+    assert cascade.run_batch(x).stage_counts == [20]  # everything exits at stage 1
+    cascade.set_threshold(0, 1.0)
+    assert cascade.run_batch(x).stage_counts == [20, 20]  # nothing is confident enough
+    with pytest.raises(ConfigError, match="threshold must be in"):
+        cascade.set_threshold(0, 1.5)
+
+
+def test_fingerprint_follows_everything_that_decides_answers(two_models):
+    def build():
+        return Cascade([Stage("a", prepare(two_models[0]), "margin", 0.5, model_sha256="aa"),
+                        Stage("b", prepare(two_models[1]), "margin", 0.5, model_sha256="bb")])
+
+    a, b = build(), build()
+    assert a.fingerprint() == b.fingerprint()
+    b.set_threshold(0, 0.6)
+    assert a.fingerprint() != b.fingerprint()
+    b.set_threshold(0, 0.5)
+    b.stages[1].temperature = 2.0
+    assert a.fingerprint() != b.fingerprint()
+    b.stages[1].temperature = 1.0
+    b.combine = "best"
+    assert a.fingerprint() != b.fingerprint()
+
+
+def test_early_exit_stages_chain_on_features(tmp_path, rng):
+    """Stage 2 consumes stage 1's 'features' output, as early-exit segments do."""
+    w1, b1 = _weights(20)
+    w2, b2 = _weights(21)
+    s1 = save(linear_classifier(w1, b1, extra_outputs=True), tmp_path / "seg1.onnx")
+    s2 = save(linear_classifier(w2, b2, input_shape=(784,), input_name="features_in"), tmp_path / "seg2.onnx")
+    cascade = Cascade([Stage("seg1", prepare(s1), "maxp", 0.3), Stage("seg2", prepare(s2), "maxp", 0.0, input="features")])
+    x = rng.normal(size=(100, 1, 28, 28)).astype(np.float32)
+    res = cascade.run_batch(x)
+    flat = x.reshape(100, -1)
+    p1 = softmax(flat @ w1 + b1)
+    p2 = softmax(np.maximum(flat, 0) @ w2 + b2)
+    go = p1.max(1) < 0.3
+    want = np.where(go, p2.argmax(1), p1.argmax(1))
+    np.testing.assert_array_equal(res.class_ids, want)
+    assert res.stage_counts == [100, int(go.sum())]
+
+
+def test_invalid_configurations(two_models):
+    r = prepare(two_models[0])
+    with pytest.raises(ConfigError, match="at least one stage"):
+        Cascade([])
+    with pytest.raises(ConfigError, match="combine rule"):
+        Cascade([Stage("a", r)], combine="vote")
+    with pytest.raises(ConfigError, match="no output 'scores'"):
+        Stage("a", r, logits="scores")
+    with pytest.raises(ConfigError, match="threshold"):
+        Stage("a", r, threshold=-0.1)
+    with pytest.raises(ConfigError, match="first stage must take the image"):
+        Cascade([Stage("a", r, input="features")])
+    with pytest.raises(Exception, match="no output 'features'"):
+        Cascade([Stage("a", r), Stage("b", prepare(two_models[1]), input="features")])
+
+
+def test_empty_batch(two_models):
+    cascade = Cascade([Stage("a", prepare(two_models[0]))])
+    res = cascade.run_batch(np.zeros((0, 1, 28, 28), np.float32))
+    assert len(res) == 0 and cascade.counters.inputs == 0

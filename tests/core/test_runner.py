@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeconf.backends import availability, backend_names, prepare, register_backend
+from edgeconf.backends.onnxruntime import resolve_providers
+from edgeconf.errors import BackendUnavailableError, ConfigError, InputValidationError, ModelLoadError
+from onnx_models import random_classifier, save
+
+
+def test_runner_specs_and_numpy_parity(tmp_path, rng):
+    model = random_classifier(3)
+    path = save(model, tmp_path / "m.onnx")
+    with prepare(path) as runner:
+        assert [s.name for s in runner.inputs] == ["input"]
+        assert runner.inputs[0].shape == (None, 1, 28, 28)
+        assert runner.inputs[0].dtype == "float32"
+        assert [(s.name, s.shape, s.dtype) for s in runner.outputs] == [("logits", (None, 10), "float32")]
+        x = rng.normal(size=(5, 1, 28, 28)).astype(np.float32)
+        out = runner.run(x)["logits"]
+    from onnx import numpy_helper
+
+    w = numpy_helper.to_array(model.graph.initializer[0])
+    b = numpy_helper.to_array(model.graph.initializer[1])
+    np.testing.assert_allclose(out, x.reshape(5, -1) @ w + b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 28, 28), np.float32), "expects 4 dimensions"),
+    (np.zeros((2, 1, 28, 27), np.float32), "dimension 3 must be 28"),
+    (np.zeros((2, 1, 28, 28), np.float64), "dtype float32"),
+    (np.full((1, 1, 28, 28), np.nan, np.float32), "NaN or infinite"),
+    ([[1.0]], "numpy array"),
+])
+def test_runner_rejects_bad_inputs(tmp_path, bad, message):
+    runner = prepare(save(random_classifier(3), tmp_path / "m.onnx"))
+    with pytest.raises(InputValidationError, match=message):
+        runner.run(bad)
+
+
+def test_runner_rejects_wrong_names(tmp_path):
+    runner = prepare(save(random_classifier(3), tmp_path / "m.onnx"))
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    with pytest.raises(InputValidationError, match="unexpected \\['other'\\]"):
+        runner.run({"input": x, "other": x})
+    with pytest.raises(InputValidationError, match="unknown outputs"):
+        runner.run(x, output_names=["probs"])
+
+
+def test_truncated_and_foreign_files_are_model_load_errors(tmp_path):
+    good = save(random_classifier(3), tmp_path / "m.onnx")
+    data = open(good, "rb").read()
+    (tmp_path / "trunc.onnx").write_bytes(data[: len(data) // 3])
+    (tmp_path / "text.onnx").write_text("not a model")
+    for name in ("trunc.onnx", "text.onnx"):
+        with pytest.raises(ModelLoadError, match="cannot load .*%s" % name):
+            prepare(str(tmp_path / name))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        prepare(str(tmp_path / "missing.onnx"))
+
+
+def test_provider_selection():
+    assert resolve_providers(None, ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    both = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers(["trt", ("cuda", {"device_id": 0})], both) == [
+        "TensorrtExecutionProvider", ("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    with pytest.raises(BackendUnavailableError, match="'cuda' is not available"):
+        resolve_providers(["cuda"], ["CPUExecutionProvider"])
+
+
+def test_registry_is_lazy_and_reports_unusable_backends():
+    assert {"onnxruntime", "tensorrt"} <= set(backend_names())
+    with pytest.raises(ConfigError, match="unknown backend 'nope'"):
+        prepare("x.onnx", backend="nope")
+    register_backend("broken", "edgeconf_no_such_module:prepare")
+    try:
+        rows = {name: (ok, detail) for name, ok, detail in availability()}
+        assert rows["onnxruntime"][0] is True
+        assert rows["broken"][0] is False and "edgeconf_no_such_module" in rows["broken"][1]
+        with pytest.raises(BackendUnavailableError, match="backend 'broken' cannot be loaded"):
+            prepare("x.onnx", backend="broken")
+    finally:
+        from edgeconf import backends
+
+        backends._REGISTRY.pop("broken")
