@@ -36,7 +36,8 @@ COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
 def _placeholder(name: str, help_text: str, reason: str) -> click.Command:
     """A command that explains why the real one cannot run here."""
 
-    @click.command(name=name, help=help_text, context_settings={"ignore_unknown_options": True})
+    @click.command(name=name, help="%s\n\nUnavailable here: %s" % (help_text, reason),
+                   context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def _missing(args: Tuple[str, ...]) -> None:
         raise MissingDependencyError("edgeconf %s is unavailable: %s" % (name, reason))

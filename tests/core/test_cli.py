@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeconf.bundle import StageSpec, save_bundle
+from edgeconf.preprocess import Preprocessing
+
+LABELS = ["c%d" % i for i in range(10)]
+
+
+def edgeconf(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgeconf", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+@pytest.fixture
+def bundle(tmp_path, two_models):
+    folder = tmp_path / "bundle"
+    save_bundle(str(folder), [StageSpec("a", "a.onnx", "margin", 0.3), StageSpec("b", "b.onnx", "margin", 0.0)],
+                {"a.onnx": two_models[0], "b.onnx": two_models[1]}, LABELS, Preprocessing())
+    return folder
+
+
+def test_help_lists_every_verb():
+    out = edgeconf("--help")
+    assert out.returncode == 0
+    for verb in ("inspect", "classify", "export", "engine", "bench", "run", "demo", "gui", "devices"):
+        assert verb in out.stdout
+
+
+def test_classify_images_folder_and_arrays(tmp_path, bundle):
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(imgs[:3]):
+        cv2.imwrite(str(folder / ("%d.png" % i)), img)
+    np.save(tmp_path / "arr.npy", imgs)
+    rgb = tmp_path / "rgb.jpg"
+    cv2.imwrite(str(rgb), np.dstack([imgs[0]] * 3))
+    out = edgeconf("classify", bundle, folder, tmp_path / "arr.npy", rgb, "--batch", "4")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 3 + 6 + 1
+    assert rows[0]["input"].endswith("0.png") and rows[3]["input"] == "arr.npy[0]"
+    for r in rows:
+        assert set(r) >= {"input", "class", "label", "confidence", "stage", "memo_hit", "stage_ms"}
+        assert r["label"] == LABELS[r["class"]]
+    # the PNGs equal the first three array rows: same answers, and the repeats are memo hits
+    assert [r["class"] for r in rows[:3]] == [r["class"] for r in rows[3:6]]
+    assert [r["memo_hit"] for r in rows[3:6]] == [True] * 3
+    assert "summary:" in out.stderr
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "holds no images"),
+    (lambda p: p.write_bytes(b"not an image"), "cannot read .* as an image"),
+    (lambda p: None, "does not exist"),
+])
+def test_classify_bad_inputs_print_one_line(tmp_path, bundle, make, message):
+    target = tmp_path / "input.png"
+    make(target)
+    out = edgeconf("classify", bundle, target)
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    import re
+
+    assert re.search(message, out.stderr), out.stderr
+
+
+def test_classify_refuses_float_arrays_and_pickles(tmp_path, bundle):
+    np.save(tmp_path / "f.npy", np.zeros((2, 28, 28), np.float32))
+    out = edgeconf("classify", bundle, tmp_path / "f.npy")
+    assert out.returncode == 1 and "must be uint8" in out.stderr
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    out = edgeconf("classify", bundle, tmp_path / "obj.npy")
+    assert out.returncode == 1 and "Object arrays cannot be loaded" in out.stderr
+
+
+def test_inspect_onnx_and_bundle(bundle, two_models):
+    out = edgeconf("inspect", two_models[0], "--json")
+    info = json.loads(out.stdout)
+    assert info["kind"] == "onnx" and info["outputs"][0]["name"] == "logits"
+    assert info["inputs"][0]["shape"] == ["N", 1, 28, 28]
+    out = edgeconf("inspect", bundle, "--json")
+    info = json.loads(out.stdout)
+    assert info["kind"] == "bundle" and info["verified"] and [s["name"] for s in info["stages"]] == ["a", "b"]
+    human = edgeconf("inspect", bundle)
+    assert human.returncode == 0 and "hashes verified" in human.stdout
+
+
+def test_inspect_bad_files(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"\x00garbage")
+    out = edgeconf("inspect", tmp_path / "x.onnx")
+    assert out.returncode == 1 and "is not a readable ONNX model" in out.stderr
+    out = edgeconf("inspect", tmp_path / "missing.onnx")
+    assert out.returncode == 1 and "does not exist" in out.stderr
