@@ -1,0 +1,452 @@
+"""The confidence head: nodes appended to a classifier graph so the graph itself outputs ``probs``,
+``confidence`` and ``exit``, with the temperature and threshold stored as named initializers and the
+same facts written as ``edgeconf.*`` metadata (JSON values).
+
+Works on any classifier ONNX (torch, other tools, hand-built graphs): the logits output is the only
+2-D float output, or the one named by ``output``. Re-heading a model that already carries a head
+replaces the old head, so exported files can be fed back in.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgeconf.confidence import SCORES, score as np_score, softmax
+from edgeconf.errors import ConfigError, ModelLoadError
+from edgeconf.export.errors import ExportError, NotAClassifierError, UnsupportedOpsetError
+
+SCHEMA = 1
+PREFIX = "edgeconf."
+T_NAME = "edgeconf_temperature"
+THRESHOLD_NAME = "edgeconf_threshold"
+HEAD_OUTPUTS = ("probs", "confidence", "exit")
+NODE_PREFIX = "edgeconf/"
+#: Every op of the head exists with the semantics used here from opset 11 on (ReduceSum is branched at 13).
+MIN_OPSET = 11
+FLOAT_TYPES = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+
+ModelLike = Union[onnx.ModelProto, str, "os.PathLike[str]"]
+
+
+# -- loading and inspecting ----------------------------------------------------------------------
+def load_model(model: ModelLike) -> Tuple[onnx.ModelProto, str]:
+    """Return a copy of the model and the sha256 of its serialised source."""
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return copy, hashlib.sha256(model.SerializeToString()).hexdigest()
+    path = os.fspath(model)
+    if not os.path.isfile(path):
+        raise ModelLoadError("model file %s does not exist" % path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        proto = onnx.load_from_string(data)
+        if proto.graph.ByteSize() == 0 and not proto.graph.node:
+            raise ValueError("empty graph")
+        # external data (e.g. from torch's dynamo exporter) is resolved relative to the file
+        onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+    except Exception as exc:
+        raise ModelLoadError("cannot read %s as an ONNX model (%s); is it a complete .onnx file?"
+                             % (path, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)) from None
+    return proto, hashlib.sha256(data).hexdigest()
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    raise UnsupportedOpsetError("the model imports no default-domain ONNX opset; the confidence head needs opset >= %d"
+                                % MIN_OPSET)
+
+
+def _check_opset(model: onnx.ModelProto) -> int:
+    v = default_opset(model)
+    newest = onnx.defs.onnx_opset_version()
+    if v < MIN_OPSET:
+        raise UnsupportedOpsetError(
+            "the model uses ONNX opset %d; the confidence head cannot extend opsets older than %d. Convert it first: "
+            "onnx.version_converter.convert_version(model, 17), or re-export with a newer opset" % (v, MIN_OPSET))
+    if v > newest:
+        raise UnsupportedOpsetError("the model uses ONNX opset %d but this onnx package knows opsets up to %d; "
+                                    "upgrade onnx (pip install -U onnx)" % (v, newest))
+    return v
+
+
+def _dims(vi: onnx.ValueInfoProto) -> Optional[List[Union[int, str, None]]]:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    out: List[Union[int, str, None]] = []
+    for d in t.shape.dim:
+        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return out
+
+
+def describe_output(vi: onnx.ValueInfoProto) -> str:
+    dims = _dims(vi)
+    shape = "?" if dims is None else "[" + ",".join("?" if not isinstance(d, int) else str(d) for d in dims) + "]"
+    kind = TensorProto.DataType.Name(vi.type.tensor_type.elem_type) if vi.type.HasField("tensor_type") else "non-tensor"
+    return "%s%s %s" % (vi.name, shape, kind.lower())
+
+
+def read_head_metadata(model: ModelLike) -> Dict[str, Any]:
+    """The ``edgeconf.*`` metadata of a model as a dict (prefix removed, JSON values parsed); {} if none."""
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)[0]
+    out: Dict[str, Any] = {}
+    for p in proto.metadata_props:
+        if p.key.startswith(PREFIX):
+            try:
+                out[p.key[len(PREFIX):]] = json.loads(p.value)
+            except ValueError:
+                out[p.key[len(PREFIX):]] = p.value
+    return out
+
+
+def has_head(model: onnx.ModelProto) -> bool:
+    return any(n.name.startswith(NODE_PREFIX) for n in model.graph.node)
+
+
+def find_logits_output(model: onnx.ModelProto, output: Optional[str] = None) -> Tuple[str, Optional[int]]:
+    """Name and class count (None if dynamic) of the logits output.
+
+    With ``output`` that output is used; otherwise the single 2-D float output (head outputs excluded).
+    """
+    head = has_head(model)
+    meta = read_head_metadata(model) if head else {}
+    outputs = [o for o in model.graph.output if not (head and o.name in HEAD_OUTPUTS)]
+    listing = ", ".join(describe_output(o) for o in model.graph.output) or "none"
+    if output is None and head and isinstance(meta.get("logits"), str):
+        output = meta["logits"]
+    if output is not None:
+        match = [o for o in outputs if o.name == output]
+        if not match:
+            raise NotAClassifierError("the model has no output %r (outputs: %s)" % (output, listing))
+        cand = match[0]
+        dims = _dims(cand)
+        if cand.type.tensor_type.elem_type not in FLOAT_TYPES or (dims is not None and len(dims) != 2):
+            raise NotAClassifierError("output %r is %s; class logits must be a 2-D float tensor (batch, classes)"
+                                      % (output, describe_output(cand)))
+    else:
+        cands = [o for o in outputs if o.type.tensor_type.elem_type in FLOAT_TYPES and _dims(o) is not None
+                 and len(_dims(o)) == 2]  # type: ignore[arg-type]
+        if not cands:
+            raise NotAClassifierError("the model is not a classifier: it has no 2-D float output (batch, classes) to "
+                                      "read logits from (outputs: %s)" % listing)
+        if len(cands) > 1:
+            raise NotAClassifierError("the model has several candidate logits outputs (%s); choose one with "
+                                      "output=NAME (CLI: --output NAME)" % ", ".join(describe_output(o) for o in cands))
+        cand = cands[0]
+        dims = _dims(cand)
+    classes = dims[1] if dims is not None and isinstance(dims[1], int) and dims[1] > 0 else None
+    if classes is not None and classes < 2:
+        raise NotAClassifierError("output %r has %d class; a classifier needs at least 2 classes" % (cand.name, classes))
+    return cand.name, classes
+
+
+# -- building the head -----------------------------------------------------------------------------
+def _strip_head(model: onnx.ModelProto) -> None:
+    g = model.graph
+    removed = set()
+    keep = []
+    for n in g.node:
+        if n.name.startswith(NODE_PREFIX):
+            removed.update(n.output)
+        else:
+            keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    for coll in (g.output, g.value_info):
+        kept = [v for v in coll if v.name not in removed]
+        del coll[:]
+        coll.extend(kept)
+    inits = [i for i in g.initializer if not i.name.startswith("edgeconf_")]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+
+
+def _all_names(g: onnx.GraphProto) -> set:
+    names = {i.name for i in g.input} | {i.name for i in g.initializer} | {o.name for o in g.output}
+    for n in g.node:
+        names.update(n.output)
+    return names
+
+
+def _check_value(name: str, value: float, low: float, high: Optional[float]) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError("%s must be a number, got %r" % (name, value)) from None
+    if not np.isfinite(v) or v < low or (high is not None and v > high) or (name == "temperature" and v <= 0):
+        rng = "> 0" if high is None else "in [%g, %g]" % (low, high)
+        raise ConfigError("%s must be %s, got %r" % (name, rng, value))
+    return v
+
+
+def _head_nodes(logits: str, score: str, opset: int, elem_type: int) -> Tuple[list, list]:
+    """Nodes and extra initializers computing probs/confidence/exit from ``logits``."""
+    P = NODE_PREFIX
+    nodes = []
+    inits = [numpy_helper.from_array(np.array(0, np.int64), "edgeconf_idx0"),
+             numpy_helper.from_array(np.array(1, np.int64), "edgeconf_idx1")]
+    src = logits
+    if elem_type != TensorProto.FLOAT:
+        nodes.append(helper.make_node("Cast", [logits], ["edgeconf_logits_f32"], to=TensorProto.FLOAT, name=P + "cast"))
+        src = "edgeconf_logits_f32"
+    nodes.append(helper.make_node("Div", [src, T_NAME], ["edgeconf_scaled"], name=P + "temperature"))
+    nodes.append(helper.make_node("Softmax", ["edgeconf_scaled"], ["probs"], axis=1, name=P + "softmax"))
+    if score == "maxp":
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "edgeconf_k1"))
+        nodes.append(helper.make_node("TopK", ["probs", "edgeconf_k1"], ["edgeconf_top1", "edgeconf_top1_idx"], axis=1,
+                                      name=P + "top1"))
+        nodes.append(helper.make_node("Gather", ["edgeconf_top1", "edgeconf_idx0"], ["confidence"], axis=1,
+                                      name=P + "maxp"))
+    elif score == "margin":
+        inits.append(numpy_helper.from_array(np.array([2], np.int64), "edgeconf_k2"))
+        nodes.append(helper.make_node("TopK", ["probs", "edgeconf_k2"], ["edgeconf_top2", "edgeconf_top2_idx"], axis=1,
+                                      name=P + "top2"))
+        nodes.append(helper.make_node("Gather", ["edgeconf_top2", "edgeconf_idx0"], ["edgeconf_p1"], axis=1, name=P + "p1"))
+        nodes.append(helper.make_node("Gather", ["edgeconf_top2", "edgeconf_idx1"], ["edgeconf_p2"], axis=1, name=P + "p2"))
+        nodes.append(helper.make_node("Sub", ["edgeconf_p1", "edgeconf_p2"], ["confidence"], name=P + "margin"))
+    elif score == "entropy":
+        # 1 - H / log(C), H = -sum(p * log_softmax): finite even where p underflows to 0
+        inits += [numpy_helper.from_array(np.array(0.0, np.float32), "edgeconf_zero"),
+                  numpy_helper.from_array(np.array(1.0, np.float32), "edgeconf_one")]
+        nodes.append(helper.make_node("LogSoftmax", ["edgeconf_scaled"], ["edgeconf_logp"], axis=1, name=P + "logsoftmax"))
+        nodes.append(helper.make_node("Mul", ["probs", "edgeconf_logp"], ["edgeconf_plogp"], name=P + "plogp"))
+        if opset >= 13:
+            inits.append(numpy_helper.from_array(np.array([1], np.int64), "edgeconf_axes1"))
+            nodes.append(helper.make_node("ReduceSum", ["edgeconf_plogp", "edgeconf_axes1"], ["edgeconf_negh"], keepdims=0,
+                                          name=P + "sum"))
+        else:
+            nodes.append(helper.make_node("ReduceSum", ["edgeconf_plogp"], ["edgeconf_negh"], axes=[1], keepdims=0,
+                                          name=P + "sum"))
+        nodes.append(helper.make_node("Shape", ["probs"], ["edgeconf_shape"], name=P + "shape"))
+        nodes.append(helper.make_node("Gather", ["edgeconf_shape", "edgeconf_idx1"], ["edgeconf_c_i64"], axis=0,
+                                      name=P + "classes"))
+        nodes.append(helper.make_node("Cast", ["edgeconf_c_i64"], ["edgeconf_c"], to=TensorProto.FLOAT, name=P + "classes_f"))
+        nodes.append(helper.make_node("Log", ["edgeconf_c"], ["edgeconf_logc"], name=P + "logc"))
+        nodes.append(helper.make_node("Div", ["edgeconf_negh", "edgeconf_logc"], ["edgeconf_negh_n"], name=P + "normalise"))
+        nodes.append(helper.make_node("Add", ["edgeconf_one", "edgeconf_negh_n"], ["edgeconf_ent_raw"], name=P + "one_minus"))
+        nodes.append(helper.make_node("Min", ["edgeconf_ent_raw", "edgeconf_one"], ["edgeconf_ent_hi"], name=P + "clip_hi"))
+        nodes.append(helper.make_node("Max", ["edgeconf_ent_hi", "edgeconf_zero"], ["confidence"], name=P + "clip_lo"))
+    else:
+        raise ConfigError("unknown score %r; choose one of %s" % (score, ", ".join(SCORES)))
+    nodes.append(helper.make_node("Less", ["confidence", THRESHOLD_NAME], ["edgeconf_unsure"], name=P + "less"))
+    nodes.append(helper.make_node("Not", ["edgeconf_unsure"], ["exit"], name=P + "exit"))
+    return nodes, inits
+
+
+def _set_metadata(model: onnx.ModelProto, items: Dict[str, Any]) -> None:
+    """Add or update ``edgeconf.<key>`` entries, leaving every other entry as it was."""
+    existing = {p.key: p for p in model.metadata_props}
+    for k, v in items.items():
+        key = PREFIX + k
+        value = json.dumps(v, sort_keys=True)
+        if key in existing:
+            existing[key].value = value
+        else:
+            entry = model.metadata_props.add()
+            entry.key = key
+            entry.value = value
+
+
+def _preprocessing_json(preprocessing: Any) -> Any:
+    if preprocessing is None:
+        return None
+    if hasattr(preprocessing, "to_json"):
+        return preprocessing.to_json()
+    if isinstance(preprocessing, dict):
+        from edgeconf.preprocess import Preprocessing
+
+        Preprocessing.from_json(preprocessing)  # validates
+        return dict(preprocessing)
+    raise ConfigError("preprocessing must be an edgeconf.preprocess.Preprocessing or its JSON dict")
+
+
+def add_confidence_head(model: ModelLike, score: str = "margin", threshold: float = 0.5, temperature: float = 1.0,
+                        labels: Optional[Sequence[str]] = None, preprocessing: Any = None, output: Optional[str] = None,
+                        validate: bool = True) -> onnx.ModelProto:
+    """Return a copy of ``model`` whose graph also outputs ``probs``, ``confidence`` and ``exit``.
+
+    ``probs = softmax(logits / T)``; ``confidence`` is ``score`` (maxp, margin or entropy = 1 - H/log C);
+    ``exit = confidence >= threshold``. T and the threshold are the initializers ``edgeconf_temperature``
+    and ``edgeconf_threshold``. Existing outputs and metadata are kept.
+    """
+    proto, sha = load_model(model)
+    if score not in SCORES:
+        raise ConfigError("unknown score %r; choose one of %s" % (score, ", ".join(SCORES)))
+    threshold = _check_value("threshold", threshold, 0.0, 1.0)
+    temperature = _check_value("temperature", temperature, 0.0, None)
+    opset = _check_opset(proto)
+    old_meta = read_head_metadata(proto)
+    logits, classes = find_logits_output(proto, output)
+    if has_head(proto):
+        _strip_head(proto)
+    if labels is not None:
+        labels = [str(x) for x in labels]
+        if classes is not None and len(labels) != classes:
+            raise ConfigError("%d labels given but the model's output %r has %d classes; give one label per class"
+                              % (len(labels), logits, classes))
+    g = proto.graph
+    clash = sorted(_all_names(g) & set(HEAD_OUTPUTS + (T_NAME, THRESHOLD_NAME)))
+    if clash:
+        raise ExportError("the model already has tensors named %s; rename them before adding the edgeconf head" % clash)
+    elem = next(o for o in g.output if o.name == logits).type.tensor_type.elem_type
+    nodes, inits = _head_nodes(logits, score, opset, elem)
+    clash = sorted(_all_names(g) & ({o for n in nodes for o in n.output} | {i.name for i in inits}))
+    if clash:
+        raise ExportError("the model already has tensors named %s, which the edgeconf head uses" % clash)
+    g.node.extend(nodes)
+    g.initializer.extend(inits)
+    g.initializer.append(numpy_helper.from_array(np.array(temperature, np.float32), T_NAME))
+    g.initializer.append(numpy_helper.from_array(np.array(threshold, np.float32), THRESHOLD_NAME))
+    dims = _dims(next(o for o in g.output if o.name == logits)) or ["N", None]
+    batch = dims[0] if dims[0] is not None else "N"
+    g.output.extend([
+        helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, dims[1]]),
+        helper.make_tensor_value_info("confidence", TensorProto.FLOAT, [batch]),
+        helper.make_tensor_value_info("exit", TensorProto.BOOL, [batch]),
+    ])
+    meta: Dict[str, Any] = {
+        "schema": SCHEMA, "score": score, "threshold": threshold, "temperature": temperature, "logits": logits,
+        "classes": classes, "labels": labels if labels is not None else old_meta.get("labels"),
+        "preprocessing": _preprocessing_json(preprocessing) if preprocessing is not None else old_meta.get("preprocessing"),
+        "source_sha256": old_meta.get("source_sha256", sha),
+    }
+    _set_metadata(proto, meta)
+    if validate:
+        validate_head(proto)
+    return proto
+
+
+# -- validation and retuning ---------------------------------------------------------------------------
+def _example_feeds(model: onnx.ModelProto, batch: int = 3, seed: int = 0) -> Optional[Dict[str, np.ndarray]]:
+    """Random feeds for every graph input, or None when a non-batch dimension is unknown."""
+    rng = np.random.default_rng(seed)
+    init = {i.name for i in model.graph.initializer}
+    feeds = {}
+    for vi in model.graph.input:
+        if vi.name in init:
+            continue
+        dims = _dims(vi)
+        if dims is None:
+            return None
+        shape = []
+        for axis, d in enumerate(dims):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif axis == 0:
+                shape.append(batch)
+            else:
+                return None
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        feeds[vi.name] = rng.normal(0, 1, shape).astype(dtype) if np.issubdtype(dtype, np.floating) \
+            else np.zeros(shape, dtype)
+    return feeds
+
+
+def numpy_head(logits: np.ndarray, score: str, temperature: float, threshold: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """probs, confidence and exit as edgeconf.confidence computes them (the graph must agree)."""
+    p = softmax(logits, temperature)
+    c = np_score(score, p)
+    return p, c, c >= threshold
+
+
+def validate_head(model: onnx.ModelProto, atol: float = 1e-5) -> None:
+    """onnx.checker, then ONNX Runtime: the graph's probs/confidence/exit must equal the numpy computation."""
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ExportError("the model with the confidence head fails onnx.checker: %s" % str(exc).splitlines()[0][:300]) from None
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ExportError("ONNX Runtime cannot load the model with the confidence head: %s"
+                          % str(exc).splitlines()[0][:300]) from None
+    feeds = _example_feeds(model)
+    if feeds is None:
+        return  # an input has unknown non-batch dimensions: nothing sensible to feed
+    meta = read_head_metadata(model)
+    names = [meta["logits"], "probs", "confidence", "exit"]
+    try:
+        logits, probs, conf, ext = sess.run(names, feeds)
+    except Exception as exc:
+        raise ExportError("ONNX Runtime cannot run the model with the confidence head on random input: %s"
+                          % str(exc).splitlines()[0][:300]) from None
+    t = float(numpy_helper.to_array(_initializer(model, T_NAME)))
+    thr = float(numpy_helper.to_array(_initializer(model, THRESHOLD_NAME)))
+    labels = meta.get("labels")
+    if labels is not None and len(labels) != logits.shape[1]:
+        raise ConfigError("%d labels given but the model outputs %d classes; give one label per class"
+                          % (len(labels), logits.shape[1]))
+    p, c, e = numpy_head(logits, meta["score"], t, thr)
+    if not np.allclose(probs, p, atol=atol) or not np.allclose(conf, c, atol=atol):
+        raise ExportError("the head's outputs differ from the numpy computation (max diff %.3g); please report this"
+                          % float(np.abs(conf - c).max()))
+    borderline = np.abs(c - thr) < 1e-5
+    if not np.array_equal(ext[~borderline], e[~borderline]):
+        raise ExportError("the head's exit flags differ from the numpy computation; please report this")
+
+
+def _initializer(model: onnx.ModelProto, name: str) -> onnx.TensorProto:
+    for init in model.graph.initializer:
+        if init.name == name:
+            return init
+    raise ModelLoadError("the model has no initializer %r; was it exported by edgeconf (add the head first)?" % name)
+
+
+def head_values(model: ModelLike) -> Tuple[float, float]:
+    """(temperature, threshold) as stored in the graph's initializers."""
+    proto = model if isinstance(model, onnx.ModelProto) else load_model(model)[0]
+    return (float(numpy_helper.to_array(_initializer(proto, T_NAME))),
+            float(numpy_helper.to_array(_initializer(proto, THRESHOLD_NAME))))
+
+
+def set_head_values(model: onnx.ModelProto, threshold: Optional[float] = None,
+                    temperature: Optional[float] = None) -> onnx.ModelProto:
+    """Change the stored threshold/temperature (initializers and metadata) of a headed model, in place."""
+    if not has_head(model):
+        raise ModelLoadError("the model has no edgeconf confidence head; add one first (edgeconf export MODEL --out OUT)")
+    updates: Dict[str, Any] = {}
+    for name, value, init_name, high in (("threshold", threshold, THRESHOLD_NAME, 1.0),
+                                         ("temperature", temperature, T_NAME, None)):
+        if value is None:
+            continue
+        v = _check_value(name, value, 0.0, high)
+        init = _initializer(model, init_name)
+        init.CopyFrom(numpy_helper.from_array(np.array(v, np.float32), init_name))
+        updates[name] = v
+    _set_metadata(model, updates)
+    return model
+
+
+def retune(path: str, threshold: Optional[float] = None, temperature: Optional[float] = None,
+           out: Optional[str] = None) -> str:
+    """Change a headed model's threshold and/or temperature without re-export; write to ``out`` (default: in place)."""
+    if threshold is None and temperature is None:
+        raise ConfigError("nothing to change: give a threshold and/or a temperature")
+    proto, _ = load_model(path)
+    set_head_values(proto, threshold, temperature)
+    validate_head(proto)
+    dest = out or path
+    tmp = dest + ".tmp"
+    onnx.save(proto, tmp)
+    os.replace(tmp, dest)
+    return dest
+
+
+__all__ = ["add_confidence_head", "read_head_metadata", "retune", "find_logits_output", "validate_head",
+           "head_values", "set_head_values", "numpy_head", "load_model", "has_head", "SCHEMA", "T_NAME",
+           "THRESHOLD_NAME", "HEAD_OUTPUTS", "MIN_OPSET"]
