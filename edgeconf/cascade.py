@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import numpy as np
 
-from edgeconf.backends.base import Runner
+from edgeconf.backends.base import Runner, validate_input
 from edgeconf.confidence import SCORES, score, softmax
 from edgeconf.errors import ConfigError, InputValidationError
 
@@ -179,10 +179,35 @@ class Cascade:
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
 
     # -- running -------------------------------------------------------------------------------
+    def _output_names(self, k: int) -> List[str]:
+        nxt = self.stages[k + 1] if k + 1 < len(self.stages) else None
+        forward = nxt.input if nxt is not None and nxt.input != IMAGE else None
+        return self.stages[k].needed_outputs(forward)
+
+    def _validate(self, x: np.ndarray) -> None:
+        """Inputs are checked once, against the first stage; later stages get trusted arrays."""
+        if not isinstance(x, np.ndarray) or x.ndim < 1:
+            raise InputValidationError("the cascade needs a numpy array, got %s" % type(x).__name__)
+        specs = self.stages[0].runner.inputs
+        if len(specs) == 1:
+            validate_input(specs[0], x)
+
+    def _invoke(self, k: int, feed: np.ndarray, names: List[str]) -> Tuple[Dict[str, np.ndarray], float, float]:
+        st = self.stages[k]
+        t0 = time.perf_counter()
+        out = st.runner.run(feed, output_names=names, validate=False)
+        t1 = time.perf_counter()
+        if self.energy_hook is not None:
+            self.energy_hook(k, t0, t1)
+        logits = out.get(st.logits)
+        if logits is None or logits.ndim != 2 or logits.shape[0] != feed.shape[0]:
+            raise InputValidationError("stage %s output %r has shape %s; expected (%d, classes)"
+                                       % (st.name, st.logits, getattr(logits, "shape", None), feed.shape[0]))
+        return out, t0, t1
+
     def run_batch(self, x: np.ndarray) -> BatchResult:
         """Run model-ready inputs ``(N, …)``; only not-yet-confident inputs reach later stages."""
-        if not isinstance(x, np.ndarray) or x.ndim < 1:
-            raise InputValidationError("run_batch needs a numpy array with a batch axis")
+        self._validate(x)
         n = x.shape[0]
         n_stages = len(self.stages)
         if n == 0:
@@ -199,60 +224,73 @@ class Cascade:
         active = np.arange(n)
         feed = x
         for k, st in enumerate(self.stages):
-            if active.size == 0:
-                break
-            nxt = self.stages[k + 1] if k + 1 < n_stages else None
-            forward = nxt.input if nxt is not None and nxt.input != IMAGE else None
-            t0 = time.perf_counter()
-            out = st.runner.run(feed, output_names=st.needed_outputs(forward))
-            t1 = time.perf_counter()
-            if self.energy_hook is not None:
-                self.energy_hook(k, t0, t1)
+            out, t0, t1 = self._invoke(k, feed, self._output_names(k))
             seconds.append(t1 - t0)
             counts.append(int(active.size))
             spans.append((t0, t1))
-            logits = np.asarray(out[st.logits])
-            if logits.ndim != 2 or logits.shape[0] != active.size:
-                raise InputValidationError(
-                    "stage %s output %r has shape %s; expected (%d, classes)" % (st.name, st.logits, logits.shape, active.size))
-            p = softmax(logits, st.temperature)
+            p = softmax(out[st.logits], st.temperature)
             c = score(st.score, p)
             if probs is None:
                 probs = np.zeros((n, p.shape[1]), dtype=np.float64)
             stages_run[active] = k + 1
             if k == 0 or self.combine == "last":
-                take = np.ones(active.size, dtype=bool)
+                idx, pk, ck = active, p, c
             else:  # best: keep the answer with the higher score
                 take = c > conf[active]
-            idx = active[take]
-            probs[idx] = p[take]
-            conf[idx] = c[take]
-            class_ids[idx] = p[take].argmax(axis=1)
+                idx, pk, ck = active[take], p[take], c[take]
+            probs[idx] = pk
+            conf[idx] = ck
+            class_ids[idx] = pk.argmax(axis=1)
             stage_of[idx] = k
-            if nxt is None:
+            if k + 1 == n_stages:
                 break
             unsure = c < st.threshold
             active = active[unsure]
-            if nxt.input == IMAGE:
-                feed = x[active]
-            else:
-                feed = np.asarray(out[nxt.input])[unsure]
-        self._count(n, stage_of, stages_run, seconds)
+            if active.size == 0:
+                break
+            nxt = self.stages[k + 1]
+            feed = x[active] if nxt.input == IMAGE else out[nxt.input][unsure]
+        c = self.counters
+        c.inputs += n
+        exits = np.bincount(stage_of, minlength=n_stages)
+        for k in range(n_stages):
+            c.exits[k] += int(exits[k])
+        for k, cnt in enumerate(counts):
+            c.calls[k] += cnt
+            c.stage_seconds[k] += seconds[k]
         return BatchResult(class_ids, conf, stage_of, stages_run, probs if probs is not None else np.zeros((n, 0)),
                            seconds, counts, spans)
 
-    def _count(self, n: int, stage_of: np.ndarray, stages_run: np.ndarray, seconds: List[float]) -> None:
-        c = self.counters
-        c.inputs += n
-        for k in range(len(self.stages)):
-            c.exits[k] += int((stage_of == k).sum())
-            c.calls[k] += int((stages_run > k).sum())
-        for k, s in enumerate(seconds):
-            c.stage_seconds[k] += s
-
     def run(self, x: np.ndarray) -> CascadeResult:
-        """Run one model-ready input (no batch axis)."""
-        return self.run_batch(np.asarray(x)[None]).item(0, self.labels)
+        """Run one model-ready input (no batch axis). A lean path of ``run_batch`` for batch 1."""
+        x = np.asarray(x)[None]
+        self._validate(x)
+        feed = x
+        best_p: Optional[np.ndarray] = None
+        best_c, best_k = 0.0, 0
+        seconds: List[float] = []
+        last = len(self.stages) - 1
+        for k, st in enumerate(self.stages):
+            out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            seconds.append(t1 - t0)
+            p = softmax(out[st.logits], st.temperature)
+            c = float(score(st.score, p)[0])
+            if best_p is None or self.combine == "last" or c > best_c:
+                best_p, best_c, best_k = p[0], c, k
+            if k == last or c >= st.threshold:
+                break
+            nxt = self.stages[k + 1]
+            feed = x if nxt.input == IMAGE else out[nxt.input]
+        counters = self.counters
+        counters.inputs += 1
+        counters.exits[best_k] += 1
+        for k, sec in enumerate(seconds):
+            counters.calls[k] += 1
+            counters.stage_seconds[k] += sec
+        assert best_p is not None
+        cid = int(best_p.argmax())
+        label = self.labels[cid] if self.labels and cid < len(self.labels) else None
+        return CascadeResult(cid, best_c, best_k, best_p, tuple(seconds), len(seconds), label)
 
     def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
         """Raw images → answers, through preprocessing and the memo cache (when set)."""

@@ -15,10 +15,13 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Numerically stable softmax of ``logits / temperature`` over the last axis."""
     if not temperature > 0:
         raise ConfigError("temperature must be > 0, got %r" % (temperature,))
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    z = np.array(logits, dtype=np.float64)  # a fresh copy, worked on in place (hot path)
+    if temperature != 1.0:
+        z /= float(temperature)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
 
 
 def maxp(probs: np.ndarray) -> np.ndarray:
@@ -32,7 +35,7 @@ def margin(probs: np.ndarray) -> np.ndarray:
     if p.shape[-1] < 2:
         return p[..., 0]
     top2 = np.partition(p, -2, axis=-1)[..., -2:]
-    return top2[..., 1] - top2[..., 0]
+    return top2[..., 1] - top2[..., 0] if p.ndim > 1 else top2[1] - top2[0]
 
 
 def entropy_confidence(probs: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 import numpy as np
 
@@ -61,6 +61,14 @@ def parse_key_kind(kind: str) -> int:
     return bits
 
 
+def _byte_parts(nbytes: int, parts: int) -> List[Tuple[int, int]]:
+    """Split ``nbytes`` into ``parts`` contiguous byte ranges of near-equal size ([] when impossible)."""
+    if parts > nbytes:
+        return []
+    bounds = [round(i * nbytes / parts) for i in range(parts + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
 class MemoCache:
     """Bounded LRU memo of answers keyed by input, with vectorised Hamming-radius lookup."""
 
@@ -86,6 +94,11 @@ class MemoCache:
         self._high = 0  # slots below this index may be valid
         self._fingerprint: Optional[str] = None
         self.stats = MemoStats(capacity=self.capacity)
+        # Multi-index hashing: split the key bytes into radius+1 parts; a key within the radius
+        # agrees exactly with a stored key on at least one part (pigeonhole), so exact part lookups
+        # give candidates and only those are compared (vectorised) instead of the whole table.
+        self._parts = _byte_parts(self.bits // 8, self.radius + 1) if self.radius else []
+        self._part_maps: List[Dict[bytes, Set[int]]] = [dict() for _ in self._parts]
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -106,10 +119,23 @@ class MemoCache:
             self._fingerprint = fingerprint
 
     def _find(self, key: Key) -> Optional[int]:
-        slot = self._slot_of.get(self._bytes(key))
+        kb = self._bytes(key)
+        slot = self._slot_of.get(kb)
         if slot is not None or self.radius == 0 or not self._slot_of:
             return slot
-        dist = hamming(np.asarray(key, dtype=np.uint64), self._table[: self._high])
+        words = np.asarray(key, dtype=np.uint64)
+        if self._parts:
+            cands: Set[int] = set()
+            for (a, b), part_map in zip(self._parts, self._part_maps):
+                cands.update(part_map.get(kb[a:b], ()))
+            if not cands:
+                return None
+            if len(cands) * 8 < self._high:  # few candidates: compare only those
+                idx = np.fromiter(cands, dtype=np.int64, count=len(cands))
+                dist = hamming(words, self._table[idx])
+                best = int(np.argmin(dist))
+                return int(idx[best]) if dist[best] <= self.radius else None
+        dist = hamming(words, self._table[: self._high])
         dist = np.where(self._valid[: self._high], dist, self.bits + 1)
         best = int(np.argmin(dist))
         return best if dist[best] <= self.radius else None
@@ -141,6 +167,8 @@ class MemoCache:
             self._valid[slot] = True
             if self._table is not None:
                 self._table[slot] = key
+            for (a, b), part_map in zip(self._parts, self._part_maps):
+                part_map.setdefault(kb[a:b], set()).add(slot)
             self._high = max(self._high, slot + 1)
         self._values[slot] = value
         self._lru[slot] = None
@@ -151,6 +179,11 @@ class MemoCache:
         kb = self._keys[slot]
         if kb is not None:
             del self._slot_of[kb]
+            for (a, b), part_map in zip(self._parts, self._part_maps):
+                members = part_map[kb[a:b]]
+                members.discard(slot)
+                if not members:
+                    del part_map[kb[a:b]]
         self._keys[slot] = None
         self._values[slot] = None
         self._valid[slot] = False
@@ -159,6 +192,8 @@ class MemoCache:
     def _drop_all(self) -> None:
         self._slot_of.clear()
         self._lru.clear()
+        for part_map in self._part_maps:
+            part_map.clear()
         self._valid[:] = False
         self._values = [None] * self.capacity
         self._keys = [None] * self.capacity

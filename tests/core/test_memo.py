@@ -116,3 +116,24 @@ def test_cascade_with_memo_answers_repeats_and_follows_thresholds(two_models):
     cascade.memo.clear()
     dup = cascade.classify_batch([images[0], images[1], images[0]])
     assert [r.memo_hit for r in dup] == [False, False, True] and dup[0].class_id == dup[2].class_id
+
+
+@pytest.mark.parametrize("bits, radius", [(64, 2), (64, 4), (256, 4), (256, 9)])
+def test_radius_lookup_agrees_with_brute_force(bits, radius):
+    """The multi-index lookup finds exactly what a full scan finds, across evictions."""
+    rng = np.random.default_rng(bits + radius)
+    cache = MemoCache(capacity=300, key="dhash%d" % bits, radius=radius)
+    words = bits // 64
+    base = rng.integers(0, 2**63, (40, words), dtype=np.int64).astype(np.uint64)
+    for step in range(600):
+        parent = base[rng.integers(0, 40)].copy()
+        flips = rng.integers(0, bits, rng.integers(0, radius * 2 + 2))
+        for f in flips:
+            parent[f // 64] ^= np.uint64(1) << np.uint64(63 - f % 64)
+        if rng.uniform() < 0.5:
+            cache.put(parent, "fp", step)
+        else:
+            got = cache.get(parent, "fp")
+            live = [cache._table[s] for s in cache._slot_of.values()]
+            dists = [int(popcount(np.bitwise_xor(parent, w)).sum()) for w in live]
+            assert (got is not None) == (min(dists, default=bits + 1) <= radius)
