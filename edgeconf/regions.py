@@ -1,0 +1,468 @@
+"""Region proposers: where in a frame the objects to classify are.
+
+``make_regions(spec)`` builds one from a short spec:
+
+* ``full`` — the whole frame is one region (score 1.0);
+* ``motion`` — OpenCV background subtraction (MOG2, or ``motion:method=knn``) + morphology + contours;
+  options ``min_area`` (px), ``max_area`` (fraction of the frame), ``scale``, ``history``, ``threshold``;
+* ``truth`` — the ground-truth boxes that ``demo://`` frames carry (for tests and evaluation);
+* ``detector:PATH.onnx`` — a YOLO-style detection model run with the edgeconf runner (letterbox, decode,
+  confidence filter, class-aware NMS); options ``conf``, ``iou``, ``layout``, ``classes``, ``backend``…
+
+Options follow the kind after a colon, comma-separated: ``motion:method=knn,min_area=300``,
+``detector:yolo.onnx,conf=0.4``. Every proposer returns a list of :class:`Detection` in frame pixels.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from edgeconf.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+Box = Tuple[float, float, float, float]
+
+
+@dataclass
+class Detection:
+    """A proposed region: box (x1, y1, x2, y2) in frame pixels, a score in [0, 1], a class when a detector gives one."""
+
+    box: Box
+    score: float
+    class_id: Optional[int] = None
+
+
+class RegionProposer:
+    """Base class. ``propose(image, frame=None)`` takes an H×W×3 RGB uint8 image (and optionally its Frame)."""
+
+    name = "regions"
+
+    def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget any state (background model); call when the source changes or restarts."""
+
+    def close(self) -> None:
+        """Free what the proposer holds (models)."""
+
+    def __call__(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
+        return self.propose(image, frame)
+
+    def __enter__(self) -> "RegionProposer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_image(image: Any) -> Tuple[int, int]:
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        raise ConfigError("regions need an H×W×3 (or H×W) image array, got %s"
+                          % (getattr(image, "shape", type(image).__name__),))
+    return int(image.shape[0]), int(image.shape[1])
+
+
+class FullFrame(RegionProposer):
+    """The whole frame as one region."""
+
+    name = "full"
+
+    def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
+        height, width = _check_image(image)
+        return [Detection((0.0, 0.0, float(width), float(height)), 1.0)]
+
+
+class TruthRegions(RegionProposer):
+    """Ground-truth boxes of synthetic (``demo://``) frames; score = the visible fraction of the object.
+
+    Objects less visible than ``min_visible`` are left out (an object hidden behind another cannot be seen).
+    """
+
+    name = "truth"
+
+    def __init__(self, min_visible: float = 0.25) -> None:
+        self.min_visible = float(min_visible)
+
+    def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
+        truth = getattr(frame, "truth", None)
+        if truth is None:
+            raise ConfigError("regions 'truth' need frames that carry ground truth (demo:// sources); "
+                              "use 'motion' or 'detector:MODEL.onnx' for other sources")
+        height, width = _check_image(image)
+        out = []
+        for obj in truth:
+            if obj.visible_fraction < self.min_visible:
+                continue
+            x1, y1, x2, y2 = obj.box
+            box = (max(0.0, float(x1)), max(0.0, float(y1)), min(float(width), float(x2)), min(float(height), float(y2)))
+            if box[2] > box[0] and box[3] > box[1]:
+                out.append(Detection(box, float(obj.visible_fraction)))
+        return out
+
+
+class MotionRegions(RegionProposer):
+    """Moving things, by background subtraction (MOG2 or KNN) on a downscaled grey frame.
+
+    The foreground mask (shadows removed) is opened to drop noise and closed/dilated to join the pieces of one
+    object; each external contour of at least ``min_area`` frame pixels is a region, scored by the share of its
+    box that is foreground. Regions larger than ``max_area`` of the frame (a camera shake, a lighting jump, the
+    first frames while the model learns) are ignored.
+    """
+
+    name = "motion"
+
+    def __init__(self, method: str = "mog2", min_area: float = 400.0, max_area: float = 0.5, scale: float = 0.5,
+                 history: int = 300, threshold: Optional[float] = None, learning_rate: float = -1.0,
+                 dilate: int = 2, warmup: int = 5) -> None:
+        method = method.lower()
+        if method not in ("mog2", "knn"):
+            raise ConfigError("motion method must be mog2 or knn, got %r" % method)
+        if not 0 < scale <= 1:
+            raise ConfigError("motion scale must be in (0, 1], got %r" % scale)
+        if not 0 < max_area <= 1:
+            raise ConfigError("motion max_area is a fraction of the frame in (0, 1], got %r" % max_area)
+        self.method = method
+        self.min_area = float(min_area)
+        self.max_area = float(max_area)
+        self.scale = float(scale)
+        self.history = int(history)
+        self.threshold = threshold
+        self.learning_rate = float(learning_rate)
+        self.dilate = int(dilate)
+        self.warmup = int(warmup)
+        self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        self.reset()
+
+    def reset(self) -> None:
+        if self.method == "mog2":
+            thr = 16.0 if self.threshold is None else float(self.threshold)
+            self._sub = cv2.createBackgroundSubtractorMOG2(history=self.history, varThreshold=thr, detectShadows=True)
+        else:
+            thr = 400.0 if self.threshold is None else float(self.threshold)
+            self._sub = cv2.createBackgroundSubtractorKNN(history=self.history, dist2Threshold=thr, detectShadows=True)
+        self._frames = 0
+        self._shape: Optional[Tuple[int, int]] = None
+
+    def mask(self, image: np.ndarray) -> np.ndarray:
+        """Update the background model with ``image`` and return the cleaned foreground mask (downscaled)."""
+        height, width = _check_image(image)
+        if self._shape != (height, width):
+            if self._shape is not None:
+                self.reset()
+            self._shape = (height, width)
+        small = image
+        if self.scale != 1.0:
+            small = cv2.resize(image, (max(1, int(round(width * self.scale))), max(1, int(round(height * self.scale)))),
+                               interpolation=cv2.INTER_AREA)
+        fg = self._sub.apply(small, learningRate=self.learning_rate)
+        self._frames += 1
+        _, fg = cv2.threshold(fg, 200, 255, cv2.THRESH_BINARY)  # shadows are 127
+        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._open)
+        fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, self._close)
+        if self.dilate > 0:
+            fg = cv2.dilate(fg, self._open, iterations=self.dilate)
+        return fg
+
+    def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
+        height, width = _check_image(image)
+        fg = self.mask(image)
+        if self._frames <= self.warmup:
+            return []
+        contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        inv = 1.0 / self.scale
+        frame_area = float(width * height)
+        out = []
+        for contour in contours:
+            x, y, w, h = cv2.boundingRect(contour)
+            area = w * h * inv * inv
+            if area < self.min_area or area > self.max_area * frame_area:
+                continue
+            fill = float(np.count_nonzero(fg[y:y + h, x:x + w])) / float(max(1, w * h))
+            box = (x * inv, y * inv, min(float(width), (x + w) * inv), min(float(height), (y + h) * inv))
+            out.append(Detection(box, min(1.0, fill)))
+        out.sort(key=lambda d: -d.score)
+        return out
+
+
+# ---- YOLO-style detector ---------------------------------------------------------------------------------
+
+LAYOUTS = ("yolov5", "yolov8")
+ACCEPTED_LAYOUTS = ("(N, A, 4+1+C) or (N, 4+1+C, A) YOLOv5 style (cx, cy, w, h, objectness, class scores); "
+                    "(N, 4+C, A) or (N, A, 4+C) YOLOv8 style (cx, cy, w, h, class scores)")
+
+
+def letterbox(image: np.ndarray, size: Tuple[int, int], pad_value: int = 114) -> Tuple[np.ndarray, float, Tuple[float, float]]:
+    """Resize keeping the aspect ratio and pad to ``size`` (h, w). Returns (image, ratio, (pad_x, pad_y))."""
+    height, width = image.shape[:2]
+    out_h, out_w = size
+    ratio = min(out_w / float(width), out_h / float(height))
+    new_w, new_h = max(1, int(round(width * ratio))), max(1, int(round(height * ratio)))
+    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR) if (new_w, new_h) != (width, height) else image
+    pad_x, pad_y = (out_w - new_w) / 2.0, (out_h - new_h) / 2.0
+    top, left = int(round(pad_y - 0.1)), int(round(pad_x - 0.1))
+    bottom, right = out_h - new_h - top, out_w - new_w - left
+    boxed = cv2.copyMakeBorder(resized, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(pad_value,) * 3)
+    return boxed, ratio, (float(left), float(top))
+
+
+def _metadata_classes(path: str) -> Optional[int]:
+    """Number of classes from Ultralytics-style ``names`` metadata, if the model carries it."""
+    try:
+        import onnx
+
+        model = onnx.load(path, load_external_data=False)
+    except Exception:
+        return None
+    for prop in model.metadata_props:
+        if prop.key == "names":
+            text = prop.value.strip()
+            try:
+                names = json.loads(text)
+            except ValueError:
+                try:
+                    import ast
+
+                    names = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    return None
+            if isinstance(names, (dict, list)) and names:
+                return len(names)
+    return None
+
+
+class DetectorRegions(RegionProposer):
+    """A YOLO-style detection ONNX model. See :data:`ACCEPTED_LAYOUTS` for the outputs it decodes.
+
+    ``layout`` is ``auto`` (from ``classes``, the model's ``names`` metadata, or the usual export: channels-last
+    means YOLOv5, channels-first YOLOv8), ``yolov5`` or ``yolov8``. Boxes are (cx, cy, w, h) in input pixels, or
+    normalised to [0, 1] (detected, or ``normalized=true``).
+    """
+
+    name = "detector"
+
+    def __init__(self, path: str, conf: float = 0.25, iou: float = 0.45, layout: str = "auto",
+                 classes: Optional[int] = None, imgsz: Optional[Sequence[int]] = None, max_det: int = 100,
+                 backend: str = "onnxruntime", threads: Optional[int] = None, output: Optional[str] = None,
+                 normalized: Optional[bool] = None, class_agnostic: bool = False, runner: Any = None) -> None:
+        if layout not in ("auto",) + LAYOUTS:
+            raise ConfigError("detector layout must be auto, yolov5 or yolov8, got %r" % layout)
+        if runner is None and not os.path.isfile(path):
+            raise ModelLoadError("detector model not found: %s" % path)
+        self.path = path
+        self.conf = float(conf)
+        self.iou = float(iou)
+        self.max_det = int(max_det)
+        self.class_agnostic = bool(class_agnostic)
+        self.normalized = normalized
+        self._layout_hint = layout
+        self._classes_hint = classes if classes is not None else (_metadata_classes(path) if runner is None else None)
+        if runner is None:
+            from edgeconf.backends import prepare
+
+            runner = prepare(path, backend=backend, threads=threads)
+        self.runner = runner
+        if len(runner.inputs) != 1:
+            raise ModelLoadError("detector %s has %d inputs; a YOLO-style detector has one image input (N, 3, H, W)"
+                                 % (path, len(runner.inputs)))
+        spec = runner.inputs[0]
+        channels = spec.shape[1] if len(spec.shape) == 4 else None
+        if len(spec.shape) != 4 or (isinstance(channels, int) and channels > 0 and channels != 3):
+            raise ModelLoadError("detector %s input is %s; expected an image tensor (N, 3, H, W)" % (path, spec.describe()))
+        self.input_name = spec.name
+        self.input_dtype = np.dtype(spec.dtype if spec.dtype in ("float32", "float16") else "float32")
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in spec.shape[2:]]
+        if imgsz is not None:
+            size = (int(imgsz[0]), int(imgsz[-1]))
+            if any(f is not None and f != s for f, s in zip(fixed, size)):
+                raise ConfigError("detector %s has a fixed input of %sx%s; imgsz=%s does not fit"
+                                  % (path, fixed[0], fixed[1], "x".join(map(str, size))))
+        else:
+            size = (fixed[0] or 640, fixed[1] or 640)
+        self.input_size: Tuple[int, int] = size  # (h, w)
+        names = [s.name for s in runner.outputs]
+        if output is not None and output not in names:
+            raise ModelLoadError("detector %s has no output %r (outputs: %s)" % (path, output, ", ".join(names)))
+        self.output_name = output or names[0]
+        self.layout: Optional[str] = None
+        self.num_classes: Optional[int] = None
+        self._channels_last: Optional[bool] = None
+        # One run on a blank image checks the output layout now, not on the first camera frame.
+        blank = np.full((size[0], size[1], 3), 114, np.uint8)
+        self._decode(self._infer(blank))
+
+    def _infer(self, boxed: np.ndarray) -> np.ndarray:
+        tensor = boxed.transpose(2, 0, 1)[None].astype(self.input_dtype) / np.asarray(255.0, self.input_dtype)
+        out = self.runner.run({self.input_name: np.ascontiguousarray(tensor)}, [self.output_name])
+        return np.asarray(out[self.output_name])
+
+    def _resolve_layout(self, shape: Tuple[int, ...]) -> Tuple[str, bool, int]:
+        """(layout, channels_last, classes) for an output of ``shape``; ModelLoadError if it fits none."""
+        bad = ModelLoadError("detector %s output %r has shape %s, which is not a layout it can decode; accepted: %s"
+                             % (self.path, self.output_name, tuple(shape), ACCEPTED_LAYOUTS))
+        if len(shape) != 3 or shape[0] < 1 or min(shape[1:]) < 1:
+            raise bad
+        a, b = int(shape[1]), int(shape[2])
+        hint, classes = self._layout_hint, self._classes_hint
+        candidates = []  # (layout, channels_last, classes)
+        for channels_last, k in ((True, b), (False, a)):
+            for layout, extra in (("yolov5", 5), ("yolov8", 4)):
+                c = k - extra
+                if c < 1 or (hint != "auto" and hint != layout) or (classes is not None and c != classes):
+                    continue
+                candidates.append((layout, channels_last, c))
+        if not candidates:
+            raise bad
+        if len({c[1] for c in candidates}) > 1:
+            # Both axes could be channels: anchors outnumber channels in any real export.
+            want_last = b < a if a != b else True
+            candidates = [c for c in candidates if c[1] == want_last] or candidates
+        if len({c[0] for c in candidates}) > 1:
+            # No hint: YOLOv5 exports are channels-last, YOLOv8 exports channels-first.
+            preferred = "yolov5" if candidates[0][1] else "yolov8"
+            candidates = [c for c in candidates if c[0] == preferred] or candidates
+        return candidates[0]
+
+    def _decode(self, raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Raw output → (boxes N×4 as x1,y1,x2,y2 in input pixels, scores N, classes N) above ``conf``."""
+        if self.layout is None or raw.ndim != 3:
+            self.layout, self._channels_last, self.num_classes = self._resolve_layout(tuple(raw.shape))
+        rows = raw[0] if self._channels_last else raw[0].T
+        extra = 5 if self.layout == "yolov5" else 4
+        if rows.ndim != 2 or rows.shape[1] != extra + self.num_classes:
+            raise ModelLoadError("detector %s output %r changed shape to %s (expected %d channels); accepted: %s"
+                                 % (self.path, self.output_name, tuple(raw.shape), extra + self.num_classes, ACCEPTED_LAYOUTS))
+        rows = rows.astype(np.float32, copy=False)
+        cls_scores = rows[:, extra:]
+        if self.layout == "yolov5":
+            cls_scores = cls_scores * rows[:, 4:5]
+        classes = np.argmax(cls_scores, axis=1)
+        scores = cls_scores[np.arange(len(rows)), classes]
+        keep = np.isfinite(scores) & (scores >= self.conf)
+        xywh = rows[keep, :4]
+        scores, classes = scores[keep], classes[keep]
+        normalized = self.normalized
+        if normalized is None:
+            normalized = bool(len(xywh)) and float(np.abs(xywh).max()) <= 1.5
+        if normalized:
+            xywh = xywh * np.asarray([self.input_size[1], self.input_size[0]] * 2, np.float32)
+        boxes = np.empty_like(xywh)
+        boxes[:, 0] = xywh[:, 0] - xywh[:, 2] / 2
+        boxes[:, 1] = xywh[:, 1] - xywh[:, 3] / 2
+        boxes[:, 2] = xywh[:, 0] + xywh[:, 2] / 2
+        boxes[:, 3] = xywh[:, 1] + xywh[:, 3] / 2
+        return boxes, scores.astype(np.float32), classes.astype(np.int64)
+
+    def _nms(self, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> List[int]:
+        if len(boxes) == 0:
+            return []
+        # Class-aware NMS in one call: shift each class's boxes far apart so boxes of different classes never overlap.
+        offset = 0.0 if self.class_agnostic else float(max(np.abs(boxes).max(), 1.0) + 1.0) * 2.0
+        shifted = boxes + (classes.astype(np.float32) * offset)[:, None]
+        rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in shifted]
+        idx = cv2.dnn.NMSBoxes(rects, [float(s) for s in scores], self.conf, self.iou, top_k=self.max_det)
+        return [int(i) for i in np.asarray(idx).reshape(-1)][: self.max_det]
+
+    def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
+        height, width = _check_image(image)
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        boxed, ratio, (pad_x, pad_y) = letterbox(image, self.input_size)
+        boxes, scores, classes = self._decode(self._infer(boxed))
+        out = []
+        for i in self._nms(boxes, scores, classes):
+            x1, y1, x2, y2 = boxes[i]
+            x1 = min(max((x1 - pad_x) / ratio, 0.0), float(width))
+            x2 = min(max((x2 - pad_x) / ratio, 0.0), float(width))
+            y1 = min(max((y1 - pad_y) / ratio, 0.0), float(height))
+            y2 = min(max((y2 - pad_y) / ratio, 0.0), float(height))
+            if x2 > x1 and y2 > y1:
+                out.append(Detection((float(x1), float(y1), float(x2), float(y2)), float(scores[i]), int(classes[i])))
+        out.sort(key=lambda d: -d.score)
+        return out
+
+    def close(self) -> None:
+        close = getattr(self.runner, "close", None)
+        if callable(close):
+            close()
+
+
+# ---- spec parsing ----------------------------------------------------------------------------------------
+
+_KINDS = ("full", "motion", "truth", "detector:PATH.onnx")
+
+
+def _convert(value: str) -> Any:
+    text = value.strip()
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, Any]]:
+    """``"motion:method=knn,min_area=300"`` → ("motion", None, {...}); ``"detector:m.onnx,conf=0.4"`` → ("detector", "m.onnx", {...})."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("empty regions spec; use one of %s" % ", ".join(_KINDS))
+    kind, _, rest = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    target: Optional[str] = None
+    opts: Dict[str, Any] = {}
+    parts = [p for p in rest.split(",")] if rest else []
+    if kind == "detector" and parts:
+        target = parts.pop(0).strip()
+    for part in parts:
+        if not part.strip():
+            continue
+        key, eq, value = part.partition("=")
+        if not eq:
+            if kind == "motion" and key.strip().lower() in ("mog2", "knn"):
+                opts["method"] = key.strip().lower()
+                continue
+            raise ConfigError("regions option %r in %r must look like key=value" % (part, spec))
+        opts[key.strip()] = _convert(value)
+    return kind, target, opts
+
+
+def make_regions(spec: str, **options: Any) -> RegionProposer:
+    """Build the region proposer named by ``spec`` (see the module docstring); ``options`` override spec options."""
+    kind, target, opts = parse_spec(spec)
+    opts.update(options)
+    factories: Dict[str, Any] = {"full": FullFrame, "motion": MotionRegions, "truth": TruthRegions}
+    if kind == "detector":
+        if not target:
+            raise ConfigError("regions 'detector' needs a model: detector:PATH.onnx")
+        factory: Any = lambda **kw: DetectorRegions(target, **kw)  # noqa: E731
+    elif kind in factories:
+        factory = factories[kind]
+    else:
+        raise ConfigError("unknown regions %r; use one of %s" % (spec, ", ".join(_KINDS)))
+    cls = DetectorRegions if kind == "detector" else factory
+    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "path", "runner")]
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise ConfigError("unknown option(s) %s for regions %r; valid options: %s"
+                          % (", ".join(unknown), kind, ", ".join(allowed) or "none"))
+    return factory(**opts)
+
+
+__all__ = ["Detection", "RegionProposer", "FullFrame", "MotionRegions", "TruthRegions", "DetectorRegions",
+           "make_regions", "parse_spec", "letterbox", "ACCEPTED_LAYOUTS"]
