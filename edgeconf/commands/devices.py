@@ -1,0 +1,194 @@
+"""``edgeconf devices``: the detected board, its profile, the power sources found and a few live readings."""
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from typing import Any, Dict, List, Optional
+
+import click
+
+from edgeconf.devices.detect import Board, detect_board
+from edgeconf.devices.errors import DeviceError
+from edgeconf.devices.power import SOURCE_NAMES, PowerSample, PowerSource, open_power_source
+from edgeconf.devices.profiles import DeviceProfile, get_profile, profile_for
+from edgeconf.errors import ConfigError
+
+NO_SENSOR = "no power sensor: energy is reported as not measured"
+
+
+def _reading(sample: Optional[PowerSample], t_ref: float, error: Optional[str] = None) -> Dict[str, Any]:
+    if sample is None:
+        return {"t_s": None, "total_mw": None, "rails_mw": {}, "error": error}
+    return {"t_s": round(sample.timestamp_s - t_ref, 4),
+            "total_mw": None if sample.total_mw is None else round(sample.total_mw, 1),
+            "rails_mw": {k: round(v, 1) for k, v in sample.rails_mw.items()}, "error": None}
+
+
+def _read(source: PowerSource, t_ref: float) -> Dict[str, Any]:
+    try:
+        return _reading(source.read(), t_ref)
+    except DeviceError as exc:
+        return _reading(None, t_ref, str(exc))
+
+
+def _readings(source: PowerSource, count: int, interval: float) -> Optional[List[Dict[str, Any]]]:
+    if not source.available:
+        return None
+    t_ref = source.clock()
+    if source.counter:  # a counter gives power only from the second read on
+        _read(source, t_ref)
+        time.sleep(interval)
+    out = []
+    for i in range(count):
+        if i:
+            time.sleep(interval)
+        out.append(_read(source, t_ref))
+    return out
+
+
+def _profile_text(p: DeviceProfile) -> List[str]:
+    mem = "%d MB" % p.memory_mb if p.memory_mb else "not fixed (host)"
+    modes = ", ".join("%d=%s (%g W)" % (m.id, m.name, m.watts) for m in p.power_modes) or "none"
+    rails = ", ".join(r.name + (" (whole board)" if r.whole_board else "") for r in p.rails) or "none"
+    return ["%s: %s" % (p.id, p.name),
+            "memory %s · JetPack %s · TensorRT %s · compute %s" % (mem, p.jetpack or "-", p.tensorrt or "-", p.cuda_compute or "-"),
+            "fast precisions %s · INT8 %s · TensorRT workspace %s" % (
+                ", ".join(p.precisions), "yes" if p.int8 else "no", "%d MB" % p.trt_workspace_mb if p.trt_workspace_mb else "-"),
+            "power modes: %s" % modes, "rails: %s" % rails]
+
+
+def _board_text(b: Board) -> str:
+    parts = [b.model, b.kind, b.machine]
+    if b.l4t:
+        parts.append("L4T %s" % b.l4t)
+    if b.jetpack:
+        parts.append("JetPack %s (guess)" % b.jetpack)
+    if b.memory_mb:
+        parts.append("%d MB RAM" % b.memory_mb)
+    parts.append("NVIDIA GPU" if b.has_nvidia_gpu else "no NVIDIA GPU")
+    return " · ".join(p for p in parts if p)
+
+
+def _rails_table(reading: Dict[str, Any], source: PowerSource) -> Any:
+    from rich.table import Table
+
+    table = Table(title="power (%s)" % source.name, show_header=True)
+    table.add_column("rail")
+    table.add_column("mW", justify="right")
+    if reading.get("error"):
+        table.add_row("[red]read failed[/red]", reading["error"])
+        return table
+    for name, mw in reading["rails_mw"].items():
+        table.add_row(name, "%.1f" % mw)
+    total = reading["total_mw"]
+    table.add_row("[bold]total[/bold]", "[bold]%s[/bold]" % ("%.1f" % total if total is not None else "-"))
+    return table
+
+
+def _watch(source: PowerSource, interval: float, count: Optional[int], as_json: bool) -> None:
+    t_ref = source.clock()
+    if source.counter:
+        _read(source, t_ref)
+        time.sleep(interval)
+    i = 0
+    if as_json:
+        while count is None or i < count:
+            if i:
+                time.sleep(interval)
+            click.echo(json.dumps(_read(source, t_ref)))
+            i += 1
+        return
+    from rich.console import Console
+    from rich.live import Live
+
+    with Live(console=Console(), refresh_per_second=max(1.0, 1.0 / interval)) as live:
+        while count is None or i < count:
+            if i:
+                time.sleep(interval)
+            live.update(_rails_table(_read(source, t_ref), source))
+            i += 1
+
+
+@click.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with --watch: one JSON line per reading).")
+@click.option("--watch", is_flag=True, help="Keep printing live readings until Ctrl-C (or --count readings).")
+@click.option("--interval", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+              help="Seconds between readings.")
+@click.option("--count", type=click.IntRange(min=0), default=None,
+              help="Number of readings (default: 3, or unlimited with --watch).")
+@click.option("--source", "source_name", type=click.Choice(("auto",) + SOURCE_NAMES), default="auto", show_default=True,
+              help="Power source to use.")
+@click.option("--profile", "profile_id", default=None, help="Use this device profile instead of the detected one.")
+@click.option("--root", type=click.Path(file_okay=False), default="/", show_default=True,
+              help="Read /proc, /etc and /sys under this folder (fake trees, containers).")
+def devices_cmd(as_json: bool, watch: bool, interval: float, count: Optional[int], source_name: str,
+                profile_id: Optional[str], root: str) -> None:
+    """Show the board, its device profile, the power sources found and a few live readings."""
+    try:
+        board = detect_board(root)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            profile = get_profile(profile_id) if profile_id else profile_for(board)
+        notes = [str(w.message) for w in caught]
+        source = open_power_source(source_name, root=root)
+    except DeviceError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        if watch:
+            _show(board, profile, source, notes, None, as_json, watching=True)
+            if source.available:
+                _watch(source, interval, count, as_json)
+            return
+        readings = _readings(source, 3 if count is None else count, min(interval, 0.2) if count is None else interval)
+        _show(board, profile, source, notes, readings, as_json, watching=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        source.close()
+
+
+def _show(board: Board, profile: DeviceProfile, source: PowerSource, notes: List[str],
+          readings: Optional[List[Dict[str, Any]]], as_json: bool, watching: bool) -> None:
+    if as_json:
+        if watching and source.available:
+            return  # the JSON lines of the readings follow
+        doc = {"board": board.to_json(), "profile": profile.to_json(),
+               "power": {"source": source.name, "available": source.available, "reason": source.reason,
+                         "whole_board": source.whole_board if source.available else None,
+                         "counter": source.counter if source.available else None,
+                         "candidates": [p.to_json() for p in source.probes]},
+               "readings": readings, "warnings": notes}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    from rich.console import Console
+
+    con = Console()
+    for n in notes:
+        con.print("[yellow]warning:[/yellow] %s" % n)
+    con.print("[bold]board[/bold]    %s" % _board_text(board))
+    lines = _profile_text(profile)
+    con.print("[bold]profile[/bold]  %s" % lines[0])
+    for line in lines[1:]:
+        con.print("         %s" % line)
+    if source.available:
+        con.print("[bold]power[/bold]    %s: %s" % (source.name, source.reason))
+    else:
+        con.print("[bold]power[/bold]    [yellow]%s[/yellow]" % NO_SENSOR)
+    for p in source.probes:
+        mark = "[green]yes[/green]" if p.available else "[red]no[/red]"
+        con.print("         %s %s: %s" % (mark, p.name, p.reason))
+    if watching:
+        if not source.available:
+            con.print("[bold]watch[/bold]    nothing to watch without a power sensor")
+        return
+    if readings is None:
+        con.print("[bold]readings[/bold] none (no sensor)")
+        return
+    for r in readings:
+        if r["error"]:
+            con.print("[bold]reading[/bold]  [red]failed[/red]: %s" % r["error"])
+        else:
+            total = "%.1f mW" % r["total_mw"] if r["total_mw"] is not None else "-"
+            rails = ", ".join("%s %.1f" % kv for kv in r["rails_mw"].items())
+            con.print("[bold]reading[/bold]  t=%.2fs total %s (%s)" % (r["t_s"], total, rails or "no rails"))
