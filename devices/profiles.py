@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from edgeconf.devices.errors import ProfileError, UnknownProfileError
 
 try:
-    import tomllib as _toml  # Python 3.11+
+    import tomllib as _toml  # novermin (Python 3.11+; tomli below)
 except ImportError:  # pragma: no cover - the Python 3.8 Jetson images
     import tomli as _toml  # type: ignore[no-redef]
 
