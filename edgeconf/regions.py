@@ -44,9 +44,15 @@ class RegionProposer:
     """Base class. ``propose(image, frame=None)`` takes an H×W×3 RGB uint8 image (and optionally its Frame)."""
 
     name = "regions"
+    #: True when ``propose`` needs the Frame (its ground truth), not only the image.
+    needs_frame = False
 
     def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
         raise NotImplementedError
+
+    def propose_frame(self, frame: Any) -> List[Detection]:
+        """Regions of a :class:`edgeconf.sources.Frame`."""
+        return self.propose(frame.image, frame)
 
     def reset(self) -> None:
         """Forget any state (background model); call when the source changes or restarts."""
@@ -88,6 +94,7 @@ class TruthRegions(RegionProposer):
     """
 
     name = "truth"
+    needs_frame = True
 
     def __init__(self, min_visible: float = 0.25) -> None:
         self.min_visible = float(min_visible)

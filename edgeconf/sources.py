@@ -178,14 +178,14 @@ class Source:
     def read(self, timeout: Optional[float] = None) -> Optional[Frame]:
         """The newest frame not yet returned; waits up to ``timeout`` s (None: until one comes or the source ends).
 
-        Returns None on timeout, and once the source has ended, failed or been closed and no frame is waiting.
+        Returns None on timeout, once the source has ended or failed and no frame is waiting, and after ``close()``.
         """
         if self._thread is None and not self._stop.is_set():
             self.start()
         with self._cond:
             self._cond.wait_for(self._readable, timeout)
             frame = self._pending
-            if frame is None:
+            if frame is None or self._stop.is_set():
                 return None
             self._pending = None
             self._frames_delivered += 1
@@ -210,6 +210,7 @@ class Source:
         """Stop the reader, join its thread and release the device. Safe to call twice."""
         self._stop.set()
         with self._cond:
+            self._pending = None  # a closed source hands out nothing more
             self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -565,7 +566,7 @@ class CaptureSource(Source):
         was_live = False
         while not self._stopping:
             if self._cap is None:
-                if attempts:
+                if attempts and self.backoff > 0:
                     delay = min(self.backoff_max, self.backoff * (2 ** (attempts - 1)))
                     self.detail = "no frames from %s; retrying in %.2f s (attempt %d)" % (self.uri, delay, attempts + 1)
                     if not self._sleep(delay):
@@ -767,7 +768,8 @@ def open_source(uri: str, size: Optional[Size] = None, fps: Optional[float] = No
     ``size`` (w, h) resizes frames (and asks cameras for that mode); ``fps`` paces files and demo frames or asks
     cameras for a rate. Options: files/folders ``realtime``, ``loop``; demo the query keys; cameras and streams
     ``retries``, ``backoff``, ``backoff_max``, ``open_timeout``, ``read_timeout`` (s); RTSP ``transport``
-    (tcp|udp); cameras ``fourcc``; CSI ``flip``. Raises :class:`SourceError` when it cannot be opened.
+    (tcp|udp) and ``listen`` (wait for an encoder to push the stream to this address instead of pulling it);
+    cameras ``fourcc``; CSI ``flip``. Raises :class:`SourceError` when it cannot be opened.
     """
     if not isinstance(uri, str) or not uri.strip():
         raise SourceError("empty source URI; use e.g. demo://, a video path, a folder, 0, rtsp://host/stream")
@@ -814,14 +816,24 @@ def open_source(uri: str, size: Optional[Size] = None, fps: Optional[float] = No
         return CaptureSource(uri, pipeline, api=cv2.CAP_GSTREAMER, kind="csi", size=size, fps=fps, set_size=False,
                              **_capture_kwargs(opts))
     if scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
-        _check_options("stream", opts, _CAPTURE_OPTIONS + ("transport",))
+        _check_options("stream", opts, _CAPTURE_OPTIONS + ("transport", "listen"))
         transport = str(opts.get("transport", "tcp")).lower()
         if transport not in ("tcp", "udp"):
             raise ConfigError("transport must be tcp or udp, got %r" % transport)
+        kwargs = _capture_kwargs(opts)
+        listen = _parse_bool("listen", opts.get("listen", False))
+        if listen and not scheme.startswith("rtsp"):
+            raise ConfigError("listen=True is only for rtsp:// (edgeconf waits for an encoder to push the stream)")
         ffmpeg_options = FFMPEG_LOW_LATENCY.format(transport=transport) if scheme.startswith("rtsp") else \
             "fflags;nobuffer|flags;low_delay"
+        if listen:
+            # FFmpeg's RTSP demuxer acts as the server and waits for a publisher (ANNOUNCE/RECORD); its default
+            # listen_timeout of -1 is rejected by FFmpeg 5.x, so always pass one.
+            wait = max(1, int(round(kwargs.get("open_timeout", 5.0))))
+            ffmpeg_options = "rtsp_flags;listen|listen_timeout;%d|%s" % (wait, ffmpeg_options)
+            kwargs.setdefault("backoff", 0.0)  # the listen wait paces the retries; a pause would refuse publishers
         return CaptureSource(uri, uri, api=cv2.CAP_FFMPEG, kind="stream", size=size, fps=fps, open_now=False,
-                             ffmpeg_options=ffmpeg_options, **_capture_kwargs(opts))
+                             ffmpeg_options=ffmpeg_options, **kwargs)
     raise SourceError("unknown source scheme %r in %r; use one of %s, a file or folder path, or a camera index"
                       % (scheme + "://", uri, ", ".join(SCHEMES)))
 
