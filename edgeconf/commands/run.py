@@ -1,0 +1,411 @@
+"""``edgeconf run`` (a bundle on a camera, stream, video or folder) and ``edgeconf demo`` (the shipped
+bundle on the built-in synthetic scene, with a summary scored against the scene's ground truth)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+import click
+import numpy as np
+
+from edgeconf.errors import ConfigError, DataError
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+DEFAULT_BUNDLE = os.path.join(DATA_DIR, "zoo", "bundle")
+DEFAULT_BASELINE = os.path.join(DATA_DIR, "zoo", "big.onnx")
+#: Regions for the demo. Measured on demo://?seed=1 (300 frames, 6 objects): the motion proposer (MOG2/KNN
+#: background subtraction) finds about two thirds of the objects at IoU >= 0.5 and splits or ghosts many
+#: (tracking MOTA 0.12-0.37, IDF1 0.35-0.43 whatever its options), so the demo uses the scene's own boxes,
+#: labelled "oracle regions" in the summary; ``--regions motion`` runs the real proposer.
+DEMO_REGIONS = "truth"
+
+
+# -- power ------------------------------------------------------------------------------------------
+def open_meter() -> Tuple[Any, str]:
+    """A running energy meter on the board's power sensor, or (None, why not). Never invents a reading."""
+    try:
+        from edgeconf.devices.meter import EnergyMeter
+        from edgeconf.devices.power import open_power_source
+    except ImportError as exc:  # a build without the devices power module
+        return None, "not measured (no power support: %s)" % exc
+    try:
+        src = open_power_source("auto")
+    except Exception as exc:
+        return None, "not measured (%s)" % (str(exc).splitlines()[0][:100] or type(exc).__name__)
+    if not getattr(src, "available", False):
+        reason = getattr(src, "reason", "") or "no power sensor"
+        src.close()
+        return None, "not measured (%s)" % ("no power sensor on this machine" if len(reason) > 80 else reason)
+    try:
+        meter = EnergyMeter(src).start()
+    except Exception as exc:
+        src.close()
+        return None, "not measured (%s)" % exc
+    return meter, "measured by %s" % getattr(src, "name", "sensor")
+
+
+def close_meter(meter: Any) -> None:
+    for name in ("close", "stop"):
+        fn = getattr(meter, name, None)
+        if fn is not None:
+            try:
+                fn()
+            except Exception:
+                pass
+            return
+
+
+# -- live panel -------------------------------------------------------------------------------------
+def _fmt_rate(v: Optional[float]) -> str:
+    return "--" if v is None else "%.1f %%" % (100.0 * v)
+
+
+def panel(pipeline: Any, result: Any, power_note: str) -> Any:
+    """A rich table with the live numbers."""
+    from rich.table import Table
+
+    c = result.counters
+    t = Table(title="edgeconf run — %s" % getattr(pipeline.source, "uri", "source"), show_header=False, expand=False)
+    t.add_column(style="bold cyan")
+    t.add_column()
+    state = pipeline.source_state
+    t.add_row("source", "%s (dropped %d)" % (getattr(state, "value", state), c.frames_dropped))
+    t.add_row("frames", "%d  (errors %d)" % (c.frames, c.errors))
+    t.add_row("fps", "%.1f" % c.fps)
+    t.add_row("latency", "%.1f ms (regions %.1f, tracking %.1f, classify %.1f)" % (
+        result.timings.processing_ms, result.timings.regions_ms, result.timings.tracking_ms, result.timings.classify_ms))
+    t.add_row("tracks", "%d  (%s)" % (c.tracks, ", ".join(
+        "%d:%s" % (tr.id, tr.label or tr.class_id) for tr in result.tracks[:8]) or "none"))
+    t.add_row("exits per stage", " / ".join(str(x) for x in c.exits) + "  + memo %d" % c.memo_hits)
+    t.add_row("escalation", "%s (recent %s)" % (_fmt_rate(c.escalation_rate), _fmt_rate(c.escalation_rate_recent)))
+    t.add_row("memo hit rate", "%s (recent %s)" % (_fmt_rate(c.memo_hit_rate), _fmt_rate(c.memo_hit_rate_recent)))
+    t.add_row("power", "%.2f W" % c.power_w if c.power_w is not None else power_note)
+    return t
+
+
+# -- the shared loop --------------------------------------------------------------------------------
+def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], record_path: Optional[str],
+          live: bool, on_result: Any = None, record_fps: Optional[float] = None, power_note: str = "not measured",
+          start_info: Optional[dict] = None) -> Dict[str, Any]:
+    """Run the pipeline with event log, recording, live panel and signal handling; return a summary."""
+    from edgeconf.events import EventLog, install_stop_signals
+    from edgeconf.recording import Recorder
+
+    stop = threading.Event()
+    events = EventLog(events_path) if events_path else None
+    recorder = None
+    live_ctx = None
+    state = {"last_panel": 0.0, "last_state": None}
+    t_start = time.perf_counter()
+    try:
+        if record_path:
+            recorder = Recorder(record_path, fps=record_fps or 30.0)
+        if events is not None:
+            events.emit("start", **(start_info or {}))
+        if live:
+            from rich.console import Console
+            from rich.live import Live
+
+            live_ctx = Live(console=Console(stderr=True), refresh_per_second=4, transient=False)
+            live_ctx.start()
+
+        def handle(res: Any) -> None:
+            if events is not None:
+                st = pipeline.source_state
+                if st != state["last_state"]:
+                    state["last_state"] = st
+                    events.emit("source", state=getattr(st, "value", str(st)))
+                events.emit("frame", **res.to_json())
+                if res.error:
+                    events.emit("error", frame=res.frame_index, message=res.error)
+            if recorder is not None:
+                recorder.write(res)
+            if on_result is not None:
+                on_result(res)
+            now = time.perf_counter()
+            if live_ctx is not None and now - state["last_panel"] >= 0.25:
+                state["last_panel"] = now
+                live_ctx.update(panel(pipeline, res, power_note))
+
+        with install_stop_signals(stop, on_signal=lambda s: pipeline.stop()):
+            counters = pipeline.run(max_frames=frames, on_result=handle, stop_event=stop)
+        wall = time.perf_counter() - t_start
+        summary = {"frames": counters.frames, "wall_s": round(wall, 3),
+                   "fps": round(counters.frames / wall, 2) if wall > 0 else None,
+                   "interrupted": stop.is_set(), "counters": counters.to_json(),
+                   "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
+                   "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
+                   "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
+        if events is not None:
+            events.emit("summary", **summary)
+        return summary
+    finally:
+        if live_ctx is not None:
+            live_ctx.stop()
+        if recorder is not None:
+            recorder.close()
+        if events is not None:
+            events.emit("stop")
+            events.close()
+
+
+def _parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    if not text:
+        return None
+    try:
+        w, h = text.lower().split("x")
+        size = (int(w), int(h))
+    except ValueError:
+        raise ConfigError("size must look like 640x480, got %r" % text) from None
+    if min(size) < 1:
+        raise ConfigError("size must be positive, got %r" % text)
+    return size
+
+
+def _echo_json(data: dict) -> None:
+    click.echo(json.dumps(data, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+# -- edgeconf run -----------------------------------------------------------------------------------
+@click.command("run")
+@click.argument("bundle", type=click.Path())
+@click.option("--source", "source_uri", required=True, help="demo://, a video path or file://, a folder, rtsp://, v4l2:///dev/videoN, a camera index, csi://N.")
+@click.option("--regions", default="motion", show_default=True, help="full | motion | truth | detector:MODEL.onnx")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
+@click.option("--record", "record_path", type=click.Path(dir_okay=False), help="Record the annotated video (MJPG .avi).")
+@click.option("--frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
+@click.option("--size", help="Resize frames to WxH (e.g. 640x480).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Source frame rate (cameras, folders, demo).")
+@click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True, help="Re-classify a track at least every N frames.")
+@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads per model.")
+@click.option("--no-memo", is_flag=True, help="Disable the memo cache (every matched track is classified every frame).")
+@click.option("--no-live", is_flag=True, help="No live panel.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
+            frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int, threads: Optional[int],
+            no_memo: bool, no_live: bool, as_json: bool) -> None:
+    """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one."""
+    from edgeconf.bundle import load_bundle
+    from edgeconf.pipeline import Pipeline
+    from edgeconf.sources import open_source
+
+    cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None)
+    meter, power_note = open_meter()
+    source = None
+    try:
+        source = open_source(source_uri, size=_parse_size(size), fps=fps)
+        pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
+        info = {"bundle": os.path.abspath(bundle), "source": source_uri, "regions": regions,
+                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo}
+        summary = drive(pipe, frames, events_path, record_path, live=not no_live and not as_json,
+                        record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info)
+    finally:
+        if source is not None:
+            source.close()
+        close_meter(meter)
+        cascade.close()
+    summary.update(bundle=bundle, source=source_uri, regions=regions)
+    if as_json:
+        _echo_json(summary)
+    else:
+        print_run_summary(summary)
+
+
+def print_run_summary(s: Dict[str, Any]) -> None:
+    c = s["counters"]
+    lat = s["latency_ms"]
+    lines = [
+        "frames        %d in %.1f s (%.1f fps)%s" % (s["frames"], s["wall_s"], s["fps"] or 0.0, "  [interrupted]" if s.get("interrupted") else ""),
+        "latency       p50 %s ms, p95 %s ms" % (lat["p50"], lat["p95"]),
+        "answers       %d (models ran on %d, memo %d: cache %d + unchanged tracks %d)" % (
+            c["answers"], c["model_inputs"], c["cache_hits"] + c["track_key_hits"], c["cache_hits"], c["track_key_hits"]),
+        "exits/stage   %s" % " / ".join(str(x) for x in c["exits"]),
+        "escalation    %s" % _fmt_rate(c["escalation_rate"]),
+        "memo hits     %s" % _fmt_rate(c["memo_hit_rate"]),
+        "errors        %d" % c["errors"],
+        "power         %s" % s.get("power", "not measured"),
+    ]
+    click.echo("\n".join(lines))
+
+
+# -- edgeconf demo ----------------------------------------------------------------------------------
+class BaselineProbe:
+    """Times the baseline model on the same crops the pipeline answered, inside the same run (every
+    ``every``-th frame, all of that frame's crops in one call, as a baseline deployment would batch them),
+    so both sides run under the same conditions on this machine."""
+
+    def __init__(self, path: str, preprocessing: Any, threads: Optional[int] = None, every: int = 5) -> None:
+        from edgeconf.backends import prepare
+
+        self.path = path
+        self.preprocessing = preprocessing
+        self.every = max(1, int(every))
+        self.runner = prepare(path, threads=threads)
+        self.input = self.runner.inputs[0].name
+        self.seconds = 0.0
+        self.crops = 0
+        self.calls = 0
+        self._seen = 0
+
+    def observe(self, crops: List[np.ndarray]) -> None:
+        self._seen += 1
+        if not crops or self._seen % self.every:
+            return
+        x = self.preprocessing.batch(crops)
+        t0 = time.perf_counter()
+        self.runner.run({self.input: x})
+        self.seconds += time.perf_counter() - t0
+        self.crops += len(crops)
+        self.calls += 1
+
+    def estimate(self, answers: int) -> Optional[Dict[str, Any]]:
+        """Model seconds the baseline would have needed to answer all ``answers`` crops."""
+        if not self.crops:
+            return None
+        per_crop = self.seconds / self.crops
+        return {"model": self.path, "seconds": per_crop * answers, "ms_per_crop": 1e3 * per_crop,
+                "sampled_calls": self.calls, "sampled_crops": self.crops}
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+@click.command("demo")
+@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--objects", type=click.IntRange(min=0, max=64), default=6, show_default=True)
+@click.option("--size", default="640x480", show_default=True)
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Frame rate of the synthetic camera.")
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--regions", default=DEMO_REGIONS, show_default=True, help="motion | truth (oracle boxes from the scene) | full | detector:X.onnx")
+@click.option("--bundle", "bundle_path", type=click.Path(), default=None, help="Bundle to run (default: the shipped zoo bundle).")
+@click.option("--baseline", "baseline_path", type=click.Path(), default=None, help="Baseline ONNX for the compute comparison (default: the zoo's big model).")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False))
+@click.option("--record", "record_path", type=click.Path(dir_okay=False))
+@click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--realtime", is_flag=True, help="Pace the scene like a live camera (frames the pipeline misses are dropped); "
+              "by default every frame is processed, as fast as possible, so the summary is reproducible.")
+@click.option("--no-live", is_flag=True, help="No live panel.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, regions: str, bundle_path: Optional[str],
+             baseline_path: Optional[str], events_path: Optional[str], record_path: Optional[str], refresh: int,
+             realtime: bool, no_live: bool, as_json: bool) -> None:
+    """Run the shipped bundle on demo:// and score it against the scene's ground truth."""
+    summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
+                       bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
+                       record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json)
+    if as_json:
+        _echo_json(summary)
+    else:
+        print_demo_summary(summary)
+
+
+def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: float = 30.0, seed: int = 1,
+             regions: str = DEMO_REGIONS, bundle_path: Optional[str] = None, baseline_path: Optional[str] = None,
+             events_path: Optional[str] = None, record_path: Optional[str] = None, refresh: int = 30,
+             realtime: bool = False, live: bool = False, threads: Optional[int] = None) -> Dict[str, Any]:
+    """The demo as a function (the command and the benchmark call it)."""
+    from edgeconf.bundle import load_bundle
+    from edgeconf.pipeline import Pipeline, crop_box
+    from edgeconf.sources import open_source
+    from edgeconf.track_eval import ClassificationEvaluator, TrackEvaluator
+
+    bundle = bundle_path or DEFAULT_BUNDLE
+    if not os.path.isdir(bundle):
+        raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
+    w, h = _parse_size(size) or (640, 480)
+    uri = "demo://?seed=%d&objects=%d&size=%dx%d&fps=%g&frames=%d&realtime=%s" % (
+        seed, objects, w, h, fps, frames, "true" if realtime else "false")
+    cascade = load_bundle(bundle, threads=threads)
+    meter, power_note = open_meter()
+    tracking = TrackEvaluator(iou_threshold=0.5)
+    classes = ClassificationEvaluator(iou_threshold=0.5, min_visible=0.5)
+    base_path = baseline_path or DEFAULT_BASELINE
+    probe: Optional[BaselineProbe] = None
+    source = None
+
+    def score(res: Any) -> None:
+        if res.truth is None:
+            return
+        shown = [t for t in res.tracks if t.frames_since_match == 0]
+        tracking.update(res.truth, shown)
+        classes.update(res.truth, shown)
+        if probe is not None:
+            crops = [crop_box(res.image, t.box) for t in res.tracks if t.classified]
+            probe.observe([c for c in crops if c is not None])
+
+    try:
+        if os.path.isfile(base_path):
+            probe = BaselineProbe(base_path, cascade.preprocessing, threads=threads)
+        source = open_source(uri)
+        pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
+        info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions,
+                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds}
+        summary = drive(pipe, None, events_path, record_path, live=live, on_result=score, record_fps=fps,
+                        power_note=power_note, start_info=info)
+        baseline = probe.estimate(summary["counters"]["answers"]) if probe is not None else None
+    finally:
+        if probe is not None:
+            probe.close()
+        if source is not None:
+            source.close()
+        close_meter(meter)
+        cascade.close()
+    c = summary["counters"]
+    compute: Dict[str, Any] = {"baseline": base_path if os.path.isfile(base_path) else None}
+    if baseline is None:
+        compute["saved"] = "not measured" if not os.path.isfile(base_path) else "not measured (no crops)"
+    else:
+        compute.update(baseline_model_s=round(baseline["seconds"], 4), cascade_model_s=round(c["model_seconds"], 4),
+                       sampled_crops=baseline["sampled_crops"],
+                       baseline_ms_per_crop=None if baseline["ms_per_crop"] is None else round(baseline["ms_per_crop"], 4),
+                       saved=round(1.0 - c["model_seconds"] / baseline["seconds"], 4) if baseline["seconds"] > 0 else None)
+    summary.update(
+        bundle=bundle, source=uri, regions=regions,
+        regions_note="oracle regions: boxes from the scene's ground truth" if regions == "truth" else None,
+        accuracy=classes.score.to_json(), tracking=tracking.metrics().to_json(), compute=compute,
+        escalation_rate=c["escalation_rate"], memo_hit_rate=c["memo_hit_rate"])
+    return summary
+
+
+def print_demo_summary(s: Dict[str, Any]) -> None:
+    c = s["counters"]
+    tr = s["tracking"]
+    acc = s["accuracy"]
+    comp = s["compute"]
+    lat = s["latency_ms"]
+    if isinstance(comp.get("saved"), float):
+        saved = "%.1f %% (cascade %.3f s vs baseline %.3f s of model time; baseline %.3f ms/crop measured now)" % (
+            100 * comp["saved"], comp["cascade_model_s"], comp["baseline_model_s"], comp["baseline_ms_per_crop"])
+    else:
+        saved = str(comp.get("saved"))
+    regions = s["regions"] + ("  (%s)" % s["regions_note"] if s.get("regions_note") else "")
+    pct = lambda v: "--" if v is None else "%.1f %%" % (100 * v)  # noqa: E731
+    lines = [
+        "edgeconf demo — %s" % s["source"],
+        "bundle        %s" % s["bundle"],
+        "regions       %s" % regions,
+        "frames        %d in %.1f s: %.1f fps end to end (dropped by source %d)" % (
+            s["frames"], s["wall_s"], s["fps"] or 0.0, c["frames_dropped"]),
+        "latency       p50 %s ms, p95 %s ms per frame" % (lat["p50"], lat["p95"]),
+        "accuracy      %s of %d matched track-frames (%d not yet answered)" % (pct(acc["accuracy"]), acc["scored"], acc["unanswered"]),
+        "tracking      MOTA %s, IDF1 %s, ID switches %d (%d truth objects, %d track ids)" % (
+            pct(tr["mota"]), pct(tr["idf1"]), tr["id_switches"], tr["truth_objects"], tr["track_ids"]),
+        "answers       %d: models ran on %d, memo %d (cache %d + unchanged tracks %d)" % (
+            c["answers"], c["model_inputs"], c["cache_hits"] + c["track_key_hits"], c["cache_hits"], c["track_key_hits"]),
+        "exits/stage   %s" % " / ".join(str(x) for x in c["exits"]),
+        "escalation    %s" % pct(c["escalation_rate"]),
+        "memo hit rate %s" % pct(c["memo_hit_rate"]),
+        "compute saved %s" % saved,
+        "power         %s" % s.get("power", "not measured"),
+    ]
+    if c["errors"]:
+        lines.append("errors        %d frames failed (see --events)" % c["errors"])
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(demo_cmd())

@@ -1,0 +1,147 @@
+"""A JSON-lines event log that loses nothing: flushed at least every second and on SIGINT/SIGTERM.
+
+Writers append whole lines under a lock; a background thread flushes the file every ``flush_s``
+seconds, and :meth:`close` flushes and fsyncs. Signal handlers never write themselves (a handler
+may run while the lock is held); :func:`install_stop_signals` makes SIGINT/SIGTERM only set a stop
+flag, so the loop ends its frame and the ``finally`` blocks close the log and the recording.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from edgeconf.errors import ConfigError
+
+
+def _default(obj: Any) -> Any:
+    """JSON for numpy scalars/arrays and small dataclasses."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    if hasattr(obj, "value"):
+        return obj.value
+    return str(obj)
+
+
+class EventLog:
+    """Append-only JSON-lines file; ``emit(type, **fields)`` writes one line with a wall-clock time."""
+
+    def __init__(self, path: str, flush_s: float = 0.5) -> None:
+        if flush_s <= 0 or flush_s > 1.0:
+            raise ConfigError("event log flush interval must be in (0, 1] seconds, got %r" % flush_s)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ConfigError("cannot write the event log %s: folder %s does not exist" % (path, folder))
+        try:
+            self._f = open(path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("cannot write the event log %s: %s" % (path, exc)) from None
+        self.path = path
+        self.flush_s = float(flush_s)
+        self.lines = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._dirty = False
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._flusher, name="edgeconf-events-flush", daemon=True)
+        self._thread.start()
+
+    def emit(self, type: str, **fields: Any) -> None:
+        """Write one event line (``{"type": ..., "time": unix seconds, ...fields}``)."""
+        rec: Dict[str, Any] = {"type": type, "time": round(time.time(), 6)}
+        rec.update(fields)
+        line = json.dumps(rec, default=_default, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._closed:
+                return
+            self._f.write(line)
+            self.lines += 1
+            self._dirty = True
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._closed or not self._dirty:
+                return
+            self._f.flush()
+            self._dirty = False
+
+    def _flusher(self) -> None:
+        while not self._wake.wait(self.flush_s):
+            try:
+                self.flush()
+            except (OSError, ValueError):  # disk full or file gone: keep the pipeline alive
+                pass
+
+    def close(self) -> None:
+        """Flush, fsync and close (idempotent)."""
+        self._wake.set()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+            except OSError:
+                pass
+            self._f.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2.0)
+
+    def __enter__(self) -> "EventLog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StopSignals:
+    """SIGINT/SIGTERM set ``event`` (and run ``on_signal``); a second SIGINT raises KeyboardInterrupt.
+
+    Restores the previous handlers on :meth:`restore`. Only the main thread can install handlers;
+    elsewhere this does nothing (the caller's own stop event still works).
+    """
+
+    def __init__(self, event: threading.Event, on_signal: Optional[Callable[[int], None]] = None) -> None:
+        self.event = event
+        self.on_signal = on_signal
+        self.received: List[int] = []
+        self._old: Dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except (ValueError, OSError):
+                pass
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        if self.event.is_set() and signum == signal.SIGINT and len(self.received) > 1:
+            raise KeyboardInterrupt  # the user insists; finally blocks still close files
+        self.event.set()
+        if self.on_signal is not None:
+            self.on_signal(signum)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            try:
+                signal.signal(sig, old)
+            except (ValueError, OSError):
+                pass
+        self._old = {}
+
+    def __enter__(self) -> "StopSignals":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+
+def install_stop_signals(event: threading.Event, on_signal: Optional[Callable[[int], None]] = None) -> StopSignals:
+    return StopSignals(event, on_signal)

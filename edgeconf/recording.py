@@ -1,0 +1,87 @@
+"""Annotated video recording (OpenCV, MJPG in .avi), finalised (playable) on close, also after Ctrl-C.
+
+The writer opens on the first frame (size taken from it) and is released by :meth:`close`, which the
+CLI calls from a ``finally`` block; an ``atexit`` hook releases it too if the process exits otherwise.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any, Optional
+
+import numpy as np
+
+from edgeconf.errors import ConfigError
+from edgeconf.overlay import OverlayOptions, draw_overlays
+
+
+class Recorder:
+    """``write(frame_result)`` draws the overlays and appends the frame; ``close()`` finalises the file."""
+
+    def __init__(self, path: str, fps: float = 30.0, options: Optional[OverlayOptions] = None, fourcc: str = "MJPG") -> None:
+        if not path.lower().endswith(".avi"):
+            raise ConfigError("recordings are MJPG in an .avi container; name the file *.avi (got %s)" % path)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ConfigError("cannot record to %s: folder %s does not exist" % (path, folder))
+        if not fps > 0:
+            raise ConfigError("recording fps must be > 0, got %r" % fps)
+        self.path = path
+        self.fps = float(fps)
+        self.options = options or OverlayOptions()
+        self.fourcc = fourcc
+        self.frames = 0
+        self._writer: Any = None
+        self._size: Optional[tuple] = None
+        self._lock = threading.Lock()
+        self._closed = False
+        atexit.register(self.close)
+
+    def _open(self, w: int, h: int) -> None:
+        import cv2
+
+        writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
+        if not writer.isOpened():
+            raise ConfigError("OpenCV cannot write %s with codec %s" % (self.path, self.fourcc))
+        self._writer = writer
+        self._size = (w, h)
+
+    def write_image(self, rgb: np.ndarray) -> None:
+        """Append one RGB uint8 frame (resized to the first frame's size if it differs)."""
+        import cv2
+
+        with self._lock:
+            if self._closed:
+                return
+            h, w = rgb.shape[:2]
+            if self._writer is None:
+                self._open(w, h)
+            if (w, h) != self._size:
+                rgb = cv2.resize(rgb, self._size)
+            self._writer.write(cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+            self.frames += 1
+
+    def write(self, frame_result: Any) -> None:
+        """Draw the overlays of ``frame_result`` on its image and append it."""
+        self.write_image(draw_overlays(frame_result.image, frame_result, self.options))
+
+    def close(self) -> None:
+        """Release the writer so the file has its index and is playable (idempotent)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
+        try:
+            atexit.unregister(self.close)
+        except Exception:
+            pass
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,141 @@
+"""Evaluate tracks against ground truth (the demo scene knows it): MOTA, IDF1 and ID switches through
+``motmetrics``, and classification accuracy of the tracks' answers (tracks matched to truth boxes by IoU)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgeconf.lazy import require
+from edgeconf.tracking import _assign, iou_matrix
+
+
+@dataclass
+class TrackingMetrics:
+    """CLEAR-MOT and identity metrics over a sequence."""
+
+    frames: int
+    mota: Optional[float]
+    motp_iou: Optional[float]  # mean IoU of matched pairs
+    idf1: Optional[float]
+    id_switches: int
+    matches: int
+    misses: int
+    false_positives: int
+    truth_objects: int  # distinct ground-truth ids
+    track_ids: int  # distinct hypothesis ids
+
+    def to_json(self) -> dict:
+        r = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+        return {"frames": self.frames, "mota": r(self.mota), "motp_iou": r(self.motp_iou), "idf1": r(self.idf1),
+                "id_switches": self.id_switches, "matches": self.matches, "misses": self.misses,
+                "false_positives": self.false_positives, "truth_objects": self.truth_objects, "track_ids": self.track_ids}
+
+
+def _fields(obj: Any) -> Tuple[int, Tuple[float, float, float, float]]:
+    if hasattr(obj, "box"):
+        return int(obj.id), tuple(float(v) for v in obj.box)  # type: ignore[return-value]
+    return int(obj[0]), tuple(float(v) for v in obj[1])  # type: ignore[return-value]
+
+
+def _xywh(boxes: Sequence[Sequence[float]]) -> np.ndarray:
+    a = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.stack([a[:, 0], a[:, 1], a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]], axis=1) if len(a) else a
+
+
+class TrackEvaluator:
+    """Feed ``update(truth, tracks)`` once per frame; ``metrics()`` at the end.
+
+    ``truth``: objects with ``id`` and ``box`` (x1, y1, x2, y2); ``tracks``: objects with ``id`` and ``box``
+    (e.g. :class:`edgeconf.pipeline.TrackResult`). A pair counts as a match when IoU ≥ ``iou_threshold``.
+    Truth objects less visible than ``min_visible`` are not required (neither missed nor matched).
+    """
+
+    def __init__(self, iou_threshold: float = 0.5, min_visible: float = 0.0) -> None:
+        mm = require("motmetrics", "tracking metrics (MOTA, IDF1)")
+        self._mm = mm
+        self.iou_threshold = float(iou_threshold)
+        self.min_visible = float(min_visible)
+        self.acc = mm.MOTAccumulator(auto_id=True)
+        self.frames = 0
+        self._gt_ids: set = set()
+        self._hyp_ids: set = set()
+
+    def update(self, truth: Sequence[Any], tracks: Sequence[Any]) -> None:
+        gt = [_fields(t) for t in truth if float(getattr(t, "visible_fraction", 1.0)) >= self.min_visible]
+        hyp = [_fields(t) for t in tracks]
+        gt_boxes = [b for _, b in gt]
+        hyp_boxes = [b for _, b in hyp]
+        if gt and hyp:
+            dist = 1.0 - iou_matrix(gt_boxes, hyp_boxes)
+            dist[dist > 1.0 - self.iou_threshold] = np.nan
+        else:
+            dist = np.empty((len(gt), len(hyp)))
+        self.acc.update([i for i, _ in gt], [i for i, _ in hyp], dist)
+        self._gt_ids.update(i for i, _ in gt)
+        self._hyp_ids.update(i for i, _ in hyp)
+        self.frames += 1
+
+    def metrics(self) -> TrackingMetrics:
+        mm = self._mm
+        names = ["mota", "motp", "idf1", "num_switches", "num_matches", "num_misses", "num_false_positives"]
+        summary = mm.metrics.create().compute(self.acc, metrics=names, name="seq")
+        row = summary.loc["seq"]
+
+        def val(name: str) -> Optional[float]:
+            v = float(row[name])
+            return None if not np.isfinite(v) else v
+
+        motp = val("motp")
+        return TrackingMetrics(
+            frames=self.frames, mota=val("mota"), motp_iou=None if motp is None else 1.0 - motp, idf1=val("idf1"),
+            id_switches=int(row["num_switches"]), matches=int(row["num_matches"]), misses=int(row["num_misses"]),
+            false_positives=int(row["num_false_positives"]), truth_objects=len(self._gt_ids), track_ids=len(self._hyp_ids))
+
+
+@dataclass
+class ClassificationScore:
+    """Accuracy of the tracks' class answers on track-frames matched to a truth object."""
+
+    correct: int = 0
+    scored: int = 0  # matched track-frames that had an answer
+    unanswered: int = 0  # matched track-frames without an answer yet
+    per_class: Optional[Dict[int, List[int]]] = None  # truth class -> [correct, scored]
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        return self.correct / self.scored if self.scored else None
+
+    def to_json(self) -> dict:
+        return {"accuracy": None if self.accuracy is None else round(self.accuracy, 4), "correct": self.correct,
+                "scored": self.scored, "unanswered": self.unanswered}
+
+
+class ClassificationEvaluator:
+    """Matches tracks to truth boxes per frame (Hungarian on IoU ≥ ``iou_threshold``) and scores classes."""
+
+    def __init__(self, iou_threshold: float = 0.5, min_visible: float = 0.5) -> None:
+        self.iou_threshold = float(iou_threshold)
+        self.min_visible = float(min_visible)
+        self.score = ClassificationScore(per_class={})
+
+    def update(self, truth: Sequence[Any], tracks: Sequence[Any]) -> None:
+        gt = [t for t in truth if float(getattr(t, "visible_fraction", 1.0)) >= self.min_visible]
+        if not gt or not tracks:
+            return
+        iou = iou_matrix([t.box for t in gt], [t.box for t in tracks])
+        pairs, _, _ = _assign(1.0 - iou, 1.0 - self.iou_threshold)
+        s = self.score
+        for gi, ti in pairs:
+            cid = getattr(tracks[ti], "class_id", None)
+            if cid is None:
+                s.unanswered += 1
+                continue
+            truth_cls = int(gt[gi].class_id)
+            ok = int(cid) == truth_cls
+            s.scored += 1
+            s.correct += int(ok)
+            row = s.per_class.setdefault(truth_cls, [0, 0])  # type: ignore[union-attr]
+            row[0] += int(ok)
+            row[1] += 1
