@@ -1,0 +1,111 @@
+"""Trade-off curve and policies: the vectorised sweep equals a direct simulation; policies pick right."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeconf.confidence import score as np_score, softmax
+from edgeconf.errors import ConfigError
+from edgeconf.export.errors import CalibrationError, PolicyError
+from edgeconf.export.thresholds import evaluate, parse_policy, select, tradeoff_curve
+
+
+def _stages(k=2, n=800, seed=0, c=6):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    out = []
+    for s in range(k):
+        z = rng.normal(0, 1.6 - 0.4 * s, (n, c))
+        z[np.arange(n), y] += 1.5
+        out.append(z)
+    return out, y
+
+
+def _direct(logits, y, lam, costs, score="margin", temps=(1.0, 1.0), combine="last"):
+    p1, p2 = softmax(logits[0], temps[0]), softmax(logits[1], temps[1])
+    c1, c2 = np_score(score, p1), np_score(score, p2)
+    esc = c1 < lam
+    if combine == "last":
+        pred = np.where(esc, p2.argmax(1), p1.argmax(1))
+    else:
+        pred = np.where(esc & (c2 > c1), p2.argmax(1), p1.argmax(1))
+    return (pred == y).mean(), costs[0] + esc.mean() * costs[1], esc.mean()
+
+
+@pytest.mark.parametrize("combine", ["last", "best"])
+@pytest.mark.parametrize("score", ["maxp", "margin", "entropy"])
+def test_two_stage_curve_equals_direct_computation(score, combine):
+    logits, y = _stages()
+    costs = [1.0, 6.0]
+    curve = tradeoff_curve(logits, y, costs, score, [1.3, 0.8], combine, n=2000)
+    assert len(curve) == 2000 and curve.thresholds.shape == (2000, 1)
+    assert curve.lambdas[0] == 0.0 and curve.lambdas[-1] == 1.0
+    for i in (0, 1, 333, 1000, 1999):
+        acc, cost, esc = _direct(logits, y, curve.lambdas[i], costs, score, (1.3, 0.8), combine)
+        assert curve.accuracy[i] == pytest.approx(acc)
+        assert curve.cost[i] == pytest.approx(cost)
+        assert curve.escalation[i] == pytest.approx(esc)
+        ev = evaluate(logits, y, [curve.lambdas[i]], costs, score, [1.3, 0.8], combine)
+        assert ev.accuracy == pytest.approx(acc) and ev.cost == pytest.approx(cost)
+
+
+def test_policies():
+    logits, y = _stages()
+    curve = tradeoff_curve(logits, y, [1.0, 6.0])
+    best = select(curve, "max-accuracy")
+    assert best.accuracy == pytest.approx(curve.accuracy.max())
+    assert best.cost == pytest.approx(curve.cost[curve.accuracy == curve.accuracy.max()].min())
+    target = float(np.quantile(curve.accuracy, 0.5))
+    m = select(curve, "match:%r" % target)
+    assert m.accuracy >= target
+    assert m.cost == pytest.approx(curve.cost[curve.accuracy >= target].min())
+    # the same accuracy as a percentage
+    pct = select(curve, "match:%r" % (target * 100))
+    assert pct.thresholds == m.thresholds
+    assert select(curve, "match:%r%%" % (target * 100)).thresholds == m.thresholds
+    b = select(curve, "budget:3.5")
+    assert b.cost <= 3.5
+    assert b.accuracy == pytest.approx(curve.accuracy[curve.cost <= 3.5].max())
+    assert b.escalation == pytest.approx((b.cost - 1.0) / 6.0)
+
+
+def test_policy_errors():
+    logits, y = _stages()
+    curve = tradeoff_curve(logits, y, [1.0, 6.0])
+    with pytest.raises(PolicyError, match="no threshold reaches accuracy 0.9990.*best on this data"):
+        select(curve, "match:0.999")
+    with pytest.raises(PolicyError, match="cheapest point costs 1"):
+        select(curve, "budget:0.5")
+    for bad in ("fastest", "match:", "match:abc", "budget:-1", "match:150"):
+        with pytest.raises(PolicyError):
+            parse_policy(bad)
+    assert parse_policy("match:1") == ("match", 1.0)  # 1 means 100 %, a fraction
+
+
+def test_three_stages_per_exit_thresholds():
+    logits, y = _stages(k=3)
+    costs = [1.0, 3.0, 9.0]
+    curve = tradeoff_curve(logits, y, costs, n=300)
+    assert curve.thresholds.shape == (600, 2)
+    assert set(curve.family) == {"shared", "geometric"}
+    np.testing.assert_allclose(curve.cost, curve.reach @ np.array(costs))
+    for policy in ("max-accuracy", "budget:4", "match:0.5"):
+        op = select(curve, policy)
+        again = evaluate(logits, y, op.thresholds, costs)
+        assert again.accuracy == pytest.approx(op.accuracy) and again.cost == pytest.approx(op.cost)
+    # the geometric family's extreme ratios: (almost) everything leaves at exit 1, or reaches the last stage
+    geo = curve.family == "geometric"
+    assert curve.reach[geo, 2].min() < 0.05 and curve.reach[geo, 2].max() > 0.95
+    assert select(curve, "max-accuracy").accuracy >= max((l.argmax(1) == y).mean() for l in logits) - 0.02
+
+
+def test_input_checks():
+    logits, y = _stages()
+    with pytest.raises(ConfigError, match="costs has 1 entries"):
+        tradeoff_curve(logits, y, [1.0])
+    with pytest.raises(ConfigError, match="at least 2 stages"):
+        tradeoff_curve(logits[:1], y, [1.0])
+    with pytest.raises(ConfigError, match="classes"):
+        tradeoff_curve([logits[0], logits[1][:, :4]], np.minimum(y, 3), [1, 2])
+    with pytest.raises(CalibrationError, match="labels must have shape"):
+        tradeoff_curve(logits, y[:-1], [1, 2])
