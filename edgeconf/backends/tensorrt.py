@@ -13,7 +13,6 @@ casts) is a pure function tested without a GPU; the adapters only call TensorRT.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ import numpy as np
 from edgeconf.backends.base import Runner, TensorSpec
 from edgeconf.engine_format import (DeviceRuntime, EngineHeader, check_compatible, compatibility, read_engine,
                                     rebuild_command)
-from edgeconf.errors import BackendUnavailableError, ConfigError, EdgeconfError, InputValidationError, ModelLoadError
-from edgeconf.lazy import require
+from edgeconf.errors import (BackendUnavailableError, ConfigError, EdgeconfError, InputValidationError,
+                             MissingDependencyError, ModelLoadError)
+from edgeconf.lazy import INSTALL_HINTS, require
 
 BINDINGS = "bindings"
 TENSORS = "tensors"
@@ -201,6 +201,9 @@ def runtime_of(trt: Any, cuda: Any, device: int = 0) -> DeviceRuntime:
 def import_tensorrt() -> Tuple[Any, Any]:
     """``tensorrt`` and ``pycuda.driver``, or a MissingDependencyError naming what to install."""
     trt = require("tensorrt", "the tensorrt backend")
+    if not hasattr(trt, "__version__"):  # an empty namespace package (e.g. a folder named tensorrt on sys.path)
+        raise MissingDependencyError("tensorrt is needed for the tensorrt backend but %r is not TensorRT's Python "
+                                     "package; install it: %s" % (getattr(trt, "__path__", trt), INSTALL_HINTS["tensorrt"]))
     cuda = require("pycuda.driver", "the tensorrt backend (device buffers)")
     return trt, cuda
 
@@ -489,8 +492,7 @@ def engine_usable_here(engine_path: str, device: int = 0) -> Tuple[bool, str]:
     """(usable, reason): TensorRT and pycuda import, and the engine's header matches this device."""
     try:
         header = read_engine(engine_path, verify=True, warn_plain=False).header
-        trt = importlib.import_module("tensorrt")
-        cuda = importlib.import_module("pycuda.driver")
+        trt, cuda = import_tensorrt()
         cuda.init()
         info = runtime_of(trt, cuda, device)
     except Exception as exc:  # ImportError, pycuda errors, engine format errors: fall back

@@ -126,6 +126,17 @@ def test_missing_pycuda_is_named(monkeypatch, tmp_path, two_models):
         prepare(engine, backend="tensorrt")
 
 
+def test_a_folder_named_tensorrt_is_not_tensorrt(monkeypatch):
+    """tests/tensorrt on sys.path imports as an empty namespace package named tensorrt."""
+    import types
+
+    from edgeconf.backends.tensorrt import import_tensorrt
+
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    with pytest.raises(MissingDependencyError, match="python3-libnvinfer"):
+        import_tensorrt()
+
+
 # -- runner through fakes -------------------------------------------------------------------------
 def headed_model(tmp_path, seed=1):
     from onnx_models import random_classifier
