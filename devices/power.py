@@ -401,6 +401,10 @@ class JtopSource(PowerSource):
             self.reason = "jtop service is not running (%s): %s" % (str(exc).strip() or type(exc).__name__, JTOP_SERVICE_HINT)
             return
         self.client = client
+        served = getattr(client, "interval", None)  # the service's own rate may differ from the one asked for
+        if isinstance(served, (int, float)) and not isinstance(served, bool) and served > 0:
+            self.interval_s = float(served)
+            self.preferred_rate_hz = 1.0 / self.interval_s
         try:
             rails, total = parse_jtop_power(client.power)
         except Exception as exc:
@@ -422,7 +426,9 @@ class JtopSource(PowerSource):
             return super().read()
         t = self.clock()
         try:
-            ok = self.client.ok(spin=False) if hasattr(self.client, "ok") else True
+            # spin=True: do not block for fresh data (the meter already samples at jtop's rate); raises the
+            # client's stored error, returns False once the connection to the service is gone.
+            ok = self.client.ok(spin=True) if hasattr(self.client, "ok") else True
             power = self.client.power
         except Exception as exc:
             raise SensorReadError("jtop read failed: %s" % exc) from exc

@@ -246,6 +246,8 @@ class FakeJtop:
         self.started = True
 
     def ok(self, spin: bool = False) -> bool:
+        if not spin:
+            raise AssertionError("ok() without spin blocks until jtop's next update")
         return not self.closed
 
     def close(self) -> None:

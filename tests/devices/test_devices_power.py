@@ -199,6 +199,15 @@ def test_jtop_not_installed_and_service_down():
     assert "jtop service is not running" in down.reason and "sudo jtop --install-service" in down.reason
 
 
+def test_jtop_rate_is_the_services_own():
+    from edgeconf.devices.meter import EnergyMeter
+
+    src = JtopSource(interval_s=0.25, factory=lambda interval: FakeJtop(interval=1.0))  # another client set 1 s
+    assert src.interval_s == 1.0 and src.preferred_rate_hz == 1.0
+    meter = EnergyMeter(src)
+    assert meter.rate_hz == 1.0 and meter.max_gap_s == pytest.approx(5.0)
+
+
 def test_jtop_without_power_rails():
     client = FakeJtop()
     client.power = {}
