@@ -175,10 +175,14 @@ class EnergyMeter:
 
     def _append(self, t: float, p: float, e: float, ok: bool) -> bool:
         with self._lock:
-            if self._head and not t > self._t[(self._head - 1) % self.capacity]:
-                self.clock_errors += 1  # the clock went backwards (or stood still): drop the sample
-                self.last_error = "clock went backwards at t=%.6f; sample dropped" % t
-                return False
+            if self._head:
+                last = self._t[(self._head - 1) % self.capacity]
+                if t == last:  # two readings within one clock tick: keep the first
+                    return False
+                if t < last:  # the clock went backwards: drop the sample, keep going
+                    self.clock_errors += 1
+                    self.last_error = "clock went backwards at t=%.6f (last sample %.6f); sample dropped" % (t, last)
+                    return False
             i = self._head % self.capacity
             for j in (i, i + self.capacity):
                 self._t[j], self._p[j], self._e[j], self._ok[j] = t, p, e, ok
