@@ -239,6 +239,8 @@ class Tracker:
                 raise ConfigError("tracker: unknown option %r" % k)
             setattr(cfg, k, v)
         cfg.validate()
+        # import scipy now, not on the first frame (a half-second stall that a live source pays in dropped frames)
+        require("scipy.optimize", "tracking (Hungarian assignment)")
         self.config = cfg
         self.kf = KalmanBoxFilter(cfg.std_position, cfg.std_velocity)
         self.tracks: List[Track] = []
