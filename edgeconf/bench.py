@@ -1,0 +1,625 @@
+"""``edgeconf bench``: cost and accuracy of a cascade against one big model, with the dual-CNN paper's protocol.
+
+Protocol (Kinnas et al., 2024): take N test samples, append d·N randomly chosen copies (fixed seed) and
+shuffle; optionally perturb the copies (1-pixel shift, small noise, JPEG re-encode) so exact keys miss.
+Every configuration classifies the same stream of raw uint8 images through ``Cascade.classify_batch``
+(preprocessing, memo, stages), in one process, in rotating order over chunks of the stream, so drift of
+a shared machine hits all of them alike. CPU seconds are ``time.process_time()`` deltas (other processes
+do not count); energy comes from the devices meter when a sensor exists, else it is ``None``.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgeconf.cascade import Cascade, Stage
+from edgeconf.confidence import score, softmax
+from edgeconf.errors import BundleError, ConfigError, ModelLoadError
+from edgeconf.memo import DEFAULT_KEY, MemoCache
+from edgeconf.preprocess import Preprocessing
+
+#: Every configuration, in report order.
+CONFIG_NAMES = ("big", "first", "dual", "dual_memo", "dual_memo_paper", "dual_memo_exact", "early_exit")
+#: (key, radius) of each memo configuration.
+MEMO_KEYS: Dict[str, Tuple[str, int]] = {
+    "dual_memo": (DEFAULT_KEY, 0),
+    "dual_memo_paper": ("dhash64", 0),
+    "dual_memo_exact": ("exact", 0),
+}
+CONFIG_HELP = {
+    "big": "the baseline model alone",
+    "first": "stage 1 alone (the floor of the cascade's cost)",
+    "dual": "the cascade, no memo",
+    "dual_memo": "cascade + memo, edgeconf's default key (%s)" % DEFAULT_KEY,
+    "dual_memo_paper": "cascade + memo, the paper's 64-bit dHash, radius 0",
+    "dual_memo_exact": "cascade + memo keyed on exact bytes",
+    "early_exit": "the multi-exit bundle",
+}
+
+ProgressFn = Callable[[int], None]
+
+
+# --------------------------------------------------------------------------------------- zoo paths
+def zoo_folder() -> str:
+    """Where the shipped reference zoo lives (``edgeconf/data/zoo``)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "zoo")
+
+
+def default_paths() -> Dict[str, str]:
+    z = zoo_folder()
+    return {"bundle": os.path.join(z, "bundle"), "baseline": os.path.join(z, "big.onnx"),
+            "early_exit": os.path.join(z, "early_exit")}
+
+
+# --------------------------------------------------------------------------------------- protocol
+@dataclass
+class Stream:
+    """The benchmark's input stream: indices into the N base samples, and the images to classify."""
+
+    source: np.ndarray  # (L,) index of the base sample each stream item comes from
+    is_copy: np.ndarray  # (L,) True for appended copies
+    images: np.ndarray  # (L, H, W[, C]) uint8, copies perturbed when near-duplicate
+    labels: np.ndarray  # (L,) int64
+
+    def __len__(self) -> int:
+        return int(self.source.shape[0])
+
+
+def perturb(image: np.ndarray, rng: np.random.Generator, noise_std: float = 3.0, jpeg_quality: int = 90) -> np.ndarray:
+    """A near-duplicate: shift by one pixel (one of the 8 neighbours, zero fill), add noise, JPEG re-encode."""
+    import cv2
+
+    img = np.asarray(image)
+    dy, dx = [(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)][int(rng.integers(8))]
+    shifted = np.zeros_like(img)
+    h, w = img.shape[:2]
+    shifted[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = img[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    noisy = shifted.astype(np.float32) + rng.normal(0.0, noise_std, shifted.shape).astype(np.float32)
+    noisy = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", noisy, [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)])
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8 images
+        return noisy
+    out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    return out.reshape(img.shape).astype(np.uint8)
+
+
+def make_stream(images: np.ndarray, labels: np.ndarray, duplicate: float, seed: int = 0,
+                near_duplicate: bool = False) -> Stream:
+    """The paper's duplicated dataset: N samples plus round(d·N) random copies, shuffled with ``seed``.
+
+    Copies are drawn without replacement while d ≤ 1 (at d = 1 every sample appears twice).
+    """
+    if duplicate < 0 or not math.isfinite(duplicate):
+        raise ConfigError("duplication ratio must be a number >= 0, got %r" % (duplicate,))
+    n = int(images.shape[0])
+    rng = np.random.default_rng(seed)
+    m = int(round(duplicate * n))
+    copies = rng.choice(n, size=m, replace=m > n) if m else np.zeros(0, dtype=np.int64)
+    source = np.concatenate([np.arange(n), copies]).astype(np.int64)
+    is_copy = np.concatenate([np.zeros(n, bool), np.ones(m, bool)])
+    order = rng.permutation(source.size)
+    source, is_copy = source[order], is_copy[order]
+    stream_images = images[source]  # a fresh array: perturbing copies never touches the base samples
+    if near_duplicate and m:
+        prng = np.random.default_rng([seed, 1])
+        for i in np.flatnonzero(is_copy):
+            stream_images[i] = perturb(stream_images[i], prng)
+    return Stream(source, is_copy, stream_images, np.asarray(labels, dtype=np.int64)[source])
+
+
+# --------------------------------------------------------------------------------- configurations
+@dataclass
+class BenchConfig:
+    """One measured configuration: a cascade, and the memo settings it gets for each stream."""
+
+    name: str
+    cascade: Cascade
+    memo_key: Optional[str] = None
+    memo_radius: int = 0
+
+    def fresh_memo(self, capacity: int) -> None:
+        """Give the cascade an empty memo large enough for the whole stream (the paper's memory is unbounded)."""
+        if self.memo_key is not None:
+            self.cascade.memo = MemoCache(max(1, capacity), self.memo_key, self.memo_radius)
+
+    def reset(self, capacity: int) -> None:
+        self.cascade.reset_counters()
+        self.fresh_memo(capacity)
+
+    def close(self) -> None:
+        self.cascade.close()
+
+
+def _logits_name(runner: Any) -> str:
+    names = [s.name for s in runner.outputs]
+    if "logits" in names:
+        return "logits"
+    two_d = [s.name for s in runner.outputs if len(s.shape) == 2]
+    if not two_d:
+        raise ModelLoadError("the baseline model has no 2-D output to read classes from (outputs: %s)" % ", ".join(names))
+    return two_d[0]
+
+
+def _baseline_preprocessing(runner: Any, fallback: Preprocessing) -> Preprocessing:
+    """The preprocessing stored in the baseline's ``edgeconf.preprocessing`` metadata, else the bundle's."""
+    import json
+
+    raw = getattr(runner, "metadata", {}).get("edgeconf.preprocessing")
+    if not raw:
+        return fallback
+    try:
+        return Preprocessing.from_json(json.loads(raw))
+    except (ValueError, BundleError):
+        return fallback
+
+
+def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str], names: Sequence[str],
+                 threads: Optional[int] = 1, backend: str = "onnxruntime") -> List[BenchConfig]:
+    """Load one cascade per configuration (separate sessions, so no configuration warms another's caches)."""
+    from edgeconf.backends import prepare
+    from edgeconf.bundle import load_bundle
+
+    unknown = [n for n in names if n not in CONFIG_NAMES]
+    if unknown:
+        raise ConfigError("unknown configurations %s; choose from %s" % (unknown, ", ".join(CONFIG_NAMES)))
+    configs: List[BenchConfig] = []
+    try:
+        for name in names:
+            if name == "big":
+                if not baseline:
+                    raise ConfigError("configuration 'big' needs a baseline model: pass --baseline MODEL.onnx")
+                ref = load_bundle(bundle, backend=backend, threads=threads, memo=False)
+                ref.close()
+                runner = prepare(baseline, backend=backend, threads=threads)
+                stage = Stage("big", runner, "maxp", 0.0, 1.0, logits=_logits_name(runner))
+                cascade = Cascade([stage], "last", ref.labels, _baseline_preprocessing(runner, ref.preprocessing), None, "big")
+                configs.append(BenchConfig(name, cascade))
+            elif name == "early_exit":
+                if not early_exit:
+                    continue
+                configs.append(BenchConfig(name, load_bundle(early_exit, backend=backend, threads=threads, memo=False)))
+            else:
+                cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False)
+                if name == "first":
+                    for st in cascade.stages[1:]:
+                        st.runner.close()
+                    cascade = Cascade(cascade.stages[:1], cascade.combine, cascade.labels, cascade.preprocessing,
+                                      None, "first")
+                key, radius = MEMO_KEYS.get(name, (None, 0))
+                configs.append(BenchConfig(name, cascade, key, radius))
+    except Exception:
+        for c in configs:
+            c.close()
+        raise
+    return configs
+
+
+# ------------------------------------------------------------------------------------ measurement
+@dataclass
+class Measured:
+    """Raw measurements of one configuration over one stream."""
+
+    predictions: np.ndarray
+    memo_hit: np.ndarray
+    latency_s: np.ndarray
+    cpu_s: float = 0.0
+    wall_s: float = 0.0
+    energy_parts: List[Optional[float]] = field(default_factory=list)
+
+    @property
+    def energy_j(self) -> Optional[float]:
+        if not self.energy_parts or any(e is None for e in self.energy_parts):
+            return None
+        return float(sum(e for e in self.energy_parts if e is not None))
+
+
+def classify_stream(cascade: Cascade, images: Sequence[np.ndarray], batch: int,
+                    progress: Optional[ProgressFn] = None) -> np.ndarray:
+    """Class ids of ``images`` through ``cascade.classify_batch`` at ``batch`` (untimed helper)."""
+    out = np.empty(len(images), dtype=np.int64)
+    step = max(batch, 256 if progress else batch)
+    for a in range(0, len(images), step):
+        for j in range(a, min(len(images), a + step), batch):
+            for i, r in enumerate(cascade.classify_batch(images[j:j + batch]), j):
+                out[i] = r.class_id
+        if progress:
+            progress(min(len(images), a + step) - a)
+    return out
+
+
+def measure(configs: Sequence[BenchConfig], items: Sequence[np.ndarray], batch: int, chunk: int = 250,
+            meter: Any = None, progress: Optional[ProgressFn] = None) -> Dict[str, Measured]:
+    """Run every configuration over ``items`` in rotating order, chunk by chunk.
+
+    Chunk k runs the configurations starting at the k-th (mod K), so none is always first or last.
+    The garbage collector is paused inside the timed windows and run between chunks.
+    """
+    n = len(items)
+    chunk = max(batch, (chunk // batch) * batch)
+    res = {c.name: Measured(np.full(n, -1, np.int64), np.zeros(n, bool), np.zeros(n)) for c in configs}
+    k_all = len(configs)
+    gc_was = gc.isenabled()
+    try:
+        for ci, a in enumerate(range(0, n, chunk)):
+            b = min(n, a + chunk)
+            for k in range(k_all):
+                cfg = configs[(ci + k) % k_all]
+                m = res[cfg.name]
+                preds, hits, lat = m.predictions, m.memo_hit, m.latency_s
+                classify = cfg.cascade.classify_batch
+                gc.collect()
+                gc.disable()
+                p0 = time.process_time()
+                w0 = time.perf_counter()
+                for j in range(a, b, batch):
+                    t0 = time.perf_counter()
+                    out = classify(items[j:j + batch])
+                    t1 = time.perf_counter()
+                    lat[j:j + len(out)] = t1 - t0
+                    for i, r in enumerate(out, j):
+                        preds[i] = r.class_id
+                        hits[i] = r.memo_hit
+                w1 = time.perf_counter()
+                p1 = time.process_time()
+                if gc_was:
+                    gc.enable()
+                m.cpu_s += p1 - p0
+                m.wall_s += w1 - w0
+                if meter is not None:
+                    meter.ensure_sampled_until(w1)
+                    m.energy_parts.append(meter.energy_j(w0, w1))
+                else:
+                    m.energy_parts.append(None)
+                if progress:
+                    progress(b - a)
+    finally:
+        if gc_was:
+            gc.enable()
+    return res
+
+
+# ---------------------------------------------------------------------------------------- results
+@dataclass
+class ConfigResult:
+    """What the report says about one configuration on one stream."""
+
+    name: str
+    accuracy: float
+    cpu_s: float
+    wall_s: float
+    energy_j: Optional[float]
+    latency_ms: Dict[str, float]
+    stage_calls: List[int]
+    stage_model_s: List[float]
+    escalation_rate: Optional[float]
+    memo_hit_rate: Optional[float]
+    memo_false_hit_rate: Optional[float]
+    memo_hits: Optional[int] = None
+    memo_false_hits: Optional[int] = None
+    memo: Optional[Dict[str, Any]] = None
+    inputs: int = 0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"accuracy": self.accuracy, "cpu_s": self.cpu_s, "wall_s": self.wall_s, "energy_j": self.energy_j,
+                "latency_ms": dict(self.latency_ms), "stage_calls": list(self.stage_calls),
+                "escalation_rate": self.escalation_rate, "memo_hit_rate": self.memo_hit_rate,
+                "memo_false_hit_rate": self.memo_false_hit_rate, "memo_hits": self.memo_hits,
+                "memo_false_hits": self.memo_false_hits, "memo": self.memo, "inputs": self.inputs,
+                "stage_model_s": list(self.stage_model_s),
+                "cpu_us_per_input": self.cpu_s / self.inputs * 1e6 if self.inputs else None}
+
+
+def summarise(cfg: BenchConfig, m: Measured, labels: np.ndarray, reference: Optional[np.ndarray]) -> ConfigResult:
+    """Turn raw measurements into a :class:`ConfigResult` (false hits need the cascade's own answers)."""
+    n = int(labels.shape[0])
+    lat_ms = m.latency_s * 1e3
+    latency = {"mean": float(lat_ms.mean()) if n else 0.0}
+    for q in (50, 95, 99):
+        latency["p%d" % q] = float(np.percentile(lat_ms, q)) if n else 0.0
+    c = cfg.cascade.counters
+    memo = cfg.cascade.memo
+    hit_rate = false_rate = None
+    hits = false_hits = None
+    if memo is not None:
+        hits = int(m.memo_hit.sum())
+        hit_rate = memo.stats.hit_rate
+        if reference is not None:
+            false_hits = int(np.count_nonzero(m.memo_hit & (m.predictions != reference)))
+            false_rate = false_hits / hits if hits else 0.0
+    return ConfigResult(
+        name=cfg.name,
+        accuracy=float(np.mean(m.predictions == labels)) if n else 0.0,
+        cpu_s=float(m.cpu_s), wall_s=float(m.wall_s), energy_j=m.energy_j, latency_ms=latency,
+        stage_calls=[int(x) for x in c.calls], stage_model_s=[float(s) for s in c.stage_seconds],
+        escalation_rate=c.escalation_rate if len(cfg.cascade.stages) > 1 else None,
+        memo_hit_rate=hit_rate, memo_false_hit_rate=false_rate, memo_hits=hits, memo_false_hits=false_hits,
+        memo=memo.settings() if memo is not None else None, inputs=n)
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None or b is None or not b:
+        return None
+    return float(a) / float(b)
+
+
+def ratios(configs: Dict[str, ConfigResult], base: str = "big") -> Dict[str, Dict[str, Optional[float]]]:
+    """Each configuration's cpu_s, wall_s and energy_j over the baseline's ({} without a baseline)."""
+    ref = configs.get(base)
+    if ref is None:
+        return {}
+    return {name: {"cpu_s": _ratio(r.cpu_s, ref.cpu_s), "wall_s": _ratio(r.wall_s, ref.wall_s),
+                   "energy_j": _ratio(r.energy_j, ref.energy_j)} for name, r in configs.items()}
+
+
+# ------------------------------------------------------------------------------ trade-off over λ
+@dataclass
+class StageOutputs:
+    """Each stage's answer and confidence on the N base samples (computed once, outside timing)."""
+
+    preds: List[np.ndarray]
+    scores: List[np.ndarray]
+    labels: np.ndarray
+    combine: str
+    thresholds: List[float]
+
+
+def stage_outputs(cascade: Cascade, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> Optional[StageOutputs]:
+    """Run every stage on every base sample; None when the cascade is not two image-input stages."""
+    if len(cascade.stages) != 2 or any(st.input != "image" for st in cascade.stages) or cascade.preprocessing is None:
+        return None
+    preds: List[List[np.ndarray]] = [[], []]
+    scores: List[List[np.ndarray]] = [[], []]
+    for a in range(0, images.shape[0], batch):
+        x = cascade.preprocessing.batch(list(images[a:a + batch]))
+        for k, st in enumerate(cascade.stages):
+            logits = st.runner.run(x, output_names=[st.logits])[st.logits]
+            p = softmax(logits, st.temperature)
+            preds[k].append(p.argmax(axis=1))
+            scores[k].append(score(st.score, p))
+    return StageOutputs([np.concatenate(p) for p in preds], [np.concatenate(s) for s in scores],
+                        np.asarray(labels, np.int64), cascade.combine, [st.threshold for st in cascade.stages])
+
+
+def sweep(out: StageOutputs, lambdas: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
+    """Accuracy and escalation rate of the two-stage cascade for every stage-1 threshold λ.
+
+    By default 2000 values in (0, 1) as the paper, plus 0 and 1 and the current threshold.
+    """
+    if lambdas is None:
+        lambdas = np.concatenate([[0.0], np.linspace(0.0, 1.0, 2002)[1:-1], [1.0], [out.thresholds[0]]])
+    lambdas = np.unique(np.asarray(lambdas, dtype=np.float64))
+    p1, p2 = out.preds
+    s1, s2 = out.scores
+    ok1 = p1 == out.labels
+    if out.combine == "best":
+        ok2 = np.where(s2 > s1, p2 == out.labels, ok1)
+    else:
+        ok2 = p2 == out.labels
+    order = np.argsort(s1, kind="stable")
+    s_sorted = s1[order]
+    # inputs with s1 < λ escalate: the first `cnt` of the sorted order
+    cnt = np.searchsorted(s_sorted, lambdas, side="left")
+    gain = np.concatenate([[0], np.cumsum((ok2.astype(np.int64) - ok1.astype(np.int64))[order])])
+    n = max(1, s1.size)
+    acc = (ok1.sum() + gain[cnt]) / n
+    return {"lambda": lambdas, "accuracy": acc.astype(np.float64), "escalation": cnt / n}
+
+
+def tradeoff(out: StageOutputs, first_cpu_per_input: float, stage2_s_per_call: float,
+             big_cpu_per_input: Optional[float]) -> Dict[str, Any]:
+    """The λ sweep priced with measured costs: cost(λ) = first + escalation(λ) × stage-2 per call.
+
+    Costs are per input; ``cost_ratio`` divides by the big model's per-input CPU cost when measured.
+    """
+    sw = sweep(out)
+    cost = first_cpu_per_input + sw["escalation"] * stage2_s_per_call
+    ratio = cost / big_cpu_per_input if big_cpu_per_input else None
+    lam = float(out.thresholds[0])
+    i = int(np.flatnonzero(sw["lambda"] == lam)[0])
+    best = int(np.argmax(sw["accuracy"]))  # the paper's rule (here on the benchmark split, for reference only)
+    return {"lambda": sw["lambda"], "accuracy": sw["accuracy"], "escalation": sw["escalation"],
+            "cost_s": cost, "cost_ratio": ratio,
+            "chosen": {"lambda": lam, "accuracy": float(sw["accuracy"][i]), "escalation": float(sw["escalation"][i]),
+                       "cost_s": float(cost[i]), "cost_ratio": float(ratio[i]) if ratio is not None else None},
+            "max_accuracy": {"lambda": float(sw["lambda"][best]), "accuracy": float(sw["accuracy"][best]),
+                             "escalation": float(sw["escalation"][best]),
+                             "cost_ratio": float(ratio[best]) if ratio is not None else None},
+            "inputs": int(out.labels.size), "first_cpu_per_input_s": first_cpu_per_input,
+            "stage2_s_per_call": stage2_s_per_call, "big_cpu_per_input_s": big_cpu_per_input}
+
+
+def tradeoff_json(t: Dict[str, Any], points: int = 201) -> Dict[str, Any]:
+    """A thinned copy of the curve for the JSON output."""
+    idx = np.unique(np.linspace(0, t["lambda"].size - 1, points).round().astype(int))
+    curves = ("lambda", "accuracy", "escalation", "cost_s", "cost_ratio")
+    d = {k: v for k, v in t.items() if k not in curves}
+    for k in curves:
+        v = t.get(k)
+        d[k] = [float(x) for x in v[idx]] if isinstance(v, np.ndarray) else None
+    return d
+
+
+# --------------------------------------------------------------------------------------- targets
+def targets(configs: Dict[str, ConfigResult], rat: Dict[str, Dict[str, Optional[float]]], duplicate: float) -> Dict[str, Any]:
+    """The issue's targets, evaluated on this run (reported, never asserted)."""
+    out: Dict[str, Any] = {}
+    big, dual, first = configs.get("big"), configs.get("dual"), configs.get("first")
+    if big and dual:
+        drop = (big.accuracy - dual.accuracy) * 100
+        r = rat["dual"]["cpu_s"]
+        out["dual_vs_big"] = {"accuracy_drop_points": drop, "cpu_ratio": r, "max_drop_points": 0.3,
+                              "max_cpu_ratio": 0.15, "met": bool(drop <= 0.3 and r is not None and r <= 0.15)}
+    memo = configs.get("dual_memo")
+    if big and memo and abs(duplicate - 1.0) < 1e-9:
+        r = rat["dual_memo"]["cpu_s"]
+        fr = memo.memo_false_hit_rate
+        out["dual_memo_at_duplicate_1"] = {"cpu_ratio": r, "false_hit_rate": fr, "max_cpu_ratio": 0.08,
+                                           "max_false_hit_rate": 0.001,
+                                           "met": bool(r is not None and r <= 0.08 and fr is not None and fr <= 0.001)}
+    if dual and first and len(dual.stage_calls) >= 2 and dual.stage_calls[1] and dual.stage_calls[0]:
+        per1 = dual.stage_model_s[0] / dual.stage_calls[0]
+        per2 = dual.stage_model_s[1] / dual.stage_calls[1]
+        esc = dual.escalation_rate or 0.0
+        bound = first.cpu_s * (1 + esc * per2 / per1) * 1.05
+        out["dual_cost_model"] = {"first_cpu_s": first.cpu_s, "escalation_rate": esc, "stage_cost_ratio": per2 / per1,
+                                  "bound_cpu_s": bound, "dual_cpu_s": dual.cpu_s, "met": bool(dual.cpu_s <= bound)}
+    return out
+
+
+# ------------------------------------------------------------------------------------------- run
+@dataclass
+class BenchSettings:
+    bundle: str
+    baseline: Optional[str]
+    early_exit: Optional[str]
+    duplicates: List[float]
+    near_duplicate: bool = False
+    batch: int = 1
+    threads: int = 1
+    limit: Optional[int] = None
+    seed: int = 0
+    data: Optional[str] = None
+    configs: Sequence[str] = CONFIG_NAMES
+    chunk: int = 250
+    power: str = "auto"
+
+
+@dataclass
+class RunResult:
+    """One duplication ratio: the JSON object of the issue's schema plus per-input arrays."""
+
+    info: Dict[str, Any]
+    configs: Dict[str, ConfigResult]
+    ratios: Dict[str, Dict[str, Optional[float]]]
+    targets: Dict[str, Any]
+    tradeoff: Optional[Dict[str, Any]]
+    stream: Stream
+    reference: Optional[np.ndarray]
+    measured: Dict[str, Measured]
+
+    def to_json(self) -> Dict[str, Any]:
+        d = dict(self.info)
+        d["configs"] = {k: v.to_json() for k, v in self.configs.items()}
+        d["ratios"] = self.ratios
+        d["targets"] = self.targets
+        d["tradeoff"] = tradeoff_json(self.tradeoff) if self.tradeoff else None
+        return d
+
+    def predictions_arrays(self, prefix: str = "") -> Dict[str, np.ndarray]:
+        arrays = {prefix + "labels": self.stream.labels, prefix + "source": self.stream.source,
+                  prefix + "is_copy": self.stream.is_copy}
+        if self.reference is not None:
+            arrays[prefix + "reference"] = self.reference
+        for name, m in self.measured.items():
+            arrays[prefix + "pred_" + name] = m.predictions
+            arrays[prefix + "memo_hit_" + name] = m.memo_hit
+            arrays[prefix + "latency_s_" + name] = m.latency_s
+        return arrays
+
+
+def open_meter(name: str = "auto") -> Tuple[Any, Optional[str], str]:
+    """(meter or None, power source name or None, note). Never fails: no meter means no energy figures."""
+    try:
+        from edgeconf.devices.meter import EnergyMeter
+        from edgeconf.devices.power import open_power_source
+    except ImportError as exc:
+        return None, None, "energy meter unavailable (%s)" % exc
+    try:
+        meter = EnergyMeter(open_power_source(name))
+    except Exception as exc:  # a broken sensor must not stop the benchmark: energy is then not measured
+        return None, None, "no power source: %s" % exc
+    if not meter.has_sensor:
+        reason = getattr(meter.source, "reason", "") or "no power sensor"
+        meter.close()
+        return None, None, "not measured: %s" % reason
+    return meter, str(meter.source.name), "measured with %s" % meter.source.name
+
+
+def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, int], None]] = None) -> List[RunResult]:
+    """Run the whole benchmark: one :class:`RunResult` per duplication ratio.
+
+    ``progress(phase, advance, total)`` is called as work is done (``total`` is the grand total of steps).
+    """
+    from edgeconf.datasets import load_fashion_mnist
+
+    if settings.batch < 1:
+        raise ConfigError("--batch must be >= 1")
+    images, labels = load_fashion_mnist("test", settings.data)
+    if settings.limit is not None:
+        if settings.limit < 1:
+            raise ConfigError("--limit must be >= 1, got %d" % settings.limit)
+        images, labels = images[:settings.limit], labels[:settings.limit]
+    n = int(images.shape[0])
+    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, settings.threads)
+    streams = [make_stream(images, labels, d, settings.seed, settings.near_duplicate) for d in settings.duplicates]
+    names = [c.name for c in configs]
+    has_memo = any(c.memo_key for c in configs)
+    total = sum(len(s) * (len(configs) + (1 if has_memo else 0)) for s in streams) + n
+    done = [0]
+
+    def tick(phase: str) -> ProgressFn:
+        def f(k: int) -> None:
+            done[0] += k
+            if progress:
+                progress(phase, k, total)
+        return f
+
+    meter, power_source, power_note = open_meter(settings.power)
+    if meter is not None:
+        meter.start()
+    runs: List[RunResult] = []
+    try:
+        by_name = {c.name: c for c in configs}
+        # stage outputs on the base samples for the λ sweep (untimed); also warms the sessions
+        src = by_name.get("dual") or next((c for c in configs if c.memo_key), None)
+        outs = stage_outputs(src.cascade, images, labels) if src is not None else None
+        tick("stage outputs")(n)
+        warm = [images[i] for i in range(min(n, 64))]
+        for c in configs:
+            c.reset(len(warm))
+            for j in range(0, len(warm), settings.batch):
+                c.cascade.classify_batch(warm[j:j + settings.batch])
+        for d, stream in zip(settings.duplicates, streams):
+            items = list(stream.images)
+            reference = None
+            if has_memo:  # the cascade's own answer for every input, to count memo false hits
+                ref_cfg = src if src is not None and src.memo_key is None else None
+                ref_cascade = ref_cfg.cascade if ref_cfg else None
+                if ref_cascade is None:
+                    c0 = next(c for c in configs if c.memo_key)
+                    ref_cascade = c0.cascade
+                    c0.cascade.memo = None
+                reference = classify_stream(ref_cascade, items, settings.batch, tick("reference answers"))
+            for c in configs:
+                c.reset(len(stream))
+            measured = measure(configs, items, settings.batch, settings.chunk, meter, tick("d=%g" % d))
+            results = {name: summarise(by_name[name], measured[name], stream.labels, reference) for name in names}
+            rat = ratios(results)
+            curve = None
+            if outs is not None and "first" in results and "dual" in results:
+                dual = results["dual"]
+                if dual.stage_calls[1]:
+                    big = results.get("big")
+                    curve = tradeoff(outs, results["first"].cpu_s / len(stream),
+                                     dual.stage_model_s[1] / dual.stage_calls[1],
+                                     big.cpu_s / len(stream) if big else None)
+            info = {"dataset": "FashionMNIST test", "data": settings.data, "n": n, "duplicate": float(d),
+                    "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),
+                    "batch": settings.batch, "threads": settings.threads, "seed": settings.seed,
+                    "power_source": power_source, "energy_note": power_note,
+                    "bundle": settings.bundle, "baseline": settings.baseline, "early_exit": settings.early_exit,
+                    "order": "rotating over chunks of %d inputs" % max(settings.batch, (settings.chunk // settings.batch) * settings.batch),
+                    "cpu_clock": "time.process_time", "thresholds": src.cascade.thresholds if src else None}
+            runs.append(RunResult(info, results, rat, targets(results, rat, d), curve, stream, reference, measured))
+    finally:
+        if meter is not None:
+            meter.close()
+        for c in configs:
+            c.close()
+    return runs

@@ -1,0 +1,233 @@
+"""Presenting ``edgeconf bench`` results: a rich table, a Markdown report and PNG plots (matplotlib, lazily)."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from edgeconf.bench import CONFIG_HELP, RunResult
+from edgeconf.lazy import require
+
+COLUMNS = ("config", "acc %", "cpu s", "cpu ×big", "wall s", "wall ×big", "mean ms", "p50 ms", "p95 ms", "p99 ms",
+           "stage calls", "escal.", "memo hit", "false hit", "energy J")
+
+
+def _f(v: Optional[float], fmt: str = "%.3f") -> str:
+    return "—" if v is None else fmt % v
+
+
+def _pct(v: Optional[float], digits: int = 1) -> str:
+    return "—" if v is None else "%.*f %%" % (digits, v * 100)
+
+
+def rows(run: RunResult) -> List[List[str]]:
+    """One row of strings per configuration (shared by the terminal table and the Markdown report)."""
+    out = []
+    for name, r in run.configs.items():
+        rat = run.ratios.get(name, {})
+        lat = r.latency_ms
+        out.append([name, "%.2f" % (r.accuracy * 100), "%.3f" % r.cpu_s, _f(rat.get("cpu_s")), "%.3f" % r.wall_s,
+                    _f(rat.get("wall_s")), "%.3f" % lat["mean"], "%.3f" % lat["p50"], "%.3f" % lat["p95"],
+                    "%.3f" % lat["p99"], "/".join(str(c) for c in r.stage_calls), _pct(r.escalation_rate),
+                    _pct(r.memo_hit_rate), _pct(r.memo_false_hit_rate, 2),
+                    "not measured" if r.energy_j is None else "%.2f" % r.energy_j])
+    return out
+
+
+def title(run: RunResult) -> str:
+    i = run.info
+    return ("%s, n=%d, duplicate %g%s → %d inputs, batch %d, %d thread(s), energy: %s"
+            % (i["dataset"], i["n"], i["duplicate"], " (near-duplicates)" if i["near_duplicate"] else "",
+               i["stream_length"], i["batch"], i["threads"], i["power_source"] or "not measured"))
+
+
+def target_lines(run: RunResult) -> List[str]:
+    t = run.targets
+    lines = []
+    if "dual_vs_big" in t:
+        x = t["dual_vs_big"]
+        lines.append("dual vs big: accuracy %+.2f points (need ≥ −0.30), cpu ratio %s (need ≤ 0.15): %s"
+                     % (-x["accuracy_drop_points"], _f(x["cpu_ratio"]), "MET" if x["met"] else "not met"))
+    if "dual_memo_at_duplicate_1" in t:
+        x = t["dual_memo_at_duplicate_1"]
+        lines.append("dual_memo at duplicate 1: cpu ratio %s (need ≤ 0.08), false hits %s (need ≤ 0.10 %%): %s"
+                     % (_f(x["cpu_ratio"]), _pct(x["false_hit_rate"], 3), "MET" if x["met"] else "not met"))
+    if "dual_cost_model" in t:
+        x = t["dual_cost_model"]
+        lines.append("dual cost %.2f s vs first × (1 + %.3f × %.2f) × 1.05 = %.2f s: %s"
+                     % (x["dual_cpu_s"], x["escalation_rate"], x["stage_cost_ratio"], x["bound_cpu_s"],
+                        "MET" if x["met"] else "not met"))
+    return lines
+
+
+def rich_table(run: RunResult) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title(run), title_justify="left")
+    for i, col in enumerate(COLUMNS):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows(run):
+        table.add_row(*row)
+    return table
+
+
+def print_tables(runs: Sequence[RunResult], console: Any) -> None:
+    for run in runs:
+        console.print(rich_table(run))
+        for line in target_lines(run):
+            console.print("  " + line)
+        console.print()
+
+
+# ------------------------------------------------------------------------------------------ plots
+def _figure(w: float, h: float) -> Any:
+    require("matplotlib", "the bench report's plots")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_tradeoff(run: RunResult, path: str) -> Optional[str]:
+    """Cost vs accuracy over λ (stage-1 threshold), the chosen point, the measured dual and big marked."""
+    t = run.tradeoff
+    if t is None:
+        return None
+    relative = t["cost_ratio"] is not None
+    x = t["cost_ratio"] if relative else t["cost_s"] * 1e6
+    fig = _figure(7.5, 4.8)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(x, t["accuracy"] * 100, "-", color="#1f77b4", lw=1.5, label="cascade, stage-1 threshold λ swept")
+    c = t["chosen"]
+    cx = c["cost_ratio"] if relative else c["cost_s"] * 1e6
+    ax.plot([cx], [c["accuracy"] * 100], "o", color="#d62728", ms=8, zorder=5,
+            label="chosen λ = %.3f (%.1f %% escalate)" % (c["lambda"], c["escalation"] * 100))
+    dual = run.configs.get("dual")
+    ratio = run.ratios.get("dual", {}).get("cpu_s")
+    if dual is not None and (ratio is not None or not relative):
+        dx = ratio if relative else dual.cpu_s / dual.inputs * 1e6
+        ax.plot([dx], [dual.accuracy * 100], "x", color="#2ca02c", ms=9, mew=2, zorder=6, label="dual, measured")
+    big = run.configs.get("big")
+    if big is not None and relative:
+        ax.plot([1.0], [big.accuracy * 100], "s", color="black", ms=7, zorder=5,
+                label="big baseline (%.2f %%)" % (big.accuracy * 100))
+        ax.axhline(big.accuracy * 100, color="black", lw=0.8, ls=":")
+        ax.axhline(big.accuracy * 100 - 0.3, color="grey", lw=0.8, ls="--", label="big − 0.3 points")
+        ax.set_xscale("log")
+    marked = [c["accuracy"]] + [r.accuracy for r in (big, dual) if r is not None]
+    hi = max([float(t["accuracy"].max())] + marked) * 100
+    lo = min(max(float(t["accuracy"].min()) * 100, hi - 8.0), min(marked) * 100 - 0.3)
+    ax.set_ylim(lo - 0.3, hi + 0.4)
+    ax.set_xlabel("CPU cost per input relative to big (log)" if relative else "CPU µs per input")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Cost vs accuracy over λ (n=%d; costs measured at duplicate %g)" % (t["inputs"], run.info["duplicate"]))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def plot_costs(runs: Sequence[RunResult], path: str) -> str:
+    """CPU µs per input of every configuration, one bar per duplication ratio (log scale), with ratios vs big."""
+    import numpy as np
+
+    names: List[str] = []
+    for run in runs:
+        names += [n for n in run.configs if n not in names]
+    fig = _figure(max(7.5, 1.25 * len(names) + 2), 4.8)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(runs))
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+    for j, run in enumerate(runs):
+        xs, ys, labels = [], [], []
+        for i, name in enumerate(names):
+            r = run.configs.get(name)
+            if r is None or not r.inputs:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(r.cpu_s / r.inputs * 1e6)
+            rat = run.ratios.get(name, {}).get("cpu_s")
+            labels.append("" if rat is None else "%.3f" % rat)
+        bars = ax.bar(xs, ys, width * 0.95, color=colors[j % len(colors)],
+                      label="duplicate %g%s" % (run.info["duplicate"], " (near)" if run.info["near_duplicate"] else ""))
+        for bx, by, text in zip(xs, ys, labels):
+            ax.text(bx, by * 1.05, text, ha="center", va="bottom", fontsize=6.5, rotation=90)
+        del bars
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.set_yscale("log")
+    top = max((r.cpu_s / r.inputs * 1e6 for run in runs for r in run.configs.values() if r.inputs), default=1.0)
+    ax.set_ylim(top=top * 4)
+    ax.set_ylabel("process CPU µs per input (log)")
+    ax.set_title("Cost per configuration (labels: CPU ratio vs big)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------- markdown
+def _md_table(run: RunResult) -> List[str]:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|"]
+    for row in rows(run):
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
+def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str:
+    first = runs[0].info
+    lines = ["# edgeconf bench report", "",
+             "- data: %s (%s), n = %d, seed %d%s" % (first["dataset"], first["data"] or "default folder", first["n"],
+                                                    first["seed"], ", near-duplicate copies" if first["near_duplicate"] else ""),
+             "- bundle: `%s` (stage thresholds %s)" % (first["bundle"], first["thresholds"]),
+             "- baseline: `%s`" % first["baseline"],
+             "- early-exit bundle: %s" % ("`%s`" % first["early_exit"] if first["early_exit"] else "none"),
+             "- batch %d, ONNX Runtime intra-op threads %d; configurations run %s in one process"
+             % (first["batch"], first["threads"], first["order"]),
+             "- CPU seconds are `time.process_time()` deltas of this process; latency is the wall time of the "
+             "call that answered each input",
+             "- energy: %s" % first["energy_note"], "",
+             "Configurations: " + "; ".join("`%s` %s" % (n, CONFIG_HELP[n]) for n in runs[0].configs), ""]
+    for run in runs:
+        lines += ["## Duplicate %g%s (%d inputs)" % (run.info["duplicate"], " — near-duplicates" if run.info["near_duplicate"] else "",
+                                                     run.info["stream_length"]), ""]
+        lines += _md_table(run)
+        lines.append("")
+        for line in target_lines(run):
+            lines.append("- " + line)
+        lines.append("")
+    t = next((r.tradeoff for r in runs if r.tradeoff is not None), None)
+    if t is not None:
+        c, m = t["chosen"], t["max_accuracy"]
+        lines += ["## Trade-off over λ", "",
+                  "Stage-1 threshold λ swept over 2000 values in (0, 1) on the n base samples, from stage outputs "
+                  "computed once; cost(λ) = first's CPU per input + escalation(λ) × stage 2's measured time per call.", "",
+                  "- chosen (bundle) λ = %.4f: accuracy %.2f %%, escalation %.1f %%, cost ratio %s"
+                  % (c["lambda"], c["accuracy"] * 100, c["escalation"] * 100, _f(c["cost_ratio"])),
+                  "- the paper's rule (max accuracy; here picked on the benchmark split itself, for reference only): "
+                  "λ = %.4f, accuracy %.2f %%, escalation %.1f %%, cost ratio %s"
+                  % (m["lambda"], m["accuracy"] * 100, m["escalation"] * 100, _f(m["cost_ratio"])), ""]
+    for key, label in (("tradeoff", "Cost vs accuracy over λ"), ("costs", "Cost per configuration")):
+        if images.get(key):
+            lines += ["![%s](%s)" % (label, os.path.basename(images[key] or "")), ""]
+    return "\n".join(lines)
+
+
+def write_report(runs: Sequence[RunResult], folder: str) -> Dict[str, Optional[str]]:
+    """Write ``report.md``, ``tradeoff.png`` and ``costs.png`` into ``folder``; return their paths."""
+    os.makedirs(folder, exist_ok=True)
+    images: Dict[str, Optional[str]] = {"tradeoff": None, "costs": None}
+    with_curve = [r for r in runs if r.tradeoff is not None]
+    if with_curve:
+        base = next((r for r in with_curve if r.info["duplicate"] == 0), with_curve[0])
+        images["tradeoff"] = plot_tradeoff(base, os.path.join(folder, "tradeoff.png"))
+    images["costs"] = plot_costs(runs, os.path.join(folder, "costs.png"))
+    md = os.path.join(folder, "report.md")
+    with open(md, "w", encoding="utf-8") as f:
+        f.write(markdown(runs, images))
+        f.write("\n")
+    images["report"] = md
+    return images

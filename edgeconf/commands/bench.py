@@ -1,0 +1,144 @@
+"""``edgeconf bench``: cascade vs baseline cost and accuracy on FashionMNIST, with the dual-CNN paper's protocol."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from typing import Any, List, Optional
+
+import click
+
+from edgeconf.bench import CONFIG_NAMES, BenchSettings, default_paths, run_bench
+from edgeconf.errors import BundleError, ConfigError, ModelLoadError
+
+
+def parse_duplicates(text: str) -> List[float]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise ConfigError("--duplicate takes comma-separated ratios such as 0,0.5,1; %r is not a number" % part) from None
+        if v < 0 or not math.isfinite(v):
+            raise ConfigError("--duplicate ratios must be >= 0, got %r" % part)
+        values.append(v)
+    if not values:
+        raise ConfigError("--duplicate needs at least one ratio, e.g. --duplicate 0,1")
+    return values
+
+
+def parse_configs(text: Optional[str]) -> List[str]:
+    if not text:
+        return list(CONFIG_NAMES)
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [n for n in names if n not in CONFIG_NAMES]
+    if unknown:
+        raise ConfigError("unknown configurations %s; choose from %s" % (", ".join(unknown), ", ".join(CONFIG_NAMES)))
+    return [n for n in CONFIG_NAMES if n in names]
+
+
+def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], configs: List[str]):
+    """Fill in the shipped zoo's paths for what was not given, and say clearly when the zoo is absent."""
+    zoo = default_paths()
+    if bundle is None:
+        if not os.path.isdir(zoo["bundle"]):
+            raise BundleError("the shipped zoo bundle %s is not installed; pass --bundle DIR (and --baseline MODEL)"
+                              % zoo["bundle"])
+        bundle = zoo["bundle"]
+        if early_exit is None and os.path.isdir(zoo["early_exit"]):
+            early_exit = zoo["early_exit"]
+    if baseline is None and "big" in configs:
+        if not os.path.isfile(zoo["baseline"]):
+            raise ModelLoadError("the shipped baseline %s is not installed; pass --baseline MODEL.onnx, or leave "
+                                 "'big' out with --configs" % zoo["baseline"])
+        baseline = zoo["baseline"]
+    if early_exit == "none":
+        early_exit = None
+    return bundle, baseline, early_exit
+
+
+@click.command("bench")
+@click.option("--bundle", type=click.Path(file_okay=False), default=None,
+              help="Cascade bundle to measure [default: the shipped zoo bundle].")
+@click.option("--baseline", type=click.Path(dir_okay=False), default=None,
+              help="The big model to compare against [default: the shipped zoo's big.onnx].")
+@click.option("--early-exit", "early_exit", default=None,
+              help="Multi-exit bundle for the early_exit configuration [default: the zoo's, with the zoo bundle; "
+                   "'none' to skip].")
+@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
+              help="Folder with the FashionMNIST IDX files [default: $EDGECONF_FASHION_MNIST or the Debian package].")
+@click.option("--duplicate", "duplicate", default="0", show_default=True,
+              help="Duplication ratios d, comma-separated: d·N random copies appended, shuffled.")
+@click.option("--near-duplicate", is_flag=True,
+              help="Perturb the copies (1-pixel shift, small noise, JPEG re-encode) so exact keys miss.")
+@click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True, help="Inputs per classify call.")
+@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="ONNX Runtime intra-op threads per model.")
+@click.option("--limit", type=click.IntRange(1, None), default=None, help="Use only the first N test samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
+@click.option("--configs", "configs", default=None,
+              help="Comma-separated subset of: %s [default: all]." % ", ".join(CONFIG_NAMES))
+@click.option("--json", "json_out", default=None, help="Write the results as JSON to this file ('-' for stdout).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write report.md and PNG plots into this folder.")
+@click.option("--predictions", "pred_out", type=click.Path(dir_okay=False), default=None,
+              help="Save per-input labels, predictions, memo hits and latencies to this .npz file.")
+@click.option("--chunk", type=click.IntRange(1, None), default=250, show_default=True,
+              help="Inputs per configuration turn; configurations rotate order every chunk.")
+@click.option("--power", default="auto", show_default=True, help="Power source for energy (auto, jtop, ina3221-iio, …).")
+def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], data: Optional[str],
+              duplicate: str, near_duplicate: bool, batch: int, threads: int, limit: Optional[int], seed: int,
+              configs: Optional[str], json_out: Optional[str], report_dir: Optional[str], pred_out: Optional[str],
+              chunk: int, power: str) -> None:
+    """Measure cost and accuracy of big, first, dual and memo configurations on FashionMNIST.
+
+    Reproduces the dual-CNN paper's protocol (d·N duplicates appended and shuffled) and reports accuracy,
+    latency, process CPU seconds, wall seconds, stage calls, escalation and memo hit/false-hit rates, and
+    energy when a power sensor exists (otherwise null). Ratios are against the big baseline.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    names = parse_configs(configs)
+    bundle, baseline, early_exit = resolve_inputs(bundle, baseline, early_exit, names)
+    settings = BenchSettings(bundle=bundle, baseline=baseline, early_exit=early_exit, duplicates=parse_duplicates(duplicate),
+                             near_duplicate=near_duplicate, batch=batch, threads=threads, limit=limit, seed=seed,
+                             data=data, configs=names, chunk=chunk, power=power)
+    err = Console(stderr=True)
+    out = err if json_out == "-" else Console()
+    if not out.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns
+        out = Console(stderr=json_out == "-", width=200)
+    with Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task("loading", total=None)
+
+        def progress(phase: str, advance: int, total: int) -> None:
+            bar.update(task, advance=advance, total=total, description=phase)
+
+        runs = run_bench(settings, progress)
+    from edgeconf.bench_report import print_tables, write_report
+
+    print_tables(runs, out)
+    payload: Any = runs[0].to_json() if len(runs) == 1 else [r.to_json() for r in runs]
+    if json_out:
+        text = json.dumps(payload, indent=2)
+        if json_out == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(json_out, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+    if pred_out:
+        import numpy as np
+
+        arrays = {}
+        for i, run in enumerate(runs):
+            arrays.update(run.predictions_arrays("d%d_" % i))
+        np.savez_compressed(pred_out, **arrays)
+    if report_dir:
+        written = write_report(runs, report_dir)
+        err.print("report: %s" % written["report"])

@@ -1,0 +1,239 @@
+"""``edgeconf bench`` on a small subset with real ONNX bundles built by the tests (and on the zoo when shipped)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeconf.bench import (CONFIG_NAMES, StageOutputs, default_paths, make_stream, open_meter, perturb, ratios,
+                            sweep)
+from edgeconf.cli import cli, main
+
+DUPS = (0.0, 0.5, 1.0)
+CONFIG_KEYS = {"accuracy": float, "cpu_s": float, "wall_s": float, "latency_ms": dict, "stage_calls": list}
+NULLABLE = ("energy_j", "escalation_rate", "memo_hit_rate", "memo_false_hit_rate")
+
+
+def _invoke(args):
+    result = CliRunner().invoke(cli, ["bench"] + [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def run(models, data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--early-exit", models["early_exit"],
+                      "--data", data_dir, "--duplicate", "0,0.5,1", "--limit", 300, "--chunk", 100,
+                      "--json", out / "out.json", "--predictions", out / "pred.npz", "--report", out / "rep"])
+    with open(out / "out.json") as f:
+        payload = json.load(f)
+    with np.load(out / "pred.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    return {"json": payload, "npz": arrays, "dir": out, "output": result.output}
+
+
+def test_json_follows_the_issue_schema(run):
+    payload = run["json"]
+    assert isinstance(payload, list) and [p["duplicate"] for p in payload] == list(DUPS)
+    for obj in payload:
+        assert obj["dataset"] == "FashionMNIST test" and obj["n"] == 300 and obj["batch"] == 1
+        assert isinstance(obj["duplicate"], float) and obj["stream_length"] == 300 + round(obj["duplicate"] * 300)
+        assert set(obj["configs"]) == set(CONFIG_NAMES)  # early_exit included: a multi-exit bundle was given
+        for name, c in obj["configs"].items():
+            for key, kind in CONFIG_KEYS.items():
+                assert isinstance(c[key], kind), (name, key)
+            for key in NULLABLE:
+                assert key in c and (c[key] is None or isinstance(c[key], float)), (name, key, c.get(key))
+            assert set(c["latency_ms"]) >= {"mean", "p50", "p95", "p99"}
+            lat = c["latency_ms"]
+            assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+            assert all(isinstance(x, int) for x in c["stage_calls"])
+            assert 0.0 <= c["accuracy"] <= 1.0 and c["cpu_s"] > 0 and c["wall_s"] > 0
+        assert set(obj["ratios"]) == set(obj["configs"])
+        for name, r in obj["ratios"].items():
+            assert set(r) == {"cpu_s", "wall_s", "energy_j"}
+            assert r["cpu_s"] == pytest.approx(obj["configs"][name]["cpu_s"] / obj["configs"]["big"]["cpu_s"])
+            assert r["wall_s"] == pytest.approx(obj["configs"][name]["wall_s"] / obj["configs"]["big"]["wall_s"])
+        assert obj["ratios"]["big"]["cpu_s"] == pytest.approx(1.0)
+        c = obj["configs"]
+        assert len(c["big"]["stage_calls"]) == 1 and c["big"]["stage_calls"][0] == obj["stream_length"]
+        assert c["first"]["stage_calls"] == [obj["stream_length"]]
+        assert c["big"]["escalation_rate"] is None and c["big"]["memo_hit_rate"] is None
+        assert c["dual"]["memo_hit_rate"] is None and c["dual"]["escalation_rate"] is not None
+        assert c["dual"]["escalation_rate"] == pytest.approx(c["dual"]["stage_calls"][1] / c["dual"]["stage_calls"][0])
+
+
+def test_accuracies_equal_a_numpy_recomputation(run, sample):
+    images, labels = sample
+    for i, obj in enumerate(run["json"]):
+        z = {k[len("d%d_" % i):]: v for k, v in run["npz"].items() if k.startswith("d%d_" % i)}
+        assert np.array_equal(z["labels"], labels[z["source"]])
+        for name, c in obj["configs"].items():
+            pred = z["pred_" + name]
+            assert pred.shape == (obj["stream_length"],) and pred.min() >= 0
+            assert c["accuracy"] == pytest.approx(float(np.mean(pred == z["labels"])), abs=1e-12)
+        # the cascade configurations all answer like the cascade itself; 'first' is stage 1 alone
+        for name in ("dual", "dual_memo_exact", "early_exit"):
+            assert np.array_equal(z["pred_" + name], z["reference"]), name
+
+
+def test_exact_memo_hit_rate_equals_the_duplication_ratio(run, sample):
+    images, _ = sample
+    assert len({im.tobytes() for im in images}) == len(images)  # no repeats in the base samples
+    for i, obj in enumerate(run["json"]):
+        c = obj["configs"]["dual_memo_exact"]
+        d, n = obj["duplicate"], obj["n"]
+        assert c["memo_hits"] == round(d * n)
+        assert c["memo_hit_rate"] == pytest.approx(d * n / (n + d * n))
+        assert c["memo_hits"] / n == pytest.approx(d)
+        assert c["memo_false_hit_rate"] == 0.0 and c["memo_false_hits"] == 0
+        assert c["stage_calls"][0] == n  # every distinct input ran once, every copy was answered from memory
+        z = run["npz"]
+        seen, repeat = set(), []
+        for src in z["d%d_source" % i]:
+            repeat.append(int(src) in seen)
+            seen.add(int(src))
+        assert np.array_equal(z["d%d_memo_hit_dual_memo_exact" % i], np.array(repeat, bool))
+        # perceptual keys hit at least every exact copy
+        assert obj["configs"]["dual_memo"]["memo_hits"] >= c["memo_hits"]
+        assert obj["configs"]["dual_memo_paper"]["memo_hits"] >= c["memo_hits"]
+
+
+def test_energy_is_null_without_a_sensor(run):
+    meter, source, note = open_meter("auto")
+    if meter is not None:
+        meter.close()
+        pytest.skip("this machine has a power sensor (%s)" % source)
+    for obj in run["json"]:
+        assert obj["power_source"] is None
+        assert all(c["energy_j"] is None for c in obj["configs"].values())
+        assert all(r["energy_j"] is None for r in obj["ratios"].values())
+    assert "not measured" in run["output"]
+
+
+def test_report_writes_markdown_and_pngs(run):
+    rep = run["dir"] / "rep"
+    md = (rep / "report.md").read_text()
+    assert "# edgeconf bench report" in md and "![Cost vs accuracy over λ](tradeoff.png)" in md
+    for d in DUPS:
+        assert "## Duplicate %g" % d in md
+    assert md.count("| dual_memo_exact |") == len(DUPS)
+    for name in ("tradeoff.png", "costs.png"):
+        data = (rep / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
+    assert "dual vs big" in run["output"]  # the terminal table's target lines
+
+
+def test_tradeoff_curve_matches_brute_force(run):
+    t = run["json"][0]["tradeoff"]
+    assert t is not None and len(t["lambda"]) == len(t["accuracy"]) == len(t["cost_ratio"])
+    assert t["lambda"][0] == 0.0 and t["lambda"][-1] == 1.0
+    assert all(a <= b + 1e-12 for a, b in zip(t["escalation"], t["escalation"][1:]))
+    # the measured dual and the curve's chosen point describe the same cascade on the base samples (d = 0)
+    assert t["chosen"]["accuracy"] == pytest.approx(run["json"][0]["configs"]["dual"]["accuracy"])
+    assert t["chosen"]["escalation"] == pytest.approx(run["json"][0]["configs"]["dual"]["escalation_rate"])
+
+
+def test_sweep_equals_a_plain_loop():
+    rng = np.random.default_rng(3)
+    n = 400
+    labels = rng.integers(0, 10, n)
+    p1 = np.where(rng.random(n) < 0.7, labels, rng.integers(0, 10, n))
+    p2 = np.where(rng.random(n) < 0.9, labels, rng.integers(0, 10, n))
+    s1, s2 = rng.random(n), rng.random(n)
+    lams = np.array([0.0, 0.1, 0.33, 0.5, 0.9, 1.0])
+    for combine in ("last", "best"):
+        out = StageOutputs([p1, p2], [s1, s2], labels, combine, [0.5, 0.0])
+        sw = sweep(out, lams)
+        for lam, acc, esc in zip(sw["lambda"], sw["accuracy"], sw["escalation"]):
+            esc_mask = s1 < lam
+            second = p2 if combine == "last" else np.where(s2 > s1, p2, p1)
+            want = np.mean(np.where(esc_mask, second, p1) == labels)
+            assert acc == pytest.approx(want) and esc == pytest.approx(esc_mask.mean())
+
+
+def test_stream_protocol(sample):
+    images, labels = sample
+    s = make_stream(images, labels, 0.5, seed=7)
+    assert len(s) == 450 and s.is_copy.sum() == 150
+    assert np.array_equal(np.sort(s.source[~s.is_copy]), np.arange(300))
+    assert len(set(s.source[s.is_copy])) == 150  # copies without replacement while d <= 1
+    assert np.array_equal(s.images, images[s.source]) and np.array_equal(s.labels, labels[s.source])
+    again = make_stream(images, labels, 0.5, seed=7)
+    assert np.array_equal(again.source, s.source)
+    assert not np.array_equal(make_stream(images, labels, 0.5, seed=8).source, s.source)
+    assert len(make_stream(images, labels, 2.0).source) == 900
+    near = make_stream(images, labels, 1.0, seed=7, near_duplicate=True)
+    assert np.array_equal(near.images[~near.is_copy], images[near.source[~near.is_copy]])
+    changed = [not np.array_equal(near.images[i], images[near.source[i]]) for i in np.flatnonzero(near.is_copy)]
+    assert all(changed)
+
+
+def test_perturb_is_a_near_duplicate(sample):
+    images, _ = sample
+    rng = np.random.default_rng(0)
+    for img in images[:20]:
+        p = perturb(img, rng)
+        assert p.shape == img.shape and p.dtype == np.uint8
+        diff = np.abs(p.astype(int) - img.astype(int))
+        assert diff.any()
+        # best 1-pixel realignment brings it close to the original
+        best = min(np.abs(np.roll(np.roll(p.astype(int), -dy, 0), -dx, 1) - img.astype(int))[2:-2, 2:-2].mean()
+                   for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        assert best < 12
+
+
+def test_near_duplicates_defeat_exact_keys(models, data_dir):
+    result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--data", data_dir,
+                      "--duplicate", "1", "--near-duplicate", "--limit", 120,
+                      "--configs", "big,dual,dual_memo_exact,dual_memo_paper", "--json", "-"])
+    obj = json.loads(result.stdout)
+    assert isinstance(obj, dict) and obj["near_duplicate"] is True and obj["stream_length"] == 240
+    assert set(obj["configs"]) == {"big", "dual", "dual_memo_exact", "dual_memo_paper"}
+    assert obj["configs"]["dual_memo_exact"]["memo_hits"] == 0
+    paper = obj["configs"]["dual_memo_paper"]
+    assert paper["memo_false_hits"] <= paper["memo_hits"]
+    assert paper["memo_false_hit_rate"] == (paper["memo_false_hits"] / paper["memo_hits"] if paper["memo_hits"] else 0.0)
+
+
+def test_ratios_need_a_baseline():
+    assert ratios({}) == {}
+
+
+def test_user_errors_are_one_line(models, data_dir, capsys):
+    for args, words in ((["--duplicate", "x"], "--duplicate"), (["--duplicate", "-1"], ">= 0"),
+                        (["--configs", "huge"], "unknown configurations"),
+                        (["--bundle", os.path.join(models["root"], "nope")], "does not exist")):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", "--baseline", models["baseline"], "--data", data_dir, "--limit", "10"]
+                 + (["--bundle", models["bundle"]] if "--bundle" not in args else []) + args)
+        assert exc.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("edgeconf: error:") and err.count("\n") == 1 and words in err, err
+
+
+@pytest.mark.slow
+def test_shipped_zoo(tmp_path, data_dir):
+    paths = default_paths()
+    if not (os.path.isdir(paths["bundle"]) and os.path.isfile(paths["baseline"])):
+        pytest.skip("the shipped zoo (edgeconf/data/zoo) is not installed")
+    _invoke(["--data", data_dir, "--duplicate", "0,1", "--limit", 300, "--chunk", 100, "--json", tmp_path / "o.json",
+             "--predictions", tmp_path / "p.npz"])
+    payload = json.loads((tmp_path / "o.json").read_text())
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    want = {"big", "first", "dual", "dual_memo", "dual_memo_paper", "dual_memo_exact"}
+    if os.path.isdir(paths["early_exit"]):
+        want.add("early_exit")
+    for i, obj in enumerate(payload):
+        assert set(obj["configs"]) == want
+        for name, c in obj["configs"].items():
+            pred = arrays["d%d_pred_%s" % (i, name)]
+            assert c["accuracy"] == pytest.approx(float(np.mean(pred == arrays["d%d_labels" % i])))
+        exact = obj["configs"]["dual_memo_exact"]
+        assert exact["memo_hits"] == round(obj["duplicate"] * obj["n"]) and exact["memo_false_hits"] == 0
+        assert obj["configs"]["big"]["accuracy"] > 0.8 and obj["configs"]["dual"]["accuracy"] > 0.8
