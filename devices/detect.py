@@ -8,7 +8,7 @@ import platform
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Union
 
 from edgeconf.devices.profiles import GENERIC_CPU, GENERIC_NVIDIA, match_model
 
