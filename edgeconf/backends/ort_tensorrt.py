@@ -69,10 +69,11 @@ def precision_of(fp16: bool, int8: bool) -> str:
 
 def provider_options(cache_path: Optional[str], fp16: bool = False, int8: bool = False,
                      workspace_mb: Optional[int] = None, device_id: int = 0,
-                     int8_calibration_table: Optional[str] = None, timing_cache: bool = True) -> Dict[str, Any]:
+                     int8_calibration_table: Optional[str] = None, timing_cache: bool = False) -> Dict[str, Any]:
     """Options for ONNX Runtime's TensorRT execution provider (names as its documentation gives them).
 
-    ``cache_path`` None switches the engine cache off.
+    ``cache_path`` None switches the engine cache off. The timing cache is off by default: older
+    ONNX Runtime builds (JetPack 4.6 wheels) reject option names they do not know.
     """
     if workspace_mb is not None and int(workspace_mb) <= 0:
         raise ConfigError("the TensorRT workspace must be a positive number of MB, got %r" % (workspace_mb,))

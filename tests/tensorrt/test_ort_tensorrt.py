@@ -43,8 +43,9 @@ def test_provider_options():
     opts = provider_options("/cache/x", fp16=True, workspace_mb=256, device_id=1)
     assert opts == {"device_id": 1, "trt_fp16_enable": True, "trt_int8_enable": False,
                     "trt_max_workspace_size": 256 << 20, "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": "/cache/x", "trt_timing_cache_enable": True,
-                    "trt_timing_cache_path": "/cache/x"}
+                    "trt_engine_cache_path": "/cache/x"}
+    timed = provider_options("/cache/x", timing_cache=True)
+    assert timed["trt_timing_cache_enable"] is True and timed["trt_timing_cache_path"] == "/cache/x"
     off = provider_options(None)
     assert off["trt_engine_cache_enable"] is False and "trt_engine_cache_path" not in off
     int8 = provider_options(None, int8=True, int8_calibration_table="calib.flatbuffers")
