@@ -1,0 +1,126 @@
+"""The CLI verbs end to end on real files, and their one-line errors for bad input."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeconf.bundle import read_manifest
+from edgeconf.cli import main
+from edgeconf.export.head import head_values, read_head_metadata
+from onnx_models import save
+
+
+def run(capsys, *args):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def data(task, tmp_path):
+    x, y = task.data(400, 31)
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+def test_export_calibrate_labels_json(capsys, pool, data, tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join("class%d" % i for i in range(5)) + "\n")
+    out = tmp_path / "out" / "m.onnx"
+    code, stdout, err = run(capsys, "export", pool[1], "--out", out, "--score", "entropy", "--threshold", "0.3",
+                            "--calibrate", data, "--labels", labels, "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    assert rep["calibration"]["ece_after"] <= rep["calibration"]["ece_before"]
+    t, thr = head_values(str(out))
+    assert t == pytest.approx(rep["temperature"], rel=1e-6) and thr == pytest.approx(0.3)
+    assert read_head_metadata(str(out))["labels"][4] == "class4"
+    code, stdout, _ = run(capsys, "retune", out, "--threshold", "0.7", "--json")
+    assert code == 0 and json.loads(stdout)["threshold"] == pytest.approx(0.7)
+    assert head_values(str(out))[1] == pytest.approx(0.7)
+
+
+def test_export_int8(capsys, pool, data, tmp_path):
+    out = tmp_path / "m.onnx"
+    code, stdout, err = run(capsys, "export", pool[2], "--out", out, "--int8", "--calib", data, "--json")
+    assert code == 0, err
+    q = json.loads(stdout)["int8"]
+    assert os.path.isfile(q["path"]) and q["path"].endswith("m.int8.onnx")
+    assert q["float_accuracy"] is not None and q["int8_ece"] is not None
+
+
+def test_pair_and_cascade(capsys, pool, data, tmp_path):
+    code, stdout, err = run(capsys, "pair", *pool, "--data", data, "--repeats", "5", "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    assert len(rep["pairs"]) == 6 and rep["recommended"] == rep["pairs"][0]
+    assert rep["calibration_samples"] + rep["test_samples"] == 400
+    assert np.asarray(rep["complementarity"]["exactly_one"]).shape == (3, 3)
+    code, stdout, err = run(capsys, "pair", *pool, "--data", data, "--costs", "1,2,3")
+    assert code == 0 and "recommended:" in stdout and "complementarity" in stdout
+    bundle = tmp_path / "bundle"
+    code, stdout, err = run(capsys, "cascade", pool[0], pool[2], "--data", data, "--policy", "match:0.5",
+                            "--out", bundle, "--costs", "1,5", "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    assert rep["calibration"]["accuracy"] >= 0.5 and rep["runtime_test"]["matches_simulation"]
+    assert [s.model for s in read_manifest(str(bundle)).stages] == ["stage1.onnx", "stage2.onnx"]
+    code, stdout, _ = run(capsys, "cascade", pool[0], pool[2], "--data", data, "--out", tmp_path / "b2",
+                          "--repeats", "5")
+    assert code == 0 and "operating point" in stdout
+
+
+@pytest.mark.parametrize("case", ["int8_no_calib", "calib_no_int8", "several_outputs", "labels", "wrong_shape",
+                                  "one_class", "few", "no_y", "policy", "not_classifier", "temp_conflict"])
+def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
+    x, y = task.data(400, 31)
+    out = tmp_path / "o.onnx"
+    if case == "int8_no_calib":
+        args, msg = ["export", pool[0], "--out", out, "--int8"], "--int8 needs calibration data"
+    elif case == "calib_no_int8":
+        args, msg = ["export", pool[0], "--out", out, "--calib", data], "add --int8"
+    elif case == "several_outputs":
+        two = save(task.model(1, 1.0, extra_outputs=True), tmp_path / "two.onnx")
+        args, msg = ["export", two, "--out", out], "several candidate logits outputs"
+    elif case == "labels":
+        (tmp_path / "l.txt").write_text("a\nb\n")
+        args, msg = ["export", pool[0], "--out", out, "--labels", tmp_path / "l.txt"], "2 labels given"
+    elif case == "wrong_shape":
+        np.savez(tmp_path / "d.npz", x=x[:, :, :4, :4], y=y)
+        args, msg = ["export", pool[0], "--out", out, "--calibrate", tmp_path / "d.npz"], "expects (1,6,6)"
+    elif case == "one_class":
+        np.savez(tmp_path / "d.npz", x=x, y=np.zeros_like(y))
+        args, msg = ["export", pool[0], "--out", out, "--calibrate", tmp_path / "d.npz"], "only 1 class"
+    elif case == "few":
+        np.savez(tmp_path / "d.npz", x=x[:5], y=y[:5])
+        args, msg = ["export", pool[0], "--out", out, "--calibrate", tmp_path / "d.npz"], "at least 20 samples"
+    elif case == "no_y":
+        np.savez(tmp_path / "d.npz", x=x)
+        args, msg = ["cascade", pool[0], pool[1], "--data", tmp_path / "d.npz", "--out", tmp_path / "b"], "no array 'y'"
+    elif case == "policy":
+        args, msg = ["cascade", pool[0], pool[1], "--data", data, "--out", tmp_path / "b", "--policy", "fast"], \
+            "unknown threshold policy"
+    elif case == "not_classifier":
+        m = onnx.helper.make_model(onnx.helper.make_graph(
+            [onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.INT64, ["N", 3])]),
+            opset_imports=[onnx.helper.make_opsetid("", 17)])
+        path = tmp_path / "nc.onnx"
+        onnx.save(m, str(path))
+        args, msg = ["export", path, "--out", out], "not a classifier"
+    else:
+        args, msg = ["export", pool[0], "--out", out, "--temperature", "2", "--calibrate", data], "conflict"
+    code, stdout, err = run(capsys, *args)
+    assert code == 1
+    assert err.startswith("edgeconf: error:") and msg in err and err.count("\n") == 1
+    assert "Traceback" not in err
