@@ -12,7 +12,7 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 import numpy as np
