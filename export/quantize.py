@@ -21,7 +21,7 @@ from edgeconf.confidence import expected_calibration_error, softmax
 from edgeconf.errors import ConfigError
 from edgeconf.export.data import _session, input_spec, model_ready, run_outputs
 from edgeconf.export.errors import ExportError
-from edgeconf.export.head import (NODE_PREFIX, _set_metadata, find_logits_output, has_head, head_values, load_model,
+from edgeconf.export.head import (NODE_PREFIX, _set_metadata, find_logits_output, has_head, load_model,
                                   read_head_metadata, validate_head)
 from edgeconf.preprocess import Preprocessing
 
