@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 import click
 
 from edgeconf import __version__
+from edgeconf.devices.errors import DeviceError
 from edgeconf.errors import EdgeconfError, MissingDependencyError
 
 #: verb -> (module, attribute, one-line help, extra that provides it)
@@ -90,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: user errors print one line on stderr and exit non-zero."""
     try:
         rv = cli.main(args=argv, prog_name="edgeconf", standalone_mode=False)
-    except EdgeconfError as exc:
+    except (EdgeconfError, DeviceError) as exc:
         click.echo("edgeconf: error: %s" % str(exc).replace("\n", " "), err=True)
         sys.exit(1)
     except click.exceptions.Abort:
