@@ -219,15 +219,20 @@ def verify_files(folder: str, manifest: Manifest) -> None:
 
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
                 threads: Optional[int] = None, memo: Optional[bool] = None) -> Cascade:
-    """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says)."""
+    """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
+
+    ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
+    ``"auto"`` uses an engine only where TensorRT is importable and the engine matches this device.
+    """
     from edgeconf.backends import prepare
+    from edgeconf.backends.tensorrt import stage_model_path  # pure: imports no TensorRT
 
     manifest = read_manifest(folder, verify=True)
     stages = []
     try:
         for spec in manifest.stages:
-            path = _inside(folder, spec.model, "model")
-            runner = prepare(path, backend=backend, providers=providers, threads=threads)
+            path, stage_backend = stage_model_path(spec, backend, folder)
+            runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
                                 spec.logits, manifest.files[spec.model]["sha256"]))
         use_memo = manifest.memo.enabled if memo is None else memo

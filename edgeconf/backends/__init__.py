@@ -11,6 +11,7 @@ from edgeconf.errors import BackendUnavailableError, ConfigError
 _REGISTRY: Dict[str, str] = {
     "onnxruntime": "edgeconf.backends.onnxruntime:prepare",
     "tensorrt": "edgeconf.backends.tensorrt:prepare",
+    "ort-tensorrt": "edgeconf.backends.ort_tensorrt:prepare",
 }
 
 

@@ -1,4 +1,4 @@
-"""Fixtures of the TensorRT tests (tests/tensorrt is on sys.path for trt_fakes)."""
+"""Fixtures of the TensorRT tests (tests/trt is on sys.path for trt_fakes)."""
 from __future__ import annotations
 
 import os
