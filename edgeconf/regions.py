@@ -4,7 +4,8 @@
 
 * ``full`` — the whole frame is one region (score 1.0);
 * ``motion`` — OpenCV background subtraction (MOG2, or ``motion:method=knn``) + morphology + contours;
-  options ``min_area`` (px), ``max_area`` (fraction of the frame), ``scale``, ``history``, ``threshold``;
+  options ``min_area`` (px), ``max_area`` (fraction of the frame), ``scale``, ``history``, ``threshold``,
+  ``merge_gap`` (px), ``shadows``;
 * ``truth`` — the ground-truth boxes that ``demo://`` frames carry (for tests and evaluation);
 * ``detector:PATH.onnx`` — a YOLO-style detection model run with the edgeconf runner (letterbox, decode,
   confidence filter, class-aware NMS); options ``conf``, ``iou``, ``layout``, ``classes``, ``backend``…
@@ -121,15 +122,18 @@ class MotionRegions(RegionProposer):
 
     The foreground mask (shadows removed) is opened to drop noise and closed/dilated to join the pieces of one
     object; each external contour of at least ``min_area`` frame pixels is a region, scored by the share of its
-    box that is foreground. Regions larger than ``max_area`` of the frame (a camera shake, a lighting jump, the
-    first frames while the model learns) are ignored.
+    box that is foreground. Pieces closer than ``merge_gap`` frame pixels are merged into one region (an object
+    whose colours match the background in places comes apart otherwise); boxes are shrunk back by the dilation.
+    Regions larger than ``max_area`` of the frame (a camera shake, a lighting jump) are ignored, and nothing is
+    proposed during the first ``warmup`` frames while the model learns.
     """
 
     name = "motion"
 
     def __init__(self, method: str = "mog2", min_area: float = 400.0, max_area: float = 0.5, scale: float = 0.5,
                  history: int = 300, threshold: Optional[float] = None, learning_rate: float = -1.0,
-                 dilate: int = 2, warmup: int = 5) -> None:
+                 dilate: int = 2, warmup: int = 5, shadows: bool = True, close: int = 5, fill: bool = True,
+                 merge_gap: float = 6.0) -> None:
         method = method.lower()
         if method not in ("mog2", "knn"):
             raise ConfigError("motion method must be mog2 or knn, got %r" % method)
@@ -146,17 +150,20 @@ class MotionRegions(RegionProposer):
         self.learning_rate = float(learning_rate)
         self.dilate = int(dilate)
         self.warmup = int(warmup)
+        self.shadows = bool(shadows)
+        self.fill = bool(fill)
+        self.merge_gap = float(merge_gap)
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, int(close)), max(1, int(close))))
         self.reset()
 
     def reset(self) -> None:
         if self.method == "mog2":
             thr = 16.0 if self.threshold is None else float(self.threshold)
-            self._sub = cv2.createBackgroundSubtractorMOG2(history=self.history, varThreshold=thr, detectShadows=True)
+            self._sub = cv2.createBackgroundSubtractorMOG2(history=self.history, varThreshold=thr, detectShadows=self.shadows)
         else:
             thr = 400.0 if self.threshold is None else float(self.threshold)
-            self._sub = cv2.createBackgroundSubtractorKNN(history=self.history, dist2Threshold=thr, detectShadows=True)
+            self._sub = cv2.createBackgroundSubtractorKNN(history=self.history, dist2Threshold=thr, detectShadows=self.shadows)
         self._frames = 0
         self._shape: Optional[Tuple[int, int]] = None
 
@@ -171,13 +178,21 @@ class MotionRegions(RegionProposer):
         if self.scale != 1.0:
             small = cv2.resize(image, (max(1, int(round(width * self.scale))), max(1, int(round(height * self.scale)))),
                                interpolation=cv2.INTER_AREA)
-        fg = self._sub.apply(small, learningRate=self.learning_rate)
+        rate = self.learning_rate
+        if rate < 0 and self._frames >= self.warmup:
+            # OpenCV's automatic rate is 1/frames-seen early on, which absorbs a slow object within a few
+            # frames of a fresh model; after the warm-up learn at the steady 1/history instead.
+            rate = 1.0 / max(1, self.history)
+        fg = self._sub.apply(small, learningRate=rate)
         self._frames += 1
         _, fg = cv2.threshold(fg, 200, 255, cv2.THRESH_BINARY)  # shadows are 127
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._open)
         fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, self._close)
         if self.dilate > 0:
             fg = cv2.dilate(fg, self._open, iterations=self.dilate)
+        if self.fill:
+            contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(fg, contours, -1, 255, thickness=cv2.FILLED)
         return fg
 
     def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
@@ -188,17 +203,39 @@ class MotionRegions(RegionProposer):
         contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         inv = 1.0 / self.scale
         frame_area = float(width * height)
+        rects = [cv2.boundingRect(c) for c in contours]
+        if self.merge_gap > 0 and len(rects) > 1:
+            rects = _merge_rects(rects, self.merge_gap * self.scale)
         out = []
-        for contour in contours:
-            x, y, w, h = cv2.boundingRect(contour)
+        for x, y, w, h in rects:
             area = w * h * inv * inv
             if area < self.min_area or area > self.max_area * frame_area:
                 continue
             fill = float(np.count_nonzero(fg[y:y + h, x:x + w])) / float(max(1, w * h))
-            box = (x * inv, y * inv, min(float(width), (x + w) * inv), min(float(height), (y + h) * inv))
+            m = self.dilate if w > 2 * self.dilate + 2 and h > 2 * self.dilate + 2 else 0  # undo the dilation
+            box = ((x + m) * inv, (y + m) * inv, min(float(width), (x + w - m) * inv), min(float(height), (y + h - m) * inv))
             out.append(Detection(box, min(1.0, fill)))
         out.sort(key=lambda d: -d.score)
         return out
+
+
+def _merge_rects(rects: List[Tuple[int, int, int, int]], gap: float) -> List[Tuple[int, int, int, int]]:
+    """Merge (x, y, w, h) rectangles closer than ``gap`` pixels to each other, until none are."""
+    boxes = [[x, y, x + w, y + h] for x, y, w, h in rects]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] - gap <= b[2] and b[0] - gap <= a[2] and a[1] - gap <= b[3] and b[1] - gap <= a[3]:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [(x1, y1, x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
 
 
 # ---- YOLO-style detector ---------------------------------------------------------------------------------

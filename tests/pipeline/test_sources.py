@@ -466,3 +466,38 @@ def test_rtsp_stream_on_loopback_drops_and_resumes(tmp_path):
             pub.kill()
         src.close(timeout=10)
     assert not src.running
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (Debian package ffmpeg)")
+def test_pulled_network_stream_reconnects_with_backoff(tmp_path):
+    """The pull path (the source is the client, as with an RTSP camera) against ffmpeg serving MPEG-TS over HTTP
+    on 127.0.0.1: server killed → RECONNECTING with back-off retries refused → new server → LIVE."""
+    clip = _write_video(tmp_path / "clip.avi", 50, fps=25.0)
+    url = "http://127.0.0.1:%d/live.ts" % _free_port()
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i", clip,
+           "-c:v", "mpeg4", "-f", "mpegts", "-listen", "1", url]
+    servers = []
+    src = open_source(url, backoff=0.1, backoff_max=0.4, open_timeout=2, read_timeout=2)
+    try:
+        servers.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        src.start()
+        assert src.wait_for_state(SourceState.LIVE, 15), src.detail
+        assert src.read(timeout=5) is not None
+        servers[0].kill()
+        servers[0].wait(5)
+        assert src.wait_for_state(SourceState.RECONNECTING, 10)
+        time.sleep(1.0)  # several refused attempts, spaced by the back-off
+        assert src.state is SourceState.RECONNECTING and "retrying" in src.detail
+        restart = time.perf_counter()
+        servers.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        assert src.wait_for_state(SourceState.LIVE, 15), src.detail
+        frame = src.read(timeout=5)
+        assert frame is not None and frame.timestamp_s > restart and src.reconnects == 1
+    finally:
+        for proc in servers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+        src.close(timeout=10)
