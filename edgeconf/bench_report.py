@@ -89,6 +89,16 @@ def _figure(w: float, h: float) -> Any:
     return fig
 
 
+def _plain_log_ticks(axis: Any) -> None:
+    """Label a log axis 0.05, 0.1, 0.2, 0.5, 1 instead of 5×10⁻²."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fmt = FuncFormatter(lambda v, _pos: "%g" % v)
+    axis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(fmt)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+
+
 def plot_tradeoff(run: RunResult, path: str) -> Optional[str]:
     """Cost vs accuracy over λ (stage-1 threshold), the chosen point, the measured dual and big marked."""
     t = run.tradeoff
@@ -115,6 +125,7 @@ def plot_tradeoff(run: RunResult, path: str) -> Optional[str]:
         ax.axhline(big.accuracy * 100, color="black", lw=0.8, ls=":")
         ax.axhline(big.accuracy * 100 - 0.3, color="grey", lw=0.8, ls="--", label="big − 0.3 points")
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
     marked = [c["accuracy"]] + [r.accuracy for r in (big, dual) if r is not None]
     hi = max([float(t["accuracy"].max())] + marked) * 100
     lo = min(max(float(t["accuracy"].min()) * 100, hi - 8.0), min(marked) * 100 - 0.3)
@@ -122,6 +133,11 @@ def plot_tradeoff(run: RunResult, path: str) -> Optional[str]:
     ax.set_xlabel("CPU cost per input relative to big (log)" if relative else "CPU µs per input")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Cost vs accuracy over λ (n=%d; costs measured at duplicate %g)" % (t["inputs"], run.info["duplicate"]))
+    if relative:
+        lo_x, hi_x = ax.get_xlim()
+        if hi_x / max(lo_x, 1e-12) < 10:  # less than a decade: label the minor ticks too
+            from matplotlib.ticker import FuncFormatter
+            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: "%g" % v))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -158,6 +174,7 @@ def plot_costs(runs: Sequence[RunResult], path: str) -> str:
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels(names, rotation=20, ha="right")
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis)
     top = max((r.cpu_s / r.inputs * 1e6 for run in runs for r in run.configs.values() if r.inputs), default=1.0)
     ax.set_ylim(top=top * 4)
     ax.set_ylabel("process CPU µs per input (log)")

@@ -237,3 +237,22 @@ def test_shipped_zoo(tmp_path, data_dir):
         exact = obj["configs"]["dual_memo_exact"]
         assert exact["memo_hits"] == round(obj["duplicate"] * obj["n"]) and exact["memo_false_hits"] == 0
         assert obj["configs"]["big"]["accuracy"] > 0.8 and obj["configs"]["dual"]["accuracy"] > 0.8
+
+
+def test_energy_from_a_power_sensor(models, data_dir, tmp_path):
+    """A fake Jetson Nano INA3221 tree at a constant 5 W: every configuration gets joules ≈ 5 W × its wall time."""
+    from edgeconf.bench import BenchSettings, run_bench
+
+    dev = tmp_path / "sys/bus/i2c/drivers/ina3221x/6-0040/iio:device0"
+    dev.mkdir(parents=True)
+    (dev / "rail_name_0").write_text("POM_5V_IN\n")
+    (dev / "in_power0_input").write_text("5000\n")
+    settings = BenchSettings(bundle=models["bundle"], baseline=models["baseline"], early_exit=None, duplicates=[0.0],
+                             limit=60, data=data_dir, configs=["big", "first", "dual"], chunk=20,
+                             power="ina3221-iio", power_root=str(tmp_path))
+    (run,) = run_bench(settings)
+    obj = run.to_json()
+    assert obj["power_source"] == "ina3221-iio"
+    for name, c in obj["configs"].items():
+        assert c["energy_j"] == pytest.approx(5.0 * c["wall_s"], rel=0.02), name
+        assert obj["ratios"][name]["energy_j"] == pytest.approx(c["energy_j"] / obj["configs"]["big"]["energy_j"])
