@@ -1,0 +1,111 @@
+"""``edgeconf gui [BUNDLE] [--source URI]``: open the operator window.
+
+This module imports only click at load time; PySide6 and pyqtgraph are imported inside the command, so
+``edgeconf --help`` works without the ``[gui]`` extra and ``edgeconf gui`` says what to install.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Optional, Tuple
+
+import click
+
+from edgeconf.errors import DataError, MissingDependencyError
+
+
+def shipped_bundle() -> str:
+    """The bundle shipped in the package (``edgeconf/data/zoo/bundle``)."""
+    import edgeconf
+
+    return os.path.join(os.path.dirname(os.path.abspath(edgeconf.__file__)), "data", "zoo", "bundle")
+
+
+def _require_qt() -> None:
+    from edgeconf.lazy import require
+
+    try:
+        require("PySide6", "the operator window")
+        require("pyqtgraph", "the operator window's plots")
+    except MissingDependencyError as exc:
+        raise MissingDependencyError("edgeconf gui is unavailable: %s" % exc) from None
+
+
+def open_meter(name: str) -> Tuple[Any, str]:
+    """An energy meter on the board's power sensor (started), or (None, why not). Never invents readings."""
+    if name == "none":
+        return None, "power measurement switched off (--power none)"
+    try:
+        from edgeconf.devices.meter import EnergyMeter
+        from edgeconf.devices.power import open_power_source
+
+        src = open_power_source(name)
+        meter = EnergyMeter(src)
+        meter.start()
+        return meter, getattr(src, "reason", "")
+    except Exception as exc:  # a broken sensor must not keep the window from opening
+        return None, "power sensor unavailable: %s" % (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+@click.command("gui")
+@click.argument("bundle", required=False, type=click.Path())
+@click.option("--source", "source_uri", default=None,
+              help="demo://, a video path, an image folder, rtsp://…, v4l2:///dev/videoN, a camera index or csi://N "
+                   "(default: demo://).")
+@click.option("--regions", default=None, help="motion | truth | full | detector:MODEL.onnx (default: motion).")
+@click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
+@click.option("--power", "power_name", default="auto", show_default=True,
+              help="Power source: auto, ina3221-hwmon, ina3221-iio, jtop, nvml, rapl or none.")
+@click.option("--no-start", is_flag=True, help="Open the window without starting the pipeline.")
+@click.option("--screenshot", "screenshot_path", type=click.Path(dir_okay=False),
+              help="Save a PNG of the whole window before quitting (with --quit-after; for docs and CI).")
+@click.option("--quit-after", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Close the window after this many seconds.")
+def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[str], events_path: Optional[str],
+            power_name: str, no_start: bool, screenshot_path: Optional[str], quit_after: Optional[float]) -> None:
+    """Open the operator window on BUNDLE (default: the shipped bundle) and a source (default: demo://)."""
+    _require_qt()
+    if bundle is None:
+        bundle = shipped_bundle()
+        if not os.path.isdir(bundle):
+            raise DataError("the shipped bundle is missing at %s; reinstall edgeconf or pass a BUNDLE folder" % bundle)
+        source_uri = source_uri or "demo://"
+    elif not os.path.isdir(bundle):
+        raise DataError("bundle folder %s does not exist; pass a folder with edgeconf.json" % bundle)
+    sys.exit(run_window(bundle, source_uri or "demo://", regions=regions, events_path=events_path,
+                        power_name=power_name, autostart=not no_start, screenshot_path=screenshot_path,
+                        quit_after=quit_after))
+
+
+def run_window(bundle: str, source_uri: str, regions: Optional[str] = None, events_path: Optional[str] = None,
+               power_name: str = "auto", autostart: bool = True, screenshot_path: Optional[str] = None,
+               quit_after: Optional[float] = None) -> int:
+    """Create the application and the window, run the event loop, and return its exit code."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from edgeconf.gui.window import MainWindow
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "edgeconf"])
+    app.setOrganizationName("edgeconf")
+    app.setApplicationName("edgeconf-gui")
+    meter, _note = open_meter(power_name)
+    try:
+        win = MainWindow(bundle=bundle, source=source_uri, meter=meter, regions=regions, events_path=events_path)
+        win.show()
+        if autostart:
+            QTimer.singleShot(0, win.start)
+        if quit_after is not None:
+            def finish() -> None:
+                if screenshot_path:
+                    win.grab().save(screenshot_path, "PNG")
+                win.close()
+
+            QTimer.singleShot(int(quit_after * 1000), finish)
+        code = app.exec()
+        win.shutdown()
+        return int(code)
+    finally:
+        if meter is not None:
+            meter.stop()
+            meter.source.close()

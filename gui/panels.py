@@ -1,0 +1,306 @@
+"""The live panels (pyqtgraph): power, confidence per track, cascade exits and memo hits, speed.
+
+Each panel has ``refresh(model)``, called by the window a few times a second (not per frame), and a
+one-line summary label under its plot so the numbers can be read without the axes.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import QFrame, QLabel, QStackedWidget, QVBoxLayout, QWidget
+
+from edgeconf.gui.model import GuiModel
+from edgeconf.overlay import confidence_colour
+
+pg.setConfigOptions(antialias=False, background="w", foreground="#222")  # antialiased plots cost 2x the CPU
+
+#: distinct colours for rails / stages (Okabe-Ito, readable by colour-blind people)
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+PLOT_SECONDS = 120.0
+
+
+def _plot(title: str, left: str, bottom: str = "seconds ago") -> pg.PlotWidget:
+    w = pg.PlotWidget()
+    w.setTitle(title, size="10pt")
+    w.setLabel("left", left)
+    w.setLabel("bottom", bottom)
+    w.showGrid(x=True, y=True, alpha=0.25)
+    w.setMenuEnabled(False)
+    w.setMouseEnabled(x=False, y=False)
+    w.hideButtons()
+    w.setMinimumHeight(120)
+    if bottom == "seconds ago":
+        # a fixed time axis: its ticks are drawn once and cached (re-laying out axes costs ~5 ms a plot)
+        w.setXRange(-PLOT_SECONDS, 0, padding=0.01)
+    return w
+
+
+def nice_ceiling(v: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10^k at or above ``v`` (axis tops that change rarely)."""
+    if not np.isfinite(v) or v <= 0:
+        return 1.0
+    k = 10.0 ** np.floor(np.log10(v))
+    for m in (1.0, 2.0, 2.5, 5.0, 10.0):
+        if m * k >= v:
+            return float(m * k)
+    return float(10 * k)
+
+
+def set_y_top(plot: pg.PlotWidget, values: np.ndarray, minimum: float) -> None:
+    """Y range [0, a round number above the data]; only touched when it changes (axes are cached)."""
+    finite = values[np.isfinite(values)] if values.size else values
+    top = nice_ceiling(max(minimum, float(finite.max()) * 1.1 if finite.size else minimum))
+    if getattr(plot, "_y_top", None) != top:
+        plot.setYRange(0, top, padding=0)
+        plot._y_top = top  # type: ignore[attr-defined]
+
+
+def _summary_label() -> QLabel:
+    lab = QLabel("")
+    lab.setWordWrap(True)
+    lab.setTextFormat(Qt.TextFormat.RichText)
+    lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return lab
+
+
+def fmt_pct(v: Optional[float]) -> str:
+    return "--" if v is None or not np.isfinite(v) else "%.0f %%" % (100.0 * v)
+
+
+def fmt_energy(j: Optional[float]) -> str:
+    if j is None:
+        return "not measured"
+    if j < 1.0:
+        return "%.1f mJ" % (j * 1e3)
+    return "%.2f J" % j
+
+
+class Panel(QFrame):
+    """A titled frame holding one plot and its summary line."""
+
+    def __init__(self, title: str, parent: Optional[QWidget] = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.layout_ = QVBoxLayout(self)
+        self.layout_.setContentsMargins(4, 4, 4, 4)
+        self.layout_.setSpacing(2)
+        head = QLabel(title)
+        f = QFont()
+        f.setBold(True)
+        head.setFont(f)
+        self.layout_.addWidget(head)
+        self.summary = _summary_label()
+
+    def refresh(self, model: GuiModel) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class PowerPanel(Panel):
+    """Board power in watts over the last minutes (total and per rail), and energy per answer."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__("Power", parent)
+        self.stack = QStackedWidget()
+        self.no_sensor = QLabel()
+        self.no_sensor.setWordWrap(True)
+        self.no_sensor.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.no_sensor.setStyleSheet("QLabel { background: #f4f4f4; color: #333; padding: 8px; font-size: 13px; }")
+        self.plot = _plot("", "W")
+        self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.curves: Dict[str, Any] = {}
+        self.stack.addWidget(self.no_sensor)
+        self.stack.addWidget(self.plot)
+        self.layout_.addWidget(self.stack, 1)
+        self.layout_.addWidget(self.summary)
+        self.set_no_sensor("no energy meter was opened")
+
+    @property
+    def showing_plot(self) -> bool:
+        return self.stack.currentWidget() is self.plot
+
+    def set_no_sensor(self, reason: str) -> None:
+        self._reason = reason
+        self.no_sensor.setText("<b>No power sensor on this machine</b><br>Power and energy are not measured."
+                               "<br><small>%s</small>" % _esc(reason))
+        self.stack.setCurrentWidget(self.no_sensor)
+        self.summary.setText("Power: <b>not measured</b>")
+
+    def _curve(self, name: str, i: int, width: float) -> Any:
+        c = self.curves.get(name)
+        if c is None:
+            c = self.plot.plot([], [], pen=pg.mkPen(PALETTE[i % len(PALETTE)], width=width), name=name)
+            self.curves[name] = c
+        return c
+
+    def refresh(self, model: GuiModel) -> None:
+        ph = model.power
+        if not ph.available:
+            if self.showing_plot or self._reason != ph.reason:
+                self.set_no_sensor(ph.reason)
+            return
+        if not self.showing_plot:
+            self.stack.setCurrentWidget(self.plot)
+        readings = list(ph.readings)
+        if not readings:
+            self.summary.setText("Power: waiting for the first reading from %s" % _esc(ph.reason))
+            return
+        now = ph.now()
+        t = np.array([r.t - now for r in readings])
+        keep = t >= -PLOT_SECONDS
+        t = t[keep]
+        rs = [r for r, k in zip(readings, keep) if k]
+        total = np.array([np.nan if r.total_w is None else r.total_w for r in rs])
+        self._curve("total", 0, 2.5).setData(t, total, connect="finite")
+        set_y_top(self.plot, total, 1.0)
+        for i, name in enumerate(ph.rail_names()):
+            vals = np.array([r.rails_w.get(name, np.nan) for r in rs])
+            self._curve(name, i + 1, 1.2).setData(t, vals, connect="finite")
+        last = ph.latest
+        epa = ph.energy_per_answer_j(10.0)
+        mean = ph.mean_w(10.0)
+        self.summary.setText("Now <b>%s</b> · mean 10 s %s · energy per answer <b>%s</b> (last 10 s) · %s" % (
+            "--" if last is None or last.total_w is None else "%.2f W" % last.total_w,
+            "--" if mean is None else "%.2f W" % mean, fmt_energy(epa), _esc(ph.reason)))
+
+
+class ConfidencePanel(Panel):
+    """Confidence of each current track as a bar (coloured like its box), with the stage thresholds."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__("Confidence per track", parent)
+        self.plot = _plot("", "confidence", "track")
+        self.plot.setYRange(0, 1.02, padding=0)
+        self.bars = pg.BarGraphItem(x=[0.0], height=[0.0], width=0.7, brush="w", pen=pg.mkPen("#444"))
+        self.bars.setVisible(False)
+        self.plot.addItem(self.bars)
+        self.lines: List[Any] = []
+        self.layout_.addWidget(self.plot, 1)
+        self.layout_.addWidget(self.summary)
+        self._thresholds: List[float] = []
+
+    def _set_thresholds(self, model: GuiModel) -> None:
+        th = [s.threshold for s in model.stages[:-1]] if len(model.stages) > 1 else []
+        if th == self._thresholds:
+            return
+        for ln in self.lines:
+            self.plot.removeItem(ln)
+        self.lines = []
+        for k, v in enumerate(th):
+            ln = pg.InfiniteLine(pos=v, angle=0, pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.5, style=Qt.PenStyle.DashLine),
+                                 label="stage %d exits at ≥ %.2f" % (k + 1, v),
+                                 labelOpts={"position": 0.02, "anchors": [(0, 1), (0, 1)], "color": PALETTE[k % len(PALETTE)]})
+            self.plot.addItem(ln)
+            self.lines.append(ln)
+        self._thresholds = th
+
+    def refresh(self, model: GuiModel) -> None:
+        self._set_thresholds(model)
+        res = model.latest
+        tracks = [t for t in (res.tracks if res is not None else []) if t.confidence is not None]
+        tracks.sort(key=lambda t: t.id)
+        tracks = tracks[:24]
+        x = np.arange(len(tracks), dtype=float)
+        h = np.array([float(t.confidence) for t in tracks])
+        if tracks:
+            brushes = [pg.mkBrush(QColor(*confidence_colour(t.confidence))) for t in tracks]
+            self.bars.setOpts(x=x, height=h, width=0.7, brushes=brushes, pen=pg.mkPen("#444"))
+        self.bars.setVisible(bool(tracks))
+        ax = self.plot.getAxis("bottom")
+        ax.setTicks([[(i, "#%d" % t.id) for i, t in enumerate(tracks)]])
+        self.plot.setXRange(-0.6, max(4.6, len(tracks) - 0.4), padding=0)
+        if not tracks:
+            self.summary.setText("No classified track on this frame")
+            return
+        parts = ["#%d %s %.2f" % (t.id, _esc(t.label or str(t.class_id)), t.confidence) for t in tracks[:6]]
+        low = sum(1 for t in tracks if self._thresholds and t.confidence < self._thresholds[0])
+        self.summary.setText("%s%s · %d below the stage-1 threshold" % (
+            " · ".join(parts), " …" if len(tracks) > 6 else "", low) if self._thresholds else " · ".join(parts))
+
+
+class CascadePanel(Panel):
+    """Share of model answers kept at each stage, and the memo hit rate, per second over time."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__("Cascade exits and memo hits", parent)
+        self.plot = _plot("", "% of answers")
+        self.plot.setYRange(0, 102, padding=0)
+        self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.memo_curve = self.plot.plot([], [], pen=pg.mkPen("#CC79A7", width=2.5), name="memo hits")
+        self.stage_curves: List[Any] = []
+        self.layout_.addWidget(self.plot, 1)
+        self.layout_.addWidget(self.summary)
+
+    def refresh(self, model: GuiModel) -> None:
+        n = len(model.stages)
+        while len(self.stage_curves) < n:
+            k = len(self.stage_curves)
+            name = model.stages[k].name if k < len(model.stages) else str(k + 1)
+            self.stage_curves.append(self.plot.plot([], [], pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.8),
+                                                    name="exit at stage %d (%s)" % (k + 1, name)))
+        s = model.stats.series(1.0)
+        bt = s["t"]
+        if bt.size:
+            for k, c in enumerate(self.stage_curves):
+                share = s["exit_share"][k] if k < len(s["exit_share"]) else np.full(bt.size, np.nan)
+                c.setData(bt, 100.0 * share, connect="finite")
+            self.memo_curve.setData(bt, 100.0 * s["memo_rate"], connect="finite")
+        p = model.stats.latest
+        if p is None:
+            self.summary.setText("No answers yet")
+            return
+        exits = " · ".join("stage %d: %d" % (k + 1, e) for k, e in enumerate(p.exits))
+        memo_rate = p.memo_hits / p.answers if p.answers else None
+        self.summary.setText("Model answers kept — %s · escalation (5 s) <b>%s</b> · memo hits <b>%s</b> "
+                             "(recent %s) of %d answers" % (exits, fmt_pct(model.stats.escalation_rate(5.0)),
+                                                             fmt_pct(memo_rate), fmt_pct(p.memo_hit_rate_recent),
+                                                             p.answers))
+
+
+class SpeedPanel(Panel):
+    """Frames per second (pipeline and display) and per-frame latency over time."""
+
+    def __init__(self, parent: Optional[QWidget] = None) -> None:
+        super().__init__("Speed", parent)
+        self.plot = _plot("", "fps")
+        self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.fps_curve = self.plot.plot([], [], pen=pg.mkPen("#0072B2", width=2), name="pipeline fps")
+        self.disp_curve = self.plot.plot([], [], pen=pg.mkPen("#009E73", width=1.5), name="display fps")
+        self.lat_plot = _plot("", "ms")
+        self.lat_plot.setMinimumHeight(90)
+        self.lat_plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.lat_curve = self.lat_plot.plot([], [], pen=pg.mkPen("#D55E00", width=2), name="latency (mean)")
+        self.lat_max_curve = self.lat_plot.plot([], [], pen=pg.mkPen("#E69F00", width=1), name="latency (max)")
+        self.lat_plot.setXLink(self.plot)
+        self.layout_.addWidget(self.plot, 1)
+        self.layout_.addWidget(self.lat_plot, 1)
+        self.layout_.addWidget(self.summary)
+
+    def refresh(self, model: GuiModel) -> None:
+        s = model.stats.series(0.5)
+        t = s["t"]
+        if not t.size:
+            self.summary.setText("No frames yet")
+            return
+        self.fps_curve.setData(t, s["pipeline_fps"], connect="finite")
+        self.disp_curve.setData(t, s["display_fps"], connect="finite")
+        self.lat_curve.setData(t, s["latency_ms"], connect="finite")
+        self.lat_max_curve.setData(t, s["latency_max_ms"], connect="finite")
+        set_y_top(self.plot, np.concatenate([s["pipeline_fps"], s["display_fps"]]), 10.0)
+        set_y_top(self.lat_plot, s["latency_max_ms"], 10.0)
+        lat = s["latency_recent_ms"]
+        p = model.stats.latest
+        res = model.latest
+        dropped = res.counters.frames_dropped if res is not None else 0
+        disp = model.stats.display_fps()
+        self.summary.setText("Pipeline <b>%.1f fps</b> · display %s · latency p50 %.1f ms, p95 %.1f ms (last 10 s) · "
+                             "frames dropped by the source %d" % (
+                                 p.pipeline_fps, "--" if disp is None else "%.1f fps" % disp,
+                                 float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), dropped))
+
+
+def _esc(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

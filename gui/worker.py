@@ -1,0 +1,303 @@
+"""The worker thread that owns the pipeline; results reach the UI thread through signals.
+
+The worker loads the bundle, opens the source and steps the pipeline on its own thread. It keeps only
+the newest result in a one-slot mailbox and emits ``resultReady`` only when the UI has taken the
+previous one, so the UI's event queue never fills up: a slow UI (or a slow pipeline) lowers the
+display rate, and the window never waits for the pipeline. Operator changes (threshold, score, memo,
+recording) are queued and applied by the worker between two frames, so the cascade is only ever
+changed on the thread that runs it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple
+
+from PySide6.QtCore import QThread, Signal
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerConfig:
+    """What the worker runs: a bundle folder on a source URI, and the pipeline's options."""
+
+    bundle: str
+    source: str
+    regions: Any = "motion"  # spec string, or a region proposer object
+    refresh_frames: int = 30
+    threads: Optional[int] = None
+    memo: Optional[bool] = None  # None: as the bundle says
+    memo_radius: Optional[int] = None
+    events_path: Optional[str] = None
+    record_path: Optional[str] = None
+    source_options: Dict[str, Any] = field(default_factory=dict)
+    meter: Any = None  # an energy meter owned by the caller (the pipeline only reads it)
+
+
+class PipelineWorker(QThread):
+    """Runs one pipeline until stopped, the source ends or it fails (then ``finished`` is emitted)."""
+
+    #: bundle loaded and source opened: {"stages": [(name, threshold, score)], "labels": [...], "memo": (on, radius), ...}
+    ready = Signal(object)
+    #: the newest result waits in the mailbox; take it with :meth:`take_result`
+    resultReady = Signal()
+    #: source state ("connecting", "live", ...) and a detail line
+    sourceState = Signal(str, str)
+    #: a user-facing failure (the worker stops) or a warning (it carries on): (message, fatal)
+    problem = Signal(str, bool)
+    #: a queued change took effect: (what, value), e.g. ("threshold", (0, 0.7)), ("recording", path or None)
+    applied = Signal(str, object)
+
+    def __init__(self, config: WorkerConfig, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("edgeconf-pipeline-worker")
+        self.config = config
+        self.pipeline: Any = None
+        self.cascade: Any = None
+        self.frames_shown = 0
+        self.frames_processed = 0
+        self.end_reason = ""
+        self._mailbox: Any = None
+        self._mail_lock = threading.Lock()
+        self._pending = False
+        self._commands: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._recorder: Any = None
+        self._events: Any = None
+        self._last_state: Optional[str] = None
+
+    # -- called from the UI thread ------------------------------------------------------------------
+    def take_result(self) -> Any:
+        """The newest result (None if the UI already took it); lets the worker announce the next one."""
+        with self._mail_lock:
+            res, self._mailbox, self._pending = self._mailbox, None, False
+        if res is not None:
+            self.frames_shown += 1
+        return res
+
+    def set_threshold(self, stage: int, value: float) -> None:
+        self._commands.put(("threshold", (int(stage), float(value))))
+
+    def set_score(self, stage: int, name: str) -> None:
+        self._commands.put(("score", (int(stage), str(name))))
+
+    def set_memo(self, enabled: bool, radius: Optional[int] = None) -> None:
+        self._commands.put(("memo", (bool(enabled), radius)))
+
+    def set_recording(self, path: Optional[str], fps: Optional[float] = None) -> None:
+        """Start recording the annotated video to ``path`` (.avi), or stop with None."""
+        self._commands.put(("recording", (path, fps)))
+
+    def pause(self) -> None:
+        self._paused.set()
+        if self.pipeline is not None:
+            self.pipeline.pause()
+
+    def resume(self) -> None:
+        self._paused.clear()
+        if self.pipeline is not None:
+            self.pipeline.resume()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def stop(self) -> None:
+        """Ask the worker to end after the current frame (returns at once; ``wait()`` joins)."""
+        self._stop.set()
+        if self.pipeline is not None:
+            self.pipeline.stop()
+
+    def shutdown(self, timeout_s: float = 15.0) -> bool:
+        """Stop and join; True when the thread ended."""
+        self.stop()
+        return self.wait(int(timeout_s * 1000)) if self.isRunning() else True
+
+    # -- the thread ----------------------------------------------------------------------------------
+    def run(self) -> None:  # noqa: C901 - one linear life cycle
+        source = None
+        try:
+            try:
+                source = self._open()
+            except Exception as exc:  # bundle or source failed: say why, end cleanly
+                self._emit_state("failed", _one_line(exc))
+                self.problem.emit(_one_line(exc), True)
+                self.end_reason = "failed"
+                return
+            self._loop()
+        finally:
+            self._finish(source)
+
+    def _open(self) -> Any:
+        from edgeconf.bundle import load_bundle
+        from edgeconf.pipeline import Pipeline
+        from edgeconf.sources import open_source
+
+        cfg = self.config
+        self._emit_state("connecting", "loading bundle %s" % os.path.basename(os.path.normpath(cfg.bundle)))
+        self.cascade = load_bundle(cfg.bundle, threads=cfg.threads, memo=cfg.memo)
+        if cfg.events_path:
+            from edgeconf.events import EventLog
+
+            self._events = EventLog(cfg.events_path)
+        source = open_source(cfg.source, **cfg.source_options)
+        source.add_state_listener(lambda st: self._emit_state(getattr(st, "value", str(st)), getattr(source, "detail", "") or ""))
+        self.pipeline = Pipeline(self.cascade, source, regions=cfg.regions, refresh_frames=cfg.refresh_frames,
+                                 meter=cfg.meter)
+        if cfg.memo_radius is not None and self.cascade.memo is not None:
+            self.pipeline.set_memo(True, int(cfg.memo_radius))
+        if self._paused.is_set():
+            self.pipeline.pause()
+        if cfg.record_path:
+            self._apply("recording", (cfg.record_path, None))
+        memo = self.cascade.memo
+        info = {
+            "bundle": cfg.bundle, "source": cfg.source,
+            "name": getattr(getattr(self.cascade, "manifest", None), "name", "") or os.path.basename(os.path.normpath(cfg.bundle)),
+            "stages": [(s.name, float(s.threshold), s.score) for s in self.cascade.stages],
+            "labels": list(self.cascade.labels or []),
+            "memo": (memo is not None, int(memo.radius) if memo is not None else int(cfg.memo_radius or 0)),
+        }
+        if self._events is not None:
+            self._events.emit("start", bundle=os.path.abspath(cfg.bundle), source=cfg.source,
+                              regions=self.pipeline.regions_spec, stages=[s.name for s in self.cascade.stages],
+                              thresholds=self.cascade.thresholds, memo=memo is not None, gui=True)
+        source.start()
+        self._emit_state(getattr(source.state, "value", str(source.state)), "")
+        self.ready.emit(info)
+        return source
+
+    def _loop(self) -> None:
+        pipe = self.pipeline
+        while not self._stop.is_set():
+            self._drain_commands()
+            if self._paused.is_set():
+                self._stop.wait(0.03)
+                continue
+            try:
+                res = pipe.step(0.05)
+            except Exception as exc:  # the pipeline gave up (too many bad frames in a row)
+                self.problem.emit(_one_line(exc), True)
+                self.end_reason = "failed"
+                return
+            if res is None:
+                if pipe.source_done:
+                    st = pipe.source_state
+                    self.end_reason = getattr(st, "value", str(st))
+                    src = pipe.source
+                    if self.end_reason == "failed":
+                        self.problem.emit("source failed: %s" % (getattr(src, "error", None) or "unknown error"), True)
+                    return
+                continue
+            self.frames_processed += 1
+            self._handle(res)
+        self.end_reason = "stopped"
+
+    def _handle(self, res: Any) -> None:
+        if self._events is not None:
+            self._events.emit("frame", **res.to_json())
+            if res.error:
+                self._events.emit("error", frame=res.frame_index, message=res.error)
+        rec = self._recorder
+        if rec is not None:
+            try:
+                rec.write(res)
+            except Exception as exc:  # disk full, codec gone: stop recording, keep running
+                self._close_recorder()
+                self.problem.emit("recording stopped: %s" % _one_line(exc), False)
+                self.applied.emit("recording", None)
+        with self._mail_lock:
+            self._mailbox = res
+            announce = not self._pending
+            self._pending = True
+        if announce:
+            self.resultReady.emit()
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                what, arg = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._apply(what, arg)
+            except Exception as exc:
+                self.problem.emit(_one_line(exc), False)
+
+    def _apply(self, what: str, arg: Any) -> None:
+        pipe = self.pipeline
+        if what == "threshold":
+            k, v = arg
+            pipe.set_threshold(k, v)
+            self.applied.emit("threshold", (k, float(self.cascade.stages[k].threshold)))
+        elif what == "score":
+            from edgeconf.confidence import SCORES
+            from edgeconf.errors import ConfigError
+
+            k, name = arg
+            if name not in SCORES:
+                raise ConfigError("unknown score %r; choose one of %s" % (name, ", ".join(SCORES)))
+            # applied between frames on this thread; the fingerprint (and so the memo key) follows
+            self.cascade.stages[k].score = name
+            self.applied.emit("score", (k, name))
+        elif what == "memo":
+            enabled, radius = arg
+            pipe.set_memo(enabled, radius)
+            memo = self.cascade.memo
+            self.applied.emit("memo", (memo is not None, int(memo.radius) if memo is not None else int(radius or 0)))
+        elif what == "recording":
+            path, fps = arg
+            self._close_recorder()
+            if path:
+                from edgeconf.recording import Recorder
+
+                src_fps = fps or getattr(pipe.source, "fps", None) or 30.0
+                self._recorder = Recorder(path, fps=float(src_fps))
+                if self._events is not None:
+                    self._events.emit("recording", path=path)
+            self.applied.emit("recording", path or None)
+
+    def _close_recorder(self) -> None:
+        rec, self._recorder = self._recorder, None
+        if rec is not None:
+            rec.close()
+
+    def _emit_state(self, state: str, detail: str) -> None:
+        if self._events is not None and state != self._last_state:
+            self._events.emit("source", state=state, detail=detail)
+        self._last_state = state
+        self.sourceState.emit(state, detail)
+
+    def _finish(self, source: Any) -> None:
+        """Close everything this thread opened, in order: recording, source, events, models."""
+        self._close_recorder()
+        if self.pipeline is not None:
+            try:
+                self.pipeline.close()
+            except Exception:
+                log.exception("closing the pipeline failed")
+        elif source is not None:
+            source.close()
+        if self._events is not None:
+            c = self.pipeline.counters.to_json() if self.pipeline is not None else {}
+            self._events.emit("stop", reason=self.end_reason or "stopped", counters=c)
+            self._events.close()
+            self._events = None
+        if self.cascade is not None:
+            try:
+                self.cascade.close()
+            except Exception:
+                log.exception("closing the cascade failed")
+        if self.end_reason != "failed":
+            self._emit_state("ended" if self.end_reason == "ended" else "stopped", self.end_reason)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().replace("\n", " ") or type(exc).__name__
+    return text if len(text) < 400 else text[:397] + "..."
+

@@ -1,0 +1,107 @@
+"""The GUI's plain-Python model: events, recent sources, live statistics and power history (no Qt)."""
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, LiveStats, PowerHistory
+from edgeconf.pipeline import FrameResult, FrameTimings, PipelineCounters
+
+pytestmark = pytest.mark.gui
+
+GUI = Path(__file__).resolve().parents[2] / "gui"
+
+
+def result(frame: int, answers: int, model_inputs: int, memo_hits: int, exits, calls, fps=30.0, latency=10.0):
+    c = PipelineCounters(frames=frame, fps=fps, answers=answers, model_inputs=model_inputs, cache_hits=memo_hits,
+                         exits=list(exits), stage_calls=list(calls))
+    return FrameResult(frame, np.zeros((4, 4, 3), np.uint8), [], FrameTimings(total_ms=latency), c)
+
+
+def test_model_module_has_no_qt():
+    tree = ast.parse((GUI / "model.py").read_text())
+    mods = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)] + \
+           [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in mods if m and (m.startswith("PySide6") or m.startswith("pyqtgraph"))]
+
+
+def test_recent_sources_move_to_front_without_duplicates_and_are_bounded():
+    m = GuiModel()
+    seen = []
+    m.events.recent_sources.connect(lambda e: seen.append(e.value))
+    m.add_recent_source("a.mp4")
+    m.add_recent_source("demo://")
+    assert m.recent_sources == ["demo://", "a.mp4"]
+    for i in range(20):
+        m.add_recent_source("cam%d" % i)
+    assert len(m.recent_sources) == MAX_RECENT_SOURCES
+    assert m.recent_sources[0] == "cam19"
+    assert seen[0] == ["a.mp4", "demo://"]
+
+
+def test_overlay_toggle_emits_and_rejects_unknown_names():
+    m = GuiModel()
+    got = []
+    m.events.overlays.connect(lambda e: got.append(e.value.boxes))
+    m.set_overlay("boxes", False)
+    assert got == [False] and m.overlays.boxes is False
+    with pytest.raises(KeyError, match="uncertainty"):
+        m.set_overlay("nope", True)
+
+
+def test_stats_series_exit_shares_and_memo_rate_per_bucket():
+    s = LiveStats()
+    t0 = 1000.0
+    # second 1: 10 model answers, 8 kept at stage 1, 2 at stage 2, 10 memo hits of 20 answers
+    s.add(result(1, 0, 0, 0, [0, 0], [0, 0]), t0)
+    s.add(result(30, 20, 10, 10, [8, 2], [10, 2]), t0 + 0.9)
+    # second 2: 4 model answers all at stage 2 (threshold raised), no memo hit
+    s.add(result(60, 24, 14, 10, [8, 6], [14, 6]), t0 + 1.9)
+    ser = s.series(1.0)
+    share1, share2 = ser["exit_share"]
+    assert np.nanmax(share1) == pytest.approx(0.8) and share1[-1] == 0.0 and share2[-1] == 1.0
+    assert ser["memo_rate"][-2] == pytest.approx(0.5) and ser["memo_rate"][-1] == 0.0
+    assert s.escalation_rate(5.0) == pytest.approx(6 / 14)
+
+
+def test_stats_restart_when_counters_go_back():
+    s = LiveStats()
+    s.add(result(1, 50, 10, 40, [5, 5], [10, 5]), 1.0)
+    s.add(result(1, 2, 2, 0, [2, 0], [2, 0]), 2.0)
+    assert len(s.points) == 1
+
+
+def test_power_history_reports_nothing_without_a_sensor():
+    from edgeconf.devices.meter import EnergyMeter
+    from edgeconf.devices.power import NullSource
+
+    ph = PowerHistory(EnergyMeter(NullSource("no INA3221 here")))
+    assert not ph.available and "no INA3221 here" in ph.reason
+    assert ph.poll() is None and ph.energy_per_answer_j() is None and ph.mean_w() is None
+    assert PowerHistory(None).reason == "no energy meter was opened"
+
+
+def test_power_history_rails_and_energy_per_answer_from_a_fake_meter():
+    from edgeconf.devices.meter import EnergyMeter
+
+    from fakes import FakePowerSource
+
+    meter = EnergyMeter(FakePowerSource(), rate_hz=100)
+    ph = PowerHistory(meter)
+    assert ph.available
+    meter.sample_now()
+    ph.note_answers(0)
+    for i in range(1, 6):
+        time.sleep(0.02)
+        meter.sample_now()
+        ph.poll()
+        ph.note_answers(10 * i)
+    elapsed = ph._answers[-1][0] - ph._answers[0][0]
+    assert ph.latest.total_w == pytest.approx(5.0)
+    assert set(ph.rail_names()) == {"VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"}
+    # 5 W over the span, divided by the 50 answers given in it
+    assert ph.energy_per_answer_j(10.0) == pytest.approx(5.0 * elapsed / 50, rel=0.05)

@@ -1,0 +1,325 @@
+"""The operator window on demo:// (offscreen Qt): results, overlays, live knobs, run control, shutdown,
+settings, and the power panel with a fake meter (the one mock: this machine has no power sensor)."""
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from edgeconf.gui.window import MainWindow
+from edgeconf.overlay import confidence_colour
+
+pytestmark = pytest.mark.gui
+
+DEMO = "demo://?size=640x480&objects=5&seed=3"
+WAIT_MS = 20000
+
+
+@pytest.fixture
+def make_window(qtbot, settings, gui_bundle, tmp_path):
+    windows = []
+
+    def make(**kw):
+        kw.setdefault("bundle", gui_bundle)
+        kw.setdefault("source", DEMO)
+        kw.setdefault("settings", settings)
+        kw.setdefault("output_dir", str(tmp_path))
+        kw.setdefault("regions", "truth")  # oracle boxes: objects are where the scene says, from frame 1
+        w = MainWindow(**kw)
+        qtbot.addWidget(w)
+        w.resize(1400, 880)
+        w.show()
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        w.close()
+
+
+def wait_results(qtbot, win, n=1):
+    for _ in range(n):
+        with qtbot.waitSignal(win.resultShown, timeout=WAIT_MS) as blocker:
+            pass
+    return blocker.args[0]
+
+
+def pause_and_settle(qtbot, win):
+    """Pause the worker and let the last queued result land, so the view holds still."""
+    win.controls.pause_button.setChecked(True)
+    qtbot.wait(300)
+    return win.video.result
+
+
+def test_window_opens_on_demo_and_results_arrive_through_the_signal(qtbot, make_window):
+    win = make_window()
+    assert win.start()
+    worker = win.worker
+    with qtbot.waitSignal(worker.resultReady, timeout=WAIT_MS):
+        pass
+    res = wait_results(qtbot, win, 3)
+    assert res.image.shape == (480, 640, 3)
+    assert win.model.latest is res and win.video.result is res
+    qtbot.waitUntil(lambda: win.model.source_state == "live", timeout=WAIT_MS)
+    assert "LIVE" in win.state_label.text()
+    assert len(win.controls.stage_rows) == 2  # the bundle's stages got a slider each
+    assert "frame" in win.info_label.text()
+    assert DEMO in win.model.recent_sources
+
+
+def test_overlays_are_drawn_where_the_demo_objects_are(qtbot, make_window, tmp_path):
+    win = make_window()
+    win.start()
+    qtbot.waitUntil(lambda: win.model.latest is not None and any(
+        t.confidence is not None and not t.frames_since_match for t in win.model.latest.tracks), timeout=WAIT_MS)
+    for name in ("labels", "uncertainty", "truth"):
+        win.controls.overlay_checks[name].setChecked(False)
+    res = pause_and_settle(qtbot, win)
+    tracks = [t for t in res.tracks if t.confidence is not None and not t.frames_since_match]
+    assert tracks and res.truth, "the demo scene should show classified objects"
+    truth_boxes = np.array([o.box for o in res.truth])
+
+    def left_edge_colour(image, t, to_xy):
+        x1, y1, x2, y2 = t.box
+        x, y = to_xy(x1, (y1 + y2) / 2)
+        return np.array(image.pixelColor(int(round(x)), int(round(y))).getRgb()[:3])
+
+    def on_truth(t):  # the track sits on a known demo object
+        x1, y1, x2, y2 = t.box
+        ix = np.clip(np.minimum(x2, truth_boxes[:, 2]) - np.maximum(x1, truth_boxes[:, 0]), 0, None)
+        iy = np.clip(np.minimum(y2, truth_boxes[:, 3]) - np.maximum(y1, truth_boxes[:, 1]), 0, None)
+        return (ix * iy).max() > 0.5 * (x2 - x1) * (y2 - y1)
+
+    tracks = [t for t in tracks if on_truth(t)]
+    assert tracks
+    view = win.video
+    to_widget = lambda x, y: (view.image_to_widget(x, y).x(), view.image_to_widget(x, y).y())  # noqa: E731
+    grabbed = view.grab().toImage()
+    hits = [np.abs(left_edge_colour(grabbed, t, to_widget) - confidence_colour(t.confidence)).max() <= 40 for t in tracks]
+    assert sum(hits) >= max(1, len(tracks) // 2), "box edges should have the confidence colour"
+
+    # the same pixels without the boxes are the video's own pixels
+    win.controls.overlay_checks["boxes"].setChecked(False)
+    bare = view.grab().toImage()
+    assert sum(np.abs(left_edge_colour(bare, t, to_widget) - confidence_colour(t.confidence)).max() <= 40
+               for t in tracks) < sum(hits)
+
+    # labels: a dark label box just above the first track's box
+    win.controls.overlay_checks["labels"].setChecked(True)
+    t = min(tracks, key=lambda t: -t.box[1])
+    x, y = to_widget(t.box[0] + 2, t.box[1])
+    labelled = view.grab().toImage()
+    above = np.array(labelled.pixelColor(int(x) + 2, int(y) - 6).getRgb()[:3])
+    assert above.max() < 90 or t.box[1] < 20
+
+    # the snapshot has the overlays at the frame's own resolution
+    win.controls.overlay_checks["boxes"].setChecked(True)
+    path = win.snapshot(str(tmp_path / "snap.png"))
+    snap = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
+    assert snap.shape == (480, 640, 3)
+    hits = [np.abs(snap[int(round((t.box[1] + t.box[3]) / 2)), int(round(t.box[0]))].astype(int)
+                   - confidence_colour(t.confidence)).max() <= 40 for t in tracks]
+    assert sum(hits) >= max(1, len(tracks) // 2)
+    assert os.path.getsize(path) > 10000
+
+
+def _calls(win):
+    return list(win.worker.pipeline.counters.stage_calls)
+
+
+def _escalation_after(qtbot, win, min_inputs=8):
+    """Share of new stage-1 inputs that went on to stage 2, over the next ``min_inputs`` model inputs."""
+    wait_results(qtbot, win, 2)  # frames fully processed after the change
+    a = _calls(win)
+    qtbot.waitUntil(lambda: _calls(win)[0] - a[0] >= min_inputs, timeout=WAIT_MS)
+    b = _calls(win)
+    return (b[1] - a[1]) / (b[0] - a[0])
+
+
+def test_threshold_slider_changes_the_running_cascade_and_the_escalation_rate(qtbot, make_window):
+    win = make_window()
+    win.start()
+    wait_results(qtbot, win, 2)
+    cascade = win.worker.pipeline.cascade
+    fp0 = cascade.fingerprint()
+    slider = win.controls.stage_rows[0].slider
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda what, v: what == "threshold"):
+        slider.setValue(100)
+    assert cascade.stages[0].threshold == pytest.approx(1.0)
+    assert cascade.fingerprint() != fp0  # memo answers follow the new fingerprint
+    assert win.model.stages[0].threshold == pytest.approx(1.0)
+    high = _escalation_after(qtbot, win)
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda what, v: what == "threshold"):
+        slider.setValue(0)
+    assert cascade.stages[0].threshold == 0.0
+    low = _escalation_after(qtbot, win)
+    assert high >= 0.9 and low == 0.0
+    # the cascade panel shows the recent escalation
+    win.refresh_panels()
+    assert "escalation" in win.cascade_panel.summary.text()
+
+
+def test_score_and_memo_controls_reach_the_cascade(qtbot, make_window):
+    win = make_window()
+    win.start()
+    wait_results(qtbot, win)
+    cascade = win.worker.pipeline.cascade
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "score"):
+        win.controls.stage_rows[0].score.setCurrentText("maxp")
+    assert cascade.stages[0].score == "maxp"
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "memo"):
+        win.controls.memo_check.setChecked(False)
+    assert cascade.memo is None
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "memo" and v[0]):
+        win.controls.memo_check.setChecked(True)
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "memo" and v[1] == 6):
+        win.controls.radius_spin.setValue(6)
+    assert cascade.memo is not None and cascade.memo.radius == 6
+
+
+def test_pause_resume_and_stop(qtbot, make_window):
+    win = make_window()
+    win.start()
+    wait_results(qtbot, win, 2)
+    pause_and_settle(qtbot, win)
+    assert win.model.paused and win.worker.pipeline.paused
+    assert "PAUSED" in win.state_label.text()
+    shown = []
+    win.resultShown.connect(shown.append)
+    qtbot.wait(600)
+    assert shown == []
+    win.controls.pause_button.setChecked(False)
+    wait_results(qtbot, win, 2)
+    assert not win.model.paused
+    worker = win.worker
+    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+        win.controls.stop_button.click()
+    qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
+    assert win.worker is None and not worker.isRunning()
+    assert win.controls.start_button.isEnabled() and not win.controls.stop_button.isEnabled()
+    assert worker.pipeline.source.state.value == "ended"  # the source was closed
+    # and it starts again
+    assert win.start()
+    wait_results(qtbot, win)
+
+
+def test_closing_stops_the_worker_and_finalises_recording_and_event_log(qtbot, make_window, tmp_path):
+    events = str(tmp_path / "events.jsonl")
+    win = make_window(events_path=events)
+    win.start()
+    wait_results(qtbot, win)
+    video = str(tmp_path / "rec.avi")
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "recording"):
+        win.set_recording(True, video)
+    assert win.model.recording_path == video and win.controls.record_button.isChecked()
+    wait_results(qtbot, win, 10)
+    worker = win.worker
+    win.close()
+    assert not worker.isRunning()
+    assert win.worker is None
+    cap = cv2.VideoCapture(video)
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    cap.release()
+    assert frames >= 10  # the recording is a playable file
+    lines = [json.loads(s) for s in open(events, encoding="utf-8")]
+    kinds = [d["type"] for d in lines]
+    assert kinds[0] == "start" and kinds[-1] == "stop" and "frame" in kinds and "recording" in kinds
+    assert lines[-1]["counters"]["frames"] >= 10
+
+
+def test_recording_toggle_writes_into_the_output_folder(qtbot, make_window, tmp_path):
+    win = make_window(output_dir=str(tmp_path / "out"))
+    win.start()
+    wait_results(qtbot, win)
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "recording" and v):
+        win.controls.record_button.click()
+    path = win.model.recording_path
+    assert path.startswith(str(tmp_path / "out")) and path.endswith(".avi")
+    wait_results(qtbot, win, 5)
+    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "recording" and v is None):
+        win.controls.record_button.click()
+    assert win.model.recording_path is None and os.path.getsize(path) > 0
+
+
+def test_power_panel_shows_a_fake_meters_rails_and_energy_per_answer(qtbot, make_window):
+    from edgeconf.devices.meter import EnergyMeter
+
+    from fakes import FakePowerSource
+
+    meter = EnergyMeter(FakePowerSource(), rate_hz=50).start()
+    try:
+        win = make_window(meter=meter)
+        assert win.power_panel.showing_plot is False or win.model.power.available
+        win.start()
+        wait_results(qtbot, win, 15)
+        win.refresh_panels()
+        qtbot.waitUntil(lambda: win.model.power.energy_per_answer_j() is not None, timeout=WAIT_MS)
+        win.refresh_panels()
+        panel = win.power_panel
+        assert panel.showing_plot
+        assert set(panel.curves) == {"total", "VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"}
+        x, y = panel.curves["VDD_CPU_GPU_CV"].getData()
+        assert y[-1] == pytest.approx(2.0) and x[-1] <= 0
+        assert panel.curves["total"].getData()[1][-1] == pytest.approx(5.0)
+        text = panel.summary.text()
+        assert "5.00 W" in text and "energy per answer" in text and "not measured" not in text
+        epa = win.model.power.energy_per_answer_j()
+        assert 0 < epa < 5.0  # 5 W shared by several answers a second
+    finally:
+        if "win" in locals():
+            win.close()
+        meter.stop()
+
+
+def test_power_panel_says_plainly_when_there_is_no_sensor(qtbot, make_window):
+    from edgeconf.devices.meter import EnergyMeter
+    from edgeconf.devices.power import NullSource
+
+    win = make_window(meter=EnergyMeter(NullSource("no power sensor found (rapl: not readable)")))
+    win.refresh_panels()
+    assert not win.power_panel.showing_plot
+    text = win.power_panel.no_sensor.text()
+    assert "No power sensor" in text and "not measured" in text and "rapl" in text
+    win2 = make_window(meter=None)
+    win2.refresh_panels()
+    assert "No power sensor" in win2.power_panel.no_sensor.text()
+
+
+def test_settings_persist_in_the_given_qsettings(qtbot, make_window, settings, gui_bundle):
+    win = make_window(source="demo://?seed=9")
+    win.controls.overlay_checks["uncertainty"].setChecked(False)
+    win.controls.radius_spin.setValue(3)
+    win.model.add_recent_source("demo://?seed=9")
+    win.close()
+    assert settings.value("source") == "demo://?seed=9"
+    again = make_window(bundle=None, source=None, regions=None)
+    assert again.controls.source_text() == "demo://?seed=9"
+    assert again.controls.bundle_text() == gui_bundle
+    assert again.model.overlays.uncertainty is False
+    assert again.model.memo_radius == 3
+    assert "demo://?seed=9" in [again.controls.source_combo.itemText(i) for i in range(again.controls.source_combo.count())]
+    # nothing was written to the user's own settings
+    user = QSettings("edgeconf", "edgeconf-gui")
+    assert user.value("source") is None
+
+
+def test_a_source_that_cannot_open_is_reported_and_nothing_keeps_running(qtbot, make_window, tmp_path):
+    win = make_window(source=str(tmp_path / "missing.mp4"))
+    win.start()
+    qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
+    assert win.model.source_state == "failed"
+    assert "missing.mp4" in (win.model.error or "")
+    assert "FAILED" in win.state_label.text()
+
+
+def test_a_bad_bundle_is_reported(qtbot, make_window, tmp_path):
+    win = make_window(bundle=str(tmp_path))
+    win.start()
+    qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
+    assert win.model.error and "Could not run" in win.video.placeholder
