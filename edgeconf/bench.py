@@ -163,7 +163,7 @@ def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str]
                  threads: Optional[int] = 1, backend: str = "onnxruntime") -> List[BenchConfig]:
     """Load one cascade per configuration (separate sessions, so no configuration warms another's caches)."""
     from edgeconf.backends import prepare
-    from edgeconf.bundle import load_bundle
+    from edgeconf.bundle import load_bundle, read_manifest
 
     unknown = [n for n in names if n not in CONFIG_NAMES]
     if unknown:
@@ -174,11 +174,15 @@ def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str]
             if name == "big":
                 if not baseline:
                     raise ConfigError("configuration 'big' needs a baseline model: pass --baseline MODEL.onnx")
-                ref = load_bundle(bundle, backend=backend, threads=threads, memo=False)
-                ref.close()
+                manifest = read_manifest(bundle, verify=False)  # labels and preprocessing; models load below
                 runner = prepare(baseline, backend=backend, threads=threads)
-                stage = Stage("big", runner, "maxp", 0.0, 1.0, logits=_logits_name(runner))
-                cascade = Cascade([stage], "last", ref.labels, _baseline_preprocessing(runner, ref.preprocessing), None, "big")
+                try:
+                    stage = Stage("big", runner, "maxp", 0.0, 1.0, logits=_logits_name(runner))
+                except Exception:
+                    runner.close()
+                    raise
+                cascade = Cascade([stage], "last", manifest.labels,
+                                  _baseline_preprocessing(runner, manifest.preprocessing), None, "big")
                 configs.append(BenchConfig(name, cascade))
             elif name == "early_exit":
                 if not early_exit:

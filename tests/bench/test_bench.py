@@ -256,3 +256,23 @@ def test_energy_from_a_power_sensor(models, data_dir, tmp_path):
     for name, c in obj["configs"].items():
         assert c["energy_j"] == pytest.approx(5.0 * c["wall_s"], rel=0.02), name
         assert obj["ratios"][name]["energy_j"] == pytest.approx(c["energy_j"] / obj["configs"]["big"]["energy_j"])
+
+
+def test_batches_count_repeats_inside_a_batch(models, data_dir):
+    result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--data", data_dir,
+                      "--duplicate", "1", "--limit", 100, "--batch", 8, "--configs", "big,dual,dual_memo_exact",
+                      "--json", "-"])
+    obj = json.loads(result.stdout)
+    assert obj["batch"] == 8 and obj["stream_length"] == 200
+    exact = obj["configs"]["dual_memo_exact"]
+    assert exact["memo_hits"] == 100 and exact["memo_hit_rate"] == pytest.approx(0.5)
+    assert exact["stage_calls"][0] == 100 and exact["memo_false_hits"] == 0
+    assert obj["configs"]["dual"]["stage_calls"][0] == 200
+
+
+def test_help_lists_the_issue_options():
+    result = CliRunner().invoke(cli, ["bench", "--help"])
+    assert result.exit_code == 0
+    for opt in ("--bundle", "--baseline", "--data", "--duplicate", "--near-duplicate", "--batch", "--threads",
+                "--limit", "--seed", "--json", "--report", "--predictions"):
+        assert opt in result.output, opt
