@@ -296,7 +296,7 @@ class ConfigResult:
     cpu_s: float
     wall_s: float
     energy_j: Optional[float]
-    latency_ms: Dict[str, float]
+    latency_ms: Dict[str, Optional[float]]
     stage_calls: List[int]
     stage_model_s: List[float]
     escalation_rate: Optional[float]
@@ -314,14 +314,16 @@ class ConfigResult:
                 "memo_false_hit_rate": self.memo_false_hit_rate, "memo_hits": self.memo_hits,
                 "memo_false_hits": self.memo_false_hits, "memo": self.memo, "inputs": self.inputs,
                 "stage_model_s": list(self.stage_model_s),
-                "cpu_us_per_input": self.cpu_s / self.inputs * 1e6 if self.inputs else None}
+                "cpu_us_per_input": self.cpu_s / self.inputs * 1e6 if self.inputs else None,
+                # time inside the models' run calls; cpu_us_per_input minus this is edgeconf's own per-input work
+                "model_us_per_input": sum(self.stage_model_s) / self.inputs * 1e6 if self.inputs else None}
 
 
 def summarise(cfg: BenchConfig, m: Measured, labels: np.ndarray, reference: Optional[np.ndarray]) -> ConfigResult:
     """Turn raw measurements into a :class:`ConfigResult` (false hits need the cascade's own answers)."""
     n = int(labels.shape[0])
     lat_ms = m.latency_s * 1e3
-    latency = {"mean": float(lat_ms.mean()) if n else 0.0}
+    latency: Dict[str, Optional[float]] = {"mean": float(lat_ms.mean()) if n else 0.0}
     for q in (50, 95, 99):
         latency["p%d" % q] = float(np.percentile(lat_ms, q)) if n else 0.0
     c = cfg.cascade.counters
@@ -330,6 +332,9 @@ def summarise(cfg: BenchConfig, m: Measured, labels: np.ndarray, reference: Opti
     hits = false_hits = None
     if memo is not None:
         hits = int(m.memo_hit.sum())
+        # what a hit and a miss cost (wall ms of the answering call), to see the memo's own overhead
+        latency["hit_mean"] = float(lat_ms[m.memo_hit].mean()) if hits else None  # type: ignore[assignment]
+        latency["miss_mean"] = float(lat_ms[~m.memo_hit].mean()) if hits < n else None  # type: ignore[assignment]
         hit_rate = memo.stats.hit_rate
         if reference is not None:
             false_hits = int(np.count_nonzero(m.memo_hit & (m.predictions != reference)))
