@@ -89,9 +89,10 @@ def run_window(bundle: str, source_uri: str, regions: Optional[str] = None, even
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "edgeconf"])
     app.setOrganizationName("edgeconf")
     app.setApplicationName("edgeconf-gui")
-    meter, _note = open_meter(power_name)
+    meter, note = open_meter(power_name)
     try:
-        win = MainWindow(bundle=bundle, source=source_uri, meter=meter, regions=regions, events_path=events_path)
+        win = MainWindow(bundle=bundle, source=source_uri, meter=meter, regions=regions, events_path=events_path,
+                         power_note=note)
         win.show()
         if autostart:
             QTimer.singleShot(0, win.start)

@@ -250,8 +250,9 @@ class PowerHistory:
     Times are the meter's clock (``time.perf_counter`` unless the meter was given another).
     """
 
-    def __init__(self, meter: Any = None, horizon_s: float = 180.0) -> None:
+    def __init__(self, meter: Any = None, horizon_s: float = 180.0, note: str = "") -> None:
         self.meter = meter
+        self.note = note  # why there is no meter, when the caller knows
         self.horizon_s = float(horizon_s)
         self.readings: Deque[PowerReading] = collections.deque(maxlen=100000)
         self._answers: Deque[Tuple[float, int]] = collections.deque(maxlen=100000)
@@ -265,7 +266,7 @@ class PowerHistory:
     def reason(self) -> str:
         """Why there is no power reading (or what is measured)."""
         if self.meter is None:
-            return "no energy meter was opened"
+            return self.note or "no energy meter was opened"
         src = getattr(self.meter, "source", None)
         name = getattr(src, "name", "?")
         if not self.available:

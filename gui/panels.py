@@ -34,8 +34,8 @@ def _plot(title: str, left: str, bottom: str = "seconds ago") -> pg.PlotWidget:
     w.hideButtons()
     w.setMinimumHeight(120)
     if bottom == "seconds ago":
-        # a fixed time axis: its ticks are drawn once and cached (re-laying out axes costs ~5 ms a plot)
-        w.setXRange(-PLOT_SECONDS, 0, padding=0.01)
+        # a time axis that changes rarely: its ticks are cached (re-laying out axes costs ~5 ms a plot)
+        set_x_span(w, np.zeros(0))
     return w
 
 
@@ -50,13 +50,26 @@ def nice_ceiling(v: float) -> float:
     return float(10 * k)
 
 
-def set_y_top(plot: pg.PlotWidget, values: np.ndarray, minimum: float) -> None:
+def set_y_top(plot: Any, values: np.ndarray, minimum: float) -> None:
     """Y range [0, a round number above the data]; only touched when it changes (axes are cached)."""
     finite = values[np.isfinite(values)] if values.size else values
-    top = nice_ceiling(max(minimum, float(finite.max()) * 1.1 if finite.size else minimum))
+    # the 98th percentile: a start-up spike (fps over the first two frames) does not flatten the curve
+    top = nice_ceiling(max(minimum, float(np.percentile(finite, 98)) * 1.15 if finite.size else minimum))
     if getattr(plot, "_y_top", None) != top:
         plot.setYRange(0, top, padding=0)
         plot._y_top = top  # type: ignore[attr-defined]
+
+
+TIME_SPANS = (30.0, 60.0, PLOT_SECONDS)
+
+
+def set_x_span(plot: pg.PlotWidget, t: np.ndarray) -> None:
+    """Time axis from -span to 0, span the first of 30/60/120 s that holds the data (changes rarely)."""
+    need = -float(np.nanmin(t)) if t.size else 0.0
+    span = next((s for s in TIME_SPANS if s >= need), PLOT_SECONDS)
+    if getattr(plot, "_x_span", None) != span:
+        plot.setXRange(-span, 0, padding=0.01)
+        plot._x_span = span  # type: ignore[attr-defined]
 
 
 def _summary_label() -> QLabel:
@@ -110,7 +123,7 @@ class PowerPanel(Panel):
         self.no_sensor.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.no_sensor.setStyleSheet("QLabel { background: #f4f4f4; color: #333; padding: 8px; font-size: 13px; }")
         self.plot = _plot("", "W")
-        self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.plot.addLegend(offset=(8, 4), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210))
         self.curves: Dict[str, Any] = {}
         self.stack.addWidget(self.no_sensor)
         self.stack.addWidget(self.plot)
@@ -156,6 +169,7 @@ class PowerPanel(Panel):
         total = np.array([np.nan if r.total_w is None else r.total_w for r in rs])
         self._curve("total", 0, 2.5).setData(t, total, connect="finite")
         set_y_top(self.plot, total, 1.0)
+        set_x_span(self.plot, t)
         for i, name in enumerate(ph.rail_names()):
             vals = np.array([r.rails_w.get(name, np.nan) for r in rs])
             self._curve(name, i + 1, 1.2).setData(t, vals, connect="finite")
@@ -228,7 +242,7 @@ class CascadePanel(Panel):
         super().__init__("Cascade exits and memo hits", parent)
         self.plot = _plot("", "% of answers")
         self.plot.setYRange(0, 102, padding=0)
-        self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        self.plot.addLegend(offset=(8, 4), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210))
         self.memo_curve = self.plot.plot([], [], pen=pg.mkPen("#CC79A7", width=2.5), name="memo hits")
         self.stage_curves: List[Any] = []
         self.layout_.addWidget(self.plot, 1)
@@ -248,6 +262,7 @@ class CascadePanel(Panel):
                 share = s["exit_share"][k] if k < len(s["exit_share"]) else np.full(bt.size, np.nan)
                 c.setData(bt, 100.0 * share, connect="finite")
             self.memo_curve.setData(bt, 100.0 * s["memo_rate"], connect="finite")
+            set_x_span(self.plot, bt)
         p = model.stats.latest
         if p is None:
             self.summary.setText("No answers yet")
@@ -261,23 +276,36 @@ class CascadePanel(Panel):
 
 
 class SpeedPanel(Panel):
-    """Frames per second (pipeline and display) and per-frame latency over time."""
+    """Frames per second (pipeline and display, left axis) and per-frame latency (right axis) over time."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("Speed", parent)
         self.plot = _plot("", "fps")
-        self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
+        legend = self.plot.addLegend(offset=(8, 4), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210))
         self.fps_curve = self.plot.plot([], [], pen=pg.mkPen("#0072B2", width=2), name="pipeline fps")
         self.disp_curve = self.plot.plot([], [], pen=pg.mkPen("#009E73", width=1.5), name="display fps")
-        self.lat_plot = _plot("", "ms")
-        self.lat_plot.setMinimumHeight(90)
-        self.lat_plot.addLegend(offset=(-5, 5), labelTextSize="8pt")
-        self.lat_curve = self.lat_plot.plot([], [], pen=pg.mkPen("#D55E00", width=2), name="latency (mean)")
-        self.lat_max_curve = self.lat_plot.plot([], [], pen=pg.mkPen("#E69F00", width=1), name="latency (max)")
-        self.lat_plot.setXLink(self.plot)
+        # latency on a second y axis (right), sharing the time axis
+        item = self.plot.getPlotItem()
+        self.lat_view = pg.ViewBox()
+        item.showAxis("right")
+        item.scene().addItem(self.lat_view)
+        item.getAxis("right").linkToView(self.lat_view)
+        item.getAxis("right").setLabel("latency ms", color="#D55E00")
+        self.lat_view.setXLink(item)
+        self.lat_view.setMouseEnabled(x=False, y=False)
+        self.lat_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#D55E00", width=2))
+        self.lat_max_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#E69F00", width=1, style=Qt.PenStyle.DotLine))
+        self.lat_view.addItem(self.lat_curve)
+        self.lat_view.addItem(self.lat_max_curve)
+        legend.addItem(self.lat_curve, "latency ms (mean)")
+        legend.addItem(self.lat_max_curve, "latency ms (max)")
+        item.vb.sigResized.connect(self._sync_views)
         self.layout_.addWidget(self.plot, 1)
-        self.layout_.addWidget(self.lat_plot, 1)
         self.layout_.addWidget(self.summary)
+
+    def _sync_views(self) -> None:
+        self.lat_view.setGeometry(self.plot.getPlotItem().vb.sceneBoundingRect())
+        self.lat_view.linkedViewChanged(self.plot.getPlotItem().vb, self.lat_view.XAxis)
 
     def refresh(self, model: GuiModel) -> None:
         s = model.stats.series(0.5)
@@ -290,7 +318,8 @@ class SpeedPanel(Panel):
         self.lat_curve.setData(t, s["latency_ms"], connect="finite")
         self.lat_max_curve.setData(t, s["latency_max_ms"], connect="finite")
         set_y_top(self.plot, np.concatenate([s["pipeline_fps"], s["display_fps"]]), 10.0)
-        set_y_top(self.lat_plot, s["latency_max_ms"], 10.0)
+        set_y_top(self.lat_view, s["latency_max_ms"], 10.0)
+        set_x_span(self.plot, t)
         lat = s["latency_recent_ms"]
         p = model.stats.latest
         res = model.latest

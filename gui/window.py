@@ -63,11 +63,11 @@ class MainWindow(QMainWindow):
     def __init__(self, bundle: Optional[str] = None, source: Optional[str] = None, settings: Optional[QSettings] = None,
                  meter: Any = None, regions: Optional[str] = None, events_path: Optional[str] = None,
                  output_dir: Optional[str] = None, worker_options: Optional[Dict[str, Any]] = None,
-                 parent: Optional[QWidget] = None) -> None:
+                 power_note: str = "", parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
         self.settings = settings if settings is not None else default_settings()
         self.model = GuiModel()
-        self.model.power = PowerHistory(meter)
+        self.model.power = PowerHistory(meter, note=power_note)
         self.meter = meter
         self.events_path = events_path
         self.worker_options = dict(worker_options or {})
@@ -182,6 +182,8 @@ class MainWindow(QMainWindow):
             self.resize(1480, 900)
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
+        else:  # first run: most of the width for the video
+            self.resizeDocks([self.controls_dock, self.panels_dock], [300, 470], Qt.Orientation.Horizontal)
 
     def save_settings(self) -> None:
         s, m = self.settings, self.model
