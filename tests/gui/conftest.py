@@ -12,13 +12,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # fakes.py
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install 'edgeconf[gui]')")
-pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install 'edgeconf[gui]')")
-pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
-
-from PySide6.QtCore import QSettings, QThread  # noqa: E402
-
 from onnx_models import linear_classifier, save  # noqa: E402
+
+try:  # each test module skips itself without Qt (a skip here, in a conftest, would be an error)
+    from PySide6.QtCore import QSettings, QThread
+except ImportError:
+    QSettings = QThread = None
 
 #: threads that may outlive a test because they are not the GUI's (pytest-timeout, Qt's own helpers)
 FOREIGN_THREAD_PREFIXES = ("pytest_timeout",)
@@ -59,6 +58,8 @@ def gui_bundle(tmp_path_factory):
 @pytest.fixture
 def settings(tmp_path):
     """A QSettings on a temporary INI file, so no test touches the user's settings."""
+    if QSettings is None:
+        pytest.skip("PySide6 is not installed (pip install 'edgeconf[gui]')")
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
     return QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat)
@@ -68,13 +69,15 @@ def settings(tmp_path):
 def no_leaked_threads(monkeypatch):
     """Fail a test that leaves a QThread running or a Python thread alive that it started."""
     started = []
-    real_start = QThread.start
+    real_start = None
 
     def recording_start(self, *args):
         started.append(self)
         return real_start(self, *args)
 
-    monkeypatch.setattr(QThread, "start", recording_start)
+    if QThread is not None:
+        real_start = QThread.start
+        monkeypatch.setattr(QThread, "start", recording_start)
     before = {t.ident for t in threading.enumerate()}
     yield
     deadline = time.monotonic() + 3.0

@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install 'edgeconf[gui]')")
+pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install 'edgeconf[gui]')")
+pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
 from click.testing import CliRunner
 
 pytestmark = pytest.mark.gui

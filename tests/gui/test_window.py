@@ -8,10 +8,14 @@ import os
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
 
-from edgeconf.gui.window import MainWindow
-from edgeconf.overlay import confidence_colour
+pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install 'edgeconf[gui]')")
+pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install 'edgeconf[gui]')")
+pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from edgeconf.gui.window import MainWindow  # noqa: E402
+from edgeconf.overlay import confidence_colour  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
