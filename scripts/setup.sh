@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages="dataset-fashion-mnist ffmpeg xvfb"
+# xcb libraries: the Qt window under Xvfb (PySide6 wheels bundle Qt but not these)
+apt_packages="dataset-fashion-mnist ffmpeg xvfb libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0"
 missing=""
 for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
