@@ -1,0 +1,128 @@
+"""The shipped FashionMNIST zoo: files verify, bundles load, and the recorded accuracies are recomputed here."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+import edgeconf
+from edgeconf.bundle import MANIFEST, load_bundle, read_manifest, sha256_file
+from edgeconf.datasets import FASHION_LABELS, load_fashion_mnist
+from edgeconf.errors import BundleError, DataError
+
+ZOO = os.path.join(os.path.dirname(edgeconf.__file__), "data", "zoo")
+N = 2000
+
+
+@pytest.fixture(scope="module")
+def zoo() -> dict:
+    path = os.path.join(ZOO, "zoo.json")
+    if not os.path.isfile(path):
+        pytest.fail("the zoo is not shipped: %s is missing (run scripts/train_zoo.py --out edgeconf/data/zoo)" % path)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    try:
+        x, y = load_fashion_mnist("test")
+    except DataError as exc:
+        pytest.skip("FashionMNIST not available here: %s" % exc)
+    return x[:N], y[:N]
+
+
+def test_zoo_is_small_and_holds_no_pickles():
+    total = 0
+    for root, _, files in os.walk(ZOO):
+        for name in files:
+            total += os.path.getsize(os.path.join(root, name))
+            assert name.endswith((".onnx", ".json")), "unexpected file %s in the zoo" % name
+    assert 0 < total < 5 * 1024 * 1024
+
+
+def test_table_has_every_model(zoo):
+    models = zoo["models"]
+    pool = [n for n, m in models.items() if m["role"] == "pool"]
+    assert len(pool) >= 4 and "big" in models
+    for name, m in models.items():
+        assert m["params"] > 0 and m["flops"] > 0 and m["ort_cpu_us"] > 0
+        assert 0.0 <= m["test_ece"] <= 1.0 and 0.0 < m["test_accuracy"] <= 1.0
+    assert all(20_000 <= models[n]["params"] <= 80_000 for n in pool)
+    assert models["big"]["weights_bytes"] <= 2_000_000
+    assert models["big"]["test_accuracy"] >= max(models[n]["test_accuracy"] for n in pool)
+    assert zoo["labels"] == FASHION_LABELS
+
+
+@pytest.mark.parametrize("folder", ["bundle", "early_exit"])
+def test_bundle_manifest_hashes_verify(folder):
+    path = os.path.join(ZOO, folder)
+    manifest = read_manifest(path, verify=True)
+    assert manifest.labels == FASHION_LABELS
+    assert len(manifest.stages) >= 2
+    for rel, info in manifest.files.items():
+        assert sha256_file(os.path.join(path, rel)) == info["sha256"]
+    if folder == "early_exit":
+        assert all(s.input != "image" for s in manifest.stages[1:])
+
+
+def test_tampered_bundle_is_refused(tmp_path):
+    import shutil
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(os.path.join(ZOO, "bundle"), str(copy))
+    stage = copy / read_manifest(str(copy)).stages[1].model
+    blob = bytearray(stage.read_bytes())
+    blob[-1] ^= 0xFF
+    stage.write_bytes(bytes(blob))
+    with pytest.raises(BundleError, match="sha256"):
+        load_bundle(str(copy))
+
+
+def test_shipped_model_files_match_the_table(zoo):
+    for name, m in zoo["models"].items():
+        path = os.path.join(ZOO, m["file"])
+        assert sha256_file(path) == m["sha256"], name
+        meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+        assert json.loads(meta["edgeconf.labels"]) == FASHION_LABELS
+        assert json.loads(meta["edgeconf.score"]) == "margin"
+
+
+def _accuracy_of_bundle(folder: str, x: np.ndarray, y: np.ndarray) -> float:
+    with load_bundle(folder, memo=False, threads=1) as cascade:
+        res = cascade.classify_batch(list(x))
+    return float((np.array([r.class_id for r in res]) == y).mean())
+
+
+def test_default_bundle_classifies_like_recorded(zoo, test_split):
+    x, y = test_split
+    acc = _accuracy_of_bundle(os.path.join(ZOO, "bundle"), x, y)
+    recorded = zoo["bundle"]["first_%d_accuracy" % N]
+    assert abs(acc - recorded) <= 2.0 / N  # same files, same images: at most rounding-level differences
+    assert abs(acc - zoo["bundle"]["runtime_test"]["accuracy"]) <= 0.02  # first 2000 vs the whole test split
+    assert acc > 0.88
+
+
+def test_early_exit_bundle_classifies_like_recorded(zoo, test_split):
+    x, y = test_split
+    acc = _accuracy_of_bundle(os.path.join(ZOO, "early_exit"), x, y)
+    assert abs(acc - zoo["multi_exit"]["first_%d_accuracy" % N]) <= 2.0 / N
+    assert acc > 0.85
+
+
+def test_baseline_is_confidence_aware_and_accurate(zoo, test_split):
+    from edgeconf.backends import prepare
+    from edgeconf.preprocess import Preprocessing
+
+    x, y = test_split
+    pre = Preprocessing.from_json(zoo["preprocessing"])
+    with prepare(os.path.join(ZOO, "big.onnx"), threads=1) as runner:
+        assert {"logits", "probs", "confidence", "exit"} <= {o.name for o in runner.outputs}
+        out = runner.run(pre.batch(list(x)))
+    acc = float((out["logits"].argmax(1) == y).mean())
+    assert abs(acc - zoo["models"]["big"]["first_%d_accuracy" % N]) <= 2.0 / N
+    assert np.array_equal(out["probs"].argmax(1), out["logits"].argmax(1))
+    assert acc >= zoo["bundle"]["first_%d_accuracy" % N] - 0.03
