@@ -99,6 +99,16 @@ def _plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
 
 
+def _minor_label(v: float, _pos: Any = None) -> str:
+    """Labels for the minor ticks of a short log axis: only 2, 3 and 5 times a power of ten."""
+    import math
+
+    if v <= 0:
+        return ""
+    lead = v / 10 ** math.floor(math.log10(v) + 1e-9)
+    return "%g" % v if any(abs(lead - d) < 1e-6 for d in (2.0, 3.0, 5.0)) else ""
+
+
 def plot_tradeoff(run: RunResult, path: str) -> Optional[str]:
     """Cost vs accuracy over λ (stage-1 threshold), the chosen point, the measured dual and big marked."""
     t = run.tradeoff
@@ -137,7 +147,7 @@ def plot_tradeoff(run: RunResult, path: str) -> Optional[str]:
         lo_x, hi_x = ax.get_xlim()
         if hi_x / max(lo_x, 1e-12) < 10:  # less than a decade: label the minor ticks too
             from matplotlib.ticker import FuncFormatter
-            ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: "%g" % v))
+            ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -215,6 +225,16 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
         lines.append("")
         for line in target_lines(run):
             lines.append("- " + line)
+        lines += ["", "Per input: process CPU, time inside model calls, and the rest (edgeconf's own work: "
+                  "preprocessing, cascade bookkeeping, memo key and fingerprint):", "",
+                  "| config | CPU µs | model µs | other µs | memo hit ms | memo miss ms |", "|---|---:|---:|---:|---:|---:|"]
+        for name, r in run.configs.items():
+            if not r.inputs:
+                continue
+            cpu, model = r.cpu_s / r.inputs * 1e6, sum(r.stage_model_s) / r.inputs * 1e6
+            lines.append("| %s | %.1f | %.1f | %.1f | %s | %s |" % (name, cpu, model, cpu - model,
+                                                                  _f(r.latency_ms.get("hit_mean")),
+                                                                  _f(r.latency_ms.get("miss_mean"))))
         lines.append("")
     t = next((r.tradeoff for r in runs if r.tradeoff is not None), None)
     if t is not None:
