@@ -121,7 +121,7 @@ def test_report_writes_markdown_and_pngs(run):
     assert "# edgeconf bench report" in md and "![Cost vs accuracy over λ](tradeoff.png)" in md
     for d in DUPS:
         assert "## Duplicate %g" % d in md
-    assert md.count("| dual_memo_exact |") == len(DUPS)
+    assert md.count("| dual_memo_exact |") == 2 * len(DUPS)  # main table and per-input cost table
     for name in ("tradeoff.png", "costs.png"):
         data = (rep / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
