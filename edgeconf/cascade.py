@@ -152,6 +152,8 @@ class Cascade:
         self.energy_hook: Optional[Callable[[int, float, float], None]] = None
         self.counters = CascadeCounters()
         self.reset_counters()
+        self._fingerprint_key: Any = None
+        self._fingerprint = ""
 
     # -- configuration -------------------------------------------------------------------------
     def reset_counters(self) -> None:
@@ -169,7 +171,18 @@ class Cascade:
         return [s.threshold for s in self.stages]
 
     def fingerprint(self) -> str:
-        """Hash of everything that decides an answer: models, scores, thresholds, temperatures, rule."""
+        """Hash of everything that decides an answer: models, scores, thresholds, temperatures, rule.
+
+        Cached against a cheap tuple of the same values, since the memo asks for it on every input.
+        """
+        key = (self.combine, self.preprocessing, tuple(
+            (s.model_sha256 or id(s.runner), s.score, s.threshold, s.temperature, s.input, s.logits) for s in self.stages))
+        if key != self._fingerprint_key:
+            self._fingerprint_key = key
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
         desc = {
             "combine": self.combine,
             "stages": [{"model": s.model_sha256 or id(s.runner), "score": s.score, "threshold": float(s.threshold),
@@ -298,6 +311,8 @@ class Cascade:
             raise ConfigError("this cascade has no preprocessing; use run_batch with model-ready arrays")
         if not len(images):
             return []
+        if len(images) == 1:
+            return [self.classify(images[0])]
         results: List[Optional[CascadeResult]] = [None] * len(images)
         keys: List[Any] = [None] * len(images)
         todo = list(range(len(images)))
@@ -332,8 +347,19 @@ class Cascade:
         return [r for r in results if r is not None]
 
     def classify(self, image: np.ndarray) -> CascadeResult:
-        """One raw image → its answer."""
-        return self.classify_batch([image])[0]
+        """One raw image → its answer (the batch-1 path: memo lookup, then the lean ``run``)."""
+        if self.preprocessing is None:
+            raise ConfigError("this cascade has no preprocessing; use run with model-ready arrays")
+        if self.memo is None:
+            return self.run(self.preprocessing(image))
+        fp = self.fingerprint()
+        key = self.memo.key(image)
+        hit = self.memo.get(key, fp)
+        if hit is not None:
+            return _as_memo_hit(hit)
+        res = self.run(self.preprocessing(image))
+        self.memo.put(key, fp, res)
+        return res
 
     def close(self) -> None:
         for st in self.stages:

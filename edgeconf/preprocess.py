@@ -34,6 +34,10 @@ class Preprocessing:
                 raise BundleError("preprocessing.%s needs 1 or %d values, got %d" % (name, self.channels, len(v)))
         if any(s <= 0 for s in self.std):
             raise BundleError("preprocessing.std values must be > 0")
+        # (x * scale - mean) / std as one affine map x * gain + offset, shared by every path
+        std = np.asarray(self.std, dtype=np.float32)
+        object.__setattr__(self, "_gain", (np.float32(self.scale) / std).astype(np.float32))
+        object.__setattr__(self, "_offset", (-np.asarray(self.mean, dtype=np.float32) / std).astype(np.float32))
 
     @classmethod
     def from_json(cls, data: dict) -> "Preprocessing":
@@ -65,6 +69,12 @@ class Preprocessing:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """One raw image → one model input (no batch axis)."""
+        img = image if isinstance(image, np.ndarray) else np.asarray(image)
+        if self.channels == 1 and img.dtype == np.uint8 and img.shape == self.size and len(self._gain) == 1:
+            x = img.astype(np.float32)  # the common case (grey, right size): no copy loop, no resize
+            x *= self._gain[0]
+            x += self._offset[0]
+            return x.reshape(self.input_shape).astype(self.dtype, copy=False)
         return self.batch([image])[0]
 
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -90,9 +100,8 @@ class Preprocessing:
             if img.shape[:2] != (h, w):
                 img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
             out[i] = img.reshape(h, w, self.channels)
-        out *= self.scale
-        out -= np.asarray(self.mean, dtype=np.float32)
-        out /= np.asarray(self.std, dtype=np.float32)
+        out *= self._gain
+        out += self._offset
         if self.layout == "NCHW":
             out = out.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(out, dtype=self.dtype)
