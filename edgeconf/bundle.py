@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from edgeconf import __version__
-from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, Stage
+from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, Stage, graph_head
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError
 from edgeconf.memo import MemoCache, parse_key_kind
@@ -234,7 +234,7 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
             path, stage_backend = stage_model_path(spec, backend, folder)
             runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
-                                spec.logits, manifest.files[spec.model]["sha256"]))
+                                spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner)))
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
         cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)

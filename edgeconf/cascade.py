@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 COMBINE_RULES = ("last", "best")
 IMAGE = "image"
+PROBS = "probs"  # outputs of the confidence head that edgeconf.export appends
+CONFIDENCE = "confidence"
 
 
 @dataclass
@@ -37,9 +39,16 @@ class Stage:
     input: str = IMAGE
     logits: str = "logits"
     model_sha256: str = ""
+    #: (score, temperature) that the model's own confidence head computes into its ``probs`` and
+    #: ``confidence`` outputs, when it has one; while they equal this stage's settings the runtime reads
+    #: those outputs instead of recomputing them (ONNX Runtime runs the head anyway).
+    head: Optional[Tuple[str, float]] = None
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def graph_head_active(self) -> bool:
+        return self.head is not None and self.head[0] == self.score and self.head[1] == float(self.temperature)
 
     def validate(self) -> None:
         if self.score not in SCORES:
@@ -53,7 +62,28 @@ class Stage:
             raise ConfigError("stage %s: the model has no output %r (outputs: %s)" % (self.name, self.logits, ", ".join(sorted(outs))))
 
     def needed_outputs(self, forward: Optional[str]) -> List[str]:
-        return [self.logits] + ([forward] if forward and forward != self.logits else [])
+        own = [PROBS, CONFIDENCE] if self.graph_head_active() else [self.logits]
+        return own + ([forward] if forward and forward not in own else [])
+
+    def answer(self, out: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        """(probabilities, confidence) of a batch from this stage's outputs."""
+        if self.graph_head_active():
+            return out[PROBS], out[CONFIDENCE]
+        p = softmax(out[self.logits], self.temperature)
+        return p, score(self.score, p)
+
+
+def graph_head(runner: Runner) -> Optional[Tuple[str, float]]:
+    """The (score, temperature) an edgeconf-exported model's head computes, from its metadata."""
+    meta = getattr(runner, "metadata", None) or {}
+    names = {s.name for s in runner.outputs}
+    if PROBS not in names or CONFIDENCE not in names:
+        return None
+    try:
+        head = (json.loads(meta["edgeconf.score"]), float(json.loads(meta["edgeconf.temperature"])))
+    except (KeyError, ValueError, TypeError):
+        return None
+    return head if head[0] in SCORES else None
 
 
 @dataclass
@@ -176,7 +206,8 @@ class Cascade:
         Cached against a cheap tuple of the same values, since the memo asks for it on every input.
         """
         key = (self.combine, self.preprocessing, tuple(
-            (s.model_sha256 or id(s.runner), s.score, s.threshold, s.temperature, s.input, s.logits) for s in self.stages))
+            (s.model_sha256 or id(s.runner), s.score, s.threshold, s.temperature, s.input, s.logits, s.head)
+            for s in self.stages))
         if key != self._fingerprint_key:
             self._fingerprint_key = key
             self._fingerprint = self._compute_fingerprint()
@@ -212,10 +243,11 @@ class Cascade:
         t1 = time.perf_counter()
         if self.energy_hook is not None:
             self.energy_hook(k, t0, t1)
-        logits = out.get(st.logits)
-        if logits is None or logits.ndim != 2 or logits.shape[0] != feed.shape[0]:
+        first = names[0]
+        value = out.get(first)
+        if value is None or value.ndim != 2 or value.shape[0] != feed.shape[0]:
             raise InputValidationError("stage %s output %r has shape %s; expected (%d, classes)"
-                                       % (st.name, st.logits, getattr(logits, "shape", None), feed.shape[0]))
+                                       % (st.name, first, getattr(value, "shape", None), feed.shape[0]))
         return out, t0, t1
 
     def run_batch(self, x: np.ndarray) -> BatchResult:
@@ -241,8 +273,7 @@ class Cascade:
             seconds.append(t1 - t0)
             counts.append(int(active.size))
             spans.append((t0, t1))
-            p = softmax(out[st.logits], st.temperature)
-            c = score(st.score, p)
+            p, c = st.answer(out)
             if probs is None:
                 probs = np.zeros((n, p.shape[1]), dtype=np.float64)
             stages_run[active] = k + 1
@@ -286,8 +317,8 @@ class Cascade:
         for k, st in enumerate(self.stages):
             out, t0, t1 = self._invoke(k, feed, self._output_names(k))
             seconds.append(t1 - t0)
-            p = softmax(out[st.logits], st.temperature)
-            c = float(score(st.score, p)[0])
+            p, cs = st.answer(out)
+            c = float(cs[0])
             if best_p is None or self.combine == "last" or c > best_c:
                 best_p, best_c, best_k = p[0], c, k
             if k == last or c >= st.threshold:

@@ -136,3 +136,41 @@ def test_empty_batch(two_models):
     cascade = Cascade([Stage("a", prepare(two_models[0]))])
     res = cascade.run_batch(np.zeros((0, 1, 28, 28), np.float32))
     assert len(res) == 0 and cascade.counters.inputs == 0
+
+
+def test_graph_head_outputs_are_used_and_agree_with_numpy(tmp_path, rng):
+    """Stages exported with a confidence head are read from the graph's probs/confidence outputs."""
+    import onnx
+
+    from edgeconf.cascade import graph_head
+    from edgeconf.export.head import add_confidence_head
+
+    ws = [_weights(30), _weights(31)]
+    paths = []
+    for k, (w, b) in enumerate(ws):
+        headed = add_confidence_head(linear_classifier(w, b), score="margin", threshold=0.3, temperature=1.7)
+        paths.append(str(tmp_path / ("h%d.onnx" % k)))
+        onnx.save(headed, paths[-1])
+    runners = [prepare(p) for p in paths]
+    assert graph_head(runners[0]) == ("margin", 1.7)
+    stages = [Stage("a", runners[0], "margin", 0.3, 1.7, head=graph_head(runners[0])),
+              Stage("b", runners[1], "margin", 0.0, 1.7, head=graph_head(runners[1]))]
+    cascade = Cascade(stages)
+    assert stages[0].needed_outputs(None) == ["probs", "confidence"]
+    x = rng.normal(size=(200, 1, 28, 28)).astype(np.float32)
+    got = cascade.run_batch(x)
+    want_class, want_stage, want_conf = _reference(x, ws, [0.3, 0.0], [1.7, 1.7], ["margin", "margin"], "last")
+    near = np.abs(want_conf - 0.3) < 1e-5  # float32 graph vs float64 numpy may differ at the threshold itself
+    np.testing.assert_array_equal(got.class_ids[~near], want_class[~near])
+    np.testing.assert_array_equal(got.stage[~near], want_stage[~near])
+    np.testing.assert_allclose(got.confidence, want_conf, atol=1e-5)
+    # a changed score or temperature no longer matches the graph's head: computed in numpy instead
+    fp = cascade.fingerprint()
+    for st in stages:
+        st.temperature = 0.9
+    assert not stages[0].graph_head_active() and stages[0].needed_outputs(None) == ["logits"]
+    assert cascade.fingerprint() != fp
+    want_class, want_stage, want_conf = _reference(x, ws, [0.3, 0.0], [0.9, 0.9], ["margin", "margin"], "last")
+    got = cascade.run_batch(x)
+    np.testing.assert_array_equal(got.class_ids, want_class)
+    np.testing.assert_allclose(got.confidence, want_conf, atol=1e-5)
