@@ -30,7 +30,7 @@ from torch import nn  # noqa: E402
 import zoo_models  # noqa: E402
 from edgeconf.datasets import FASHION_LABELS, load_fashion_mnist  # noqa: E402
 
-CALIB_SIZE = 5000
+CALIB_SIZE = 10000
 SPLIT_SEED = 0
 
 
@@ -78,12 +78,12 @@ def predict(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tenso
 # ------------------------------------------------------------------------------------------ training
 SPECS: Dict[str, dict] = {
     # order matters: big is the teacher; tiny's mistakes weight the later models
-    "big": dict(epochs=6, lr=3e-3, flip=True, shift=2, kd=False, reweight=False, seed=1),
-    "tiny": dict(epochs=6, lr=6e-3, flip=True, shift=0, kd=True, reweight=False, seed=2),
-    "mid": dict(epochs=8, lr=5e-3, flip=True, shift=0, kd=True, reweight=True, seed=3),
-    "stride7": dict(epochs=4, lr=5e-3, flip=True, shift=0, kd=False, reweight=True, seed=4),
-    "wide5": dict(epochs=4, lr=5e-3, flip=True, shift=0, kd=True, reweight=False, seed=5),
-    "multi_exit": dict(epochs=5, lr=5e-3, flip=True, shift=0, kd=True, reweight=False, seed=6),
+    "big": dict(epochs=10, lr=3e-3, flip=True, shift=1, kd=False, reweight=False, seed=1),
+    "tiny": dict(epochs=8, lr=6e-3, flip=True, shift=0, kd=True, reweight=False, seed=2),
+    "mid": dict(epochs=10, lr=5e-3, flip=True, shift=0, kd=True, reweight=True, seed=3),
+    "stride7": dict(epochs=5, lr=5e-3, flip=True, shift=0, kd=False, reweight=True, seed=4),
+    "wide5": dict(epochs=5, lr=5e-3, flip=True, shift=0, kd=True, reweight=False, seed=5),
+    "multi_exit": dict(epochs=6, lr=5e-3, flip=True, shift=0, kd=True, reweight=False, seed=6),
 }
 KD_T = 3.0
 KD_ALPHA = 0.7
@@ -200,7 +200,10 @@ def train_phase(data: Data, work: str, retrain: bool) -> None:
 POOL = ["tiny", "wide5", "stride7", "mid"]
 PREPROCESSING = {"size": [28, 28], "channels": 1, "scale": 1.0 / 255.0, "mean": [0.0], "std": [1.0],
                  "layout": "NCHW", "dtype": "float32"}
-MATCH_MARGIN = 0.003  # the cascade must reach the big model's calibration accuracy minus 0.3 points
+MATCH_MARGIN = 0.003  # issue 4: the cascade must reach the big model's accuracy minus 0.3 points
+# Thresholds are chosen on calibration at big's calibration accuracy minus only 0.1 points: picking the exact edge
+# (-0.3) leaves about even odds of missing on unseen data (the paired calibration noise is ~0.25 points at 10k).
+SELECT_BELOW = 0.001
 
 
 def load_trained(name: str, work: str) -> nn.Module:
@@ -335,7 +338,7 @@ def file_info(path: str, root: str) -> dict:
             "bytes": os.path.getsize(path)}
 
 
-def export_phase(data: "Data", work: str, out: str, docs: str) -> None:
+def export_phase(data: "Data", work: str, out: str, docs: str, match_below: float = SELECT_BELOW) -> None:
     import onnx
 
     from edgeconf.export.head import add_confidence_head
@@ -400,7 +403,7 @@ def export_phase(data: "Data", work: str, out: str, docs: str) -> None:
     temps = {n: models[n]["temperature"] for n in plain}
 
     # 4. pairs: thresholds on calibration (match: big's calibration accuracy - 0.3 points), reported on test
-    target = models["big"]["calib_accuracy"] - MATCH_MARGIN
+    target = models["big"]["calib_accuracy"] - match_below
     rows = pair_rows(POOL + ["big"], lc, lt, yc, yt, temps, costs, target, big_cost)
     best = pick_pair(rows)
     print("[pairs] target on calib %.4f; chosen %s -> %s (%s): calib %.4f, test %.4f at %.3f of big's cost" % (
@@ -430,6 +433,19 @@ def export_phase(data: "Data", work: str, out: str, docs: str) -> None:
                    "calib_point": rep["calibration"], "test_point": rep["test"], "runtime_test": rep["runtime_test"],
                    "test_cost_ratio": round(report.test.cost * 1000.0 / big_cost, 4)}
     print("[bundle] %s: thresholds %s, test %s" % (bundle_dir, bundle_info["thresholds"], rep["runtime_test"]), flush=True)
+    if abs(match_below - MATCH_MARGIN) > 1e-12:  # for the record: the same pair at the bare issue-4 margin
+        from edgeconf.export.errors import PolicyError
+        from edgeconf.export.thresholds import evaluate, select, tradeoff_curve
+
+        pair_args = dict(scores="margin", temperatures=[temps[a], temps[b]], combine=best["combine"])
+        curve = tradeoff_curve([lc[a], lc[b]], yc, [costs[a], costs[b]], n=2000, **pair_args)
+        try:
+            edge = select(curve, "match:%.6f" % (models["big"]["calib_accuracy"] - MATCH_MARGIN))
+            bundle_info["at_bare_margin"] = {
+                "policy": "match:<big calib - %.3f>" % MATCH_MARGIN, "calib": edge.to_json(),
+                "test": evaluate([lt[a], lt[b]], yt, edge.thresholds, [costs[a], costs[b]], **pair_args).to_json()}
+        except PolicyError:
+            pass
     early = build_early_exit(me, seg_paths, (xc, yc), (xt, yt), os.path.join(out, "early_exit"), costs_raw,
                              models["big"]["ort_cpu_us"])
 
@@ -454,6 +470,7 @@ def export_phase(data: "Data", work: str, out: str, docs: str) -> None:
            "cost_protocol": "ONNX Runtime %s, CPUExecutionProvider, 1 intra-op thread, batch 1, median of interleaved "
                             "rounds, process CPU microseconds per image" % _ort_version(),
            "models": models, "multi_exit": early, "target_calib_accuracy": round(target, 5),
+           "match_below": match_below,
            "pairs": rows, "bundle": bundle_info, "targets": targets, "seconds": round(time.time() - t_start, 1)}
     with open(os.path.join(out, "zoo.json"), "w") as f:
         json.dump(zoo, f, indent=1)
@@ -549,10 +566,10 @@ def write_docs(zoo: dict, path: str) -> None:
     b = zoo["bundle"]
     lines += ["", "## Pairs", "",
               "Stage 1 → stage 2, margin score, thresholds chosen on calibration with policy `match:<big's calibration "
-              "accuracy − 0.3 points>` = %.4f (when a pair cannot reach it: its most accurate threshold); cost is the "
+              "accuracy − %.1f points>` = %.4f (when a pair cannot reach it: its most accurate threshold); cost is the "
               "expected model time per image (stage 1 + escalated share × stage 2), ratio against `big`. "
               "Complementarity: share of calibration images exactly one of the two gets right (paper: minus the gap "
-              "in error counts / N)." % zoo["target_calib_accuracy"], "",
+              "in error counts / N)." % (100 * zoo["match_below"], zoo["target_calib_accuracy"]), "",
               "| stage 1 | stage 2 | combine | compl. | compl. (paper) | λ | reached on calib | calib acc. | test acc. | test escalation | test µs | ratio vs big |",
               "|---|---|---|---:|---:|---:|:-:|---:|---:|---:|---:|---:|"]
     for r in sorted(zoo["pairs"], key=lambda r: (not r["reached_target_on_calib"], r["calib_cost_us"])):
@@ -573,6 +590,13 @@ def write_docs(zoo: dict, path: str) -> None:
               "Issue 4's target (accuracy ≥ big − 0.3 points = %.2f %%, cost ratio ≤ 0.15): accuracy %s, cost %s "
               "(%s)." % (100 * t["dual_accuracy_at_least"], "met" if t["accuracy_met"] else "NOT met",
                          "met" if t["cost_met"] else "NOT met", t["note"]), ""]
+    if b.get("at_bare_margin"):
+        e2 = b["at_bare_margin"]
+        lines[-1:-1] = ["", "The selection target sits %.1f points below big's calibration accuracy, not 0.3, so that "
+                        "calibration noise does not eat the whole margin. For the record, the same pair at the bare "
+                        "0.3-point target: threshold %.4f, test accuracy %.2f %%, escalation %.3f." % (
+                            100 * zoo["match_below"], e2["calib"]["thresholds"][0], 100 * e2["test"]["accuracy"],
+                            e2["test"]["escalation"])]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
@@ -588,6 +612,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--stage", choices=["all", "train", "export"], default="all")
     ap.add_argument("--retrain", action="store_true", help="train again even when weights exist in --work")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--match-below", type=float, default=SELECT_BELOW,
+                    help="pairs and thresholds: the cheapest point whose calibration accuracy is at least big's "
+                         "calibration accuracy minus this (fraction; default %(default)s)")
     ap.add_argument("--docs", default="docs/zoo.md", help="where to write the Markdown table ('' to skip)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -599,7 +626,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         train_phase(data, args.work, args.retrain)
         print("[train] done in %.0fs" % (time.time() - t0), flush=True)
     if args.stage in ("all", "export"):
-        export_phase(data, args.work, args.out, args.docs)
+        export_phase(data, args.work, args.out, args.docs, args.match_below)
     print("[zoo] finished in %.0fs" % (time.time() - t0), flush=True)
     return 0
 
