@@ -19,7 +19,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeconf.cascade import Cascade, Stage
-from edgeconf.confidence import score, softmax
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 from edgeconf.memo import DEFAULT_KEY, MemoCache
 from edgeconf.preprocess import Preprocessing
@@ -385,10 +384,10 @@ def stage_outputs(cascade: Cascade, images: np.ndarray, labels: np.ndarray, batc
     for a in range(0, images.shape[0], batch):
         x = cascade.preprocessing.batch(list(images[a:a + batch]))
         for k, st in enumerate(cascade.stages):
-            logits = st.runner.run(x, output_names=[st.logits])[st.logits]
-            p = softmax(logits, st.temperature)
-            preds[k].append(p.argmax(axis=1))
-            scores[k].append(score(st.score, p))
+            # the same outputs and confidence the cascade itself uses (the model's own head when active)
+            p, c = st.answer(st.runner.run(x, output_names=st.needed_outputs(None), validate=False))
+            preds[k].append(np.asarray(p).argmax(axis=1))
+            scores[k].append(np.asarray(c, dtype=np.float64))
     return StageOutputs([np.concatenate(p) for p in preds], [np.concatenate(s) for s in scores],
                         np.asarray(labels, np.int64), cascade.combine, [st.threshold for st in cascade.stages])
 
