@@ -314,7 +314,7 @@ class ConfigResult:
                 "memo_false_hits": self.memo_false_hits, "memo": self.memo, "inputs": self.inputs,
                 "stage_model_s": list(self.stage_model_s),
                 "cpu_us_per_input": self.cpu_s / self.inputs * 1e6 if self.inputs else None,
-                # time inside the models' run calls; cpu_us_per_input minus this is edgeconf's own per-input work
+                # wall time inside the models' run calls; wall_s per input minus this is edgeconf's own work
                 "model_us_per_input": sum(self.stage_model_s) / self.inputs * 1e6 if self.inputs else None}
 
 
