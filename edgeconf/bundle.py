@@ -6,7 +6,6 @@ is loaded, and never executes code from the bundle.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import os
 import shutil
@@ -19,18 +18,11 @@ from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError
 from edgeconf.memo import MemoCache, parse_key_kind
 from edgeconf.preprocess import Preprocessing
+from edgeconf.hashing import sha256_file
 
 MANIFEST = "edgeconf.json"
 FORMAT = "edgeconf.bundle"
 SCHEMA_VERSION = 1
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

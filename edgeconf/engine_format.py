@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from edgeconf import __version__
 from edgeconf.errors import BackendUnavailableError, ModelLoadError
+from edgeconf.hashing import sha256_file  # noqa: F401  (re-exported)
 
 FORMAT = "edgeconf.engine"
 SCHEMA_VERSION = 1
@@ -329,14 +330,6 @@ def onnx_metadata(onnx_path: str) -> Dict[str, Any]:
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError
         raise ModelLoadError("%s is not a readable ONNX model (%s)" % (onnx_path, str(exc)[:200])) from None
     return decode_metadata({p.key: p.value for p in model.metadata_props})
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- compatibility --------------------------------------------------------------------------------

@@ -8,6 +8,15 @@ import numpy as np
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 
 
+def sha256_file(path: str) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def exact_digest(image: np.ndarray) -> bytes:
     """BLAKE2b digest of the array's dtype, shape and bytes (different shapes never collide)."""
     a = np.ascontiguousarray(image)
