@@ -84,6 +84,8 @@ SPECS: Dict[str, dict] = {
     "stride7": dict(epochs=5, lr=5e-3, flip=True, shift=0, kd=False, reweight=True, seed=4),
     "wide5": dict(epochs=5, lr=5e-3, flip=True, shift=0, kd=True, reweight=False, seed=5),
     "multi_exit": dict(epochs=6, lr=5e-3, flip=True, shift=0, kd=True, reweight=False, seed=6),
+    # the stronger stage 2 for tiny: epochs sized to ~15 minutes on 2 shared cores
+    "student": dict(epochs=24, lr=5e-3, flip=True, shift=1, kd=True, reweight=False, seed=7),
 }
 KD_T = 3.0
 KD_ALPHA = 0.7
@@ -198,6 +200,9 @@ def train_phase(data: Data, work: str, retrain: bool) -> None:
 
 # -------------------------------------------------------------------------------------------- export
 POOL = ["tiny", "wide5", "stride7", "mid"]
+STAGE2 = ["student"]  # stronger distilled stage-2 models (role "stage2" in zoo.json: above the pool's size range)
+# multi-stage cascades tried next to the best pair (thresholds on calibration, same match target)
+THREE_STAGE = [("tiny", "student", "big"), ("tiny", "mid", "big")]
 PREPROCESSING = {"size": [28, 28], "channels": 1, "scale": 1.0 / 255.0, "mean": [0.0], "std": [1.0],
                  "layout": "NCHW", "dtype": "float32"}
 MATCH_MARGIN = 0.003  # issue 4: the cascade must reach the big model's accuracy minus 0.3 points
@@ -319,6 +324,130 @@ def pick_pair(rows: List[dict]) -> dict:
     return max(rows, key=lambda r: (r["calib_accuracy"], -r["calib_cost_us"]))
 
 
+def multi_stage_rows(chains: List[Tuple[str, ...]], lc: Dict[str, np.ndarray], lt: Dict[str, np.ndarray],
+                     yc: np.ndarray, yt: np.ndarray, temps: Dict[str, float], costs: Dict[str, float], target: float,
+                     big_cost: float) -> List[dict]:
+    """Cascades of three or more models: thresholds from the exporter's N-stage sweep (shared and geometric
+    families) on calibration with policy ``match:target``, reported on test."""
+    from edgeconf.export.errors import PolicyError
+    from edgeconf.export.thresholds import evaluate, select, tradeoff_curve
+
+    rows = []
+    for chain in chains:
+        for combine in ("last", "best"):
+            args = dict(scores="margin", temperatures=[temps[n] for n in chain], combine=combine)
+            curve = tradeoff_curve([lc[n] for n in chain], yc, [costs[n] for n in chain], n=2000, **args)
+            try:
+                op, feasible = select(curve, "match:%.6f" % target), True
+            except PolicyError:
+                op, feasible = select(curve, "max-accuracy"), False
+            rows.append(_multi_row(chain, combine, "sweep", op.thresholds, feasible, op, lt, yt, costs, args, big_cost))
+            if combine == "last" and len(chain) == 3:  # every (t1, t2) pair on a grid, not only the sweep's families
+                thr, ok = grid_three_stage([lc[n] for n in chain], yc, [temps[n] for n in chain],
+                                           [costs[n] for n in chain], target)
+                op = evaluate([lc[n] for n in chain], yc, thr, [costs[n] for n in chain], **args)
+                rows.append(_multi_row(chain, combine, "grid", thr, ok, op, lt, yt, costs, args, big_cost))
+    return rows
+
+
+def _multi_row(chain, combine, search, thresholds, feasible, op, lt, yt, costs, args, big_cost) -> dict:
+    from edgeconf.export.thresholds import evaluate
+
+    te = evaluate([lt[n] for n in chain], yt, list(thresholds), [costs[n] for n in chain], **args)
+    return {"stages": list(chain), "combine": combine, "search": search,
+            "thresholds": [round(float(t), 6) for t in thresholds],
+            "reached_target_on_calib": bool(feasible), "calib_accuracy": round(op.accuracy, 5),
+            "calib_cost_us": round(op.cost, 2), "calib_reach": [round(r, 4) for r in op.reach],
+            "test_accuracy": round(te.accuracy, 5), "test_reach": [round(r, 4) for r in te.reach],
+            "test_cost_us": round(te.cost, 2), "test_cost_ratio": round(te.cost / big_cost, 4)}
+
+
+def grid_three_stage(logits: List[np.ndarray], y: np.ndarray, temps: List[float], costs: List[float], target: float,
+                     n: int = 501) -> Tuple[List[float], bool]:
+    """Thresholds (t1, t2) of a three-stage ``last`` cascade on an n×n grid over [0, 1] (calibration data): the
+    cheapest pair whose accuracy reaches ``target`` (most accurate among ties); when none does, the most accurate."""
+    from edgeconf.export.thresholds import stage_outputs
+
+    confs, preds, yy, _, _ = stage_outputs(logits, y, "margin", temps)
+    right = (preds == yy[None, :]).astype(np.float64)
+    total = float(yy.size)
+    grid = np.linspace(0.0, 1.0, n)
+    best = None  # (feasible, -cost or acc key, ...)
+    for t1 in grid:
+        esc = confs[0] < t1
+        base = right[0][~esc].sum()
+        c2 = confs[1][esc]
+        order = np.argsort(c2, kind="stable")
+        cum2 = np.concatenate([[0.0], np.cumsum(right[1][esc][order])])
+        cum3 = np.concatenate([[0.0], np.cumsum(right[2][esc][order])])
+        m = np.searchsorted(c2[order], grid, side="left")  # escalated samples with c2 < t2 go on to stage 3
+        acc = (base + cum3[m] + cum2[-1] - cum2[m]) / total
+        cost = costs[0] + esc.sum() / total * costs[1] + m / total * costs[2]
+        ok = acc >= target - 1e-12
+        if ok.any():
+            i = int(np.lexsort((-acc, np.where(ok, cost, np.inf)))[0])
+            key = (1, -cost[i], acc[i])
+        else:
+            i = int(np.lexsort((cost, -acc))[0])
+            key = (0, acc[i], -cost[i])
+        if best is None or key > best[0]:
+            best = (key, [float(t1), float(grid[i])])
+    return best[1], bool(best[0][0])
+
+
+def write_fixed_cascade(paths: List[str], thresholds: List[float], temps: List[float], costs_ms: List[float],
+                        combine: str, out: str, name: str, calib: Tuple[np.ndarray, np.ndarray],
+                        test: Tuple[np.ndarray, np.ndarray], policy: str):
+    """A bundle with thresholds already chosen on calibration (the grid search), written the way the exporter's
+    ``assemble_bundle`` writes one: margin heads at the calibrated temperatures, the manifest, a runtime check."""
+    import tempfile
+
+    import onnx
+
+    from edgeconf.bundle import StageSpec, save_bundle
+    from edgeconf.cascade import IMAGE
+    from edgeconf.export.build import runtime_check
+    from edgeconf.export.head import add_confidence_head
+    from edgeconf.export.thresholds import evaluate
+    from edgeconf.preprocess import Preprocessing
+
+    (xc, yc), (xt, yt) = calib, test
+    lcs = [ort_outputs(p, xc)[0] for p in paths]
+    lts = [ort_outputs(p, xt)[0] for p in paths]
+    args = dict(scores="margin", temperatures=temps, combine=combine, policy=policy)
+    op = evaluate(lcs, yc, thresholds, costs_ms, **args)
+    test_op = evaluate(lts, yt, thresholds, costs_ms, **args)
+    full = list(thresholds) + [0.0]
+    with tempfile.TemporaryDirectory(prefix="edgeconf-zoo-") as tmp:
+        specs, files = [], {}
+        for i, path in enumerate(paths):
+            headed = add_confidence_head(path, score="margin", threshold=full[i], temperature=temps[i],
+                                         labels=FASHION_LABELS, preprocessing=PREPROCESSING, output="logits")
+            fname = "stage%d.onnx" % (i + 1)
+            onnx.save(headed, os.path.join(tmp, fname))
+            files[fname] = os.path.join(tmp, fname)
+            specs.append(StageSpec(name="stage%d" % (i + 1), model=fname, score="margin", threshold=float(full[i]),
+                                   temperature=float(temps[i]), input=IMAGE, logits="logits",
+                                   cost={"value": float(costs_ms[i]), "how": "given"}))
+        extra = {"operating_point": {"policy": policy, "search": "grid over (t1, t2) on calibration",
+                                     "calibration": op.to_json(), "test": test_op.to_json(),
+                                     "calibration_samples": int(yc.shape[0]), "test_samples": int(yt.shape[0])}}
+        prov = {"sources": [os.path.basename(p) for p in paths]}
+        save_bundle(out, specs, files, FASHION_LABELS, Preprocessing.from_json(PREPROCESSING), combine, None, name,
+                    prov, extra)
+    return op, test_op, runtime_check(out, xt, yt, test_op)
+
+
+def pick_bundle(best_pair: dict, multi: List[dict]) -> dict:
+    """The default bundle, on calibration numbers only: the cheapest candidate (best pair or a multi-stage
+    cascade) that reaches the target; if none does, the best pair."""
+    pair = dict(best_pair, stages=[best_pair["first"], best_pair["second"]])
+    ok = [c for c in [pair] + list(multi) if c["reached_target_on_calib"]]
+    if not ok:
+        return pair
+    return min(ok, key=lambda r: (r["calib_cost_us"], -r["calib_accuracy"]))
+
+
 CHECK_N = 2000  # tests/export/test_zoo.py re-runs the shipped files on the first CHECK_N test images
 
 
@@ -351,7 +480,7 @@ def export_phase(data: "Data", work: str, out: str, docs: str, match_below: floa
     xt, yt = data.x["test"].numpy(), data.y["test"].numpy()
     example = data.x["calib"][:4]
     infos: Dict[str, dict] = {}
-    for name in POOL + ["big", "multi_exit"]:
+    for name in POOL + STAGE2 + ["big", "multi_exit"]:
         p = os.path.join(work, name + ".json")
         infos[name] = json.load(open(p)) if os.path.isfile(p) else {}
 
@@ -360,7 +489,7 @@ def export_phase(data: "Data", work: str, out: str, docs: str, match_below: floa
     lc: Dict[str, np.ndarray] = {}
     lt: Dict[str, np.ndarray] = {}
     models: Dict[str, dict] = {}
-    for name in POOL + ["big"]:
+    for name in POOL + STAGE2 + ["big"]:
         model = load_trained(name, work)
         path = os.path.join(onnx_dir, name + ".onnx")
         diff = to_onnx(model, example, path)
@@ -369,10 +498,10 @@ def export_phase(data: "Data", work: str, out: str, docs: str, match_below: floa
         lt[name] = ort_outputs(path, xt)[0]
         stats = model_stats(lc[name], yc, lt[name], yt)
         info = infos[name]
-        models[name] = dict(role="baseline" if name == "big" else "pool", params=zoo_models.count_params(model),
+        models[name] = dict(role="baseline" if name == "big" else ("stage2" if name in STAGE2 else "pool"), params=zoo_models.count_params(model),
                             weights_bytes=4 * zoo_models.count_params(model), macs=zoo_models.count_macs(model),
                             flops=2 * zoo_models.count_macs(model), parity_max_abs_diff=diff,
-                            epochs=info.get("epochs"), kd=info.get("kd"), reweight=info.get("reweight"),
+                            epochs=info.get("epochs"), kd=info.get("kd"), reweight=info.get("reweight"), shift=info.get("shift"),
                             train_seconds=info.get("train_seconds"), **stats)
         print("[export] %-8s test %.4f  calib %.4f  ECE %.4f -> %.4f (T=%.3f)" % (
             name, stats["test_accuracy"], stats["calib_accuracy"], stats["test_ece"], stats["test_ece_calibrated"],
@@ -404,11 +533,20 @@ def export_phase(data: "Data", work: str, out: str, docs: str, match_below: floa
 
     # 4. pairs: thresholds on calibration (match: big's calibration accuracy - 0.3 points), reported on test
     target = models["big"]["calib_accuracy"] - match_below
-    rows = pair_rows(POOL + ["big"], lc, lt, yc, yt, temps, costs, target, big_cost)
+    rows = pair_rows(POOL + STAGE2 + ["big"], lc, lt, yc, yt, temps, costs, target, big_cost)
     best = pick_pair(rows)
     print("[pairs] target on calib %.4f; chosen %s -> %s (%s): calib %.4f, test %.4f at %.3f of big's cost" % (
         target, best["first"], best["second"], best["combine"], best["calib_accuracy"], best["test_accuracy"],
         best["test_cost_ratio"]), flush=True)
+    multi = multi_stage_rows([c for c in THREE_STAGE if all(n in lc for n in c)], lc, lt, yc, yt, temps, costs,
+                             target, big_cost)
+    for r in multi:
+        print("[multi] %s (%s): calib %.4f (%s), test %.4f at %.3f of big's cost" % (
+            " -> ".join(r["stages"]), r["combine"], r["calib_accuracy"], "reached" if r["reached_target_on_calib"]
+            else "not reached", r["test_accuracy"], r["test_cost_ratio"]), flush=True)
+    chosen = pick_bundle(best, multi)
+    stages = list(chosen["stages"])
+    print("[bundle] chosen on calibration: %s (%s)" % (" -> ".join(stages), chosen["combine"]), flush=True)
 
     # 5. shipped files: confidence-aware ONNX of every model, the default bundle, the early-exit bundle
     for name in plain:
@@ -421,29 +559,47 @@ def export_phase(data: "Data", work: str, out: str, docs: str, match_below: floa
     from edgeconf.export.build import build_cascade
 
     bundle_dir = os.path.join(out, "bundle")
-    a, b = best["first"], best["second"]
-    policy = "match:%.6f" % target if best["reached_target_on_calib"] else "max-accuracy"
-    report = build_cascade(models=[plain[a], plain[b]], calib=(xc, yc), test=(xt, yt), out=bundle_dir,
-                           policy=policy, score="margin", combine=best["combine"],
-                           labels=FASHION_LABELS, preprocessing=PREPROCESSING,
-                           costs=[costs[a] / 1000.0, costs[b] / 1000.0], name="fashion-dual")
-    rep = report.to_json()
-    bundle_info = {"folder": "bundle", "stages": [a, b], "combine": best["combine"], "policy": policy,
-                   "thresholds": [round(t, 6) for t in report.thresholds], "cost_unit": "ms",
+    policy = "match:%.6f" % target if chosen["reached_target_on_calib"] else "max-accuracy"
+    bundle_name = "fashion-dual" if len(stages) == 2 else "fashion-cascade%d" % len(stages)
+    if chosen.get("search") == "grid":
+        op, test_op, runtime = write_fixed_cascade(
+            [plain[n] for n in stages], chosen["thresholds"], [temps[n] for n in stages],
+            [costs[n] / 1000.0 for n in stages], chosen["combine"], bundle_dir, bundle_name, (xc, yc), (xt, yt), policy)
+        rep = {"calibration": op.to_json(), "test": test_op.to_json(), "runtime_test": runtime}
+        thresholds_out, test_cost = list(op.thresholds), test_op.cost
+    else:
+        report = build_cascade(models=[plain[n] for n in stages], calib=(xc, yc), test=(xt, yt), out=bundle_dir,
+                               policy=policy, score="margin", combine=chosen["combine"],
+                               labels=FASHION_LABELS, preprocessing=PREPROCESSING,
+                               costs=[costs[n] / 1000.0 for n in stages], name=bundle_name)
+        rep = report.to_json()
+        thresholds_out, test_cost = report.thresholds, report.test.cost
+    bundle_info = {"folder": "bundle", "stages": stages, "combine": chosen["combine"], "policy": policy,
+                   "search": chosen.get("search", "sweep"),
+                   "thresholds": [round(t, 6) for t in thresholds_out], "cost_unit": "ms",
                    "calib_point": rep["calibration"], "test_point": rep["test"], "runtime_test": rep["runtime_test"],
-                   "test_cost_ratio": round(report.test.cost * 1000.0 / big_cost, 4)}
+                   "test_cost_ratio": round(test_cost * 1000.0 / big_cost, 4)}
     print("[bundle] %s: thresholds %s, test %s" % (bundle_dir, bundle_info["thresholds"], rep["runtime_test"]), flush=True)
     if abs(match_below - MATCH_MARGIN) > 1e-12:  # for the record: the same pair at the bare issue-4 margin
         from edgeconf.export.errors import PolicyError
         from edgeconf.export.thresholds import evaluate, select, tradeoff_curve
 
-        pair_args = dict(scores="margin", temperatures=[temps[a], temps[b]], combine=best["combine"])
-        curve = tradeoff_curve([lc[a], lc[b]], yc, [costs[a], costs[b]], n=2000, **pair_args)
+        pair_args = dict(scores="margin", temperatures=[temps[n] for n in stages], combine=chosen["combine"])
+        curve = tradeoff_curve([lc[n] for n in stages], yc, [costs[n] for n in stages], n=2000, **pair_args)
         try:
-            edge = select(curve, "match:%.6f" % (models["big"]["calib_accuracy"] - MATCH_MARGIN))
+            bare = models["big"]["calib_accuracy"] - MATCH_MARGIN
+            if bundle_info["search"] == "grid":  # the same search as the bundle's, at the bare target
+                thr, ok = grid_three_stage([lc[n] for n in stages], yc, [temps[n] for n in stages],
+                                           [costs[n] for n in stages], bare)
+                if not ok:
+                    raise PolicyError("the grid does not reach %.4f" % bare)
+                edge = evaluate([lc[n] for n in stages], yc, thr, [costs[n] for n in stages], **pair_args)
+            else:
+                edge = select(curve, "match:%.6f" % bare)
             bundle_info["at_bare_margin"] = {
                 "policy": "match:<big calib - %.3f>" % MATCH_MARGIN, "calib": edge.to_json(),
-                "test": evaluate([lt[a], lt[b]], yt, edge.thresholds, [costs[a], costs[b]], **pair_args).to_json()}
+                "test": evaluate([lt[n] for n in stages], yt, edge.thresholds, [costs[n] for n in stages],
+                                 **pair_args).to_json()}
         except PolicyError:
             pass
     early = build_early_exit(me, seg_paths, (xc, yc), (xt, yt), os.path.join(out, "early_exit"), costs_raw,
@@ -471,7 +627,7 @@ def export_phase(data: "Data", work: str, out: str, docs: str, match_below: floa
                             "rounds, process CPU microseconds per image" % _ort_version(),
            "models": models, "multi_exit": early, "target_calib_accuracy": round(target, 5),
            "match_below": match_below,
-           "pairs": rows, "bundle": bundle_info, "targets": targets, "seconds": round(time.time() - t_start, 1)}
+           "pairs": rows, "multi_stage": multi, "bundle": bundle_info, "targets": targets, "seconds": round(time.time() - t_start, 1)}
     with open(os.path.join(out, "zoo.json"), "w") as f:
         json.dump(zoo, f, indent=1)
         f.write("\n")
@@ -547,8 +703,9 @@ def write_docs(zoo: dict, path: str) -> None:
              "| model | role | params | weights | MFLOPs | test acc. | ECE (T=1) | ECE (calibrated) | T | ORT µs/image | training |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, r in m.items():
-        how = "%s epochs%s%s" % (r.get("epochs"), ", distilled from big" if r.get("kd") else "",
-                                 ", reweighted on tiny's hard samples" if r.get("reweight") else "")
+        how = "%s epochs%s%s%s" % (r.get("epochs"), ", distilled from big" if r.get("kd") else "",
+                                   ", reweighted on tiny's hard samples" if r.get("reweight") else "",
+                                   ", flip + %d-px shift" % r["shift"] if r.get("shift") else "")
         lines.append("| `%s` | %s | %d | %.0f kB | %.2f | %.2f %% | %.2f %% | %.2f %% | %.3f | %.1f | %s |" % (
             name, r["role"], r["params"], r["weights_bytes"] / 1000, r["flops"] / 1e6, 100 * r["test_accuracy"],
             100 * r["test_ece"], 100 * r["test_ece_calibrated"], r["temperature"], r["ort_cpu_us"], how))
@@ -573,16 +730,32 @@ def write_docs(zoo: dict, path: str) -> None:
               "| stage 1 | stage 2 | combine | compl. | compl. (paper) | λ | reached on calib | calib acc. | test acc. | test escalation | test µs | ratio vs big |",
               "|---|---|---|---:|---:|---:|:-:|---:|---:|---:|---:|---:|"]
     for r in sorted(zoo["pairs"], key=lambda r: (not r["reached_target_on_calib"], r["calib_cost_us"])):
-        chosen = " **(default bundle)**" if (r["first"], r["second"], r["combine"]) == (b["stages"][0], b["stages"][1], b["combine"]) else ""
+        chosen = " **(default bundle)**" if [r["first"], r["second"], r["combine"]] == b["stages"] + [b["combine"]] else ""
         lines.append("| `%s` | `%s`%s | %s | %.4f | %.4f | %.4f | %s | %.2f %% | %.2f %% | %.3f | %.1f | %.3f |" % (
             r["first"], r["second"], chosen, r["combine"], r["complementarity"], r["complementarity_paper"], r["threshold"],
             "yes" if r["reached_target_on_calib"] else "no", 100 * r["calib_accuracy"], 100 * r["test_accuracy"],
             r["test_escalation"], r["test_cost_us"], r["test_cost_ratio"]))
+    if zoo.get("multi_stage"):
+        lines += ["", "## Three-stage cascades", "",
+                  "Same policy and calibration target. Search `sweep`: the exporter's N-stage sweep (one shared "
+                  "threshold, or geometric shares of the inputs per stage); `grid`: every (t1, t2) on a 501×501 grid "
+                  "over [0, 1], cheapest that reaches the target on calibration. Reach: share of inputs each stage sees.", "",
+                  "| stages | combine | search | thresholds | reached on calib | calib acc. | test acc. | test reach | test µs | ratio vs big |",
+                  "|---|---|---|---|:-:|---:|---:|---|---:|---:|"]
+        for r in sorted(zoo["multi_stage"], key=lambda r: (not r["reached_target_on_calib"], r["calib_cost_us"])):
+            chosen = " **(default bundle)**" if (r["stages"] == b["stages"] and r["combine"] == b["combine"]
+                                                and r["search"] == b.get("search")) else ""
+            lines.append("| %s%s | %s | %s | %s | %s | %.2f %% | %.2f %% | %s | %.1f | %.3f |" % (
+                " → ".join("`%s`" % n for n in r["stages"]), chosen, r["combine"], r["search"], r["thresholds"],
+                "yes" if r["reached_target_on_calib"] else "no", 100 * r["calib_accuracy"], 100 * r["test_accuracy"],
+                r["test_reach"], r["test_cost_us"], r["test_cost_ratio"]))
+        lines += ["", "The default bundle is the cheapest candidate on calibration (best pair or three-stage cascade) "
+                  "that reaches the target."]
     t = zoo["targets"]
     bt = b["test_point"]
     lines += ["", "## Default bundle (`bundle/`)", "",
-              "`%s` → `%s`, combine `%s`, policy `%s`, thresholds %s." % (b["stages"][0], b["stages"][1], b["combine"],
-                                                                       b["policy"], b["thresholds"]),
+              "%s, combine `%s`, policy `%s`, thresholds %s." % (" → ".join("`%s`" % n for n in b["stages"]),
+                                                               b["combine"], b["policy"], b["thresholds"]),
               "On the test split (the written bundle run by the runtime): accuracy %.2f %%, escalation %.3f; expected "
               "model time %.1f µs per image = %.3f of `big` (%.2f %%, %.1f µs)." % (
                   100 * b["runtime_test"]["accuracy"], b["runtime_test"]["escalation"], bt["cost"] * 1000,
@@ -593,10 +766,11 @@ def write_docs(zoo: dict, path: str) -> None:
     if b.get("at_bare_margin"):
         e2 = b["at_bare_margin"]
         lines[-1:-1] = ["", "The selection target sits %.1f points below big's calibration accuracy, not 0.3, so that "
-                        "calibration noise does not eat the whole margin. For the record, the same pair at the bare "
-                        "0.3-point target: threshold %.4f, test accuracy %.2f %%, escalation %.3f." % (
-                            100 * zoo["match_below"], e2["calib"]["thresholds"][0], 100 * e2["test"]["accuracy"],
-                            e2["test"]["escalation"])]
+                        "calibration noise does not eat the whole margin. For the record, the same stages at the bare "
+                        "0.3-point target: thresholds %s, test accuracy %.2f %%, escalation %.3f, %.3f of `big`." % (
+                            100 * zoo["match_below"], [round(t, 4) for t in e2["calib"]["thresholds"]],
+                            100 * e2["test"]["accuracy"], e2["test"]["escalation"],
+                            e2["test"]["cost"] / m["big"]["ort_cpu_us"])]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))

@@ -45,6 +45,13 @@ def mid() -> nn.Module:
                          nn.Flatten(), nn.Linear(96 * 3 * 3, 10))
 
 
+def student() -> nn.Module:
+    """The stronger stage-2 model: three pooled 3×3 layers 32-64-128 (~104k parameters, ~15 MFLOPs), distilled
+    from ``big`` with big's augmentation (flip + 1-px shift); cheap enough to follow ``tiny`` in a cascade."""
+    return nn.Sequential(*conv_bn(1, 32, pool=True), *conv_bn(32, 64, pool=True), *conv_bn(64, 128, pool=True),
+                         nn.Flatten(), nn.Linear(128 * 3 * 3, 10))
+
+
 def big() -> nn.Module:
     """The baseline: six 3×3 layers at full, half and quarter resolution (~298k parameters, 1.2 MB)."""
     return nn.Sequential(*conv_bn(1, 32), *conv_bn(32, 32, pool=True), *conv_bn(32, 64), *conv_bn(64, 64, pool=True),
@@ -77,7 +84,7 @@ class MultiExitNet(nn.Module):
 
 
 SMALL: Dict[str, Callable[[], nn.Module]] = {"tiny": tiny, "wide5": wide5, "stride7": stride7, "mid": mid}
-ALL: Dict[str, Callable[[], nn.Module]] = dict(SMALL, big=big, multi_exit=MultiExitNet)
+ALL: Dict[str, Callable[[], nn.Module]] = dict(SMALL, student=student, big=big, multi_exit=MultiExitNet)
 
 
 def count_params(model: nn.Module) -> int:
