@@ -541,8 +541,8 @@ def export_phase(data: "Data", work: str, out: str, docs: str, match_below: floa
     multi = multi_stage_rows([c for c in THREE_STAGE if all(n in lc for n in c)], lc, lt, yc, yt, temps, costs,
                              target, big_cost)
     for r in multi:
-        print("[multi] %s (%s): calib %.4f (%s), test %.4f at %.3f of big's cost" % (
-            " -> ".join(r["stages"]), r["combine"], r["calib_accuracy"], "reached" if r["reached_target_on_calib"]
+        print("[multi] %s (%s, %s): calib %.4f (%s), test %.4f at %.3f of big's cost" % (
+            " -> ".join(r["stages"]), r["combine"], r["search"], r["calib_accuracy"], "reached" if r["reached_target_on_calib"]
             else "not reached", r["test_accuracy"], r["test_cost_ratio"]), flush=True)
     chosen = pick_bundle(best, multi)
     stages = list(chosen["stages"])
