@@ -376,11 +376,12 @@ class StageOutputs:
 
 
 def stage_outputs(cascade: Cascade, images: np.ndarray, labels: np.ndarray, batch: int = 512) -> Optional[StageOutputs]:
-    """Run every stage on every base sample; None when the cascade is not two image-input stages."""
-    if len(cascade.stages) != 2 or any(st.input != "image" for st in cascade.stages) or cascade.preprocessing is None:
+    """Run every stage on every base sample; None unless the cascade has 2+ image-input stages."""
+    k_all = len(cascade.stages)
+    if k_all < 2 or any(st.input != "image" for st in cascade.stages) or cascade.preprocessing is None:
         return None
-    preds: List[List[np.ndarray]] = [[], []]
-    scores: List[List[np.ndarray]] = [[], []]
+    preds: List[List[np.ndarray]] = [[] for _ in range(k_all)]
+    scores: List[List[np.ndarray]] = [[] for _ in range(k_all)]
     for a in range(0, images.shape[0], batch):
         x = cascade.preprocessing.batch(list(images[a:a + batch]))
         for k, st in enumerate(cascade.stages):
@@ -392,39 +393,59 @@ def stage_outputs(cascade: Cascade, images: np.ndarray, labels: np.ndarray, batc
                         np.asarray(labels, np.int64), cascade.combine, [st.threshold for st in cascade.stages])
 
 
-def sweep(out: StageOutputs, lambdas: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-    """Accuracy and escalation rate of the two-stage cascade for every stage-1 threshold λ.
+def _escalated_answers(out: StageOutputs, stage_costs: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:
+    """For every input sent past stage 1: is the cascade's final answer right, and what do stages 2… cost.
 
-    By default 2000 values in (0, 1) as the paper, plus 0 and 1 and the current threshold.
+    Stages after the second keep their own thresholds; the combine rule decides which answer is kept.
+    """
+    n = out.labels.size
+    kept_pred = out.preds[0].copy()
+    kept_score = out.scores[0].copy()
+    active = np.ones(n, dtype=bool)
+    cost = np.zeros(n)
+    for k in range(1, len(out.preds)):
+        cost[active] += stage_costs[k - 1]
+        take = active if out.combine == "last" else active & (out.scores[k] > kept_score)
+        kept_pred[take] = out.preds[k][take]
+        kept_score[take] = out.scores[k][take]
+        if k + 1 < len(out.preds):
+            active = active & (out.scores[k] < out.thresholds[k])
+    return kept_pred == out.labels, cost
+
+
+def sweep(out: StageOutputs, lambdas: Optional[np.ndarray] = None,
+          stage_costs: Optional[Sequence[float]] = None) -> Dict[str, np.ndarray]:
+    """Accuracy, escalation rate and mean cost of later stages for every stage-1 threshold λ.
+
+    Later stages keep their thresholds. By default 2000 values in (0, 1) as the paper, plus 0, 1 and
+    the current threshold.
     """
     if lambdas is None:
         lambdas = np.concatenate([[0.0], np.linspace(0.0, 1.0, 2002)[1:-1], [1.0], [out.thresholds[0]]])
     lambdas = np.unique(np.asarray(lambdas, dtype=np.float64))
-    p1, p2 = out.preds
-    s1, s2 = out.scores
-    ok1 = p1 == out.labels
-    if out.combine == "best":
-        ok2 = np.where(s2 > s1, p2 == out.labels, ok1)
-    else:
-        ok2 = p2 == out.labels
+    costs = list(stage_costs) if stage_costs is not None else [1.0] * (len(out.preds) - 1)
+    s1 = out.scores[0]
+    ok1 = out.preds[0] == out.labels
+    ok_esc, tail_cost = _escalated_answers(out, costs)
     order = np.argsort(s1, kind="stable")
     s_sorted = s1[order]
     # inputs with s1 < λ escalate: the first `cnt` of the sorted order
     cnt = np.searchsorted(s_sorted, lambdas, side="left")
-    gain = np.concatenate([[0], np.cumsum((ok2.astype(np.int64) - ok1.astype(np.int64))[order])])
+    gain = np.concatenate([[0], np.cumsum((ok_esc.astype(np.int64) - ok1.astype(np.int64))[order])])
+    spent = np.concatenate([[0.0], np.cumsum(tail_cost[order])])
     n = max(1, s1.size)
     acc = (ok1.sum() + gain[cnt]) / n
-    return {"lambda": lambdas, "accuracy": acc.astype(np.float64), "escalation": cnt / n}
+    return {"lambda": lambdas, "accuracy": acc.astype(np.float64), "escalation": cnt / n, "later_cost": spent[cnt] / n}
 
 
-def tradeoff(out: StageOutputs, first_cpu_per_input: float, stage2_s_per_call: float,
+def tradeoff(out: StageOutputs, first_cpu_per_input: float, stage_s_per_call: Sequence[float],
              big_cpu_per_input: Optional[float]) -> Dict[str, Any]:
-    """The λ sweep priced with measured costs: cost(λ) = first + escalation(λ) × stage-2 per call.
+    """The λ sweep priced with measured costs: cost(λ) = first + Σ later stages' per-call cost × share reaching them.
 
     Costs are per input; ``cost_ratio`` divides by the big model's per-input CPU cost when measured.
     """
-    sw = sweep(out)
-    cost = first_cpu_per_input + sw["escalation"] * stage2_s_per_call
+    sw = sweep(out, stage_costs=stage_s_per_call)
+    cost = first_cpu_per_input + sw["later_cost"]
     ratio = cost / big_cpu_per_input if big_cpu_per_input else None
     lam = float(out.thresholds[0])
     i = int(np.flatnonzero(sw["lambda"] == lam)[0])
@@ -437,7 +458,8 @@ def tradeoff(out: StageOutputs, first_cpu_per_input: float, stage2_s_per_call: f
                              "escalation": float(sw["escalation"][best]),
                              "cost_ratio": float(ratio[best]) if ratio is not None else None},
             "inputs": int(out.labels.size), "first_cpu_per_input_s": first_cpu_per_input,
-            "stage2_s_per_call": stage2_s_per_call, "big_cpu_per_input_s": big_cpu_per_input}
+            "stage_s_per_call": list(stage_s_per_call), "later_thresholds": list(out.thresholds[1:-1]),
+            "big_cpu_per_input_s": big_cpu_per_input}
 
 
 def tradeoff_json(t: Dict[str, Any], points: int = 201) -> Dict[str, Any]:
@@ -611,10 +633,10 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
             curve = None
             if outs is not None and "first" in results and "dual" in results:
                 dual = results["dual"]
-                if dual.stage_calls[1]:
+                if all(dual.stage_calls[1:]):
                     big = results.get("big")
-                    curve = tradeoff(outs, results["first"].cpu_s / len(stream),
-                                     dual.stage_model_s[1] / dual.stage_calls[1],
+                    per_call = [dual.stage_model_s[k] / dual.stage_calls[k] for k in range(1, len(dual.stage_calls))]
+                    curve = tradeoff(outs, results["first"].cpu_s / len(stream), per_call,
                                      big.cpu_s / len(stream) if big else None)
             info = {"dataset": "FashionMNIST test", "data": settings.data, "n": n, "duplicate": float(d),
                     "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),

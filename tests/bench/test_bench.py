@@ -156,6 +156,35 @@ def test_sweep_equals_a_plain_loop():
             assert acc == pytest.approx(want) and esc == pytest.approx(esc_mask.mean())
 
 
+def test_three_stage_sweep_equals_a_plain_simulation():
+    """Later thresholds stay fixed; accuracy and later-stage cost follow the cascade rule input by input."""
+    rng = np.random.default_rng(4)
+    n = 500
+    labels = rng.integers(0, 10, n)
+    preds = [np.where(rng.random(n) < q, labels, rng.integers(0, 10, n)) for q in (0.7, 0.85, 0.95)]
+    scores = [rng.random(n) for _ in range(3)]
+    costs = [2.0, 10.0]
+    lams = np.array([0.0, 0.2, 0.5, 0.77, 1.0])
+    for combine in ("last", "best"):
+        out = StageOutputs(preds, scores, labels, combine, [0.5, 0.4, 0.0])
+        sw = sweep(out, lams, stage_costs=costs)
+        for lam, acc, esc, later in zip(sw["lambda"], sw["accuracy"], sw["escalation"], sw["later_cost"]):
+            right, spent = 0, 0.0
+            for i in range(n):
+                kept_p, kept_s = preds[0][i], scores[0][i]
+                if scores[0][i] < lam:
+                    for k in (1, 2):
+                        spent += costs[k - 1]
+                        if combine == "last" or scores[k][i] > kept_s:
+                            kept_p, kept_s = preds[k][i], scores[k][i]
+                        if k == 2 or scores[k][i] >= 0.4:
+                            break
+                right += kept_p == labels[i]
+            assert acc == pytest.approx(right / n)
+            assert later == pytest.approx(spent / n)
+            assert esc == pytest.approx(np.mean(scores[0] < lam))
+
+
 def test_stream_protocol(sample):
     images, labels = sample
     s = make_stream(images, labels, 0.5, seed=7)
