@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import re
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -136,7 +137,7 @@ def _total(rails: Dict[str, float], whole: Optional[str], failed: List[str]) -> 
     return float(sum(rails.values()))
 
 
-class _Ina3221Base(PowerSource):
+class _Ina3221Base(PowerSource, ABC):
     """Shared logic of the two INA3221 sysfs layouts."""
 
     layout_hint = ""
@@ -163,11 +164,13 @@ class _Ina3221Base(PowerSource):
         elif not self.reason:
             self.reason = "no INA3221 channels under %s" % (self.root / self.layout_hint)
 
+    @abstractmethod
     def _discover(self) -> List[_Channel]:
-        raise NotImplementedError
+        """Implemented by every subclass."""
 
+    @abstractmethod
     def _channel_mw(self, ch: _Channel) -> float:
-        raise NotImplementedError
+        """Implemented by every subclass."""
 
     def read(self) -> PowerSample:
         if not self.available:

@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -41,15 +42,16 @@ class Detection:
     class_id: Optional[int] = None
 
 
-class RegionProposer:
+class RegionProposer(ABC):
     """Base class. ``propose(image, frame=None)`` takes an H×W×3 RGB uint8 image (and optionally its Frame)."""
 
     name = "regions"
     #: True when ``propose`` needs the Frame (its ground truth), not only the image.
     needs_frame = False
 
+    @abstractmethod
     def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
-        raise NotImplementedError
+        """Implemented by every subclass."""
 
     def propose_frame(self, frame: Any) -> List[Detection]:
         """Regions of a :class:`edgeconf.sources.Frame`."""

@@ -23,6 +23,7 @@ import os
 import re
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -78,7 +79,7 @@ class Frame:
 StateListener = Callable[[SourceState], None]
 
 
-class Source:
+class Source(ABC):
     """Base class: a reader thread, a one-frame slot, state and counters. Subclasses implement ``_run``.
 
     ``open_source`` returns the source unstarted, so listeners can be added first; ``start()``, the ``with``
@@ -242,8 +243,9 @@ class Source:
 
     # ---- for subclasses ------------------------------------------------------------------------------------
 
+    @abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """Implemented by every subclass."""
 
     def _release(self) -> None:
         """Free the device or file handle (called on the reader thread when it stops)."""
