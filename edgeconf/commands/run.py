@@ -146,6 +146,8 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
     finally:
         if live_ctx is not None:
             live_ctx.stop()
+            if not live_ctx.console.is_terminal:
+                live_ctx.console.line()  # a non-terminal stream gets the last panel without a line end
         if recorder is not None:
             recorder.close()
         if events is not None:
