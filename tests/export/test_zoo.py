@@ -27,7 +27,7 @@ def zoo() -> dict:
 
 
 @pytest.fixture(scope="module")
-def test_split():
+def fashion_test_split():
     try:
         x, y = load_fashion_mnist("test")
     except DataError as exc:
@@ -97,8 +97,8 @@ def _accuracy_of_bundle(folder: str, x: np.ndarray, y: np.ndarray) -> float:
     return float((np.array([r.class_id for r in res]) == y).mean())
 
 
-def test_default_bundle_classifies_like_recorded(zoo, test_split):
-    x, y = test_split
+def test_default_bundle_classifies_like_recorded(zoo, fashion_test_split):
+    x, y = fashion_test_split
     acc = _accuracy_of_bundle(os.path.join(ZOO, "bundle"), x, y)
     recorded = zoo["bundle"]["first_%d_accuracy" % N]
     assert abs(acc - recorded) <= 2.0 / N  # same files, same images: at most rounding-level differences
@@ -106,18 +106,18 @@ def test_default_bundle_classifies_like_recorded(zoo, test_split):
     assert acc > 0.88
 
 
-def test_early_exit_bundle_classifies_like_recorded(zoo, test_split):
-    x, y = test_split
+def test_early_exit_bundle_classifies_like_recorded(zoo, fashion_test_split):
+    x, y = fashion_test_split
     acc = _accuracy_of_bundle(os.path.join(ZOO, "early_exit"), x, y)
     assert abs(acc - zoo["multi_exit"]["first_%d_accuracy" % N]) <= 2.0 / N
     assert acc > 0.85
 
 
-def test_baseline_is_confidence_aware_and_accurate(zoo, test_split):
+def test_baseline_is_confidence_aware_and_accurate(zoo, fashion_test_split):
     from edgeconf.backends import prepare
     from edgeconf.preprocess import Preprocessing
 
-    x, y = test_split
+    x, y = fashion_test_split
     pre = Preprocessing.from_json(zoo["preprocessing"])
     with prepare(os.path.join(ZOO, "big.onnx"), threads=1) as runner:
         assert {"logits", "probs", "confidence", "exit"} <= {o.name for o in runner.outputs}
