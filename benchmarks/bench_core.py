@@ -56,13 +56,9 @@ def median_us(fn, n: int) -> float:
     return statistics.median(times) * 1e6
 
 
-def orchestration_overhead(tmp: str, n: int = 2000) -> dict:
-    """Total cascade time per input vs the sum of the invoked stages' own model time, batch 1."""
-    paths = [save(conv_classifier(s, 8), os.path.join(tmp, "s%d.onnx" % s)) for s in (1, 2)]
-    runners = [prepare(p, threads=1) for p in paths]
-    cascade = Cascade([Stage("a", runners[0], "margin", 0.5), Stage("b", runners[1], "margin", 0.0)])
-    x = np.random.default_rng(0).normal(size=(n, 1, 28, 28)).astype(np.float32)
-    for i in range(50):
+def time_cascade(cascade: Cascade, x: np.ndarray, n: int, warm: int = 50) -> dict:
+    """Batch-1 run of ``n`` inputs: total time vs the stages' own model time (counters reset after warm-up)."""
+    for i in range(warm):
         cascade.run(x[i])
     cascade.reset_counters()
     t0 = time.perf_counter()
@@ -70,16 +66,26 @@ def orchestration_overhead(tmp: str, n: int = 2000) -> dict:
         cascade.run(x[i])
     total = time.perf_counter() - t0
     stage_sum = sum(cascade.counters.stage_seconds)
+    return {"inputs": n, "escalation_rate": cascade.counters.escalation_rate,
+            "total_us_per_input": total / n * 1e6, "stage_us_per_input": stage_sum / n * 1e6,
+            "overhead_ratio": total / stage_sum, "overhead_us_per_input": (total - stage_sum) / n * 1e6}
+
+
+def orchestration_overhead(tmp: str, n: int = 2000) -> dict:
+    """Total cascade time per input vs the sum of the invoked stages' own model time, batch 1."""
+    paths = [save(conv_classifier(s, 8), os.path.join(tmp, "s%d.onnx" % s)) for s in (1, 2)]
+    runners = [prepare(p, threads=1) for p in paths]
+    cascade = Cascade([Stage("a", runners[0], "margin", 0.5), Stage("b", runners[1], "margin", 0.0)])
+    x = np.random.default_rng(0).normal(size=(n, 1, 28, 28)).astype(np.float32)
+    res = time_cascade(cascade, x, n)
     # raw ORT session time for the same calls, without edgeconf's runner layer
     sess = [r.session for r in runners]
     t0 = time.perf_counter()
     for i in range(n):
         sess[0].run(["logits"], {"input": x[i:i + 1]})
     raw1 = time.perf_counter() - t0
-    return {"inputs": n, "escalation_rate": cascade.counters.escalation_rate,
-            "total_us_per_input": total / n * 1e6, "stage_us_per_input": stage_sum / n * 1e6,
-            "overhead_ratio": total / stage_sum, "target_overhead_ratio": 1.05,
-            "raw_ort_stage1_us": raw1 / n * 1e6}
+    res.update(target_overhead_ratio=1.05, raw_ort_stage1_us=raw1 / n * 1e6)
+    return res
 
 
 def orchestration_zoo(n: int = 3000) -> Optional[dict]:
@@ -97,17 +103,7 @@ def orchestration_zoo(n: int = 3000) -> Optional[dict]:
         return None
     cascade = load_bundle(folder, threads=1, memo=False)
     x = cascade.preprocessing.batch(list(images[:n]))
-    for i in range(100):
-        cascade.run(x[i])
-    cascade.reset_counters()
-    t0 = time.perf_counter()
-    for i in range(n):
-        cascade.run(x[i])
-    total = time.perf_counter() - t0
-    stage_sum = sum(cascade.counters.stage_seconds)
-    return {"inputs": n, "escalation_rate": cascade.counters.escalation_rate,
-            "total_us_per_input": total / n * 1e6, "stage_us_per_input": stage_sum / n * 1e6,
-            "overhead_ratio": total / stage_sum, "overhead_us_per_input": (total - stage_sum) / n * 1e6}
+    return time_cascade(cascade, x, n, warm=100)
 
 
 def memo_lookup(entries: int = 100_000) -> dict:

@@ -108,8 +108,8 @@ class Panel(QFrame):
         self.layout_.addWidget(head)
         self.summary = _summary_label()
 
-    def refresh(self, model: GuiModel) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def refresh(self, model: GuiModel) -> None:  # pragma: no cover - every panel overrides it
+        """Redraw from the model; the base panel has nothing of its own to draw."""
 
 
 class PowerPanel(Panel):
