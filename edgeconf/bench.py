@@ -258,6 +258,8 @@ def measure(configs: Sequence[BenchConfig], items: Sequence[np.ndarray], batch: 
                 m = res[cfg.name]
                 preds, hits, lat = m.predictions, m.memo_hit, m.latency_s
                 classify = cfg.cascade.classify_batch
+                if meter is not None:  # a reading before the window opens, so its start is covered
+                    meter.sample_now()
                 p0 = time.process_time()
                 w0 = time.perf_counter()
                 for j in range(a, b, batch):
@@ -570,10 +572,12 @@ def open_meter(name: str = "auto", root: str = "/") -> Tuple[Any, Optional[str],
     return meter, str(meter.source.name), "measured with %s" % meter.source.name
 
 
-def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, int], None]] = None) -> List[RunResult]:
+def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, int], None]] = None,
+              meter: Any = None) -> List[RunResult]:
     """Run the whole benchmark: one :class:`RunResult` per duplication ratio.
 
     ``progress(phase, advance, total)`` is called as work is done (``total`` is the grand total of steps).
+    ``meter``: an :class:`~edgeconf.devices.meter.EnergyMeter` to use instead of opening ``settings.power``.
     """
     from edgeconf.datasets import load_fashion_mnist
 
@@ -599,7 +603,10 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
                 progress(phase, k, total)
         return f
 
-    meter, power_source, power_note = open_meter(settings.power, settings.power_root)
+    if meter is None:
+        meter, power_source, power_note = open_meter(settings.power, settings.power_root)
+    else:
+        power_source, power_note = str(meter.source.name), "measured with %s" % meter.source.name
     if meter is not None:
         meter.start()
     runs: List[RunResult] = []
