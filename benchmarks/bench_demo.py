@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from edgeconf.commands.run import DEFAULT_BUNDLE, run_demo  # noqa: E402
+from edgeconf.live.cli import DEFAULT_BUNDLE, run_demo  # noqa: E402
 
 
 def main() -> None:

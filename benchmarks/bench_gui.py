@@ -35,7 +35,7 @@ def build_bundle(folder: str) -> str:
 
     from edgeconf.bundle import MemoSettings, StageSpec, save_bundle
     from edgeconf.datasets import load_fashion_mnist
-    from edgeconf.demo_scene import LABELS
+    from edgeconf.live.demo_scene import LABELS
     from edgeconf.preprocess import Preprocessing
 
     images, labels = load_fashion_mnist("train")
@@ -66,7 +66,7 @@ class SlowRegions:
     """The real region proposer, made ``delay_s`` slower per frame."""
 
     def __init__(self, spec: str, delay_s: float) -> None:
-        from edgeconf.regions import make_regions
+        from edgeconf.live.regions import make_regions
 
         self.inner = make_regions(spec)
         self.delay_s = delay_s

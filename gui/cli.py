@@ -16,9 +16,9 @@ from edgeconf.errors import DataError, MissingDependencyError
 
 def shipped_bundle() -> str:
     """The bundle shipped in the package (``edgeconf/data/zoo/bundle``)."""
-    import edgeconf
+    from edgeconf import data_path
 
-    return os.path.join(os.path.dirname(os.path.abspath(edgeconf.__file__)), "data", "zoo", "bundle")
+    return data_path("zoo", "bundle")
 
 
 def _require_qt() -> None:

@@ -14,7 +14,7 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QFrame, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from edgeconf.gui.model import GuiModel
-from edgeconf.overlay import confidence_colour
+from edgeconf.live.overlay import confidence_colour
 
 pg.setConfigOptions(antialias=False, background="w", foreground="#222")  # antialiased plots cost 2x the CPU
 

@@ -1,7 +1,7 @@
 """The video view: the newest frame, scaled with its aspect ratio kept, with the tracks drawn over it.
 
 Overlays are painted with QPainter in widget coordinates, so labels stay readable at any window size.
-Colours follow :func:`edgeconf.overlay.confidence_colour`, the same as the recorded video.
+Colours follow :func:`edgeconf.live.overlay.confidence_colour`, the same as the recorded video.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from edgeconf.gui.model import OverlayToggles
-from edgeconf.overlay import confidence_colour
+from edgeconf.live.overlay import confidence_colour
 
 UNCERTAINTY_RGB = (80, 200, 255)
 MEMO_RGB = (220, 0, 220)

@@ -135,14 +135,14 @@ class PipelineWorker(QThread):
 
     def _open(self) -> Any:
         from edgeconf.bundle import load_bundle
-        from edgeconf.pipeline import Pipeline
-        from edgeconf.sources import open_source
+        from edgeconf.live.pipeline import Pipeline
+        from edgeconf.live.sources import open_source
 
         cfg = self.config
         self._emit_state("connecting", "loading bundle %s" % os.path.basename(os.path.normpath(cfg.bundle)))
         self.cascade = load_bundle(cfg.bundle, threads=cfg.threads, memo=cfg.memo)
         if cfg.events_path:
-            from edgeconf.events import EventLog
+            from edgeconf.live.events import EventLog
 
             self._events = EventLog(cfg.events_path)
         source = open_source(cfg.source, **cfg.source_options)
@@ -254,7 +254,7 @@ class PipelineWorker(QThread):
             path, fps = arg
             self._close_recorder()
             if path:
-                from edgeconf.recording import Recorder
+                from edgeconf.live.recording import Recorder
 
                 src_fps = fps or getattr(pipe.source, "fps", None) or 30.0
                 self._recorder = Recorder(path, fps=float(src_fps))

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgeconf import data_path
 from edgeconf.cascade import Cascade, Stage
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 from edgeconf.memo import DEFAULT_KEY, MemoCache
@@ -47,7 +48,7 @@ ProgressFn = Callable[[int], None]
 # --------------------------------------------------------------------------------------- zoo paths
 def zoo_folder() -> str:
     """Where the shipped reference zoo lives (``edgeconf/data/zoo``)."""
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "zoo")
+    return data_path("zoo")
 
 
 def default_paths() -> Dict[str, str]:

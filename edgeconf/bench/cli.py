@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 import click
 
-from edgeconf.bench import CONFIG_NAMES, BenchSettings, default_paths, run_bench
+from edgeconf.bench.benchmark import CONFIG_NAMES, BenchSettings, default_paths, run_bench
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 
 
@@ -129,7 +129,7 @@ def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Option
                 bar.refresh()
 
         runs = run_bench(settings, progress)
-    from edgeconf.bench_report import print_tables, write_report
+    from edgeconf.bench.report import print_tables, write_report
 
     print_tables(runs, out)
     payload: Any = runs[0].to_json() if len(runs) == 1 else [r.to_json() for r in runs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from edgeconf.bench import CONFIG_HELP, RunResult
+from edgeconf.bench.benchmark import CONFIG_HELP, RunResult
 from edgeconf.lazy import require
 
 COLUMNS = ("config", "acc %", "cpu s", "cpu ×big", "wall s", "wall ×big", "mean ms", "p50 ms", "p95 ms", "p99 ms",

@@ -12,9 +12,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import click
 import numpy as np
 
+from edgeconf import data_path
 from edgeconf.errors import ConfigError, DataError, MissingDependencyError
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+DATA_DIR = data_path()
 DEFAULT_BUNDLE = os.path.join(DATA_DIR, "zoo", "bundle")
 DEFAULT_BASELINE = os.path.join(DATA_DIR, "zoo", "big.onnx")
 #: Regions for the demo. Measured on demo://?seed=1 (300 frames, 6 objects): the motion proposer (MOG2/KNN
@@ -92,8 +93,8 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
           live: bool, on_result: Any = None, record_fps: Optional[float] = None, power_note: str = "not measured",
           start_info: Optional[dict] = None) -> Dict[str, Any]:
     """Run the pipeline with event log, recording, live panel and signal handling; return a summary."""
-    from edgeconf.events import EventLog, install_stop_signals
-    from edgeconf.recording import Recorder
+    from edgeconf.live.events import EventLog, install_stop_signals
+    from edgeconf.live.recording import Recorder
 
     stop = threading.Event()
     events = EventLog(events_path) if events_path else None
@@ -192,8 +193,8 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
             no_memo: bool, no_live: bool, as_json: bool) -> None:
     """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one."""
     from edgeconf.bundle import load_bundle
-    from edgeconf.pipeline import Pipeline
-    from edgeconf.sources import open_source
+    from edgeconf.live.pipeline import Pipeline
+    from edgeconf.live.sources import open_source
 
     cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None)
     meter, power_note = open_meter()
@@ -311,9 +312,9 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
              realtime: bool = False, live: bool = False, threads: Optional[int] = None) -> Dict[str, Any]:
     """The demo as a function (the command and the benchmark call it)."""
     from edgeconf.bundle import load_bundle
-    from edgeconf.pipeline import Pipeline, crop_box
-    from edgeconf.sources import open_source
-    from edgeconf.track_eval import ClassificationEvaluator, TrackEvaluator
+    from edgeconf.live.pipeline import Pipeline, crop_box
+    from edgeconf.live.sources import open_source
+    from edgeconf.live.track_eval import ClassificationEvaluator, TrackEvaluator
 
     bundle = bundle_path or DEFAULT_BUNDLE
     if not os.path.isdir(bundle):

@@ -12,7 +12,6 @@ scene settings whatever was rendered before, so the scene can be seeked, replaye
 from __future__ import annotations
 
 import math
-import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -20,11 +19,12 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from edgeconf import data_path
 from edgeconf.errors import ConfigError, DataError
-from edgeconf.sources import TruthObject
+from edgeconf.live.frames import TruthObject
 
 LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-SAMPLE_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "fashion_sample.npz")
+SAMPLE_PATH = data_path("fashion_sample.npz")
 
 _MARGIN = 8  # canvas margin around a patch, room for blur to spread
 _NOISE_PAD = 32

@@ -23,7 +23,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, 
 import numpy as np
 
 from edgeconf.errors import ConfigError, EdgeconfError
-from edgeconf.tracking import Track, Tracker
+from edgeconf.live.tracking import Track, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class Pipeline:
         self.source = source
         self.regions_spec = regions if isinstance(regions, str) else type(regions).__name__
         if isinstance(regions, str):
-            from edgeconf.regions import make_regions
+            from edgeconf.live.regions import make_regions
 
             regions = make_regions(regions)
         self.regions = regions

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgeconf.errors import ConfigError
-from edgeconf.overlay import OverlayOptions, draw_overlays
+from edgeconf.live.overlay import OverlayOptions, draw_overlays
 
 
 class Recorder:

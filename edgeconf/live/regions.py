@@ -54,7 +54,7 @@ class RegionProposer(ABC):
         """Implemented by every subclass."""
 
     def propose_frame(self, frame: Any) -> List[Detection]:
-        """Regions of a :class:`edgeconf.sources.Frame`."""
+        """Regions of a :class:`edgeconf.live.sources.Frame`."""
         return self.propose(frame.image, frame)
 
     def reset(self) -> None:

@@ -3,7 +3,7 @@
 ``open_source(uri)`` understands:
 
 ==============================  ==========================================================================
-``demo://?seed=1&objects=6…``   the built-in synthetic scene (:mod:`edgeconf.demo_scene`), with ground truth
+``demo://?seed=1&objects=6…``   the built-in synthetic scene (:mod:`edgeconf.live.demo_scene`), with ground truth
 ``file://PATH`` or ``PATH``     a video file (OpenCV) or a folder of images (sorted by name)
 ``v4l2:///dev/videoN``, ``N``   a V4L2 / USB camera, by device path or index
 ``rtsp://…`` (also http, udp)   a network stream (FFMPEG, low latency, reconnects with back-off)
@@ -24,7 +24,6 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl
@@ -33,6 +32,7 @@ import cv2
 import numpy as np
 
 from edgeconf.errors import ConfigError, SourceError
+from edgeconf.live.frames import Frame, TruthObject
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +54,6 @@ class SourceState(str, Enum):
     RECONNECTING = "reconnecting"
     ENDED = "ended"
     FAILED = "failed"
-
-
-@dataclass
-class TruthObject:
-    """Ground truth of one object in a synthetic frame: track id, box (x1, y1, x2, y2) in pixels, class."""
-
-    id: int
-    box: Tuple[float, float, float, float]
-    class_id: int
-    visible_fraction: float = 1.0
-
-
-@dataclass
-class Frame:
-    """One captured frame: H×W×3 uint8 RGB image, its index in the stream, capture time (perf_counter)."""
-
-    image: np.ndarray
-    index: int
-    timestamp_s: float
-    truth: Optional[List[TruthObject]] = None
 
 
 StateListener = Callable[[SourceState], None]
@@ -640,7 +620,7 @@ GSTREAMER_HINT = (
 
 
 class DemoSource(Source):
-    """The synthetic scene (:class:`edgeconf.demo_scene.DemoScene`) as a source; frames carry ground truth."""
+    """The synthetic scene (:class:`edgeconf.live.demo_scene.DemoScene`) as a source; frames carry ground truth."""
 
     kind = "demo"
 
@@ -741,7 +721,7 @@ def _open_path(uri: str, path: str, size: Optional[Size], fps: Optional[float], 
 
 
 def _open_demo(uri: str, size: Optional[Size], fps: Optional[float], opts: Dict[str, Any]) -> Source:
-    from edgeconf.demo_scene import DemoScene
+    from edgeconf.live.demo_scene import DemoScene
 
     query = uri.split("?", 1)[1] if "?" in uri else ""
     params: Dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))

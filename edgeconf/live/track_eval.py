@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeconf.lazy import require
-from edgeconf.tracking import _assign, iou_matrix
+from edgeconf.live.tracking import _assign, iou_matrix
 
 
 @dataclass
@@ -48,7 +48,7 @@ class TrackEvaluator:
     """Feed ``update(truth, tracks)`` once per frame; ``metrics()`` at the end.
 
     ``truth``: objects with ``id`` and ``box`` (x1, y1, x2, y2); ``tracks``: objects with ``id`` and ``box``
-    (e.g. :class:`edgeconf.pipeline.TrackResult`). A pair counts as a match when IoU ≥ ``iou_threshold``.
+    (e.g. :class:`edgeconf.live.pipeline.TrackResult`). A pair counts as a match when IoU ≥ ``iou_threshold``.
     Truth objects less visible than ``min_visible`` are not required (neither missed nor matched).
     """
 

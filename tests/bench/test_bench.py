@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeconf.bench import (CONFIG_NAMES, StageOutputs, default_paths, make_stream, open_meter, perturb, ratios,
+from edgeconf.bench.benchmark import (CONFIG_NAMES, StageOutputs, default_paths, make_stream, open_meter, perturb, ratios,
                             sweep)
 from edgeconf.cli import cli, main
 
@@ -277,7 +277,7 @@ def test_energy_from_a_power_sensor(models, data_dir, tmp_path):
     """
     import math
 
-    from edgeconf.bench import BenchSettings, run_bench
+    from edgeconf.bench.benchmark import BenchSettings, run_bench
     from edgeconf.devices.meter import EnergyMeter
     from edgeconf.devices.power import open_power_source
 

@@ -34,7 +34,7 @@ def gui_bundle(tmp_path_factory):
     """A real two-stage FashionMNIST bundle (28×28 grey): ridge classifiers fitted on 1000 / 6000 images."""
     from edgeconf.bundle import MemoSettings, StageSpec, save_bundle
     from edgeconf.datasets import load_fashion_mnist
-    from edgeconf.demo_scene import LABELS
+    from edgeconf.live.demo_scene import LABELS
     from edgeconf.preprocess import Preprocessing
 
     try:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, LiveStats, PowerHistory
-from edgeconf.pipeline import FrameResult, FrameTimings, PipelineCounters
+from edgeconf.live.pipeline import FrameResult, FrameTimings, PipelineCounters
 
 pytestmark = pytest.mark.gui
 

@@ -15,7 +15,7 @@ pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
 from PySide6.QtCore import QSettings  # noqa: E402
 
 from edgeconf.gui.window import MainWindow  # noqa: E402
-from edgeconf.overlay import confidence_colour  # noqa: E402
+from edgeconf.live.overlay import confidence_colour  # noqa: E402
 
 pytestmark = pytest.mark.gui
 

@@ -20,7 +20,7 @@ def fashion_bundle(tmp_path_factory):
     """A bundle folder: stage 1 a ridge classifier on 1500 images, stage 2 one on 12000 (28×28 grey)."""
     from edgeconf.bundle import MemoSettings, StageSpec, save_bundle
     from edgeconf.datasets import load_fashion_mnist
-    from edgeconf.demo_scene import LABELS
+    from edgeconf.live.demo_scene import LABELS
     from edgeconf.preprocess import Preprocessing
 
     images, labels = load_fashion_mnist("train")

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgeconf.demo_scene import LABELS, SAMPLE_PATH, DemoScene, load_sample
+from edgeconf.live.demo_scene import LABELS, SAMPLE_PATH, DemoScene, load_sample
 from edgeconf.errors import ConfigError, DataError
 
 

@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from edgeconf.events import EventLog
-from edgeconf.overlay import OverlayOptions, confidence_colour, draw_overlays
-from edgeconf.pipeline import FrameResult, FrameTimings, PipelineCounters, TrackResult
+from edgeconf.live.events import EventLog
+from edgeconf.live.overlay import OverlayOptions, confidence_colour, draw_overlays
+from edgeconf.live.pipeline import FrameResult, FrameTimings, PipelineCounters, TrackResult
 
 
 def test_event_log_flushes_within_a_second_without_close(tmp_path):
@@ -111,7 +111,7 @@ def test_recorder_writes_a_playable_file(tmp_path):
     import cv2
 
     from edgeconf.errors import ConfigError
-    from edgeconf.recording import Recorder
+    from edgeconf.live.recording import Recorder
 
     with pytest.raises(ConfigError):
         Recorder(str(tmp_path / "x.mp4"))

@@ -6,10 +6,10 @@ import pytest
 
 from edgeconf.bundle import load_bundle
 from edgeconf.errors import ConfigError
-from edgeconf.pipeline import Pipeline, crop_box
-from edgeconf.sources import Frame, SourceState, open_source
-from edgeconf.track_eval import ClassificationEvaluator, TrackEvaluator
-from edgeconf.tracking import Tracker
+from edgeconf.live.pipeline import Pipeline, crop_box
+from edgeconf.live.sources import Frame, SourceState, open_source
+from edgeconf.live.track_eval import ClassificationEvaluator, TrackEvaluator
+from edgeconf.live.tracking import Tracker
 
 
 class ListSource:
@@ -31,7 +31,7 @@ class ListSource:
 
 
 def demo_frames(n, seed=3, objects=4):
-    from edgeconf.demo_scene import DemoScene
+    from edgeconf.live.demo_scene import DemoScene
 
     scene = DemoScene(seed=seed, objects=objects, frames=n)
     out = []
@@ -112,7 +112,7 @@ def test_bad_frames_are_counted_not_fatal(fashion_bundle):
 
 
 def test_a_proposer_that_fails_once_does_not_stop_the_pipeline(fashion_bundle):
-    from edgeconf.regions import make_regions
+    from edgeconf.live.regions import make_regions
 
     class Flaky:
         def __init__(self):

@@ -10,9 +10,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeconf.errors import ConfigError, ModelLoadError
-from edgeconf.regions import (ACCEPTED_LAYOUTS, Detection, DetectorRegions, FullFrame, MotionRegions, TruthRegions,
+from edgeconf.live.regions import (ACCEPTED_LAYOUTS, Detection, DetectorRegions, FullFrame, MotionRegions, TruthRegions,
                               letterbox, make_regions, parse_spec)
-from edgeconf.sources import Frame, TruthObject
+from edgeconf.live.sources import Frame, TruthObject
 
 OPSET = 17
 
@@ -52,7 +52,7 @@ def test_truth_regions_use_the_frames_ground_truth():
 
 
 def test_truth_regions_on_demo_frames():
-    from edgeconf.sources import open_source
+    from edgeconf.live.sources import open_source
 
     with open_source("demo://?seed=2&frames=3", realtime=False) as src:
         frame = src.read(timeout=5)
@@ -117,7 +117,7 @@ def test_motion_min_area_knn_reset_and_options():
 
 def test_motion_on_the_demo_scene_finds_isolated_objects():
     """Objects that are not touching another one are found with a tight box most of the time."""
-    from edgeconf.demo_scene import DemoScene
+    from edgeconf.live.demo_scene import DemoScene
 
     scene = DemoScene(seed=1, objects=6, size=(640, 480), fps=30, frames=240)
     regions = MotionRegions()

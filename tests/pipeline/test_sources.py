@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from edgeconf.errors import ConfigError, EdgeconfError, SourceError
-from edgeconf.sources import (GSTREAMER_HINT, CaptureSource, DemoSource, FolderSource, Frame, SourceState,
+from edgeconf.live.sources import (GSTREAMER_HINT, CaptureSource, DemoSource, FolderSource, Frame, SourceState,
                               VideoFileSource, csi_pipeline, gstreamer_available, open_source, parse_size)
 
 W, H = 96, 64
@@ -174,7 +174,7 @@ def test_folder_with_fps_is_paced(tmp_path):
 
 
 def test_demo_source_matches_the_scene_and_carries_truth():
-    from edgeconf.demo_scene import DemoScene
+    from edgeconf.live.demo_scene import DemoScene
 
     src = open_source("demo://?seed=3&objects=4&size=320x240&fps=30&frames=12", realtime=False)
     assert isinstance(src, DemoSource) and src.is_finite
@@ -220,7 +220,7 @@ def test_latest_frame_semantics_with_a_slow_consumer_on_demo():
     idx = [f.index for f in got]
     assert idx == sorted(idx) and idx[-1] == 79
     # every delivered frame still matches its own truth (index and truth travel together)
-    from edgeconf.demo_scene import DemoScene
+    from edgeconf.live.demo_scene import DemoScene
 
     scene = DemoScene(seed=1, objects=2, size=(160, 120), fps=200, frames=80)
     assert got[1].truth == scene.truth(got[1].index)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeconf.sources import TruthObject
-from edgeconf.track_eval import ClassificationEvaluator, TrackEvaluator
-from edgeconf.tracking import Tracker
+from edgeconf.live.sources import TruthObject
+from edgeconf.live.track_eval import ClassificationEvaluator, TrackEvaluator
+from edgeconf.live.tracking import Tracker
 
 
 class T:
@@ -39,7 +39,7 @@ def test_classification_accuracy_matches_by_iou():
 def test_tracker_on_demo_scene_with_a_noisy_detector():
     """Truth boxes degraded like a real detector (jitter, 10 % misses, low-score clutter, occluded objects at
     low score): the tracker's MOTA/IDF1 through motmetrics stay high."""
-    from edgeconf.demo_scene import DemoScene
+    from edgeconf.live.demo_scene import DemoScene
 
     scene = DemoScene(seed=5, objects=6, frames=300)
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgeconf.errors import ConfigError
-from edgeconf.tracking import Tracker, TrackerConfig, iou_matrix
+from edgeconf.live.tracking import Tracker, TrackerConfig, iou_matrix
 
 
 def box_at(cx, cy, w=40.0, h=40.0):
