@@ -244,7 +244,7 @@ class Cascade:
         st = self.stages[k]
         feeds = {self._input_names[k]: feed}
         t0 = time.perf_counter()
-        out = st.runner._run(feeds, names)  # inputs were validated once, at the cascade's entry
+        out = st.runner.run_trusted(feeds, names)  # inputs were validated once, at the cascade's entry
         t1 = time.perf_counter()
         if self.energy_hook is not None:
             self.energy_hook(k, t0, t1)
@@ -349,36 +349,21 @@ class Cascade:
             return []
         if len(images) == 1:
             return [self.classify(images[0])]
+        if self.memo is None:
+            batch = self.run_batch(self.preprocessing.batch(images))
+            return [batch.item(j, self.labels) for j in range(len(images))]
+        fp = self.fingerprint()
+        found = self.memo.lookup_batch(images, fp)
         results: List[Optional[CascadeResult]] = [None] * len(images)
-        keys: List[Any] = [None] * len(images)
-        todo = list(range(len(images)))
-        repeats: Dict[int, int] = {}  # index -> earlier index in this batch with the same key
-        fp = self.fingerprint() if self.memo is not None else ""
-        if self.memo is not None:
-            todo = []
-            first_of: Dict[bytes, int] = {}
-            for i, img in enumerate(images):
-                keys[i] = self.memo.key(img)
-                hit = self.memo.get(keys[i], fp)
-                if hit is not None:
-                    results[i] = _as_memo_hit(hit)
-                    continue
-                kb = keys[i] if isinstance(keys[i], bytes) else keys[i].tobytes()
-                if kb in first_of:  # a repeat inside this batch: answered by the first copy
-                    repeats[i] = first_of[kb]
-                    self.memo.stats.misses -= 1
-                    self.memo.stats.hits += 1
-                else:
-                    first_of[kb] = i
-                    todo.append(i)
-        if todo:
-            batch = self.run_batch(self.preprocessing.batch([images[i] for i in todo]))
-            for j, i in enumerate(todo):
+        for i, hit in found.hits.items():
+            results[i] = _as_memo_hit(hit)
+        if found.misses:
+            batch = self.run_batch(self.preprocessing.batch([images[i] for i in found.misses]))
+            for j, i in enumerate(found.misses):
                 res = batch.item(j, self.labels)
                 results[i] = res
-                if self.memo is not None:
-                    self.memo.put(keys[i], fp, res)
-        for i, first in repeats.items():
+                self.memo.put(found.keys[i], fp, res)
+        for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         return [r for r in results if r is not None]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -45,6 +45,20 @@ class MemoStats:
         return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
                 "invalidations": self.invalidations, "size": self.size, "capacity": self.capacity,
                 "hit_rate": self.hit_rate}
+
+
+@dataclass
+class BatchLookup:
+    """What :meth:`MemoCache.lookup_batch` found for a batch of inputs.
+
+    ``hits``: index → stored answer. ``repeats``: index → earlier index in the same batch with the same key
+    (answered by that input once it is computed). ``misses``: indices to compute, in batch order.
+    """
+
+    keys: List["Key"]
+    hits: Dict[int, Any]
+    repeats: Dict[int, int]
+    misses: List[int]
 
 
 def parse_key_kind(kind: str) -> int:
@@ -150,6 +164,33 @@ class MemoCache:
         self.stats.hits += 1
         self._lru.move_to_end(slot)
         return self._values[slot]
+
+    def lookup_batch(self, images: Sequence[np.ndarray], fingerprint: str) -> BatchLookup:
+        """Look up a batch of raw inputs at once.
+
+        An input whose key equals an earlier miss in the same batch is a repeat: it will be answered by that
+        input, so it counts as a hit (the stream saw it before), while the first copy counts as a miss.
+        """
+        keys: List[Key] = []
+        hits: Dict[int, Any] = {}
+        repeats: Dict[int, int] = {}
+        misses: List[int] = []
+        first_of: Dict[bytes, int] = {}
+        for i, image in enumerate(images):
+            key = self.key(image)
+            keys.append(key)
+            kb = self._bytes(key)
+            if kb in first_of:
+                repeats[i] = first_of[kb]
+                self.stats.hits += 1
+                continue
+            value = self.get(key, fingerprint)
+            if value is not None:
+                hits[i] = value
+            else:
+                first_of[kb] = i
+                misses.append(i)
+        return BatchLookup(keys, hits, repeats, misses)
 
     def put(self, key: Key, fingerprint: str, value: Any) -> None:
         """Store ``value`` for ``key``; evicts the least recently used entry when full."""

@@ -63,9 +63,12 @@ def validate_input(spec: TensorSpec, value: np.ndarray) -> np.ndarray:
 
 
 class Runner(ABC):
-    """One loaded model on one backend. Subclasses set the specs and implement ``_run``.
+    """One loaded model on one backend. Subclasses set the specs and implement :meth:`run_trusted`.
 
-    Runners are context managers; ``close`` frees what the backend holds.
+    Two ways to call it: :meth:`run` checks the feeds against the specs (names, rank, dimensions, dtype,
+    finite values) and is what user code calls; :meth:`run_trusted` skips every check and is for callers
+    that built or validated the arrays themselves (the cascade validates once at its entry and then feeds
+    its stages arrays it made). Runners are context managers; ``close`` frees what the backend holds.
     """
 
     backend: str = ""
@@ -98,11 +101,15 @@ class Runner(ABC):
             unknown = [n for n in output_names if n not in outs]
             if unknown:
                 raise InputValidationError("unknown outputs %s; the model has %s" % (unknown, ", ".join(sorted(outs))))
-        return self._run(dict(feeds), list(output_names) if output_names is not None else None)
+        return self.run_trusted(dict(feeds), list(output_names) if output_names is not None else None)
 
     @abstractmethod
-    def _run(self, feeds: Dict[str, np.ndarray], output_names: Optional[list]) -> Dict[str, np.ndarray]:
-        """Run validated feeds; return the requested outputs (all when ``output_names`` is None)."""
+    def run_trusted(self, feeds: Dict[str, np.ndarray], output_names: Optional[list]) -> Dict[str, np.ndarray]:
+        """Run feeds without any check: every input by name, arrays of the right shape and dtype.
+
+        Returns the requested outputs (all when ``output_names`` is None). Wrong feeds give whatever error
+        the backend raises, so call :meth:`run` unless the arrays are known to be right.
+        """
 
     def output(self, name: str) -> TensorSpec:
         for spec in self.outputs:

@@ -385,7 +385,7 @@ class TensorRTRunner(Runner):
                 return batch_range(*self._profiles[name])
         return None
 
-    def _run(self, feeds: Dict[str, np.ndarray], output_names: Optional[list]) -> Dict[str, np.ndarray]:
+    def run_trusted(self, feeds: Dict[str, np.ndarray], output_names: Optional[list]) -> Dict[str, np.ndarray]:
         if self._closed:
             raise EngineExecutionError("runner for %s is closed" % self.path)
         cuda, io = self._cuda, self._io

@@ -114,8 +114,21 @@ def test_cascade_with_memo_answers_repeats_and_follows_thresholds(two_models):
     assert not any(r.memo_hit for r in third)
     # repeats inside one batch are answered by their first copy
     cascade.memo.clear()
+    before = (memo.stats.hits, memo.stats.misses)
     dup = cascade.classify_batch([images[0], images[1], images[0]])
     assert [r.memo_hit for r in dup] == [False, False, True] and dup[0].class_id == dup[2].class_id
+    assert (memo.stats.hits - before[0], memo.stats.misses - before[1]) == (1, 2)
+
+
+def test_lookup_batch_counts_repeats_inside_a_batch_as_hits():
+    memo = MemoCache(capacity=8, key="exact")
+    a, b = _img(1), _img(2)
+    memo.put(memo.key(b), "fp", "answer-b")
+    found = memo.lookup_batch([a, b, a, a], "fp")
+    assert found.hits == {1: "answer-b"}
+    assert found.misses == [0] and found.repeats == {2: 0, 3: 0}
+    assert len(found.keys) == 4 and found.keys[0] == found.keys[2]
+    assert (memo.stats.hits, memo.stats.misses) == (3, 1)  # b from the cache, two repeats of a
 
 
 @pytest.mark.parametrize("bits, radius", [(64, 2), (64, 4), (256, 4), (256, 9)])

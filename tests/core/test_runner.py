@@ -39,6 +39,32 @@ def test_runner_rejects_bad_inputs(tmp_path, bad, message):
         runner.run(bad)
 
 
+def test_trusted_run_is_the_public_unchecked_call_and_the_cascade_uses_it(tmp_path, two_models):
+    """``run`` validates then calls ``run_trusted``; the cascade validates once, then calls ``run_trusted``."""
+    from edgeconf.backends.base import Runner
+    from edgeconf.cascade import Cascade, Stage
+
+    assert "run_trusted" in Runner.__abstractmethods__
+    runner = prepare(two_models[0])
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    np.testing.assert_array_equal(runner.run_trusted({"input": x}, ["logits"])["logits"], runner.run(x)["logits"])
+    calls = []
+
+    class Recording(type(runner)):
+        def run(self, *a, **k):  # the cascade must never pay for a second validation
+            raise AssertionError("the cascade called run()")
+
+        def run_trusted(self, feeds, names):
+            calls.append(names)
+            return super().run_trusted(feeds, names)
+
+    stages = [Stage("a", Recording(two_models[0]), threshold=1.0), Stage("b", Recording(two_models[1]))]
+    Cascade(stages).run_batch(np.zeros((3, 1, 28, 28), np.float32))
+    assert calls == [["logits"], ["logits"]]
+    with pytest.raises(InputValidationError):  # ...and its entry still validates
+        Cascade(stages).run_batch(np.zeros((3, 1, 28, 27), np.float32))
+
+
 def test_runner_rejects_wrong_names(tmp_path):
     runner = prepare(save(random_classifier(3), tmp_path / "m.onnx"))
     x = np.zeros((1, 1, 28, 28), np.float32)
