@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeconf.lazy import require
-from edgeconf.live.tracking import _assign, iou_matrix
+from edgeconf.live.tracking import assign, iou_matrix
 
 
 @dataclass
@@ -125,7 +125,7 @@ class ClassificationEvaluator:
         if not gt or not tracks:
             return
         iou = iou_matrix([t.box for t in gt], [t.box for t in tracks])
-        pairs, _, _ = _assign(1.0 - iou, 1.0 - self.iou_threshold)
+        pairs, _, _ = assign(1.0 - iou, 1.0 - self.iou_threshold)
         s = self.score
         for gi, ti in pairs:
             cid = getattr(tracks[ti], "class_id", None)

@@ -216,7 +216,7 @@ def _det_fields(det: Any) -> Tuple[Box, float, Optional[int]]:
     return tuple(box), float(score), (det[2] if len(det) > 2 else None)  # type: ignore[return-value]
 
 
-def _assign(cost: np.ndarray, max_cost: float) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
+def assign(cost: np.ndarray, max_cost: float) -> Tuple[List[Tuple[int, int]], List[int], List[int]]:
     """Hungarian assignment; pairs whose cost exceeds ``max_cost`` are left unmatched."""
     n, m = cost.shape
     if n == 0 or m == 0:
@@ -290,7 +290,7 @@ class Tracker:
                 return tracks, det_idx
             tb = np.array([t.box for t in tracks])
             iou = iou_matrix(tb, det_boxes[det_idx])
-            pairs, rest_t, rest_d = _assign(1.0 - iou, 1.0 - min_iou)
+            pairs, rest_t, rest_d = assign(1.0 - iou, 1.0 - min_iou)
             for ti, di in pairs:
                 j = det_idx[di]
                 self._apply(tracks[ti], det_boxes[j], sc[j], classes[j])
