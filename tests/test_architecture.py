@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from import_graph import describe_cycle, find_cycles, internal_edges, module_files  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
+#: the runtime's sub-packages that build on it; the runtime never imports them
+UPPER_PARTS = ("edgeconf.live", "edgeconf.bench")
 HEAVY = ("torch", "PySide6", "tensorrt", "pycuda", "pyqtgraph", "onnxscript", "scipy", "matplotlib", "motmetrics",
          "jtop", "pynvml")
 
@@ -60,6 +65,63 @@ def test_devices_is_the_base_layer():
 def test_core_never_imports_export_gui_torch_or_qt():
     bad = _violations("edgeconf", ("edgeconf.export", "edgeconf.gui", "torch", "PySide6", "pyqtgraph", "onnxscript"))
     assert not bad, "the core must not import these (not even lazily):\n" + "\n".join(bad)
+
+
+def test_runtime_never_imports_live_or_bench():
+    """The cascade runtime (edgeconf/ minus live/ and bench/) names their verbs in the CLI but never imports them."""
+    bad = []
+    for f in _files("edgeconf"):
+        rel = f.relative_to(ROOT / "edgeconf").parts
+        if rel[0] in ("live", "bench", "data"):
+            continue
+        for mod, line in _imports(f):
+            if any(mod == p or mod.startswith(p + ".") for p in UPPER_PARTS):
+                bad.append("%s:%d imports %s" % (f.relative_to(ROOT), line, mod))
+    assert not bad, "the runtime must not import edgeconf.live or edgeconf.bench:\n" + "\n".join(bad)
+
+
+def test_live_and_bench_build_only_on_the_runtime_and_devices():
+    assert not _violations("edgeconf/live", ("edgeconf.bench", "edgeconf.export", "edgeconf.gui")), "live reaches up"
+    assert not _violations("edgeconf/bench", ("edgeconf.live", "edgeconf.export", "edgeconf.gui")), "bench reaches up"
+
+
+def test_no_import_cycles_in_the_distribution():
+    mods = module_files(ROOT)
+    assert {"edgeconf.cascade", "edgeconf.live.sources", "edgeconf.bench.benchmark", "edgeconf.export.cli",
+            "edgeconf.gui.window", "edgeconf.devices.meter"} <= set(mods)
+    edges = internal_edges(mods)
+    cycles = find_cycles(edges)
+    assert not cycles, "\n".join(describe_cycle(c, edges, mods, ROOT) for c in cycles)
+
+
+def _write_tree(root: Path, files: dict) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_the_cycle_checker_finds_lazy_relative_and_from_cycles_and_skips_type_checking(tmp_path):
+    _write_tree(tmp_path, {
+        "edgeconf/__init__.py": "",
+        "edgeconf/a.py": "from edgeconf.b import thing\n",
+        "edgeconf/b.py": "def f():\n    import edgeconf.a\n",  # lazy import closes a <-> b
+        "edgeconf/sub/__init__.py": "",
+        "edgeconf/sub/c.py": "from . import d\n",
+        "edgeconf/sub/d.py": "from edgeconf.sub import c\n",  # `from package import module` closes c <-> d
+        "edgeconf/e.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from edgeconf.f import F\n",
+        "edgeconf/f.py": "import edgeconf.e\n",  # the back edge e -> f exists only for type checkers
+        "devices/__init__.py": "",
+        "devices/g.py": "from edgeconf.h import x\n",  # across mapped folders: edgeconf.devices.g <-> edgeconf.h
+        "edgeconf/h.py": "def f():\n    from edgeconf.devices.g import y\n",
+    })
+    mods = module_files(tmp_path, {"edgeconf": "edgeconf", "devices": "edgeconf.devices"})
+    cycles = find_cycles(internal_edges(mods))
+    assert sorted(cycles) == [["edgeconf.a", "edgeconf.b"], ["edgeconf.devices.g", "edgeconf.h"],
+                              ["edgeconf.sub.c", "edgeconf.sub.d"]]
+    _write_tree(tmp_path, {"edgeconf/b.py": "def f():\n    return 1\n", "edgeconf/sub/d.py": "",
+                           "edgeconf/h.py": ""})
+    assert find_cycles(internal_edges(module_files(tmp_path, {"edgeconf": "edgeconf", "devices": "edgeconf.devices"}))) == []
 
 
 def test_export_and_gui_are_independent():
