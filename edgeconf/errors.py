@@ -36,3 +36,7 @@ class ConfigError(EdgeconfError):
 
 class SourceError(EdgeconfError):
     """A frame source URI cannot be opened: unknown scheme, missing file or camera, unreadable video."""
+
+
+class OutputError(EdgeconfError):
+    """An output file or folder cannot be written (permissions, read-only or full file system, a folder in the way)."""

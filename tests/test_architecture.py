@@ -80,6 +80,12 @@ def test_runtime_never_imports_live_or_bench():
     assert not bad, "the runtime must not import edgeconf.live or edgeconf.bench:\n" + "\n".join(bad)
 
 
+def test_the_runtime_folder_stays_small():
+    """At most 16 top-level modules in edgeconf/: new parts go into a sub-package with one job."""
+    modules = sorted(p.name for p in (ROOT / "edgeconf").glob("*.py"))
+    assert len(modules) <= 16, modules
+
+
 def test_live_and_bench_build_only_on_the_runtime_and_devices():
     assert not _violations("edgeconf/live", ("edgeconf.bench", "edgeconf.export", "edgeconf.gui")), "live reaches up"
     assert not _violations("edgeconf/bench", ("edgeconf.live", "edgeconf.export", "edgeconf.gui")), "bench reaches up"

@@ -1,0 +1,60 @@
+"""Atomic outputs: a complete file or none, an earlier file never damaged, one-line errors."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from edgeconf.atomic import atomic_write, write_bytes, write_text
+from edgeconf.errors import OutputError
+
+
+def test_the_file_appears_complete_with_usual_permissions(tmp_path):
+    out = tmp_path / "a.json"
+    write_text(out, "hello\n")
+    assert out.read_text() == "hello\n"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    write_bytes(out, b"\x00\x01")
+    assert out.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_a_failed_run_leaves_the_earlier_file_untouched_and_no_temporary(tmp_path):
+    out = tmp_path / "prev.jsonl"
+    out.write_text("earlier results\n")
+    os.chmod(out, 0o640)
+    with pytest.raises(RuntimeError):
+        with atomic_write(out) as f:
+            f.write("half of the new ")
+            raise RuntimeError("bad input half-way")
+    assert out.read_text() == "earlier results\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prev.jsonl"]
+    write_text(out, "new\n")
+    assert out.stat().st_mode & 0o777 == 0o640  # the old file's permissions are kept
+
+
+@pytest.mark.parametrize("target, words", [
+    ("/sys/kernel/edgeconf-out.json", "cannot write /sys/kernel/edgeconf-out.json: permission denied"),
+    ("{tmp}/no/such/folder/x.json", "no such file or directory; create the folder first"),
+    ("{tmp}", "it is a folder"),
+])
+def test_unwritable_targets_are_one_line_output_errors(tmp_path, target, words):
+    with pytest.raises(OutputError) as err:
+        write_text(target.format(tmp=tmp_path), "x")
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_devices_are_written_in_place_and_a_full_device_is_an_output_error():
+    with pytest.raises(OutputError, match="cannot write /dev/full: no space left on device"):
+        with atomic_write("/dev/full") as f:
+            f.write("x" * 100000)
+    assert os.path.exists("/dev/full") and not os.path.isfile("/dev/full")
+    write_text("/dev/null", "discarded")  # not replaced by a regular file
+    assert not os.path.isfile("/dev/null")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
