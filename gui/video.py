@@ -12,7 +12,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from edgeconf.gui.model import OverlayToggles
+from edgeconf.gui.model import OverlayToggles, shown_tracks
 from edgeconf.live.overlay import confidence_colour
 
 UNCERTAINTY_RGB = (80, 200, 255)
@@ -70,10 +70,8 @@ def paint_overlays(p: QPainter, result: Any, toggles: OverlayToggles, target: QR
         p.setBrush(Qt.BrushStyle.NoBrush)
         for obj in result.truth:
             p.drawRect(rect(obj.box))
-    for t in result.tracks:
+    for t in shown_tracks(result, toggles):
         coasting = bool(t.frames_since_match)
-        if coasting and not toggles.coasting:
-            continue
         r = rect(t.box)
         colour = QColor(*confidence_colour(t.confidence))
         if toggles.uncertainty:

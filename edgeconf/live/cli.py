@@ -7,22 +7,21 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 import numpy as np
 
-from edgeconf import data_path
 from edgeconf.errors import ConfigError, DataError, MissingDependencyError
+from edgeconf.live.defaults import (DEFAULT_BASELINE, DEFAULT_BUNDLE, DEFAULT_REGIONS, DEFAULT_SOURCE, REGION_CHOICES,
+                                    regions_note)
 
-DATA_DIR = data_path()
-DEFAULT_BUNDLE = os.path.join(DATA_DIR, "zoo", "bundle")
-DEFAULT_BASELINE = os.path.join(DATA_DIR, "zoo", "big.onnx")
-#: Regions for the demo. Measured on demo://?seed=1 (300 frames, 6 objects): the motion proposer (MOG2/KNN
-#: background subtraction) finds about two thirds of the objects at IoU >= 0.5 and splits or ghosts many
-#: (tracking MOTA 0.12-0.37, IDF1 0.35-0.43 whatever its options), so the demo uses the scene's own boxes,
-#: labelled "oracle regions" in the summary; ``--regions motion`` runs the real proposer.
-DEMO_REGIONS = "truth"
+OUTPUT_HELP = ("Send the annotated video to URI (repeatable): file://out.mp4 or a path (H.264 through ffmpeg, else "
+               "MJPG), rtp://HOST:PORT (H.264 in MPEG-TS; play with ffplay rtp://HOST:PORT), display://0 (a window).")
+REGIONS_HELP = ("%s (the shipped detector) | detector:MODEL.onnx | motion | full | truth (oracle: the demo "
+                "scene's own boxes, for diagnosis)" % DEFAULT_REGIONS)
+__all__ = ["DEFAULT_BUNDLE", "DEFAULT_BASELINE", "DEFAULT_REGIONS", "DEFAULT_SOURCE", "REGION_CHOICES", "run_demo",
+           "drive", "run_cmd", "demo_cmd"]
 
 
 # -- power ------------------------------------------------------------------------------------------
@@ -91,12 +90,22 @@ def panel(pipeline: Any, result: Any, power_note: str) -> Any:
 # -- the shared loop --------------------------------------------------------------------------------
 def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], record_path: Optional[str],
           live: bool, on_result: Any = None, record_fps: Optional[float] = None, power_note: str = "not measured",
-          start_info: Optional[dict] = None) -> Dict[str, Any]:
-    """Run the pipeline with event log, recording, live panel and signal handling; return a summary."""
+          start_info: Optional[dict] = None, outputs: Sequence[str] = ()) -> Dict[str, Any]:
+    """Run the pipeline with event log, recording, video outputs (``--output`` URIs), live panel and signal
+    handling; return a summary."""
     from edgeconf.live.events import EventLog, install_stop_signals
+    from edgeconf.live.outputs import open_output
+    from edgeconf.live.overlay import draw_overlays
     from edgeconf.live.recording import Recorder
 
     stop = threading.Event()
+    opened: List[Any] = []
+    for uri in outputs:  # checked before anything runs: a bad --output fails at once
+        try:
+            opened.append(open_output(uri, fps=record_fps or 30.0))
+        except BaseException:
+            _close_outputs(opened, quiet=True)
+            raise
     events = EventLog(events_path) if events_path else None
     recorder = None
     live_ctx = None
@@ -125,6 +134,10 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                     events.emit("error", frame=res.frame_index, message=res.error)
             if recorder is not None:
                 recorder.write(res)
+            if opened:
+                annotated = draw_overlays(res.image, res)
+                for out in opened:
+                    out.write(annotated)
             if on_result is not None:
                 on_result(res)
             now = time.perf_counter()
@@ -141,6 +154,9 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                    "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
                    "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
                    "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
+        if opened:
+            summary["outputs"] = [{"uri": o.uri, "kind": o.kind, "codec": getattr(o, "codec", None),
+                                   "frames": o.frames_given} for o in opened]
         if events is not None:
             events.emit("summary", **summary)
         return summary
@@ -154,6 +170,19 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
         if events is not None:
             events.emit("stop")
             events.close()
+        _close_outputs(opened, quiet=sys.exc_info()[0] is not None)
+
+
+def _close_outputs(outputs: Sequence[Any], quiet: bool = False) -> None:
+    """Finalise every output; the first failure is raised after all are closed (unless already failing)."""
+    first: Optional[BaseException] = None
+    for out in outputs:
+        try:
+            out.close()
+        except Exception as exc:
+            first = first or exc
+    if first is not None and not quiet:
+        raise first
 
 
 def _parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -175,11 +204,13 @@ def _echo_json(data: dict) -> None:
 
 # -- edgeconf run -----------------------------------------------------------------------------------
 @click.command("run")
-@click.argument("bundle", type=click.Path())
-@click.option("--source", "source_uri", required=True, help="demo://, a video path or file://, a folder, rtsp://, v4l2:///dev/videoN, a camera index, csi://N.")
-@click.option("--regions", default="motion", show_default=True, help="full | motion | truth | detector:MODEL.onnx")
+@click.argument("bundle", type=click.Path(), required=False)
+@click.option("--source", "source_uri", default=DEFAULT_SOURCE, show_default=True,
+              help="demo://, a video path or file://, a folder, rtsp://, v4l2:///dev/videoN, a camera index, csi://N.")
+@click.option("--regions", default=DEFAULT_REGIONS, show_default=True, help=REGIONS_HELP)
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), help="Record the annotated video (MJPG .avi).")
+@click.option("--output", "outputs", multiple=True, metavar="URI", help=OUTPUT_HELP)
 @click.option("--frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
 @click.option("--size", help="Resize frames to WxH (e.g. 640x480).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Source frame rate (cameras, folders, demo).")
@@ -188,14 +219,16 @@ def _echo_json(data: dict) -> None:
 @click.option("--no-memo", is_flag=True, help="Disable the memo cache (every matched track is classified every frame).")
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
-def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
-            frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int, threads: Optional[int],
-            no_memo: bool, no_live: bool, as_json: bool) -> None:
-    """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one."""
+def run_cmd(bundle: Optional[str], source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
+            outputs: Tuple[str, ...], frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int,
+            threads: Optional[int], no_memo: bool, no_live: bool, as_json: bool) -> None:
+    """Run BUNDLE (default: the shipped cascade) on a camera, stream, video or image folder: track objects and
+    classify each one."""
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline
     from edgeconf.live.sources import open_source
 
+    bundle = bundle or _shipped_bundle()
     cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None)
     meter, power_note = open_meter()
     source = None
@@ -203,25 +236,34 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
         source = open_source(source_uri, size=_parse_size(size), fps=fps)
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
         info = {"bundle": os.path.abspath(bundle), "source": source_uri, "regions": regions,
+                "regions_note": regions_note(regions),
                 "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo}
         summary = drive(pipe, frames, events_path, record_path, live=not no_live and not as_json,
-                        record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info)
+                        record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info,
+                        outputs=outputs)
     finally:
         if source is not None:
             source.close()
         close_meter(meter)
         cascade.close()
-    summary.update(bundle=bundle, source=source_uri, regions=regions)
+    summary.update(bundle=bundle, source=source_uri, regions=regions, regions_note=regions_note(regions))
     if as_json:
         _echo_json(summary)
     else:
         print_run_summary(summary)
 
 
+def _shipped_bundle() -> str:
+    if not os.path.isdir(DEFAULT_BUNDLE):
+        raise DataError("the shipped bundle is missing at %s; reinstall edgeconf or pass a BUNDLE folder" % DEFAULT_BUNDLE)
+    return DEFAULT_BUNDLE
+
+
 def print_run_summary(s: Dict[str, Any]) -> None:
     c = s["counters"]
     lat = s["latency_ms"]
     lines = [
+        "regions       %s%s" % (s["regions"], "  (%s)" % s["regions_note"] if s.get("regions_note") else ""),
         "frames        %d in %.1f s (%.1f fps)%s" % (s["frames"], s["wall_s"], s["fps"] or 0.0, "  [interrupted]" if s.get("interrupted") else ""),
         "latency       p50 %s ms, p95 %s ms" % (lat["p50"], lat["p95"]),
         "answers       %d (models ran on %d, memo %d: cache %d + unchanged tracks %d)" % (
@@ -277,51 +319,77 @@ class BaselineProbe:
         self.runner.close()
 
 
+_SCENE_OPTIONS = ("objects", "size", "fps", "seed", "realtime")
+
+
 @click.command("demo")
-@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--objects", type=click.IntRange(min=0, max=64), default=6, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Frames of the scene (with --source: the most frames to process).")
+@click.option("--objects", type=click.IntRange(min=0, max=64), default=8, show_default=True,
+              help="Objects on screen at most (some travel in touching pairs).")
 @click.option("--size", default="640x480", show_default=True)
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Frame rate of the synthetic camera.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--regions", default=DEMO_REGIONS, show_default=True, help="motion | truth (oracle boxes from the scene) | full | detector:X.onnx")
+@click.option("--seed", type=int, default=1, show_default=True, help="Scene seed (1-99 are never used to train the detector).")
+@click.option("--source", "source_uri", default=None,
+              help="Score any source that carries ground truth instead (e.g. demo://?seed=3&objects=10&frames=900); "
+                   "the scene options above then do not apply.")
+@click.option("--regions", default=DEFAULT_REGIONS, show_default=True, help=REGIONS_HELP)
 @click.option("--bundle", "bundle_path", type=click.Path(), default=None, help="Bundle to run (default: the shipped zoo bundle).")
 @click.option("--baseline", "baseline_path", type=click.Path(), default=None, help="Baseline ONNX for the compute comparison (default: the zoo's big model).")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False))
-@click.option("--record", "record_path", type=click.Path(dir_okay=False))
+@click.option("--record", "record_path", type=click.Path(dir_okay=False), help="Record the annotated video (MJPG .avi).")
+@click.option("--output", "outputs", multiple=True, metavar="URI", help=OUTPUT_HELP)
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads per model.")
 @click.option("--realtime", is_flag=True, help="Pace the scene like a live camera (frames the pipeline misses are dropped); "
               "by default every frame is processed, as fast as possible, so the summary is reproducible.")
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, regions: str, bundle_path: Optional[str],
-             baseline_path: Optional[str], events_path: Optional[str], record_path: Optional[str], refresh: int,
-             realtime: bool, no_live: bool, as_json: bool) -> None:
-    """Run the shipped bundle on demo:// and score it against the scene's ground truth."""
+@click.pass_context
+def demo_cmd(ctx: click.Context, frames: int, objects: int, size: str, fps: float, seed: int, source_uri: Optional[str],
+             regions: str, bundle_path: Optional[str], baseline_path: Optional[str], events_path: Optional[str],
+             record_path: Optional[str], outputs: Tuple[str, ...], refresh: int, threads: Optional[int], realtime: bool,
+             no_live: bool, as_json: bool) -> None:
+    """Run the shipped bundle and detector on demo:// (or --source) and score them against the ground truth."""
+    if source_uri is not None:
+        given = [n for n in _SCENE_OPTIONS if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise ConfigError("--%s set the built-in scene, but --source names the source; put scene settings in the "
+                              "URI instead (e.g. demo://?seed=3&objects=10)" % ", --".join(given))
     summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
                        bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
-                       record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json)
+                       record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json,
+                       threads=threads, source=source_uri, outputs=outputs)
     if as_json:
         _echo_json(summary)
     else:
         print_demo_summary(summary)
 
 
-def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: float = 30.0, seed: int = 1,
-             regions: str = DEMO_REGIONS, bundle_path: Optional[str] = None, baseline_path: Optional[str] = None,
+def demo_uri(seed: int = 1, objects: int = 8, size: str = "640x480", fps: float = 30.0, frames: int = 300,
+             realtime: bool = False) -> str:
+    """The ``demo://`` URI of the built-in scene with these settings."""
+    w, h = _parse_size(size) or (640, 480)
+    return "demo://?seed=%d&objects=%d&size=%dx%d&fps=%g&frames=%d&realtime=%s" % (
+        seed, objects, w, h, fps, frames, "true" if realtime else "false")
+
+
+def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: float = 30.0, seed: int = 1,
+             regions: str = DEFAULT_REGIONS, bundle_path: Optional[str] = None, baseline_path: Optional[str] = None,
              events_path: Optional[str] = None, record_path: Optional[str] = None, refresh: int = 30,
-             realtime: bool = False, live: bool = False, threads: Optional[int] = None) -> Dict[str, Any]:
-    """The demo as a function (the command and the benchmark call it)."""
+             realtime: bool = False, live: bool = False, threads: Optional[int] = None,
+             source: Optional[str] = None, outputs: Sequence[str] = ()) -> Dict[str, Any]:
+    """The demo as a function (the command and the benchmark call it). ``source`` replaces the built-in scene
+    (then ``frames`` bounds the frames processed); metrics need a source whose frames carry ground truth."""
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline, crop_box
     from edgeconf.live.sources import open_source
-    from edgeconf.live.track_eval import ClassificationEvaluator, TrackEvaluator
+    from edgeconf.live.track_eval import REQUIRED_VISIBLE, ClassificationEvaluator, TrackEvaluator
 
     bundle = bundle_path or DEFAULT_BUNDLE
     if not os.path.isdir(bundle):
         raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
-    w, h = _parse_size(size) or (640, 480)
-    uri = "demo://?seed=%d&objects=%d&size=%dx%d&fps=%g&frames=%d&realtime=%s" % (
-        seed, objects, w, h, fps, frames, "true" if realtime else "false")
+    uri = source if source is not None else demo_uri(seed, objects, size, fps, frames, realtime)
     cascade = load_bundle(bundle, threads=threads)
     meter, power_note = open_meter()
     try:
@@ -329,14 +397,16 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
         tracking_note = ""
     except MissingDependencyError:
         tracking, tracking_note = None, "not measured (motmetrics is not installed: pip install motmetrics)"
-    classes = ClassificationEvaluator(iou_threshold=0.5, min_visible=0.5)
+    classes = ClassificationEvaluator(iou_threshold=0.5)
     base_path = baseline_path or DEFAULT_BASELINE
     probe: Optional[BaselineProbe] = None
-    source = None
+    src = None
+    scored = {"frames": 0}
 
     def score(res: Any) -> None:
         if res.truth is None:
             return
+        scored["frames"] += 1
         shown = [t for t in res.tracks if t.frames_since_match == 0]
         if tracking is not None:
             tracking.update(res.truth, shown)
@@ -348,18 +418,19 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
     try:
         if os.path.isfile(base_path):
             probe = BaselineProbe(base_path, cascade.preprocessing, threads=threads)
-        source = open_source(uri)
-        pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
-        info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions,
+        src = open_source(uri)
+        pipe = Pipeline(cascade, src, regions=regions, refresh_frames=refresh, meter=meter)
+        info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions, "regions_note": regions_note(regions),
                 "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds}
-        summary = drive(pipe, None, events_path, record_path, live=live, on_result=score, record_fps=fps,
-                        power_note=power_note, start_info=info)
+        summary = drive(pipe, frames if source is not None else None, events_path, record_path, live=live,
+                        on_result=score, record_fps=fps if source is None else getattr(src, "fps", None) or 30.0,
+                        power_note=power_note, start_info=info, outputs=outputs)
         baseline = probe.estimate(summary["counters"]["answers"]) if probe is not None else None
     finally:
         if probe is not None:
             probe.close()
-        if source is not None:
-            source.close()
+        if src is not None:
+            src.close()
         close_meter(meter)
         cascade.close()
     c = summary["counters"]
@@ -371,19 +442,27 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
                        sampled_crops=baseline["sampled_crops"],
                        baseline_ms_per_crop=None if baseline["ms_per_crop"] is None else round(baseline["ms_per_crop"], 4),
                        saved=round(1.0 - c["model_seconds"] / baseline["seconds"], 4) if baseline["seconds"] > 0 else None)
+    truth_note = None if scored["frames"] else "not measured (the source's frames carry no ground truth)"
+    if tracking is not None and scored["frames"]:
+        track_json = tracking.metrics().to_json()
+    else:
+        track_json = {"note": tracking_note or truth_note}
     summary.update(
-        bundle=bundle, source=uri, regions=regions,
-        regions_note="oracle regions: boxes from the scene's ground truth" if regions == "truth" else None,
-        accuracy=classes.score.to_json(), compute=compute,
-        tracking=tracking.metrics().to_json() if tracking is not None else {"note": tracking_note},
-        escalation_rate=c["escalation_rate"], memo_hit_rate=c["memo_hit_rate"])
+        bundle=bundle, source=uri, regions=regions, regions_note=regions_note(regions),
+        mota=track_json.get("mota"), idf1=track_json.get("idf1"),
+        accuracy=None if classes.score.accuracy is None else round(classes.score.accuracy, 4),
+        unknown_rate=None, memo_hit_rate=c["memo_hit_rate"], escalation_rate=c["escalation_rate"],
+        classification=dict(classes.score.to_json(), note=truth_note) if truth_note else classes.score.to_json(),
+        tracking=track_json, compute=compute,
+        protocol={"iou": 0.5, "required_visible": REQUIRED_VISIBLE, "scored_frames": scored["frames"],
+                  "tracks_scored": "matched on the frame (coasting tracks are not shown as answers)"})
     return summary
 
 
 def print_demo_summary(s: Dict[str, Any]) -> None:
     c = s["counters"]
     tr = s["tracking"]
-    acc = s["accuracy"]
+    acc = s["classification"]
     comp = s["compute"]
     lat = s["latency_ms"]
     if isinstance(comp.get("saved"), float):
@@ -400,7 +479,8 @@ def print_demo_summary(s: Dict[str, Any]) -> None:
         "frames        %d in %.1f s: %.1f fps end to end (dropped by source %d)" % (
             s["frames"], s["wall_s"], s["fps"] or 0.0, c["frames_dropped"]),
         "latency       p50 %s ms, p95 %s ms per frame" % (lat["p50"], lat["p95"]),
-        "accuracy      %s of %d matched track-frames (%d not yet answered)" % (pct(acc["accuracy"]), acc["scored"], acc["unanswered"]),
+        ("accuracy      %s of %d matched track-frames (%d not yet answered)" % (pct(acc["accuracy"]), acc["scored"], acc["unanswered"])
+         if not acc.get("note") else "accuracy      %s" % acc["note"]),
         ("tracking      MOTA %s, IDF1 %s, ID switches %d (%d truth objects, %d track ids)" % (
             pct(tr["mota"]), pct(tr["idf1"]), tr["id_switches"], tr["truth_objects"], tr["track_ids"])
          if "note" not in tr else "tracking      %s" % tr["note"]),

@@ -169,12 +169,15 @@ class DemoScene:
     ``objects`` is how many objects can be on screen at once (some travel in touching pairs), ``frames`` the
     number of frames (``None``: endless), ``noise`` the sensor-noise sigma in grey levels, ``lighting`` the
     depth of the lighting drift, ``clutter`` how many distractors drift over the floor (None: about half as
-    many as objects), ``object_size`` the (min, max) side of an object in pixels.
+    many as objects), ``object_size`` the (min, max) side of an object in pixels. ``sample`` (images N×28×28
+    uint8, labels N) replaces the shipped sample as the items to draw (the detector's training script draws
+    FashionMNIST's train split, so the items of the demo are new to the detector too).
     """
 
     def __init__(self, seed: int = 0, objects: int = 6, size: Tuple[int, int] = (640, 480), fps: float = 30.0,
                  frames: Optional[int] = None, noise: float = 4.0, lighting: float = 0.15,
-                 clutter: Optional[int] = None, object_size: Tuple[int, int] = (44, 104)) -> None:
+                 clutter: Optional[int] = None, object_size: Tuple[int, int] = (44, 104),
+                 sample: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
         width, height = int(size[0]), int(size[1])
         if objects < 0 or objects > 64:
             raise ConfigError("demo scene: objects must be between 0 and 64, got %d" % objects)
@@ -200,7 +203,9 @@ class DemoScene:
         self.object_size = (lo, hi)
         self.clutter = self.objects // 2 + 1 if clutter is None else int(clutter)
         self.labels = LABELS
-        self._images, self._labels = load_sample()
+        self._images, self._labels = load_sample() if sample is None else (np.asarray(sample[0]), np.asarray(sample[1]))
+        if self._images.ndim != 3 or len(self._images) != len(self._labels) or not len(self._images):
+            raise ConfigError("demo scene: sample must be (images N×H×W uint8, labels N) with N > 0")
         pairs = self.objects // 5
         # slot kinds in drawing order (later slots are drawn on top): 1 = single object, 2 = touching pair
         kinds = [1] * (self.objects - 2 * pairs) + [2] * pairs

@@ -258,6 +258,16 @@ class Tracker:
     def confirmed(self) -> List[Track]:
         return [t for t in self.tracks if t.state == CONFIRMED]
 
+    def predicted_boxes(self, max_lost: int = 3) -> List[Box]:
+        """Where the confirmed tracks (matched within ``max_lost`` frames) will be on the next frame, by their
+        Kalman prediction; nothing changes (``update`` predicts again). Region proposers use these to split a
+        blob that covers several objects and to join the pieces of one."""
+        out = []
+        for t in self.tracks:
+            if t.state == CONFIRMED and t.frames_since_match <= max_lost:
+                out.append(_cxcywh_to_xyxy(self.kf.F @ t.mean))
+        return out
+
     def update(self, detections: Sequence[Any]) -> List[Track]:
         """Advance one frame: predict, associate, birth and death. Returns the confirmed tracks
         (including those coasting without a match; see ``frames_since_match``)."""
