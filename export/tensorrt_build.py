@@ -415,7 +415,7 @@ def load_model_inputs(path: str, input_shape: Sequence[Optional[int]], preproces
     if preprocessing is None:
         raise DataError("%s holds raw images but the model carries no preprocessing metadata; pass model-ready "
                         "float arrays (.npy shaped %s) instead" % (path, list(input_shape)))
-    from edgeconf.inputs import iter_inputs
+    from edgeconf.datasets import iter_inputs
 
     images = []
     for _name, img in iter_inputs([path]):

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from edgeconf.bundle import load_bundle
-from edgeconf.inputs import iter_inputs
+from edgeconf.datasets import iter_inputs
 
 
 def _batches(items, size: int):

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from edgeconf import datasets
+from edgeconf.datasets import idx as datasets
 from edgeconf.datasets import FASHION_LABELS, load_fashion_mnist, read_idx
 from edgeconf.errors import DataError, EdgeconfError
 
