@@ -7,6 +7,7 @@ from typing import Any, Dict
 
 import click
 
+from edgeconf.backends.onnx_file import numpy_dtype
 from edgeconf.bundle import MANIFEST, read_manifest, sha256_file
 from edgeconf.errors import ModelLoadError
 
@@ -31,7 +32,7 @@ def describe_onnx(path: str) -> Dict[str, Any]:
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
 
     def dtype(vi) -> str:
-        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+        return numpy_dtype(vi.type.tensor_type.elem_type).name
 
     edge, other = {}, {}
     for prop in model.metadata_props:
