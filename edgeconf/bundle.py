@@ -17,7 +17,7 @@ from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, Stage, graph_head
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError
 from edgeconf.memo import MemoCache, parse_key_kind
-from edgeconf.preprocess import Preprocessing
+from edgeconf.preprocess import Preprocessing, stage_problem
 from edgeconf.hashing import sha256_file
 
 MANIFEST = "edgeconf.json"
@@ -227,6 +227,11 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
             runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
                                 spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner)))
+            problem = stage_problem(manifest.preprocessing, getattr(runner, "metadata", None) or {},
+                                    runner.inputs[0].shape[1:] if spec.input == IMAGE and runner.inputs else None)
+            if problem:
+                raise BundleError("%s: stage %s (%s) does not fit the bundle's preprocessing: %s"
+                                  % (folder, spec.name, spec.model, problem))
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
         cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)

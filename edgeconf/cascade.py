@@ -353,7 +353,11 @@ class Cascade:
             batch = self.run_batch(self.preprocessing.batch(images))
             return [batch.item(j, self.labels) for j in range(len(images))]
         fp = self.fingerprint()
-        found = self.memo.lookup_batch(images, fp)
+        try:
+            found = self.memo.lookup_batch(images, fp)
+        except Exception:
+            _check_images(images)  # a bad image gets a one-line InputValidationError, not the hash's error
+            raise
         results: List[Optional[CascadeResult]] = [None] * len(images)
         for i, hit in found.hits.items():
             results[i] = _as_memo_hit(hit)
@@ -374,7 +378,11 @@ class Cascade:
         if self.memo is None:
             return self.run(self.preprocessing(image))
         fp = self.fingerprint()
-        key = self.memo.key(image)
+        try:
+            key = self.memo.key(image)
+        except Exception:
+            _check_images([image], single=True)
+            raise
         hit = self.memo.get(key, fp)
         if hit is not None:
             return _as_memo_hit(hit)
@@ -395,3 +403,11 @@ class Cascade:
 
 def _as_memo_hit(res: CascadeResult) -> CascadeResult:
     return CascadeResult(res.class_id, res.confidence, res.stage, res.probs, (), 0, res.label, memo_hit=True)
+
+
+def _check_images(images: Sequence[Any], single: bool = False) -> None:
+    """Raise the one-line :class:`InputValidationError` for the first bad raw image (called only on failure)."""
+    from edgeconf.preprocess import check_image
+
+    for i, img in enumerate(images):
+        check_image(img, None if single else i)
