@@ -16,17 +16,20 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgeconf.errors import InputValidationError, PreprocessingError
+from edgeconf.schema import Float, Int, ListOf, Str, entry, from_json, to_json
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("rgb", "bgr")
 RESIZES = ("stretch", "letterbox", "center-crop")
 DTYPES = ("float32", "float16", "float64")
+#: Largest model input side a bundle may declare (a sanity bound; the model's own input shape decides).
+MAX_SIDE = 8192
 #: model inputs larger than this many pixels are refused (a typo like [100000, 100000] would allocate 40 GB)
 MAX_MODEL_PIXELS = 4096 * 4096
 
@@ -41,17 +44,23 @@ def _is_real(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a raw uint8 image (H×W grey or H×W×3 RGB) becomes one model input (see the module doc)."""
+    """How a raw uint8 image (H×W grey or H×W×3 RGB) becomes one model input (see the module doc).
 
-    size: Tuple[int, int] = (28, 28)  # (height, width)
-    channels: int = 1
-    scale: float = 1.0 / 255.0
-    mean: Tuple[float, ...] = (0.0,)
-    std: Tuple[float, ...] = (1.0,)
-    layout: str = "NCHW"
-    dtype: str = "float32"
-    color: str = "rgb"
-    resize: str = "stretch"
+    Each field is declared with its JSON check (``edgeconf.schema``), so a manifest's or a model's
+    ``preprocessing`` object is read strictly; ``__post_init__`` checks the same values (and the
+    cross-field rules) when Python code builds one. ``color`` and ``resize`` are written only when they
+    differ from their defaults, so bundles that do not use them stay readable by older edgeconf versions.
+    """
+
+    size: Tuple[int, int] = entry(ListOf(Int(1, MAX_SIDE), 2, 2, tuple), (28, 28))  # (height, width)
+    channels: int = entry(Int(), 1)
+    scale: float = entry(Float(), 1.0 / 255.0)
+    mean: Tuple[float, ...] = entry(ListOf(Float(), 1, 4, tuple), (0.0,))
+    std: Tuple[float, ...] = entry(ListOf(Float(), 1, 4, tuple), (1.0,))
+    layout: str = entry(Str(LAYOUTS), "NCHW")
+    dtype: str = entry(Str(DTYPES), "float32")
+    color: str = entry(Str(COLORS), "rgb", write_default=False)
+    resize: str = entry(Str(RESIZES), "stretch", write_default=False)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> PreprocessingError:
@@ -99,34 +108,25 @@ class Preprocessing:
     # -- description ------------------------------------------------------------------------------
     @classmethod
     def from_json(cls, data: Any) -> "Preprocessing":
-        """Parse the JSON object of a manifest, model metadata or an option; unknown keys are refused."""
-        if not isinstance(data, dict):
-            raise PreprocessingError("preprocessing must be a JSON object, got %s" % type(data).__name__)
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise PreprocessingError("unknown preprocessing keys %s; known: %s" % (unknown, ", ".join(sorted(known))))
-        kw = dict(data)
-        for key in ("size", "mean", "std"):
-            if isinstance(kw.get(key), list):
-                kw[key] = tuple(kw[key])
-        return cls(**kw)
+        """Read a manifest's, a model's or an option's ``preprocessing`` object strictly (unknown keys refused)."""
+        return from_json(cls, data, "preprocessing", PreprocessingError)
 
     def to_json(self) -> Dict[str, Any]:
-        d = asdict(self)
-        for key in ("size", "mean", "std"):
-            d[key] = list(d[key])
-        return d
+        return to_json(self)
+
+    def values(self) -> Dict[str, Any]:
+        """Every key with its value, defaults included (``to_json`` leaves some defaults out)."""
+        return {f.name: list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple) else getattr(self, f.name)
+                for f in fields(self)}
 
     def replace(self, **changes: Any) -> "Preprocessing":
-        d = self.to_json()
+        d = self.values()
         d.update(changes)
         return Preprocessing.from_json(d)
 
     def differences(self, other: "Preprocessing") -> List[str]:
         """Names of the keys whose values differ from ``other``'s."""
-        a, b = self.to_json(), other.to_json()
-        return [k for k in a if a[k] != b[k]]
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
     def describe(self) -> str:
         """One line, e.g. ``40×40 RGB, NHWC, stretch, (x·0.00392 − mean) / std, mean [0.5, …]``."""
@@ -220,12 +220,13 @@ class Preprocessing:
         return canvas
 
 
-def stage_problem(pre: "Preprocessing", metadata: Dict[str, str], input_shape: Optional[Sequence[Any]]) -> Optional[str]:
+def stage_problem(pre: "Preprocessing", metadata: Dict[str, str], input_shape: Optional[Sequence[Any]] = None
+                  ) -> Optional[str]:
     """Why a bundle stage cannot run with the bundle's preprocessing ``pre``, or None.
 
     ``metadata``: the stage model's ``edgeconf.*`` metadata (its own ``edgeconf.preprocessing``, when it
-    carries one, must equal ``pre``); ``input_shape``: the model input without the batch axis, for stages
-    that take the image (None for stages fed by an earlier stage's features).
+    carries one, must equal ``pre``); ``input_shape``: the model input without the batch axis, to check
+    too (None: not checked; :class:`~edgeconf.cascade.Cascade` checks the stages that take the image).
     """
     import json
 
@@ -237,7 +238,7 @@ def stage_problem(pre: "Preprocessing", metadata: Dict[str, str], input_shape: O
             return "its edgeconf.preprocessing metadata is invalid (%s)" % exc
         diff = own.differences(pre)
         if diff:
-            a, b = own.to_json(), pre.to_json()
+            a, b = own.values(), pre.values()
             return ("it was exported with a different preprocessing (%s); every stage of a bundle must prepare "
                     "images the same way" % ", ".join("%s %s vs the bundle's %s" % (k, json.dumps(a[k]),
                                                                                      json.dumps(b[k])) for k in diff))

@@ -102,9 +102,9 @@ def test_from_json_round_trip_and_unknown_keys():
     pre = Preprocessing(size=(40, 32), channels=3, color="bgr", layout="NHWC", mean=(0.5, 0.4, 0.3), std=(0.2,),
                         resize="letterbox")
     assert Preprocessing.from_json(pre.to_json()) == pre
-    with pytest.raises(BundleError, match="unknown preprocessing keys"):
+    with pytest.raises(BundleError, match="preprocessing has unknown key 'normalize'"):
         Preprocessing.from_json({"size": [2, 2], "normalize": True})
-    with pytest.raises(BundleError, match="must be a JSON object"):
+    with pytest.raises(BundleError, match="preprocessing must be an object"):
         Preprocessing.from_json(None)
 
 

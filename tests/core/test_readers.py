@@ -211,8 +211,10 @@ def test_npz_arrays_round_trip(tmp_path):
 def test_preprocessing_size_is_bounded():
     with pytest.raises(PreprocessingError, match="size 100000×100000 is 10000000000 pixels"):
         Preprocessing(size=(100000, 100000))
-    with pytest.raises(PreprocessingError, match="size must be"):
+    with pytest.raises(PreprocessingError, match=r"size\[1\] must be an integer"):
         Preprocessing.from_json({"size": [28, "28"]})
+    with pytest.raises(PreprocessingError, match=r"size\[0\] must be an integer in \[1, 8192\]"):
+        Preprocessing.from_json({"size": [100000, 100000]})
 
 
 @pytest.fixture
