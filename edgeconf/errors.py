@@ -40,3 +40,7 @@ class SourceError(EdgeconfError):
 
 class OutputError(EdgeconfError):
     """An output file or folder cannot be written (permissions, read-only or full file system, a folder in the way)."""
+
+
+class PreprocessingError(BundleError, ConfigError):
+    """A preprocessing description is invalid (in a bundle manifest, in model metadata or given as an option)."""
