@@ -38,15 +38,73 @@ class StageSpec:
     logits: str = "logits"
     engine: Optional[str] = None  # TensorRT engine file, when one was built
     cost: Optional[Dict[str, Any]] = None  # measured cost (e.g. {"ms": 0.05, "device": "..."})
+    #: a remote stage: ``{"backend": "triton", "url": ..., "version": ..., "onnx": ..., "deadline_ms": ...}``;
+    #: its ``model`` is then the model's name on the server and ``onnx`` (optional) the file the server serves
+    remote: Optional[Dict[str, Any]] = None
+
+    @property
+    def is_remote(self) -> bool:
+        return self.remote is not None
+
+    @property
+    def local_file(self) -> Optional[str]:
+        """The stage's ONNX file in the bundle (a remote stage's may be absent)."""
+        return self.remote.get("onnx") if self.remote is not None else self.model
 
     def to_json(self) -> dict:
         d = {"name": self.name, "model": self.model, "score": self.score, "threshold": self.threshold,
              "temperature": self.temperature, "input": self.input, "logits": self.logits}
+        if self.remote is not None:
+            d.update(self.remote)
         if self.engine:
             d["engine"] = self.engine
         if self.cost is not None:
             d["cost"] = self.cost
         return d
+
+
+#: keys of a remote stage besides the common ones
+REMOTE_KEYS = ("backend", "url", "version", "onnx", "deadline_ms", "retries", "breaker_failures", "breaker_cooldown_s")
+REMOTE_BACKENDS = ("triton",)
+
+
+def _remote_fields(st: dict, where: str, index: int) -> Optional[Dict[str, Any]]:
+    """The remote part of a manifest stage (None for a local one), validated."""
+    if "backend" not in st:
+        stray = [k for k in REMOTE_KEYS if k in st]
+        if stray:
+            raise BundleError("%s: %s only apply to remote stages; add \"backend\": \"triton\" or remove them"
+                              % (where, ", ".join(repr(k) for k in stray)))
+        return None
+    backend = st["backend"]
+    if backend not in REMOTE_BACKENDS:
+        raise BundleError("%s: backend %r is not a remote backend; use one of %s (or leave 'backend' out for a local "
+                          "stage)" % (where, backend, ", ".join(REMOTE_BACKENDS)))
+    if index == 0:
+        raise BundleError("%s: the first stage must run locally (a remote stage falls back on a local answer)" % where)
+    if st.get("input", IMAGE) != IMAGE:
+        raise BundleError("%s: a remote stage takes the image as input, not %r" % (where, st.get("input")))
+    url = _need(st, "url", str, where)
+    from edgeconf.backends.triton import parse_url, remote_settings  # pure: imports no tritonclient
+
+    try:
+        parse_url(url)
+        remote_settings(st, where)
+    except Exception as exc:
+        raise BundleError(str(exc)) from None
+    version = st.get("version", "")
+    if isinstance(version, bool) or not isinstance(version, (str, int)):
+        raise BundleError("%s: 'version' must be a string or an integer, got %r" % (where, version))
+    onnx = st.get("onnx")
+    if onnx is not None and not isinstance(onnx, str):
+        raise BundleError("%s: 'onnx' must be a path relative to the bundle, got %r" % (where, onnx))
+    d: Dict[str, Any] = {"backend": backend, "url": url}
+    if version != "":
+        d["version"] = str(version)
+    for key in REMOTE_KEYS[3:]:
+        if st.get(key) is not None:
+            d[key] = st[key]
+    return d
 
 
 @dataclass
@@ -133,6 +191,7 @@ def parse_manifest(data: Any) -> Manifest:
             logits=st.get("logits", "logits"),
             engine=st.get("engine"),
             cost=st.get("cost"),
+            remote=_remote_fields(st, where, i),
         )
         if spec.score not in SCORES:
             raise BundleError("%s: unknown score %r; use one of %s" % (where, spec.score, ", ".join(SCORES)))
@@ -192,7 +251,7 @@ def read_manifest(folder: str, verify: bool = True) -> Manifest:
 
 def verify_files(folder: str, manifest: Manifest) -> None:
     """Every stage file must be listed in ``files``, inside the folder, present, and match its sha256."""
-    needed = [s.model for s in manifest.stages] + [s.engine for s in manifest.stages if s.engine]
+    needed = [s.local_file for s in manifest.stages if s.local_file] + [s.engine for s in manifest.stages if s.engine]
     for rel in needed:
         if rel not in manifest.files:
             raise BundleError("%s names %r but 'files' has no sha256 for it" % (MANIFEST, rel))
@@ -223,10 +282,14 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     stages = []
     try:
         for spec in manifest.stages:
-            path, stage_backend = stage_model_path(spec, backend, folder)
-            runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
+            if spec.is_remote:
+                runner, sha = _prepare_remote(spec, manifest)
+            else:
+                path, stage_backend = stage_model_path(spec, backend, folder)
+                runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
+                sha = manifest.files[spec.model]["sha256"]
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
-                                spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner)))
+                                spec.logits, sha, graph_head(runner)))
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
         cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)
@@ -237,6 +300,23 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     cascade.manifest = manifest  # type: ignore[attr-defined]
     cascade.folder = folder  # type: ignore[attr-defined]
     return cascade
+
+
+def _prepare_remote(spec: StageSpec, manifest: Manifest) -> Any:
+    """Connect a remote stage and check the served model against the stage; (runner, fingerprint id)."""
+    from edgeconf.backends import prepare
+    from edgeconf.backends.triton import Expectation, remote_settings
+
+    remote = spec.remote or {}
+    pre = manifest.preprocessing
+    expect = Expectation(tuple(pre.input_shape), pre.dtype, len(manifest.labels), spec.logits)
+    runner = prepare("", backend=remote["backend"], url=remote["url"], model=spec.model,
+                     version=remote.get("version", ""), settings=remote_settings(remote, "stage %s" % spec.name),
+                     expect=expect)
+    onnx = remote.get("onnx")
+    sha = manifest.files[onnx]["sha256"] if onnx else "%s:%s/%s/%s" % (remote["backend"], remote["url"], spec.model,
+                                                                        remote.get("version", ""))
+    return runner, sha
 
 
 def save_bundle(folder: str, stages: Sequence[StageSpec], model_files: Dict[str, str], labels: Sequence[str],
