@@ -193,6 +193,8 @@ class MosquittoProcess(_Process):
 
     def _write_config(self) -> None:
         lines = ["listener %d 127.0.0.1" % self.port, "log_dest stderr", "log_type error", "log_type warning"]
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            lines.append("user root")  # started as root, mosquitto would drop to 'mosquitto', who cannot read our files
         if self.users:
             pw = os.path.join(self.workdir, "passwd")
             open(pw, "w").close()
