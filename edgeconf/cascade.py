@@ -205,6 +205,9 @@ class Cascade:
                 raise ConfigError("stage %s: a cascade stage needs a model with exactly one input, this one has %d"
                                   % (st.name, len(st.runner.inputs)))
             self._input_names.append(st.runner.inputs[0].name)
+        self.classes = _check_class_counts(self.stages, self.labels)
+        if preprocessing is not None:
+            _check_input_shape(self.stages[0], preprocessing)
         self._fingerprint_key: Any = None
         self._fingerprint = ""
 
@@ -267,9 +270,10 @@ class Cascade:
             self.energy_hook(k, t0, t1)
         first = names[0]
         value = out.get(first)
-        if value is None or value.ndim != 2 or value.shape[0] != feed.shape[0]:
-            raise InputValidationError("stage %s output %r has shape %s; expected (%d, classes)"
-                                       % (st.name, first, getattr(value, "shape", None), feed.shape[0]))
+        if value is None or value.ndim != 2 or value.shape[0] != feed.shape[0] \
+                or (self.classes and value.shape[1] != self.classes):
+            raise InputValidationError("stage %s output %r has shape %s; expected (%d, %s)" % (
+                st.name, first, getattr(value, "shape", None), feed.shape[0], self.classes or "classes"))
         return out, t0, t1
 
     def run_batch(self, x: np.ndarray) -> BatchResult:
@@ -439,6 +443,44 @@ class Cascade:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _static_classes(stage: Stage) -> Optional[int]:
+    """The class count a stage's logits output declares, or None when that axis is dynamic."""
+    shape = stage.runner.output(stage.logits).shape
+    n = shape[-1] if shape else None
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def _check_class_counts(stages: Sequence[Stage], labels: Optional[Sequence[str]]) -> int:
+    """Every stage must answer over the same classes, as many as there are labels; returns that count (0: unknown)."""
+    counts = [(st.name, _static_classes(st)) for st in stages]
+    known = [(name, n) for name, n in counts if n is not None]
+    if labels:
+        for name, n in known:
+            if n != len(labels):
+                raise ConfigError("stage %s answers over %d classes but there are %d labels; give one label per class"
+                                  % (name, n, len(labels)))
+        return len(labels)
+    if len({n for _, n in known}) > 1:
+        raise ConfigError("the stages answer over different numbers of classes (%s); every stage must have the same "
+                          "classes" % ", ".join("%s: %d" % (name, n) for name, n in known))
+    return known[0][1] if known else 0
+
+
+def _check_input_shape(stage: Stage, preprocessing: "Preprocessing") -> None:
+    """The preprocessing must make what the first stage takes (where the model fixes the size)."""
+    spec = stage.runner.inputs[0]
+    want = tuple(spec.shape[1:])
+    made = preprocessing.input_shape
+    if len(want) != len(made) or any(isinstance(w, int) and w > 0 and w != m for w, m in zip(want, made)):
+        shown = "x".join(str(w) if isinstance(w, int) else "?" for w in want)
+        raise ConfigError("preprocessing makes inputs of shape %s (%s) but stage %s takes %s; fix the bundle's "
+                          "preprocessing (size, channels, layout)" % ("x".join(map(str, made)), preprocessing.layout,
+                                                                      stage.name, shown))
+    if spec.dtype != preprocessing.dtype:
+        raise ConfigError("preprocessing makes %s inputs but stage %s takes %s; set preprocessing.dtype to %r"
+                          % (preprocessing.dtype, stage.name, spec.dtype, spec.dtype))
 
 
 def _as_memo_hit(res: CascadeResult) -> CascadeResult:

@@ -1,25 +1,34 @@
 """Image preprocessing described by data, so a bundle carries it: size, channels, scale, mean/std, layout."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Sequence, Tuple
 
 import numpy as np
 
 from edgeconf.errors import BundleError, InputValidationError
+from edgeconf.schema import Float, Int, ListOf, Str, entry, from_json, to_json
+
+
+#: Largest model input side a bundle may declare (a sanity bound; the model's own input shape decides).
+MAX_SIDE = 8192
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a raw uint8 image (H×W grey or H×W×3 RGB) becomes one model input."""
+    """How a raw uint8 image (H×W grey or H×W×3 RGB) becomes one model input.
 
-    size: Tuple[int, int] = (28, 28)  # (height, width)
-    channels: int = 1
-    scale: float = 1.0 / 255.0
-    mean: Tuple[float, ...] = (0.0,)
-    std: Tuple[float, ...] = (1.0,)
-    layout: str = "NCHW"
-    dtype: str = "float32"
+    Each field is declared with its JSON check (``edgeconf.schema``), so a bundle's ``preprocessing``
+    object is read strictly: ``size`` two integers, numbers finite, names from their lists.
+    """
+
+    size: Tuple[int, int] = entry(ListOf(Int(1, MAX_SIDE), 2, 2, tuple), (28, 28))  # (height, width)
+    channels: int = entry(Int(), 1)
+    scale: float = entry(Float(), 1.0 / 255.0)
+    mean: Tuple[float, ...] = entry(ListOf(Float(), 1, 4, tuple), (0.0,))
+    std: Tuple[float, ...] = entry(ListOf(Float(), 1, 4, tuple), (1.0,))
+    layout: str = entry(Str(("NCHW", "NHWC")), "NCHW")
+    dtype: str = entry(Str(("float32", "float16", "float64")), "float32")
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
@@ -40,27 +49,12 @@ class Preprocessing:
         object.__setattr__(self, "_offset", (-np.asarray(self.mean, dtype=np.float32) / std).astype(np.float32))
 
     @classmethod
-    def from_json(cls, data: dict) -> "Preprocessing":
-        if not isinstance(data, dict):
-            raise BundleError("preprocessing must be an object, got %s" % type(data).__name__)
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BundleError("unknown preprocessing keys %s; known: %s" % (unknown, ", ".join(sorted(known))))
-        kw = dict(data)
-        for key in ("size", "mean", "std"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        try:
-            return cls(**kw)
-        except TypeError as exc:
-            raise BundleError("invalid preprocessing: %s" % exc) from None
+    def from_json(cls, data: Any) -> "Preprocessing":
+        """Read the ``preprocessing`` object of a manifest strictly (raises :class:`BundleError`)."""
+        return from_json(cls, data, "preprocessing", BundleError)
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        for key in ("size", "mean", "std"):
-            d[key] = list(d[key])
-        return d
+        return to_json(self)
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:

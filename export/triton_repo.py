@@ -182,12 +182,10 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
         new_stages = []
         for spec in manifest.stages:
             if spec.name in names and not spec.is_remote:
-                remote: Dict[str, Any] = {"backend": "triton", "url": url, "onnx": spec.model}
-                if deadline_ms is not None:
-                    remote["deadline_ms"] = float(deadline_ms)
-                spec = replace(spec, model=names[spec.name], remote=remote, engine=None)
-            elif spec.name in names and url is not None:
-                spec = replace(spec, remote=dict(spec.remote or {}, url=url))
+                spec = replace(spec, model=names[spec.name], backend="triton", url=url, onnx=spec.model, engine=None,
+                               deadline_ms=None if deadline_ms is None else float(deadline_ms))
+            elif spec.name in names:
+                spec = replace(spec, url=url, deadline_ms=spec.deadline_ms if deadline_ms is None else float(deadline_ms))
             new_stages.append(spec)
         files = {}
         for spec in new_stages:

@@ -235,7 +235,10 @@ class Pipeline:
 
             regions = make_regions(regions)
         self.regions = regions
-        self.tracker = tracker if tracker is not None else Tracker()
+        # Unrelated stills (a folder of photos): every image is its own scene, so each object is answered on the
+        # image it is in, instead of after the two sightings a video track needs to be confirmed.
+        self.stills = bool(getattr(source, "stills", False))
+        self.tracker = tracker if tracker is not None else (Tracker(min_hits=1) if self.stills else Tracker())
         self.refresh_frames = int(refresh_frames)
         self.meter = meter
         self.crop_pad = float(crop_pad)
@@ -389,6 +392,8 @@ class Pipeline:
         ta = time.perf_counter()
         dets = self._propose(frame)
         tb = time.perf_counter()
+        if self.stills:
+            self.tracker.reset()
         tracks = self.tracker.update(dets)
         tc = time.perf_counter()
         results = self._classify(image, tracks)

@@ -4,7 +4,8 @@
 
 ==============================  ==========================================================================
 ``demo://?seed=1&objects=6…``   the built-in synthetic scene (:mod:`edgeconf.live.demo_scene`), with ground truth
-``file://PATH`` or ``PATH``     a video file (OpenCV) or a folder of images (sorted by name)
+``file://PATH`` or ``PATH``     a video file (OpenCV) or a folder of images (sorted by name); both take
+                                ``?realtime=0|1&loop=0|1&fps=N`` (folders also ``sequence=1``)
 ``v4l2:///dev/videoN``, ``N``   a V4L2 / USB camera, by device path or index
 ``rtsp://…`` (also http, udp)   a network stream (FFMPEG, low latency, reconnects with back-off)
 ``csi://N``                     a Jetson CSI camera through GStreamer (``nvarguscamerasrc``)
@@ -67,6 +68,8 @@ class Source(ABC):
     """
 
     kind = "source"
+    #: True when consecutive frames are unrelated still images (a folder of photos): nothing to track across them.
+    stills = False
 
     def __init__(self, uri: str, size: Optional[Size] = None, fps: Optional[float] = None,
                  lossless: bool = False, finite: bool = False) -> None:
@@ -414,12 +417,17 @@ class VideoFileSource(Source):
 
 
 class FolderSource(Source):
-    """Images in a folder, sorted by file name. With ``fps`` they are paced (realtime); without, read losslessly."""
+    """Images in a folder, sorted by file name. With ``fps`` they are paced (realtime); without, read losslessly.
+
+    The images are taken as unrelated stills (``stills`` is True: the pipeline answers every object on every
+    image, without waiting for a track to be confirmed) unless ``sequence=True`` says they are the frames of
+    one video, to be tracked across images.
+    """
 
     kind = "folder"
 
     def __init__(self, path: str, size: Optional[Size] = None, fps: Optional[float] = None,
-                 realtime: Optional[bool] = None, loop: bool = False) -> None:
+                 realtime: Optional[bool] = None, loop: bool = False, sequence: bool = False) -> None:
         files = sorted(f for f in glob.glob(os.path.join(glob.escape(path), "*"))
                        if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(f))
         if not files:
@@ -430,6 +438,7 @@ class FolderSource(Source):
         self.files = files
         self.loop = bool(loop)
         self.realtime = realtime
+        self.stills = not sequence
 
     def _run(self) -> None:
         pacer = _Pacer(self.fps if self.realtime else None)
@@ -704,12 +713,38 @@ def _capture_kwargs(opts: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _split_query(path: str, opts: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """``clip.mp4?realtime=0&fps=10`` → ("clip.mp4", {...}); a path that exists as written keeps its ``?``.
+    Keyword options given to ``open_source`` win over the query."""
+    if "?" not in path or os.path.exists(os.path.expanduser(path)):
+        return path, dict(opts)
+    path, query = path.split("?", 1)
+    merged: Dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    merged.update(opts)
+    return path, merged
+
+
+def _parse_fps(value: Any) -> float:
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError("option fps must be a positive number, got %r" % (value,)) from None
+    if not fps > 0:
+        raise ConfigError("option fps must be a positive number, got %r" % (value,))
+    return fps
+
+
 def _open_path(uri: str, path: str, size: Optional[Size], fps: Optional[float], opts: Dict[str, Any]) -> Source:
+    path, opts = _split_query(path, opts)
     path = os.path.expanduser(path)
+    if "fps" in opts:
+        query_fps = _parse_fps(opts.pop("fps"))
+        fps = fps or query_fps
     if os.path.isdir(path):
-        _check_options("folder", opts, _FILE_OPTIONS)
+        _check_options("folder", opts, _FILE_OPTIONS + ("sequence",))
         realtime = _parse_bool("realtime", opts["realtime"]) if "realtime" in opts else None
-        return FolderSource(path, size=size, fps=fps, realtime=realtime, loop=_parse_bool("loop", opts.get("loop", False)))
+        return FolderSource(path, size=size, fps=fps, realtime=realtime, loop=_parse_bool("loop", opts.get("loop", False)),
+                            sequence=_parse_bool("sequence", opts.get("sequence", False)))
     if not os.path.exists(path):
         raise SourceError("no such video file or image folder: %s (source %r)" % (path, uri))
     if path.lower().endswith(IMAGE_EXTENSIONS):
@@ -776,7 +811,7 @@ def open_source(uri: str, size: Optional[Size] = None, fps: Optional[float] = No
     if scheme == "demo":
         return _open_demo(uri, size, fps, opts)
     if scheme == "file":
-        return _open_path(uri, rest.split("?", 1)[0], size, fps, opts)
+        return _open_path(uri, rest, size, fps, opts)
     if scheme == "v4l2":
         device = rest if rest.startswith("/") else "/" + rest
         _check_options("camera", opts, _CAPTURE_OPTIONS + ("fourcc",))

@@ -204,10 +204,10 @@ def test_bundle_whose_preprocessing_does_not_fit(tmp_path):
     model = save(random_classifier(1), tmp_path / "m.onnx")  # expects 1×28×28
     save_bundle(str(tmp_path / "b"), [StageSpec("s", "m.onnx", "margin", 0.5)], {"m.onnx": model}, [str(i) for i in range(10)],
                 Preprocessing(size=(32, 32), channels=3, mean=(0.0,), std=(1.0,)))
-    cascade = load_bundle(str(tmp_path / "b"))
-    with pytest.raises(ConfigError, match="preprocessing does not fit"):
-        Pipeline(cascade, ListSource([]), regions="full")
-    cascade.close()
+    from edgeconf.errors import BundleError
+
+    with pytest.raises(BundleError, match=r"preprocessing makes inputs of shape 3x32x32 \(NCHW\) but stage s takes 1x28x28"):
+        load_bundle(str(tmp_path / "b"))  # refused when the bundle loads, before any pipeline
 
 
 def test_crop_box_clips_and_rejects_empty():
@@ -215,3 +215,23 @@ def test_crop_box_clips_and_rejects_empty():
     assert crop_box(img, (-10, -10, 50, 40)).shape == (40, 50, 3)
     assert crop_box(img, (300, 300, 400, 400)) is None
     assert crop_box(img, (10, 10, 30, 30), pad=0.5).shape == (40, 40, 3)
+
+
+def test_image_folder_answers_every_image_from_the_first(fashion_bundle, tmp_path):
+    """Stills: each image is its own scene, so the first image is answered too (no track confirmation wait)."""
+    import cv2
+
+    from edgeconf.live.demo_scene import DemoScene
+
+    scene = DemoScene(seed=5, objects=3)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / ("%02d.png" % i)), scene.render(i * 40)[0][..., ::-1])
+    cascade = load_bundle(fashion_bundle)
+    with open_source(str(folder)) as src:
+        pipe = Pipeline(cascade, src, regions="full")
+        answered = []
+        pipe.run(on_result=lambda r: answered.append((r.frame_index, [t.classified for t in r.tracks])))
+    assert answered == [(i, [True]) for i in range(5)]
+    assert pipe.counters.answers == 5

@@ -133,6 +133,34 @@ def test_corrupt_frame_in_a_video_is_skipped_and_counted(tmp_path):
     assert len(frames) == 29 and 10 not in decoded and decoded[-1] == 29
 
 
+@pytest.mark.parametrize("form", ["plain", "file"])
+def test_query_options_on_plain_paths_and_file_uris(video, form):
+    base = video if form == "plain" else "file://" + video
+    src = open_source(base + "?realtime=0")
+    assert isinstance(src, VideoFileSource) and src.lossless
+    with src:
+        time.sleep(0.2)  # a realtime source would replace unread frames meanwhile; a lossless one waits
+        frames = list(src.frames(timeout=10))
+    assert [_decoded_index(f) for f in frames] == list(range(40)) and src.frames_dropped == 0
+    paced = open_source(base + "?fps=12.5&loop=1")
+    assert not paced.lossless and paced.fps == pytest.approx(12.5) and paced.loop and not paced.is_finite
+    paced.close()
+    assert open_source(base + "?fps=12.5", fps=30.0).fps == pytest.approx(30.0)  # the keyword wins
+
+
+def test_query_options_bad_values_and_literal_question_marks(video, tmp_path):
+    with pytest.raises(ConfigError, match="unknown option.*speed"):
+        open_source(video + "?speed=2")
+    with pytest.raises(ConfigError, match="fps must be a positive number"):
+        open_source(video + "?fps=fast")
+    with pytest.raises(ConfigError, match="realtime"):
+        open_source("file://" + video + "?realtime=sometimes")
+    odd = _write_video(tmp_path / "what?.avi", 3)  # a name with a '?' that exists is taken as written
+    src = open_source(odd, realtime=False)
+    with src:
+        assert len(list(src.frames(timeout=10))) == 3
+
+
 # ---- folders ---------------------------------------------------------------------------------------------
 
 
@@ -157,6 +185,14 @@ def test_folder_sorted_lossless_skips_corrupt_images(tmp_path):
     assert [_decoded_index(f) for f in frames] == [0, 1, 2, 4, 5, 6, 7]
     assert src.frames_corrupt == 1 and src.state is SourceState.ENDED
     assert frames[0].image[:8, :, 0].mean() > 250  # RGB
+
+
+def test_folder_frames_are_stills_unless_a_sequence(tmp_path):
+    folder = _write_folder(tmp_path / "imgs", 3)
+    assert open_source(folder).stills
+    seq = open_source(folder + "?sequence=1&realtime=0")
+    assert not seq.stills and seq.lossless
+    assert not open_source("demo://?frames=2").stills
 
 
 def test_folder_with_fps_is_paced(tmp_path):
