@@ -21,7 +21,7 @@ from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, OutputError
 from edgeconf.hashing import sha256_file
 from edgeconf.memo import MemoCache, parse_key_kind
-from edgeconf.preprocess import Preprocessing
+from edgeconf.preprocess import Preprocessing, stage_problem
 from edgeconf.schema import (Any_, Bool, DictOf, Float, Int, ListOf, Optional_, Path, Str, Struct, entry, from_json,
                              load_value, read_json, to_json)
 from edgeconf.schema.fields import show
@@ -305,6 +305,10 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
                 sha = manifest.files[spec.model]["sha256"]
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
                                 spec.logits, sha, graph_head(runner)))
+            problem = stage_problem(manifest.preprocessing, getattr(runner, "metadata", None) or {})
+            if problem:
+                raise BundleError("%s: stage %s (%s) does not fit the bundle's preprocessing: %s"
+                                  % (folder, spec.name, spec.model, problem))
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
         try:

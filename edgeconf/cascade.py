@@ -207,7 +207,9 @@ class Cascade:
             self._input_names.append(st.runner.inputs[0].name)
         self.classes = _check_class_counts(self.stages, self.labels)
         if preprocessing is not None:
-            _check_input_shape(self.stages[0], preprocessing)
+            for st in self.stages:
+                if st.input == IMAGE:
+                    _check_input_shape(st, preprocessing)
         self._fingerprint_key: Any = None
         self._fingerprint = ""
 
@@ -403,7 +405,11 @@ class Cascade:
             batch = self.run_batch(self.preprocessing.batch(images))
             return [batch.item(j, self.labels) for j in range(len(images))]
         fp = self.fingerprint()
-        found = self.memo.lookup_batch(images, fp)
+        try:
+            found = self.memo.lookup_batch(images, fp)
+        except Exception:
+            _check_images(images)  # a bad image gets a one-line InputValidationError, not the hash's error
+            raise
         results: List[Optional[CascadeResult]] = [None] * len(images)
         for i, hit in found.hits.items():
             results[i] = _as_memo_hit(hit)
@@ -425,7 +431,11 @@ class Cascade:
         if self.memo is None:
             return self.run(self.preprocessing(image))
         fp = self.fingerprint()
-        key = self.memo.key(image)
+        try:
+            key = self.memo.key(image)
+        except Exception:
+            _check_images([image], single=True)
+            raise
         hit = self.memo.get(key, fp)
         if hit is not None:
             return _as_memo_hit(hit)
@@ -475,9 +485,11 @@ def _check_input_shape(stage: Stage, preprocessing: "Preprocessing") -> None:
     made = preprocessing.input_shape
     if len(want) != len(made) or any(isinstance(w, int) and w > 0 and w != m for w, m in zip(want, made)):
         shown = "x".join(str(w) if isinstance(w, int) else "?" for w in want)
-        raise ConfigError("preprocessing makes inputs of shape %s (%s) but stage %s takes %s; fix the bundle's "
-                          "preprocessing (size, channels, layout)" % ("x".join(map(str, made)), preprocessing.layout,
-                                                                      stage.name, shown))
+        problem = preprocessing.model_input_problem(want) or ""
+        hint = problem[problem.index("; set"):] if "; set" in problem else \
+            "; fix the bundle's preprocessing (size, channels, layout)"
+        raise ConfigError("preprocessing makes inputs of shape %s (%s) but stage %s takes %s%s"
+                          % ("x".join(map(str, made)), preprocessing.layout, stage.name, shown, hint))
     if spec.dtype != preprocessing.dtype:
         raise ConfigError("preprocessing makes %s inputs but stage %s takes %s; set preprocessing.dtype to %r"
                           % (preprocessing.dtype, stage.name, spec.dtype, spec.dtype))
@@ -485,3 +497,11 @@ def _check_input_shape(stage: Stage, preprocessing: "Preprocessing") -> None:
 
 def _as_memo_hit(res: CascadeResult) -> CascadeResult:
     return CascadeResult(res.class_id, res.confidence, res.stage, res.probs, (), 0, res.label, memo_hit=True)
+
+
+def _check_images(images: Sequence[Any], single: bool = False) -> None:
+    """Raise the one-line :class:`InputValidationError` for the first bad raw image (called only on failure)."""
+    from edgeconf.preprocess import check_image
+
+    for i, img in enumerate(images):
+        check_image(img, None if single else i)
