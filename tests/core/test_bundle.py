@@ -258,3 +258,36 @@ def test_unknown_top_level_keys_are_kept_as_plain_json(bundle):
     m = read_manifest(str(bundle))
     assert m.extra == {"operating_point": {"policy": "x", "values": [1, 2.5]}}
     assert m.to_json()["operating_point"] == m.extra["operating_point"]
+
+
+def _with_preprocessing(src: str, dst, pre: Preprocessing) -> str:
+    import onnx
+
+    model = onnx.load(src)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "edgeconf.preprocessing", json.dumps(pre.to_json())
+    onnx.save(model, str(dst))
+    return str(dst)
+
+
+def test_stages_with_different_preprocessing_are_refused_at_load(tmp_path, two_models):
+    bundle_pre = Preprocessing(mean=(0.5,), std=(0.25,))
+    a = _with_preprocessing(two_models[0], tmp_path / "a.onnx", bundle_pre)
+    b = _with_preprocessing(two_models[1], tmp_path / "b.onnx", bundle_pre.replace(std=[0.3]))
+    folder = str(tmp_path / "mixed")
+    save_bundle(folder, [StageSpec("a", "a.onnx"), StageSpec("b", "b.onnx", threshold=0.0)],
+                {"a.onnx": a, "b.onnx": b}, LABELS, bundle_pre)
+    with pytest.raises(BundleError, match=r"stage b \(b.onnx\) does not fit.*std \[0.3\] vs the bundle's \[0.25\]"):
+        load_bundle(folder)
+    same = str(tmp_path / "same")
+    save_bundle(same, [StageSpec("a", "a.onnx"), StageSpec("b", "b.onnx", threshold=0.0)],
+                {"a.onnx": a, "b.onnx": a}, LABELS, bundle_pre)
+    load_bundle(same).close()
+
+
+def test_a_stage_whose_input_does_not_match_the_layout_is_refused(tmp_path, two_models):
+    folder = str(tmp_path / "nhwc")
+    save_bundle(folder, [StageSpec("a", "a.onnx")], {"a.onnx": two_models[0]}, LABELS,
+                Preprocessing(size=(28, 28), channels=1, layout="NHWC"))
+    with pytest.raises(BundleError, match=r'stage a takes 1x28x28; set "layout": "NCHW"'):
+        load_bundle(folder)
