@@ -138,3 +138,21 @@ def test_missing_onnxruntime_and_opencv_name_what_to_install(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("edgeconf: error: cv2 is not installed; pip install 'edgeconf[cpu]'")
 
+
+
+def test_every_folder_that_ships_is_a_declared_package():
+    """setuptools warns "package would be ignored" (and editable installs miss it) for an undeclared folder."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    declared = set(setup["packages"])
+    missing = []
+    for name, folder in setup["package-dir"].items():
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_dir() and "__pycache__" not in path.parts and any(p.is_file() for p in path.iterdir()):
+                package = ".".join([name] + list(path.relative_to(ROOT / folder).parts))
+                if package not in declared:
+                    missing.append(package)
+    assert not missing, "add to [tool.setuptools] packages in pyproject.toml: %s" % ", ".join(missing)
