@@ -176,8 +176,10 @@ class TritonProcess(_Process):
 class MosquittoProcess(_Process):
     """Debian's mosquitto on a free port of 127.0.0.1 with a generated config."""
 
-    def __init__(self, workdir: str, port: int = 0, users: Optional[dict] = None, persistence: bool = True) -> None:
+    def __init__(self, workdir: str, port: int = 0, users: Optional[dict] = None, persistence: bool = True,
+                 tls: Optional[dict] = None) -> None:
         super().__init__()
+        self.tls = tls  # {"ca": PATH, "cert": PATH, "key": PATH}: the listener speaks TLS only
         self.workdir = workdir
         self.port = port or free_port()
         self.users = users or {}
@@ -206,6 +208,8 @@ class MosquittoProcess(_Process):
             lines += ["allow_anonymous false", "password_file %s" % pw]
         else:
             lines.append("allow_anonymous true")
+        if self.tls:
+            lines += ["cafile %s" % self.tls["ca"], "certfile %s" % self.tls["cert"], "keyfile %s" % self.tls["key"]]
         if self.persistence:
             lines += ["persistence true", "persistence_location %s/" % self.workdir, "autosave_interval 0"]
         with open(self.conf, "w") as f:
@@ -232,6 +236,27 @@ class MosquittoProcess(_Process):
     @property
     def uri(self) -> str:
         return "mqtt://127.0.0.1:%d" % self.port
+
+
+def make_test_certificates(folder: str) -> dict:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl), for TLS tests: {"ca", "cert", "key"}."""
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise RuntimeError("openssl is not installed")
+    p = {k: os.path.join(folder, k + ".pem") for k in ("ca", "ca_key", "cert", "key", "csr")}
+    ext = os.path.join(folder, "san.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([exe, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgeconf test CA",
+        "-keyout", p["ca_key"], "-out", p["ca"])
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", p["key"], "-out", p["csr"])
+    run("x509", "-req", "-in", p["csr"], "-CA", p["ca"], "-CAkey", p["ca_key"], "-CAcreateserial", "-days", "2",
+        "-extfile", ext, "-out", p["cert"])
+    return {"ca": p["ca"], "cert": p["cert"], "key": p["key"]}
 
 
 def temp_workdir(prefix: str) -> str:
