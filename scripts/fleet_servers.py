@@ -138,7 +138,7 @@ class TritonProcess(_Process):
         env.pop("PYTHONPATH", None)
         if os.path.exists(self.ready):
             os.remove(self.ready)
-        self._shm_before = set(glob.glob("/dev/shm/*"))
+        self._shm_before = self._shm_regions()
         self._spawn([py, SERVE, "--repo", self.repo, "--grpc-port", str(self.grpc_port), "--http-port",
                      str(self.http_port), "--metrics-port", str(self.metrics_port), "--control", self.control,
                      "--ready", self.ready, "--threads", str(self.threads)], env)
@@ -153,6 +153,10 @@ class TritonProcess(_Process):
         self.kill()
         raise RuntimeError("the Triton server did not start within %.0f s: %s" % (timeout, tail[-600:]))
 
+    @staticmethod
+    def _shm_regions() -> set:
+        return set(glob.glob("/dev/shm/psm_*")) | set(glob.glob("/dev/shm/pytrtion*")) | set(glob.glob("/dev/shm/pytriton*"))
+
     def set_delay(self, ms: float) -> None:
         """Every request from now on takes at least ``ms`` milliseconds (0: none)."""
         tmp = self.control + ".tmp"
@@ -162,8 +166,9 @@ class TritonProcess(_Process):
 
     def kill(self) -> None:
         super().kill()
-        # a killed server leaves its Python backend's shared-memory regions behind: remove the ones it made
-        for path in set(glob.glob("/dev/shm/*")) - self._shm_before:
+        # a killed server leaves its Python backend's shared-memory regions behind: remove the ones it made (only
+        # Triton's and PyTriton's names, and only those that appeared after it started: never anyone else's)
+        for path in self._shm_regions() - self._shm_before:
             try:
                 if os.path.isdir(path):
                     shutil.rmtree(path)
