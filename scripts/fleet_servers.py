@@ -166,9 +166,13 @@ class TritonProcess(_Process):
 
     def kill(self) -> None:
         super().kill()
-        # a killed server leaves its Python backend's shared-memory regions behind: remove the ones it made (only
-        # Triton's and PyTriton's names, and only those that appeared after it started: never anyone else's)
-        for path in self._shm_regions() - self._shm_before:
+        # a killed server leaves its Python backend's shared-memory regions behind: remove those that appeared after
+        # it started, carry Triton's or PyTriton's names, and that no running process maps or holds open (so another
+        # server running at the same time keeps its own)
+        orphans = self._shm_regions() - self._shm_before
+        if orphans:
+            orphans -= _in_use()
+        for path in orphans:
             try:
                 if os.path.isdir(path):
                     shutil.rmtree(path)
@@ -176,6 +180,27 @@ class TritonProcess(_Process):
                     os.remove(path)
             except OSError:
                 pass
+
+
+def _in_use() -> set:
+    """Files under /dev/shm that some process maps or has open (read from /proc)."""
+    used = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/maps" % pid, "r") as f:
+                for line in f:
+                    i = line.find("/dev/shm/")
+                    if i >= 0:
+                        used.add(line[i:].strip().replace(" (deleted)", ""))
+            for fd in os.listdir("/proc/%s/fd" % pid):
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+                if target.startswith("/dev/shm/"):
+                    used.add(target)
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    return used
 
 
 class MosquittoProcess(_Process):
