@@ -210,17 +210,24 @@ def verify_files(folder: str, manifest: Manifest) -> None:
 
 
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
-                threads: Optional[int] = None, memo: Optional[bool] = None) -> Cascade:
+                threads: Optional[int] = None, memo: Optional[bool] = None, form: str = "auto") -> Cascade:
     """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
 
     ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
     ``"auto"`` uses an engine only where TensorRT is importable and the engine matches this device.
+    ``form``: ``"staged"`` (one runtime call per stage), ``"fused"`` (the bundle's fused graph, written by
+    ``edgeconf fuse``: one call per request; a :class:`~edgeconf.fused.FusedCascade`) or ``"auto"``
+    (:func:`edgeconf.fused.choose_form`: fused only on a GPU execution provider); the cascade's ``form``
+    and ``form_reason`` say which was chosen and why.
     """
     from edgeconf.backends import prepare
     from edgeconf.backends.tensorrt import stage_model_path  # pure: imports no TensorRT
+    from edgeconf.fused import FusedCascade, choose_form, runtime_model
 
     manifest = read_manifest(folder, verify=True)
+    chosen, why = choose_form(form, manifest, backend, providers)
     stages = []
+    fused_runner = None
     try:
         for spec in manifest.stages:
             path, stage_backend = stage_model_path(spec, backend, folder)
@@ -229,14 +236,33 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
                                 spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner)))
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
-        cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)
+        if chosen == "fused":
+            path = _inside(folder, manifest.extra["fused"]["model"], "fused graph")
+            fused_runner = prepare(runtime_model(path), backend="onnxruntime", providers=providers,
+                                   threads=threads)
+            cascade: Cascade = FusedCascade(stages, fused_runner, manifest.combine, manifest.labels,
+                                            manifest.preprocessing, cache, manifest.name)
+        else:
+            cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)
     except Exception:
         for st in stages:
             st.runner.close()
+        if fused_runner is not None:
+            fused_runner.close()
         raise
+    cascade.form_reason = why  # type: ignore[attr-defined]
     cascade.manifest = manifest  # type: ignore[attr-defined]
     cascade.folder = folder  # type: ignore[attr-defined]
     return cascade
+
+
+def write_manifest(folder: str, manifest: Manifest) -> None:
+    """Validate ``manifest`` and every file it lists, then write it as the folder's ``edgeconf.json`` atomically."""
+    from edgeconf.atomic import write_text
+
+    parse_manifest(manifest.to_json())  # never write a manifest we would refuse to read
+    verify_files(folder, manifest)
+    write_text(os.path.join(folder, MANIFEST), json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def save_bundle(folder: str, stages: Sequence[StageSpec], model_files: Dict[str, str], labels: Sequence[str],

@@ -77,28 +77,38 @@ class Preprocessing:
             return x.reshape(self.input_shape).astype(self.dtype, copy=False)
         return self.batch([image])[0]
 
-    def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw images → a model batch ``(N, …)``. Images of the right size skip the resize."""
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        """One raw image → uint8 pixels at the model's size and channel count (H×W grey or H×W×3), before
+        the float arithmetic: the input of a fused cascade graph, which does that arithmetic itself."""
+        return self._pixels(image, 0)
+
+    def _pixels(self, image: np.ndarray, i: int) -> np.ndarray:
         import cv2
 
         h, w = self.size
+        img = np.asarray(image)
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)) or img.size == 0:
+            raise InputValidationError("image %d has shape %s; expected H×W grey or H×W×3 RGB" % (i, img.shape))
+        if img.dtype != np.uint8:
+            raise InputValidationError("image %d has dtype %s; raw images must be uint8" % (i, img.dtype))
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[:, :, :3]
+        if self.channels == 1 and img.ndim == 3:
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+        elif self.channels == 3 and img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        if img.shape[:2] != (h, w):
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        return img
+
+    def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw images → a model batch ``(N, …)``. Images of the right size skip the resize."""
+        h, w = self.size
         out = np.empty((len(images), h, w, self.channels), dtype=np.float32)
         for i, img in enumerate(images):
-            img = np.asarray(img)
-            if img.ndim == 3 and img.shape[2] == 1:
-                img = img[:, :, 0]
-            if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)) or img.size == 0:
-                raise InputValidationError("image %d has shape %s; expected H×W grey or H×W×3 RGB" % (i, img.shape))
-            if img.dtype != np.uint8:
-                raise InputValidationError("image %d has dtype %s; raw images must be uint8" % (i, img.dtype))
-            if img.ndim == 3 and img.shape[2] == 4:
-                img = img[:, :, :3]
-            if self.channels == 1 and img.ndim == 3:
-                img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-            elif self.channels == 3 and img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            if img.shape[:2] != (h, w):
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            img = self._pixels(img, i)
             out[i] = img.reshape(h, w, self.channels)
         out *= self._gain
         out += self._offset
