@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeconf.cascade import BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit
+from edgeconf.cascade import COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit
+from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, InputValidationError
+from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
 
 FUSED_FILE = "fused.onnx"
 FUSED_KEY = "fused"  # the manifest's entry describing the fused graph
@@ -68,52 +70,43 @@ def ceil_f32(value: float) -> float:
     return float(v)
 
 
-def stage_fingerprint(spec: Any, model_sha256: str) -> Dict[str, Any]:
+def stage_fingerprint(spec: Any, model_sha256: str) -> "FusedStage":
     """What a fused graph bakes in from one stage: the model file and the settings it cannot override."""
-    return {"model_sha256": model_sha256, "score": spec.score, "input": spec.input, "logits": spec.logits}
+    return FusedStage(model_sha256, spec.score, spec.input, spec.logits)
+
+
+@dataclass
+class FusedStage:
+    """What a fused graph bakes in from one stage (see :func:`stage_fingerprint`)."""
+
+    model_sha256: str = entry(Str(pattern=r"[0-9a-f]{64}", what="a sha256 (64 lower-case hex digits)"))
+    score: str = entry(Str(SCORES))
+    input: str = entry(Str(max_len=256))
+    logits: str = entry(Str(max_len=256))
+
+    def to_json(self) -> Dict[str, Any]:
+        return to_json(self)
 
 
 @dataclass
 class FusedInfo:
-    """The manifest's ``fused`` entry."""
+    """The manifest's ``fused`` entry: the graph's file and what it was built from."""
 
-    model: str = FUSED_FILE
-    combine: str = "last"
-    opset: int = 17
-    classes: int = 0
-    stages: List[Dict[str, Any]] = field(default_factory=list)  # stage_fingerprint of each stage at fuse time
-    tensorrt_min: str = TENSORRT_MIN
-    batch: Optional[int] = None  # None: any batch; 1: a graph for one input per call
+    stages: List[FusedStage] = entry(ListOf(Struct(FusedStage), 1, 64))  # what each stage was at fuse time
+    model: str = entry(Path(), FUSED_FILE)
+    combine: str = entry(Str(COMBINE_RULES), "last")
+    opset: int = entry(Int(1, 1000), 17)
+    classes: int = entry(Int(0), 0)
+    batch: Optional[int] = entry(Optional_(Int(1, 1)), None)  # None: any batch; 1: one input per call
+    tensorrt_min: str = entry(Str(max_len=16), TENSORRT_MIN)  # oldest TensorRT whose parser takes the graph
 
     def to_json(self) -> Dict[str, Any]:
-        return {"model": self.model, "combine": self.combine, "opset": self.opset, "classes": self.classes,
-                "batch": self.batch, "stages": [dict(s) for s in self.stages], "tensorrt_min": self.tensorrt_min}
-
-    @classmethod
-    def from_json(cls, data: Any) -> "FusedInfo":
-        where = "edgeconf.json: 'fused'"
-        if not isinstance(data, dict):
-            raise BundleError("%s must be an object" % where)
-        model, stages = data.get("model"), data.get("stages")
-        if not isinstance(model, str) or not model:
-            raise BundleError("%s needs 'model', the fused graph's file name" % where)
-        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
-            raise BundleError("%s needs 'stages', a list of objects" % where)
-        combine = data.get("combine", "last")
-        opset, classes = data.get("opset", 17), data.get("classes", 0)
-        if not isinstance(combine, str) or not isinstance(opset, int) or not isinstance(classes, int):
-            raise BundleError("%s: 'combine' must be a string, 'opset' and 'classes' integers" % where)
-        batch = data.get("batch")
-        if batch not in (None, 1) or isinstance(batch, bool):
-            raise BundleError("%s: 'batch' must be null (any batch) or 1, got %r" % (where, batch))
-        return cls(model, combine, opset, classes, [dict(s) for s in stages], str(data.get("tensorrt_min", TENSORRT_MIN)),
-                   batch)
+        return to_json(self)
 
 
 def fused_info(manifest: Any) -> Optional[FusedInfo]:
     """The bundle's fused-graph entry, or None when it has none."""
-    raw = manifest.extra.get(FUSED_KEY)
-    return None if raw is None else FusedInfo.from_json(raw)
+    return getattr(manifest, "fused", None)
 
 
 def stale_reason(manifest: Any, info: FusedInfo) -> Optional[str]:
@@ -125,9 +118,12 @@ def stale_reason(manifest: Any, info: FusedInfo) -> Optional[str]:
     if info.combine != manifest.combine:
         return "it combines answers by %r, the bundle by %r" % (info.combine, manifest.combine)
     for k, spec in enumerate(manifest.stages):
-        want = stage_fingerprint(spec, manifest.files.get(spec.model, {}).get("sha256", ""))
-        if info.stages[k] != want:
-            changed = [key for key in want if info.stages[k].get(key) != want[key]]
+        if spec.is_remote:
+            return "stage %d is served remotely; a fused graph holds local models only" % (k + 1)
+        want = stage_fingerprint(spec, manifest.files.get(spec.model, {}).get("sha256", "")).to_json()
+        have = info.stages[k].to_json()
+        if have != want:
+            changed = [key for key in want if have.get(key) != want[key]]
             return "stage %d changed since it was fused (%s)" % (k + 1, ", ".join(changed))
     return None
 
@@ -396,6 +392,6 @@ class FusedCascade(Cascade):
         self.fused_runner.close()
 
 
-__all__ = ["FusedCascade", "FusedInfo", "choose_form", "fused_info", "stale_reason", "threshold_name",
+__all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
            "temperature_name", "ceil_f32", "stage_fingerprint", "runtime_model", "FORMS", "FUSED_FILE",
            "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN"]

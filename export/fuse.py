@@ -39,7 +39,7 @@ from edgeconf.cascade import COMBINE_RULES, IMAGE
 from edgeconf.errors import BundleError, ConfigError
 from edgeconf.export.errors import ExportError
 from edgeconf.export.head import HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, default_opset, find_logits_output, load_model
-from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_KEY, FUSED_SCHEMA, FusedInfo, ceil_f32, stage_fingerprint,
+from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, stage_fingerprint,
                             temperature_name, threshold_name)
 from edgeconf.hashing import sha256_file
 from edgeconf.preprocess import Preprocessing
@@ -102,9 +102,12 @@ def _dims(vi: onnx.ValueInfoProto) -> List[Any]:
 
 def _read_stage(folder: str, manifest: Manifest, k: int) -> _StageGraph:
     spec = manifest.stages[k]
+    where = "stage %d (%s)" % (k + 1, spec.model)
+    if spec.is_remote:
+        raise FuseError("%s is served remotely (%s); a fused graph holds local models only — keep the staged form "
+                        "for this bundle" % (where, spec.backend))
     path = os.path.join(folder, spec.model)
     proto, _ = load_model(path)
-    where = "stage %d (%s)" % (k + 1, spec.model)
     try:
         opset = default_opset(proto)
     except Exception as exc:
@@ -710,7 +713,7 @@ def fuse_bundle(folder: str, batch: Optional[int] = None, check: bool = True) ->
         f.write(model.SerializeToString())
     sha, size = sha256_file(path), os.path.getsize(path)
     manifest.files[FUSED_FILE] = {"sha256": sha, "bytes": size}
-    manifest.extra[FUSED_KEY] = info.to_json()
+    manifest.fused = info
     write_manifest(folder, manifest)
     n, worst = check_fused(folder) if check else (0, 0.0)
     notes = []
@@ -745,36 +748,34 @@ def set_fused_values(model: onnx.ModelProto, stage: int, threshold: Optional[flo
 
 def retune_fused(folder: str, manifest: Manifest, stage: int, threshold: Optional[float] = None,
                  temperature: Optional[float] = None) -> Optional[str]:
-    """Bring a bundle's fused graph in line after ``retune`` changed one stage (call it before writing the
-    manifest). Updates ``manifest`` in place: the fused file's hash and the stage's recorded fingerprint.
-    Returns the fused file's path, or None when the bundle has no fused graph."""
-    info = manifest.extra.get(FUSED_KEY)
-    if not info:
+    """Bring a bundle's fused graph in line after ``retune`` changed one stage (call it after the stage file and
+    before the manifest are written). Updates ``manifest`` in place: the fused file's hash and the stage's
+    recorded fingerprint. Returns the fused file's path, or None when the bundle has no fused graph."""
+    info = manifest.fused
+    if info is None:
         return None
-    path = os.path.join(folder, FUSED_FILE)
+    path = os.path.join(folder, info.model)
     model, _ = load_model(path)
     set_fused_values(model, stage, threshold, temperature)
     with atomic_write(path, "wb") as f:
         f.write(model.SerializeToString())
-    manifest.files[FUSED_FILE] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+    manifest.files[info.model] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
     spec = manifest.stages[stage]
-    stages = list(info.get("stages", []))
-    if stage < len(stages):
-        stages[stage] = stage_fingerprint(spec, manifest.files[spec.model]["sha256"])
-    info = dict(info, stages=stages)
-    manifest.extra[FUSED_KEY] = info
+    if stage < len(info.stages):
+        info.stages[stage] = stage_fingerprint(spec, manifest.files[spec.model]["sha256"])
     return path
 
 
 def unfuse_bundle(folder: str) -> bool:
     """Remove the fused graph from a bundle (file and manifest entries). Returns whether there was one."""
     manifest = read_manifest(folder, verify=True)
-    if FUSED_KEY not in manifest.extra:
+    if manifest.fused is None:
         return False
-    manifest.extra.pop(FUSED_KEY, None)
-    manifest.files.pop(FUSED_FILE, None)
+    model = manifest.fused.model
+    manifest.fused = None
+    manifest.files.pop(model, None)
     write_manifest(folder, manifest)
-    path = os.path.join(folder, FUSED_FILE)
+    path = os.path.join(folder, model)
     if os.path.exists(path):
         os.remove(path)
     return True
