@@ -16,6 +16,7 @@ import click
 from edgeconf import __version__
 from edgeconf.devices.errors import DeviceError
 from edgeconf.errors import EdgeconfError, MissingDependencyError
+from edgeconf.lazy import INSTALL_HINTS, install_hint
 
 #: verb -> (module, attribute, one-line help, extra that provides it)
 COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
@@ -107,4 +108,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except ModuleNotFoundError as exc:  # an optional dependency imported directly (cv2, onnxruntime, ...)
+        top = (exc.name or "").split(".")[0]
+        if top not in INSTALL_HINTS:
+            raise
+        click.echo("edgeconf: error: %s is not installed; %s" % (top, install_hint(top)), err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

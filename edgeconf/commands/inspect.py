@@ -7,6 +7,7 @@ from typing import Any, Dict
 
 import click
 
+from edgeconf.backends.onnx_file import numpy_dtype
 from edgeconf.bundle import MANIFEST, read_manifest, sha256_file
 from edgeconf.errors import ModelLoadError
 
@@ -31,7 +32,7 @@ def describe_onnx(path: str) -> Dict[str, Any]:
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
 
     def dtype(vi) -> str:
-        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+        return numpy_dtype(vi.type.tensor_type.elem_type).name
 
     edge, other = {}, {}
     for prop in model.metadata_props:
@@ -139,7 +140,8 @@ def _print_human(info: Dict[str, Any]) -> None:
             info["path"], info.get("name"), info.get("schema"), info.get("combine")))
         table = Table("stage", "model", "score", "threshold", "temperature", "input", "engine")
         for st in info["stages"]:
-            table.add_row(st["name"], st["model"], st["score"], "%.4f" % st["threshold"], "%.4f" % st["temperature"],
+            model = st["model"] if not st.get("backend") else "%s on %s (%s)" % (st["model"], st.get("url"), st["backend"])
+            table.add_row(st["name"], model, st["score"], "%.4f" % st["threshold"], "%.4f" % st["temperature"],
                           st["input"], st.get("engine") or "-")
         console.print(table)
         console.print("labels: %s" % ", ".join(info["labels"]))
