@@ -105,7 +105,7 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
         args, msg = ["export", pool[0], "--out", out, "--calibrate", tmp_path / "d.npz"], "at least 20 samples"
     elif case == "no_y":
         np.savez(tmp_path / "d.npz", x=x)
-        args, msg = ["cascade", pool[0], pool[1], "--data", tmp_path / "d.npz", "--out", tmp_path / "b"], "no array 'y'"
+        args, msg = ["cascade", pool[0], pool[1], "--data", tmp_path / "d.npz", "--out", tmp_path / "b"], "has no labels"
     elif case == "policy":
         args, msg = ["cascade", pool[0], pool[1], "--data", data, "--out", tmp_path / "b", "--policy", "fast"], \
             "unknown threshold policy"
