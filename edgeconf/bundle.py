@@ -39,6 +39,10 @@ MAX_MEMO_CAPACITY = 1 << 20
 _NAME = Str(max_len=256)
 _SHA256 = Str(pattern=r"[0-9a-f]{64}", what="a sha256 (64 lower-case hex digits)")
 
+#: keys of a remote stage besides ``backend``
+REMOTE_KEYS = ("url", "version", "onnx", "deadline_ms", "retries", "breaker_failures", "breaker_cooldown_s")
+REMOTE_BACKENDS = ("triton",)
+
 # Every manifest value is declared once, with its typed check, on the dataclass that holds it
 # (``edgeconf.schema.entry``): a new field is one ``entry(...)`` line, read strictly and written back.
 
@@ -56,6 +60,45 @@ class StageSpec:
     logits: str = entry(_NAME, "logits")
     engine: Optional[str] = entry(Optional_(Path()), None, write_default=False)  # TensorRT engine, when built
     cost: Optional[Dict[str, Any]] = entry(Optional_(DictOf(Any_())), None, write_default=False)  # e.g. {"ms": 0.05}
+    # A remote stage (``backend`` set): ``model`` is then the model's name on the server, ``onnx`` (optional) the
+    # file it serves (for ``edgeconf triton-repo``); the rest tunes the deadline, retries and circuit breaker.
+    backend: Optional[str] = entry(Optional_(Str(REMOTE_BACKENDS)), None, write_default=False)
+    url: Optional[str] = entry(Optional_(Str(max_len=2048)), None, write_default=False)
+    version: Optional[str] = entry(Optional_(Str(max_len=64)), None, write_default=False)
+    onnx: Optional[str] = entry(Optional_(Path()), None, write_default=False)
+    deadline_ms: Optional[float] = entry(Optional_(Float(gt=0.0)), None, write_default=False)
+    retries: Optional[int] = entry(Optional_(Int(0, 10)), None, write_default=False)
+    breaker_failures: Optional[int] = entry(Optional_(Int(1, 1000)), None, write_default=False)
+    breaker_cooldown_s: Optional[float] = entry(Optional_(Float(gt=0.0)), None, write_default=False)
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            stray = [k for k in REMOTE_KEYS if getattr(self, k) is not None]
+            if stray:
+                raise ConfigError("stage %s: %s only apply to remote stages; add \"backend\": \"triton\" or remove them"
+                                  % (self.name, ", ".join(repr(k) for k in stray)))
+            return
+        if self.url is None:
+            raise ConfigError("stage %s: a remote stage needs 'url' (grpc://HOST:8001 or http://HOST:8000)" % self.name)
+        if self.input != IMAGE:
+            raise ConfigError("stage %s: a remote stage takes the image as input, not %r" % (self.name, self.input))
+        from edgeconf.backends.triton import parse_url  # pure: imports no tritonclient
+
+        parse_url(self.url)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def local_file(self) -> Optional[str]:
+        """The stage's ONNX file in the bundle (a remote stage's may be absent)."""
+        return self.onnx if self.is_remote else self.model
+
+    @property
+    def remote(self) -> Dict[str, Any]:
+        """The remote stage's settings that are set (empty for a local stage)."""
+        return {k: getattr(self, k) for k in ("backend",) + REMOTE_KEYS if getattr(self, k) is not None}
 
     def to_json(self) -> dict:
         return to_json(self)
@@ -145,6 +188,8 @@ def parse_manifest(data: Any) -> Manifest:
     manifest.extra = extra
     if manifest.stages[0].input != IMAGE:
         raise BundleError("%s: stages[0].input must be %r: the first stage takes the image" % (MANIFEST, IMAGE))
+    if manifest.stages[0].is_remote:
+        raise BundleError("%s: stages[0] must run locally (a remote stage falls back on a local answer)" % MANIFEST)
     names = [s.name for s in manifest.stages]
     if len(set(names)) != len(names):
         raise BundleError("%s: stage names must be unique, got %s" % (MANIFEST, ", ".join(names)))
@@ -188,7 +233,7 @@ def verify_files(folder: str, manifest: Manifest) -> None:
     That includes the external-data files of ONNX models (weights stored beside the graph): a model that
     refers to a file the manifest does not list is refused, since its bytes would load unchecked.
     """
-    needed = [s.model for s in manifest.stages] + [s.engine for s in manifest.stages if s.engine]
+    needed = [s.local_file for s in manifest.stages if s.local_file] + [s.engine for s in manifest.stages if s.engine]
     for rel in needed:
         if rel not in manifest.files:
             raise BundleError("%s names %r but 'files' has no sha256 for it" % (MANIFEST, rel))
@@ -206,7 +251,9 @@ def verify_files(folder: str, manifest: Manifest) -> None:
             raise BundleError("bundle file %s has sha256 %s but the manifest says %s; the file was changed or "
                               "corrupted — re-export the bundle" % (rel, got[:16], want[:16]))
     for spec in manifest.stages:
-        for rel in external_data_of(folder, spec.model):
+        if not spec.local_file:
+            continue
+        for rel in external_data_of(folder, spec.local_file):
             if rel not in manifest.files:
                 raise BundleError("stage %s: model %s keeps weights in %s, which 'files' does not list, so its bytes "
                                   "cannot be checked; re-export the bundle (save_bundle lists external data)"
@@ -250,10 +297,14 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     stages = []
     try:
         for spec in manifest.stages:
-            path, stage_backend = stage_model_path(spec, backend, folder)
-            runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
+            if spec.is_remote:
+                runner, sha = _prepare_remote(spec, manifest)
+            else:
+                path, stage_backend = stage_model_path(spec, backend, folder)
+                runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
+                sha = manifest.files[spec.model]["sha256"]
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
-                                spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner)))
+                                spec.logits, sha, graph_head(runner)))
             problem = stage_problem(manifest.preprocessing, getattr(runner, "metadata", None) or {})
             if problem:
                 raise BundleError("%s: stage %s (%s) does not fit the bundle's preprocessing: %s"
@@ -273,6 +324,23 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     return cascade
 
 
+def _prepare_remote(spec: StageSpec, manifest: Manifest) -> Any:
+    """Connect a remote stage and check the served model against the stage; (runner, fingerprint id)."""
+    from edgeconf.backends import prepare
+    from edgeconf.backends.triton import Expectation, remote_settings
+
+    remote = spec.remote
+    pre = manifest.preprocessing
+    expect = Expectation(tuple(pre.input_shape), pre.dtype, len(manifest.labels), spec.logits)
+    runner = prepare("", backend=remote["backend"], url=remote["url"], model=spec.model,
+                     version=remote.get("version", ""), settings=remote_settings(remote, "stage %s" % spec.name),
+                     expect=expect)
+    onnx = remote.get("onnx")
+    sha = manifest.files[onnx]["sha256"] if onnx else "%s:%s/%s/%s" % (remote["backend"], remote["url"], spec.model,
+                                                                        remote.get("version", ""))
+    return runner, sha
+
+
 def save_bundle(folder: str, stages: Sequence[StageSpec], model_files: Dict[str, str], labels: Sequence[str],
                 preprocessing: Preprocessing, combine: str = "last", memo: Optional[MemoSettings] = None,
                 name: str = "bundle", provenance: Optional[Dict[str, Any]] = None,
@@ -284,12 +352,13 @@ def save_bundle(folder: str, stages: Sequence[StageSpec], model_files: Dict[str,
     """
     copies = dict(model_files)
     for spec in stages:
-        src = model_files.get(spec.model)
+        model = spec.local_file
+        src = model_files.get(model) if model else None
         if src is None:
             continue
         for location in external_data_locations(src):
-            rel = os.path.normpath(os.path.join(os.path.dirname(spec.model), location)).replace(os.sep, "/")
-            load_value(Path(), rel, "model %s: external data location" % spec.model, BundleError)
+            rel = os.path.normpath(os.path.join(os.path.dirname(model), location)).replace(os.sep, "/")
+            load_value(Path(), rel, "model %s: external data location" % model, BundleError)
             copies.setdefault(rel, os.path.join(os.path.dirname(os.path.abspath(src)), location))
     files: Dict[str, Dict[str, Any]] = {}
     try:

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeconf.backends.base import Runner, validate_input
 from edgeconf.confidence import SCORES, score, softmax
-from edgeconf.errors import ConfigError, InputValidationError
+from edgeconf.errors import ConfigError, InputValidationError, RemoteStageError
 
 if TYPE_CHECKING:
     from edgeconf.memo import MemoCache
@@ -98,15 +98,21 @@ class CascadeResult:
     stages_run: int
     label: Optional[str] = None
     memo_hit: bool = False
+    #: why a remote stage gave no answer (``timeout``, ``unavailable``, ``error``, ``circuit_open``): the answer
+    #: is then the last local stage's; None when no remote stage failed
+    remote_failure: Optional[str] = None
 
     @property
     def seconds(self) -> float:
         return float(sum(self.stage_seconds))
 
     def to_json(self) -> dict:
-        return {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
-                "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
-                "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
+        d = {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
+             "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
+             "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
+        if self.remote_failure is not None:
+            d["remote_failure"] = self.remote_failure
+        return d
 
 
 @dataclass
@@ -121,6 +127,7 @@ class BatchResult:
     stage_seconds: List[float]  # wall time of each stage invocation over its sub-batch
     stage_counts: List[int]  # inputs each stage saw
     stage_spans: List[Tuple[float, float]]  # perf_counter (start, end) of each invocation, for energy attribution
+    remote_failures: Dict[int, str] = field(default_factory=dict)  # input index -> reason its remote stage failed
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
@@ -130,7 +137,8 @@ class BatchResult:
         secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k]) for k in range(n))
         cid = int(self.class_ids[i])
         return CascadeResult(cid, float(self.confidence[i]), int(self.stage[i]), self.probs[i], secs, n,
-                             label=labels[cid] if labels and cid < len(labels) else None)
+                             label=labels[cid] if labels and cid < len(labels) else None,
+                             remote_failure=self.remote_failures.get(i))
 
 
 @dataclass
@@ -141,6 +149,13 @@ class CascadeCounters:
     exits: List[int] = field(default_factory=list)  # answers kept from each stage
     calls: List[int] = field(default_factory=list)  # inputs each stage ran on
     stage_seconds: List[float] = field(default_factory=list)
+    remote_inputs: int = 0  # inputs sent to remote stages
+    remote_failures: int = 0  # of those, answered by the last local stage instead (reasons in remote_reasons)
+    remote_reasons: Dict[str, int] = field(default_factory=dict)
+
+    def remote_failed(self, n: int, reason: str) -> None:
+        self.remote_failures += n
+        self.remote_reasons[reason] = self.remote_reasons.get(reason, 0) + n
 
     @property
     def escalation_rate(self) -> Optional[float]:
@@ -151,7 +166,9 @@ class CascadeCounters:
 
     def to_json(self) -> dict:
         return {"inputs": self.inputs, "exits": list(self.exits), "calls": list(self.calls),
-                "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate}
+                "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate,
+                "remote_inputs": self.remote_inputs, "remote_failures": self.remote_failures,
+                "remote_reasons": dict(self.remote_reasons)}
 
 
 class Cascade:
@@ -279,8 +296,23 @@ class Cascade:
         spans: List[Tuple[float, float]] = []
         active = np.arange(n)
         feed = x
+        failed: Dict[int, str] = {}
         for k, st in enumerate(self.stages):
-            out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            if st.runner.remote:
+                self.counters.remote_inputs += int(active.size)
+            t_try = time.perf_counter()
+            try:
+                out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            except RemoteStageError as exc:  # keep the answers held so far (the last local stage's)
+                if k == 0:
+                    raise
+                t1 = time.perf_counter()
+                seconds.append(t1 - t_try)
+                counts.append(int(active.size))
+                spans.append((t_try, t1))
+                failed = {int(i): exc.reason for i in active}
+                self.counters.remote_failed(len(failed), exc.reason)
+                break
             seconds.append(t1 - t0)
             counts.append(int(active.size))
             spans.append((t0, t1))
@@ -314,7 +346,7 @@ class Cascade:
             c.calls[k] += cnt
             c.stage_seconds[k] += seconds[k]
         return BatchResult(class_ids, conf, stage_of, stages_run, probs if probs is not None else np.zeros((n, 0)),
-                           seconds, counts, spans)
+                           seconds, counts, spans, failed)
 
     def run(self, x: np.ndarray) -> CascadeResult:
         """Run one model-ready input (no batch axis). A lean path of ``run_batch`` for batch 1."""
@@ -325,8 +357,22 @@ class Cascade:
         best_c, best_k = 0.0, 0
         seconds: List[float] = []
         last = len(self.stages) - 1
+        failure: Optional[str] = None
         for k, st in enumerate(self.stages):
-            out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            if st.runner.remote:
+                self.counters.remote_inputs += 1
+            t_try = time.perf_counter()
+            try:
+                out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            except RemoteStageError as exc:  # keep the answer held so far (the last local stage's)
+                if k == 0:
+                    raise
+                failure = exc.reason
+                self.counters.remote_failed(1, failure)
+                waited = time.perf_counter() - t_try
+                self.counters.calls[k] += 1
+                self.counters.stage_seconds[k] += waited
+                break
             seconds.append(t1 - t0)
             p, cs = st.answer(out)
             c = float(cs[0])
@@ -345,7 +391,7 @@ class Cascade:
         assert best_p is not None
         cid = int(best_p.argmax())
         label = self.labels[cid] if self.labels and cid < len(self.labels) else None
-        return CascadeResult(cid, best_c, best_k, best_p, tuple(seconds), len(seconds), label)
+        return CascadeResult(cid, best_c, best_k, best_p, tuple(seconds), len(seconds), label, remote_failure=failure)
 
     def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
         """Raw images → answers, through preprocessing and the memo cache (when set)."""
@@ -372,7 +418,8 @@ class Cascade:
             for j, i in enumerate(found.misses):
                 res = batch.item(j, self.labels)
                 results[i] = res
-                self.memo.put(found.keys[i], fp, res)
+                if res.remote_failure is None:  # a fallback answer is never remembered
+                    self.memo.put(found.keys[i], fp, res)
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         return [r for r in results if r is not None]
@@ -393,7 +440,8 @@ class Cascade:
         if hit is not None:
             return _as_memo_hit(hit)
         res = self.run(self.preprocessing(image))
-        self.memo.put(key, fp, res)
+        if res.remote_failure is None:  # a fallback answer is never remembered
+            self.memo.put(key, fp, res)
         return res
 
     def close(self) -> None:

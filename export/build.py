@@ -57,6 +57,7 @@ class BuildReport:
     test: Optional[OperatingPoint] = None  # same thresholds, simulated on the test split
     runtime_test: Optional[Dict[str, Any]] = None  # the written bundle run on the test split
     notes: List[str] = field(default_factory=list)
+    int8: Optional[List[Dict[str, Any]]] = None  # per stage: the INT8 quantization report (cascade --int8)
 
     @property
     def thresholds(self) -> List[float]:
@@ -65,7 +66,8 @@ class BuildReport:
     def to_json(self) -> dict:
         return {"bundle": self.bundle, "policy": self.policy, "calibration": self.operating_point.to_json(),
                 "test": self.test.to_json() if self.test else None, "runtime_test": self.runtime_test,
-                "stages": [s.to_json() for s in self.stages], "notes": list(self.notes)}
+                "stages": [s.to_json() for s in self.stages], "notes": list(self.notes),
+                "int8": self.int8}
 
 
 def infer_preprocessing(shape: Sequence[Any]) -> Optional[Preprocessing]:
@@ -246,12 +248,29 @@ def _stage_logits(src: _Source, x: np.ndarray) -> np.ndarray:
     return as_logits(raw, src.kind)
 
 
+def _quantize_stages(sources: Sequence[_Source], xc: np.ndarray, yc: np.ndarray,
+                     test_xy: Optional[Tuple[np.ndarray, np.ndarray]], options: Dict[str, Any], tmp: str
+                     ) -> Tuple[List[_Source], List[Dict[str, Any]]]:
+    """Each stage's INT8 copy (in ``tmp``) and its report: float vs INT8 on the test data when given."""
+    from edgeconf.export.quantize import quantize_int8
+
+    out_sources, reports = [], []
+    for i, s in enumerate(sources):
+        base = os.path.splitext(os.path.basename(s.given or s.path))[0]
+        dst = os.path.join(tmp, "stage%d" % (i + 1), base + ".int8.onnx")
+        rep = quantize_int8(s.path, dst, (xc, yc), test=test_xy, output=s.logits, **options)
+        out_sources.append(_Source(dst, s.logits, s.classes, read_head_metadata(dst), s.kind, s.given))
+        reports.append(dict(rep.to_json(), stage="stage%d" % (i + 1), path=None))
+    return out_sources, reports
+
+
 def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str = "bundle",
                   policy: str = "max-accuracy", score: str = "margin", combine: str = "last",
                   labels: Optional[Sequence[str]] = None, preprocessing: Any = None,
                   costs: Optional[Sequence[float]] = None, memo: Optional[MemoSettings] = None,
                   output: Optional[str] = None, name: str = "cascade", n: int = 2000,
-                  cost_repeats: int = 200, calib_fraction: Optional[float] = None, output_kind: str = "auto",
+                  cost_repeats: int = 200, int8: Optional[Dict[str, Any]] = None,
+                  calib_fraction: Optional[float] = None, output_kind: str = "auto",
                   max_pixels: Optional[int] = None) -> BuildReport:
     """Build a cascade bundle from ONNX classifiers (first = cheapest stage, run on every input).
 
@@ -265,7 +284,9 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
     recorded preprocessing differs is refused, one that differs only in layout gets a Transpose in front.
     Outputs that are already probabilities are detected (a trailing Softmax, or rows summing to 1) unless
     ``output_kind`` says ``logits`` or ``probs``. ``costs`` (one per model, any unit) default to each model's
-    measured per-image ONNX Runtime time in ms (1 thread, batch 1).
+    measured per-image ONNX Runtime time in ms (1 thread, batch 1). ``int8`` (keyword arguments of
+    :func:`~edgeconf.export.quantize.quantize_int8`, ``{}`` for its defaults): every stage is quantized on the
+    calibration data first, so temperatures, thresholds and costs are those of the INT8 stages the bundle holds.
     """
     if len(models) < 2:
         raise ConfigError("a cascade needs at least 2 models, got %d" % len(models))
@@ -281,6 +302,7 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
         pre, notes = stage_preprocessing(sources, given, cal.image_shape(), tmp)
         spec0 = input_spec(_session(sources[0].path))
         xc = model_ready(cal.x, spec0, pre, cal.what)
+        xt = model_ready(tst.x, spec0, pre, tst.what) if tst is not None else None
         calib_logits = [_stage_logits(s, xc) for s in sources]
         classes = calib_logits[0].shape[1]
         for s, z in zip(sources, calib_logits):
@@ -289,24 +311,31 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
                                   "classes" % (s.given, z.shape, classes))
         names = _labels_for(labels, sources, classes, cal)
         yc = cal.labels(names, classes)
+        yt = tst.labels(names, classes) if tst is not None else None
         check_logits_labels(calib_logits[0], yc, cal.what)
-        notes += [n for s in sources if s.kind == "probs"
-                  for n in ["%s outputs probabilities: its head is built on their logarithm" % os.path.basename(s.given)]]
+        notes += ["%s outputs probabilities: its head is built on their logarithm" % os.path.basename(s.given)
+                  for s in sources if s.kind == "probs"]
+        int8_reports: Optional[List[Dict[str, Any]]] = None
+        if int8 is not None:
+            test_xy = (xt, yt) if xt is not None and yt is not None else None
+            sources, int8_reports = _quantize_stages(sources, xc, yc, test_xy, int8, os.path.join(tmp, "int8"))
+            notes.append("stages quantized to INT8 (QDQ); temperatures, thresholds and costs are the INT8 stages'")
+            calib_logits = [_stage_logits(s, xc) for s in sources]
         if costs is None:
             cost_info = [measure_cost(s.path, xc[:64], repeats=cost_repeats) for s in sources]
         else:
             if len(costs) != len(sources):
                 raise ConfigError("costs has %d entries but there are %d models" % (len(costs), len(sources)))
             cost_info = [{"value": float(c), "how": "given"} for c in costs]
-        test_logits, xt, yt = None, None, None
-        if tst is not None:
-            xt = model_ready(tst.x, spec0, pre, tst.what)
-            yt = tst.labels(names, classes)
+        test_logits = None
+        if xt is not None and yt is not None:
             test_logits = [_stage_logits(s, xt) for s in sources]
-            check_logits_labels(test_logits[0], yt, tst.what, min_samples=1, min_classes=1)
+            check_logits_labels(test_logits[0], yt, tst.what, min_samples=1, min_classes=1)  # type: ignore[union-attr]
         report = assemble_bundle(sources, [IMAGE] * len(sources), calib_logits, yc, cost_info, out, policy, score,
-                                 combine, names, pre, memo, name, test_logits, yt, n=n)
+                                 combine, names, pre, memo, name, test_logits, yt, n=n,
+                                 extra_provenance={"precision": "int8-qdq"} if int8 is not None else None)
     report.notes.extend(notes)
+    report.int8 = int8_reports
     if xt is not None and yt is not None:
         report.runtime_test = runtime_check(out, xt, yt, report.test)
     return report
