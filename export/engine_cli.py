@@ -203,6 +203,9 @@ def build_bundle(folder: str, out: str, options: BuildOptions, force: bool = Fal
     stages = []
     engine_files: Dict[str, str] = {}
     for spec in manifest.stages:
+        if spec.is_remote:  # served by its server (docs/fleet.md): no engine on the board
+            stages.append(spec)
+            continue
         if progress:
             progress(spec.name)
         rel = "%s/%s.engine" % (ENGINE_DIR, _safe_name(spec.name))

@@ -22,7 +22,8 @@ ONLINE_COLOUR = {"online": "#1a7f37", "offline": "#c00", "unknown": "#777"}
 
 
 class Sparkline(QWidget):
-    """A small line plot of the last values (fps over the device's history)."""
+    """A small line plot of the last values (fps over the device's history), scaled to their own range; the
+    tooltip gives the range."""
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__(parent)
@@ -32,6 +33,8 @@ class Sparkline(QWidget):
     def set_values(self, values: List[float]) -> None:
         if values != self.values:
             self.values = list(values)
+            if values:
+                self.setToolTip("fps %.1f – %.1f over the last %d statuses" % (min(values), max(values), len(values)))
             self.update()
 
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
@@ -40,9 +43,11 @@ class Sparkline(QWidget):
         p.fillRect(self.rect(), QColor("#fafafa"))
         v = self.values
         if len(v) >= 2:
-            top = max(max(v), 1e-9)
+            lo, hi = min(v), max(v)
+            span = (hi - lo) or max(abs(hi), 1.0)  # a flat line sits in the middle
+            base = lo if hi > lo else lo - span / 2
             n = len(v) - 1
-            pts = QPolygonF([QPointF(r.left() + r.width() * i / n, r.bottom() - r.height() * (x / top))
+            pts = QPolygonF([QPointF(r.left() + r.width() * i / n, r.bottom() - r.height() * ((x - base) / span))
                              for i, x in enumerate(v)])
             p.setPen(QPen(QColor("#0072B2"), 1.4))
             p.drawPolyline(pts)
@@ -125,6 +130,8 @@ class FleetWindow(QMainWindow):
                     item.setText(text)
                 if key == "online":
                     item.setForeground(QColor(ONLINE_COLOUR.get(text, "#777")))
+                elif key == "remote_failures":
+                    item.setForeground(QColor("#c00" if (row.cell(key) or 0) > 0 else "#222"))
             self._sparks[row.device].set_values(row.fps_history())
         self._show_selected()
 

@@ -138,7 +138,7 @@ class TritonProcess(_Process):
         env.pop("PYTHONPATH", None)
         if os.path.exists(self.ready):
             os.remove(self.ready)
-        self._shm_before = set(glob.glob("/dev/shm/*"))
+        self._shm_before = self._shm_regions()
         self._spawn([py, SERVE, "--repo", self.repo, "--grpc-port", str(self.grpc_port), "--http-port",
                      str(self.http_port), "--metrics-port", str(self.metrics_port), "--control", self.control,
                      "--ready", self.ready, "--threads", str(self.threads)], env)
@@ -153,6 +153,10 @@ class TritonProcess(_Process):
         self.kill()
         raise RuntimeError("the Triton server did not start within %.0f s: %s" % (timeout, tail[-600:]))
 
+    @staticmethod
+    def _shm_regions() -> set:
+        return set(glob.glob("/dev/shm/psm_*")) | set(glob.glob("/dev/shm/pytrtion*")) | set(glob.glob("/dev/shm/pytriton*"))
+
     def set_delay(self, ms: float) -> None:
         """Every request from now on takes at least ``ms`` milliseconds (0: none)."""
         tmp = self.control + ".tmp"
@@ -162,8 +166,13 @@ class TritonProcess(_Process):
 
     def kill(self) -> None:
         super().kill()
-        # a killed server leaves its Python backend's shared-memory regions behind: remove the ones it made
-        for path in set(glob.glob("/dev/shm/*")) - self._shm_before:
+        # a killed server leaves its Python backend's shared-memory regions behind: remove those that appeared after
+        # it started, carry Triton's or PyTriton's names, and that no running process maps or holds open (so another
+        # server running at the same time keeps its own)
+        orphans = self._shm_regions() - self._shm_before
+        if orphans:
+            orphans -= _in_use()
+        for path in orphans:
             try:
                 if os.path.isdir(path):
                     shutil.rmtree(path)
@@ -173,11 +182,34 @@ class TritonProcess(_Process):
                 pass
 
 
+def _in_use() -> set:
+    """Files under /dev/shm that some process maps or has open (read from /proc)."""
+    used = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/maps" % pid, "r") as f:
+                for line in f:
+                    i = line.find("/dev/shm/")
+                    if i >= 0:
+                        used.add(line[i:].strip().replace(" (deleted)", ""))
+            for fd in os.listdir("/proc/%s/fd" % pid):
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+                if target.startswith("/dev/shm/"):
+                    used.add(target)
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    return used
+
+
 class MosquittoProcess(_Process):
     """Debian's mosquitto on a free port of 127.0.0.1 with a generated config."""
 
-    def __init__(self, workdir: str, port: int = 0, users: Optional[dict] = None, persistence: bool = True) -> None:
+    def __init__(self, workdir: str, port: int = 0, users: Optional[dict] = None, persistence: bool = True,
+                 tls: Optional[dict] = None) -> None:
         super().__init__()
+        self.tls = tls  # {"ca": PATH, "cert": PATH, "key": PATH}: the listener speaks TLS only
         self.workdir = workdir
         self.port = port or free_port()
         self.users = users or {}
@@ -206,6 +238,8 @@ class MosquittoProcess(_Process):
             lines += ["allow_anonymous false", "password_file %s" % pw]
         else:
             lines.append("allow_anonymous true")
+        if self.tls:
+            lines += ["cafile %s" % self.tls["ca"], "certfile %s" % self.tls["cert"], "keyfile %s" % self.tls["key"]]
         if self.persistence:
             lines += ["persistence true", "persistence_location %s/" % self.workdir, "autosave_interval 0"]
         with open(self.conf, "w") as f:
@@ -232,6 +266,27 @@ class MosquittoProcess(_Process):
     @property
     def uri(self) -> str:
         return "mqtt://127.0.0.1:%d" % self.port
+
+
+def make_test_certificates(folder: str) -> dict:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl), for TLS tests: {"ca", "cert", "key"}."""
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise RuntimeError("openssl is not installed")
+    p = {k: os.path.join(folder, k + ".pem") for k in ("ca", "ca_key", "cert", "key", "csr")}
+    ext = os.path.join(folder, "san.ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+
+    def run(*args: str) -> None:
+        subprocess.run([exe, *args], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgeconf test CA",
+        "-keyout", p["ca_key"], "-out", p["ca"])
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", p["key"], "-out", p["csr"])
+    run("x509", "-req", "-in", p["csr"], "-CA", p["ca"], "-CAkey", p["ca_key"], "-CAcreateserial", "-days", "2",
+        "-extfile", ext, "-out", p["cert"])
+    return {"ca": p["ca"], "cert": p["cert"], "key": p["key"]}
 
 
 def temp_workdir(prefix: str) -> str:

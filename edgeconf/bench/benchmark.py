@@ -161,8 +161,12 @@ def _baseline_preprocessing(runner: Any, fallback: Preprocessing) -> Preprocessi
 
 
 def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str], names: Sequence[str],
-                 threads: Optional[int] = 1, backend: str = "onnxruntime") -> List[BenchConfig]:
-    """Load one cascade per configuration (separate sessions, so no configuration warms another's caches)."""
+                 threads: Optional[int] = 1, backend: str = "onnxruntime", form: str = "auto") -> List[BenchConfig]:
+    """Load one cascade per configuration (separate sessions, so no configuration warms another's caches).
+
+    ``form`` (staged, fused or auto) applies to the bundle's cascade configurations; ``first`` is stage 1
+    alone and ``big`` the baseline, each one model whatever the form.
+    """
     from edgeconf.backends import prepare
     from edgeconf.bench.data import baseline_fit
     from edgeconf.bundle import load_bundle, read_manifest
@@ -190,9 +194,11 @@ def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str]
             elif name == "early_exit":
                 if not early_exit:
                     continue
-                configs.append(BenchConfig(name, load_bundle(early_exit, backend=backend, threads=threads, memo=False)))
+                configs.append(BenchConfig(name, load_bundle(early_exit, backend=backend, threads=threads, memo=False,
+                                                             form=form)))
             else:
-                cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False)
+                cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False,
+                                      form="staged" if name == "first" else form)
                 if name == "first":
                     for st in cascade.stages[1:]:
                         st.runner.close()
@@ -565,6 +571,7 @@ class BenchSettings:
     power_root: str = "/"  # sysfs root of the power source (a fake tree in tests)
     targets: Optional[Dict[str, float]] = None  # keys of TARGET_KEYS; None: no targets reported
     max_pixels: Optional[int] = None
+    form: str = "auto"  # cascade form of the bundle's configurations: auto, staged or fused
 
 
 @dataclass
@@ -634,7 +641,8 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
     data = load_bench_data(settings.data, manifest.labels, len(manifest.labels), settings.limit, settings.max_pixels)
     images, labels = data.images, data.labels
     n = len(images)
-    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, settings.threads)
+    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, settings.threads,
+                           form=settings.form)
     try:
         for c in configs:
             check_fit(data, c.cascade.preprocessing, "the bundle" if c.name != "big" else "the baseline")
@@ -690,7 +698,8 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
             results = {name: summarise(by_name[name], measured[name], stream.labels, reference) for name in names}
             rat = ratios(results)
             curve = None
-            if outs is not None and "first" in results and "dual" in results:
+            # the curve prices later stages by their own time, which a fused call does not separate
+            if outs is not None and "first" in results and "dual" in results and by_name["dual"].cascade.form == "staged":
                 dual = results["dual"]
                 if all(dual.stage_calls[1:]):
                     big = results.get("big")
@@ -700,6 +709,7 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
             info = {"dataset": data.name, "data": settings.data, "n": n, "duplicate": float(d), "notes": data.notes,
                     "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),
                     "batch": settings.batch, "threads": settings.threads, "seed": settings.seed,
+                    "form": {c.name: c.cascade.form for c in configs},
                     "power_source": power_source, "energy_note": power_note,
                     "bundle": settings.bundle, "baseline": settings.baseline, "early_exit": settings.early_exit,
                     "order": "rotating over chunks of %d inputs" % max(settings.batch, (settings.chunk // settings.batch) * settings.batch),

@@ -126,11 +126,14 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--chunk", type=click.IntRange(1, None), default=250, show_default=True,
               help="Inputs per configuration turn; configurations rotate order every chunk.")
 @click.option("--power", default="auto", show_default=True, help="Power source for energy (auto, jtop, ina3221-iio, …).")
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="Form of the bundle's cascade configurations: staged (one call per stage), fused (the bundle's "
+                   "fused graph, from edgeconf fuse; one call per batch) or auto.")
 def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[str], baseline: Optional[str],
               early_exit: Optional[str], target: Sequence[str], max_pixels: Optional[int], duplicate: str,
               near_duplicate: bool, batch: int, threads: int, limit: Optional[int], seed: int,
               configs: Optional[str], as_json: bool, json_out: Optional[str], report_dir: Optional[str],
-              pred_out: Optional[str], chunk: int, power: str) -> None:
+              pred_out: Optional[str], chunk: int, power: str, form: str) -> None:
     """Measure cost and accuracy of big, first, dual and memo configurations of BUNDLE on --data.
 
     edgeconf bench BUNDLE --data DATA [--baseline MODEL] runs your bundle on your labelled data; with no
@@ -153,7 +156,8 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
         raise ConfigError("no configuration left to run; check --configs")
     settings = BenchSettings(bundle=bundle, baseline=baseline, early_exit=early_exit, duplicates=parse_duplicates(duplicate),
                              near_duplicate=near_duplicate, batch=batch, threads=threads, limit=limit, seed=seed,
-                             data=data, configs=names, chunk=chunk, power=power, targets=targets, max_pixels=max_pixels)
+                             data=data, configs=names, chunk=chunk, power=power, targets=targets, max_pixels=max_pixels,
+                             form=form)
     err = Console(stderr=True)
     out = Console()
     if not out.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns

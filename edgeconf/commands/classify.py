@@ -150,8 +150,11 @@ def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
 @click.option("--no-memo", is_flag=True, help="Disable the bundle's memo cache.")
 @click.option("--threads", type=click.IntRange(1, 64), default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--backend", default="onnxruntime", show_default=True, help="Runner backend (onnxruntime, tensorrt).")
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="staged: one call per stage; fused: the bundle's fused graph (edgeconf fuse), one call per "
+                   "batch; auto: fused only on a GPU execution provider ('edgeconf inspect BUNDLE' says why).")
 def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], batch_size: int, skip_errors: bool,
-                 max_pixels: Optional[int], no_memo: bool, threads: Optional[int], backend: str) -> None:
+                 max_pixels: Optional[int], no_memo: bool, threads: Optional[int], backend: str, form: str) -> None:
     """Classify INPUTS with BUNDLE: one JSON object per input on stdout (or --out FILE).
 
     INPUTS are image files, folders of images, ImageFolders (one subfolder per class), .npy/.npz uint8
@@ -163,7 +166,7 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
     per-class accuracy, plus escalation and memo hits. Its last line is 'summary: {JSON}'.
     """
     datasets = _open_all(inputs, max_pixels)
-    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None)
+    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, form=form)
     try:
         targets = [_targets(ds, cascade) for ds in datasets]
         tally = Tally(len(cascade.labels or []))
@@ -185,6 +188,7 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
         summary = tally.summary(cascade)
     finally:
         cascade.close()
+    summary["form"] = getattr(cascade, "form", None)
     _print_summary(summary, labels)
 
 

@@ -205,3 +205,33 @@ def test_refused_credentials_are_a_clear_error(tmp_path):
         good.close()
     finally:
         broker.stop()
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+def test_tls_with_the_brokers_ca(tmp_path):
+    why = MosquittoProcess.why_unavailable()
+    if why:
+        pytest.skip(why)
+    from fleet_servers import make_test_certificates
+
+    try:
+        certs = make_test_certificates(str(tmp_path))
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.skip("cannot make test certificates: %s" % exc)
+    broker = MosquittoProcess(str(tmp_path), tls=certs, persistence=False)
+    broker.start()
+    try:
+        uri = "mqtts://127.0.0.1:%d/edgeconf/secure?ca=%s" % (broker.port, certs["ca"])
+        tel = Telemetry(parse_telemetry_uri(uri)).start()
+        try:
+            assert tel.connected  # TLS handshake with the CA's certificate, host name checked
+        finally:
+            tel.close()
+        plain = Telemetry(parse_telemetry_uri("mqtt://127.0.0.1:%d/edgeconf/plain" % broker.port)).start()
+        try:
+            assert not plain.connected  # a plain client gets nowhere with a TLS listener (and is not blocked)
+        finally:
+            plain.close(timeout_s=0.5)
+    finally:
+        broker.stop()

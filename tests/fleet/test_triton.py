@@ -139,6 +139,7 @@ def test_server_killed_mid_run_falls_back_then_recovers(fleet_bundle, edge_bundl
         assert runner.breaker.state == "open"
         triton_server.start()
         _warm_one(triton_server)
+        _channel_ready(runner)
         clock.t += 31
         for i in range(16, 24, 2):
             answers += edge.classify_batch(images[i:i + 2])
@@ -152,6 +153,20 @@ def test_server_killed_mid_run_falls_back_then_recovers(fleet_bundle, edge_bundl
     assert all(r.remote_failure in ("unavailable", "circuit_open") for r in during)
     assert [r.class_id for r in during] == local_first[8:16]
     assert runner.breaker.probes == 1 and runner.breaker.state == "closed"
+
+
+def _channel_ready(runner) -> None:
+    """Wait until the runner's own gRPC channel has reconnected (a condition, bounded; not a fixed sleep)."""
+    import time
+
+    t_end = time.monotonic() + 60
+    while time.monotonic() < t_end:
+        try:
+            if runner._grpc.is_server_live(client_timeout=5):
+                return
+        except Exception:
+            time.sleep(0.05)
+    raise AssertionError("the runner's channel did not reconnect within 60 s")
 
 
 def _warm_one(server) -> None:

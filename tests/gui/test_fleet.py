@@ -98,3 +98,49 @@ def test_fleet_window_shows_twenty_devices(qtbot, tmp_path, settings):
         if win is not None:
             win.shutdown()
         broker.stop()
+
+
+@pytest.mark.gui
+@pytest.mark.fleet
+def test_operator_window_publishes_telemetry(qtbot, tmp_path, settings, gui_bundle):
+    why = MosquittoProcess.why_unavailable()
+    if why:
+        pytest.skip(why)
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    from edgeconf.gui.fleet_model import FleetModel, FleetSubscriber, parse_fleet_uri
+    from edgeconf.gui.window import MainWindow
+
+    broker = MosquittoProcess(str(tmp_path), persistence=False)
+    broker.start()
+    cfg, base = parse_fleet_uri(broker.uri + "/edgeconf")
+    sub = FleetSubscriber(cfg, base).start()
+    model = FleetModel(base)
+    win = None
+    try:
+        win = MainWindow(bundle=gui_bundle, source="demo://?size=320x240&objects=3&seed=3", settings=settings,
+                         output_dir=str(tmp_path), regions="truth",
+                         worker_options={"telemetry_uri": broker.uri + "/edgeconf/gui-cam"})
+        qtbot.addWidget(win)
+        assert win.start()
+
+        def status_seen():
+            sub.drain(model)
+            row = model.devices.get("gui-cam")
+            return row is not None and row.status.get("frames", 0) > 0 and row.online
+
+        qtbot.waitUntil(status_seen, timeout=60000)
+        status = model.devices["gui-cam"].status
+        assert status["device"] == "gui-cam" and status["power_w"] is None
+        win.close()
+
+        def offline():
+            sub.drain(model)
+            return model.devices["gui-cam"].online is False
+
+        qtbot.waitUntil(offline, timeout=60000)
+        assert model.devices["gui-cam"].offline_reason == "closed"
+    finally:
+        if win is not None:
+            win.shutdown()
+        sub.close()
+        broker.stop()
