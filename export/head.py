@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeconf.backends.onnx_file import numpy_dtype
 from edgeconf.confidence import SCORES, score as np_score, softmax
 from edgeconf.errors import ConfigError, ModelLoadError
 from edgeconf.export.errors import ExportError, NotAClassifierError, UnsupportedOpsetError
@@ -346,7 +347,7 @@ def _example_feeds(model: onnx.ModelProto, batch: int = 3, seed: int = 0) -> Opt
                 shape.append(batch)
             else:
                 return None
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        dtype = numpy_dtype(vi.type.tensor_type.elem_type)
         feeds[vi.name] = rng.normal(0, 1, shape).astype(dtype) if np.issubdtype(dtype, np.floating) \
             else np.zeros(shape, dtype)
     return feeds

@@ -160,8 +160,12 @@ def _baseline_preprocessing(runner: Any, fallback: Preprocessing) -> Preprocessi
 
 
 def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str], names: Sequence[str],
-                 threads: Optional[int] = 1, backend: str = "onnxruntime") -> List[BenchConfig]:
-    """Load one cascade per configuration (separate sessions, so no configuration warms another's caches)."""
+                 threads: Optional[int] = 1, backend: str = "onnxruntime", form: str = "auto") -> List[BenchConfig]:
+    """Load one cascade per configuration (separate sessions, so no configuration warms another's caches).
+
+    ``form`` (staged, fused or auto) applies to the bundle's cascade configurations; ``first`` is stage 1
+    alone and ``big`` the baseline, each one model whatever the form.
+    """
     from edgeconf.backends import prepare
     from edgeconf.bundle import load_bundle, read_manifest
 
@@ -187,9 +191,11 @@ def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str]
             elif name == "early_exit":
                 if not early_exit:
                     continue
-                configs.append(BenchConfig(name, load_bundle(early_exit, backend=backend, threads=threads, memo=False)))
+                configs.append(BenchConfig(name, load_bundle(early_exit, backend=backend, threads=threads, memo=False,
+                                                             form=form)))
             else:
-                cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False)
+                cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False,
+                                      form="staged" if name == "first" else form)
                 if name == "first":
                     for st in cascade.stages[1:]:
                         st.runner.close()
@@ -520,6 +526,7 @@ class BenchSettings:
     chunk: int = 250
     power: str = "auto"
     power_root: str = "/"  # sysfs root of the power source (a fake tree in tests)
+    form: str = "auto"  # cascade form of the bundle's configurations: auto, staged or fused
 
 
 @dataclass
@@ -590,7 +597,8 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
             raise ConfigError("--limit must be >= 1, got %d" % settings.limit)
         images, labels = images[:settings.limit], labels[:settings.limit]
     n = int(images.shape[0])
-    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, settings.threads)
+    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, settings.threads,
+                           form=settings.form)
     streams = [make_stream(images, labels, d, settings.seed, settings.near_duplicate) for d in settings.duplicates]
     names = [c.name for c in configs]
     has_memo = any(c.memo_key for c in configs)
@@ -639,7 +647,8 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
             results = {name: summarise(by_name[name], measured[name], stream.labels, reference) for name in names}
             rat = ratios(results)
             curve = None
-            if outs is not None and "first" in results and "dual" in results:
+            # the curve prices later stages by their own time, which a fused call does not separate
+            if outs is not None and "first" in results and "dual" in results and by_name["dual"].cascade.form == "staged":
                 dual = results["dual"]
                 if all(dual.stage_calls[1:]):
                     big = results.get("big")
@@ -649,6 +658,7 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
             info = {"dataset": "FashionMNIST test", "data": settings.data, "n": n, "duplicate": float(d),
                     "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),
                     "batch": settings.batch, "threads": settings.threads, "seed": settings.seed,
+                    "form": {c.name: c.cascade.form for c in configs},
                     "power_source": power_source, "energy_note": power_note,
                     "bundle": settings.bundle, "baseline": settings.baseline, "early_exit": settings.early_exit,
                     "order": "rotating over chunks of %d inputs" % max(settings.batch, (settings.chunk // settings.batch) * settings.batch),

@@ -95,10 +95,13 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--chunk", type=click.IntRange(1, None), default=250, show_default=True,
               help="Inputs per configuration turn; configurations rotate order every chunk.")
 @click.option("--power", default="auto", show_default=True, help="Power source for energy (auto, jtop, ina3221-iio, …).")
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="Form of the bundle's cascade configurations: staged (one call per stage), fused (the bundle's "
+                   "fused graph, from edgeconf fuse; one call per batch) or auto.")
 def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], data: Optional[str],
               duplicate: str, near_duplicate: bool, batch: int, threads: int, limit: Optional[int], seed: int,
               configs: Optional[str], as_json: bool, json_out: Optional[str], report_dir: Optional[str],
-              pred_out: Optional[str], chunk: int, power: str) -> None:
+              pred_out: Optional[str], chunk: int, power: str, form: str) -> None:
     """Measure cost and accuracy of big, first, dual and memo configurations on FashionMNIST.
 
     Reproduces the dual-CNN paper's protocol (d·N duplicates appended and shuffled) and reports accuracy,
@@ -112,7 +115,7 @@ def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Option
     bundle, baseline, early_exit = resolve_inputs(bundle, baseline, early_exit, names)
     settings = BenchSettings(bundle=bundle, baseline=baseline, early_exit=early_exit, duplicates=parse_duplicates(duplicate),
                              near_duplicate=near_duplicate, batch=batch, threads=threads, limit=limit, seed=seed,
-                             data=data, configs=names, chunk=chunk, power=power)
+                             data=data, configs=names, chunk=chunk, power=power, form=form)
     err = Console(stderr=True)
     out = Console()
     if not out.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns

@@ -33,14 +33,17 @@ def _batches(items, size: int):
 @click.option("--no-memo", is_flag=True, help="Disable the bundle's memo cache.")
 @click.option("--threads", type=click.IntRange(1, 64), default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--backend", default="onnxruntime", show_default=True, help="Runner backend (onnxruntime, tensorrt).")
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="staged: one call per stage; fused: the bundle's fused graph (edgeconf fuse), one call per "
+                   "batch; auto: fused only on a GPU execution provider ('edgeconf inspect BUNDLE' says why).")
 def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], batch_size: int, no_memo: bool,
-                 threads: Optional[int], backend: str) -> None:
+                 threads: Optional[int], backend: str, form: str) -> None:
     """Classify INPUTS (image files, folders of images, or .npy/.npz uint8 arrays) with BUNDLE.
 
     Prints one JSON object per input: input, class, label, confidence, the stage that answered,
     whether the memo cache answered, and each invoked stage's time in ms. A summary goes to stderr.
     """
-    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None)
+    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, form=form)
     out = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout
     try:
         for batch in _batches(iter_inputs(inputs), batch_size):
@@ -55,6 +58,7 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
             out.close()
         cascade.close()
     summary = cascade.counters.to_json()
+    summary["form"] = cascade.form
     if cascade.memo is not None:
         summary["memo"] = cascade.memo.stats.to_json()
     click.echo("summary: %s" % json.dumps(summary), err=True)
