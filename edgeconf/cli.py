@@ -23,7 +23,7 @@ from edgeconf.lazy import INSTALL_HINTS, install_hint
 #: verb -> (module, attribute, one-line help, extra that provides it)
 COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
     "inspect": ("edgeconf.commands.inspect", "inspect_cmd", "Show what an ONNX model, a bundle or an engine carries.", ""),
-    "classify": ("edgeconf.commands.classify", "classify_cmd", "Classify images, folders or .npy/.npz arrays with a bundle.", ""),
+    "classify": ("edgeconf.commands.classify", "classify_cmd", "Classify images, folders, arrays or labelled data sets with a bundle (accuracy when labelled).", ""),
     "devices": ("edgeconf.commands.devices", "devices_cmd", "Show the board, its profile, power sensors and live readings.", ""),
     "run": ("edgeconf.live.cli", "run_cmd", "Run a bundle on a camera, stream, video or image folder.", ""),
     "demo": ("edgeconf.live.cli", "demo_cmd", "Run the shipped bundle on the built-in synthetic scene.", ""),

@@ -43,21 +43,32 @@ def title(run: RunResult) -> str:
 
 
 def target_lines(run: RunResult) -> List[str]:
+    """One line per target of the run (the zoo's, or those given with --target), with its limits."""
     t = run.targets
     lines = []
+    met = lambda x: "MET" if x["met"] else "not met"  # noqa: E731
     if "dual_vs_big" in t:
         x = t["dual_vs_big"]
-        lines.append("dual vs big: accuracy %+.2f points (need ≥ −0.30), cpu ratio %s (need ≤ 0.15): %s"
-                     % (-x["accuracy_drop_points"], _f(x["cpu_ratio"]), "MET" if x["met"] else "not met"))
+        parts = ["accuracy %+.2f points" % -x["accuracy_drop_points"]]
+        if x.get("max_drop_points") is not None:
+            parts[0] += " (need ≥ %s)" % ("%.2f" % -x["max_drop_points"]).replace("-", "−")
+        parts.append("cpu ratio %s" % _f(x["cpu_ratio"]))
+        if x.get("max_cpu_ratio") is not None:
+            parts[1] += " (need ≤ %g)" % x["max_cpu_ratio"]
+        lines.append("dual vs big: %s: %s" % (", ".join(parts), met(x)))
     if "dual_memo_at_duplicate_1" in t:
         x = t["dual_memo_at_duplicate_1"]
-        lines.append("dual_memo at duplicate 1: cpu ratio %s (need ≤ 0.08), false hits %s (need ≤ 0.10 %%): %s"
-                     % (_f(x["cpu_ratio"]), _pct(x["false_hit_rate"], 3), "MET" if x["met"] else "not met"))
+        parts = ["cpu ratio %s" % _f(x["cpu_ratio"]), "false hits %s" % _pct(x["false_hit_rate"], 3)]
+        if x.get("max_cpu_ratio") is not None:
+            parts[0] += " (need ≤ %g)" % x["max_cpu_ratio"]
+        if x.get("max_false_hit_rate") is not None:
+            parts[1] += " (need ≤ %.2f %%)" % (100 * x["max_false_hit_rate"])
+        lines.append("dual_memo at duplicate 1: %s: %s" % (", ".join(parts), met(x)))
     if "dual_cost_model" in t:
         x = t["dual_cost_model"]
-        lines.append("dual cost %.2f s vs first × (1 + %.3f × %.2f) × 1.05 = %.2f s: %s"
-                     % (x["dual_cpu_s"], x["escalation_rate"], x["stage_cost_ratio"], x["bound_cpu_s"],
-                        "MET" if x["met"] else "not met"))
+        lines.append("dual cost %.2f s vs first × (1 + %.3f × %.2f) × %g = %.2f s: %s"
+                     % (x["dual_cpu_s"], x["escalation_rate"], x["stage_cost_ratio"], x.get("slack", 1.05),
+                        x["bound_cpu_s"], met(x)))
     return lines
 
 
@@ -77,6 +88,8 @@ def print_tables(runs: Sequence[RunResult], console: Any) -> None:
         console.print(rich_table(run))
         for line in target_lines(run):
             console.print("  " + line)
+        for note in run.info.get("notes") or []:
+            console.print("  note: " + note)
         console.print()
 
 
