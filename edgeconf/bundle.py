@@ -10,13 +10,14 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edgeconf import __version__
+from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, Stage, graph_head
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError
-from edgeconf.memo import MemoCache, parse_key_kind
+from edgeconf.memo import MemoCache, Sampling, parse_key_kind
 from edgeconf.preprocess import Preprocessing
 from edgeconf.hashing import sha256_file
 
@@ -55,12 +56,16 @@ class MemoSettings:
     key: str = "dhash256"
     radius: int = 0
     capacity: int = 4096
+    adaptive: bool = True  # sample lookups while the hit rate is below break-even (edgeconf.memo.Sampling)
 
     def to_json(self) -> dict:
-        return {"enabled": self.enabled, "key": self.key, "radius": self.radius, "capacity": self.capacity}
+        return {"enabled": self.enabled, "key": self.key, "radius": self.radius, "capacity": self.capacity,
+                "adaptive": self.adaptive}
 
     def build(self) -> Optional[MemoCache]:
-        return MemoCache(self.capacity, self.key, self.radius) if self.enabled else None
+        if not self.enabled:
+            return None
+        return MemoCache(self.capacity, self.key, self.radius, sampling=Sampling() if self.adaptive else None)
 
 
 @dataclass
@@ -147,7 +152,8 @@ def parse_manifest(data: Any) -> Manifest:
     if not isinstance(memo_raw, dict):
         raise BundleError("%s: 'memo' must be an object" % MANIFEST)
     memo = MemoSettings(bool(memo_raw.get("enabled", True)), str(memo_raw.get("key", "dhash256")),
-                        int(memo_raw.get("radius", 0)), int(memo_raw.get("capacity", 4096)))
+                        int(memo_raw.get("radius", 0)), int(memo_raw.get("capacity", 4096)),
+                        bool(memo_raw.get("adaptive", True)))
     try:
         MemoCache(memo.capacity, memo.key, memo.radius)  # validates the settings
         parse_key_kind(memo.key)
@@ -210,25 +216,30 @@ def verify_files(folder: str, manifest: Manifest) -> None:
 
 
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
-                threads: Optional[int] = None, memo: Optional[bool] = None) -> Cascade:
+                threads: Union[None, int, Threads] = None, memo: Optional[bool] = None, batch: int = 1) -> Cascade:
     """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
 
     ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
     ``"auto"`` uses an engine only where TensorRT is importable and the engine matches this device.
+    ``threads``: ONNX Runtime intra-op threads per model (>= 1); None lets :func:`~edgeconf.backends.threads.
+    choose_threads` pick them for this device and ``batch`` (the inputs per call you expect); the choice is
+    ``cascade.threads``.
     """
     from edgeconf.backends import prepare
     from edgeconf.backends.tensorrt import stage_model_path  # pure: imports no TensorRT
 
+    plan = choose_threads(threads, batch)
     manifest = read_manifest(folder, verify=True)
     stages = []
     try:
         for spec in manifest.stages:
             path, stage_backend = stage_model_path(spec, backend, folder)
-            runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
+            runner = prepare(path, backend=stage_backend, providers=providers, threads=plan)
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
                                 spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner)))
         use_memo = manifest.memo.enabled if memo is None else memo
-        cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
+        cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity,
+                             manifest.memo.adaptive).build() if use_memo else None
         cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)
     except Exception:
         for st in stages:
@@ -236,6 +247,7 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
         raise
     cascade.manifest = manifest  # type: ignore[attr-defined]
     cascade.folder = folder  # type: ignore[attr-defined]
+    cascade.threads = plan  # type: ignore[attr-defined]
     return cascade
 
 

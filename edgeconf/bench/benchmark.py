@@ -14,11 +14,12 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgeconf import data_path
+from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.cascade import Cascade, Stage
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 from edgeconf.memo import DEFAULT_KEY, MemoCache
@@ -160,10 +161,16 @@ def _baseline_preprocessing(runner: Any, fallback: Preprocessing) -> Preprocessi
 
 
 def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str], names: Sequence[str],
-                 threads: Optional[int] = 1, backend: str = "onnxruntime") -> List[BenchConfig]:
-    """Load one cascade per configuration (separate sessions, so no configuration warms another's caches)."""
+                 threads: Union[None, int, Threads] = None, backend: str = "onnxruntime",
+                 batch: int = 1) -> List[BenchConfig]:
+    """Load one cascade per configuration (separate sessions, so no configuration warms another's caches).
+
+    ``threads``: ONNX Runtime threading of every model (None: chosen for the device and ``batch``).
+    """
     from edgeconf.backends import prepare
     from edgeconf.bundle import load_bundle, read_manifest
+
+    threads = choose_threads(threads, batch)
 
     unknown = [n for n in names if n not in CONFIG_NAMES]
     if unknown:
@@ -512,7 +519,7 @@ class BenchSettings:
     duplicates: List[float]
     near_duplicate: bool = False
     batch: int = 1
-    threads: int = 1
+    threads: Optional[int] = None  # None: chosen for the device and the batch (edgeconf.backends.threads)
     limit: Optional[int] = None
     seed: int = 0
     data: Optional[str] = None
@@ -590,7 +597,9 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
             raise ConfigError("--limit must be >= 1, got %d" % settings.limit)
         images, labels = images[:settings.limit], labels[:settings.limit]
     n = int(images.shape[0])
-    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, settings.threads)
+    threads = choose_threads(settings.threads, settings.batch)
+    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, threads,
+                           batch=settings.batch)
     streams = [make_stream(images, labels, d, settings.seed, settings.near_duplicate) for d in settings.duplicates]
     names = [c.name for c in configs]
     has_memo = any(c.memo_key for c in configs)
@@ -648,7 +657,7 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
                                      big.cpu_s / len(stream) if big else None)
             info = {"dataset": "FashionMNIST test", "data": settings.data, "n": n, "duplicate": float(d),
                     "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),
-                    "batch": settings.batch, "threads": settings.threads, "seed": settings.seed,
+                    "batch": settings.batch, "threads": threads.to_json(), "form": "staged", "seed": settings.seed,
                     "power_source": power_source, "energy_note": power_note,
                     "bundle": settings.bundle, "baseline": settings.baseline, "early_exit": settings.early_exit,
                     "order": "rotating over chunks of %d inputs" % max(settings.batch, (settings.chunk // settings.batch) * settings.batch),

@@ -11,6 +11,7 @@ from typing import Any, List, Optional
 import click
 
 from edgeconf.bench.benchmark import CONFIG_NAMES, BenchSettings, default_paths, run_bench
+from edgeconf.commands import threads_option
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 
 
@@ -77,8 +78,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--near-duplicate", is_flag=True,
               help="Perturb the copies (1-pixel shift, small noise, JPEG re-encode) so exact keys miss.")
 @click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True, help="Inputs per classify call.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="ONNX Runtime intra-op threads per model.")
+@threads_option()
 @click.option("--limit", type=click.IntRange(1, None), default=None, help="Use only the first N test samples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
 @click.option("--configs", "configs", default=None,
@@ -92,7 +92,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
               help="Inputs per configuration turn; configurations rotate order every chunk.")
 @click.option("--power", default="auto", show_default=True, help="Power source for energy (auto, jtop, ina3221-iio, …).")
 def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], data: Optional[str],
-              duplicate: str, near_duplicate: bool, batch: int, threads: int, limit: Optional[int], seed: int,
+              duplicate: str, near_duplicate: bool, batch: int, threads: Optional[int], limit: Optional[int], seed: int,
               configs: Optional[str], json_out: Optional[str], report_dir: Optional[str], pred_out: Optional[str],
               chunk: int, power: str) -> None:
     """Measure cost and accuracy of big, first, dual and memo configurations on FashionMNIST.

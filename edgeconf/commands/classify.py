@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from edgeconf.bundle import load_bundle
+from edgeconf.commands import threads_option
 from edgeconf.datasets import iter_inputs
 
 
@@ -31,7 +32,7 @@ def _batches(items, size: int):
 @click.option("--batch", "batch_size", type=click.IntRange(1, 4096), default=1, show_default=True,
               help="Inputs per cascade call; only the unsure part of a batch reaches later stages.")
 @click.option("--no-memo", is_flag=True, help="Disable the bundle's memo cache.")
-@click.option("--threads", type=click.IntRange(1, 64), default=None, help="ONNX Runtime intra-op threads.")
+@threads_option()
 @click.option("--backend", default="onnxruntime", show_default=True, help="Runner backend (onnxruntime, tensorrt).")
 def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], batch_size: int, no_memo: bool,
                  threads: Optional[int], backend: str) -> None:
@@ -40,7 +41,7 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
     Prints one JSON object per input: input, class, label, confidence, the stage that answered,
     whether the memo cache answered, and each invoked stage's time in ms. A summary goes to stderr.
     """
-    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None)
+    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, batch=batch_size)
     out = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout
     try:
         for batch in _batches(iter_inputs(inputs), batch_size):

@@ -13,6 +13,7 @@ import click
 import numpy as np
 
 from edgeconf import data_path
+from edgeconf.commands import threads_option
 from edgeconf.errors import ConfigError, DataError, MissingDependencyError
 
 DATA_DIR = data_path()
@@ -184,7 +185,7 @@ def _echo_json(data: dict) -> None:
 @click.option("--size", help="Resize frames to WxH (e.g. 640x480).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Source frame rate (cameras, folders, demo).")
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True, help="Re-classify a track at least every N frames.")
-@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads per model.")
+@threads_option()
 @click.option("--no-memo", is_flag=True, help="Disable the memo cache (every matched track is classified every frame).")
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
@@ -291,15 +292,17 @@ class BaselineProbe:
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--realtime", is_flag=True, help="Pace the scene like a live camera (frames the pipeline misses are dropped); "
               "by default every frame is processed, as fast as possible, so the summary is reproducible.")
+@threads_option()
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, regions: str, bundle_path: Optional[str],
              baseline_path: Optional[str], events_path: Optional[str], record_path: Optional[str], refresh: int,
-             realtime: bool, no_live: bool, as_json: bool) -> None:
+             realtime: bool, threads: Optional[int], no_live: bool, as_json: bool) -> None:
     """Run the shipped bundle on demo:// and score it against the scene's ground truth."""
     summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
                        bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
-                       record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json)
+                       record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json,
+                       threads=threads)
     if as_json:
         _echo_json(summary)
     else:
