@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeconf.backends.base import BoundCall, Runner, validate_input
 from edgeconf.confidence import SCORES, score, softmax
-from edgeconf.errors import ConfigError, InputValidationError
+from edgeconf.errors import ConfigError, InputValidationError, RemoteStageError
 
 if TYPE_CHECKING:
     from edgeconf.memo import Answer, MemoCache
@@ -110,15 +110,21 @@ class CascadeResult:
     stages_run: int
     label: Optional[str] = None
     memo_hit: bool = False
+    #: why a remote stage gave no answer (``timeout``, ``unavailable``, ``error``, ``circuit_open``): the answer
+    #: is then the last local stage's; None when no remote stage failed
+    remote_failure: Optional[str] = None
 
     @property
     def seconds(self) -> float:
         return float(sum(self.stage_seconds))
 
     def to_json(self) -> dict:
-        return {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
-                "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
-                "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
+        d = {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
+             "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
+             "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
+        if self.remote_failure is not None:
+            d["remote_failure"] = self.remote_failure
+        return d
 
 
 @dataclass
@@ -133,6 +139,7 @@ class BatchResult:
     stage_seconds: List[float]  # wall time of each stage invocation over its sub-batch
     stage_counts: List[int]  # inputs each stage saw
     stage_spans: List[Tuple[float, float]]  # perf_counter (start, end) of each invocation, for energy attribution
+    remote_failures: Dict[int, str] = field(default_factory=dict)  # input index -> reason its remote stage failed
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
@@ -142,7 +149,8 @@ class BatchResult:
         secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k]) for k in range(n))
         cid = int(self.class_ids[i])
         return CascadeResult(cid, float(self.confidence[i]), int(self.stage[i]), self.probs[i], secs, n,
-                             label=labels[cid] if labels and cid < len(labels) else None)
+                             label=labels[cid] if labels and cid < len(labels) else None,
+                             remote_failure=self.remote_failures.get(i))
 
 
 @dataclass
@@ -153,6 +161,13 @@ class CascadeCounters:
     exits: List[int] = field(default_factory=list)  # answers kept from each stage
     calls: List[int] = field(default_factory=list)  # inputs each stage ran on
     stage_seconds: List[float] = field(default_factory=list)
+    remote_inputs: int = 0  # inputs sent to remote stages
+    remote_failures: int = 0  # of those, answered by the last local stage instead (reasons in remote_reasons)
+    remote_reasons: Dict[str, int] = field(default_factory=dict)
+
+    def remote_failed(self, n: int, reason: str) -> None:
+        self.remote_failures += n
+        self.remote_reasons[reason] = self.remote_reasons.get(reason, 0) + n
 
     @property
     def escalation_rate(self) -> Optional[float]:
@@ -163,7 +178,9 @@ class CascadeCounters:
 
     def to_json(self) -> dict:
         return {"inputs": self.inputs, "exits": list(self.exits), "calls": list(self.calls),
-                "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate}
+                "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate,
+                "remote_inputs": self.remote_inputs, "remote_failures": self.remote_failures,
+                "remote_reasons": dict(self.remote_reasons)}
 
 
 @dataclass
@@ -178,6 +195,7 @@ class _Step:
     threshold: float
     next_input: Optional[str]  # the next stage's input: None for the image, else an output of this stage
     call: Optional[BoundCall] = None  # the batch-1 call with bound buffers, made at the first batch-1 input
+    remote: bool = False  # served by a remote backend: a failure falls back on the answer held so far
 
 
 class Cascade:
@@ -212,6 +230,11 @@ class Cascade:
         self.preprocessing = preprocessing
         self.memo = memo
         self.name = name
+        self.classes = _check_class_counts(self.stages, self.labels)
+        if preprocessing is not None:
+            for st in self.stages:
+                if st.input == IMAGE:
+                    _check_input_shape(st, preprocessing)
         self.energy_hook: Optional[Callable[[int, float, float], None]] = None
         self.counters = CascadeCounters()
         self.reset_counters()
@@ -257,8 +280,10 @@ class Cascade:
             nxt = self.stages[k + 1] if k + 1 < len(self.stages) else None
             forward = nxt.input if nxt is not None and nxt.input != IMAGE else None
             names = st.needed_outputs(forward)
+            remote = bool(getattr(st.runner, "remote", False))
+            call = None if remote else self._calls.get((k, id(st.runner), tuple(names)))
             steps.append(_Step(st, st.runner.run_trusted, st.runner.inputs[0].name, names, st.graph_head_active(),
-                               float(st.threshold), forward, self._calls.get((k, id(st.runner), tuple(names)))))
+                               float(st.threshold), forward, call, remote))
         if len(self.counters.calls) != len(steps):
             self.reset_counters()
         self._steps = steps
@@ -297,9 +322,9 @@ class Cascade:
     def _check_output(self, k: int, out: Dict[str, np.ndarray], names: List[str], n: int) -> None:
         """A stage's first output must be (batch, classes): checked on its first call after each change."""
         value = out.get(names[0])
-        if value is None or value.ndim != 2 or value.shape[0] != n:
-            raise InputValidationError("stage %s output %r has shape %s; expected (%d, classes)"
-                                       % (self.stages[k].name, names[0], getattr(value, "shape", None), n))
+        if value is None or value.ndim != 2 or value.shape[0] != n or (self.classes and value.shape[1] != self.classes):
+            raise InputValidationError("stage %s output %r has shape %s; expected (%d, %s)" % (
+                self.stages[k].name, names[0], getattr(value, "shape", None), n, self.classes or "classes"))
         if n == 1:
             self._checked[k] = True
 
@@ -328,9 +353,23 @@ class Cascade:
         feed = x
         hook = self.energy_hook
         clock = time.perf_counter
+        failed: Dict[int, str] = {}
         for k, step in enumerate(self._steps):
+            if step.remote:
+                self.counters.remote_inputs += int(active.size)
             t0 = clock()
-            out = step.run({step.input_name: feed}, step.names)
+            try:
+                out = step.run({step.input_name: feed}, step.names)
+            except RemoteStageError as exc:  # keep the answers held so far (the last local stage's)
+                if k == 0 or not step.remote:
+                    raise
+                t1 = clock()
+                seconds.append(t1 - t0)
+                counts.append(int(active.size))
+                spans.append((t0, t1))
+                failed = {int(i): exc.reason for i in active}
+                self.counters.remote_failed(len(failed), exc.reason)
+                break
             t1 = clock()
             if hook is not None:
                 hook(k, t0, t1)
@@ -367,7 +406,7 @@ class Cascade:
             c.calls[k] += cnt
             c.stage_seconds[k] += seconds[k]
         return BatchResult(class_ids, conf, stage_of, stages_run, probs if probs is not None else np.zeros((n, 0)),
-                           seconds, counts, spans)
+                           seconds, counts, spans, failed)
 
     def run(self, x: np.ndarray) -> CascadeResult:
         """Run one model-ready input (no batch axis). A lean path of ``run_batch`` for batch 1."""
@@ -400,17 +439,29 @@ class Cascade:
         steps = self._steps
         last = len(steps) - 1
         best = self.combine != "last"
+        failure: Optional[str] = None
         for k, step in enumerate(steps):
             call = step.call
-            if call is None:
+            if step.remote:
+                self.counters.remote_inputs += 1
+            elif call is None:
                 call = self._bind(k, step, feed)
-            if feed is not call.input:
+            if call is not None and feed is not call.input:
                 if feed.shape == call.input.shape and feed.dtype == call.input.dtype:
                     np.copyto(call.input, feed)
                 else:  # another input shape than the one bound: the plain call
                     call = None
             t0 = clock()
-            out = call.run() if call is not None else step.run({step.input_name: feed}, step.names)
+            try:
+                out = call.run() if call is not None else step.run({step.input_name: feed}, step.names)
+            except RemoteStageError as exc:  # keep the answer held so far (the last local stage's)
+                if k == 0 or not step.remote:
+                    raise
+                failure = exc.reason
+                self.counters.remote_failed(1, failure)
+                self.counters.calls[k] += 1
+                self.counters.stage_seconds[k] += clock() - t0
+                break
             t1 = clock()
             if hook is not None:
                 hook(k, t0, t1)
@@ -439,7 +490,8 @@ class Cascade:
         labels = self.labels
         label = labels[cid] if labels and cid < len(labels) else None
         # a copy: the row may live in a bound output buffer that the next input overwrites
-        return CascadeResult(cid, best_c, best_k, best_p.copy(), tuple(seconds), len(seconds), label)  # type: ignore[arg-type]
+        return CascadeResult(cid, best_c, best_k, best_p.copy(), tuple(seconds), len(seconds), label,  # type: ignore[union-attr]
+                             remote_failure=failure)
 
     def _classify_one(self, image: np.ndarray) -> CascadeResult:
         """One raw image, preprocessed straight into the first stage's bound input when it fits."""
@@ -482,7 +534,11 @@ class Cascade:
         fp = self.fingerprint()
         clock = memo.clock
         t0 = clock()
-        found = memo.lookup_batch(images, fp)
+        try:
+            found = memo.lookup_batch(images, fp)
+        except Exception:
+            _check_images(images)  # a bad image gets a one-line InputValidationError, not the hash's error
+            raise
         t1 = clock()
         results: List[Optional[CascadeResult]] = [None] * len(images)
         for i, hit in found.hits.items():
@@ -494,7 +550,8 @@ class Cascade:
             for j, i in enumerate(found.misses):
                 res = batch.item(j, self.labels)
                 results[i] = res
-                memo.put(found.keys[i], fp, res)
+                if res.remote_failure is None:  # a fallback answer is never remembered
+                    memo.put(found.keys[i], fp, res)
             t3 = clock()
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
@@ -509,7 +566,13 @@ class Cascade:
         memo = self.memo
         if memo is None:
             return self._classify_one(image)
-        hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
+        try:
+            hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
+        except InputValidationError:
+            raise
+        except Exception:
+            _check_images([image], single=True)  # a bad image gets a one-line error, not the hash's
+            raise
         return res if hit is None else self._memo_result(hit)
 
     def _memo_result(self, hit: "Answer") -> CascadeResult:
@@ -529,5 +592,53 @@ class Cascade:
         self.close()
 
 
+def _static_classes(stage: Stage) -> Optional[int]:
+    """The class count a stage's logits output declares, or None when that axis is dynamic."""
+    shape = stage.runner.output(stage.logits).shape
+    n = shape[-1] if shape else None
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def _check_class_counts(stages: Sequence[Stage], labels: Optional[Sequence[str]]) -> int:
+    """Every stage must answer over the same classes, as many as there are labels; returns that count (0: unknown)."""
+    counts = [(st.name, _static_classes(st)) for st in stages]
+    known = [(name, n) for name, n in counts if n is not None]
+    if labels:
+        for name, n in known:
+            if n != len(labels):
+                raise ConfigError("stage %s answers over %d classes but there are %d labels; give one label per class"
+                                  % (name, n, len(labels)))
+        return len(labels)
+    if len({n for _, n in known}) > 1:
+        raise ConfigError("the stages answer over different numbers of classes (%s); every stage must have the same "
+                          "classes" % ", ".join("%s: %d" % (name, n) for name, n in known))
+    return known[0][1] if known else 0
+
+
+def _check_input_shape(stage: Stage, preprocessing: "Preprocessing") -> None:
+    """The preprocessing must make what the first stage takes (where the model fixes the size)."""
+    spec = stage.runner.inputs[0]
+    want = tuple(spec.shape[1:])
+    made = preprocessing.input_shape
+    if len(want) != len(made) or any(isinstance(w, int) and w > 0 and w != m for w, m in zip(want, made)):
+        shown = "x".join(str(w) if isinstance(w, int) else "?" for w in want)
+        problem = preprocessing.model_input_problem(want) or ""
+        hint = problem[problem.index("; set"):] if "; set" in problem else \
+            "; fix the bundle's preprocessing (size, channels, layout)"
+        raise ConfigError("preprocessing makes inputs of shape %s (%s) but stage %s takes %s%s"
+                          % ("x".join(map(str, made)), preprocessing.layout, stage.name, shown, hint))
+    if spec.dtype != preprocessing.dtype:
+        raise ConfigError("preprocessing makes %s inputs but stage %s takes %s; set preprocessing.dtype to %r"
+                          % (preprocessing.dtype, stage.name, spec.dtype, spec.dtype))
+
+
 def _as_memo_hit(res: CascadeResult) -> CascadeResult:
     return CascadeResult(res.class_id, res.confidence, res.stage, res.probs, (), 0, res.label, memo_hit=True)
+
+
+def _check_images(images: Sequence[Any], single: bool = False) -> None:
+    """Raise the one-line :class:`InputValidationError` for the first bad raw image (called only on failure)."""
+    from edgeconf.preprocess import check_image
+
+    for i, img in enumerate(images):
+        check_image(img, None if single else i)

@@ -20,6 +20,8 @@ INSTALL_HINTS = {
     "scipy": "pip install 'edgeconf[pipeline]'",
     "matplotlib": "pip install 'edgeconf[bench]'",
     "motmetrics": "pip install motmetrics",
+    "tritonclient": "pip install 'edgeconf[fleet]'",
+    "paho": "pip install 'edgeconf[fleet]'",
 }
 
 

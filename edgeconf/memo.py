@@ -393,7 +393,8 @@ class MemoCache:
         return self._answer(slot)
 
     def answer(self, image: np.ndarray, fingerprint: str, compute: Callable[[np.ndarray], Any]) -> Tuple[Optional[Answer], Any]:
-        """``(hit, None)`` for a stored answer, else ``(None, compute(image))``, stored when it was looked up.
+        """``(hit, None)`` for a stored answer, else ``(None, compute(image))``, stored when it was looked up
+        (unless it is a remote stage's fallback answer: ``remote_failure`` set).
 
         The batch-1 path of the cascade: key, lookup, and on a miss the cascade and a store, each priced with
         :attr:`clock` for the adaptive sampling. While sampling, an input that is not looked up goes straight
@@ -406,7 +407,8 @@ class MemoCache:
             if hit is not None:
                 return hit, None
             res = compute(image)
-            self.put(kb, fingerprint, res)
+            if getattr(res, "remote_failure", None) is None:  # a fallback answer is never remembered
+                self.put(kb, fingerprint, res)
             return None, res
         if not sampler.check():
             return None, compute(image)
@@ -420,7 +422,8 @@ class MemoCache:
             return hit, None
         res = compute(image)
         t2 = clock()
-        self.put(kb, fingerprint, res)
+        if getattr(res, "remote_failure", None) is None:  # a fallback answer is never remembered
+            self.put(kb, fingerprint, res)
         t3 = clock()
         sampler.observe(False, t1 - t0, t2 - t1, t3 - t2)
         return None, res

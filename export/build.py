@@ -55,6 +55,7 @@ class BuildReport:
     test: Optional[OperatingPoint] = None  # same thresholds, simulated on the test split
     runtime_test: Optional[Dict[str, Any]] = None  # the written bundle run on the test split
     notes: List[str] = field(default_factory=list)
+    int8: Optional[List[Dict[str, Any]]] = None  # per stage: the INT8 quantization report (cascade --int8)
 
     @property
     def thresholds(self) -> List[float]:
@@ -63,7 +64,8 @@ class BuildReport:
     def to_json(self) -> dict:
         return {"bundle": self.bundle, "policy": self.policy, "calibration": self.operating_point.to_json(),
                 "test": self.test.to_json() if self.test else None, "runtime_test": self.runtime_test,
-                "stages": [s.to_json() for s in self.stages], "notes": list(self.notes)}
+                "stages": [s.to_json() for s in self.stages], "notes": list(self.notes),
+                "int8": self.int8}
 
 
 def infer_preprocessing(shape: Sequence[Any]) -> Optional[Preprocessing]:
@@ -182,18 +184,50 @@ def runtime_check(bundle: str, x: np.ndarray, y: np.ndarray, expected: Optional[
     return out
 
 
+def _quantize_stages(sources: Sequence[_Source], xc: np.ndarray, yc: np.ndarray, test: Optional[Split], spec: Any,
+                     pre: Optional[Preprocessing], options: Dict[str, Any], tmp: str
+                     ) -> Tuple[List[_Source], List[Dict[str, Any]]]:
+    """Each stage's INT8 copy (in ``tmp``) and its report: float vs INT8 on the test data when given."""
+    from edgeconf.export.quantize import quantize_int8
+
+    test_xy = None
+    if test is not None:
+        xt, yt = _check_split(test, "test data")
+        test_xy = (model_ready(xt, spec, pre, "test data"), yt)
+    out_sources, reports = [], []
+    for i, s in enumerate(sources):
+        base = os.path.splitext(os.path.basename(s.path))[0]
+        dst = os.path.join(tmp, "stage%d" % (i + 1), base + ".int8.onnx")
+        rep = quantize_int8(s.path, dst, (xc, yc), test=test_xy, output=s.logits, **options)
+        out_sources.append(_Source(dst, s.logits, s.classes, read_head_metadata(dst)))
+        reports.append(dict(rep.to_json(), stage="stage%d" % (i + 1), path=None))
+    return out_sources, reports
+
+
 def build_cascade(models: Sequence[str], calib: Split, test: Optional[Split] = None, out: str = "bundle",
                   policy: str = "max-accuracy", score: str = "margin", combine: str = "last",
                   labels: Optional[Sequence[str]] = None, preprocessing: Any = None,
                   costs: Optional[Sequence[float]] = None, memo: Optional[MemoSettings] = None,
                   output: Optional[str] = None, name: str = "cascade", n: int = 2000,
-                  cost_repeats: int = 200) -> BuildReport:
+                  cost_repeats: int = 200, int8: Optional[Dict[str, Any]] = None) -> BuildReport:
     """Build a cascade bundle from ONNX classifiers (first = cheapest stage, run on every input).
 
     ``calib``/``test`` are ``(x, y)``: x model-ready float32 or raw uint8 images (then ``preprocessing``,
     or the models' ``edgeconf.preprocessing`` metadata, converts them). ``costs`` (one per model, any unit)
     default to each model's measured per-image ONNX Runtime time in ms (1 thread, batch 1).
+    ``int8`` (keyword arguments of :func:`~edgeconf.export.quantize.quantize_int8`, ``{}`` for its defaults):
+    every stage is quantized on the calibration data first, so temperatures, thresholds and costs are
+    those of the INT8 stages the bundle holds.
     """
+    with tempfile.TemporaryDirectory(prefix="edgeconf-int8-stages-") as qtmp:
+        return _build_cascade(models, calib, test, out, policy, score, combine, labels, preprocessing, costs, memo,
+                              output, name, n, cost_repeats, int8, qtmp)
+
+
+def _build_cascade(models: Sequence[str], calib: Split, test: Optional[Split], out: str, policy: str, score: str,
+                   combine: str, labels: Optional[Sequence[str]], preprocessing: Any, costs: Optional[Sequence[float]],
+                   memo: Optional[MemoSettings], output: Optional[str], name: str, n: int, cost_repeats: int,
+                   int8: Optional[Dict[str, Any]], qtmp: str) -> BuildReport:
     if len(models) < 2:
         raise ConfigError("a cascade needs at least 2 models, got %d" % len(models))
     xc, yc = _check_split(calib, "calibration data")
@@ -211,6 +245,10 @@ def build_cascade(models: Sequence[str], calib: Split, test: Optional[Split] = N
                               "preprocessing=Preprocessing(...)" % (spec0.shape,))
         notes.append("preprocessing guessed from the input shape (scale 1/255, no mean/std): %s" % pre.to_json())
     xc = model_ready(xc, spec0, pre, "calibration data")
+    int8_reports: Optional[List[Dict[str, Any]]] = None
+    if int8 is not None:
+        sources, int8_reports = _quantize_stages(sources, xc, yc, test, spec0, pre, int8, qtmp)
+        notes.append("stages quantized to INT8 (QDQ); temperatures, thresholds and costs are the INT8 stages'")
     calib_logits = []
     for s in sources:
         sess_spec = input_spec(_session(s.path))
@@ -236,8 +274,10 @@ def build_cascade(models: Sequence[str], calib: Split, test: Optional[Split] = N
         test_logits = [run_outputs(s.path, xt, [s.logits])[s.logits] for s in sources]
         check_logits_labels(test_logits[0], yt, "test data", min_samples=1, min_classes=1)
     report = assemble_bundle(sources, [IMAGE] * len(sources), calib_logits, yc, cost_info, out, policy, score,
-                             combine, names, pre, memo, name, test_logits, yt, n=n)
+                             combine, names, pre, memo, name, test_logits, yt, n=n,
+                             extra_provenance={"precision": "int8-qdq"} if int8 is not None else None)
     report.notes.extend(notes)
+    report.int8 = int8_reports
     if xt is not None and yt is not None:
         report.runtime_test = runtime_check(out, xt, yt, report.test)
     return report

@@ -82,6 +82,33 @@ def _parse_costs(value: Optional[str], n: int) -> Optional[List[float]]:
     return costs
 
 
+INT8_METHODS = click.Choice(["auto", "minmax", "entropy", "percentile"])
+
+
+def int8_options(f: Any) -> Any:
+    """The INT8 tuning options shared by ``export --int8`` and ``cascade --int8``."""
+    opts = [
+        click.option("--int8-method", type=INT8_METHODS, default="auto", show_default=True,
+                     help="Activation calibration; auto picks the most accurate of minmax, entropy and percentile on "
+                          "a held-out part of the calibration data (needs labels)."),
+        click.option("--int8-budget", type=click.FloatRange(0.0, 100.0), default=0.5, show_default=True,
+                     help="Accuracy points INT8 may lose on held-out calibration data; the layers that add the most "
+                          "quantization noise are kept in float until it holds."),
+        click.option("--int8-ece-budget", type=click.FloatRange(0.0, 100.0), default=0.5, show_default=True,
+                     help="ECE points INT8 may add (each model at its own re-fitted temperature)."),
+        click.option("--calib-samples", type=click.IntRange(1, 10_000_000), default=2000, show_default=True,
+                     help="Calibration samples (stratified by class) that set the activation ranges; the rest of the "
+                          "calibration data (up to 5000) is held out for the choices above."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _int8_kwargs(method: str, budget: float, ece_budget: float, samples: int) -> Dict[str, Any]:
+    return {"method": method, "budget": budget, "ece_budget": ece_budget, "fit_samples": samples}
+
+
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else str(o)))
 
@@ -120,11 +147,16 @@ def _is_onnx(model: str) -> bool:
 @click.option("--int8", is_flag=True, help="Also write a static INT8 (QDQ) copy, OUT with .int8.onnx; needs --calib.")
 @click.option("--calib", "int8_calib", type=click.Path(dir_okay=False), default=None,
               help="INT8 calibration data (" + DATA_HELP + "); falls back to --calibrate data.")
+@int8_options
+@click.option("--test", "test_data", type=click.Path(dir_okay=False), default=None,
+              help="Data the calibration did not see (same format): the float-vs-INT8 report (accuracy, ECE, "
+                   "agreement) is measured on it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def export_cmd(model: str, out: str, score: str, threshold: float, temperature: Optional[float],
                calibrate: Optional[str], labels_file: Optional[str], output_name: Optional[str], weights: Optional[str],
                input_shape: Optional[str], preprocessing: Optional[str], opset: int, int8: bool,
-               int8_calib: Optional[str], as_json: bool) -> None:
+               int8_calib: Optional[str], int8_method: str, int8_budget: float, int8_ece_budget: float,
+               calib_samples: int, test_data: Optional[str], as_json: bool) -> None:
     """Export MODEL to a confidence-aware ONNX file OUT.
 
     MODEL is an .onnx file, or 'module:function' (or 'file.py:function') returning a torch.nn.Module,
@@ -142,6 +174,8 @@ def export_cmd(model: str, out: str, score: str, threshold: float, temperature: 
         raise ConfigError("--int8 needs calibration data: add --calib DATA.npz (representative inputs)")
     if int8_calib and not int8:
         raise ConfigError("--calib is INT8 calibration data; add --int8, or use --calibrate DATA to fit the temperature")
+    if test_data and not int8:
+        raise ConfigError("--test is the data of the float-vs-INT8 report; add --int8 (and --calib DATA)")
     if temperature is not None and calibrate:
         raise ConfigError("--temperature and --calibrate conflict: give a fixed temperature or fit one, not both")
     pre = _parse_preprocessing(preprocessing)
@@ -192,8 +226,12 @@ def export_cmd(model: str, out: str, score: str, threshold: float, temperature: 
 
         data = int8_calib or calibrate
         x, y = load_npz(data, need_labels=False)  # type: ignore[arg-type]
+        test = load_npz(test_data) if test_data else None
         int8_out = os.path.splitext(out)[0] + ".int8.onnx"
-        q = quantize_int8(out, int8_out, (x, y) if y is not None else x, preprocessing=pre_used)
+        with _stderr_console().status("quantizing to INT8") as status:
+            q = quantize_int8(out, int8_out, (x, y) if y is not None else x, test=test, preprocessing=pre_used,
+                              progress=lambda msg: status.update("INT8: " + msg),
+                              **_int8_kwargs(int8_method, int8_budget, int8_ece_budget, calib_samples))
         report["int8"] = q.to_json()
     if as_json:
         _echo_json(report)
@@ -209,16 +247,38 @@ def export_cmd(model: str, out: str, score: str, threshold: float, temperature: 
                   % (c["samples"], c["ece_before"], c["ece_after"], c["nll_before"], c["nll_after"]))
     if "int8" in report:
         q = report["int8"]
-        con.print("wrote [bold]%s[/] (INT8 QDQ, head in float)" % q["path"])
-        if q["float_accuracy"] is not None:
-            from rich.table import Table
+        _print_int8(con, q)
 
-            t = Table(title="float vs INT8 on %s data (%d samples)" % (q["evaluated_on"], q["samples"]))
-            for col in ("model", "accuracy", "ECE"):
-                t.add_column(col)
-            t.add_row("float", "%.4f" % q["float_accuracy"], "%.4f" % q["float_ece"])
-            t.add_row("int8", "%.4f" % q["int8_accuracy"], "%.4f" % q["int8_ece"])
-            con.print(t)
+
+def _print_int8(con: Any, q: Dict[str, Any]) -> None:
+    """The INT8 report for people: how it was made, then float vs INT8 on held-out and test data."""
+    from rich.table import Table
+
+    kept = ", ".join(q["float_layers"]) or "none"
+    con.print("wrote [bold]%s[/] (INT8 QDQ, %s calibration on %d samples, %d of %d layers in float: %s; head and "
+              "logits in float)" % (q["path"], q["method"], q["calibration_samples"], len(q["float_layers"]),
+                                    q["quantized_layers"], kept))
+    t = Table(title="float vs INT8")
+    for col in ("data", "samples", "float acc.", "INT8 acc.", "float ECE", "INT8 ECE", "T float → INT8"):
+        t.add_column(col)
+    sel = q.get("selection") or {}
+    if sel:
+        t.add_row("held-out calibration", str(sel["samples"]), "%.4f" % sel["float"]["accuracy"],
+                  "%.4f" % sel["int8"]["accuracy"], "%.4f" % sel["float"]["ece"], "%.4f" % sel["int8"]["ece"],
+                  "%.3f → %.3f" % (sel["float"]["temperature"], sel["int8"]["temperature"]))
+    if q["evaluated_on"] == "test":
+        t.add_row("test", str(q["samples"]), "%.4f" % q["float_accuracy"], "%.4f" % q["int8_accuracy"],
+                  "%.4f" % q["float_ece"], "%.4f" % q["int8_ece"], "")
+    if t.row_count:
+        con.print(t)
+    if q.get("agreement") is not None:
+        con.print("agreement on test: %.4f" % q["agreement"])
+    if q.get("cpu"):
+        c = q["cpu"]
+        con.print("CPU time per image: float %.1f µs, INT8 %.1f µs (INT8 ÷ float %.2f; %s)"
+                  % (c["float_us"], c["int8_us"], c["ratio"], c["protocol"]))
+    for note in q.get("notes", []):
+        con.print("note: %s" % note)
 
 
 # -- retune -----------------------------------------------------------------------------------------
@@ -393,15 +453,22 @@ def pair_cmd(models: Sequence[str], data: str, policy: str, score: str, combine:
 @click.option("--name", default="cascade", show_default=True, help="Bundle name.")
 @click.option("--repeats", type=click.IntRange(1, 100000), default=200, show_default=True,
               help="Timed single-image runs per model when measuring costs.")
+@click.option("--int8", is_flag=True,
+              help="Quantize every stage to INT8 (QDQ) on the calibration data first; temperatures, thresholds and "
+                   "costs are then chosen on the INT8 stages' outputs.")
+@int8_options
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 def cascade_cmd(models: Sequence[str], data: str, test_data: Optional[str], policy: str, out: str, score: str,
                 combine: str, calib_fraction: float, labels_file: Optional[str], preprocessing: Optional[str],
-                costs: Optional[str], output_name: Optional[str], name: str, repeats: int, as_json: bool) -> None:
+                costs: Optional[str], output_name: Optional[str], name: str, repeats: int, int8: bool,
+                int8_method: str, int8_budget: float, int8_ece_budget: float, calib_samples: int,
+                as_json: bool) -> None:
     """Build a cascade bundle OUT from MODELS (.onnx, cheapest first): MODEL_A MODEL_B [MODEL_C ...].
 
     Fits each model's temperature and the exit thresholds (--policy) on the calibration data, adds
     confidence heads, writes the bundle, and reports the chosen operating point on the test data
-    (by simulation and by running the written bundle).
+    (by simulation and by running the written bundle). With --int8 the bundle holds INT8 (QDQ)
+    stages, and every choice above is made on the INT8 stages' own outputs.
     """
     from edgeconf.export.build import build_cascade
     from edgeconf.export.thresholds import parse_policy
@@ -419,7 +486,9 @@ def cascade_cmd(models: Sequence[str], data: str, test_data: Optional[str], poli
     with _stderr_console().status("building the cascade (calibration, cost measurement, thresholds)"):
         report = build_cascade(list(models), calib, test, out=out, policy=policy, score=score, combine=combine,
                                labels=labels, preprocessing=_parse_preprocessing(preprocessing), costs=given,
-                               output=output_name, name=name, cost_repeats=repeats)
+                               output=output_name, name=name, cost_repeats=repeats,
+                               int8=dict(_int8_kwargs(int8_method, int8_budget, int8_ece_budget, calib_samples),
+                                         cpu_rounds=0) if int8 else None)
     if as_json:
         _echo_json(report.to_json())
         return
@@ -449,6 +518,11 @@ def cascade_cmd(models: Sequence[str], data: str, test_data: Optional[str], poli
         rt = report.runtime_test
         o.add_row("test (bundle run)", "", "%.4f" % rt["accuracy"], "", "%.3f" % rt["escalation"])
     con.print(o)
+    for q in report.int8 or []:
+        con.print("%s: INT8 with %s calibration, %d of %d layers in float%s" % (
+            q["stage"], q["method"], len(q["float_layers"]), q["quantized_layers"],
+            "" if q["int8_accuracy"] is None else "; test accuracy %.4f (float %.4f), ECE %.4f (float %.4f)" % (
+                q["int8_accuracy"], q["float_accuracy"], q["int8_ece"], q["float_ece"])))
     for note in report.notes:
         con.print("note: %s" % note)
     con.print("wrote bundle [bold]%s[/]" % out)

@@ -10,6 +10,7 @@ from typing import Any, List, Optional
 
 import click
 
+from edgeconf.atomic import atomic_write, write_text
 from edgeconf.bench.benchmark import CONFIG_NAMES, BenchSettings, default_paths, run_bench
 from edgeconf.commands import threads_option
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
@@ -83,7 +84,10 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
 @click.option("--configs", "configs", default=None,
               help="Comma-separated subset of: %s [default: all]." % ", ".join(CONFIG_NAMES))
-@click.option("--json", "json_out", default=None, help="Write the results as JSON to this file ('-' for stdout).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the results as JSON on stdout (instead of the tables); progress stays on stderr.")
+@click.option("--out", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the results as JSON to this file.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write report.md and PNG plots into this folder.")
 @click.option("--predictions", "pred_out", type=click.Path(dir_okay=False), default=None,
@@ -93,8 +97,8 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--power", default="auto", show_default=True, help="Power source for energy (auto, jtop, ina3221-iio, …).")
 def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], data: Optional[str],
               duplicate: str, near_duplicate: bool, batch: int, threads: Optional[int], limit: Optional[int], seed: int,
-              configs: Optional[str], json_out: Optional[str], report_dir: Optional[str], pred_out: Optional[str],
-              chunk: int, power: str) -> None:
+              configs: Optional[str], as_json: bool, json_out: Optional[str], report_dir: Optional[str],
+              pred_out: Optional[str], chunk: int, power: str) -> None:
     """Measure cost and accuracy of big, first, dual and memo configurations on FashionMNIST.
 
     Reproduces the dual-CNN paper's protocol (d·N duplicates appended and shuffled) and reports accuracy,
@@ -110,9 +114,9 @@ def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Option
                              near_duplicate=near_duplicate, batch=batch, threads=threads, limit=limit, seed=seed,
                              data=data, configs=names, chunk=chunk, power=power)
     err = Console(stderr=True)
-    out = err if json_out == "-" else Console()
+    out = Console()
     if not out.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns
-        out = Console(stderr=json_out == "-", width=200)
+        out = Console(width=200)
     with Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
                   disable=not err.is_terminal, auto_refresh=False) as bar:
@@ -131,22 +135,22 @@ def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Option
         runs = run_bench(settings, progress)
     from edgeconf.bench.report import print_tables, write_report
 
-    print_tables(runs, out)
     payload: Any = runs[0].to_json() if len(runs) == 1 else [r.to_json() for r in runs]
+    text = json.dumps(payload, indent=2) + "\n"
     if json_out:
-        text = json.dumps(payload, indent=2)
-        if json_out == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            with open(json_out, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+        write_text(json_out, text)
     if pred_out:
         import numpy as np
 
         arrays = {}
         for i, run in enumerate(runs):
             arrays.update(run.predictions_arrays("d%d_" % i))
-        np.savez_compressed(pred_out, **arrays)
+        with atomic_write(pred_out, "wb") as f:
+            np.savez_compressed(f, **arrays)
     if report_dir:
         written = write_report(runs, report_dir)
         err.print("report: %s" % written["report"])
+    if as_json:
+        sys.stdout.write(text)
+    else:
+        print_tables(runs, out)

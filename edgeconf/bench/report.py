@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
+from edgeconf.atomic import atomic_write, describe_os_error, write_text
 from edgeconf.bench.benchmark import CONFIG_HELP, RunResult
+from edgeconf.errors import OutputError
 from edgeconf.lazy import require
 
 COLUMNS = ("config", "acc %", "cpu s", "cpu ×big", "wall s", "wall ×big", "mean ms", "p50 ms", "p95 ms", "p99 ms",
@@ -158,7 +160,8 @@ def plot_tradeoff(run: RunResult, path: str) -> Optional[str]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
     return path
 
 
@@ -199,7 +202,8 @@ def plot_costs(runs: Sequence[RunResult], path: str) -> str:
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
     return path
 
 
@@ -266,7 +270,10 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
 
 def write_report(runs: Sequence[RunResult], folder: str) -> Dict[str, Optional[str]]:
     """Write ``report.md``, ``tradeoff.png`` and ``costs.png`` into ``folder``; return their paths."""
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(describe_os_error(folder, exc, "create the report folder")) from None
     images: Dict[str, Optional[str]] = {"tradeoff": None, "costs": None}
     with_curve = [r for r in runs if r.tradeoff is not None]
     if with_curve:
@@ -274,8 +281,6 @@ def write_report(runs: Sequence[RunResult], folder: str) -> Dict[str, Optional[s
         images["tradeoff"] = plot_tradeoff(base, os.path.join(folder, "tradeoff.png"))
     images["costs"] = plot_costs(runs, os.path.join(folder, "costs.png"))
     md = os.path.join(folder, "report.md")
-    with open(md, "w", encoding="utf-8") as f:
-        f.write(markdown(runs, images))
-        f.write("\n")
+    write_text(md, markdown(runs, images) + "\n")
     images["report"] = md
     return images

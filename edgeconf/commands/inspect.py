@@ -103,7 +103,8 @@ def _print_human(info: Dict[str, Any]) -> None:
             info["path"], info.get("name"), info.get("schema"), info.get("combine")))
         table = Table("stage", "model", "score", "threshold", "temperature", "input", "engine")
         for st in info["stages"]:
-            table.add_row(st["name"], st["model"], st["score"], "%.4f" % st["threshold"], "%.4f" % st["temperature"],
+            model = st["model"] if not st.get("backend") else "%s on %s (%s)" % (st["model"], st.get("url"), st["backend"])
+            table.add_row(st["name"], model, st["score"], "%.4f" % st["threshold"], "%.4f" % st["temperature"],
                           st["input"], st.get("engine") or "-")
         console.print(table)
         console.print("labels: %s" % ", ".join(info["labels"]))

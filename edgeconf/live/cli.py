@@ -92,16 +92,21 @@ def panel(pipeline: Any, result: Any, power_note: str) -> Any:
 # -- the shared loop --------------------------------------------------------------------------------
 def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], record_path: Optional[str],
           live: bool, on_result: Any = None, record_fps: Optional[float] = None, power_note: str = "not measured",
-          start_info: Optional[dict] = None) -> Dict[str, Any]:
-    """Run the pipeline with event log, recording, live panel and signal handling; return a summary."""
+          start_info: Optional[dict] = None, telemetry: Any = None) -> Dict[str, Any]:
+    """Run the pipeline with event log, recording, live panel and signal handling; return a summary.
+
+    ``telemetry``: a started :class:`edgeconf.live.telemetry.Telemetry` that gets every event too (its status
+    thread publishes the pipeline's status on its own)."""
     from edgeconf.live.events import EventLog, install_stop_signals
     from edgeconf.live.recording import Recorder
+    from edgeconf.live.telemetry import EventFanout
 
     stop = threading.Event()
-    events = EventLog(events_path) if events_path else None
+    log_file = EventLog(events_path) if events_path else None
+    events = EventFanout(log_file, telemetry) if log_file is not None or telemetry is not None else None
     recorder = None
     live_ctx = None
-    state = {"last_panel": 0.0, "last_state": None}
+    state = {"last_panel": 0.0, "last_state": None, "remote_failures": 0}
     t_start = time.perf_counter()
     try:
         if record_path:
@@ -124,6 +129,11 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                 events.emit("frame", **res.to_json())
                 if res.error:
                     events.emit("error", frame=res.frame_index, message=res.error)
+                failed = res.counters.remote_failures
+                if failed > state["remote_failures"]:
+                    events.emit("remote_failure", frame=res.frame_index, inputs=failed - state["remote_failures"],
+                                total=failed, calls=res.counters.remote_calls, reasons=dict(res.counters.remote_reasons))
+                    state["remote_failures"] = failed
             if recorder is not None:
                 recorder.write(res)
             if on_result is not None:
@@ -144,6 +154,9 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                    "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
         if events is not None:
             events.emit("summary", **summary)
+        if telemetry is not None:
+            telemetry.publish_status()
+            summary["telemetry"] = dict(telemetry.stats(), broker=telemetry.config.describe())
         return summary
     finally:
         if live_ctx is not None:
@@ -155,6 +168,10 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
         if events is not None:
             events.emit("stop")
             events.close()
+
+
+TELEMETRY_HELP = ("Publish status (once a second) and events to an MQTT broker: mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC/"
+                  "DEVICE[?tls=1&ca=FILE&queue=1000&frames=0]; mqtts:// for TLS (docs/fleet.md).")
 
 
 def _parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -187,27 +204,35 @@ def _echo_json(data: dict) -> None:
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True, help="Re-classify a track at least every N frames.")
 @threads_option()
 @click.option("--no-memo", is_flag=True, help="Disable the memo cache (every matched track is classified every frame).")
+@click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
             frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int, threads: Optional[int],
-            no_memo: bool, no_live: bool, as_json: bool) -> None:
+            no_memo: bool, telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
     """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one."""
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline
     from edgeconf.live.sources import open_source
+    from edgeconf.live.telemetry import open_telemetry, parse_telemetry_uri
 
+    if telemetry_uri:
+        parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
     cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None)
     meter, power_note = open_meter()
-    source = None
+    source = telemetry = None
     try:
         source = open_source(source_uri, size=_parse_size(size), fps=fps)
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
+        telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": source_uri, "regions": regions,
                 "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo}
         summary = drive(pipe, frames, events_path, record_path, live=not no_live and not as_json,
-                        record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info)
+                        record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info,
+                        telemetry=telemetry)
     finally:
+        if telemetry is not None:
+            telemetry.close()
         if source is not None:
             source.close()
         close_meter(meter)
@@ -233,7 +258,22 @@ def print_run_summary(s: Dict[str, Any]) -> None:
         "errors        %d" % c["errors"],
         "power         %s" % s.get("power", "not measured"),
     ]
+    lines += _fleet_lines(s)
     click.echo("\n".join(lines))
+
+
+def _fleet_lines(s: Dict[str, Any]) -> List[str]:
+    c = s["counters"]
+    out = []
+    if c.get("remote_calls"):
+        out.append("remote        %d crops sent, %d answered locally instead (%s)" % (
+            c["remote_calls"], c["remote_failures"],
+            ", ".join("%s %d" % kv for kv in sorted(c["remote_reasons"].items())) or "no failures"))
+    tel = s.get("telemetry")
+    if tel:
+        out.append("telemetry     %s: %d messages sent, %d dropped (queue %d)" % (
+            tel["broker"], tel["sent"], tel["dropped"], tel["queue_size"]))
+    return out
 
 
 # -- edgeconf demo ----------------------------------------------------------------------------------
@@ -293,16 +333,17 @@ class BaselineProbe:
 @click.option("--realtime", is_flag=True, help="Pace the scene like a live camera (frames the pipeline misses are dropped); "
               "by default every frame is processed, as fast as possible, so the summary is reproducible.")
 @threads_option()
+@click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, regions: str, bundle_path: Optional[str],
              baseline_path: Optional[str], events_path: Optional[str], record_path: Optional[str], refresh: int,
-             realtime: bool, threads: Optional[int], no_live: bool, as_json: bool) -> None:
+             realtime: bool, threads: Optional[int], telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
     """Run the shipped bundle on demo:// and score it against the scene's ground truth."""
     summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
                        bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
                        record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json,
-                       threads=threads)
+                       threads=threads, telemetry_uri=telemetry_uri)
     if as_json:
         _echo_json(summary)
     else:
@@ -312,13 +353,17 @@ def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, region
 def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: float = 30.0, seed: int = 1,
              regions: str = DEMO_REGIONS, bundle_path: Optional[str] = None, baseline_path: Optional[str] = None,
              events_path: Optional[str] = None, record_path: Optional[str] = None, refresh: int = 30,
-             realtime: bool = False, live: bool = False, threads: Optional[int] = None) -> Dict[str, Any]:
+             realtime: bool = False, live: bool = False, threads: Optional[int] = None,
+             telemetry_uri: Optional[str] = None) -> Dict[str, Any]:
     """The demo as a function (the command and the benchmark call it)."""
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline, crop_box
     from edgeconf.live.sources import open_source
+    from edgeconf.live.telemetry import open_telemetry, parse_telemetry_uri
     from edgeconf.live.track_eval import ClassificationEvaluator, TrackEvaluator
 
+    if telemetry_uri:
+        parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
     bundle = bundle_path or DEFAULT_BUNDLE
     if not os.path.isdir(bundle):
         raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
@@ -335,7 +380,7 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
     classes = ClassificationEvaluator(iou_threshold=0.5, min_visible=0.5)
     base_path = baseline_path or DEFAULT_BASELINE
     probe: Optional[BaselineProbe] = None
-    source = None
+    source = telemetry = None
 
     def score(res: Any) -> None:
         if res.truth is None:
@@ -353,12 +398,15 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
             probe = BaselineProbe(base_path, cascade.preprocessing, threads=threads)
         source = open_source(uri)
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
+        telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions,
                 "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds}
         summary = drive(pipe, None, events_path, record_path, live=live, on_result=score, record_fps=fps,
-                        power_note=power_note, start_info=info)
+                        power_note=power_note, start_info=info, telemetry=telemetry)
         baseline = probe.estimate(summary["counters"]["answers"]) if probe is not None else None
     finally:
+        if telemetry is not None:
+            telemetry.close()
         if probe is not None:
             probe.close()
         if source is not None:
@@ -417,6 +465,7 @@ def print_demo_summary(s: Dict[str, Any]) -> None:
     ]
     if c["errors"]:
         lines.append("errors        %d frames failed (see --events)" % c["errors"])
+    lines += _fleet_lines(s)
     click.echo("\n".join(lines))
 
 

@@ -28,7 +28,7 @@ def run(models, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--early-exit", models["early_exit"],
                       "--data", data_dir, "--duplicate", "0,0.5,1", "--limit", 300, "--chunk", 100,
-                      "--json", out / "out.json", "--predictions", out / "pred.npz", "--report", out / "rep"])
+                      "--out", out / "out.json", "--predictions", out / "pred.npz", "--report", out / "rep"])
     with open(out / "out.json") as f:
         payload = json.load(f)
     with np.load(out / "pred.npz", allow_pickle=False) as z:
@@ -219,7 +219,7 @@ def test_perturb_is_a_near_duplicate(sample):
 def test_near_duplicates_defeat_exact_keys(models, data_dir):
     result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--data", data_dir,
                       "--duplicate", "1", "--near-duplicate", "--limit", 120,
-                      "--configs", "big,dual,dual_memo_exact,dual_memo_paper", "--json", "-"])
+                      "--configs", "big,dual,dual_memo_exact,dual_memo_paper", "--json"])
     obj = json.loads(result.stdout)
     assert isinstance(obj, dict) and obj["near_duplicate"] is True and obj["stream_length"] == 240
     assert set(obj["configs"]) == {"big", "dual", "dual_memo_exact", "dual_memo_paper"}
@@ -250,7 +250,7 @@ def test_shipped_zoo(tmp_path, data_dir):
     paths = default_paths()
     if not (os.path.isdir(paths["bundle"]) and os.path.isfile(paths["baseline"])):
         pytest.skip("the shipped zoo (edgeconf/data/zoo) is not installed")
-    _invoke(["--data", data_dir, "--duplicate", "0,1", "--limit", 300, "--chunk", 100, "--json", tmp_path / "o.json",
+    _invoke(["--data", data_dir, "--duplicate", "0,1", "--limit", 300, "--chunk", 100, "--out", tmp_path / "o.json",
              "--predictions", tmp_path / "p.npz"])
     payload = json.loads((tmp_path / "o.json").read_text())
     with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
@@ -299,7 +299,7 @@ def test_energy_from_a_power_sensor(models, data_dir, tmp_path):
 def test_batches_count_repeats_inside_a_batch(models, data_dir):
     result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--data", data_dir,
                       "--duplicate", "1", "--limit", 100, "--batch", 8, "--configs", "big,dual,dual_memo_exact",
-                      "--json", "-"])
+                      "--json"])
     obj = json.loads(result.stdout)
     assert obj["batch"] == 8 and obj["stream_length"] == 200
     exact = obj["configs"]["dual_memo_exact"]
@@ -312,5 +312,5 @@ def test_help_lists_the_issue_options():
     result = CliRunner().invoke(cli, ["bench", "--help"])
     assert result.exit_code == 0
     for opt in ("--bundle", "--baseline", "--data", "--duplicate", "--near-duplicate", "--batch", "--threads",
-                "--limit", "--seed", "--json", "--report", "--predictions"):
+                "--limit", "--seed", "--json", "--out", "--report", "--predictions"):
         assert opt in result.output, opt

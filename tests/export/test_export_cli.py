@@ -49,13 +49,53 @@ def test_export_calibrate_labels_json(capsys, pool, data, tmp_path):
     assert head_values(str(out))[1] == pytest.approx(0.7)
 
 
-def test_export_int8(capsys, pool, data, tmp_path):
+@pytest.fixture
+def int8_data(task, tmp_path):
+    """Calibration and test files for INT8 (about 90 % accurate, enough held-out samples to measure ECE)."""
+    paths = []
+    for name, n, seed in (("calib", 3000, 41), ("test", 2000, 42)):
+        x, y = task.data(n, seed, noise=1.6)
+        paths.append(str(tmp_path / ("%s.npz" % name)))
+        np.savez(paths[-1], x=x, y=y)
+    return paths
+
+
+def test_export_int8(capsys, pool, int8_data, tmp_path):
+    calib, test = int8_data
     out = tmp_path / "m.onnx"
-    code, stdout, err = run(capsys, "export", pool[2], "--out", out, "--int8", "--calib", data, "--json")
+    code, stdout, err = run(capsys, "export", pool[2], "--out", out, "--int8", "--calib", calib, "--test", test,
+                            "--calib-samples", "1000", "--json")
     assert code == 0, err
     q = json.loads(stdout)["int8"]
     assert os.path.isfile(q["path"]) and q["path"].endswith("m.int8.onnx")
-    assert q["float_accuracy"] is not None and q["int8_ece"] is not None
+    assert q["evaluated_on"] == "test" and q["samples"] == 2000 and q["calibration_samples"] == 1000
+    assert q["int8_accuracy"] >= q["float_accuracy"] - 0.005 and q["int8_ece"] <= q["float_ece"] + 0.005
+    assert q["cpu"]["ratio"] > 0 and set(q["methods_tried"]) == {"minmax", "entropy", "percentile"}
+    code, stdout, err = run(capsys, "export", pool[2], "--out", tmp_path / "h.onnx", "--int8", "--calib", calib,
+                            "--int8-method", "minmax", "--calib-samples", "1000")
+    assert code == 0, err
+    assert "float vs INT8" in stdout and "minmax calibration" in stdout and "INT8 ÷ float" in stdout
+
+
+def test_cascade_int8_chooses_on_int8_outputs(capsys, pool, int8_data, tmp_path):
+    calib, test = int8_data
+    bundle = tmp_path / "b8"
+    code, stdout, err = run(capsys, "cascade", pool[0], pool[2], "--data", calib, "--test", test, "--int8",
+                            "--int8-method", "minmax", "--calib-samples", "1000", "--out", bundle, "--costs", "1,5",
+                            "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    manifest = read_manifest(str(bundle))
+    assert manifest.provenance["precision"] == "int8-qdq"
+    for stage, q in zip(manifest.stages, rep["int8"]):
+        proto = onnx.load(os.path.join(str(bundle), stage.model))
+        assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+        meta = read_head_metadata(proto)
+        assert meta["precision"] == "int8-qdq" and meta["int8"]["method"] == "minmax"
+        # the stage's temperature was fitted on the INT8 model's own outputs over the calibration data
+        assert stage.temperature == pytest.approx(rep["stages"][manifest.stages.index(stage)]["temperature"])
+        assert q["int8_accuracy"] >= q["float_accuracy"] - 0.005
+    assert rep["runtime_test"]["matches_simulation"]
 
 
 def test_pair_and_cascade(capsys, pool, data, tmp_path):
