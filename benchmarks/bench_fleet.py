@@ -1,7 +1,7 @@
 """Fleet benchmark: 1, 4 and 16 simulated edge clients against a loopback Triton server that serves the shipped
 bundle's last stage (NVIDIA PyTriton on CPU, ``scripts/fleet_servers.py``).
 
-Each client is its own process with its own cascade (stages 1 and 2 local, stage 3 remote through the
+Each client is its own process (talking to this one over pipes) with its own cascade (stages 1 and 2 local, stage 3 remote through the
 ``triton`` backend, gRPC), classifying FashionMNIST test images in frames of ``--crops`` crops as fast as it can
 for ``--seconds``; all clients start together at a barrier. For each client count it runs the remote cascade at
 two deadlines and the all-local cascade (every stage on the edge), and prints:
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,8 +45,9 @@ def _images(n: int) -> np.ndarray:
     return np.asarray(x[:n])
 
 
-def _client(bundle: str, seconds: float, crops: int, offset: int, barrier: Any, out: Any) -> None:
-    """One simulated edge: classify frames of ``crops`` images until ``seconds`` have passed."""
+def _client(bundle: str, seconds: float, crops: int, offset: int) -> None:
+    """One simulated edge (its own process): load, warm up, say ``ready``, wait for ``go`` on stdin, classify
+    frames of ``crops`` images until ``seconds`` have passed, print the result as one JSON line."""
     from edgeconf.bundle import load_bundle
 
     images = _images(10000)
@@ -57,7 +58,8 @@ def _client(bundle: str, seconds: float, crops: int, offset: int, barrier: Any, 
     remote = [s.runner for s in casc.stages if getattr(s.runner, "remote", False)]
     for r in remote:
         r.stats.latency_ms.clear()
-    barrier.wait()
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": every client starts together
     answers = 0
     cpu0, t0 = time.process_time(), time.perf_counter()
     i = 0
@@ -66,22 +68,34 @@ def _client(bundle: str, seconds: float, crops: int, offset: int, barrier: Any, 
         i += 1
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     c = casc.counters
-    out.put({"answers": answers, "wall": wall, "cpu": cpu, "remote_inputs": c.remote_inputs,
+    print(json.dumps({"answers": answers, "wall": wall, "cpu": cpu, "remote_inputs": c.remote_inputs,
              "remote_failures": c.remote_failures, "reasons": dict(c.remote_reasons),
-             "latency_ms": [float(v) for r in remote for v in r.stats.latency_ms]})
+             "latency_ms": [float(v) for r in remote for v in r.stats.latency_ms]}), flush=True)
     casc.close()
 
 
 def run_clients(bundle: str, clients: int, seconds: float, crops: int) -> Dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(clients)
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_client, args=(bundle, seconds, crops, 997 * k, barrier, out)) for k in range(clients)]
-    for p in procs:
-        p.start()
-    rows = [out.get(timeout=300) for _ in procs]
-    for p in procs:
-        p.join(60)
+    # plain child processes talking over pipes (no shared-memory semaphores to share with anyone)
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--client", bundle, "--seconds", str(seconds),
+                               "--crops", str(crops), "--offset", str(997 * k)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for k in range(clients)]
+    rows = []
+    try:
+        for p in procs:
+            line = p.stdout.readline().strip()
+            if line != "ready":
+                raise RuntimeError("a bench client failed to start (said %r)" % line)
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            rows.append(json.loads(p.stdout.readline()))
+    finally:
+        for p in procs:
+            p.stdin.close()
+            if p.wait(60) is None:
+                p.kill()
+            p.stdout.close()
     answers = sum(r["answers"] for r in rows)
     wall = max(r["wall"] for r in rows)
     lat = np.asarray([v for r in rows for v in r["latency_ms"]])
@@ -110,7 +124,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="run time of each configuration")
     ap.add_argument("--crops", type=int, default=4, help="crops per frame (one classify_batch call)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--client", help=argparse.SUPPRESS)  # run as one simulated edge client on this bundle
+    ap.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.client:
+        _client(args.client, args.seconds, args.crops, args.offset)
+        return 0
 
     from edgeconf import data_path
     from edgeconf.export.triton_repo import build_repo

@@ -20,6 +20,7 @@ from edgeconf.backends.onnx_file import read_onnx_facts
 from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, Stage, graph_head
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, OutputError
+from edgeconf.fused import FusedInfo
 from edgeconf.hashing import sha256_file
 from edgeconf.memo import MemoCache, Sampling, parse_key_kind
 from edgeconf.preprocess import Preprocessing, stage_problem
@@ -161,6 +162,7 @@ class Manifest:
     provenance: Dict[str, Any] = entry(DictOf(Any_()), {})
     files: Dict[str, Dict[str, Any]] = entry(DictOf(_FileInfo(FileEntry), key=Path()), {})
     extra: Dict[str, Any] = field(default_factory=dict)
+    fused: Optional[FusedInfo] = entry(Optional_(Struct(FusedInfo)), None, write_default=False)  # edgeconf fuse
 
     def to_json(self) -> dict:
         d = {"format": FORMAT, "schema": SCHEMA_VERSION}
@@ -239,6 +241,8 @@ def verify_files(folder: str, manifest: Manifest) -> None:
     refers to a file the manifest does not list is refused, since its bytes would load unchecked.
     """
     needed = [s.local_file for s in manifest.stages if s.local_file] + [s.engine for s in manifest.stages if s.engine]
+    if manifest.fused is not None:
+        needed.append(manifest.fused.model)
     for rel in needed:
         if rel not in manifest.files:
             raise BundleError("%s names %r but 'files' has no sha256 for it" % (MANIFEST, rel))
@@ -289,7 +293,8 @@ def external_data_locations(model_path: str) -> List[str]:
 
 
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
-                threads: Union[None, int, Threads] = None, memo: Optional[bool] = None, batch: int = 1) -> Cascade:
+                threads: Union[None, int, Threads] = None, memo: Optional[bool] = None, form: str = "auto",
+                batch: int = 1) -> Cascade:
     """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
 
     ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
@@ -297,13 +302,20 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     ``threads``: ONNX Runtime intra-op threads per model (>= 1); None lets
     :func:`~edgeconf.backends.threads.choose_threads` pick them for this device and ``batch`` (the inputs per
     call you expect). The choice is ``cascade.threads``.
+    ``form``: ``"staged"`` (one runtime call per stage), ``"fused"`` (the bundle's fused graph, written by
+    ``edgeconf fuse``: one call per request; a :class:`~edgeconf.fused.FusedCascade`) or ``"auto"``
+    (:func:`edgeconf.fused.choose_form`: fused only on a GPU execution provider); the cascade's ``form``
+    and ``form_reason`` say which was chosen and why.
     """
     from edgeconf.backends import prepare
     from edgeconf.backends.tensorrt import stage_model_path  # pure: imports no TensorRT
+    from edgeconf.fused import FusedCascade, choose_form, runtime_model
 
     plan = choose_threads(threads, batch)
     manifest = read_manifest(folder, verify=True)
+    chosen, why = choose_form(form, manifest, backend, providers)
     stages = []
+    fused_runner = None
     try:
         for spec in manifest.stages:
             if spec.is_remote:
@@ -321,18 +333,39 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity,
                              manifest.memo.adaptive).build() if use_memo else None
+        if chosen == "fused":
+            path = _inside(folder, manifest.fused.model, "fused graph")  # type: ignore[union-attr]
+            fused_runner = prepare(runtime_model(path), backend="onnxruntime", providers=providers,
+                                   threads=plan)
         try:
-            cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)
+            if fused_runner is not None:
+                cascade: Cascade = FusedCascade(stages, fused_runner, manifest.combine, manifest.labels,
+                                                manifest.preprocessing, cache, manifest.name)
+            else:
+                cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache,
+                                  manifest.name)
         except ConfigError as exc:  # labels vs class counts, preprocessing vs the first model's input
             raise BundleError("bundle %s: %s" % (folder, exc)) from None
     except Exception:
         for st in stages:
             st.runner.close()
+        if fused_runner is not None:
+            fused_runner.close()
         raise
+    cascade.form_reason = why  # type: ignore[attr-defined]
     cascade.manifest = manifest  # type: ignore[attr-defined]
     cascade.folder = folder  # type: ignore[attr-defined]
     cascade.threads = plan  # type: ignore[attr-defined]
     return cascade
+
+
+def write_manifest(folder: str, manifest: Manifest) -> None:
+    """Validate ``manifest`` and every file it lists, then write it as the folder's ``edgeconf.json`` atomically."""
+    from edgeconf.atomic import write_text
+
+    parse_manifest(manifest.to_json())  # never write a manifest we would refuse to read
+    verify_files(folder, manifest)
+    write_text(os.path.join(folder, MANIFEST), json.dumps(manifest.to_json(), indent=2) + "\n")
 
 
 def _prepare_remote(spec: StageSpec, manifest: Manifest) -> Any:

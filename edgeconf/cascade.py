@@ -207,6 +207,11 @@ class Cascade:
     stage is called through :meth:`Runner.run_trusted` and timed once (``stage_seconds``, ``energy_hook``).
     """
 
+    #: ``"staged"``: one runtime call per stage; :class:`edgeconf.fused.FusedCascade` says ``"fused"``.
+    form = "staged"
+    #: why ``load_bundle`` chose this form (empty for a cascade built by hand)
+    form_reason = ""
+
     def __init__(self, stages: Sequence[Stage], combine: str = "last", labels: Optional[Sequence[str]] = None,
                  preprocessing: Optional["Preprocessing"] = None, memo: Optional["MemoCache"] = None,
                  name: str = "cascade") -> None:

@@ -16,11 +16,12 @@ import click
 from edgeconf import __version__
 from edgeconf.devices.errors import DeviceError
 from edgeconf.errors import EdgeconfError, MissingDependencyError
+from edgeconf.lazy import INSTALL_HINTS, install_hint
 
 #: verb -> (module, attribute, one-line help, extra that provides it)
 COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
     "inspect": ("edgeconf.commands.inspect", "inspect_cmd", "Show what an ONNX model, a bundle or an engine carries.", ""),
-    "classify": ("edgeconf.commands.classify", "classify_cmd", "Classify images, folders or .npy/.npz arrays with a bundle.", ""),
+    "classify": ("edgeconf.commands.classify", "classify_cmd", "Classify images, folders, arrays or labelled data sets with a bundle (accuracy when labelled).", ""),
     "devices": ("edgeconf.commands.devices", "devices_cmd", "Show the board, its profile, power sensors and live readings.", ""),
     "run": ("edgeconf.live.cli", "run_cmd", "Run a bundle on a camera, stream, video or image folder.", ""),
     "demo": ("edgeconf.live.cli", "demo_cmd", "Run the shipped bundle on the built-in synthetic scene.", ""),
@@ -29,6 +30,7 @@ COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
     "retune": ("edgeconf.export.cli", "retune_cmd", "Change the threshold or temperature stored in an exported model.", ""),
     "pair": ("edgeconf.export.cli", "pair_cmd", "Rank pairs of models by complementarity and cascade accuracy/cost.", ""),
     "cascade": ("edgeconf.export.cli", "cascade_cmd", "Build a cascade bundle from models, data and a threshold policy.", ""),
+    "fuse": ("edgeconf.export.fuse_cli", "fuse_cmd", "Write a bundle's cascade as one ONNX graph (fused.onnx) into the bundle.", ""),
     "triton-repo": ("edgeconf.export.triton_repo", "triton_repo_cmd", "Write a Triton model repository for a bundle's server-side stages.", ""),
     "engine": ("edgeconf.export.engine_cli", "engine_cmd", "Build, check or strip TensorRT engines for a model or bundle.", "tensorrt"),
     "gui": ("edgeconf.gui.cli", "gui_cmd", "Open the Qt operator window (camera, confidence, tracker, power).", "gui"),
@@ -106,4 +108,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except ModuleNotFoundError as exc:  # an optional dependency imported directly (cv2, onnxruntime, ...)
+        top = (exc.name or "").split(".")[0]
+        if top not in INSTALL_HINTS:
+            raise
+        click.echo("edgeconf: error: %s is not installed; %s" % (top, install_hint(top)), err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

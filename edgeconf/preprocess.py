@@ -196,22 +196,34 @@ class Preprocessing:
         out[0] = self(image)
         return True
 
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        """One raw image → uint8 pixels at the model's size and channel count (H×W grey or H×W×3 RGB), before
+        the channel order and the float arithmetic: the input of a fused cascade graph, which does the rest."""
+        return self._pixels(image, None)
+
+    def _pixels(self, image: np.ndarray, i: Optional[int]) -> np.ndarray:
+        """Steps 1–2 of the contract (validation, channels, resize; not ``color``'s channel order)."""
+        img = check_image(image, i)
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[:, :, :3]
+        if self.channels == 1 and img.ndim == 3:
+            import cv2
+
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+        elif self.channels == 3 and img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        if img.shape[:2] != self.size:
+            import cv2
+
+            img = self._resize(cv2, img)
+        return img
+
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Raw images → a model batch ``(N, …)``. Images of the right size skip the resize."""
-        import cv2
-
         h, w = self.size
         out = np.empty((len(images), h, w, self.channels), dtype=np.float32)
         for i, img in enumerate(images):
-            img = check_image(img, i)
-            if img.ndim == 3 and img.shape[2] == 4:
-                img = img[:, :, :3]
-            if self.channels == 1 and img.ndim == 3:
-                img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-            elif self.channels == 3 and img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            if img.shape[:2] != (h, w):
-                img = self._resize(cv2, img)
+            img = self._pixels(img, i)
             if self.color == "bgr":
                 img = img[:, :, ::-1]
             out[i] = img.reshape(h, w, self.channels)

@@ -525,9 +525,11 @@ def onnx_io_specs(model: Any) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]
     """Inputs and outputs of an ONNX proto as TensorSpec JSON (dynamic dims → None)."""
     import onnx
 
+    from edgeconf.backends.onnx_file import numpy_dtype
+
     def spec(vi: Any) -> Dict[str, Any]:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+        dtype = numpy_dtype(vi.type.tensor_type.elem_type).name
         return {"name": vi.name, "shape": dims, "dtype": dtype}
 
     inits = {i.name for i in model.graph.initializer}

@@ -138,7 +138,7 @@ class TritonProcess(_Process):
         env.pop("PYTHONPATH", None)
         if os.path.exists(self.ready):
             os.remove(self.ready)
-        self._shm_before = set(glob.glob("/dev/shm/*"))
+        self._shm_before = self._shm_regions()
         self._spawn([py, SERVE, "--repo", self.repo, "--grpc-port", str(self.grpc_port), "--http-port",
                      str(self.http_port), "--metrics-port", str(self.metrics_port), "--control", self.control,
                      "--ready", self.ready, "--threads", str(self.threads)], env)
@@ -153,6 +153,10 @@ class TritonProcess(_Process):
         self.kill()
         raise RuntimeError("the Triton server did not start within %.0f s: %s" % (timeout, tail[-600:]))
 
+    @staticmethod
+    def _shm_regions() -> set:
+        return set(glob.glob("/dev/shm/psm_*")) | set(glob.glob("/dev/shm/pytrtion*")) | set(glob.glob("/dev/shm/pytriton*"))
+
     def set_delay(self, ms: float) -> None:
         """Every request from now on takes at least ``ms`` milliseconds (0: none)."""
         tmp = self.control + ".tmp"
@@ -162,8 +166,13 @@ class TritonProcess(_Process):
 
     def kill(self) -> None:
         super().kill()
-        # a killed server leaves its Python backend's shared-memory regions behind: remove the ones it made
-        for path in set(glob.glob("/dev/shm/*")) - self._shm_before:
+        # a killed server leaves its Python backend's shared-memory regions behind: remove those that appeared after
+        # it started, carry Triton's or PyTriton's names, and that no running process maps or holds open (so another
+        # server running at the same time keeps its own)
+        orphans = self._shm_regions() - self._shm_before
+        if orphans:
+            orphans -= _in_use()
+        for path in orphans:
             try:
                 if os.path.isdir(path):
                     shutil.rmtree(path)
@@ -171,6 +180,27 @@ class TritonProcess(_Process):
                     os.remove(path)
             except OSError:
                 pass
+
+
+def _in_use() -> set:
+    """Files under /dev/shm that some process maps or has open (read from /proc)."""
+    used = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/maps" % pid, "r") as f:
+                for line in f:
+                    i = line.find("/dev/shm/")
+                    if i >= 0:
+                        used.add(line[i:].strip().replace(" (deleted)", ""))
+            for fd in os.listdir("/proc/%s/fd" % pid):
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+                if target.startswith("/dev/shm/"):
+                    used.add(target)
+        except OSError:  # the process ended, or is not ours to read
+            continue
+    return used
 
 
 class MosquittoProcess(_Process):

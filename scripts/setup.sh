@@ -27,7 +27,7 @@ stamp=.venv/.edgeconf-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/constraints.txt -nt "$stamp" ]; then
     echo "setup: installing edgeconf and its extras into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -c requirements/constraints.txt \
-        -e '.[dev,torch,gui,pipeline,bench,fleet]'
+        -e '.[cpu,dev,torch,gui,pipeline,bench,fleet]'
     touch "$stamp"
 fi
 

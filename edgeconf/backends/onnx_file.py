@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import TYPE_CHECKING, Dict, List, Tuple
 
 from edgeconf.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # Field numbers from onnx.proto: for each message kind, field -> kind of the submessage it holds.
 _MODEL, _GRAPH, _NODE, _ATTR, _TENSOR, _SPARSE, _FUNCTION, _TRAINING, _ENTRY, _OPSET = range(10)
@@ -156,4 +159,16 @@ def read_onnx_facts(path: str) -> OnnxFacts:
     return facts
 
 
-__all__ = ["OnnxFacts", "parse_onnx_facts", "read_onnx_facts"]
+def numpy_dtype(elem_type: int) -> "np.dtype":
+    """The numpy dtype of an ONNX ``TensorProto`` element type, on every supported ``onnx`` (1.12 has no
+    ``helper.tensor_dtype_to_np_dtype``; newer ones deprecate ``onnx.mapping``)."""
+    import numpy as np
+    import onnx
+
+    convert = getattr(onnx.helper, "tensor_dtype_to_np_dtype", None)
+    if convert is not None:
+        return np.dtype(convert(elem_type))
+    return np.dtype(onnx.mapping.TENSOR_TYPE_TO_NP_TYPE[elem_type])  # onnx < 1.13
+
+
+__all__ = ["OnnxFacts", "parse_onnx_facts", "read_onnx_facts", "numpy_dtype"]

@@ -39,8 +39,16 @@ def title(run: RunResult) -> str:
     i = run.info
     return ("%s, n=%d, duplicate %g%s → %d inputs, batch %d, %s, %d thread(s), energy: %s"
             % (i["dataset"], i["n"], i["duplicate"], " (near-duplicates)" if i["near_duplicate"] else "",
-               i["stream_length"], i["batch"], i.get("form", "staged"), _threads(i["threads"])["intra_op"],
+               i["stream_length"], i["batch"], _forms(i.get("form")), _threads(i["threads"])["intra_op"],
                i["power_source"] or "not measured"))
+
+
+def _forms(value: Any) -> str:
+    """The cascade form(s) of a run: one word when every configuration has the same."""
+    if isinstance(value, dict):
+        forms = sorted(set(value.values()))
+        return forms[0] if len(forms) == 1 else ", ".join("%s %s" % kv for kv in sorted(value.items()))
+    return str(value or "staged")
 
 
 def _threads(value: Any) -> Dict[str, Any]:
@@ -49,21 +57,32 @@ def _threads(value: Any) -> Dict[str, Any]:
 
 
 def target_lines(run: RunResult) -> List[str]:
+    """One line per target of the run (the zoo's, or those given with --target), with its limits."""
     t = run.targets
     lines = []
+    met = lambda x: "MET" if x["met"] else "not met"  # noqa: E731
     if "dual_vs_big" in t:
         x = t["dual_vs_big"]
-        lines.append("dual vs big: accuracy %+.2f points (need ≥ −0.30), cpu ratio %s (need ≤ 0.15): %s"
-                     % (-x["accuracy_drop_points"], _f(x["cpu_ratio"]), "MET" if x["met"] else "not met"))
+        parts = ["accuracy %+.2f points" % -x["accuracy_drop_points"]]
+        if x.get("max_drop_points") is not None:
+            parts[0] += " (need ≥ %s)" % ("%.2f" % -x["max_drop_points"]).replace("-", "−")
+        parts.append("cpu ratio %s" % _f(x["cpu_ratio"]))
+        if x.get("max_cpu_ratio") is not None:
+            parts[1] += " (need ≤ %g)" % x["max_cpu_ratio"]
+        lines.append("dual vs big: %s: %s" % (", ".join(parts), met(x)))
     if "dual_memo_at_duplicate_1" in t:
         x = t["dual_memo_at_duplicate_1"]
-        lines.append("dual_memo at duplicate 1: cpu ratio %s (need ≤ 0.08), false hits %s (need ≤ 0.10 %%): %s"
-                     % (_f(x["cpu_ratio"]), _pct(x["false_hit_rate"], 3), "MET" if x["met"] else "not met"))
+        parts = ["cpu ratio %s" % _f(x["cpu_ratio"]), "false hits %s" % _pct(x["false_hit_rate"], 3)]
+        if x.get("max_cpu_ratio") is not None:
+            parts[0] += " (need ≤ %g)" % x["max_cpu_ratio"]
+        if x.get("max_false_hit_rate") is not None:
+            parts[1] += " (need ≤ %.2f %%)" % (100 * x["max_false_hit_rate"])
+        lines.append("dual_memo at duplicate 1: %s: %s" % (", ".join(parts), met(x)))
     if "dual_cost_model" in t:
         x = t["dual_cost_model"]
-        lines.append("dual cost %.2f s vs first × (1 + %.3f × %.2f) × 1.05 = %.2f s: %s"
-                     % (x["dual_cpu_s"], x["escalation_rate"], x["stage_cost_ratio"], x["bound_cpu_s"],
-                        "MET" if x["met"] else "not met"))
+        lines.append("dual cost %.2f s vs first × (1 + %.3f × %.2f) × %g = %.2f s: %s"
+                     % (x["dual_cpu_s"], x["escalation_rate"], x["stage_cost_ratio"], x.get("slack", 1.05),
+                        x["bound_cpu_s"], met(x)))
     return lines
 
 
@@ -83,6 +102,8 @@ def print_tables(runs: Sequence[RunResult], console: Any) -> None:
         console.print(rich_table(run))
         for line in target_lines(run):
             console.print("  " + line)
+        for note in run.info.get("notes") or []:
+            console.print("  note: " + note)
         console.print()
 
 
@@ -224,7 +245,7 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
              "- baseline: `%s`" % first["baseline"],
              "- early-exit bundle: %s" % ("`%s`" % first["early_exit"] if first["early_exit"] else "none"),
              "- batch %d, %s form, ONNX Runtime intra-op threads %d (spinning %s; %s); configurations run %s in one process"
-             % (first["batch"], first.get("form", "staged"), _threads(first["threads"])["intra_op"],
+             % (first["batch"], _forms(first.get("form")), _threads(first["threads"])["intra_op"],
                 {True: "on", False: "off", None: "?"}[_threads(first["threads"])["spinning"]],
                 _threads(first["threads"])["reason"], first["order"]),
              "- CPU seconds are `time.process_time()` deltas of this process; latency is the wall time of the "

@@ -204,12 +204,14 @@ def _echo_json(data: dict) -> None:
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True, help="Re-classify a track at least every N frames.")
 @threads_option()
 @click.option("--no-memo", is_flag=True, help="Disable the memo cache (every matched track is classified every frame).")
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="Cascade form: staged, fused (the bundle's fused graph, from edgeconf fuse) or auto.")
 @click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
             frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int, threads: Optional[int],
-            no_memo: bool, telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
+            no_memo: bool, form: str, telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
     """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one."""
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline
@@ -218,7 +220,7 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
 
     if telemetry_uri:
         parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
-    cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None)
+    cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None, form=form)
     meter, power_note = open_meter()
     source = telemetry = None
     try:
@@ -226,7 +228,8 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
         telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": source_uri, "regions": regions,
-                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo}
+                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo,
+                "form": cascade.form, "threads": cascade.threads.to_json()}
         summary = drive(pipe, frames, events_path, record_path, live=not no_live and not as_json,
                         record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info,
                         telemetry=telemetry)
@@ -237,7 +240,7 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
             source.close()
         close_meter(meter)
         cascade.close()
-    summary.update(bundle=bundle, source=source_uri, regions=regions)
+    summary.update(bundle=bundle, source=source_uri, regions=regions, form=cascade.form)
     if as_json:
         _echo_json(summary)
     else:
@@ -333,17 +336,20 @@ class BaselineProbe:
 @click.option("--realtime", is_flag=True, help="Pace the scene like a live camera (frames the pipeline misses are dropped); "
               "by default every frame is processed, as fast as possible, so the summary is reproducible.")
 @threads_option()
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="Cascade form: staged, fused (the bundle's fused graph, from edgeconf fuse) or auto.")
 @click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, regions: str, bundle_path: Optional[str],
              baseline_path: Optional[str], events_path: Optional[str], record_path: Optional[str], refresh: int,
-             realtime: bool, threads: Optional[int], telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
+             realtime: bool, threads: Optional[int], form: str, telemetry_uri: Optional[str], no_live: bool,
+             as_json: bool) -> None:
     """Run the shipped bundle on demo:// and score it against the scene's ground truth."""
     summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
                        bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
                        record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json,
-                       threads=threads, telemetry_uri=telemetry_uri)
+                       threads=threads, form=form, telemetry_uri=telemetry_uri)
     if as_json:
         _echo_json(summary)
     else:
@@ -354,7 +360,7 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
              regions: str = DEMO_REGIONS, bundle_path: Optional[str] = None, baseline_path: Optional[str] = None,
              events_path: Optional[str] = None, record_path: Optional[str] = None, refresh: int = 30,
              realtime: bool = False, live: bool = False, threads: Optional[int] = None,
-             telemetry_uri: Optional[str] = None) -> Dict[str, Any]:
+             form: str = "auto", telemetry_uri: Optional[str] = None) -> Dict[str, Any]:
     """The demo as a function (the command and the benchmark call it)."""
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline, crop_box
@@ -370,7 +376,7 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
     w, h = _parse_size(size) or (640, 480)
     uri = "demo://?seed=%d&objects=%d&size=%dx%d&fps=%g&frames=%d&realtime=%s" % (
         seed, objects, w, h, fps, frames, "true" if realtime else "false")
-    cascade = load_bundle(bundle, threads=threads)
+    cascade = load_bundle(bundle, threads=threads, form=form)
     meter, power_note = open_meter()
     try:
         tracking: Optional[TrackEvaluator] = TrackEvaluator(iou_threshold=0.5)
@@ -400,7 +406,8 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
         telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions,
-                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds}
+                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "form": cascade.form,
+                "threads": cascade.threads.to_json()}
         summary = drive(pipe, None, events_path, record_path, live=live, on_result=score, record_fps=fps,
                         power_note=power_note, start_info=info, telemetry=telemetry)
         baseline = probe.estimate(summary["counters"]["answers"]) if probe is not None else None

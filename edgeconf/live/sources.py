@@ -619,9 +619,10 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
 
 GSTREAMER_HINT = (
     "this OpenCV build has no GStreamer support (cv2.getBuildInformation() shows 'GStreamer: NO'), which csi:// "
-    "needs. On a Jetson, use the OpenCV that JetPack ships (it has GStreamer): run `pip uninstall opencv-python "
-    "opencv-python-headless` in this environment and create it with --system-site-packages, or build OpenCV "
-    "with -D WITH_GSTREAMER=ON. A USB camera works without GStreamer: use v4l2:///dev/video0"
+    "needs. On a Jetson with JetPack 5/6 use JetPack's OpenCV: `pip uninstall opencv-python opencv-python-headless` here and "
+    "create the venv with --system-site-packages (install edgeconf without the [cpu] extra); on a Nano's Python 3.8 "
+    "(JetPack's OpenCV is for 3.6) build OpenCV with -D WITH_GSTREAMER=ON. A USB camera works without GStreamer: "
+    "use v4l2:///dev/video0"
 )
 
 

@@ -28,6 +28,7 @@ def run(models, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--early-exit", models["early_exit"],
                       "--data", data_dir, "--duplicate", "0,0.5,1", "--limit", 300, "--chunk", 100,
+                      "--target", "dual-drop=50", "--target", "dual-cpu=20", "--target", "cost-model=1.05",
                       "--out", out / "out.json", "--predictions", out / "pred.npz", "--report", out / "rep"])
     with open(out / "out.json") as f:
         payload = json.load(f)
@@ -40,7 +41,7 @@ def test_json_follows_the_issue_schema(run):
     payload = run["json"]
     assert isinstance(payload, list) and [p["duplicate"] for p in payload] == list(DUPS)
     for obj in payload:
-        assert obj["dataset"] == "FashionMNIST test" and obj["n"] == 300 and obj["batch"] == 1
+        assert obj["dataset"].endswith("fmnist0:test") and obj["n"] == 300 and obj["batch"] == 1
         assert isinstance(obj["duplicate"], float) and obj["stream_length"] == 300 + round(obj["duplicate"] * 300)
         assert set(obj["configs"]) == set(CONFIG_NAMES)  # early_exit included: a multi-exit bundle was given
         for name, c in obj["configs"].items():
@@ -125,7 +126,7 @@ def test_report_writes_markdown_and_pngs(run):
     for name in ("tradeoff.png", "costs.png"):
         data = (rep / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
-    assert "dual vs big" in run["output"]  # the terminal table's target lines
+    assert "dual vs big: accuracy" in run["output"] and "(need ≤ 20)" in run["output"]  # the --target lines
 
 
 def test_tradeoff_curve_matches_brute_force(run):

@@ -77,7 +77,7 @@ def test_classify_bad_inputs_print_one_line(tmp_path, bundle, make, message):
 def test_classify_refuses_float_arrays_and_pickles(tmp_path, bundle):
     np.save(tmp_path / "f.npy", np.zeros((2, 28, 28), np.float32))
     out = edgeconf("classify", bundle, tmp_path / "f.npy")
-    assert out.returncode == 1 and "must be uint8" in out.stderr
+    assert out.returncode == 1 and "classify takes raw uint8 images" in out.stderr
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     out = edgeconf("classify", bundle, tmp_path / "obj.npy")
     assert out.returncode == 1 and "holds Python objects" in out.stderr
