@@ -170,7 +170,7 @@ def test_pause_resume_and_threshold_move_escalation(fashion_bundle):
 def test_threshold_change_rekeys_the_memo(fashion_bundle):
     """After a threshold change, no track keeps an answer from the old fingerprint."""
     cascade = load_bundle(fashion_bundle)
-    pipe = Pipeline(cascade, ListSource(demo_frames(40)), regions="truth")
+    pipe = Pipeline(cascade, ListSource(demo_frames(40)), regions="truth", clear_views=False)
     for _ in range(20):
         r = pipe.step()
     before = r.counters.model_inputs
@@ -205,10 +205,10 @@ def test_bundle_whose_preprocessing_does_not_fit(tmp_path):
     model = save(random_classifier(1), tmp_path / "m.onnx")  # expects 1×28×28
     save_bundle(str(tmp_path / "b"), [StageSpec("s", "m.onnx", "margin", 0.5)], {"m.onnx": model}, [str(i) for i in range(10)],
                 Preprocessing(size=(32, 32), channels=3, mean=(0.0,), std=(1.0,)))
-    cascade = load_bundle(str(tmp_path / "b"))
-    with pytest.raises(ConfigError, match="preprocessing does not fit"):
-        Pipeline(cascade, ListSource([]), regions="full")
-    cascade.close()
+    from edgeconf.errors import BundleError
+
+    with pytest.raises(BundleError, match=r"preprocessing makes inputs of shape 3x32x32 \(NCHW\) but stage s takes 1x28x28"):
+        load_bundle(str(tmp_path / "b"))  # refused when the bundle loads, before any pipeline
 
 
 def test_crop_box_clips_and_rejects_empty():
@@ -236,3 +236,28 @@ def test_image_folder_answers_every_image_from_the_first(fashion_bundle, tmp_pat
         pipe.run(on_result=lambda r: answered.append((r.frame_index, [t.classified for t in r.tracks])))
     assert answered == [(i, [True]) for i in range(5)]
     assert pipe.counters.answers == 5
+
+
+def test_tracks_are_answered_from_clear_views_only(fashion_bundle):
+    """An object cut by the frame border, or overlapping another one, waits for a clear view; one that never gets
+    a clear view is answered after refresh_frames anyway."""
+    from edgeconf.live.sources import TruthObject
+
+    cascade = load_bundle(fashion_bundle)
+    frames = []
+    for i in range(14):
+        img = np.full((240, 320, 3), 120, np.uint8)
+        x = -30 + 10 * i  # A comes in over the left border, clear of it from frame 4 on
+        truth = [TruthObject(1, (float(max(x, 0)), 20.0, float(x + 60), 80.0), 3),
+                 TruthObject(2, (150.0, 120.0, 210.0, 180.0), 4), TruthObject(3, (170.0, 130.0, 230.0, 190.0), 5)]
+        frames.append(Frame(img, i, i / 30.0, truth))
+    pipe = Pipeline(cascade, ListSource(frames), regions="truth", refresh_frames=10)
+    first_answer = {}
+    pipe.run(on_result=lambda r: [first_answer.setdefault(t.id, r.frame_index) for t in r.tracks if t.classified])
+    # public ids follow confirmation order: A, B, C are #1, #2, #3
+    assert first_answer[1] == 4  # confirmed on frame 1, but cut by the border until frame 4
+    assert min(first_answer[2], first_answer[3]) >= 10  # B and C overlap: answered only after refresh_frames
+    off = Pipeline(load_bundle(fashion_bundle), ListSource(frames), regions="truth", clear_views=False)
+    first_off = {}
+    off.run(on_result=lambda r: [first_off.setdefault(t.id, r.frame_index) for t in r.tracks if t.classified])
+    assert set(first_off.values()) == {1}  # without the policy every track is answered once confirmed
