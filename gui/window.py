@@ -19,7 +19,7 @@ from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, Pow
 from edgeconf.gui.panels import ConfidencePanel, CascadePanel, PowerPanel, SpeedPanel
 from edgeconf.gui.video import VideoView, render_annotated
 from edgeconf.gui.worker import PipelineWorker, WorkerConfig
-from edgeconf.live.defaults import DEFAULT_REGIONS, DEFAULT_SOURCE
+from edgeconf.live.defaults import DEFAULT_REGIONS, DEFAULT_SOURCE, regions_note
 
 PANEL_REFRESH_MS = 500  # panels redraw twice a second; the video follows every result
 STATE_STYLE = {
@@ -335,9 +335,10 @@ class MainWindow(QMainWindow):
         self.video.set_result(res)
         self.confidence_panel.refresh(self.model)
         c = res.counters
-        self.info_label.setText("frame %d · %d tracks · pipeline %.1f fps · latency %.1f ms%s" % (
-            res.frame_index, c.tracks, c.fps, res.timings.processing_ms,
-            " · error: %s" % res.error if res.error else ""))
+        note = regions_note(self.model.regions)
+        self.info_label.setText("frame %d · %d tracks · pipeline %.1f fps · latency %.1f ms · regions %s%s%s" % (
+            res.frame_index, c.tracks, c.fps, res.timings.processing_ms, self.model.regions,
+            " (%s)" % note if note else "", " · error: %s" % res.error if res.error else ""))
         self.resultShown.emit(res)
 
     def _on_source_state(self, state: str, detail: str) -> None:

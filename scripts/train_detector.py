@@ -274,14 +274,14 @@ def export(net: TinyCenterNet, path: str, meta: dict) -> None:
         raise SystemExit("the exported model differs from torch by %.2g" % err)
 
 
-def validate(path: str, sample) -> dict:
+def validate(path: str, sample, seeds: range = VAL_SEEDS) -> dict:
     """Recall and precision at IoU 0.5 through DetectorRegions (the path the pipeline uses) on validation seeds."""
     from edgeconf.live.regions import DetectorRegions
     from edgeconf.live.tracking import iou_matrix
 
     det = DetectorRegions(path, normalized=False)
     hits = required = false = found = 0
-    for seed in VAL_SEEDS:
+    for seed in seeds:
         scene = scene_for(seed, sample)
         for i in range(0, 1800, 60):
             image, truth = scene.render(i)
@@ -303,7 +303,7 @@ def validate(path: str, sample) -> dict:
             found += len(boxes)
     det.close()
     return {"recall": hits / max(1, required), "precision": 1 - false / max(1, found), "objects": required,
-            "seeds": [VAL_SEEDS.start, VAL_SEEDS.stop - 1]}
+            "seeds": [seeds.start, seeds.stop - 1]}
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -316,6 +316,7 @@ def main() -> None:
     ap.add_argument("--scenes", type=int, default=len(TRAIN_SEEDS), help="training scenes (seeds from %d)" % TRAIN_SEEDS.start)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (one is fastest on a shared 2-core machine)")
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--val-scenes", type=int, default=len(VAL_SEEDS), help="validation scenes (seeds from %d)" % VAL_SEEDS.start)
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
@@ -359,9 +360,9 @@ def main() -> None:
             "items": "FashionMNIST train split" if sample is not None else "shipped sample",
             "script": "scripts/train_detector.py"}
     export(net, path, meta)
-    val = validate(path, sample)
+    val = validate(path, sample, range(VAL_SEEDS.start, VAL_SEEDS.start + args.val_scenes))
     print("validation (seeds %d-%d): recall %.4f, precision %.4f on %d objects" % (
-        VAL_SEEDS.start, VAL_SEEDS.stop - 1, val["recall"], val["precision"], val["objects"]), file=sys.stderr)
+        val["seeds"][0], val["seeds"][1], val["recall"], val["precision"], val["objects"]), file=sys.stderr)
     print("wrote %s (%d parameters, %.0f kB) in %.0f s" % (path, params, os.path.getsize(path) / 1024,
                                                             time.perf_counter() - t0))
 

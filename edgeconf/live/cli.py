@@ -117,6 +117,7 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
     live_ctx = None
     state: Dict[str, Any] = {"last_panel": 0.0, "last_state": None, "remote_failures": 0, "signal": None}
     t_start = time.perf_counter()
+    cpu_start, thread_start = time.process_time(), time.thread_time()
     try:
         if record_path:
             recorder = Recorder(record_path, fps=record_fps or 30.0)
@@ -163,8 +164,10 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
         with install_stop_signals(stop, on_signal=on_signal):
             counters = pipeline.run(max_frames=frames, on_result=handle, stop_event=stop)
         wall = time.perf_counter() - t_start
+        cpu = {"process_s": round(time.process_time() - cpu_start, 3),  # every thread: source, pipeline, models
+               "pipeline_thread_s": round(time.thread_time() - thread_start, 3)}
         summary = {"frames": counters.frames, "wall_s": round(wall, 3),
-                   "fps": round(counters.frames / wall, 2) if wall > 0 else None,
+                   "fps": round(counters.frames / wall, 2) if wall > 0 else None, "cpu": cpu,
                    "interrupted": stop.is_set(), "signal": state.get("signal"), "counters": counters.to_json(),
                    "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
                    "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
@@ -494,13 +497,20 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
     base_path = baseline_path or DEFAULT_BASELINE
     probe: Optional[BaselineProbe] = None
     src = telemetry = None
-    scored = {"frames": 0}
+    scored = {"frames": 0, "answers": 0, "unknown": 0, "unknown_known": False}
 
     def score(res: Any) -> None:
+        shown = [t for t in res.tracks if t.frames_since_match == 0]
+        for t in shown:  # "unknown" answers (a bundle with an out-of-distribution score marks them)
+            flag = getattr(t, "unknown", None)
+            if flag is not None:
+                scored["unknown_known"] = True
+            if t.class_id is not None or flag:
+                scored["answers"] += 1
+                scored["unknown"] += int(bool(flag))
         if res.truth is None:
             return
         scored["frames"] += 1
-        shown = [t for t in res.tracks if t.frames_since_match == 0]
         if tracking is not None:
             tracking.update(res.truth, shown)
         classes.update(res.truth, shown)
@@ -548,7 +558,9 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
         bundle=bundle, source=uri, regions=regions, regions_note=regions_note(regions),
         mota=track_json.get("mota"), idf1=track_json.get("idf1"),
         accuracy=None if classes.score.accuracy is None else round(classes.score.accuracy, 4),
-        unknown_rate=None, memo_hit_rate=c["memo_hit_rate"], escalation_rate=c["escalation_rate"],
+        unknown_rate=(round(scored["unknown"] / scored["answers"], 4) if scored["unknown_known"] and scored["answers"]
+                      else None),
+        memo_hit_rate=c["memo_hit_rate"], escalation_rate=c["escalation_rate"],
         classification=dict(classes.score.to_json(), note=truth_note) if truth_note else classes.score.to_json(),
         tracking=track_json, compute=compute,
         protocol={"iou": 0.5, "required_visible": REQUIRED_VISIBLE, "scored_frames": scored["frames"],

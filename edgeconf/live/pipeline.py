@@ -26,6 +26,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, 
 import numpy as np
 
 from edgeconf.errors import ConfigError, EdgeconfError
+from edgeconf.live.defaults import DEFAULT_REGIONS
 from edgeconf.live.tracking import Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -210,15 +211,17 @@ def read_power_w(meter: Any) -> Optional[float]:
 class Pipeline:
     """Source → regions → tracker → crops → cascade; thread-safe knobs for a GUI.
 
-    ``regions`` is a spec string (``full``, ``motion``, ``truth``, ``detector:PATH.onnx``) or an
-    object with ``propose(image) -> detections``. ``tracker`` defaults to a :class:`Tracker`.
+    ``regions`` is a spec string (``detector``, the default: the shipped detector; ``detector:PATH.onnx``,
+    ``motion``, ``full``, ``truth``) or an object with ``propose(image) -> detections``. ``tracker`` defaults
+    to a :class:`Tracker`. Crops are the tracker's filtered box (``crop_from``) shrunk by ``crop_pad`` of
+    its size on each side (negative: smaller).
     """
 
-    def __init__(self, cascade: Any, source: Any, regions: Union[str, Any] = "motion", tracker: Optional[Tracker] = None,
+    def __init__(self, cascade: Any, source: Any, regions: Union[str, Any] = DEFAULT_REGIONS, tracker: Optional[Tracker] = None,
                  refresh_frames: int = 30, meter: Any = None, track_key_radius: Optional[int] = None,
-                 crop_pad: float = 0.0, max_consecutive_errors: int = 100, window: int = 60,
+                 crop_pad: float = -0.03, max_consecutive_errors: int = 100, window: int = 60,
                  classify_lost: bool = False, clear_views: bool = True, overlap_limit: float = 0.1,
-                 crop_from: str = "detection") -> None:
+                 crop_from: str = "track") -> None:
         if getattr(cascade, "preprocessing", None) is None:
             raise ConfigError("the pipeline needs a cascade with preprocessing (load it with load_bundle)")
         if refresh_frames < 1:

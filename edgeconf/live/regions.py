@@ -133,7 +133,10 @@ class MotionRegions(RegionProposer):
     calls before each frame; ``guided=false`` turns this off): the pieces of one object that came apart (blobs that
     touch the same single prediction) are *merged* into one region, and a blob that covers two or more predicted
     objects is *split* by k-means on its foreground pixels started from the predicted centres. Blobs that touch no prediction are regions as they are, pieces closer than
-    ``merge_gap`` frame pixels joined. Each region of at least ``min_area`` frame
+    ``merge_gap`` frame pixels joined. Slow changes of light across the frame are divided out first (``light_grid``:
+    each cell of an N×N raster is brought to the background model's median brightness; 0 turns it off), and
+    the model forgets in about
+    ``history`` frames, so a drifting light or an object that left is not foreground for long. Each region of at least ``min_area`` frame
     pixels is scored by the share of its box that is foreground; boxes are shrunk back by the dilation. Regions
     larger than ``max_area`` of the frame (a camera shake, a lighting jump) are ignored, and nothing is proposed
     during the first ``warmup`` frames while the model learns.
@@ -142,9 +145,9 @@ class MotionRegions(RegionProposer):
     name = "motion"
 
     def __init__(self, method: str = "mog2", min_area: float = 400.0, max_area: float = 0.5, scale: float = 0.5,
-                 history: int = 300, threshold: Optional[float] = None, learning_rate: float = -1.0,
+                 history: int = 150, threshold: Optional[float] = None, learning_rate: float = -1.0,
                  dilate: int = 2, warmup: int = 5, shadows: bool = True, close: int = 5, fill: bool = True,
-                 merge_gap: float = 6.0, guided: bool = True) -> None:
+                 merge_gap: float = 6.0, guided: bool = True, light_grid: int = 4) -> None:
         method = method.lower()
         if method not in ("mog2", "knn"):
             raise ConfigError("motion method must be mog2 or knn, got %r" % method)
@@ -165,6 +168,9 @@ class MotionRegions(RegionProposer):
         self.fill = bool(fill)
         self.merge_gap = float(merge_gap)
         self.guided = bool(guided)
+        if light_grid < 0:
+            raise ConfigError("motion light_grid must be >= 0 (0: off), got %r" % light_grid)
+        self.light_grid = int(light_grid)
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, int(close)), max(1, int(close))))
         self._predicted: List[Box] = []
@@ -180,6 +186,7 @@ class MotionRegions(RegionProposer):
         self._frames = 0
         self._shape: Optional[Tuple[int, int]] = None
         self._predicted = []
+        self._last_fg: Optional[np.ndarray] = None
 
     def observe_tracks(self, predicted: Sequence[Box]) -> None:
         self._predicted = [tuple(float(v) for v in b) for b in predicted] if self.guided else []  # type: ignore[misc]
@@ -200,6 +207,8 @@ class MotionRegions(RegionProposer):
             # OpenCV's automatic rate is 1/frames-seen early on, which absorbs a slow object within a few
             # frames of a fresh model; after the warm-up learn at the steady 1/history instead.
             rate = 1.0 / max(1, self.history)
+        if self.light_grid and self._frames >= self.warmup:
+            small = _match_light(small, self._sub.getBackgroundImage(), self.light_grid, self._last_fg)
         fg = self._sub.apply(small, learningRate=rate)
         self._frames += 1
         _, fg = cv2.threshold(fg, 200, 255, cv2.THRESH_BINARY)  # shadows are 127
@@ -210,6 +219,7 @@ class MotionRegions(RegionProposer):
         if self.fill:
             contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(fg, contours, -1, 255, thickness=cv2.FILLED)
+        self._last_fg = fg
         return fg
 
     def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
@@ -243,6 +253,37 @@ class MotionRegions(RegionProposer):
 Rect = Tuple[int, int, int, int]
 
 
+def _match_light(image: np.ndarray, background: Optional[np.ndarray], grid: int,
+                 moving: Optional[np.ndarray] = None) -> np.ndarray:
+    """``image`` with its light brought back to the background model's: per cell of a ``grid``×``grid`` raster,
+    the median grey of the image over the median grey of the background, both over the pixels that were not
+    foreground on the previous frame (``moving``), smoothed over the frame; slow light changes across the frame
+    then stop looking like motion, and the objects do not take part in the estimate."""
+    if background is None or background.shape != image.shape or grid < 1:
+        return image
+    g_img = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    g_bg = cv2.cvtColor(background, cv2.COLOR_RGB2GRAY) if background.ndim == 3 else background
+    h, w = g_img.shape
+    ratio = np.ones((grid, grid), np.float32)
+    still = None if moving is None or moving.shape != g_img.shape else moving == 0
+    for r in range(grid):
+        for c in range(grid):
+            ys, xs = slice(r * h // grid, (r + 1) * h // grid), slice(c * w // grid, (c + 1) * w // grid)
+            a, b = g_img[ys, xs], g_bg[ys, xs]
+            if still is not None:
+                keep = still[ys, xs]
+                if np.count_nonzero(keep) < keep.size // 4:
+                    continue  # mostly objects: keep this cell's light as it is
+                a, b = a[keep], b[keep]
+            den = float(np.median(b))
+            if den > 8:
+                ratio[r, c] = float(np.median(a)) / den
+    gain = cv2.resize(np.clip(ratio, 0.5, 2.0), (w, h), interpolation=cv2.INTER_LINEAR)
+    if image.ndim == 3:
+        gain = cv2.merge([gain] * image.shape[2])
+    return cv2.divide(image.astype(np.float32), gain).clip(0, 255).astype(np.uint8)
+
+
 def _guided_rects(fg: np.ndarray, rects: List[Rect], preds: List[Box], gap: float) -> List[Rect]:
     """Blobs (x, y, w, h) read with predicted boxes (x1, y1, x2, y2), all in mask pixels: see MotionRegions."""
     free: List[Rect] = []
@@ -252,7 +293,9 @@ def _guided_rects(fg: np.ndarray, rects: List[Rect], preds: List[Box], gap: floa
         for k, (px1, py1, px2, py2) in enumerate(preds):
             ix = min(x + w, px2) - max(x, px1)
             iy = min(y + h, py2) - max(y, py1)
-            if ix > 0 and iy > 0 and ix * iy >= 0.1 * min(w * h, max(1.0, (px2 - px1) * (py2 - py1))):
+            # a blob belongs with a prediction when it lies mostly inside it (a piece of that object) or holds
+            # most of it (the object, perhaps with another one): a blob that only grazes a box is something else
+            if ix > 0 and iy > 0 and ix * iy >= 0.5 * min(w * h, max(1.0, (px2 - px1) * (py2 - py1))):
                 touched.setdefault(k, []).append(i)
                 hit = True
         if not hit:
@@ -287,7 +330,9 @@ def _guided_rects(fg: np.ndarray, rects: List[Rect], preds: List[Box], gap: floa
         for b in blobs:
             bx, by, bw, bh = rects[b]
             region[by - y1:by - y1 + bh, bx - x1:bx - x1 + bw] = fg[by:by + bh, bx:bx + bw]
-        if len(ks) == 1:  # pieces of one object: one region around all of them
+        biggest = max((preds[k][2] - preds[k][0]) * (preds[k][3] - preds[k][1]) for k in ks)
+        if len(ks) == 1 or (x2 - x1) * (y2 - y1) < 1.5 * biggest:
+            # pieces of one object, or a blob too small to hold two of the objects it touches: one region
             out.append((x1, y1, x2 - x1, y2 - y1))
             continue
         ys, xs = np.nonzero(region)

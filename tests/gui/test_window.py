@@ -74,6 +74,7 @@ def test_window_opens_on_demo_and_results_arrive_through_the_signal(qtbot, make_
     assert "LIVE" in win.state_label.text()
     assert len(win.controls.stage_rows) == 2  # the bundle's stages got a slider each
     assert "frame" in win.info_label.text()
+    assert "regions truth (oracle regions" in win.info_label.text()  # the oracle is always labelled
     assert DEMO in win.model.recent_sources
 
 
