@@ -269,9 +269,13 @@ def export(net: TinyCenterNet, path: str, meta: dict) -> None:
     import onnxruntime as ort
 
     got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
-    err = float(np.abs(got - want).max())
-    if err > 1e-3:
-        raise SystemExit("the exported model differs from torch by %.2g" % err)
+    err = float(np.abs(got[..., :4] - want[..., :4]).max() / max(1.0, float(np.abs(want[..., :4]).max())))
+    # a score may be a peak on one side and not on the other where two neighbours are equal to rounding
+    flips = (got[..., 4] == 0) != (want[..., 4] == 0)
+    score_err = float(np.abs(got[..., 4] - want[..., 4])[~flips].max())
+    if err > 1e-4 or score_err > 1e-4 or flips.mean() > 0.01:
+        raise SystemExit("the exported model differs from torch: boxes by %.2g (relative), scores by %.2g, %d peak(s)"
+                         " differ" % (err, score_err, int(flips.sum())))
 
 
 def validate(path: str, sample, seeds: range = VAL_SEEDS) -> dict:
