@@ -8,6 +8,8 @@ verb whose optional extra is missing says what to install when it is run.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -81,13 +83,37 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def configure_logging(verbose: int, quiet: int) -> int:
+    """``-v``/``-q`` → the ``logging`` level of edgeconf's loggers (WARNING by default, on stderr); returns it.
+
+    OpenCV's own messages (a stream that cannot be opened prints a warning per attempt) are shown only
+    with ``-v``: edgeconf reports what failed in its own one-line error.
+    """
+    level = min(logging.CRITICAL, max(logging.DEBUG, logging.WARNING + 10 * (quiet - verbose)))
+    root = logging.getLogger("edgeconf")
+    root.setLevel(level)
+    if not any(getattr(h, "_edgeconf", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("edgeconf: %(levelname)s: %(message)s"))
+        handler._edgeconf = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "INFO" if level <= logging.DEBUG else "WARNING" if verbose else "ERROR")
+    # FFmpeg's own lines ("[tcp @ 0x…] Failed to resolve hostname"): AV_LOG_QUIET (-8) unless -v, AV_LOG_WARNING (24)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "24" if verbose else "-8")
+    return level
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeconf")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="More log messages on stderr (-v info, -vv debug).")
+@click.option("-q", "--quiet", count=True, help="Fewer log messages (-q errors only, -qq none).")
+def cli(verbose: int, quiet: int) -> None:
     """edgeconf: confidence-aware classifier cascades with a memo cache, for NVIDIA Jetson boards.
 
-    Run 'edgeconf COMMAND --help' for a command's options.
+    Run 'edgeconf COMMAND --help' for a command's options. Every command that prints a result takes --json
+    (the result as JSON on stdout); files are written by --out/--report (atomically).
     """
+    configure_logging(verbose, quiet)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

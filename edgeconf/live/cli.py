@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from edgeconf import data_path
-from edgeconf.errors import ConfigError, DataError, MissingDependencyError
+from edgeconf.errors import ConfigError, DataError, MissingDependencyError, SourceError
 
 DATA_DIR = data_path()
 DEFAULT_BUNDLE = os.path.join(DATA_DIR, "zoo", "bundle")
@@ -105,7 +105,7 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
     events = EventFanout(log_file, telemetry) if log_file is not None or telemetry is not None else None
     recorder = None
     live_ctx = None
-    state = {"last_panel": 0.0, "last_state": None, "remote_failures": 0}
+    state: Dict[str, Any] = {"last_panel": 0.0, "last_state": None, "remote_failures": 0, "signal": None}
     t_start = time.perf_counter()
     try:
         if record_path:
@@ -142,14 +142,19 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                 state["last_panel"] = now
                 live_ctx.update(panel(pipeline, res, power_note))
 
-        with install_stop_signals(stop, on_signal=lambda s: pipeline.stop()):
+        def on_signal(signum: int) -> None:
+            state["signal"] = signum
+            pipeline.stop()
+
+        with install_stop_signals(stop, on_signal=on_signal):
             counters = pipeline.run(max_frames=frames, on_result=handle, stop_event=stop)
         wall = time.perf_counter() - t_start
         summary = {"frames": counters.frames, "wall_s": round(wall, 3),
                    "fps": round(counters.frames / wall, 2) if wall > 0 else None,
-                   "interrupted": stop.is_set(), "counters": counters.to_json(),
+                   "interrupted": stop.is_set(), "signal": state.get("signal"), "counters": counters.to_json(),
                    "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
                    "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
+                   "source_detail": getattr(pipeline.source, "detail", "") or "",
                    "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
         if events is not None:
             events.emit("summary", **summary)
@@ -167,6 +172,19 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
         if events is not None:
             events.emit("stop")
             events.close()
+
+
+#: ``run``'s retry policy for cameras and streams: a source that gives no frames for this long, or fails this
+#: many (re)connection attempts in a row (back-off 0.25 s doubling to 4 s), ends the run with one line.
+DEFAULT_RETRIES = 8
+DEFAULT_RETRY_TIMEOUT = 30.0
+_LIVE_SCHEMES = ("v4l2", "csi", "rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
+
+
+def is_live_uri(uri: str) -> bool:
+    """Whether ``uri`` names a camera or a network stream (the sources that retry)."""
+    text = uri.strip()
+    return text.isdigit() or text.split("://", 1)[0].lower() in _LIVE_SCHEMES and "://" in text
 
 
 TELEMETRY_HELP = ("Publish status (once a second) and events to an MQTT broker: mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC/"
@@ -206,12 +224,23 @@ def _echo_json(data: dict) -> None:
 @click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
               help="Cascade form: staged, fused (the bundle's fused graph, from edgeconf fuse) or auto.")
 @click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
+@click.option("--retry", "retries", type=click.IntRange(min=0), default=DEFAULT_RETRIES, show_default=True,
+              help="Cameras and streams: failed (re)connection attempts in a row before giving up.")
+@click.option("--retry-timeout", "retry_timeout", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_RETRY_TIMEOUT, show_default=True,
+              help="Cameras and streams: seconds without frames (connecting or reconnecting) before giving up.")
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
             frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int, threads: Optional[int],
-            no_memo: bool, form: str, telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
-    """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one."""
+            no_memo: bool, form: str, telemetry_uri: Optional[str], retries: int, retry_timeout: float,
+            no_live: bool, as_json: bool) -> None:
+    """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one.
+
+    A camera or stream that gives no frames is retried with back-off, at most --retry times in a row and for
+    at most --retry-timeout seconds; then the run ends with one line naming the source (exit 1). Ctrl-C ends
+    the run after the current frame: logs and recording are closed complete, and the exit status is 130.
+    """
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline
     from edgeconf.live.sources import open_source
@@ -223,7 +252,8 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
     meter, power_note = open_meter()
     source = telemetry = None
     try:
-        source = open_source(source_uri, size=_parse_size(size), fps=fps)
+        retry = {"retries": retries, "retry_timeout": retry_timeout} if is_live_uri(source_uri) else {}
+        source = open_source(source_uri, size=_parse_size(size), fps=fps, **retry)
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
         telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": source_uri, "regions": regions,
@@ -240,10 +270,19 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
         close_meter(meter)
         cascade.close()
     summary.update(bundle=bundle, source=source_uri, regions=regions, form=cascade.form)
+    if summary["source_state"] == "failed":
+        raise SourceError(source.error or "source %s failed" % source_uri)
     if as_json:
         _echo_json(summary)
     else:
         print_run_summary(summary)
+    exit_if_interrupted(summary)
+
+
+def exit_if_interrupted(summary: Dict[str, Any]) -> None:
+    """A run ended by a signal exits 128 + its number (130 for Ctrl-C) once its logs are closed."""
+    if summary.get("interrupted"):
+        raise SystemExit(128 + int(summary.get("signal") or 2))
 
 
 def print_run_summary(s: Dict[str, Any]) -> None:
@@ -260,6 +299,8 @@ def print_run_summary(s: Dict[str, Any]) -> None:
         "errors        %d" % c["errors"],
         "power         %s" % s.get("power", "not measured"),
     ]
+    if s.get("source_detail"):
+        lines.append("source        %s: %s" % (s.get("source_state"), s["source_detail"]))
     lines += _fleet_lines(s)
     click.echo("\n".join(lines))
 
@@ -351,6 +392,7 @@ def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, region
         _echo_json(summary)
     else:
         print_demo_summary(summary)
+    exit_if_interrupted(summary)
 
 
 def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: float = 30.0, seed: int = 1,

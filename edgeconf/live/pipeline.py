@@ -234,6 +234,9 @@ class Pipeline:
             from edgeconf.live.regions import make_regions
 
             regions = make_regions(regions)
+        if getattr(regions, "name", "") == "truth" and getattr(source, "has_truth", True) is False:
+            raise ConfigError("regions 'truth' use the ground-truth boxes that only demo:// frames carry; %s has none: "
+                              "use --regions motion, full or detector:MODEL.onnx" % getattr(source, "uri", "this source"))
         self.regions = regions
         # Unrelated stills (a folder of photos): every image is its own scene, so each object is answered on the
         # image it is in, instead of after the two sightings a video track needs to be confirmed.
