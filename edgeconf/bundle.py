@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from edgeconf import __version__
-from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, Stage, graph_head
-from edgeconf.confidence import SCORES
+from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, OodRule, Stage, graph_head
+from edgeconf.confidence import OOD_SCORES, SCORES
 from edgeconf.errors import BundleError
 from edgeconf.memo import MemoCache, parse_key_kind
 from edgeconf.preprocess import Preprocessing
@@ -38,6 +38,9 @@ class StageSpec:
     logits: str = "logits"
     engine: Optional[str] = None  # TensorRT engine file, when one was built
     cost: Optional[Dict[str, Any]] = None  # measured cost (e.g. {"ms": 0.05, "device": "..."})
+    #: out-of-distribution rule: {"score", "threshold", "output" (model output or null), "params" (a plain .npz
+    #: in the bundle, optional), "calibration" (how it was fitted)}; answers past the threshold are "unknown"
+    ood: Optional[Dict[str, Any]] = None
 
     def to_json(self) -> dict:
         d = {"name": self.name, "model": self.model, "score": self.score, "threshold": self.threshold,
@@ -46,7 +49,37 @@ class StageSpec:
             d["engine"] = self.engine
         if self.cost is not None:
             d["cost"] = self.cost
+        if self.ood is not None:
+            d["ood"] = self.ood
         return d
+
+    def ood_rule(self) -> Optional[OodRule]:
+        if self.ood is None:
+            return None
+        return OodRule(float(self.ood["threshold"]), str(self.ood.get("score", "graph")), self.ood.get("output"))
+
+
+def parse_ood(value: Any, where: str) -> Optional[Dict[str, Any]]:
+    """Validate a stage's ``ood`` entry (plain JSON: numbers, names and a path; never code)."""
+    if value is None:
+        return None
+    where = where + " ood"
+    if not isinstance(value, dict):
+        raise BundleError("%s must be an object, got %s" % (where, type(value).__name__))
+    threshold = _need(value, "threshold", float, where)
+    if threshold != threshold:
+        raise BundleError("%s: threshold must be a number, got NaN" % where)
+    score = value.get("score", "graph")
+    output = value.get("output", "ood")
+    if not isinstance(score, str) or (output is not None and not isinstance(output, str)):
+        raise BundleError("%s: 'score' must be a string and 'output' a string or null" % where)
+    if output is None and score not in OOD_SCORES:
+        raise BundleError("%s: score %r needs a model output ('output'); the runtime computes only %s"
+                          % (where, score, ", ".join(OOD_SCORES)))
+    params = value.get("params")
+    if params is not None and not isinstance(params, str):
+        raise BundleError("%s: 'params' must be a path inside the bundle" % where)
+    return dict(value)
 
 
 @dataclass
@@ -133,6 +166,7 @@ def parse_manifest(data: Any) -> Manifest:
             logits=st.get("logits", "logits"),
             engine=st.get("engine"),
             cost=st.get("cost"),
+            ood=parse_ood(st.get("ood"), where),
         )
         if spec.score not in SCORES:
             raise BundleError("%s: unknown score %r; use one of %s" % (where, spec.score, ", ".join(SCORES)))
@@ -193,6 +227,7 @@ def read_manifest(folder: str, verify: bool = True) -> Manifest:
 def verify_files(folder: str, manifest: Manifest) -> None:
     """Every stage file must be listed in ``files``, inside the folder, present, and match its sha256."""
     needed = [s.model for s in manifest.stages] + [s.engine for s in manifest.stages if s.engine]
+    needed += [s.ood["params"] for s in manifest.stages if s.ood and s.ood.get("params")]
     for rel in needed:
         if rel not in manifest.files:
             raise BundleError("%s names %r but 'files' has no sha256 for it" % (MANIFEST, rel))
@@ -210,8 +245,11 @@ def verify_files(folder: str, manifest: Manifest) -> None:
 
 
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
-                threads: Optional[int] = None, memo: Optional[bool] = None) -> Cascade:
+                threads: Optional[int] = None, memo: Optional[bool] = None, ood: bool = True) -> Cascade:
     """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
+
+    Stages with an ``ood`` rule answer ``unknown`` for inputs past its threshold; ``ood=False`` ignores the rules
+    (every answer is a class, as before they were fitted).
 
     ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
     ``"auto"`` uses an engine only where TensorRT is importable and the engine matches this device.
@@ -226,7 +264,8 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
             path, stage_backend = stage_model_path(spec, backend, folder)
             runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
-                                spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner)))
+                                spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner),
+                                spec.ood_rule() if ood else None))
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
         cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)

@@ -29,6 +29,7 @@ COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
     "retune": ("edgeconf.export.cli", "retune_cmd", "Change the threshold or temperature stored in an exported model.", ""),
     "pair": ("edgeconf.export.cli", "pair_cmd", "Rank pairs of models by complementarity and cascade accuracy/cost.", ""),
     "cascade": ("edgeconf.export.cli", "cascade_cmd", "Build a cascade bundle from models, data and a threshold policy.", ""),
+    "ood": ("edgeconf.export.ood_cli", "ood_cmd", "Fit an out-of-distribution score: inputs that are no class answer 'unknown'.", ""),
     "engine": ("edgeconf.export.engine_cli", "engine_cmd", "Build, check or strip TensorRT engines for a model or bundle.", "tensorrt"),
     "gui": ("edgeconf.gui.cli", "gui_cmd", "Open the Qt operator window (camera, confidence, tracker, power).", "gui"),
 }
