@@ -1,7 +1,8 @@
 """Bundles: the deployable folder of a cascade, ``edgeconf.json`` plus the model files it names.
 
-Loading validates the whole manifest (schema, values, paths, sha256 of every file) before any model
-is loaded, and never executes code from the bundle.
+Loading validates the whole manifest before any model is loaded: its size and nesting depth, the type and
+range of every value, every path (inside the folder), and the presence and sha256 of every file a stage
+reads, the external-data files of ONNX models included. It never executes code from the bundle.
 """
 from __future__ import annotations
 
@@ -13,187 +14,225 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
 
 from edgeconf import __version__
+from edgeconf.atomic import describe_os_error, write_text
+from edgeconf.backends.onnx_file import read_onnx_facts
 from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, OodRule, Stage, graph_head
 from edgeconf.confidence import OOD_SCORES, SCORES
-from edgeconf.errors import BundleError
-from edgeconf.memo import MemoCache, parse_key_kind
-from edgeconf.preprocess import Preprocessing
+from edgeconf.errors import BundleError, ConfigError, OutputError
+from edgeconf.fused import FusedInfo
 from edgeconf.hashing import sha256_file
+from edgeconf.memo import MemoCache, parse_key_kind
+from edgeconf.preprocess import Preprocessing, stage_problem
+from edgeconf.schema import (Any_, Bool, DictOf, Float, Int, ListOf, Optional_, Path, Str, Struct, entry, from_json,
+                             load_value, read_json, to_json)
+from edgeconf.schema.fields import show
 
 MANIFEST = "edgeconf.json"
 FORMAT = "edgeconf.bundle"
 SCHEMA_VERSION = 1
+#: Largest manifest accepted, and deepest nesting of its arrays/objects (read before parsing: no input can
+#: exhaust memory or recursion). Real manifests are a few kB and nest 4 levels.
+MAX_MANIFEST_BYTES = 8 << 20
+MAX_MANIFEST_DEPTH = 32
+#: Most entries a manifest's memo cache may allocate (its table is allocated up front).
+MAX_MEMO_CAPACITY = 1 << 20
+#: Names: stages, tensors, labels.
+_NAME = Str(max_len=256)
+_SHA256 = Str(pattern=r"[0-9a-f]{64}", what="a sha256 (64 lower-case hex digits)")
+
+#: keys of a remote stage besides ``backend``
+REMOTE_KEYS = ("url", "version", "onnx", "deadline_ms", "retries", "breaker_failures", "breaker_cooldown_s")
+REMOTE_BACKENDS = ("triton",)
+
+# Every manifest value is declared once, with its typed check, on the dataclass that holds it
+# (``edgeconf.schema.entry``): a new field is one ``entry(...)`` line, read strictly and written back.
+
+
+@dataclass
+class OodSpec:
+    """A stage's out-of-distribution rule: inputs whose score is above ``threshold`` are answered "unknown".
+
+    ``output`` names the model output holding the score (the head ``edgeconf ood`` appends); null means the
+    runtime computes ``score`` from the logits (only ``energy``). ``params``: the fitted arrays as a plain
+    ``.npz`` in the bundle (hashed in ``files``); ``calibration``: how the threshold was chosen.
+    """
+
+    threshold: float = entry(Float(), required=True)
+    score: str = entry(_NAME, "graph")
+    output: Optional[str] = entry(Optional_(_NAME), "ood")
+    feature: Optional[str] = entry(Optional_(_NAME), None, write_default=False)
+    params: Optional[str] = entry(Optional_(Path()), None, write_default=False)
+    calibration: Optional[Dict[str, Any]] = entry(Optional_(DictOf(Any_())), None, write_default=False)
+
+    def __post_init__(self) -> None:
+        if self.output is None and self.score not in OOD_SCORES:
+            raise ConfigError("ood score %r needs a model output ('output'); the runtime computes only %s"
+                              % (self.score, ", ".join(OOD_SCORES)))
+
+    def rule(self) -> OodRule:
+        return OodRule(self.threshold, self.score, self.output)
+
+    def to_json(self) -> dict:
+        return to_json(self)
 
 
 @dataclass
 class StageSpec:
     """One stage as the manifest describes it."""
 
-    name: str
-    model: str  # path relative to the bundle folder
-    score: str = "margin"
-    threshold: float = 0.5
-    temperature: float = 1.0
-    input: str = IMAGE
-    logits: str = "logits"
-    engine: Optional[str] = None  # TensorRT engine file, when one was built
-    cost: Optional[Dict[str, Any]] = None  # measured cost (e.g. {"ms": 0.05, "device": "..."})
-    #: out-of-distribution rule: {"score", "threshold", "output" (model output or null), "params" (a plain .npz
-    #: in the bundle, optional), "calibration" (how it was fitted)}; answers past the threshold are "unknown"
-    ood: Optional[Dict[str, Any]] = None
+    name: str = entry(_NAME)
+    model: str = entry(Path())  # path relative to the bundle folder
+    score: str = entry(Str(SCORES), "margin")
+    threshold: float = entry(Float(0.0, 1.0), 0.5, required=True)
+    temperature: float = entry(Float(gt=0.0), 1.0)
+    input: str = entry(_NAME, IMAGE)
+    logits: str = entry(_NAME, "logits")
+    engine: Optional[str] = entry(Optional_(Path()), None, write_default=False)  # TensorRT engine, when built
+    cost: Optional[Dict[str, Any]] = entry(Optional_(DictOf(Any_())), None, write_default=False)  # e.g. {"ms": 0.05}
+    # A remote stage (``backend`` set): ``model`` is then the model's name on the server, ``onnx`` (optional) the
+    # file it serves (for ``edgeconf triton-repo``); the rest tunes the deadline, retries and circuit breaker.
+    backend: Optional[str] = entry(Optional_(Str(REMOTE_BACKENDS)), None, write_default=False)
+    url: Optional[str] = entry(Optional_(Str(max_len=2048)), None, write_default=False)
+    version: Optional[str] = entry(Optional_(Str(max_len=64)), None, write_default=False)
+    onnx: Optional[str] = entry(Optional_(Path()), None, write_default=False)
+    deadline_ms: Optional[float] = entry(Optional_(Float(gt=0.0)), None, write_default=False)
+    retries: Optional[int] = entry(Optional_(Int(0, 10)), None, write_default=False)
+    breaker_failures: Optional[int] = entry(Optional_(Int(1, 1000)), None, write_default=False)
+    breaker_cooldown_s: Optional[float] = entry(Optional_(Float(gt=0.0)), None, write_default=False)
+    #: out-of-distribution rule: answers past it are "unknown" (``edgeconf ood`` fits it)
+    ood: Optional[OodSpec] = entry(Optional_(Struct(OodSpec)), None, write_default=False)
+
+    def __post_init__(self) -> None:
+        if self.backend is None:
+            stray = [k for k in REMOTE_KEYS if getattr(self, k) is not None]
+            if stray:
+                raise ConfigError("stage %s: %s only apply to remote stages; add \"backend\": \"triton\" or remove them"
+                                  % (self.name, ", ".join(repr(k) for k in stray)))
+            return
+        if self.url is None:
+            raise ConfigError("stage %s: a remote stage needs 'url' (grpc://HOST:8001 or http://HOST:8000)" % self.name)
+        if self.input != IMAGE:
+            raise ConfigError("stage %s: a remote stage takes the image as input, not %r" % (self.name, self.input))
+        from edgeconf.backends.triton import parse_url  # pure: imports no tritonclient
+
+        parse_url(self.url)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def local_file(self) -> Optional[str]:
+        """The stage's ONNX file in the bundle (a remote stage's may be absent)."""
+        return self.onnx if self.is_remote else self.model
+
+    @property
+    def remote(self) -> Dict[str, Any]:
+        """The remote stage's settings that are set (empty for a local stage)."""
+        return {k: getattr(self, k) for k in ("backend",) + REMOTE_KEYS if getattr(self, k) is not None}
 
     def to_json(self) -> dict:
-        d = {"name": self.name, "model": self.model, "score": self.score, "threshold": self.threshold,
-             "temperature": self.temperature, "input": self.input, "logits": self.logits}
-        if self.engine:
-            d["engine"] = self.engine
-        if self.cost is not None:
-            d["cost"] = self.cost
-        if self.ood is not None:
-            d["ood"] = self.ood
-        return d
-
-    def ood_rule(self) -> Optional[OodRule]:
-        if self.ood is None:
-            return None
-        return OodRule(float(self.ood["threshold"]), str(self.ood.get("score", "graph")), self.ood.get("output"))
-
-
-def parse_ood(value: Any, where: str) -> Optional[Dict[str, Any]]:
-    """Validate a stage's ``ood`` entry (plain JSON: numbers, names and a path; never code)."""
-    if value is None:
-        return None
-    where = where + " ood"
-    if not isinstance(value, dict):
-        raise BundleError("%s must be an object, got %s" % (where, type(value).__name__))
-    threshold = _need(value, "threshold", float, where)
-    if threshold != threshold:
-        raise BundleError("%s: threshold must be a number, got NaN" % where)
-    score = value.get("score", "graph")
-    output = value.get("output", "ood")
-    if not isinstance(score, str) or (output is not None and not isinstance(output, str)):
-        raise BundleError("%s: 'score' must be a string and 'output' a string or null" % where)
-    if output is None and score not in OOD_SCORES:
-        raise BundleError("%s: score %r needs a model output ('output'); the runtime computes only %s"
-                          % (where, score, ", ".join(OOD_SCORES)))
-    params = value.get("params")
-    if params is not None and not isinstance(params, str):
-        raise BundleError("%s: 'params' must be a path inside the bundle" % where)
-    return dict(value)
+        return to_json(self)
 
 
 @dataclass
 class MemoSettings:
-    enabled: bool = True
-    key: str = "dhash256"
-    radius: int = 0
-    capacity: int = 4096
+    """The memo cache a bundle asks for."""
+
+    enabled: bool = entry(Bool(), True)
+    key: str = entry(Str(("exact", "dhash64", "dhash256", "dhash1024")), "dhash256")
+    radius: int = entry(Int(0, 1023), 0)
+    capacity: int = entry(Int(1, MAX_MEMO_CAPACITY), 4096)
+
+    def __post_init__(self) -> None:
+        bits = parse_key_kind(self.key)
+        if self.radius and (bits == 0 or self.radius >= bits):
+            raise ConfigError("memo.radius %d needs a dHash key with more bits than that (key %r)" % (self.radius, self.key))
 
     def to_json(self) -> dict:
-        return {"enabled": self.enabled, "key": self.key, "radius": self.radius, "capacity": self.capacity}
+        return to_json(self)
 
     def build(self) -> Optional[MemoCache]:
         return MemoCache(self.capacity, self.key, self.radius) if self.enabled else None
 
 
 @dataclass
-class Manifest:
-    """The parsed, validated ``edgeconf.json``."""
+class FileEntry:
+    """What ``files`` records for each file of the bundle."""
 
-    stages: List[StageSpec]
-    labels: List[str]
-    preprocessing: Preprocessing
-    combine: str = "last"
-    memo: MemoSettings = field(default_factory=MemoSettings)
-    name: str = "bundle"
-    provenance: Dict[str, Any] = field(default_factory=dict)
-    files: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    sha256: str = entry(_SHA256)
+    bytes: Optional[int] = entry(Optional_(Int(0)), None, write_default=False)
+
+
+class _FileInfo(Struct):
+    """A ``files`` entry, kept as a plain dict (``{"sha256": …, "bytes": …}``)."""
+
+    def load(self, value: Any, where: str) -> Any:
+        return to_json(super().load(value, where))
+
+    def dump(self, value: Any) -> Any:
+        return dict(value)
+
+
+@dataclass
+class Manifest:
+    """The parsed, validated ``edgeconf.json``. Keys not declared here are kept, as plain JSON, in ``extra``."""
+
+    stages: List[StageSpec] = entry(ListOf(Struct(StageSpec), 1, 64))
+    labels: List[str] = entry(ListOf(_NAME, 1, 100_000))
+    preprocessing: Preprocessing = entry(Struct(Preprocessing))
+    combine: str = entry(Str(COMBINE_RULES), "last")
+    memo: MemoSettings = entry(Struct(MemoSettings), MemoSettings())
+    name: str = entry(_NAME, "bundle")
+    provenance: Dict[str, Any] = entry(DictOf(Any_()), {})
+    files: Dict[str, Dict[str, Any]] = entry(DictOf(_FileInfo(FileEntry), key=Path()), {})
     extra: Dict[str, Any] = field(default_factory=dict)
+    fused: Optional[FusedInfo] = entry(Optional_(Struct(FusedInfo)), None, write_default=False)  # edgeconf fuse
 
     def to_json(self) -> dict:
-        d = {"format": FORMAT, "schema": SCHEMA_VERSION, "name": self.name, "labels": list(self.labels),
-             "preprocessing": self.preprocessing.to_json(), "combine": self.combine,
-             "stages": [s.to_json() for s in self.stages], "memo": self.memo.to_json(),
-             "provenance": self.provenance, "files": self.files}
+        d = {"format": FORMAT, "schema": SCHEMA_VERSION}
+        d.update(to_json(self))
         d.update(self.extra)
         return d
 
 
-def _need(obj: dict, key: str, kind: Any, where: str) -> Any:
-    if key not in obj:
-        raise BundleError("%s: missing key %r" % (where, key))
-    value = obj[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        name = getattr(kind, "__name__", str(kind))
-        raise BundleError("%s: %r must be %s, got %s" % (where, key, name, type(value).__name__))
-    return value
-
-
 def parse_manifest(data: Any) -> Manifest:
-    """Validate a manifest's JSON value and return it as a :class:`Manifest`."""
+    """Validate a manifest's JSON value and return it as a :class:`Manifest`.
+
+    Every value is checked against its declaration; every failure is a :class:`BundleError` whose one-line
+    message names the key (``edgeconf.json: stages[1].temperature must be a finite number > 0, got inf``).
+    """
     if not isinstance(data, dict):
-        raise BundleError("%s must hold a JSON object" % MANIFEST)
+        raise BundleError("%s must hold a JSON object, got %s" % (MANIFEST, show(data)))
     if data.get("format") != FORMAT:
-        raise BundleError("%s: 'format' must be %r, got %r" % (MANIFEST, FORMAT, data.get("format")))
+        raise BundleError("%s: 'format' must be %r, got %s; is it a bundle manifest?" % (MANIFEST, FORMAT, show(data.get("format"))))
     schema = data.get("schema")
-    if schema != SCHEMA_VERSION:
-        raise BundleError("%s: schema version %r is not supported (this edgeconf reads version %d); "
-                          "re-export the bundle or upgrade edgeconf" % (MANIFEST, schema, SCHEMA_VERSION))
-    labels = _need(data, "labels", list, MANIFEST)
-    if not labels or not all(isinstance(x, str) for x in labels):
-        raise BundleError("%s: 'labels' must be a non-empty list of strings" % MANIFEST)
-    pre = Preprocessing.from_json(_need(data, "preprocessing", dict, MANIFEST))
-    combine = data.get("combine", "last")
-    if combine not in COMBINE_RULES:
-        raise BundleError("%s: combine rule %r is unknown; use one of %s" % (MANIFEST, combine, ", ".join(COMBINE_RULES)))
-    raw_stages = _need(data, "stages", list, MANIFEST)
-    if not raw_stages:
-        raise BundleError("%s: 'stages' is empty; a bundle needs at least one stage" % MANIFEST)
-    stages = []
-    for i, st in enumerate(raw_stages):
-        where = "%s stage %d" % (MANIFEST, i)
-        if not isinstance(st, dict):
-            raise BundleError("%s must be an object" % where)
-        spec = StageSpec(
-            name=st.get("name", "stage%d" % (i + 1)),
-            model=_need(st, "model", str, where),
-            score=st.get("score", "margin"),
-            threshold=_need(st, "threshold", float, where),
-            temperature=float(st.get("temperature", 1.0)) if isinstance(st.get("temperature", 1.0), (int, float)) else st.get("temperature"),
-            input=st.get("input", IMAGE),
-            logits=st.get("logits", "logits"),
-            engine=st.get("engine"),
-            cost=st.get("cost"),
-            ood=parse_ood(st.get("ood"), where),
-        )
-        if spec.score not in SCORES:
-            raise BundleError("%s: unknown score %r; use one of %s" % (where, spec.score, ", ".join(SCORES)))
-        if not 0.0 <= spec.threshold <= 1.0:
-            raise BundleError("%s: threshold %r is outside [0, 1]" % (where, spec.threshold))
-        if not isinstance(spec.temperature, float) or not spec.temperature > 0:
-            raise BundleError("%s: temperature must be a number > 0, got %r" % (where, spec.temperature))
-        if i == 0 and spec.input != IMAGE:
-            raise BundleError("%s: the first stage must take 'image' as input" % where)
-        stages.append(spec)
-    memo_raw = data.get("memo", {})
-    if not isinstance(memo_raw, dict):
-        raise BundleError("%s: 'memo' must be an object" % MANIFEST)
-    memo = MemoSettings(bool(memo_raw.get("enabled", True)), str(memo_raw.get("key", "dhash256")),
-                        int(memo_raw.get("radius", 0)), int(memo_raw.get("capacity", 4096)))
-    try:
-        MemoCache(memo.capacity, memo.key, memo.radius)  # validates the settings
-        parse_key_kind(memo.key)
-    except Exception as exc:
-        raise BundleError("%s: invalid memo settings: %s" % (MANIFEST, exc)) from None
-    files = data.get("files", {})
-    if not isinstance(files, dict):
-        raise BundleError("%s: 'files' must be an object" % MANIFEST)
-    known = {"format", "schema", "name", "labels", "preprocessing", "combine", "stages", "memo", "provenance", "files"}
-    extra = {k: v for k, v in data.items() if k not in known}
-    return Manifest(stages, list(labels), pre, combine, memo, str(data.get("name", "bundle")),
-                    dict(data.get("provenance", {})), dict(files), extra)
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        raise BundleError("%s: schema version %s is not supported (this edgeconf reads version %d); "
+                          "re-export the bundle or upgrade edgeconf" % (MANIFEST, show(schema), SCHEMA_VERSION))
+    body = {k: v for k, v in data.items() if k not in ("format", "schema")}
+    stages = body.get("stages")
+    if isinstance(stages, list):  # a stage's name defaults to its position
+        body["stages"] = [dict({"name": "stage%d" % (i + 1)}, **st) if isinstance(st, dict) else st
+                          for i, st in enumerate(stages)]
+    extra: Dict[str, Any] = {}
+    manifest = from_json(Manifest, body, "", _ManifestError, extra=extra)
+    manifest.extra = extra
+    if manifest.stages[0].input != IMAGE:
+        raise BundleError("%s: stages[0].input must be %r: the first stage takes the image" % (MANIFEST, IMAGE))
+    if manifest.stages[0].is_remote:
+        raise BundleError("%s: stages[0] must run locally (a remote stage falls back on a local answer)" % MANIFEST)
+    names = [s.name for s in manifest.stages]
+    if len(set(names)) != len(names):
+        raise BundleError("%s: stage names must be unique, got %s" % (MANIFEST, ", ".join(names)))
+    return manifest
+
+
+class _ManifestError(BundleError):
+    """A declared check failed; the message gets the manifest's name in front."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("%s: %s" % (MANIFEST, message.lstrip(".")))
 
 
 def _inside(folder: str, rel: str, what: str) -> str:
@@ -213,11 +252,7 @@ def read_manifest(folder: str, verify: bool = True) -> Manifest:
     path = os.path.join(folder, MANIFEST)
     if not os.path.isfile(path):
         raise BundleError("%s has no %s; is it a bundle folder?" % (folder, MANIFEST))
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            data = json.load(f)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError("%s is not valid JSON: %s" % (path, exc)) from None
+    data = read_json(path, path, BundleError, MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH)
     manifest = parse_manifest(data)
     if verify:
         verify_files(folder, manifest)
@@ -225,9 +260,15 @@ def read_manifest(folder: str, verify: bool = True) -> Manifest:
 
 
 def verify_files(folder: str, manifest: Manifest) -> None:
-    """Every stage file must be listed in ``files``, inside the folder, present, and match its sha256."""
-    needed = [s.model for s in manifest.stages] + [s.engine for s in manifest.stages if s.engine]
-    needed += [s.ood["params"] for s in manifest.stages if s.ood and s.ood.get("params")]
+    """Every file a stage loads is listed in ``files``, inside the folder, present and matches its sha256.
+
+    That includes the external-data files of ONNX models (weights stored beside the graph): a model that
+    refers to a file the manifest does not list is refused, since its bytes would load unchecked.
+    """
+    needed = [s.local_file for s in manifest.stages if s.local_file] + [s.engine for s in manifest.stages if s.engine]
+    needed += [s.ood.params for s in manifest.stages if s.ood is not None and s.ood.params]
+    if manifest.fused is not None:
+        needed.append(manifest.fused.model)
     for rel in needed:
         if rel not in manifest.files:
             raise BundleError("%s names %r but 'files' has no sha256 for it" % (MANIFEST, rel))
@@ -235,72 +276,176 @@ def verify_files(folder: str, manifest: Manifest) -> None:
         full = _inside(folder, rel, "file")
         if not os.path.isfile(full):
             raise BundleError("bundle file %s is missing" % full)
-        want = info.get("sha256") if isinstance(info, dict) else None
-        if not isinstance(want, str):
-            raise BundleError("%s: files[%r] needs a 'sha256' string" % (MANIFEST, rel))
+        size = info.get("bytes")
+        if size is not None and os.path.getsize(full) != size:
+            raise BundleError("bundle file %s has %d bytes but the manifest says %d; the file was changed or "
+                              "truncated — re-export the bundle" % (rel, os.path.getsize(full), size))
+        want = info["sha256"]
         got = sha256_file(full)
         if got != want:
             raise BundleError("bundle file %s has sha256 %s but the manifest says %s; the file was changed or "
                               "corrupted — re-export the bundle" % (rel, got[:16], want[:16]))
+    for spec in manifest.stages:
+        if not spec.local_file:
+            continue
+        for rel in external_data_of(folder, spec.local_file):
+            if rel not in manifest.files:
+                raise BundleError("stage %s: model %s keeps weights in %s, which 'files' does not list, so its bytes "
+                                  "cannot be checked; re-export the bundle (save_bundle lists external data)"
+                                  % (spec.name, spec.model, rel))
+
+
+def external_data_of(folder: str, model: str) -> List[str]:
+    """Bundle-relative paths of the external-data files an ONNX model in ``folder`` refers to."""
+    full = _inside(folder, model, "model")
+    base = os.path.dirname(model)
+    out = []
+    for location in external_data_locations(full):
+        rel = os.path.normpath(os.path.join(base, location)).replace(os.sep, "/")
+        load_value(Path(), rel, "model %s: external data location" % model, BundleError)
+        _inside(folder, rel, "external data")
+        if rel not in out:
+            out.append(rel)
+    return out
+
+
+def external_data_locations(model_path: str) -> List[str]:
+    """The ``location`` of every tensor an ONNX file keeps outside itself (subgraphs included), in order.
+
+    Read from the protobuf bytes (``edgeconf.backends.onnx_file``); a file that is not ONNX raises
+    :class:`~edgeconf.errors.ModelLoadError`.
+    """
+    return read_onnx_facts(model_path).external
 
 
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
-                threads: Optional[int] = None, memo: Optional[bool] = None, ood: bool = True) -> Cascade:
+                threads: Optional[int] = None, memo: Optional[bool] = None, form: str = "auto",
+                ood: bool = True) -> Cascade:
     """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
 
-    Stages with an ``ood`` rule answer ``unknown`` for inputs past its threshold; ``ood=False`` ignores the rules
-    (every answer is a class, as before they were fitted).
+    Stages with an ``ood`` rule answer "unknown" for inputs past its threshold; ``ood=False`` ignores the rules.
 
     ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
     ``"auto"`` uses an engine only where TensorRT is importable and the engine matches this device.
+    ``form``: ``"staged"`` (one runtime call per stage), ``"fused"`` (the bundle's fused graph, written by
+    ``edgeconf fuse``: one call per request; a :class:`~edgeconf.fused.FusedCascade`) or ``"auto"``
+    (:func:`edgeconf.fused.choose_form`: fused only on a GPU execution provider); the cascade's ``form``
+    and ``form_reason`` say which was chosen and why.
     """
     from edgeconf.backends import prepare
     from edgeconf.backends.tensorrt import stage_model_path  # pure: imports no TensorRT
+    from edgeconf.fused import FusedCascade, choose_form, runtime_model
 
     manifest = read_manifest(folder, verify=True)
+    chosen, why = choose_form(form, manifest, backend, providers)
     stages = []
+    fused_runner = None
     try:
         for spec in manifest.stages:
-            path, stage_backend = stage_model_path(spec, backend, folder)
-            runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
+            if spec.is_remote:
+                runner, sha = _prepare_remote(spec, manifest)
+            else:
+                path, stage_backend = stage_model_path(spec, backend, folder)
+                runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
+                sha = manifest.files[spec.model]["sha256"]
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
-                                spec.logits, manifest.files[spec.model]["sha256"], graph_head(runner),
-                                spec.ood_rule() if ood else None))
+                                spec.logits, sha, graph_head(runner),
+                                spec.ood.rule() if ood and spec.ood is not None else None))
+            problem = stage_problem(manifest.preprocessing, getattr(runner, "metadata", None) or {})
+            if problem:
+                raise BundleError("%s: stage %s (%s) does not fit the bundle's preprocessing: %s"
+                                  % (folder, spec.name, spec.model, problem))
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
-        cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache, manifest.name)
+        if chosen == "fused":
+            path = _inside(folder, manifest.fused.model, "fused graph")  # type: ignore[union-attr]
+            fused_runner = prepare(runtime_model(path), backend="onnxruntime", providers=providers,
+                                   threads=threads)
+        try:
+            if fused_runner is not None:
+                cascade: Cascade = FusedCascade(stages, fused_runner, manifest.combine, manifest.labels,
+                                                manifest.preprocessing, cache, manifest.name)
+            else:
+                cascade = Cascade(stages, manifest.combine, manifest.labels, manifest.preprocessing, cache,
+                                  manifest.name)
+        except ConfigError as exc:  # labels vs class counts, preprocessing vs the first model's input
+            raise BundleError("bundle %s: %s" % (folder, exc)) from None
     except Exception:
         for st in stages:
             st.runner.close()
+        if fused_runner is not None:
+            fused_runner.close()
         raise
+    cascade.form_reason = why  # type: ignore[attr-defined]
     cascade.manifest = manifest  # type: ignore[attr-defined]
     cascade.folder = folder  # type: ignore[attr-defined]
     return cascade
+
+
+def write_manifest(folder: str, manifest: Manifest) -> None:
+    """Validate ``manifest`` and every file it lists, then write it as the folder's ``edgeconf.json`` atomically."""
+    from edgeconf.atomic import write_text
+
+    parse_manifest(manifest.to_json())  # never write a manifest we would refuse to read
+    verify_files(folder, manifest)
+    write_text(os.path.join(folder, MANIFEST), json.dumps(manifest.to_json(), indent=2) + "\n")
+
+
+def _prepare_remote(spec: StageSpec, manifest: Manifest) -> Any:
+    """Connect a remote stage and check the served model against the stage; (runner, fingerprint id)."""
+    from edgeconf.backends import prepare
+    from edgeconf.backends.triton import Expectation, remote_settings
+
+    remote = spec.remote
+    pre = manifest.preprocessing
+    expect = Expectation(tuple(pre.input_shape), pre.dtype, len(manifest.labels), spec.logits)
+    runner = prepare("", backend=remote["backend"], url=remote["url"], model=spec.model,
+                     version=remote.get("version", ""), settings=remote_settings(remote, "stage %s" % spec.name),
+                     expect=expect)
+    onnx = remote.get("onnx")
+    sha = manifest.files[onnx]["sha256"] if onnx else "%s:%s/%s/%s" % (remote["backend"], remote["url"], spec.model,
+                                                                        remote.get("version", ""))
+    return runner, sha
 
 
 def save_bundle(folder: str, stages: Sequence[StageSpec], model_files: Dict[str, str], labels: Sequence[str],
                 preprocessing: Preprocessing, combine: str = "last", memo: Optional[MemoSettings] = None,
                 name: str = "bundle", provenance: Optional[Dict[str, Any]] = None,
                 extra: Optional[Dict[str, Any]] = None) -> Manifest:
-    """Write a bundle: copy ``model_files`` (bundle-relative name → source path) and the manifest."""
-    os.makedirs(folder, exist_ok=True)
+    """Write a bundle: copy ``model_files`` (bundle-relative name → source path) and the manifest.
+
+    A stage model that keeps weights in external-data files brings them along: each is copied beside the
+    model, at the location the model names, and listed (with its sha256) like every other file.
+    """
+    copies = dict(model_files)
+    for spec in stages:
+        model = spec.local_file
+        src = model_files.get(model) if model else None
+        if src is None:
+            continue
+        for location in external_data_locations(src):
+            rel = os.path.normpath(os.path.join(os.path.dirname(model), location)).replace(os.sep, "/")
+            load_value(Path(), rel, "model %s: external data location" % model, BundleError)
+            copies.setdefault(rel, os.path.join(os.path.dirname(os.path.abspath(src)), location))
     files: Dict[str, Dict[str, Any]] = {}
-    for rel, src in model_files.items():
-        dst = _inside(folder, rel, "file")
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        if os.path.realpath(src) != dst:
-            shutil.copyfile(src, dst)
-        files[rel] = {"sha256": sha256_file(dst), "bytes": os.path.getsize(dst)}
+    try:
+        os.makedirs(folder, exist_ok=True)
+        for rel, src in copies.items():
+            dst = _inside(folder, rel, "file")
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if os.path.realpath(src) != dst:
+                if not os.path.isfile(src):
+                    raise BundleError("cannot add %s to the bundle: %s does not exist" % (rel, src))
+                shutil.copyfile(src, dst)
+            files[rel] = {"sha256": sha256_file(dst), "bytes": os.path.getsize(dst)}
+    except OSError as exc:
+        raise OutputError(describe_os_error(folder, exc, "write the bundle in")) from None
     prov = {"tool": "edgeconf %s" % __version__,
             "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()}
     prov.update(provenance or {})
     manifest = Manifest(list(stages), list(labels), preprocessing, combine, memo or MemoSettings(), name, prov, files,
                         dict(extra or {}))
-    parse_manifest(manifest.to_json())  # never write a manifest we would refuse to read
-    verify_files(folder, manifest)
-    tmp = os.path.join(folder, MANIFEST + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest.to_json(), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, os.path.join(folder, MANIFEST))
-    return manifest
+    checked = parse_manifest(manifest.to_json())  # never write a manifest we would refuse to read
+    verify_files(folder, checked)
+    write_text(os.path.join(folder, MANIFEST), json.dumps(checked.to_json(), indent=2) + "\n")
+    return checked

@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeconf.backends.base import Runner, validate_input
 from edgeconf.confidence import OOD_SCORES, SCORES, energy, score, softmax
-from edgeconf.errors import ConfigError, InputValidationError
+from edgeconf.errors import ConfigError, InputValidationError, RemoteStageError
 
 if TYPE_CHECKING:
     from edgeconf.memo import MemoCache
@@ -144,6 +144,9 @@ class CascadeResult:
     stages_run: int
     label: Optional[str] = None
     memo_hit: bool = False
+    #: why a remote stage gave no answer (``timeout``, ``unavailable``, ``error``, ``circuit_open``): the answer
+    #: is then the last local stage's; None when no remote stage failed
+    remote_failure: Optional[str] = None
     #: the input is no class the model knows: ``class_id`` is ``UNKNOWN`` and ``label`` is ``"unknown"``
     unknown: bool = False
     ood_score: Optional[float] = None  # OOD score of the last stage with an OOD rule that ran on this input
@@ -153,10 +156,13 @@ class CascadeResult:
         return float(sum(self.stage_seconds))
 
     def to_json(self) -> dict:
-        return {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
-                "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
-                "unknown": self.unknown, "ood": None if self.ood_score is None else round(float(self.ood_score), 6),
-                "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
+        d = {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
+             "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
+             "unknown": self.unknown, "ood": None if self.ood_score is None else round(float(self.ood_score), 6),
+             "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
+        if self.remote_failure is not None:
+            d["remote_failure"] = self.remote_failure
+        return d
 
 
 @dataclass
@@ -171,6 +177,7 @@ class BatchResult:
     stage_seconds: List[float]  # wall time of each stage invocation over its sub-batch
     stage_counts: List[int]  # inputs each stage saw
     stage_spans: List[Tuple[float, float]]  # perf_counter (start, end) of each invocation, for energy attribution
+    remote_failures: Dict[int, str] = field(default_factory=dict)  # input index -> reason its remote stage failed
     unknown: Optional[np.ndarray] = None  # bool per input: answered unknown (class_ids holds UNKNOWN there)
     ood: Optional[np.ndarray] = None  # OOD score of the last stage with an OOD rule that ran (NaN: none did)
 
@@ -184,7 +191,8 @@ class BatchResult:
         unknown = bool(self.unknown[i]) if self.unknown is not None else False
         ood = float(self.ood[i]) if self.ood is not None and np.isfinite(self.ood[i]) else None
         return CascadeResult(cid, float(self.confidence[i]), int(self.stage[i]), self.probs[i], secs, n,
-                             label=label_of(cid, labels), unknown=unknown, ood_score=ood)
+                             label=label_of(cid, labels), unknown=unknown, ood_score=ood,
+                             remote_failure=self.remote_failures.get(i))
 
 
 def label_of(class_id: int, labels: Optional[Sequence[str]]) -> Optional[str]:
@@ -203,6 +211,13 @@ class CascadeCounters:
     calls: List[int] = field(default_factory=list)  # inputs each stage ran on
     stage_seconds: List[float] = field(default_factory=list)
     unknown: int = 0  # answers that were unknown (no class)
+    remote_inputs: int = 0  # inputs sent to remote stages
+    remote_failures: int = 0  # of those, answered by the last local stage instead (reasons in remote_reasons)
+    remote_reasons: Dict[str, int] = field(default_factory=dict)
+
+    def remote_failed(self, n: int, reason: str) -> None:
+        self.remote_failures += n
+        self.remote_reasons[reason] = self.remote_reasons.get(reason, 0) + n
 
     @property
     def escalation_rate(self) -> Optional[float]:
@@ -214,7 +229,8 @@ class CascadeCounters:
     def to_json(self) -> dict:
         return {"inputs": self.inputs, "exits": list(self.exits), "calls": list(self.calls),
                 "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate,
-                "unknown": self.unknown}
+                "unknown": self.unknown, "remote_inputs": self.remote_inputs, "remote_failures": self.remote_failures,
+                "remote_reasons": dict(self.remote_reasons)}
 
 
 class Cascade:
@@ -223,6 +239,11 @@ class Cascade:
     ``run_batch`` takes model-ready arrays; ``classify`` takes raw images and goes through
     preprocessing and the memo cache.
     """
+
+    #: ``"staged"``: one runtime call per stage; :class:`edgeconf.fused.FusedCascade` says ``"fused"``.
+    form = "staged"
+    #: why ``load_bundle`` chose this form (empty for a cascade built by hand)
+    form_reason = ""
 
     def __init__(self, stages: Sequence[Stage], combine: str = "last", labels: Optional[Sequence[str]] = None,
                  preprocessing: Optional["Preprocessing"] = None, memo: Optional["MemoCache"] = None,
@@ -251,6 +272,11 @@ class Cascade:
                 raise ConfigError("stage %s: a cascade stage needs a model with exactly one input, this one has %d"
                                   % (st.name, len(st.runner.inputs)))
             self._input_names.append(st.runner.inputs[0].name)
+        self.classes = _check_class_counts(self.stages, self.labels)
+        if preprocessing is not None:
+            for st in self.stages:
+                if st.input == IMAGE:
+                    _check_input_shape(st, preprocessing)
         self._fingerprint_key: Any = None
         self._fingerprint = ""
 
@@ -324,9 +350,10 @@ class Cascade:
             self.energy_hook(k, t0, t1)
         first = names[0]
         value = out.get(first)
-        if value is None or value.ndim != 2 or value.shape[0] != feed.shape[0]:
-            raise InputValidationError("stage %s output %r has shape %s; expected (%d, classes)"
-                                       % (st.name, first, getattr(value, "shape", None), feed.shape[0]))
+        if value is None or value.ndim != 2 or value.shape[0] != feed.shape[0] \
+                or (self.classes and value.shape[1] != self.classes):
+            raise InputValidationError("stage %s output %r has shape %s; expected (%d, %s)" % (
+                st.name, first, getattr(value, "shape", None), feed.shape[0], self.classes or "classes"))
         return out, t0, t1
 
     def run_batch(self, x: np.ndarray) -> BatchResult:
@@ -349,8 +376,23 @@ class Cascade:
         spans: List[Tuple[float, float]] = []
         active = np.arange(n)
         feed = x
+        failed: Dict[int, str] = {}
         for k, st in enumerate(self.stages):
-            out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            if st.runner.remote:
+                self.counters.remote_inputs += int(active.size)
+            t_try = time.perf_counter()
+            try:
+                out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            except RemoteStageError as exc:  # keep the answers held so far (the last local stage's)
+                if k == 0:
+                    raise
+                t1 = time.perf_counter()
+                seconds.append(t1 - t_try)
+                counts.append(int(active.size))
+                spans.append((t_try, t1))
+                failed = {int(i): exc.reason for i in active}
+                self.counters.remote_failed(len(failed), exc.reason)
+                break
             seconds.append(t1 - t0)
             counts.append(int(active.size))
             spans.append((t0, t1))
@@ -393,7 +435,7 @@ class Cascade:
             c.stage_seconds[k] += seconds[k]
         c.unknown += int(unknown.sum())
         return BatchResult(class_ids, conf, stage_of, stages_run, probs if probs is not None else np.zeros((n, 0)),
-                           seconds, counts, spans, unknown, ood)
+                           seconds, counts, spans, failed, unknown, ood)
 
     def run(self, x: np.ndarray) -> CascadeResult:
         """Run one model-ready input (no batch axis). A lean path of ``run_batch`` for batch 1."""
@@ -406,8 +448,22 @@ class Cascade:
         unknown = False
         seconds: List[float] = []
         last = len(self.stages) - 1
+        failure: Optional[str] = None
         for k, st in enumerate(self.stages):
-            out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            if st.runner.remote:
+                self.counters.remote_inputs += 1
+            t_try = time.perf_counter()
+            try:
+                out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+            except RemoteStageError as exc:  # keep the answer held so far (the last local stage's)
+                if k == 0:
+                    raise
+                failure = exc.reason
+                self.counters.remote_failed(1, failure)
+                waited = time.perf_counter() - t_try
+                self.counters.calls[k] += 1
+                self.counters.stage_seconds[k] += waited
+                break
             seconds.append(t1 - t0)
             p, cs = st.answer(out)
             c = float(cs[0])
@@ -431,7 +487,7 @@ class Cascade:
         cid = UNKNOWN if unknown else int(best_p.argmax())
         counters.unknown += int(unknown)
         return CascadeResult(cid, best_c, best_k, best_p, tuple(seconds), len(seconds), label_of(cid, self.labels),
-                             unknown=unknown, ood_score=last_ood)
+                             unknown=unknown, ood_score=last_ood, remote_failure=failure)
 
     def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
         """Raw images → answers, through preprocessing and the memo cache (when set)."""
@@ -445,7 +501,11 @@ class Cascade:
             batch = self.run_batch(self.preprocessing.batch(images))
             return [batch.item(j, self.labels) for j in range(len(images))]
         fp = self.fingerprint()
-        found = self.memo.lookup_batch(images, fp)
+        try:
+            found = self.memo.lookup_batch(images, fp)
+        except Exception:
+            _check_images(images)  # a bad image gets a one-line InputValidationError, not the hash's error
+            raise
         results: List[Optional[CascadeResult]] = [None] * len(images)
         for i, hit in found.hits.items():
             results[i] = _as_memo_hit(hit)
@@ -454,7 +514,8 @@ class Cascade:
             for j, i in enumerate(found.misses):
                 res = batch.item(j, self.labels)
                 results[i] = res
-                self.memo.put(found.keys[i], fp, res)
+                if res.remote_failure is None:  # a fallback answer is never remembered
+                    self.memo.put(found.keys[i], fp, res)
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         return [r for r in results if r is not None]
@@ -466,12 +527,17 @@ class Cascade:
         if self.memo is None:
             return self.run(self.preprocessing(image))
         fp = self.fingerprint()
-        key = self.memo.key(image)
+        try:
+            key = self.memo.key(image)
+        except Exception:
+            _check_images([image], single=True)
+            raise
         hit = self.memo.get(key, fp)
         if hit is not None:
             return _as_memo_hit(hit)
         res = self.run(self.preprocessing(image))
-        self.memo.put(key, fp, res)
+        if res.remote_failure is None:  # a fallback answer is never remembered
+            self.memo.put(key, fp, res)
         return res
 
     def close(self) -> None:
@@ -485,7 +551,55 @@ class Cascade:
         self.close()
 
 
+def _static_classes(stage: Stage) -> Optional[int]:
+    """The class count a stage's logits output declares, or None when that axis is dynamic."""
+    shape = stage.runner.output(stage.logits).shape
+    n = shape[-1] if shape else None
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def _check_class_counts(stages: Sequence[Stage], labels: Optional[Sequence[str]]) -> int:
+    """Every stage must answer over the same classes, as many as there are labels; returns that count (0: unknown)."""
+    counts = [(st.name, _static_classes(st)) for st in stages]
+    known = [(name, n) for name, n in counts if n is not None]
+    if labels:
+        for name, n in known:
+            if n != len(labels):
+                raise ConfigError("stage %s answers over %d classes but there are %d labels; give one label per class"
+                                  % (name, n, len(labels)))
+        return len(labels)
+    if len({n for _, n in known}) > 1:
+        raise ConfigError("the stages answer over different numbers of classes (%s); every stage must have the same "
+                          "classes" % ", ".join("%s: %d" % (name, n) for name, n in known))
+    return known[0][1] if known else 0
+
+
+def _check_input_shape(stage: Stage, preprocessing: "Preprocessing") -> None:
+    """The preprocessing must make what the first stage takes (where the model fixes the size)."""
+    spec = stage.runner.inputs[0]
+    want = tuple(spec.shape[1:])
+    made = preprocessing.input_shape
+    if len(want) != len(made) or any(isinstance(w, int) and w > 0 and w != m for w, m in zip(want, made)):
+        shown = "x".join(str(w) if isinstance(w, int) else "?" for w in want)
+        problem = preprocessing.model_input_problem(want) or ""
+        hint = problem[problem.index("; set"):] if "; set" in problem else \
+            "; fix the bundle's preprocessing (size, channels, layout)"
+        raise ConfigError("preprocessing makes inputs of shape %s (%s) but stage %s takes %s%s"
+                          % ("x".join(map(str, made)), preprocessing.layout, stage.name, shown, hint))
+    if spec.dtype != preprocessing.dtype:
+        raise ConfigError("preprocessing makes %s inputs but stage %s takes %s; set preprocessing.dtype to %r"
+                          % (preprocessing.dtype, stage.name, spec.dtype, spec.dtype))
+
+
 def _as_memo_hit(res: CascadeResult) -> CascadeResult:
     """A stored answer served again: an unknown one stays unknown (the memo never turns it into a class)."""
     return CascadeResult(res.class_id, res.confidence, res.stage, res.probs, (), 0, res.label, memo_hit=True,
                          unknown=res.unknown, ood_score=res.ood_score)
+
+
+def _check_images(images: Sequence[Any], single: bool = False) -> None:
+    """Raise the one-line :class:`InputValidationError` for the first bad raw image (called only on failure)."""
+    from edgeconf.preprocess import check_image
+
+    for i, img in enumerate(images):
+        check_image(img, None if single else i)

@@ -8,6 +8,8 @@ verb whose optional extra is missing says what to install when it is run.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
@@ -16,11 +18,12 @@ import click
 from edgeconf import __version__
 from edgeconf.devices.errors import DeviceError
 from edgeconf.errors import EdgeconfError, MissingDependencyError
+from edgeconf.lazy import INSTALL_HINTS, install_hint
 
 #: verb -> (module, attribute, one-line help, extra that provides it)
 COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
     "inspect": ("edgeconf.commands.inspect", "inspect_cmd", "Show what an ONNX model, a bundle or an engine carries.", ""),
-    "classify": ("edgeconf.commands.classify", "classify_cmd", "Classify images, folders or .npy/.npz arrays with a bundle.", ""),
+    "classify": ("edgeconf.commands.classify", "classify_cmd", "Classify images, folders, arrays or labelled data sets with a bundle (accuracy when labelled).", ""),
     "devices": ("edgeconf.commands.devices", "devices_cmd", "Show the board, its profile, power sensors and live readings.", ""),
     "run": ("edgeconf.live.cli", "run_cmd", "Run a bundle on a camera, stream, video or image folder.", ""),
     "demo": ("edgeconf.live.cli", "demo_cmd", "Run the shipped bundle on the built-in synthetic scene.", ""),
@@ -29,6 +32,8 @@ COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
     "retune": ("edgeconf.export.cli", "retune_cmd", "Change the threshold or temperature stored in an exported model.", ""),
     "pair": ("edgeconf.export.cli", "pair_cmd", "Rank pairs of models by complementarity and cascade accuracy/cost.", ""),
     "cascade": ("edgeconf.export.cli", "cascade_cmd", "Build a cascade bundle from models, data and a threshold policy.", ""),
+    "fuse": ("edgeconf.export.fuse_cli", "fuse_cmd", "Write a bundle's cascade as one ONNX graph (fused.onnx) into the bundle.", ""),
+    "triton-repo": ("edgeconf.export.triton_repo", "triton_repo_cmd", "Write a Triton model repository for a bundle's server-side stages.", ""),
     "ood": ("edgeconf.export.ood_cli", "ood_cmd", "Fit an out-of-distribution score: inputs that are no class answer 'unknown'.", ""),
     "engine": ("edgeconf.export.engine_cli", "engine_cmd", "Build, check or strip TensorRT engines for a model or bundle.", "tensorrt"),
     "gui": ("edgeconf.gui.cli", "gui_cmd", "Open the Qt operator window (camera, confidence, tracker, power).", "gui"),
@@ -79,13 +84,37 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
 
+def configure_logging(verbose: int, quiet: int) -> int:
+    """``-v``/``-q`` → the ``logging`` level of edgeconf's loggers (WARNING by default, on stderr); returns it.
+
+    OpenCV's own messages (a stream that cannot be opened prints a warning per attempt) are shown only
+    with ``-v``: edgeconf reports what failed in its own one-line error.
+    """
+    level = min(logging.CRITICAL, max(logging.DEBUG, logging.WARNING + 10 * (quiet - verbose)))
+    root = logging.getLogger("edgeconf")
+    root.setLevel(level)
+    if not any(getattr(h, "_edgeconf", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("edgeconf: %(levelname)s: %(message)s"))
+        handler._edgeconf = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "INFO" if level <= logging.DEBUG else "WARNING" if verbose else "ERROR")
+    # FFmpeg's own lines ("[tcp @ 0x…] Failed to resolve hostname"): AV_LOG_QUIET (-8) unless -v, AV_LOG_WARNING (24)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "24" if verbose else "-8")
+    return level
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeconf")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True, help="More log messages on stderr (-v info, -vv debug).")
+@click.option("-q", "--quiet", count=True, help="Fewer log messages (-q errors only, -qq none).")
+def cli(verbose: int, quiet: int) -> None:
     """edgeconf: confidence-aware classifier cascades with a memo cache, for NVIDIA Jetson boards.
 
-    Run 'edgeconf COMMAND --help' for a command's options.
+    Run 'edgeconf COMMAND --help' for a command's options. Every command that prints a result takes --json
+    (the result as JSON on stdout); files are written by --out/--report (atomically).
     """
+    configure_logging(verbose, quiet)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -106,4 +135,10 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except ModuleNotFoundError as exc:  # an optional dependency imported directly (cv2, onnxruntime, ...)
+        top = (exc.name or "").split(".")[0]
+        if top not in INSTALL_HINTS:
+            raise
+        click.echo("edgeconf: error: %s is not installed; %s" % (top, install_hint(top)), err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -40,3 +40,19 @@ class SourceError(EdgeconfError):
 
 class OutputError(EdgeconfError):
     """An output file or folder cannot be written (permissions, read-only or full file system, a folder in the way)."""
+
+
+class PreprocessingError(BundleError, ConfigError):
+    """A preprocessing description is invalid (in a bundle manifest, in model metadata or given as an option)."""
+
+
+class RemoteStageError(EdgeconfError):
+    """A remote stage gave no answer: the server was slow (deadline), down, answered an error, or its circuit
+    breaker is open. The cascade catches it and keeps the last local stage's answer, marked as a remote failure.
+
+    ``reason`` is one of ``timeout``, ``unavailable``, ``error``, ``circuit_open``.
+    """
+
+    def __init__(self, message: str, reason: str = "error") -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,107 +1,293 @@
-"""Image preprocessing described by data, so a bundle carries it: size, channels, scale, mean/std, layout."""
+"""The preprocessing contract: how a raw uint8 image becomes one model input, described by data.
+
+A bundle and every exported model carry it (``edgeconf.preprocessing``), so the runtime prepares images the
+way the model was trained. Raw images are H×W grey or H×W×3 **RGB** uint8. Per image, in this order:
+
+1. channels: RGB → grey (ITU-R BT.601 luma) for ``channels: 1``; grey → three equal channels for ``3``;
+   ``color: bgr`` then reverses the channel order;
+2. ``resize`` to ``size`` [height, width]: ``stretch`` (ignore the aspect ratio), ``letterbox`` (fit inside,
+   pad with 0) or ``center-crop`` (fill, crop the centre); images already of that size are left alone;
+3. ``(x * scale - mean) / std`` per channel, in float;
+4. ``layout``: ``NCHW`` (channels first, PyTorch's habit) or ``NHWC`` (channels last).
+
+docs/data.md documents every key with examples.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import List, Sequence, Tuple
+import math
+import numbers
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeconf.errors import BundleError, InputValidationError
+from edgeconf.errors import InputValidationError, PreprocessingError
+from edgeconf.schema import Float, Int, ListOf, Str, entry, from_json, to_json
+
+LAYOUTS = ("NCHW", "NHWC")
+COLORS = ("rgb", "bgr")
+RESIZES = ("stretch", "letterbox", "center-crop")
+DTYPES = ("float32", "float16", "float64")
+#: Largest model input side a bundle may declare (a sanity bound; the model's own input shape decides).
+MAX_SIDE = 8192
+#: model inputs larger than this many pixels are refused (a typo like [100000, 100000] would allocate 40 GB)
+MAX_MODEL_PIXELS = 4096 * 4096
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a raw uint8 image (H×W grey or H×W×3 RGB) becomes one model input."""
+    """How a raw uint8 image (H×W grey or H×W×3 RGB) becomes one model input (see the module doc).
 
-    size: Tuple[int, int] = (28, 28)  # (height, width)
-    channels: int = 1
-    scale: float = 1.0 / 255.0
-    mean: Tuple[float, ...] = (0.0,)
-    std: Tuple[float, ...] = (1.0,)
-    layout: str = "NCHW"
-    dtype: str = "float32"
+    Each field is declared with its JSON check (``edgeconf.schema``), so a manifest's or a model's
+    ``preprocessing`` object is read strictly; ``__post_init__`` checks the same values (and the
+    cross-field rules) when Python code builds one. ``color`` and ``resize`` are written only when they
+    differ from their defaults, so bundles that do not use them stay readable by older edgeconf versions.
+    """
+
+    size: Tuple[int, int] = entry(ListOf(Int(1, MAX_SIDE), 2, 2, tuple), (28, 28))  # (height, width)
+    channels: int = entry(Int(), 1)
+    scale: float = entry(Float(), 1.0 / 255.0)
+    mean: Tuple[float, ...] = entry(ListOf(Float(), 1, 4, tuple), (0.0,))
+    std: Tuple[float, ...] = entry(ListOf(Float(), 1, 4, tuple), (1.0,))
+    layout: str = entry(Str(LAYOUTS), "NCHW")
+    dtype: str = entry(Str(DTYPES), "float32")
+    color: str = entry(Str(COLORS), "rgb", write_default=False)
+    resize: str = entry(Str(RESIZES), "stretch", write_default=False)
 
     def __post_init__(self) -> None:
-        if self.channels not in (1, 3):
-            raise BundleError("preprocessing.channels must be 1 or 3, got %r" % (self.channels,))
-        if self.layout not in ("NCHW", "NHWC"):
-            raise BundleError("preprocessing.layout must be NCHW or NHWC, got %r" % (self.layout,))
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise BundleError("preprocessing.size must be [height, width] of positive integers, got %r" % (self.size,))
+        def bad(msg: str) -> PreprocessingError:
+            return PreprocessingError("preprocessing." + msg)
+
+        size = self.size
+        if not isinstance(size, (tuple, list)) or len(size) != 2 or not all(_is_int(v) and v >= 1 for v in size):
+            raise bad("size must be [height, width] of positive integers, got %r" % (size,))
+        object.__setattr__(self, "size", (int(size[0]), int(size[1])))
+        if self.size[0] * self.size[1] > MAX_MODEL_PIXELS:
+            raise bad("size %d×%d is %d pixels; model inputs are limited to %d (4096×4096)"
+                      % (self.size[0], self.size[1], self.size[0] * self.size[1], MAX_MODEL_PIXELS))
+        if not _is_int(self.channels) or self.channels not in (1, 3):
+            raise bad("channels must be 1 or 3, got %r" % (self.channels,))
+        if self.layout not in LAYOUTS:
+            raise bad("layout must be NCHW or NHWC, got %r" % (self.layout,))
+        if self.color not in COLORS:
+            raise bad("color must be rgb or bgr, got %r" % (self.color,))
+        if self.color == "bgr" and self.channels != 3:
+            raise bad("color 'bgr' needs channels 3 (a grey input has no channel order)")
+        if self.resize not in RESIZES:
+            raise bad("resize must be one of %s, got %r" % (", ".join(RESIZES), self.resize))
+        if self.dtype not in DTYPES:
+            raise bad("dtype must be one of %s, got %r" % (", ".join(DTYPES), self.dtype))
+        if not _is_real(self.scale) or not self.scale > 0:
+            raise bad("scale must be a finite number > 0, got %r" % (self.scale,))
         for name in ("mean", "std"):
             v = getattr(self, name)
+            if _is_real(v):
+                v = (v,)
+            if not isinstance(v, (tuple, list)) or not v or not all(_is_real(x) for x in v):
+                raise bad("%s must be a list of finite numbers, got %r" % (name, getattr(self, name)))
             if len(v) not in (1, self.channels):
-                raise BundleError("preprocessing.%s needs 1 or %d values, got %d" % (name, self.channels, len(v)))
+                raise bad("%s needs 1 or %d values, got %d" % (name, self.channels, len(v)))
+            object.__setattr__(self, name, tuple(float(x) for x in v))
         if any(s <= 0 for s in self.std):
-            raise BundleError("preprocessing.std values must be > 0")
+            raise bad("std values must be > 0, got %r" % (self.std,))
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "channels", int(self.channels))
         # (x * scale - mean) / std as one affine map x * gain + offset, shared by every path
         std = np.asarray(self.std, dtype=np.float32)
         object.__setattr__(self, "_gain", (np.float32(self.scale) / std).astype(np.float32))
         object.__setattr__(self, "_offset", (-np.asarray(self.mean, dtype=np.float32) / std).astype(np.float32))
 
+    # -- description ------------------------------------------------------------------------------
     @classmethod
-    def from_json(cls, data: dict) -> "Preprocessing":
-        if not isinstance(data, dict):
-            raise BundleError("preprocessing must be an object, got %s" % type(data).__name__)
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BundleError("unknown preprocessing keys %s; known: %s" % (unknown, ", ".join(sorted(known))))
-        kw = dict(data)
-        for key in ("size", "mean", "std"):
-            if key in kw:
-                kw[key] = tuple(kw[key])
-        try:
-            return cls(**kw)
-        except TypeError as exc:
-            raise BundleError("invalid preprocessing: %s" % exc) from None
+    def from_json(cls, data: Any) -> "Preprocessing":
+        """Read a manifest's, a model's or an option's ``preprocessing`` object strictly (unknown keys refused)."""
+        return from_json(cls, data, "preprocessing", PreprocessingError)
 
-    def to_json(self) -> dict:
-        d = asdict(self)
-        for key in ("size", "mean", "std"):
-            d[key] = list(d[key])
-        return d
+    def to_json(self) -> Dict[str, Any]:
+        return to_json(self)
+
+    def values(self) -> Dict[str, Any]:
+        """Every key with its value, defaults included (``to_json`` leaves some defaults out)."""
+        return {f.name: list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple) else getattr(self, f.name)
+                for f in fields(self)}
+
+    def replace(self, **changes: Any) -> "Preprocessing":
+        d = self.values()
+        d.update(changes)
+        return Preprocessing.from_json(d)
+
+    def differences(self, other: "Preprocessing") -> List[str]:
+        """Names of the keys whose values differ from ``other``'s."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+    def describe(self) -> str:
+        """One line, e.g. ``40×40 RGB, NHWC, stretch, (x·0.00392 − mean) / std, mean [0.5, …]``."""
+        h, w = self.size
+        chan = "grey" if self.channels == 1 else self.color.upper()
+        return ("%d×%d %s, %s, %s, x·%.6g, mean %s, std %s"
+                % (h, w, chan, self.layout, self.resize, self.scale, _fmt(self.mean), _fmt(self.std)))
 
     @property
     def input_shape(self) -> Tuple[int, int, int]:
+        """One model input's shape (no batch axis)."""
         h, w = self.size
         return (self.channels, h, w) if self.layout == "NCHW" else (h, w, self.channels)
 
+    def model_input_problem(self, shape: Sequence[Any]) -> Optional[str]:
+        """Why inputs of this preprocessing cannot feed a model input of ``shape`` (no batch axis), or None.
+
+        Dynamic dimensions (None or a name) fit anything. The message names the key to change.
+        """
+        dims = [d if _is_int(d) and d > 0 else None for d in shape]
+        want = self.input_shape
+        if len(dims) == len(want) and all(d is None or d == v for d, v in zip(dims, want)):
+            return None
+        shown = "(%s)" % ", ".join("?" if d is None else str(d) for d in dims)
+        hint = ""
+        if len(dims) == 3:
+            flipped = self.replace(layout="NHWC" if self.layout == "NCHW" else "NCHW")
+            if all(d is None or d == v for d, v in zip(dims, flipped.input_shape)):
+                hint = "; set \"layout\": \"%s\" in the preprocessing" % flipped.layout
+            elif dims[0] in (1, 3) and self.layout == "NCHW" and dims[0] != self.channels:
+                hint = "; set \"channels\": %d" % dims[0]
+            elif dims[2] in (1, 3) and self.layout == "NHWC" and dims[2] != self.channels:
+                hint = "; set \"channels\": %d" % dims[2]
+            else:
+                hint = "; set \"size\" (and \"layout\") to match the model"
+        return ("the preprocessing makes inputs of shape %s (%s) but the model input expects %s%s"
+                % (tuple(want), self.describe(), shown, hint))
+
+    # -- running ----------------------------------------------------------------------------------
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """One raw image → one model input (no batch axis)."""
-        img = image if isinstance(image, np.ndarray) else np.asarray(image)
-        if self.channels == 1 and img.dtype == np.uint8 and img.shape == self.size and len(self._gain) == 1:
-            x = img.astype(np.float32)  # the common case (grey, right size): no copy loop, no resize
+        if (isinstance(image, np.ndarray) and self.channels == 1 and image.dtype == np.uint8
+                and image.shape == self.size and len(self._gain) == 1):
+            x = image.astype(np.float32)  # the common case (grey, right size): no copy loop, no resize
             x *= self._gain[0]
             x += self._offset[0]
             return x.reshape(self.input_shape).astype(self.dtype, copy=False)
         return self.batch([image])[0]
 
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        """One raw image → uint8 pixels at the model's size and channel count (H×W grey or H×W×3 RGB), before
+        the channel order and the float arithmetic: the input of a fused cascade graph, which does the rest."""
+        return self._pixels(image, None)
+
+    def _pixels(self, image: np.ndarray, i: Optional[int]) -> np.ndarray:
+        """Steps 1–2 of the contract (validation, channels, resize; not ``color``'s channel order)."""
+        img = check_image(image, i)
+        if img.ndim == 3 and img.shape[2] == 4:
+            img = img[:, :, :3]
+        if self.channels == 1 and img.ndim == 3:
+            import cv2
+
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+        elif self.channels == 3 and img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        if img.shape[:2] != self.size:
+            import cv2
+
+            img = self._resize(cv2, img)
+        return img
+
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Raw images → a model batch ``(N, …)``. Images of the right size skip the resize."""
-        import cv2
-
         h, w = self.size
         out = np.empty((len(images), h, w, self.channels), dtype=np.float32)
         for i, img in enumerate(images):
-            img = np.asarray(img)
-            if img.ndim == 3 and img.shape[2] == 1:
-                img = img[:, :, 0]
-            if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)) or img.size == 0:
-                raise InputValidationError("image %d has shape %s; expected H×W grey or H×W×3 RGB" % (i, img.shape))
-            if img.dtype != np.uint8:
-                raise InputValidationError("image %d has dtype %s; raw images must be uint8" % (i, img.dtype))
-            if img.ndim == 3 and img.shape[2] == 4:
-                img = img[:, :, :3]
-            if self.channels == 1 and img.ndim == 3:
-                img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
-            elif self.channels == 3 and img.ndim == 2:
-                img = np.repeat(img[:, :, None], 3, axis=2)
-            if img.shape[:2] != (h, w):
-                img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+            img = self._pixels(img, i)
+            if self.color == "bgr":
+                img = img[:, :, ::-1]
             out[i] = img.reshape(h, w, self.channels)
         out *= self._gain
         out += self._offset
         if self.layout == "NCHW":
             out = out.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(out, dtype=self.dtype)
+
+    def _resize(self, cv2: Any, img: np.ndarray) -> np.ndarray:
+        h, w = self.size
+        ih, iw = img.shape[:2]
+        if self.resize == "stretch":
+            return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        if self.resize == "center-crop":
+            s = max(h / ih, w / iw)  # crop in source pixels first, so a large image is never resized whole
+            ch, cw = min(ih, max(1, int(round(h / s)))), min(iw, max(1, int(round(w / s))))
+            y0, x0 = (ih - ch) // 2, (iw - cw) // 2
+            return cv2.resize(np.ascontiguousarray(img[y0:y0 + ch, x0:x0 + cw]), (w, h), interpolation=cv2.INTER_AREA)
+        s = min(h / ih, w / iw)  # letterbox
+        nh, nw = min(h, max(1, int(round(ih * s)))), min(w, max(1, int(round(iw * s))))
+        small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        canvas = np.zeros((h, w) + img.shape[2:], dtype=np.uint8)
+        y0, x0 = (h - nh) // 2, (w - nw) // 2
+        canvas[y0:y0 + nh, x0:x0 + nw] = small
+        return canvas
+
+
+def stage_problem(pre: "Preprocessing", metadata: Dict[str, str], input_shape: Optional[Sequence[Any]] = None
+                  ) -> Optional[str]:
+    """Why a bundle stage cannot run with the bundle's preprocessing ``pre``, or None.
+
+    ``metadata``: the stage model's ``edgeconf.*`` metadata (its own ``edgeconf.preprocessing``, when it
+    carries one, must equal ``pre``); ``input_shape``: the model input without the batch axis, to check
+    too (None: not checked; :class:`~edgeconf.cascade.Cascade` checks the stages that take the image).
+    """
+    import json
+
+    raw = metadata.get("edgeconf.preprocessing")
+    if raw:
+        try:
+            own = Preprocessing.from_json(json.loads(raw))
+        except (ValueError, PreprocessingError) as exc:
+            return "its edgeconf.preprocessing metadata is invalid (%s)" % exc
+        diff = own.differences(pre)
+        if diff:
+            a, b = own.values(), pre.values()
+            return ("it was exported with a different preprocessing (%s); every stage of a bundle must prepare "
+                    "images the same way" % ", ".join("%s %s vs the bundle's %s" % (k, json.dumps(a[k]),
+                                                                                     json.dumps(b[k])) for k in diff))
+    if input_shape is not None:
+        return pre.model_input_problem(input_shape)
+    return None
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "[" + ", ".join("%.4g" % v for v in values) + "]"
+
+
+def check_image(image: Any, index: Optional[int] = None) -> np.ndarray:
+    """A raw image as a numpy array, or :class:`InputValidationError` saying what is wrong with it.
+
+    Raw images are uint8 arrays H×W (grey) or H×W×C with C 1, 3 (RGB) or 4 (RGBA), with at least one pixel.
+    """
+    what = "the image" if index is None else "image %d" % index
+    if image is None:
+        raise InputValidationError("%s is None; pass a uint8 numpy array H×W or H×W×3 (RGB)" % what)
+    given = type(image).__name__
+    if not isinstance(image, np.ndarray):
+        try:
+            image = np.asarray(image)
+        except (ValueError, TypeError):
+            raise InputValidationError("%s is a %s that is not an array; pass a uint8 numpy array H×W or H×W×3"
+                                       % (what, type(image).__name__)) from None
+    if image.dtype != np.uint8:
+        kind = "dtype %s" % image.dtype if given == "ndarray" else "%s of dtype %s" % (given, image.dtype)
+        raise InputValidationError("%s has %s; raw images must be uint8 numpy arrays (convert with "
+                                   "np.clip(x, 0, 255).astype(np.uint8))" % (what, kind))
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)) or image.size == 0:
+        raise InputValidationError("%s has shape %s; expected H×W grey or H×W×3 RGB with at least one pixel"
+                                   % (what, image.shape))
+    return image
+
+
+__all__ = ["Preprocessing", "check_image", "stage_problem", "LAYOUTS", "COLORS", "RESIZES", "MAX_MODEL_PIXELS"]

@@ -5,6 +5,7 @@ used only to report the chosen operating point, both by simulation and by runnin
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ from edgeconf.cascade import IMAGE
 from edgeconf.errors import ConfigError
 from edgeconf.export.calibration import CalibrationReport, check_logits_labels, fit_temperature
 from edgeconf.export.data import input_spec, measure_cost, model_ready, run_outputs, _session
-from edgeconf.export.head import add_confidence_head, find_logits_output, load_model, read_head_metadata
+from edgeconf.export.head import (add_confidence_head, as_logits, ends_in_softmax, load_model, looks_like_probs,
+                                  read_head_metadata, source_output)
 from edgeconf.export.thresholds import OperatingPoint, TradeoffCurve, evaluate, select, tradeoff_curve
 from edgeconf.preprocess import Preprocessing
 
@@ -55,6 +57,7 @@ class BuildReport:
     test: Optional[OperatingPoint] = None  # same thresholds, simulated on the test split
     runtime_test: Optional[Dict[str, Any]] = None  # the written bundle run on the test split
     notes: List[str] = field(default_factory=list)
+    int8: Optional[List[Dict[str, Any]]] = None  # per stage: the INT8 quantization report (cascade --int8)
 
     @property
     def thresholds(self) -> List[float]:
@@ -63,26 +66,24 @@ class BuildReport:
     def to_json(self) -> dict:
         return {"bundle": self.bundle, "policy": self.policy, "calibration": self.operating_point.to_json(),
                 "test": self.test.to_json() if self.test else None, "runtime_test": self.runtime_test,
-                "stages": [s.to_json() for s in self.stages], "notes": list(self.notes)}
+                "stages": [s.to_json() for s in self.stages], "notes": list(self.notes),
+                "int8": self.int8}
 
 
 def infer_preprocessing(shape: Sequence[Any]) -> Optional[Preprocessing]:
-    """A plain preprocessing (scale 1/255, no mean/std) guessed from an image-like input shape (no batch)."""
-    if len(shape) != 3 or not all(isinstance(d, int) for d in shape):
-        return None
-    if shape[0] in (1, 3):
-        return Preprocessing(size=(shape[1], shape[2]), channels=shape[0], layout="NCHW")
-    if shape[2] in (1, 3):
-        return Preprocessing(size=(shape[0], shape[1]), channels=shape[2], layout="NHWC")
-    return None
+    """A plain preprocessing (scale 1/255, no mean/std) inferred from an image-like input shape (no batch), or None."""
+    from edgeconf.export.preprocessing import infer_preprocessing as infer
+
+    return infer(shape)[0]
 
 
 def _as_preprocessing(value: Any) -> Optional[Preprocessing]:
-    if value is None or isinstance(value, Preprocessing):
-        return value
-    if isinstance(value, dict):
-        return Preprocessing.from_json(value)
-    raise ConfigError("preprocessing must be an edgeconf.preprocess.Preprocessing or its JSON dict")
+    from edgeconf.export.preprocessing import NONE, parse_preprocessing
+
+    value = parse_preprocessing(value)
+    if value == NONE:
+        raise ConfigError("a cascade prepares raw images for its stages: it needs a preprocessing, not 'none'")
+    return value
 
 
 def _check_split(data: Any, what: str) -> Split:
@@ -102,15 +103,63 @@ class _Source:
     logits: str
     classes: Optional[int]
     meta: Dict[str, Any]
+    kind: str = "logits"  # "probs" when the output is already probabilities (the head takes their log)
+    given: str = ""  # the path the user named (``path`` may be an adapted copy)
 
 
-def _sources(models: Sequence[str], output: Optional[str]) -> List[_Source]:
+def _sources(models: Sequence[str], output: Optional[str], output_kind: str = "auto") -> List[_Source]:
     out = []
     for path in models:
         proto, _ = load_model(path)
-        name, classes = find_logits_output(proto, output)
-        out.append(_Source(str(path), name, classes, read_head_metadata(proto)))
+        name, classes = source_output(proto, output)
+        meta = read_head_metadata(proto)
+        kind = output_kind
+        if kind == "auto" and (ends_in_softmax(proto, name) or meta.get("output_kind") == "probs"):
+            kind = "probs"
+        out.append(_Source(str(path), name, classes, meta, kind, str(path)))
     return out
+
+
+def stage_preprocessing(sources: List[_Source], given: Optional[Preprocessing], image_shape: Any,
+                        folder: str) -> Tuple[Preprocessing, List[str]]:
+    """The bundle's one preprocessing, and notes; every stage must prepare images the same way.
+
+    The bundle takes ``given``, else the first model's recorded preprocessing, else one inferred from the first
+    model's input. A model whose own recorded preprocessing differs is refused; one that differs only in the
+    layout (an NHWC model among NCHW ones) gets a Transpose in front (a copy in ``folder``) and is noted.
+    """
+    from edgeconf.export.preprocessing import resolve_preprocessing, with_input_layout
+
+    notes: List[str] = []
+    first = sources[0]
+    shape0 = input_spec(_session(first.path)).shape
+    pre, origin, more = resolve_preprocessing(given, first.meta.get("preprocessing") if given is None else None,
+                                              shape0, image_shape, first.path)
+    notes += more
+    assert pre is not None
+    for i, src in enumerate(sources):
+        own_raw = src.meta.get("preprocessing")
+        own = Preprocessing.from_json(own_raw) if isinstance(own_raw, dict) else None
+        if own is not None:
+            diff = [k for k in own.differences(pre) if k != "layout"]
+            if diff:
+                a, b = own.values(), pre.values()
+                raise ConfigError("%s was exported with preprocessing %s but the cascade's is %s (%s): every stage must "
+                                  "prepare images the same way; re-export it or build with a matching --preprocessing"
+                                  % (src.given, ", ".join("%s %s" % (k, json.dumps(a[k])) for k in diff),
+                                     ", ".join("%s %s" % (k, json.dumps(b[k])) for k in diff), origin))
+        shape = input_spec(_session(src.path)).shape
+        if pre.model_input_problem(shape) is None:
+            continue
+        flipped = pre.replace(layout="NHWC" if pre.layout == "NCHW" else "NCHW")
+        if flipped.model_input_problem(shape) is not None:
+            raise ConfigError("%s: %s" % (src.given, pre.model_input_problem(shape)))
+        adapted = with_input_layout(load_model(src.path)[0], pre.layout)
+        src.path = os.path.join(folder, "adapted%d.onnx" % i)
+        onnx.save(adapted, src.path)
+        notes.append("%s takes %s input: a Transpose in front of it makes it take the bundle's %s"
+                     % (os.path.basename(src.given), flipped.layout, pre.layout))
+    return pre, notes
 
 
 def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], calib_logits: Sequence[np.ndarray],
@@ -133,14 +182,15 @@ def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], cal
         specs, files = [], {}
         for i, src in enumerate(sources):
             headed = add_confidence_head(src.path, score=score, threshold=thresholds[i], temperature=temps[i],
-                                         labels=labels, preprocessing=preprocessing, output=src.logits)
+                                         labels=labels, preprocessing=preprocessing, output=src.logits,
+                                         output_kind=src.kind)
             fname = "stage%d.onnx" % (i + 1)
             onnx.save(headed, os.path.join(tmp, fname))
             files[fname] = os.path.join(tmp, fname)
             specs.append(StageSpec(name="stage%d" % (i + 1), model=fname, score=score, threshold=float(thresholds[i]),
-                                   temperature=float(temps[i]), input=stage_inputs[i], logits=src.logits,
-                                   cost=dict(costs[i])))
-        prov = {"sources": [os.path.basename(s.path) for s in sources],
+                                   temperature=float(temps[i]), input=stage_inputs[i],
+                                   logits=read_head_metadata(headed)["logits"], cost=dict(costs[i])))
+        prov = {"sources": [os.path.basename(s.given or s.path) for s in sources],
                 "source_sha256": [read_head_metadata(onnx.load(files["stage%d.onnx" % (i + 1)])).get("source_sha256")
                                   for i in range(k)]}
         prov.update(extra_provenance or {})
@@ -153,13 +203,21 @@ def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], cal
     for i, src in enumerate(sources):
         acc_c = float((np.asarray(calib_logits[i]).argmax(1) == calib_y).mean())
         acc_t = float((np.asarray(test_logits[i]).argmax(1) == test_y).mean()) if test_logits is not None else None
-        stages.append(StageReport("stage%d" % (i + 1), src.path, temps[i], cal[i], dict(costs[i]), acc_c, acc_t))
+        stages.append(StageReport("stage%d" % (i + 1), src.given or src.path, temps[i], cal[i], dict(costs[i]), acc_c,
+                                  acc_t))
     return BuildReport(out, policy, op, stages, curve, test_op)
 
 
-def _labels_for(labels: Optional[Sequence[str]], sources: Sequence[_Source], classes: int) -> List[str]:
+def _labels_for(labels: Optional[Sequence[str]], sources: Sequence[_Source], classes: int,
+                data: Any = None) -> List[str]:
+    """Class names: given, else the models' metadata, else the data's class names (an ImageFolder's folders), else
+    the class indices as text."""
     if labels is None:
         labels = next((s.meta["labels"] for s in sources if isinstance(s.meta.get("labels"), list)), None)
+    if labels is None and data is not None and data.dataset is not None:
+        names = data.dataset.classes
+        if names and len(names) == classes and not all(n.strip().isdigit() for n in names):
+            labels = list(names)
     if labels is None:
         return [str(i) for i in range(classes)]
     labels = [str(x) for x in labels]
@@ -182,65 +240,106 @@ def runtime_check(bundle: str, x: np.ndarray, y: np.ndarray, expected: Optional[
     return out
 
 
-def build_cascade(models: Sequence[str], calib: Split, test: Optional[Split] = None, out: str = "bundle",
+def _stage_logits(src: _Source, x: np.ndarray) -> np.ndarray:
+    """A source model's outputs on model-ready ``x``, as logits (the log of probabilities for a probs model)."""
+    raw = run_outputs(src.path, x, [src.logits], input_name=input_spec(_session(src.path)).name)[src.logits]
+    if src.kind == "auto":
+        src.kind = "probs" if looks_like_probs(raw) else "logits"
+    return as_logits(raw, src.kind)
+
+
+def _quantize_stages(sources: Sequence[_Source], xc: np.ndarray, yc: np.ndarray,
+                     test_xy: Optional[Tuple[np.ndarray, np.ndarray]], options: Dict[str, Any], tmp: str
+                     ) -> Tuple[List[_Source], List[Dict[str, Any]]]:
+    """Each stage's INT8 copy (in ``tmp``) and its report: float vs INT8 on the test data when given."""
+    from edgeconf.export.quantize import quantize_int8
+
+    out_sources, reports = [], []
+    for i, s in enumerate(sources):
+        base = os.path.splitext(os.path.basename(s.given or s.path))[0]
+        dst = os.path.join(tmp, "stage%d" % (i + 1), base + ".int8.onnx")
+        rep = quantize_int8(s.path, dst, (xc, yc), test=test_xy, output=s.logits, **options)
+        out_sources.append(_Source(dst, s.logits, s.classes, read_head_metadata(dst), s.kind, s.given))
+        reports.append(dict(rep.to_json(), stage="stage%d" % (i + 1), path=None))
+    return out_sources, reports
+
+
+def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str = "bundle",
                   policy: str = "max-accuracy", score: str = "margin", combine: str = "last",
                   labels: Optional[Sequence[str]] = None, preprocessing: Any = None,
                   costs: Optional[Sequence[float]] = None, memo: Optional[MemoSettings] = None,
                   output: Optional[str] = None, name: str = "cascade", n: int = 2000,
-                  cost_repeats: int = 200) -> BuildReport:
+                  cost_repeats: int = 200, int8: Optional[Dict[str, Any]] = None,
+                  calib_fraction: Optional[float] = None, output_kind: str = "auto",
+                  max_pixels: Optional[int] = None) -> BuildReport:
     """Build a cascade bundle from ONNX classifiers (first = cheapest stage, run on every input).
 
-    ``calib``/``test`` are ``(x, y)``: x model-ready float32 or raw uint8 images (then ``preprocessing``,
-    or the models' ``edgeconf.preprocessing`` metadata, converts them). ``costs`` (one per model, any unit)
-    default to each model's measured per-image ONNX Runtime time in ms (1 thread, batch 1).
+    ``calib``/``test``: labelled data: a path or name :func:`edgeconf.datasets.open_dataset` reads (an .npz, an
+    ImageFolder, IDX files, a list…), a Dataset, or ``(x, y)`` with x raw uint8 images or model-ready float32.
+    Without ``test``, ``calib_fraction`` (e.g. 0.5) splits ``calib`` (seed 0) into calibration and test parts;
+    with neither, all of ``calib`` calibrates and nothing is reported on held-out data.
+
+    Every stage prepares images the same way: ``preprocessing`` (a Preprocessing, its dict or JSON), else the
+    first model's ``edgeconf.preprocessing`` metadata, else one inferred from its input shape; a model whose
+    recorded preprocessing differs is refused, one that differs only in layout gets a Transpose in front.
+    Outputs that are already probabilities are detected (a trailing Softmax, or rows summing to 1) unless
+    ``output_kind`` says ``logits`` or ``probs``. ``costs`` (one per model, any unit) default to each model's
+    measured per-image ONNX Runtime time in ms (1 thread, batch 1). ``int8`` (keyword arguments of
+    :func:`~edgeconf.export.quantize.quantize_int8`, ``{}`` for its defaults): every stage is quantized on the
+    calibration data first, so temperatures, thresholds and costs are those of the INT8 stages the bundle holds.
     """
     if len(models) < 2:
         raise ConfigError("a cascade needs at least 2 models, got %d" % len(models))
-    xc, yc = _check_split(calib, "calibration data")
-    sources = _sources(models, output)
-    pre = _as_preprocessing(preprocessing)
-    if pre is None:
-        pre = next((_as_preprocessing(s.meta["preprocessing"]) for s in sources if s.meta.get("preprocessing")), None)
-    notes: List[str] = []
-    sess0 = _session(sources[0].path)
-    spec0 = input_spec(sess0)
-    if pre is None:
-        pre = infer_preprocessing(spec0.shape)
-        if pre is None:
-            raise ConfigError("no preprocessing given and none can be guessed from the input shape %s; pass "
-                              "preprocessing=Preprocessing(...)" % (spec0.shape,))
-        notes.append("preprocessing guessed from the input shape (scale 1/255, no mean/std): %s" % pre.to_json())
-    xc = model_ready(xc, spec0, pre, "calibration data")
-    calib_logits = []
-    for s in sources:
-        sess_spec = input_spec(_session(s.path))
-        model_ready(xc[:1], sess_spec, None, "calibration data for %s" % os.path.basename(s.path))
-        calib_logits.append(run_outputs(s.path, xc, [s.logits], input_name=sess_spec.name)[s.logits])
-    classes = calib_logits[0].shape[1]
-    for s, z in zip(sources, calib_logits):
-        if z.ndim != 2 or z.shape[1] != classes:
-            raise ConfigError("%s outputs %s logits but the first model has %d classes; all stages must share the "
-                              "classes" % (s.path, z.shape, classes))
-    check_logits_labels(calib_logits[0], yc, "calibration data")
-    names = _labels_for(labels, sources, classes)
-    if costs is None:
-        cost_info = [measure_cost(s.path, xc[:64], repeats=cost_repeats) for s in sources]
-    else:
-        if len(costs) != len(sources):
-            raise ConfigError("costs has %d entries but there are %d models" % (len(costs), len(sources)))
-        cost_info = [{"value": float(c), "how": "given"} for c in costs]
-    test_logits, xt, yt = None, None, None
-    if test is not None:
-        xt, yt = _check_split(test, "test data")
-        xt = model_ready(xt, spec0, pre, "test data")
-        test_logits = [run_outputs(s.path, xt, [s.logits])[s.logits] for s in sources]
-        check_logits_labels(test_logits[0], yt, "test data", min_samples=1, min_classes=1)
-    report = assemble_bundle(sources, [IMAGE] * len(sources), calib_logits, yc, cost_info, out, policy, score,
-                             combine, names, pre, memo, name, test_logits, yt, n=n)
+    from edgeconf.export.data import as_data, split_data
+
+    cal = as_data(calib, "calibration data", max_pixels, need_labels=True)
+    tst = as_data(test, "test data", max_pixels, need_labels=True) if test is not None else None
+    if tst is None and calib_fraction is not None:
+        cal, tst = split_data(cal, calib_fraction)
+    with tempfile.TemporaryDirectory(prefix="edgeconf-cascade-") as tmp:
+        sources = _sources(models, output, output_kind)
+        given = _as_preprocessing(preprocessing)
+        pre, notes = stage_preprocessing(sources, given, cal.image_shape(), tmp)
+        spec0 = input_spec(_session(sources[0].path))
+        xc = model_ready(cal.x, spec0, pre, cal.what)
+        xt = model_ready(tst.x, spec0, pre, tst.what) if tst is not None else None
+        calib_logits = [_stage_logits(s, xc) for s in sources]
+        classes = calib_logits[0].shape[1]
+        for s, z in zip(sources, calib_logits):
+            if z.ndim != 2 or z.shape[1] != classes:
+                raise ConfigError("%s outputs %s logits but the first model has %d classes; all stages must share the "
+                                  "classes" % (s.given, z.shape, classes))
+        names = _labels_for(labels, sources, classes, cal)
+        yc = cal.labels(names, classes)
+        yt = tst.labels(names, classes) if tst is not None else None
+        check_logits_labels(calib_logits[0], yc, cal.what)
+        notes += ["%s outputs probabilities: its head is built on their logarithm" % os.path.basename(s.given)
+                  for s in sources if s.kind == "probs"]
+        int8_reports: Optional[List[Dict[str, Any]]] = None
+        if int8 is not None:
+            test_xy = (xt, yt) if xt is not None and yt is not None else None
+            sources, int8_reports = _quantize_stages(sources, xc, yc, test_xy, int8, os.path.join(tmp, "int8"))
+            notes.append("stages quantized to INT8 (QDQ); temperatures, thresholds and costs are the INT8 stages'")
+            calib_logits = [_stage_logits(s, xc) for s in sources]
+        if costs is None:
+            cost_info = [measure_cost(s.path, xc[:64], repeats=cost_repeats) for s in sources]
+        else:
+            if len(costs) != len(sources):
+                raise ConfigError("costs has %d entries but there are %d models" % (len(costs), len(sources)))
+            cost_info = [{"value": float(c), "how": "given"} for c in costs]
+        test_logits = None
+        if xt is not None and yt is not None:
+            test_logits = [_stage_logits(s, xt) for s in sources]
+            check_logits_labels(test_logits[0], yt, tst.what, min_samples=1, min_classes=1)  # type: ignore[union-attr]
+        report = assemble_bundle(sources, [IMAGE] * len(sources), calib_logits, yc, cost_info, out, policy, score,
+                                 combine, names, pre, memo, name, test_logits, yt, n=n,
+                                 extra_provenance={"precision": "int8-qdq"} if int8 is not None else None)
     report.notes.extend(notes)
+    report.int8 = int8_reports
     if xt is not None and yt is not None:
         report.runtime_test = runtime_check(out, xt, yt, report.test)
     return report
 
 
-__all__ = ["build_cascade", "BuildReport", "StageReport", "assemble_bundle", "runtime_check", "infer_preprocessing"]
+__all__ = ["build_cascade", "BuildReport", "StageReport", "assemble_bundle", "runtime_check", "infer_preprocessing",
+           "stage_preprocessing"]

@@ -1,8 +1,9 @@
-"""Data files and model runs shared by the exporter's steps.
+"""Data and model runs shared by the exporter's steps.
 
-Data files are ``.npz`` archives with two arrays: ``x`` (model-ready float32 inputs ``(N, ...)``, or raw
-uint8 images ``(N, H, W)`` / ``(N, H, W, 3)`` that the preprocessing turns into model inputs) and ``y``
-(``(N,)`` integer class indices). They are read with ``allow_pickle=False``.
+Data is anything :func:`edgeconf.datasets.open_dataset` reads (an .npz of ``x``/``y``, an ImageFolder, IDX
+files, a CSV or JSON-lines list, …), a :class:`~edgeconf.datasets.Dataset`, or an ``(x, y)`` pair of arrays:
+``x`` raw uint8 images (that a preprocessing turns into model inputs) or model-ready float32 inputs
+``(N, ...)``, ``y`` integer class indices. Files are read with their headers checked first, never unpickled.
 """
 from __future__ import annotations
 
@@ -13,35 +14,112 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edgeconf.datasets import FORMATS_HELP, Dataset, open_dataset
 from edgeconf.errors import DataError, InputValidationError, ModelLoadError
 from edgeconf.preprocess import Preprocessing
 
-DATA_HELP = ("an .npz file with arrays x (model-ready float32 inputs (N, ...), or raw uint8 images (N, H, W) or "
-             "(N, H, W, 3) that the preprocessing converts) and y ((N,) integer class indices)")
+DATA_HELP = FORMATS_HELP
+Images = Union[np.ndarray, List[np.ndarray]]
 
 
-def load_npz(path: str, need_labels: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """``(x, y)`` from an .npz data file (see the module doc)."""
-    if not os.path.isfile(path):
-        raise DataError("data file %s does not exist" % path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except Exception as exc:
-        raise DataError("cannot read %s as an .npz archive of arrays (%s); expected %s"
-                        % (path, str(exc)[:160], DATA_HELP)) from None
-    if "x" not in arrays:
-        raise DataError("%s has no array 'x' (it has: %s); expected %s" % (path, ", ".join(arrays) or "none", DATA_HELP))
-    x = arrays["x"]
-    y = arrays.get("y")
-    if need_labels and y is None:
-        raise DataError("%s has no array 'y' of labels (it has: %s); expected %s" % (path, ", ".join(arrays), DATA_HELP))
-    if y is not None:
-        if y.ndim != 1 or y.shape[0] != x.shape[0]:
-            raise DataError("%s: y must have shape (%d,) to match x %s, got %s" % (path, x.shape[0], x.shape, y.shape))
-        if not np.issubdtype(y.dtype, np.integer):
-            raise DataError("%s: y must hold integer class indices, got dtype %s" % (path, y.dtype))
-    return x, (y.astype(np.int64) if y is not None else None)
+@dataclass
+class Data:
+    """Inputs (raw images, or model-ready arrays) and labels, with the data set they came from (for class names)."""
+
+    x: Images
+    y: Optional[np.ndarray]
+    what: str
+    dataset: Optional[Dataset] = None
+    index: Optional[np.ndarray] = None  # the rows of ``dataset`` this data holds, after a split
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def raw(self) -> bool:
+        """True for raw uint8 images (a preprocessing makes model inputs of them)."""
+        return isinstance(self.x, list) or self.x.dtype == np.uint8
+
+    def image_shape(self) -> Optional[Tuple[int, ...]]:
+        """The one shape every raw image has, or None when they differ (or the data is model-ready)."""
+        if not self.raw:
+            return None
+        if isinstance(self.x, list):
+            shapes = {im.shape for im in self.x}
+            return next(iter(shapes)) if len(shapes) == 1 else None
+        return tuple(self.x.shape[1:])
+
+    def labels(self, model_labels: Optional[Sequence[str]], classes: Optional[int], need: bool = True
+               ) -> Optional[np.ndarray]:
+        """Labels as indices into the model's classes (class names matched by name), range-checked."""
+        if self.y is None:
+            if need:
+                raise DataError("%s has no labels; labelled data is needed: an .npz with y, an ImageFolder (one "
+                                "subfolder per class), IDX files with their labels file, or a list of path,label"
+                                % self.what)
+            return None
+        if self.dataset is not None:
+            mapped = self.dataset.labels_for(model_labels, classes)
+            return mapped if mapped is None or self.index is None else mapped[self.index]
+        y = self.y
+        if classes is not None and y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
+            raise DataError("%s has labels %d..%d but the model answers over %d classes (0..%d); the labels do not "
+                            "fit the model" % (self.what, int(y.min()), int(y.max()), classes, classes - 1))
+        return y
+
+    def take(self, idx: np.ndarray, what: str) -> "Data":
+        x = [self.x[i] for i in idx] if isinstance(self.x, list) else self.x[idx]
+        index = idx if self.index is None else self.index[idx]
+        return Data(x, None if self.y is None else self.y[idx], what, self.dataset, index)
+
+
+def as_data(value: Any, what: str = "data", max_pixels: Optional[int] = None, need_labels: bool = False) -> Data:
+    """Data from a path or name (any format open_dataset reads), a Dataset, a Data or an ``(x, y)`` pair."""
+    if isinstance(value, Data):
+        data = value
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and not isinstance(value[0], str):
+        x, y = value
+        if not isinstance(x, list):
+            x = np.asarray(x)
+            if x.ndim < 2 or x.shape[0] == 0:
+                raise DataError("%s x must have a batch axis with at least one sample, got shape %s" % (what, x.shape))
+        y = None if y is None else np.asarray(y)
+        if y is not None:
+            if y.ndim != 1 or y.shape[0] != len(x):
+                raise DataError("%s y must have shape (%d,) to match x, got %s" % (what, len(x), y.shape))
+            if not np.issubdtype(y.dtype, np.integer):
+                if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
+                    y = y.astype(np.int64)
+                else:
+                    raise DataError("%s y must hold integer class indices, got dtype %s" % (what, y.dtype))
+            y = y.astype(np.int64)
+        data = Data(x, y, what)
+    else:
+        ds = value if isinstance(value, Dataset) else open_dataset(value, max_pixels=max_pixels)
+        x, y = ds.load()
+        data = Data(x, y, "%s %s" % (what, ds.source), ds)
+    if need_labels and data.y is None:
+        raise DataError("%s has no labels; labelled data is needed: an .npz with y, an ImageFolder (one subfolder per "
+                        "class), IDX files with their labels file, or a list of path,label" % data.what)
+    return data
+
+
+def split_data(data: Data, fraction: float = 0.5, seed: int = 0) -> Tuple[Data, Data]:
+    """Seeded random split into (calibration, test) parts; ``fraction`` goes to calibration."""
+    if not 0 < fraction < 1:
+        raise DataError("the calibration fraction must be between 0 and 1, got %r" % fraction)
+    n = len(data)
+    idx = np.random.default_rng(seed).permutation(n)
+    m = int(round(fraction * n))
+    if m < 1 or m >= n:
+        raise DataError("%s has %d samples: too few to split into calibration and test parts" % (data.what, n))
+    return data.take(idx[:m], "calibration part of " + data.what), data.take(idx[m:], "test part of " + data.what)
+
+
+def load_npz(path: str, need_labels: bool = True) -> Tuple[Images, Optional[np.ndarray]]:
+    """``(x, y)`` of a data file (any format :func:`as_data` reads; the name is historical)."""
+    d = as_data(path, need_labels=need_labels)
+    return d.x, d.y
 
 
 def _session(path: Union[str, bytes], threads: Optional[int] = None):
@@ -76,25 +154,38 @@ def input_spec(sess) -> InputSpec:
     return InputSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape[1:]), dtype)
 
 
-def model_ready(x: np.ndarray, spec: InputSpec, preprocessing: Optional[Preprocessing] = None,
+def model_ready(x: Images, spec: InputSpec, preprocessing: Optional[Preprocessing] = None,
                 what: str = "data") -> np.ndarray:
     """Raw uint8 images → preprocessing; float arrays → float32. Check the shape against the model input."""
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
+    if isinstance(x, list) or np.asarray(x).dtype == np.uint8:
         if preprocessing is None:
-            raise InputValidationError("%s holds raw uint8 images %s but no preprocessing is known; give model-ready "
-                                       "float32 inputs or a preprocessing" % (what, x.shape))
-        x = preprocessing.batch(list(x))
-    elif np.issubdtype(x.dtype, np.floating):
-        x = x.astype(spec.dtype if spec.dtype.startswith("float") else np.float32, copy=False)
+            raise InputValidationError("%s holds raw uint8 images but no preprocessing is known; give model-ready "
+                                       "float32 inputs or a preprocessing" % what)
+        problem = preprocessing.model_input_problem(spec.shape)
+        if problem:
+            raise InputValidationError("%s: %s" % (what, problem))
+        images = list(x)
+        x = np.concatenate([preprocessing.batch(images[i:i + 1024]) for i in range(0, len(images), 1024)])
     else:
-        raise InputValidationError("%s x has dtype %s; use float32 model inputs or uint8 images" % (what, x.dtype))
+        x = np.asarray(x)
+        if np.issubdtype(x.dtype, np.floating):
+            x = x.astype(spec.dtype if spec.dtype.startswith("float") else np.float32, copy=False)
+        else:
+            raise InputValidationError("%s x has dtype %s; use float32 model inputs or uint8 images" % (what, x.dtype))
     want = tuple(spec.shape)
     got = tuple(x.shape[1:])
     if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
         dims = ",".join("?" if w is None else str(w) for w in want)
-        raise InputValidationError("%s has samples of shape %s but the model input %r expects (%s)"
-                                   % (what, got, spec.name, dims))
+        hint = ""
+        if len(got) == 3 and len(want) == 3:
+            if all(w is None or w == g for w, g in zip(want, (got[2], got[0], got[1]))):
+                hint = ("; the data is NHWC and the model NCHW: transpose it (x.transpose(0, 3, 1, 2)), or give uint8 "
+                        "images with a preprocessing whose \"layout\" is \"NCHW\"")
+            elif all(w is None or w == g for w, g in zip(want, (got[1], got[2], got[0]))):
+                hint = ("; the data is NCHW and the model NHWC: transpose it (x.transpose(0, 2, 3, 1)), or give uint8 "
+                        "images with a preprocessing whose \"layout\" is \"NHWC\"")
+        raise InputValidationError("%s has samples of shape %s but the model input %r expects (%s)%s"
+                                   % (what, got, spec.name, dims, hint))
     if not np.isfinite(x).all():
         raise InputValidationError("%s contains NaN or infinite values" % what)
     return np.ascontiguousarray(x)
@@ -173,4 +264,5 @@ def read_labels(path: str) -> List[str]:
     return labels
 
 
-__all__ = ["load_npz", "run_outputs", "measure_cost", "model_ready", "input_spec", "split", "read_labels", "DATA_HELP"]
+__all__ = ["Data", "as_data", "split_data", "load_npz", "run_outputs", "measure_cost", "model_ready", "input_spec", "split",
+           "read_labels", "DATA_HELP"]

@@ -203,6 +203,9 @@ def build_bundle(folder: str, out: str, options: BuildOptions, force: bool = Fal
     stages = []
     engine_files: Dict[str, str] = {}
     for spec in manifest.stages:
+        if spec.is_remote:  # served by its server (docs/fleet.md): no engine on the board
+            stages.append(spec)
+            continue
         if progress:
             progress(spec.name)
         rel = "%s/%s.engine" % (ENGINE_DIR, _safe_name(spec.name))
@@ -255,7 +258,9 @@ def device_profile_for(device: Optional[str]) -> Any:
 @click.option("--int8", "precision", flag_value="int8", help="INT8 with entropy calibration (needs --calib) or a QDQ model.")
 @click.option("--calib", type=click.Path(), help="Calibration data: image folder, or .npy/.npz of images or model inputs.")
 @click.option("--calib-cache", type=click.Path(), help="TensorRT calibration cache: reused if present, written after calibration.")
-@click.option("--qdq", type=click.Path(), help="The exporter's QDQ model (INT8 on TensorRT 11 and newer).")
+@click.option("--qdq", type=click.Path(), help="The exporter's INT8 QDQ model (edgeconf export --int8): on TensorRT "
+              "8.x/10.x its activation scales feed the calibrator and the layers it keeps in float stay FP32; on 11 "
+              "the engine is built from it.")
 @click.option("--workspace", type=int, help="Builder workspace in MB (default: the device profile's).")
 @click.option("--profile", "batch_profile", help="Batch sizes min,opt,max of the optimisation profile (default 1,1,32).")
 @click.option("--device", "device", help="Device profile id for the defaults (default: the detected board).")

@@ -28,9 +28,13 @@ class CalibrationError(DataError):
     """Calibration data is unusable: too few samples, one class only, wrong shapes."""
 
 
+class QuantizationBudgetError(ExportError):
+    """INT8 quantization cannot meet the accuracy/ECE budget, even with the allowed layers kept in float."""
+
+
 class PolicyError(ConfigError):
     """A threshold policy is malformed or cannot be met by any operating point."""
 
 
 __all__ = ["ExportError", "ParityError", "NotAClassifierError", "UnsupportedOpsetError", "UnsafeWeightsError",
-           "CalibrationError", "PolicyError"]
+           "CalibrationError", "PolicyError", "QuantizationBudgetError"]

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeconf.backends.onnx_file import numpy_dtype
 from edgeconf.confidence import SCORES, score as np_score, softmax
 from edgeconf.errors import ConfigError, ModelLoadError
 from edgeconf.export.errors import ExportError, NotAClassifierError, UnsupportedOpsetError
@@ -150,6 +151,62 @@ def find_logits_output(model: onnx.ModelProto, output: Optional[str] = None) -> 
     return cand.name, classes
 
 
+OUTPUT_KINDS = ("auto", "logits", "probs")
+#: probabilities are clamped here before the logarithm (float32's smallest normal is 1.2e-38)
+PROB_FLOOR = 1e-30
+
+
+def source_output(model: onnx.ModelProto, output: Optional[str] = None) -> Tuple[str, Optional[int]]:
+    """The classifier output a head is built on: for a headed model of probabilities, the original one."""
+    if output is None and has_head(model):
+        meta = read_head_metadata(model)
+        if meta.get("output_kind") == "probs" and isinstance(meta.get("source_output"), str):
+            output = meta["source_output"]
+            match = [o for o in model.graph.output if o.name == output]
+            dims = _dims(match[0]) if match else None
+            classes = dims[1] if dims and len(dims) == 2 and isinstance(dims[1], int) and dims[1] > 0 else None
+            if match:
+                return output, classes
+    return find_logits_output(model, output)
+
+
+def ends_in_softmax(model: onnx.ModelProto, output: str) -> bool:
+    """True when ``output`` is made by a Softmax over the class axis (through Identity nodes)."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    node = producers.get(output)
+    while node is not None and node.op_type == "Identity":
+        node = producers.get(node.input[0])
+    if node is None or node.op_type != "Softmax" or node.name.startswith(NODE_PREFIX):
+        return False
+    axis = next((a.i for a in node.attribute if a.name == "axis"), None)
+    return axis in (None, 1, -1)
+
+
+def looks_like_probs(values: np.ndarray, atol: float = 1e-3) -> bool:
+    """True when every row is non-negative and sums to 1 (within ``atol``): the outputs are probabilities."""
+    z = np.asarray(values, dtype=np.float64)
+    if z.ndim != 2 or z.shape[0] == 0 or z.shape[1] < 2 or not np.isfinite(z).all():
+        return False
+    return bool(z.min() >= -1e-6 and np.abs(z.sum(axis=1) - 1.0).max() <= atol)
+
+
+def as_logits(values: np.ndarray, kind: str) -> np.ndarray:
+    """Outputs as logits for temperature fitting and the numpy reference: log-probabilities for ``probs``."""
+    if kind == "probs":
+        return np.log(np.maximum(np.asarray(values, dtype=np.float32), np.float32(PROB_FLOOR)))
+    return np.asarray(values)
+
+
+def _rename_tensor(g: onnx.GraphProto, old: str, new: str) -> None:
+    for n in g.node:
+        n.input[:] = [new if x == old else x for x in n.input]
+        n.output[:] = [new if x == old else x for x in n.output]
+    for coll in (g.output, g.value_info):
+        for v in coll:
+            if v.name == old:
+                v.name = new
+
+
 # -- building the head -----------------------------------------------------------------------------
 def _strip_head(model: onnx.ModelProto) -> None:
     g = model.graph
@@ -258,7 +315,7 @@ def _set_metadata(model: onnx.ModelProto, items: Dict[str, Any]) -> None:
 
 
 def _preprocessing_json(preprocessing: Any) -> Any:
-    if preprocessing is None:
+    if preprocessing is None or preprocessing == "none":
         return None
     if hasattr(preprocessing, "to_json"):
         return preprocessing.to_json()
@@ -272,12 +329,18 @@ def _preprocessing_json(preprocessing: Any) -> Any:
 
 def add_confidence_head(model: ModelLike, score: str = "margin", threshold: float = 0.5, temperature: float = 1.0,
                         labels: Optional[Sequence[str]] = None, preprocessing: Any = None, output: Optional[str] = None,
-                        validate: bool = True) -> onnx.ModelProto:
+                        validate: bool = True, output_kind: str = "auto") -> onnx.ModelProto:
     """Return a copy of ``model`` whose graph also outputs ``probs``, ``confidence`` and ``exit``.
 
     ``probs = softmax(logits / T)``; ``confidence`` is ``score`` (maxp, margin or entropy = 1 - H/log C);
     ``exit = confidence >= threshold``. T and the threshold are the initializers ``edgeconf_temperature``
     and ``edgeconf_threshold``. Existing outputs and metadata are kept.
+
+    ``output_kind``: ``logits``, ``probs`` (the output is already probabilities: the head is built on their
+    logarithm, exposed as the output ``logits``, so no second softmax flattens them) or ``auto`` (``probs``
+    when the output comes from a Softmax node). ``preprocessing``: a Preprocessing or its JSON dict, None to
+    keep what the model's metadata says, or ``"none"`` to record explicitly that the model takes model-ready
+    arrays.
     """
     proto, sha = load_model(model)
     if score not in SCORES:
@@ -286,9 +349,22 @@ def add_confidence_head(model: ModelLike, score: str = "margin", threshold: floa
     temperature = _check_value("temperature", temperature, 0.0, None)
     opset = _check_opset(proto)
     old_meta = read_head_metadata(proto)
-    logits, classes = find_logits_output(proto, output)
+    if output_kind not in OUTPUT_KINDS:
+        raise ConfigError("output_kind must be one of %s, got %r" % (", ".join(OUTPUT_KINDS), output_kind))
+    logits, classes = source_output(proto, output)
     if has_head(proto):
         _strip_head(proto)
+    kind = output_kind
+    if kind == "auto":
+        kind = "probs" if (old_meta.get("output_kind") == "probs" and old_meta.get("source_output") == logits) \
+            or ends_in_softmax(proto, logits) else "logits"
+    if logits in HEAD_OUTPUTS:  # e.g. a model whose probabilities are called "probs": the head owns that name
+        renamed = "source_" + logits
+        if renamed in _all_names(proto.graph):
+            raise ExportError("the model's output %r clashes with the edgeconf head and %r is taken too; rename it"
+                              % (logits, renamed))
+        _rename_tensor(proto.graph, logits, renamed)
+        logits = renamed
     if labels is not None:
         labels = [str(x) for x in labels]
         if classes is not None and len(labels) != classes:
@@ -299,7 +375,21 @@ def add_confidence_head(model: ModelLike, score: str = "margin", threshold: floa
     if clash:
         raise ExportError("the model already has tensors named %s; rename them before adding the edgeconf head" % clash)
     elem = next(o for o in g.output if o.name == logits).type.tensor_type.elem_type
-    nodes, inits = _head_nodes(logits, score, opset, elem)
+    source, runtime_logits, pre_nodes, pre_inits = logits, logits, [], []
+    if kind == "probs":  # logits = log(max(p, floor)): softmax(logits / T) is p at T = 1, no second softmax
+        runtime_logits = "logits" if "logits" not in _all_names(g) else "edgeconf_logits"
+        src = source
+        if elem != TensorProto.FLOAT:
+            pre_nodes.append(helper.make_node("Cast", [src], ["edgeconf_probs_f32"], to=TensorProto.FLOAT,
+                                              name=NODE_PREFIX + "cast_probs"))
+            src = "edgeconf_probs_f32"
+        pre_inits.append(numpy_helper.from_array(np.array(PROB_FLOOR, np.float32), "edgeconf_prob_floor"))
+        pre_nodes.append(helper.make_node("Max", [src, "edgeconf_prob_floor"], ["edgeconf_probs_floored"],
+                                          name=NODE_PREFIX + "floor"))
+        pre_nodes.append(helper.make_node("Log", ["edgeconf_probs_floored"], [runtime_logits], name=NODE_PREFIX + "log"))
+        elem = TensorProto.FLOAT
+    nodes, inits = _head_nodes(runtime_logits, score, opset, elem)
+    nodes, inits = pre_nodes + nodes, pre_inits + inits
     clash = sorted(_all_names(g) & ({o for n in nodes for o in n.output} | {i.name for i in inits}))
     if clash:
         raise ExportError("the model already has tensors named %s, which the edgeconf head uses" % clash)
@@ -309,13 +399,16 @@ def add_confidence_head(model: ModelLike, score: str = "margin", threshold: floa
     g.initializer.append(numpy_helper.from_array(np.array(threshold, np.float32), THRESHOLD_NAME))
     dims = _dims(next(o for o in g.output if o.name == logits)) or ["N", None]
     batch = dims[0] if dims[0] is not None else "N"
+    if kind == "probs":
+        g.output.append(helper.make_tensor_value_info(runtime_logits, TensorProto.FLOAT, [batch, dims[1]]))
     g.output.extend([
         helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, dims[1]]),
         helper.make_tensor_value_info("confidence", TensorProto.FLOAT, [batch]),
         helper.make_tensor_value_info("exit", TensorProto.BOOL, [batch]),
     ])
     meta: Dict[str, Any] = {
-        "schema": SCHEMA, "score": score, "threshold": threshold, "temperature": temperature, "logits": logits,
+        "schema": SCHEMA, "score": score, "threshold": threshold, "temperature": temperature,
+        "logits": runtime_logits, "output_kind": kind, "source_output": source,
         "classes": classes, "labels": labels if labels is not None else old_meta.get("labels"),
         "preprocessing": _preprocessing_json(preprocessing) if preprocessing is not None else old_meta.get("preprocessing"),
         "source_sha256": old_meta.get("source_sha256", sha),
@@ -346,7 +439,7 @@ def _example_feeds(model: onnx.ModelProto, batch: int = 3, seed: int = 0) -> Opt
                 shape.append(batch)
             else:
                 return None
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        dtype = numpy_dtype(vi.type.tensor_type.elem_type)
         feeds[vi.name] = rng.normal(0, 1, shape).astype(dtype) if np.issubdtype(dtype, np.floating) \
             else np.zeros(shape, dtype)
     return feeds

@@ -26,6 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeconf.export.errors import CalibrationError, ExportError
+from edgeconf.hashing import sha256_file
 
 METHODS = ("mahalanobis", "learned")
 OOD_OUTPUT = "ood"
@@ -56,10 +57,12 @@ class OodFit:
         """The OOD score of feature rows (numpy; the graph head computes the same)."""
         return _SCORERS[self.method](self.params, np.asarray(features, dtype=np.float64))
 
-    def manifest(self, params_path: Optional[str]) -> Dict[str, Any]:
-        """The stage's ``ood`` entry for ``edgeconf.json``."""
-        return {"score": self.method, "threshold": float(self.threshold), "output": OOD_OUTPUT,
-                "feature": self.feature, "params": params_path, "calibration": self.calibration}
+    def manifest(self, params_path: Optional[str]) -> Any:
+        """The stage's ``ood`` entry for ``edgeconf.json`` (an :class:`edgeconf.bundle.OodSpec`)."""
+        from edgeconf.bundle import OodSpec
+
+        return OodSpec(float(self.threshold), self.method, OOD_OUTPUT, self.feature, params_path,
+                       json.loads(json.dumps(self.calibration)))
 
     def save_params(self, path: str) -> None:
         """The arrays as a plain ``.npz`` (read back with ``allow_pickle=False``)."""
@@ -418,7 +421,7 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
     each set (seeded) is kept out of the fit and chooses the threshold (``keep`` quantile) and the reported rates.
     ``method="auto"``: ``learned`` with negatives, ``mahalanobis`` without.
     """
-    from edgeconf.bundle import MANIFEST, read_manifest, save_bundle
+    from edgeconf.bundle import read_manifest, write_manifest
     from edgeconf.export.data import _session, input_spec, model_ready
 
     manifest = read_manifest(folder, verify=True)
@@ -493,17 +496,11 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
 
     write_bytes(path, headed.SerializeToString())
     spec.ood = fit.manifest(params_rel)
-    files = {rel: os.path.join(folder, rel) for rel in manifest.files}
-    files[params_rel] = os.path.join(folder, params_rel)
-    save_bundle(folder, manifest.stages, files, manifest.labels, manifest.preprocessing, manifest.combine,
-                manifest.memo, manifest.name, _keep_provenance(manifest.provenance), manifest.extra)
+    for rel in (spec.model, params_rel):
+        full = os.path.join(folder, rel)
+        manifest.files[rel] = {"sha256": sha256_file(full), "bytes": os.path.getsize(full)}
+    write_manifest(folder, manifest)
     return OodReport(spec.name, fit, spec.model, params_rel, known, neg_rate)
-
-
-def _keep_provenance(prov: Dict[str, Any]) -> Dict[str, Any]:
-    kept = {k: v for k, v in prov.items() if k not in ("tool", "created")}
-    kept["ood_fitted_by"] = "edgeconf.export.ood"
-    return kept
 
 
 def load_params(path: str) -> Dict[str, np.ndarray]:

@@ -35,6 +35,18 @@ MEMORY_POOL_SINCE = (8, 4)
 OBEY_PRECISION_SINCE = (8, 2)
 
 
+#: NVIDIA GPU generations by compute capability major version (Jetson: 5.3 Nano, 6.2 TX2, 7.2 Xavier, 8.7 Orin).
+ARCHITECTURES = {5: "Maxwell", 6: "Pascal", 7: "Volta/Turing", 8: "Ampere/Ada", 9: "Hopper", 10: "Blackwell"}
+
+
+def gpu_architecture(compute_capability: Optional[str]) -> str:
+    """``"5.3"`` → ``"Maxwell"``; ``""`` when unknown."""
+    try:
+        return ARCHITECTURES.get(int(str(compute_capability).split(".")[0]), "")
+    except ValueError:
+        return ""
+
+
 def version_tuple(version: str) -> Tuple[int, ...]:
     from edgeconf.backends.tensorrt import version_tuple as vt
 
@@ -114,8 +126,10 @@ def resolve_options(device_profile: Any = None, precision: Optional[str] = None,
         raise ConfigError("unknown precision %r; choose one of %s" % (precision, ", ".join(PRECISIONS)))
     if prof is not None:
         if precision == "int8" and not prof.int8:
-            raise ConfigError("%s has no fast INT8 (its precisions: %s); build with --fp16 instead"
-                              % (prof.name, ", ".join(prof.precisions)))
+            arch = gpu_architecture(prof.cuda_compute)
+            raise ConfigError("%s cannot run INT8: its %sGPU (compute capability %s) has no INT8 support; FP16 is the "
+                              "fast option there: build with --fp16"
+                              % (prof.name, arch + " " if arch else "", prof.cuda_compute or "unknown"))
         if precision == "fp16" and "fp16" not in prof.precisions:
             warnings.warn("%s lists no fast FP16 (precisions: %s); TensorRT will fall back to FP32 kernels"
                           % (prof.name, ", ".join(prof.precisions)), UserWarning, stacklevel=2)
@@ -158,15 +172,18 @@ class PrecisionPlan:
     strongly_typed: bool  # NetworkDefinitionCreationFlag.STRONGLY_TYPED (types come from the model)
     use_qdq_model: bool  # build from the QDQ model instead of the plain one
     keep_head_fp32: bool  # set FP32 layer precision on the confidence head
+    qdq_ranges: bool = False  # calibrator fed the exporter's ranges and float layers (from the QDQ model)
 
 
 def plan_precision(trt_version: str, precision: str, source_has_qdq: bool, qdq_model_given: bool,
                    have_calibration: bool) -> PrecisionPlan:
     """Which flags and inputs a build needs.
 
-    TensorRT 8–10: FP16/INT8 builder flags; INT8 by entropy calibration, or explicit quantization
-    when the model has Q/DQ nodes. TensorRT ≥ 11 has neither flags nor calibrators: INT8 comes from
-    the exporter's QDQ model built strongly typed, and FP16 needs an FP16 model.
+    TensorRT 8–10: FP16/INT8 builder flags; INT8 by a calibrator, or explicit quantization when the
+    model itself has Q/DQ nodes. Given the exporter's QDQ model, the calibrator serves that model's
+    activation scales as its cache and the layers the exporter kept in float stay FP32, so the engine
+    makes the same decisions as the ONNX INT8 copy. TensorRT ≥ 11 has neither flags nor calibrators:
+    INT8 comes from the exporter's QDQ model built strongly typed, and FP16 needs an FP16 model.
     """
     v = version_tuple(trt_version)
     if not v or v[0] < 8:
@@ -191,16 +208,85 @@ def plan_precision(trt_version: str, precision: str, source_has_qdq: bool, qdq_m
         return PrecisionPlan(("FP16",), False, False, False, True)
     if source_has_qdq:
         return PrecisionPlan(("FP16", "INT8"), False, False, False, True)
+    if qdq_model_given:
+        return PrecisionPlan(("FP16", "INT8"), True, False, False, True, qdq_ranges=True)
     if have_calibration:
         return PrecisionPlan(("FP16", "INT8"), True, False, False, True)
-    if qdq_model_given:
-        return PrecisionPlan(("FP16", "INT8"), False, False, True, True)
     raise ConfigError("INT8 needs calibration data (--calib DATA or an existing --calib-cache) or a QDQ model (--qdq)")
 
 
 def model_has_qdq(model: Any) -> bool:
     """Whether an ONNX model (proto) holds explicit quantization (QuantizeLinear/DequantizeLinear)."""
     return any(n.op_type in QDQ_OPS for n in model.graph.node)
+
+
+# -- the exporter's INT8 decisions, for TensorRT 8.x/10.x calibrator builds ------------------------------
+def qdq_activation_scales(model: Any) -> Dict[str, float]:
+    """``tensor → scale`` of every activation a QDQ model quantizes (QuantizeLinear of a non-initializer).
+
+    Raises for a zero point other than 0: TensorRT quantizes symmetrically only.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    scales: Dict[str, float] = {}
+    for n in model.graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in inits:
+            continue
+        if n.input[1] not in inits:
+            raise ConfigError("QuantizeLinear %r has a computed scale; TensorRT calibration needs constant scales" % n.name)
+        scale = numpy_helper.to_array(inits[n.input[1]]).reshape(-1)
+        zp = numpy_helper.to_array(inits[n.input[2]]).reshape(-1) if len(n.input) > 2 and n.input[2] in inits else [0]
+        if scale.size != 1 or any(int(z) != 0 for z in zp):
+            raise ConfigError("tensor %r is quantized per channel or with a zero point; TensorRT needs symmetric "
+                              "per-tensor activation scales (export with edgeconf's INT8, which makes them)" % n.input[0])
+        scales[n.input[0]] = float(scale[0])
+    return scales
+
+
+def trt_version_number(version: str) -> int:
+    """The ``NV_TENSORRT_VERSION`` number TensorRT writes into calibration caches (8.6.1 → 8601, 10.3.0 → 100300)."""
+    v = (list(version_tuple(version)) + [0, 0, 0])[:3]
+    return v[0] * (10000 if v[0] >= 10 else 1000) + v[1] * 100 + v[2]
+
+
+def calibration_cache_text(scales: Dict[str, float], trt_version: str, algorithm: str = "EntropyCalibration2") -> bytes:
+    """A TensorRT calibration cache: a ``TRT-<version>-<algorithm>`` line, then ``tensor: <scale>`` lines with
+    each scale as the hex of its big-endian IEEE-754 float32 (the layout TensorRT writes and reads)."""
+    import struct
+
+    lines = ["TRT-%d-%s" % (trt_version_number(trt_version), algorithm)]
+    for name in sorted(scales):
+        lines.append("%s: %s" % (name, struct.pack(">f", float(scales[name])).hex()))
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def int8_float_layers(model: Any) -> List[str]:
+    """The layers the exporter kept in float (``edgeconf.int8`` metadata of its QDQ model)."""
+    meta = decode_metadata({p.key: p.value for p in model.metadata_props})
+    plan = meta.get("int8")
+    layers = plan.get("float_layers") if isinstance(plan, dict) else None
+    return [str(x) for x in layers] if isinstance(layers, list) else []
+
+
+def keep_layers_fp32(trt: Any, network: Any, onnx_nodes: Sequence[str]) -> List[str]:
+    """FP32 on the TensorRT layers made from the named ONNX nodes (the parser names layers after nodes)."""
+    wanted = set(onnx_nodes)
+    floats = (trt.float32, trt.float16)
+    kept = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        tokens = {t.strip() for t in _SPLIT.split(layer.name or "") if t.strip()}
+        if layer.name not in wanted and not (tokens & wanted):
+            continue
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        if not outs or not all(o.dtype in floats for o in outs):
+            continue
+        layer.precision = trt.float32
+        for j in range(len(outs)):
+            layer.set_output_type(j, trt.float32)
+        kept.append(layer.name)
+    return kept
 
 
 # -- confidence head --------------------------------------------------------------------------------
@@ -439,9 +525,11 @@ def onnx_io_specs(model: Any) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]
     """Inputs and outputs of an ONNX proto as TensorSpec JSON (dynamic dims → None)."""
     import onnx
 
+    from edgeconf.backends.onnx_file import numpy_dtype
+
     def spec(vi: Any) -> Dict[str, Any]:
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+        dtype = numpy_dtype(vi.type.tensor_type.elem_type).name
         return {"name": vi.name, "shape": dims, "dtype": dtype}
 
     inits = {i.name for i in model.graph.initializer}
@@ -530,24 +618,40 @@ def build_engine(onnx_path: str, options: BuildOptions, out_path: str,
         for flag in plan.flags:
             config.set_flag(getattr(trt.BuilderFlag, flag))
         kept: List[str] = []
+        float_layers: List[str] = []
+        qdq_proto = None
+        if plan.qdq_ranges:
+            qdq_proto = onnx.load(str(options.qdq_model), load_external_data=False)
+            float_layers = keep_layers_fp32(trt, network, int8_float_layers(qdq_proto))
+            say("layers the exporter kept in float, FP32 here: %s" % (", ".join(float_layers) or "none"))
         if plan.keep_head_fp32:
             kept = keep_head_fp32(trt, network)
             constraint = precision_constraint_flag(trt)
-            if kept and constraint:
+            if (kept or float_layers) and constraint:
                 config.set_flag(getattr(trt.BuilderFlag, constraint))
             say("confidence head kept in FP32: %d layers" % len(kept))
         if plan.calibrator:
             if len(inputs) != 1:
                 raise ConfigError("INT8 calibration supports one model input; this model has %d" % len(inputs))
             data = None
-            if options.calib:
+            cache_path = options.calib_cache
+            if qdq_proto is not None:  # the exporter's scales become the cache: TensorRT asks for no batches
+                cache_path = cache_path or os.path.join(os.path.dirname(os.path.abspath(out_path)),
+                                                        os.path.basename(out_path) + ".calib")
+                from edgeconf.atomic import write_bytes
+
+                write_bytes(cache_path, calibration_cache_text(qdq_activation_scales(qdq_proto), version))
+                shape = [max(1, int(d)) for d in inputs[0].shape]
+                data = np.zeros([1] + shape[1:], np.float32)
+                say("INT8 ranges from %s (the exporter's calibration)" % os.path.basename(str(options.qdq_model)))
+            elif options.calib:
                 shape = [None if int(d) < 0 else int(d) for d in inputs[0].shape]
                 data = load_model_inputs(options.calib, shape, preprocessing_from_metadata(meta), options.calib_limit)
             else:  # a cache alone: TensorRT reads it and asks for no batches
                 shape = [max(1, int(d)) for d in inputs[0].shape]
                 data = np.zeros([1] + shape[1:], np.float32)
             batcher = CalibrationBatcher(data, options.calib_batch, shape, "float32", options.calib_limit)
-            calibrator = make_entropy_calibrator(trt, cuda, batcher, options.calib_cache, inputs[0].name)
+            calibrator = make_entropy_calibrator(trt, cuda, batcher, cache_path, inputs[0].name)
             config.int8_calibrator = calibrator
             calib_profile = builder.create_optimization_profile()
             fixed = (batcher.batch_size,) + batcher.sample_shape
@@ -574,7 +678,9 @@ def build_engine(onnx_path: str, options: BuildOptions, out_path: str,
         board=options.device_profile or runtime.board, precision=options.precision, inputs=ins, outputs=outs,
         profile=options.profile.to_json(), workspace_mb=options.workspace_mb, source_onnx=os.path.basename(onnx_path),
         source_onnx_sha256=sha256_file(onnx_path), edgeconf=meta,
-        extra={"head_fp32_layers": len(kept), "built_from": os.path.basename(build_path)},
+        extra={"head_fp32_layers": len(kept), "built_from": os.path.basename(build_path),
+               "int8_float_layers": float_layers,
+               "int8_ranges_from": os.path.basename(str(options.qdq_model)) if plan.qdq_ranges else None},
     )
     return write_engine(out_path, plan_bytes, header)
 
@@ -582,4 +688,6 @@ def build_engine(onnx_path: str, options: BuildOptions, out_path: str,
 __all__ = ["BatchProfile", "BuildOptions", "PrecisionPlan", "CalibrationBatcher", "ParserIssue", "parse_batch_profile",
            "resolve_options", "plan_precision", "model_has_qdq", "is_head_layer", "keep_head_fp32", "profile_shapes",
            "parser_issue", "format_parser_errors", "make_entropy_calibrator", "load_model_inputs", "onnx_io_specs",
-           "set_workspace", "network_flags", "precision_constraint_flag", "build_engine", "DEFAULT_PROFILE"]
+           "set_workspace", "network_flags", "precision_constraint_flag", "build_engine", "DEFAULT_PROFILE",
+           "qdq_activation_scales", "calibration_cache_text", "trt_version_number", "int8_float_layers",
+           "keep_layers_fp32", "gpu_architecture"]

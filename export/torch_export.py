@@ -165,6 +165,35 @@ def export_torch(model: Any, example: Any, path: str, input_name: str = "input",
     return ExportReport(path, diff, opset_used, input_name, output_names, used, params)
 
 
+def probe_input_shape(model: Any, candidates: Sequence[Sequence[int]], option: str = "input_shape"
+                      ) -> "tuple":
+    """The one candidate input shape (no batch axis) the model runs on, and a note; ConfigError otherwise.
+
+    Used when only the calibration images tell the size: (C, H, W) and (H, W, C) are tried; a model that runs
+    on both (e.g. a flat MLP) is ambiguous and refused rather than guessed.
+    """
+    torch = _torch()
+    ok, errors = [], []
+    model = model.eval()
+    for shape in dict.fromkeys(tuple(int(d) for d in c) for c in candidates):
+        try:
+            with torch.no_grad():
+                model(torch.zeros((1,) + shape))
+            ok.append(shape)
+        except Exception as exc:  # the model's own error for a wrong shape; reported below in one line
+            errors.append("%s: %s" % (shape, str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__))
+    if len(ok) == 1:
+        layout = "NCHW" if ok[0] == tuple(candidates[0]) else "NHWC"
+        return ok[0], "input shape %s (%s) taken from the calibration images: the only layout the model runs on" \
+            % (ok[0], layout)
+    if not ok:
+        raise ConfigError("the model runs on neither layout of the calibration images (%s); give %s (CLI "
+                          "--input-shape) or a preprocessing with the right size, channels and \"layout\""
+                          % ("; ".join(errors), option))
+    raise ConfigError("the model runs on both %s and %s inputs, so the layout is ambiguous; give %s (CLI "
+                      "--input-shape) or a preprocessing with \"layout\" NCHW or NHWC" % (ok[0], ok[1], option))
+
+
 # -- the CLI form: module:function + weights -----------------------------------------------------------
 def _import_target(spec: str):
     mod_name, sep, attr = spec.rpartition(":")
@@ -251,4 +280,5 @@ def export_factory(spec: str, weights: Optional[str], input_shape: Sequence[int]
     return export_torch(model, example, path, **kw)
 
 
-__all__ = ["ExportReport", "export_torch", "load_factory", "load_weights", "export_factory", "TOLERANCE"]
+__all__ = ["ExportReport", "export_torch", "load_factory", "load_weights", "export_factory", "probe_input_shape",
+           "TOLERANCE"]

@@ -61,10 +61,25 @@ def open_meter(name: str) -> Tuple[Any, str]:
               help="Save a PNG of the whole window before quitting (with --quit-after; for docs and CI).")
 @click.option("--quit-after", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Close the window after this many seconds.")
+@click.option("--telemetry", "telemetry_uri", default=None,
+              help="Publish status and events over MQTT: mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC/DEVICE (docs/fleet.md).")
+@click.option("--fleet", "fleet_uri", default=None,
+              help="Open the fleet view instead: every device publishing under mqtt://HOST[:1883]/TOPIC (e.g. /edgeconf).")
 def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[str], events_path: Optional[str],
-            power_name: str, no_start: bool, screenshot_path: Optional[str], quit_after: Optional[float]) -> None:
-    """Open the operator window on BUNDLE (default: the shipped bundle) and a source (default: demo://)."""
+            power_name: str, no_start: bool, screenshot_path: Optional[str], quit_after: Optional[float],
+            telemetry_uri: Optional[str], fleet_uri: Optional[str]) -> None:
+    """Open the operator window on BUNDLE (default: the shipped bundle) and a source (default: demo://),
+    or with --fleet the fleet view of every device publishing telemetry to a broker."""
     _require_qt()
+    if fleet_uri:
+        from edgeconf.gui.fleet_model import parse_fleet_uri
+
+        parse_fleet_uri(fleet_uri)
+        sys.exit(run_fleet_window(fleet_uri, screenshot_path=screenshot_path, quit_after=quit_after))
+    if telemetry_uri:
+        from edgeconf.live.telemetry import parse_telemetry_uri
+
+        parse_telemetry_uri(telemetry_uri)
     if bundle is None:
         bundle = shipped_bundle()
         if not os.path.isdir(bundle):
@@ -74,12 +89,35 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
         raise DataError("bundle folder %s does not exist; pass a folder with edgeconf.json" % bundle)
     sys.exit(run_window(bundle, source_uri or "demo://", regions=regions, events_path=events_path,
                         power_name=power_name, autostart=not no_start, screenshot_path=screenshot_path,
-                        quit_after=quit_after))
+                        quit_after=quit_after, telemetry_uri=telemetry_uri))
+
+
+def run_fleet_window(uri: str, screenshot_path: Optional[str] = None, quit_after: Optional[float] = None) -> int:
+    """The fleet view's application and event loop; returns its exit code."""
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from edgeconf.gui.fleet import FleetWindow
+
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "edgeconf"])
+    win = FleetWindow(uri)
+    win.show()
+    if quit_after is not None:
+        def finish() -> None:
+            win.refresh()
+            if screenshot_path:
+                win.grab().save(screenshot_path, "PNG")
+            win.close()
+
+        QTimer.singleShot(int(quit_after * 1000), finish)
+    code = app.exec()
+    win.shutdown()
+    return int(code)
 
 
 def run_window(bundle: str, source_uri: str, regions: Optional[str] = None, events_path: Optional[str] = None,
                power_name: str = "auto", autostart: bool = True, screenshot_path: Optional[str] = None,
-               quit_after: Optional[float] = None) -> int:
+               quit_after: Optional[float] = None, telemetry_uri: Optional[str] = None) -> int:
     """Create the application and the window, run the event loop, and return its exit code."""
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
@@ -91,7 +129,9 @@ def run_window(bundle: str, source_uri: str, regions: Optional[str] = None, even
     app.setApplicationName("edgeconf-gui")
     meter, note = open_meter(power_name)
     try:
+        options = {"telemetry_uri": telemetry_uri} if telemetry_uri else None
         win = MainWindow(bundle=bundle, source=source_uri, meter=meter, regions=regions, events_path=events_path,
+                         worker_options=options,
                          power_note=note)
         win.show()
         if autostart:

@@ -36,6 +36,7 @@ class WorkerConfig:
     record_path: Optional[str] = None
     source_options: Dict[str, Any] = field(default_factory=dict)
     meter: Any = None  # an energy meter owned by the caller (the pipeline only reads it)
+    telemetry_uri: Optional[str] = None  # publish status and events over MQTT (edgeconf.live.telemetry)
 
 
 class PipelineWorker(QThread):
@@ -69,6 +70,7 @@ class PipelineWorker(QThread):
         self._paused = threading.Event()
         self._recorder: Any = None
         self._events: Any = None
+        self._telemetry: Any = None
         self._last_state: Optional[str] = None
 
     # -- called from the UI thread ------------------------------------------------------------------
@@ -140,15 +142,25 @@ class PipelineWorker(QThread):
 
         cfg = self.config
         self._emit_state("connecting", "loading bundle %s" % os.path.basename(os.path.normpath(cfg.bundle)))
+        from edgeconf.live.telemetry import EventFanout, open_telemetry, parse_telemetry_uri
+
+        if cfg.telemetry_uri:
+            parse_telemetry_uri(cfg.telemetry_uri)  # a wrong URI fails before anything loads
         self.cascade = load_bundle(cfg.bundle, threads=cfg.threads, memo=cfg.memo)
+        log_file = None
         if cfg.events_path:
             from edgeconf.live.events import EventLog
 
-            self._events = EventLog(cfg.events_path)
+            log_file = EventLog(cfg.events_path)
+        if log_file is not None:
+            self._events = EventFanout(log_file)
         source = open_source(cfg.source, **cfg.source_options)
         source.add_state_listener(lambda st: self._emit_state(getattr(st, "value", str(st)), getattr(source, "detail", "") or ""))
         self.pipeline = Pipeline(self.cascade, source, regions=cfg.regions, refresh_frames=cfg.refresh_frames,
                                  meter=cfg.meter)
+        if cfg.telemetry_uri:
+            self._telemetry = open_telemetry(cfg.telemetry_uri, self.pipeline, cfg.meter)
+            self._events = EventFanout(log_file, self._telemetry)
         if cfg.memo_radius is not None and self.cascade.memo is not None:
             self.pipeline.set_memo(True, int(cfg.memo_radius))
         if self._paused.is_set():
@@ -288,6 +300,12 @@ class PipelineWorker(QThread):
             self._events.emit("stop", reason=self.end_reason or "stopped", counters=c)
             self._events.close()
             self._events = None
+        if self._telemetry is not None:
+            try:
+                self._telemetry.close()
+            except Exception:
+                log.exception("closing the telemetry failed")
+            self._telemetry = None
         if self.cascade is not None:
             try:
                 self.cascade.close()

@@ -51,6 +51,31 @@ def save(model: onnx.ModelProto, path) -> str:
     return str(path)
 
 
+def mlp_classifier(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarray,
+                   input_shape: Sequence[int] = (1, 28, 28)) -> onnx.ModelProto:
+    """``logits = relu(flatten(x) @ w1 + b1) @ w2 + b2``; nodes named ``flatten``, ``gemm1``, ``relu``, ``gemm2``."""
+    features = int(np.prod(input_shape))
+    w1, w2 = np.asarray(w1, np.float32), np.asarray(w2, np.float32)
+    assert w1.shape[0] == features and w2.shape[0] == w1.shape[1], (w1.shape, w2.shape)
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["flat"], axis=1, name="flatten"),
+        helper.make_node("Gemm", ["flat", "W1", "B1"], ["hidden"], name="gemm1"),
+        helper.make_node("Relu", ["hidden"], ["act"], name="relu"),
+        helper.make_node("Gemm", ["act", "W2", "B2"], ["logits"], name="gemm2"),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *input_shape])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", w2.shape[1]])],
+        [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(np.asarray(b1, np.float32), "B1"),
+         numpy_helper.from_array(w2, "W2"), numpy_helper.from_array(np.asarray(b2, np.float32), "B2")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def with_ood_output(model: onnx.ModelProto, name: str = "ood") -> onnx.ModelProto:
     """A copy of a ``linear_classifier`` that also outputs ``ood = mean(flat(x)²)`` per input: inputs near 0
     score low (known), large inputs high (unknown) — a stand-in OOD head with a score anyone can compute."""

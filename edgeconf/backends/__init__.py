@@ -12,6 +12,7 @@ _REGISTRY: Dict[str, str] = {
     "onnxruntime": "edgeconf.backends.onnxruntime:prepare",
     "tensorrt": "edgeconf.backends.tensorrt:prepare",
     "ort-tensorrt": "edgeconf.backends.ort_tensorrt:prepare",
+    "triton": "edgeconf.backends.triton:prepare",
 }
 
 

@@ -74,6 +74,9 @@ class Runner(ABC):
     backend: str = ""
     inputs: Tuple[TensorSpec, ...] = ()
     outputs: Tuple[TensorSpec, ...] = ()
+    #: the model runs on another machine: ``run_trusted`` may raise ``RemoteStageError`` (slow, down, error),
+    #: which the cascade turns into the last local answer
+    remote: bool = False
 
     def run(self, feeds: Union[np.ndarray, Mapping[str, np.ndarray]], output_names: Optional[Sequence[str]] = None,
             validate: bool = True) -> Dict[str, np.ndarray]:

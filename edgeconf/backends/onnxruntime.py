@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgeconf.backends.base import Runner, TensorSpec
+from edgeconf.backends.onnx_file import read_onnx_facts
 from edgeconf.errors import BackendUnavailableError, ModelLoadError
+from edgeconf.lazy import require
 
 #: Short names accepted for execution providers.
 PROVIDER_ALIASES = {
@@ -32,13 +35,7 @@ ProviderSpec = Union[str, Tuple[str, dict]]
 
 
 def _import_ort():
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "onnxruntime is not installed: pip install onnxruntime (on a Jetson, the onnxruntime-gpu wheel for your JetPack)"
-        ) from exc
-    return ort
+    return require("onnxruntime", "running ONNX models")
 
 
 def available() -> Tuple[bool, str]:
@@ -63,6 +60,59 @@ def resolve_providers(providers: Optional[Sequence[ProviderSpec]], available_pro
     if "CPUExecutionProvider" not in names:
         chosen.append("CPUExecutionProvider")
     return chosen
+
+
+#: (major, minor, newest default-domain opset) of ONNX Runtime releases, from its compatibility table;
+#: 1.11 -> 16 and 1.12 -> 17 were checked here (1.11.1 refuses the shipped opset-17 models, 1.12.0 runs them).
+ORT_OPSETS = ((1, 10, 15), (1, 11, 16), (1, 12, 17), (1, 14, 18), (1, 15, 19), (1, 17, 20), (1, 18, 21))
+_ORT_SAYS_OPSET = re.compile(r"support for domain (?:ai\.onnx|'') is till opset (\d+)")
+_ORT_SAYS_IR = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+_UPGRADE = ("pip install -U 'onnxruntime>=%s' (on a Jetson: the onnxruntime-gpu wheel for your JetPack from the "
+            "Jetson Zoo)")
+
+
+def _version_tuple(version: str) -> Tuple[int, int]:
+    parts = re.findall(r"\d+", version)[:2]
+    return (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, 0)
+
+
+def newest_opset(ort_version: str) -> Optional[int]:
+    """The newest opset an ONNX Runtime release runs, where the table knows it (None for unknown releases)."""
+    v = _version_tuple(ort_version)
+    known = [op for major, minor, op in ORT_OPSETS if (major, minor) <= v]
+    return known[-1] if known and v <= ORT_OPSETS[-1][:2] else None
+
+
+def first_release_for(opset: int) -> Optional[str]:
+    """The first ONNX Runtime release that runs ``opset`` (None when newer than the table)."""
+    return next(("%d.%d" % (major, minor) for major, minor, op in ORT_OPSETS if op >= opset), None)
+
+
+def explain_load_error(path: Optional[str], exc: BaseException, ort_version: str) -> str:
+    """One line on why ONNX Runtime refused a model: not ONNX, an opset or IR version too new, or ORT's own words."""
+    text = str(exc)
+    where = path or "<bytes>"
+    facts = None
+    if path:
+        try:
+            facts = read_onnx_facts(path)
+        except ModelLoadError as bad:  # not an ONNX file at all
+            return str(bad)
+    said = _ORT_SAYS_OPSET.search(text)
+    supported = int(said.group(1)) if said else newest_opset(ort_version)
+    if facts is not None and supported is not None and facts.opset > supported:
+        need = first_release_for(facts.opset)
+        return ("%s needs ONNX opset %d but onnxruntime %s runs opsets up to %d; upgrade onnxruntime%s or re-export "
+                "the model at opset %d or lower" % (where, facts.opset, ort_version, supported,
+                                                     " to %s or newer: %s" % (need, _UPGRADE % need) if need else "",
+                                                     supported))
+    ir = _ORT_SAYS_IR.search(text)
+    if ir:
+        return ("%s has ONNX IR version %s but onnxruntime %s reads up to IR version %s; upgrade onnxruntime (%s) or "
+                "save the model with an older onnx" % (where, ir.group(1), ort_version, ir.group(2),
+                                                       _UPGRADE % "1.12"))
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return "onnxruntime %s cannot load %s: %s" % (ort_version, where, first[:300])
 
 
 def _spec(arg) -> TensorSpec:
@@ -94,10 +144,7 @@ class OnnxRuntimeRunner(Runner):
         try:
             self.session = ort.InferenceSession(model, sess_options=opts, providers=chosen)
         except Exception as exc:  # ORT raises several private exception types
-            where = self.path or "<bytes>"
-            raise ModelLoadError(
-                "cannot load %s as an ONNX model (%s); is it a complete .onnx file?" % (where, str(exc).splitlines()[0][:300])
-            ) from exc
+            raise ModelLoadError(explain_load_error(self.path, exc, ort.__version__)) from exc
         self.providers = self.session.get_providers()
         self.inputs = tuple(_spec(a) for a in self.session.get_inputs())
         self.outputs = tuple(_spec(a) for a in self.session.get_outputs())

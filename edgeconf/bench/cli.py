@@ -1,4 +1,4 @@
-"""``edgeconf bench``: cascade vs baseline cost and accuracy on FashionMNIST, with the dual-CNN paper's protocol."""
+"""``edgeconf bench``: cascade vs baseline cost and accuracy on any labelled data, with the dual-CNN paper's protocol."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,13 @@ import math
 import os
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence
 
 import click
 
-from edgeconf.bench.benchmark import CONFIG_NAMES, BenchSettings, default_paths, run_bench
+from edgeconf.atomic import atomic_write, write_text
+from edgeconf.bench.benchmark import (CONFIG_NAMES, TARGET_KEYS, ZOO_TARGETS, BenchSettings, default_paths, parse_targets,
+                                      run_bench)
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 
 
@@ -42,36 +44,66 @@ def parse_configs(text: Optional[str]) -> List[str]:
     return [n for n in CONFIG_NAMES if n in names]
 
 
-def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], configs: List[str]):
-    """Fill in the shipped zoo's paths for what was not given, and say clearly when the zoo is absent."""
+def _same(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], configs: List[str],
+                   data: Optional[str] = None, target: Sequence[str] = ()):
+    """(bundle, baseline, early_exit, configs, targets): the shipped zoo's paths and targets for what was not given.
+
+    The zoo's defaults (its baseline, early-exit bundle, the FashionMNIST data and its targets) apply to the
+    zoo's bundle only: another bundle needs --data, compares against --baseline when given (else 'big' is left
+    out) and reports targets only when --target sets them.
+    """
     zoo = default_paths()
     if bundle is None:
         if not os.path.isdir(zoo["bundle"]):
-            raise BundleError("the shipped zoo bundle %s is not installed; pass --bundle DIR (and --baseline MODEL)"
+            raise BundleError("the shipped zoo bundle %s is not installed; pass a BUNDLE (and --baseline MODEL)"
                               % zoo["bundle"])
         bundle = zoo["bundle"]
-        if early_exit is None and os.path.isdir(zoo["early_exit"]):
-            early_exit = zoo["early_exit"]
+    elif not os.path.isdir(bundle):
+        raise BundleError("bundle folder %s does not exist" % bundle)
+    is_zoo = os.path.isdir(zoo["bundle"]) and _same(bundle, zoo["bundle"])
+    if not is_zoo and data is None:
+        raise ConfigError("give --data DATA for bundle %s: the data it was built for (the default data, FashionMNIST, "
+                          "belongs to the shipped zoo; --data fashion-mnist:test to use it anyway)" % bundle)
+    if is_zoo and early_exit is None and os.path.isdir(zoo["early_exit"]):
+        early_exit = zoo["early_exit"]
     if baseline is None and "big" in configs:
-        if not os.path.isfile(zoo["baseline"]):
-            raise ModelLoadError("the shipped baseline %s is not installed; pass --baseline MODEL.onnx, or leave "
-                                 "'big' out with --configs" % zoo["baseline"])
-        baseline = zoo["baseline"]
+        if is_zoo:
+            if not os.path.isfile(zoo["baseline"]):
+                raise ModelLoadError("the shipped baseline %s is not installed; pass --baseline MODEL.onnx, or leave "
+                                     "'big' out with --configs" % zoo["baseline"])
+            baseline = zoo["baseline"]
+        else:
+            configs = [c for c in configs if c != "big"]
     if early_exit == "none":
         early_exit = None
-    return bundle, baseline, early_exit
+    targets = parse_targets(target) if target else (dict(ZOO_TARGETS) if is_zoo else None)
+    return bundle, baseline, early_exit, configs, targets
 
 
 @click.command("bench")
+@click.argument("bundle_arg", metavar="[BUNDLE]", required=False, type=click.Path(file_okay=False))
 @click.option("--bundle", type=click.Path(file_okay=False), default=None,
-              help="Cascade bundle to measure [default: the shipped zoo bundle].")
+              help="The cascade bundle to measure, as an option [default: the shipped zoo bundle].")
+@click.option("--data", "data", default=None,
+              help="Labelled data to run on: an .npz (x uint8 images, y labels), an ImageFolder, IDX files "
+                   "(fashion-mnist[:train|test], a folder of them), a CSV / JSON-lines list of path,label (docs/data.md) "
+                   "[default, for the shipped zoo only: fashion-mnist:test, from $EDGECONF_FASHION_MNIST or the Debian "
+                   "package].")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None,
-              help="The big model to compare against [default: the shipped zoo's big.onnx].")
+              help="The big model to compare against [default: the zoo's big.onnx with the zoo bundle; otherwise "
+                   "none, and 'big' and the ratios are left out].")
 @click.option("--early-exit", "early_exit", default=None,
               help="Multi-exit bundle for the early_exit configuration [default: the zoo's, with the zoo bundle; "
                    "'none' to skip].")
-@click.option("--data", "data", type=click.Path(file_okay=False), default=None,
-              help="Folder with the FashionMNIST IDX files [default: $EDGECONF_FASHION_MNIST or the Debian package].")
+@click.option("--target", "target", multiple=True,
+              help="A target to check, KEY=VALUE (repeat): %s. Default: the zoo's targets for the zoo bundle, none "
+                   "otherwise." % "; ".join("%s: %s" % kv for kv in TARGET_KEYS.items()))
+@click.option("--max-pixels", type=click.IntRange(1, None), default=None,
+              help="Refuse images over this many pixels (header checked before decoding) [default: 50000000].")
 @click.option("--duplicate", "duplicate", default="0", show_default=True,
               help="Duplication ratios d, comma-separated: d·N random copies appended, shuffled.")
 @click.option("--near-duplicate", is_flag=True,
@@ -83,7 +115,10 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
 @click.option("--configs", "configs", default=None,
               help="Comma-separated subset of: %s [default: all]." % ", ".join(CONFIG_NAMES))
-@click.option("--json", "json_out", default=None, help="Write the results as JSON to this file ('-' for stdout).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the results as JSON on stdout (instead of the tables); progress stays on stderr.")
+@click.option("--out", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the results as JSON to this file.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write report.md and PNG plots into this folder.")
 @click.option("--predictions", "pred_out", type=click.Path(dir_okay=False), default=None,
@@ -91,11 +126,19 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--chunk", type=click.IntRange(1, None), default=250, show_default=True,
               help="Inputs per configuration turn; configurations rotate order every chunk.")
 @click.option("--power", default="auto", show_default=True, help="Power source for energy (auto, jtop, ina3221-iio, …).")
-def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], data: Optional[str],
-              duplicate: str, near_duplicate: bool, batch: int, threads: int, limit: Optional[int], seed: int,
-              configs: Optional[str], json_out: Optional[str], report_dir: Optional[str], pred_out: Optional[str],
-              chunk: int, power: str) -> None:
-    """Measure cost and accuracy of big, first, dual and memo configurations on FashionMNIST.
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="Form of the bundle's cascade configurations: staged (one call per stage), fused (the bundle's "
+                   "fused graph, from edgeconf fuse; one call per batch) or auto.")
+def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[str], baseline: Optional[str],
+              early_exit: Optional[str], target: Sequence[str], max_pixels: Optional[int], duplicate: str,
+              near_duplicate: bool, batch: int, threads: int, limit: Optional[int], seed: int,
+              configs: Optional[str], as_json: bool, json_out: Optional[str], report_dir: Optional[str],
+              pred_out: Optional[str], chunk: int, power: str, form: str) -> None:
+    """Measure cost and accuracy of big, first, dual and memo configurations of BUNDLE on --data.
+
+    edgeconf bench BUNDLE --data DATA [--baseline MODEL] runs your bundle on your labelled data; with no
+    BUNDLE it runs the shipped zoo on the Debian FashionMNIST test split and checks the zoo's targets.
+    A bundle or baseline whose preprocessing (grey vs colour) or classes do not fit the data is refused.
 
     Reproduces the dual-CNN paper's protocol (d·N duplicates appended and shuffled) and reports accuracy,
     latency, process CPU seconds, wall seconds, stage calls, escalation and memo hit/false-hit rates, and
@@ -104,15 +147,21 @@ def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Option
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    if bundle_arg and bundle and not _same(bundle_arg, bundle):
+        raise ConfigError("two bundles given (%s and --bundle %s); give one" % (bundle_arg, bundle))
     names = parse_configs(configs)
-    bundle, baseline, early_exit = resolve_inputs(bundle, baseline, early_exit, names)
+    bundle, baseline, early_exit, names, targets = resolve_inputs(bundle_arg or bundle, baseline, early_exit, names,
+                                                                  data, target)
+    if not names:
+        raise ConfigError("no configuration left to run; check --configs")
     settings = BenchSettings(bundle=bundle, baseline=baseline, early_exit=early_exit, duplicates=parse_duplicates(duplicate),
                              near_duplicate=near_duplicate, batch=batch, threads=threads, limit=limit, seed=seed,
-                             data=data, configs=names, chunk=chunk, power=power)
+                             data=data, configs=names, chunk=chunk, power=power, targets=targets, max_pixels=max_pixels,
+                             form=form)
     err = Console(stderr=True)
-    out = err if json_out == "-" else Console()
+    out = Console()
     if not out.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns
-        out = Console(stderr=json_out == "-", width=200)
+        out = Console(width=200)
     with Progress(TextColumn("[bold]bench[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
                   disable=not err.is_terminal, auto_refresh=False) as bar:
@@ -131,22 +180,22 @@ def bench_cmd(bundle: Optional[str], baseline: Optional[str], early_exit: Option
         runs = run_bench(settings, progress)
     from edgeconf.bench.report import print_tables, write_report
 
-    print_tables(runs, out)
     payload: Any = runs[0].to_json() if len(runs) == 1 else [r.to_json() for r in runs]
+    text = json.dumps(payload, indent=2) + "\n"
     if json_out:
-        text = json.dumps(payload, indent=2)
-        if json_out == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            with open(json_out, "w", encoding="utf-8") as f:
-                f.write(text + "\n")
+        write_text(json_out, text)
     if pred_out:
         import numpy as np
 
         arrays = {}
         for i, run in enumerate(runs):
             arrays.update(run.predictions_arrays("d%d_" % i))
-        np.savez_compressed(pred_out, **arrays)
+        with atomic_write(pred_out, "wb") as f:
+            np.savez_compressed(f, **arrays)
     if report_dir:
         written = write_report(runs, report_dir)
         err.print("report: %s" % written["report"])
+    if as_json:
+        sys.stdout.write(text)
+    else:
+        print_tables(runs, out)

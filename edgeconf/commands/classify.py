@@ -1,60 +1,195 @@
-"""``edgeconf classify``: run a bundle on images, folders or arrays and print JSON lines."""
+"""``edgeconf classify``: run a bundle on images, folders, arrays or labelled data sets; JSON lines out.
+
+Every input is counted (repeats and memo hits included). With labels (an .npz ``y``, an ImageFolder, a
+labelled list, IDX files) the summary gives accuracy, per-class accuracy, escalation and memo hits.
+``--out`` is written atomically: a failed run leaves an earlier file untouched.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from typing import List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import click
 import numpy as np
 
+from edgeconf.atomic import atomic_write
 from edgeconf.bundle import load_bundle
-from edgeconf.datasets import iter_inputs
+from edgeconf.datasets import FORMATS_HELP, Dataset, Sample, open_dataset
+from edgeconf.errors import DataError
 
 
-def _batches(items, size: int):
-    batch: List[Tuple[str, np.ndarray]] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
+@dataclass
+class Tally:
+    """What a classify run saw: answers, labels, skipped inputs."""
+
+    classes: int
+    inputs: int = 0
+    memo_hits: int = 0
+    skipped: List[Dict[str, str]] = field(default_factory=list)
+    truth: List[int] = field(default_factory=list)
+    answer: List[int] = field(default_factory=list)
+
+    def add(self, res: Any, target: Optional[int]) -> None:
+        self.inputs += 1
+        self.memo_hits += int(res.memo_hit)
+        if target is not None:
+            self.truth.append(target)
+            self.answer.append(int(res.class_id))
+
+    def summary(self, cascade: Any) -> Dict[str, Any]:
+        labels = cascade.labels or []
+        out: Dict[str, Any] = {"inputs": self.inputs + len(self.skipped), "classified": self.inputs,
+                               "skipped": len(self.skipped), "labelled": len(self.truth), "accuracy": None,
+                               "per_class": None, "memo_hits": self.memo_hits,
+                               "memo_hit_rate": self.memo_hits / self.inputs if self.inputs else None}
+        if self.truth:
+            t, a = np.asarray(self.truth), np.asarray(self.answer)
+            out["accuracy"] = float((t == a).mean())
+            per = {}
+            for k in np.unique(t):
+                name = labels[k] if k < len(labels) else str(int(k))
+                sel = t == k
+                per[name] = {"class": int(k), "inputs": int(sel.sum()), "accuracy": float((a[sel] == k).mean())}
+            out["per_class"] = per
+        c = cascade.counters
+        out.update({"model_inputs": c.inputs, "stage_calls": list(c.calls), "exits": list(c.exits),
+                    "escalation_rate": c.escalation_rate,
+                    "stage_seconds": [round(s, 6) for s in c.stage_seconds]})
+        if cascade.memo is not None:
+            out["memo"] = cascade.memo.stats.to_json()
+        if self.skipped:
+            out["skipped_inputs"] = list(self.skipped)
+        return out
+
+
+def _open_all(inputs: Sequence[str], max_pixels: Optional[int]) -> List[Dataset]:
+    out = []
+    for spec in inputs:
+        ds = open_dataset(spec, max_pixels=max_pixels)
+        if ds.model_ready:
+            raise DataError("%s holds model-ready float arrays; classify takes raw uint8 images (the bundle's "
+                            "preprocessing prepares them)" % spec)
+        out.append(ds)
+    return out
+
+
+def _targets(ds: Dataset, cascade: Any) -> Optional[np.ndarray]:
+    classes = getattr(cascade, "classes", 0) or (len(cascade.labels) if cascade.labels else None)
+    return ds.labels_for(cascade.labels, classes)
+
+
+def _batches(datasets: Sequence[Dataset], targets: Sequence[Optional[np.ndarray]], size: int, skip_errors: bool,
+             tally: Tally) -> Iterator[List[Tuple[Sample, Optional[int]]]]:
+    batch: List[Tuple[Sample, Optional[int]]] = []
+    for ds, y in zip(datasets, targets):
+        for s in ds.samples(skip_errors=skip_errors):
+            if s.error is not None:
+                tally.skipped.append({"input": s.name, "error": s.error})
+                continue
+            batch.append((s, int(y[s.index]) if y is not None else None))
+            if len(batch) >= size:
+                yield batch
+                batch = []
     if batch:
         yield batch
+
+
+@contextlib.contextmanager
+def _output(path: Optional[str]) -> Iterator[IO[str]]:
+    if path:
+        with atomic_write(path, "w") as f:
+            yield f
+    else:
+        yield sys.stdout
+
+
+def _progress(total: int):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    err = Console(stderr=True)
+    return Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                    transient=True, disable=not err.is_terminal)
+
+
+def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
+    echo = lambda text: click.echo(text, err=True)  # noqa: E731
+    line = "classified %d of %d inputs" % (s["classified"], s["inputs"])
+    if s["skipped"]:
+        line += " (%d unreadable, skipped)" % s["skipped"]
+    if s["memo_hits"]:
+        line += "; memo hits %d (%.1f %%)" % (s["memo_hits"], 100 * s["memo_hit_rate"])
+    if s["escalation_rate"] is not None:
+        line += "; escalation %.1f %% of %d model inputs" % (100 * s["escalation_rate"], s["model_inputs"])
+    echo(line)
+    if s["accuracy"] is not None:
+        echo("accuracy %.2f %% on %d labelled inputs" % (100 * s["accuracy"], s["labelled"]))
+        width = max(len(n) for n in s["per_class"])
+        for name, row in s["per_class"].items():
+            echo("  %-*s %7.2f %%  (%d)" % (width, name, 100 * row["accuracy"], row["inputs"]))
+    for item in s.get("skipped_inputs", []):
+        echo("skipped %s: %s" % (item["input"], item["error"]))
+    echo("summary: %s" % json.dumps({k: v for k, v in s.items() if k not in ("per_class", "skipped_inputs")}))
 
 
 @click.command("classify")
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write JSON lines to this file instead of standard output.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON lines to this file (atomically: complete or not at all) instead of stdout.")
 @click.option("--batch", "batch_size", type=click.IntRange(1, 4096), default=1, show_default=True,
               help="Inputs per cascade call; only the unsure part of a batch reaches later stages.")
+@click.option("--skip-errors", is_flag=True,
+              help="Continue past unreadable inputs and list them at the end (default: stop at the first).")
+@click.option("--max-pixels", type=click.IntRange(1, None), default=None,
+              help="Refuse images larger than this many pixels, checked from the file header before decoding "
+                   "[default: $EDGECONF_MAX_IMAGE_PIXELS or 50000000].")
 @click.option("--no-memo", is_flag=True, help="Disable the bundle's memo cache.")
 @click.option("--threads", type=click.IntRange(1, 64), default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--backend", default="onnxruntime", show_default=True, help="Runner backend (onnxruntime, tensorrt).")
-def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], batch_size: int, no_memo: bool,
-                 threads: Optional[int], backend: str) -> None:
-    """Classify INPUTS (image files, folders of images, or .npy/.npz uint8 arrays) with BUNDLE.
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="staged: one call per stage; fused: the bundle's fused graph (edgeconf fuse), one call per "
+                   "batch; auto: fused only on a GPU execution provider ('edgeconf inspect BUNDLE' says why).")
+def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], batch_size: int, skip_errors: bool,
+                 max_pixels: Optional[int], no_memo: bool, threads: Optional[int], backend: str, form: str) -> None:
+    """Classify INPUTS with BUNDLE: one JSON object per input on stdout (or --out FILE).
 
-    Prints one JSON object per input: input, class, label, confidence, the stage that answered,
-    whether the memo cache answered, and each invoked stage's time in ms. A summary goes to stderr.
+    INPUTS are image files, folders of images, ImageFolders (one subfolder per class), .npy/.npz uint8
+    arrays (.npz y = labels), IDX files (fashion-mnist[:train|test]) or CSV / JSON-lines lists of
+    path,label. Each row: input, class, label, confidence, the stage that answered, whether the memo cache
+    answered, each invoked stage's time in ms, and with labels the true class and whether it was right.
+
+    The summary (stderr) counts every input, repeats included; with labels it gives accuracy and
+    per-class accuracy, plus escalation and memo hits. Its last line is 'summary: {JSON}'.
     """
-    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None)
-    out = open(out_path, "w", encoding="utf-8") if out_path else sys.stdout
+    datasets = _open_all(inputs, max_pixels)
+    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, form=form)
     try:
-        for batch in _batches(iter_inputs(inputs), batch_size):
-            results = cascade.classify_batch([img for _, img in batch])
-            for (name, _), res in zip(batch, results):
-                row = {"input": name}
-                row.update(res.to_json())
-                out.write(json.dumps(row) + "\n")
-            out.flush()
+        targets = [_targets(ds, cascade) for ds in datasets]
+        tally = Tally(len(cascade.labels or []))
+        labels = cascade.labels or []
+        with _output(out_path) as out, _progress(sum(len(d) for d in datasets)) as bar:
+            task = bar.add_task("classify", total=sum(len(d) for d in datasets))
+            for batch in _batches(datasets, targets, batch_size, skip_errors, tally):
+                results = cascade.classify_batch([s.image for s, _ in batch])
+                for (s, target), res in zip(batch, results):
+                    row: Dict[str, Any] = {"input": s.name}
+                    row.update(res.to_json())
+                    if target is not None:
+                        row.update({"truth": target, "truth_label": labels[target] if target < len(labels) else None,
+                                    "correct": bool(res.class_id == target)})
+                    out.write(json.dumps(row) + "\n")
+                    tally.add(res, target)
+                out.flush()
+                bar.advance(task, len(batch))
+        summary = tally.summary(cascade)
     finally:
-        if out_path:
-            out.close()
         cascade.close()
-    summary = cascade.counters.to_json()
-    if cascade.memo is not None:
-        summary["memo"] = cascade.memo.stats.to_json()
-    click.echo("summary: %s" % json.dumps(summary), err=True)
+    summary["form"] = getattr(cascade, "form", None)
+    _print_summary(summary, labels)
+
+
+__all__ = ["classify_cmd", "Tally", "FORMATS_HELP"]

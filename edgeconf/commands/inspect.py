@@ -7,6 +7,7 @@ from typing import Any, Dict
 
 import click
 
+from edgeconf.backends.onnx_file import numpy_dtype
 from edgeconf.bundle import MANIFEST, read_manifest, sha256_file
 from edgeconf.errors import ModelLoadError
 
@@ -31,7 +32,7 @@ def describe_onnx(path: str) -> Dict[str, Any]:
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
 
     def dtype(vi) -> str:
-        return onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+        return numpy_dtype(vi.type.tensor_type.elem_type).name
 
     edge, other = {}, {}
     for prop in model.metadata_props:
@@ -64,7 +65,46 @@ def describe_bundle(folder: str) -> Dict[str, Any]:
     data["kind"] = "bundle"
     data["path"] = folder
     data["verified"] = True
+    data["form"] = describe_form(manifest)
     return data
+
+
+def describe_form(manifest: Any) -> Dict[str, Any]:
+    """Which cascade form load_bundle(form="auto") uses here and why, and what TensorRT needs for the fused graph."""
+    from edgeconf.fused import choose_form, fused_info
+
+    form, why = choose_form("auto", manifest, "onnxruntime", None)
+    out: Dict[str, Any] = {"onnxruntime_cpu": {"form": form, "why": why}}
+    info = fused_info(manifest)
+    if info is None:
+        out["tensorrt"] = {"form": "staged", "why": "the bundle has no fused graph"}
+        return out
+    try:
+        from edgeconf.devices.detect import detect_board
+        from edgeconf.devices.profiles import profile_for
+
+        board_trt = profile_for(detect_board()).tensorrt
+    except Exception:  # detection is best effort here: inspect must still describe the bundle
+        board_trt = None
+    need = info.tensorrt_min
+    if need == "none":
+        trt = {"form": "staged", "why": "the fused graph uses ops TensorRT's parser does not know"}
+    elif board_trt is None:
+        trt = {"form": "staged", "why": "this board has no TensorRT (the fused graph needs %s or newer)" % need}
+    elif _vkey(board_trt) >= _vkey(need):
+        trt = {"form": "fused possible", "why": "this board's TensorRT %s parses the fused graph (needs %s); "
+               "the tensorrt backend still runs one engine per stage" % (board_trt, need)}
+    else:
+        trt = {"form": "staged", "why": "this board's TensorRT %s is older than the %s the fused graph needs%s"
+               % (board_trt, need, "; 'edgeconf fuse --batch 1' writes one for 8.0+" if info.batch is None else "")}
+    out["tensorrt"] = trt
+    out["fused"] = {"model": info.model, "batch": "any" if info.batch is None else info.batch,
+                    "tensorrt_min": need, "combine": info.combine}
+    return out
+
+
+def _vkey(v: str) -> tuple:
+    return tuple(int(p) for p in str(v).split(".") if p.isdigit())
 
 
 def describe(path: str) -> Dict[str, Any]:
@@ -100,13 +140,22 @@ def _print_human(info: Dict[str, Any]) -> None:
             info["path"], info.get("name"), info.get("schema"), info.get("combine")))
         table = Table("stage", "model", "score", "threshold", "temperature", "input", "engine")
         for st in info["stages"]:
-            table.add_row(st["name"], st["model"], st["score"], "%.4f" % st["threshold"], "%.4f" % st["temperature"],
+            model = st["model"] if not st.get("backend") else "%s on %s (%s)" % (st["model"], st.get("url"), st["backend"])
+            table.add_row(st["name"], model, st["score"], "%.4f" % st["threshold"], "%.4f" % st["temperature"],
                           st["input"], st.get("engine") or "-")
         console.print(table)
         console.print("labels: %s" % ", ".join(info["labels"]))
         console.print("preprocessing: %s" % json.dumps(info["preprocessing"]))
         console.print("memo: %s" % json.dumps(info["memo"]))
         console.print("provenance: %s" % json.dumps(info.get("provenance", {})))
+        form = info.get("form", {})
+        if form.get("fused"):
+            f = form["fused"]
+            console.print("fused graph: %s (batch %s, combine %s, TensorRT %s+)" % (f["model"], f["batch"], f["combine"],
+                                                                                 f["tensorrt_min"]))
+        for where, label in (("onnxruntime_cpu", "form (ONNX Runtime CPU)"), ("tensorrt", "form (TensorRT)")):
+            if where in form:
+                console.print("%s: %s — %s" % (label, form[where]["form"], form[where]["why"]))
         return
     if kind == "onnx":
         console.print("[bold]onnx[/bold] %s  %d bytes  sha256 %s…  opsets %s  %d nodes" % (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,33 +31,75 @@ _HINT = ("install the Debian package dataset-fashion-mnist, or pass a folder hol
 
 
 def read_idx(path: str) -> np.ndarray:
-    """Read one IDX file (gzipped or plain) into an array; raise :class:`DataError` when it is not valid IDX."""
+    """Read one IDX file (gzipped or plain) into an array; raise :class:`DataError` when it is not valid IDX.
+
+    The header is read first and the data must hold exactly the bytes it claims: a header claiming a huge
+    shape makes the reader stop at what the file holds, never allocate what it claims.
+    """
     try:
         with open(path, "rb") as f:
             head = f.read(2)
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:  # type: ignore[operator]
-            data = f.read()
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+                raise DataError("%s is not an IDX file (bad magic number); expected MNIST-style IDX data" % path)
+            dtype = _IDX_DTYPES.get(magic[2])
+            ndim = magic[3]
+            if dtype is None or ndim == 0:
+                raise DataError("%s has an unknown IDX type code 0x%02x or no dimensions" % (path, magic[2]))
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataError("%s is truncated inside its IDX header" % path)
+            shape = tuple(int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim))
+            dt = np.dtype(dtype)
+            want = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+            data = _read_upto(f, want + 1)  # only what is there: a forged header cannot make this allocate more
     except FileNotFoundError:
         raise DataError("IDX file %s does not exist; %s" % (path, _HINT)) from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise DataError("cannot read IDX file %s (%s); the file is truncated or corrupt, re-download it" % (path, exc)) from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise DataError("%s is not an IDX file (bad magic number); expected FashionMNIST IDX data" % path)
-    dtype = _IDX_DTYPES.get(data[2])
-    ndim = data[3]
-    if dtype is None or ndim == 0:
-        raise DataError("%s has an unknown IDX type code 0x%02x or no dimensions" % (path, data[2]))
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError("%s is truncated inside its IDX header" % path)
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    dt = np.dtype(dtype)
-    want = int(np.prod(shape)) * dt.itemsize
-    if len(data) - header != want:
-        raise DataError("%s holds %d data bytes but its header %s needs %d; the file is truncated or corrupt"
-                        % (path, len(data) - header, shape, want))
-    return np.frombuffer(data, dtype=dt, offset=header).reshape(shape)
+    if len(data) != want:
+        raise DataError("%s holds %s data bytes but its header %s needs %d; the file is truncated or corrupt"
+                        % (path, "more" if len(data) > want else len(data), shape, want))
+    return np.frombuffer(data, dtype=dt).reshape(shape)
+
+
+def _read_upto(f, limit: int, chunk: int = 1 << 24) -> bytes:
+    """At most ``limit`` bytes, read in chunks (``f.read(n)`` would allocate n bytes before reading)."""
+    parts, got = [], 0
+    while got < limit:
+        part = f.read(min(chunk, limit - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def idx_labels_for(images_path: str) -> Optional[str]:
+    """The labels file beside an IDX images file (``…-images-idx3-ubyte`` → ``…-labels-idx1-ubyte``), if any."""
+    folder, name = os.path.split(images_path)
+    for a, b in (("-images-idx3-ubyte", "-labels-idx1-ubyte"), ("-images.idx3-ubyte", "-labels.idx1-ubyte")):
+        if a in name:
+            stem = name.replace(a, b)
+            for cand in (stem, stem + ".gz", stem[:-3] if stem.endswith(".gz") else None):
+                if cand and os.path.isfile(os.path.join(folder, cand)):
+                    return os.path.join(folder, cand)
+    return None
+
+
+def is_idx_images(name: str) -> bool:
+    n = name.lower()
+    return n.endswith(("idx3-ubyte", "idx3-ubyte.gz"))
+
+
+def find_split(root: str, split: str) -> Tuple[str, str]:
+    """(images, labels) IDX paths of ``split`` (train or test) in a folder of FashionMNIST/MNIST files."""
+    if split not in SPLITS:
+        raise DataError("unknown IDX split %r; use 'train' or 'test'" % (split,))
+    img_stem, lab_stem, _ = SPLITS[split]
+    return _find(root, img_stem, "idx3-ubyte"), _find(root, lab_stem, "idx1-ubyte")
 
 
 def _candidates(stem: str, kind: str) -> Sequence[str]:

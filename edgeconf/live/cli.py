@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from edgeconf import data_path
-from edgeconf.errors import ConfigError, DataError, MissingDependencyError
+from edgeconf.errors import ConfigError, DataError, MissingDependencyError, SourceError
 
 DATA_DIR = data_path()
 DEFAULT_BUNDLE = os.path.join(DATA_DIR, "zoo", "bundle")
@@ -91,16 +91,21 @@ def panel(pipeline: Any, result: Any, power_note: str) -> Any:
 # -- the shared loop --------------------------------------------------------------------------------
 def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], record_path: Optional[str],
           live: bool, on_result: Any = None, record_fps: Optional[float] = None, power_note: str = "not measured",
-          start_info: Optional[dict] = None) -> Dict[str, Any]:
-    """Run the pipeline with event log, recording, live panel and signal handling; return a summary."""
+          start_info: Optional[dict] = None, telemetry: Any = None) -> Dict[str, Any]:
+    """Run the pipeline with event log, recording, live panel and signal handling; return a summary.
+
+    ``telemetry``: a started :class:`edgeconf.live.telemetry.Telemetry` that gets every event too (its status
+    thread publishes the pipeline's status on its own)."""
     from edgeconf.live.events import EventLog, install_stop_signals
     from edgeconf.live.recording import Recorder
+    from edgeconf.live.telemetry import EventFanout
 
     stop = threading.Event()
-    events = EventLog(events_path) if events_path else None
+    log_file = EventLog(events_path) if events_path else None
+    events = EventFanout(log_file, telemetry) if log_file is not None or telemetry is not None else None
     recorder = None
     live_ctx = None
-    state = {"last_panel": 0.0, "last_state": None}
+    state: Dict[str, Any] = {"last_panel": 0.0, "last_state": None, "remote_failures": 0, "signal": None}
     t_start = time.perf_counter()
     try:
         if record_path:
@@ -123,6 +128,11 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                 events.emit("frame", **res.to_json())
                 if res.error:
                     events.emit("error", frame=res.frame_index, message=res.error)
+                failed = res.counters.remote_failures
+                if failed > state["remote_failures"]:
+                    events.emit("remote_failure", frame=res.frame_index, inputs=failed - state["remote_failures"],
+                                total=failed, calls=res.counters.remote_calls, reasons=dict(res.counters.remote_reasons))
+                    state["remote_failures"] = failed
             if recorder is not None:
                 recorder.write(res)
             if on_result is not None:
@@ -132,17 +142,25 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                 state["last_panel"] = now
                 live_ctx.update(panel(pipeline, res, power_note))
 
-        with install_stop_signals(stop, on_signal=lambda s: pipeline.stop()):
+        def on_signal(signum: int) -> None:
+            state["signal"] = signum
+            pipeline.stop()
+
+        with install_stop_signals(stop, on_signal=on_signal):
             counters = pipeline.run(max_frames=frames, on_result=handle, stop_event=stop)
         wall = time.perf_counter() - t_start
         summary = {"frames": counters.frames, "wall_s": round(wall, 3),
                    "fps": round(counters.frames / wall, 2) if wall > 0 else None,
-                   "interrupted": stop.is_set(), "counters": counters.to_json(),
+                   "interrupted": stop.is_set(), "signal": state.get("signal"), "counters": counters.to_json(),
                    "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
                    "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
+                   "source_detail": getattr(pipeline.source, "detail", "") or "",
                    "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
         if events is not None:
             events.emit("summary", **summary)
+        if telemetry is not None:
+            telemetry.publish_status()
+            summary["telemetry"] = dict(telemetry.stats(), broker=telemetry.config.describe())
         return summary
     finally:
         if live_ctx is not None:
@@ -154,6 +172,23 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
         if events is not None:
             events.emit("stop")
             events.close()
+
+
+#: ``run``'s retry policy for cameras and streams: a source that gives no frames for this long, or fails this
+#: many (re)connection attempts in a row (back-off 0.25 s doubling to 4 s), ends the run with one line.
+DEFAULT_RETRIES = 8
+DEFAULT_RETRY_TIMEOUT = 30.0
+_LIVE_SCHEMES = ("v4l2", "csi", "rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
+
+
+def is_live_uri(uri: str) -> bool:
+    """Whether ``uri`` names a camera or a network stream (the sources that retry)."""
+    text = uri.strip()
+    return text.isdigit() or text.split("://", 1)[0].lower() in _LIVE_SCHEMES and "://" in text
+
+
+TELEMETRY_HELP = ("Publish status (once a second) and events to an MQTT broker: mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC/"
+                  "DEVICE[?tls=1&ca=FILE&queue=1000&frames=0]; mqtts:// for TLS (docs/fleet.md).")
 
 
 def _parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
@@ -186,36 +221,68 @@ def _echo_json(data: dict) -> None:
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True, help="Re-classify a track at least every N frames.")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads per model.")
 @click.option("--no-memo", is_flag=True, help="Disable the memo cache (every matched track is classified every frame).")
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="Cascade form: staged, fused (the bundle's fused graph, from edgeconf fuse) or auto.")
+@click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
+@click.option("--retry", "retries", type=click.IntRange(min=0), default=DEFAULT_RETRIES, show_default=True,
+              help="Cameras and streams: failed (re)connection attempts in a row before giving up.")
+@click.option("--retry-timeout", "retry_timeout", type=click.FloatRange(min=0, min_open=True),
+              default=DEFAULT_RETRY_TIMEOUT, show_default=True,
+              help="Cameras and streams: seconds without frames (connecting or reconnecting) before giving up.")
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
             frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int, threads: Optional[int],
-            no_memo: bool, no_live: bool, as_json: bool) -> None:
-    """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one."""
+            no_memo: bool, form: str, telemetry_uri: Optional[str], retries: int, retry_timeout: float,
+            no_live: bool, as_json: bool) -> None:
+    """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one.
+
+    A camera or stream that gives no frames is retried with back-off, at most --retry times in a row and for
+    at most --retry-timeout seconds; then the run ends with one line naming the source (exit 1). Ctrl-C ends
+    the run after the current frame: logs and recording are closed complete, and the exit status is 130.
+    """
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline
     from edgeconf.live.sources import open_source
+    from edgeconf.live.telemetry import open_telemetry, parse_telemetry_uri
 
-    cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None)
+    if telemetry_uri:
+        parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
+    cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None, form=form)
     meter, power_note = open_meter()
-    source = None
+    source = telemetry = None
     try:
-        source = open_source(source_uri, size=_parse_size(size), fps=fps)
+        retry = {"retries": retries, "retry_timeout": retry_timeout} if is_live_uri(source_uri) else {}
+        source = open_source(source_uri, size=_parse_size(size), fps=fps, **retry)
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
+        telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": source_uri, "regions": regions,
-                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo}
+                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo,
+                "form": cascade.form}
         summary = drive(pipe, frames, events_path, record_path, live=not no_live and not as_json,
-                        record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info)
+                        record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info,
+                        telemetry=telemetry)
     finally:
+        if telemetry is not None:
+            telemetry.close()
         if source is not None:
             source.close()
         close_meter(meter)
         cascade.close()
-    summary.update(bundle=bundle, source=source_uri, regions=regions)
+    summary.update(bundle=bundle, source=source_uri, regions=regions, form=cascade.form)
+    if summary["source_state"] == "failed":
+        raise SourceError(source.error or "source %s failed" % source_uri)
     if as_json:
         _echo_json(summary)
     else:
         print_run_summary(summary)
+    exit_if_interrupted(summary)
+
+
+def exit_if_interrupted(summary: Dict[str, Any]) -> None:
+    """A run ended by a signal exits 128 + its number (130 for Ctrl-C) once its logs are closed."""
+    if summary.get("interrupted"):
+        raise SystemExit(128 + int(summary.get("signal") or 2))
 
 
 def print_run_summary(s: Dict[str, Any]) -> None:
@@ -232,7 +299,24 @@ def print_run_summary(s: Dict[str, Any]) -> None:
         "errors        %d" % c["errors"],
         "power         %s" % s.get("power", "not measured"),
     ]
+    if s.get("source_detail"):
+        lines.append("source        %s: %s" % (s.get("source_state"), s["source_detail"]))
+    lines += _fleet_lines(s)
     click.echo("\n".join(lines))
+
+
+def _fleet_lines(s: Dict[str, Any]) -> List[str]:
+    c = s["counters"]
+    out = []
+    if c.get("remote_calls"):
+        out.append("remote        %d crops sent, %d answered locally instead (%s)" % (
+            c["remote_calls"], c["remote_failures"],
+            ", ".join("%s %d" % kv for kv in sorted(c["remote_reasons"].items())) or "no failures"))
+    tel = s.get("telemetry")
+    if tel:
+        out.append("telemetry     %s: %d messages sent, %d dropped (queue %d)" % (
+            tel["broker"], tel["sent"], tel["dropped"], tel["queue_size"]))
+    return out
 
 
 # -- edgeconf demo ----------------------------------------------------------------------------------
@@ -291,38 +375,47 @@ class BaselineProbe:
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--realtime", is_flag=True, help="Pace the scene like a live camera (frames the pipeline misses are dropped); "
               "by default every frame is processed, as fast as possible, so the summary is reproducible.")
+@click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
+              help="Cascade form: staged, fused (the bundle's fused graph, from edgeconf fuse) or auto.")
+@click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, regions: str, bundle_path: Optional[str],
              baseline_path: Optional[str], events_path: Optional[str], record_path: Optional[str], refresh: int,
-             realtime: bool, no_live: bool, as_json: bool) -> None:
+             realtime: bool, form: str, telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
     """Run the shipped bundle on demo:// and score it against the scene's ground truth."""
     summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
                        bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
-                       record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json)
+                       record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json,
+                       form=form, telemetry_uri=telemetry_uri)
     if as_json:
         _echo_json(summary)
     else:
         print_demo_summary(summary)
+    exit_if_interrupted(summary)
 
 
 def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: float = 30.0, seed: int = 1,
              regions: str = DEMO_REGIONS, bundle_path: Optional[str] = None, baseline_path: Optional[str] = None,
              events_path: Optional[str] = None, record_path: Optional[str] = None, refresh: int = 30,
-             realtime: bool = False, live: bool = False, threads: Optional[int] = None) -> Dict[str, Any]:
+             realtime: bool = False, live: bool = False, threads: Optional[int] = None,
+             form: str = "auto", telemetry_uri: Optional[str] = None) -> Dict[str, Any]:
     """The demo as a function (the command and the benchmark call it)."""
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline, crop_box
     from edgeconf.live.sources import open_source
+    from edgeconf.live.telemetry import open_telemetry, parse_telemetry_uri
     from edgeconf.live.track_eval import ClassificationEvaluator, TrackEvaluator
 
+    if telemetry_uri:
+        parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
     bundle = bundle_path or DEFAULT_BUNDLE
     if not os.path.isdir(bundle):
         raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
     w, h = _parse_size(size) or (640, 480)
     uri = "demo://?seed=%d&objects=%d&size=%dx%d&fps=%g&frames=%d&realtime=%s" % (
         seed, objects, w, h, fps, frames, "true" if realtime else "false")
-    cascade = load_bundle(bundle, threads=threads)
+    cascade = load_bundle(bundle, threads=threads, form=form)
     meter, power_note = open_meter()
     try:
         tracking: Optional[TrackEvaluator] = TrackEvaluator(iou_threshold=0.5)
@@ -332,7 +425,7 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
     classes = ClassificationEvaluator(iou_threshold=0.5, min_visible=0.5)
     base_path = baseline_path or DEFAULT_BASELINE
     probe: Optional[BaselineProbe] = None
-    source = None
+    source = telemetry = None
 
     def score(res: Any) -> None:
         if res.truth is None:
@@ -350,12 +443,15 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
             probe = BaselineProbe(base_path, cascade.preprocessing, threads=threads)
         source = open_source(uri)
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
+        telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions,
-                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds}
+                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "form": cascade.form}
         summary = drive(pipe, None, events_path, record_path, live=live, on_result=score, record_fps=fps,
-                        power_note=power_note, start_info=info)
+                        power_note=power_note, start_info=info, telemetry=telemetry)
         baseline = probe.estimate(summary["counters"]["answers"]) if probe is not None else None
     finally:
+        if telemetry is not None:
+            telemetry.close()
         if probe is not None:
             probe.close()
         if source is not None:
@@ -414,6 +510,7 @@ def print_demo_summary(s: Dict[str, Any]) -> None:
     ]
     if c["errors"]:
         lines.append("errors        %d frames failed (see --events)" % c["errors"])
+    lines += _fleet_lines(s)
     click.echo("\n".join(lines))
 
 

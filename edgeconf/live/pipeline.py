@@ -49,15 +49,19 @@ class TrackResult:
     ellipse: Tuple[float, float, float] = (0.0, 0.0, 0.0)  # 2-sigma (semi-major, semi-minor, angle deg)
     classified: bool = False  # the track got an answer this frame (model or memo)
     score: float = 0.0  # score of the last matched detection
+    remote_failure: Optional[str] = None  # this frame's answer is a local fallback: the remote stage failed (why)
     unknown: bool = False  # the cascade calls it no class it knows (class_id None, label "unknown")
 
     def to_json(self) -> dict:
-        return {"id": self.id, "box": [round(v, 1) for v in self.box], "class": self.class_id, "label": self.label,
-                "unknown": self.unknown,
-                "confidence": None if self.confidence is None else round(self.confidence, 4), "stage": self.stage,
-                "memo_hit": self.memo_hit, "uncertainty_px": round(self.uncertainty_px, 2),
-                "frames_since_match": self.frames_since_match,
-                "velocity": [round(self.velocity[0], 2), round(self.velocity[1], 2)]}
+        d = {"id": self.id, "box": [round(v, 1) for v in self.box], "class": self.class_id, "label": self.label,
+             "unknown": self.unknown,
+             "confidence": None if self.confidence is None else round(self.confidence, 4), "stage": self.stage,
+             "memo_hit": self.memo_hit, "uncertainty_px": round(self.uncertainty_px, 2),
+             "frames_since_match": self.frames_since_match,
+             "velocity": [round(self.velocity[0], 2), round(self.velocity[1], 2)]}
+        if self.remote_failure is not None:
+            d["remote_failure"] = self.remote_failure
+        return d
 
 
 @dataclass
@@ -99,6 +103,9 @@ class PipelineCounters:
     memo_hit_rate_recent: Optional[float] = None
     frames_dropped: int = 0  # by the source (newest-frame policy)
     power_w: Optional[float] = None
+    remote_calls: int = 0  # crops sent to a remote stage
+    remote_failures: int = 0  # of those, answered by the last local stage instead
+    remote_reasons: Dict[str, int] = field(default_factory=dict)  # why (timeout, unavailable, error, circuit_open)
     unknown: int = 0  # track answers that were "unknown" (no class), whichever way they were answered
 
     @property
@@ -139,8 +146,9 @@ class PipelineCounters:
                 "stage_calls": list(self.stage_calls), "escalation_rate": r(self.escalation_rate),
                 "escalation_rate_recent": r(self.escalation_rate_recent),
                 "model_calls_saved": self.model_calls_saved, "model_seconds": round(self.model_seconds, 6),
-                "frames_dropped": self.frames_dropped, "power_w": r(self.power_w), "unknown": self.unknown,
-                "unknown_rate": r(self.unknown_rate)}
+                "frames_dropped": self.frames_dropped, "power_w": r(self.power_w), "remote_calls": self.remote_calls,
+                "remote_failures": self.remote_failures, "remote_reasons": dict(self.remote_reasons),
+                "unknown": self.unknown, "unknown_rate": r(self.unknown_rate)}
 
 
 def _round_opt(v: Optional[float], nd: int = 4) -> Optional[float]:
@@ -236,6 +244,9 @@ class Pipeline:
             from edgeconf.live.regions import make_regions
 
             regions = make_regions(regions)
+        if getattr(regions, "name", "") == "truth" and getattr(source, "has_truth", True) is False:
+            raise ConfigError("regions 'truth' use the ground-truth boxes that only demo:// frames carry; %s has none: "
+                              "use --regions motion, full or detector:MODEL.onnx" % getattr(source, "uri", "this source"))
         self.regions = regions
         # Unrelated stills (a folder of photos): every image is its own scene, so each object is answered on the
         # image it is in, instead of after the two sightings a video track needs to be confirmed.
@@ -261,6 +272,7 @@ class Pipeline:
         n = len(cascade.stages)
         self.counters = PipelineCounters(exits=[0] * n, stage_calls=[0] * n)
         self._base = self._cascade_totals()
+        self._remote_base = self._remote_totals()
         self._frame_times: Deque[float] = collections.deque(maxlen=max(2, window))
         self._recent: Deque[Tuple[int, int, int, int]] = collections.deque(maxlen=max(1, window))
         self.latencies_ms: Deque[float] = collections.deque(maxlen=100000)
@@ -284,6 +296,11 @@ class Pipeline:
             raise ConfigError("the bundle's preprocessing does not fit its first model: crops become %s (%s) but the "
                               "model rejects them (%s); fix 'preprocessing' in edgeconf.json"
                               % (pre.input_shape, pre.dtype, str(exc).splitlines()[0][:200])) from None
+
+    def _remote_totals(self) -> Tuple[int, int, Dict[str, int]]:
+        c = self.cascade.counters
+        return (int(getattr(c, "remote_inputs", 0)), int(getattr(c, "remote_failures", 0)),
+                dict(getattr(c, "remote_reasons", {}) or {}))
 
     def _cascade_totals(self) -> Tuple[List[int], List[int], List[float]]:
         c = self.cascade.counters
@@ -422,6 +439,7 @@ class Pipeline:
         frame_no = self.counters.frames
         todo: List[Tuple[Track, np.ndarray, Any]] = []
         fresh: Dict[int, bool] = {}  # internal id -> memo hit (answered this frame)
+        fallback: Dict[int, str] = {}  # internal id -> why its remote stage failed this frame
         track_hits = 0
         for t in tracks:
             if t.frames_since_match and not self.classify_lost:
@@ -448,7 +466,12 @@ class Pipeline:
                     t.observe_class(res.probs, res.confidence, None if res.memo_hit else res.stage)
                 if res.memo_hit and t.stage is None:
                     t.stage = res.stage
-                t.user.update(key=key, fp=fp, frame=frame_no, label_stage=res.stage)
+                remote_failure = getattr(res, "remote_failure", None)
+                if remote_failure is None:
+                    t.user.update(key=key, fp=fp, frame=frame_no, label_stage=res.stage)
+                else:  # a fallback answer stands for this frame only: ask again on the next one
+                    t.user.update(key=None, label_stage=res.stage)
+                    fallback[t.internal_id] = remote_failure
                 fresh[t.internal_id] = bool(res.memo_hit)
                 cache_hits += int(res.memo_hit)
         c = self.counters
@@ -465,6 +488,10 @@ class Pipeline:
         c.exits = [a - b for a, b in zip(exits, b_exits)]
         c.stage_calls = [a - b for a, b in zip(calls, b_calls)]
         c.model_seconds = float(sum(a - b for a, b in zip(secs, b_secs)))
+        r_calls, r_fail, r_reasons = self._remote_totals()
+        rb_calls, rb_fail, rb_reasons = self._remote_base
+        c.remote_calls, c.remote_failures = r_calls - rb_calls, r_fail - rb_fail
+        c.remote_reasons = {k: v - rb_reasons.get(k, 0) for k, v in r_reasons.items() if v - rb_reasons.get(k, 0)}
         new_inputs = (c.stage_calls[0] - prev_calls[0]) if prev_calls else 0
         new_esc = (c.stage_calls[1] - prev_calls[1]) if len(prev_calls) > 1 else 0
         self._recent.append((new_inputs, new_esc, n_answers, track_hits + cache_hits))
@@ -485,7 +512,8 @@ class Pipeline:
                 id=t.id, box=t.box, class_id=cid, label=label, confidence=None if unknown else t.confidence,
                 stage=t.user.get("label_stage"), memo_hit=fresh.get(t.internal_id, False),
                 uncertainty_px=t.uncertainty_px, frames_since_match=t.frames_since_match, velocity=t.velocity,
-                ellipse=t.ellipse(2.0), classified=t.internal_id in fresh, score=t.score, unknown=unknown))
+                ellipse=t.ellipse(2.0), classified=t.internal_id in fresh, score=t.score,
+                remote_failure=fallback.get(t.internal_id), unknown=unknown))
         return out
 
     def _snapshot(self) -> PipelineCounters:
@@ -493,7 +521,7 @@ class Pipeline:
         return PipelineCounters(c.frames, c.errors, c.fps, c.tracks, c.answers, c.model_inputs, c.cache_hits,
                                 c.track_key_hits, list(c.exits), list(c.stage_calls), c.model_seconds,
                                 c.escalation_rate_recent, c.memo_hit_rate_recent, c.frames_dropped, c.power_w,
-                                c.unknown)
+                                c.remote_calls, c.remote_failures, dict(c.remote_reasons), c.unknown)
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self, max_frames: Optional[int] = None, on_result: Optional[Callable[[FrameResult], Any]] = None,

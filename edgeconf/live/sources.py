@@ -27,7 +27,7 @@ import time
 from abc import ABC, abstractmethod
 from enum import Enum
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import cv2
 import numpy as np
@@ -70,6 +70,9 @@ class Source(ABC):
     kind = "source"
     #: True when consecutive frames are unrelated still images (a folder of photos): nothing to track across them.
     stills = False
+
+    #: Whether frames carry ground truth (``Frame.truth``), which ``--regions truth`` and scoring need.
+    has_truth = False
 
     def __init__(self, uri: str, size: Optional[Size] = None, fps: Optional[float] = None,
                  lossless: bool = False, finite: bool = False) -> None:
@@ -380,6 +383,7 @@ class VideoFileSource(Source):
         cap = self._cap
         failures = 0
         position = 0  # frames taken from the file in this pass
+        decoded = 0  # frames that decoded, over every pass
         while cap is not None and not self._stopping:
             if self._first is not None:
                 ok, image = True, self._first
@@ -400,6 +404,7 @@ class VideoFileSource(Source):
                     continue
                 break
             position += 1
+            decoded += 1
             failures = 0
             rgb = self._to_rgb(image)
             if rgb is None:
@@ -408,6 +413,10 @@ class VideoFileSource(Source):
             if not pacer.wait(self) or not self._emit(rgb):
                 return
         if not self._stopping:
+            if self.frame_count and decoded < self.frame_count and not self.loop:
+                self.detail = ("%s ended after %d of the %d frames its header announces (truncated or damaged)"
+                               % (self.path, decoded, self.frame_count))
+                log.warning("%s", self.detail)
             self._set_state(SourceState.ENDED)
 
     def _release(self) -> None:
@@ -488,9 +497,11 @@ class CaptureSource(Source):
                  size: Optional[Size] = None, fps: Optional[float] = None, open_now: bool = True,
                  retries: Optional[int] = None, backoff: float = 0.25, backoff_max: float = 4.0,
                  open_timeout: float = 5.0, read_timeout: float = 3.0, ffmpeg_options: Optional[str] = None,
-                 fourcc: Optional[str] = None, fail_reads: int = 2, set_size: bool = True) -> None:
+                 fourcc: Optional[str] = None, fail_reads: int = 2, set_size: bool = True,
+                 retry_timeout: Optional[float] = None) -> None:
         super().__init__(uri, size=size, fps=fps, lossless=False, finite=False)
         self.kind = kind
+        self.retry_timeout = None if retry_timeout is None else float(retry_timeout)
         self.target = target
         self.api = api
         self.retries = retries
@@ -555,6 +566,7 @@ class CaptureSource(Source):
         attempts = 0
         failed_reads = 0
         was_live = False
+        down_since = time.monotonic()  # when frames stopped coming (or the first open began)
         while not self._stopping:
             if self._cap is None:
                 if attempts and self.backoff > 0:
@@ -565,9 +577,11 @@ class CaptureSource(Source):
                 self._cap = self._open()
                 if self._cap is None:
                     attempts += 1
-                    if self.retries is not None and attempts > self.retries:
-                        self._set_state(SourceState.FAILED, "%s; gave up after %d attempts"
-                                        % (self._open_failure_message(), attempts))
+                    waited = time.monotonic() - down_since
+                    if (self.retries is not None and attempts > self.retries) or \
+                            (self.retry_timeout is not None and waited >= self.retry_timeout):
+                        self._set_state(SourceState.FAILED, "%s; gave up after %d attempt%s in %.1f s"
+                                        % (self._open_failure_message(), attempts, "" if attempts == 1 else "s", waited))
                         return
                     if was_live:
                         self._set_state(SourceState.RECONNECTING)
@@ -579,6 +593,7 @@ class CaptureSource(Source):
                 failed_reads += 1
                 if failed_reads >= self.fail_reads:
                     self.detail = "lost %s; reconnecting" % self.uri
+                    down_since = time.monotonic()
                     self._release()
                     failed_reads = 0
                     attempts = max(attempts, 1)
@@ -619,9 +634,10 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
 
 GSTREAMER_HINT = (
     "this OpenCV build has no GStreamer support (cv2.getBuildInformation() shows 'GStreamer: NO'), which csi:// "
-    "needs. On a Jetson, use the OpenCV that JetPack ships (it has GStreamer): run `pip uninstall opencv-python "
-    "opencv-python-headless` in this environment and create it with --system-site-packages, or build OpenCV "
-    "with -D WITH_GSTREAMER=ON. A USB camera works without GStreamer: use v4l2:///dev/video0"
+    "needs. On a Jetson with JetPack 5/6 use JetPack's OpenCV: `pip uninstall opencv-python opencv-python-headless` here and "
+    "create the venv with --system-site-packages (install edgeconf without the [cpu] extra); on a Nano's Python 3.8 "
+    "(JetPack's OpenCV is for 3.6) build OpenCV with -D WITH_GSTREAMER=ON. A USB camera works without GStreamer: "
+    "use v4l2:///dev/video0"
 )
 
 
@@ -632,6 +648,8 @@ class DemoSource(Source):
     """The synthetic scene (:class:`edgeconf.live.demo_scene.DemoScene`) as a source; frames carry ground truth."""
 
     kind = "demo"
+
+    has_truth = True  # every frame carries the scene's ground-truth boxes
 
     def __init__(self, uri: str, scene: Any, realtime: bool = True, loop: bool = False) -> None:
         super().__init__(uri, size=None, fps=scene.fps, lossless=not realtime,
@@ -662,7 +680,7 @@ class DemoSource(Source):
 # ---- URI parsing -----------------------------------------------------------------------------------------
 
 _FILE_OPTIONS = ("realtime", "loop")
-_CAPTURE_OPTIONS = ("retries", "backoff", "backoff_max", "open_timeout", "read_timeout", "fail_reads")
+_CAPTURE_OPTIONS = ("retries", "retry_timeout", "backoff", "backoff_max", "open_timeout", "read_timeout", "fail_reads")
 
 
 def _check_size(size: Any) -> Size:
@@ -706,6 +724,8 @@ def _capture_kwargs(opts: Dict[str, Any]) -> Dict[str, Any]:
     for key in ("backoff", "backoff_max", "open_timeout", "read_timeout"):
         if key in opts:
             out[key] = float(opts[key])
+    if opts.get("retry_timeout") is not None:
+        out["retry_timeout"] = float(opts["retry_timeout"])
     if "retries" in opts:
         out["retries"] = None if opts["retries"] is None else int(opts["retries"])
     if "fail_reads" in opts:
@@ -784,7 +804,8 @@ def open_source(uri: str, size: Optional[Size] = None, fps: Optional[float] = No
 
     ``size`` (w, h) resizes frames (and asks cameras for that mode); ``fps`` paces files and demo frames or asks
     cameras for a rate. Options: files/folders ``realtime``, ``loop``; demo the query keys; cameras and streams
-    ``retries``, ``backoff``, ``backoff_max``, ``open_timeout``, ``read_timeout`` (s); RTSP ``transport``
+    ``retries`` (consecutive failed opens before FAILED; None: forever), ``retry_timeout`` (s without frames before
+    FAILED), ``backoff``, ``backoff_max``, ``open_timeout``, ``read_timeout`` (s); RTSP ``transport``
     (tcp|udp) and ``listen`` (wait for an encoder to push the stream to this address instead of pulling it);
     cameras ``fourcc``; CSI ``flip``. Raises :class:`SourceError` when it cannot be opened.
     """
@@ -834,6 +855,9 @@ def open_source(uri: str, size: Optional[Size] = None, fps: Optional[float] = No
                              **_capture_kwargs(opts))
     if scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
         _check_options("stream", opts, _CAPTURE_OPTIONS + ("transport", "listen"))
+        host = urlsplit(uri).hostname if "@" in rest.split("/", 1)[0] or "[" in rest else rest.split("/", 1)[0].split(":")[0]
+        if not host:
+            raise SourceError("%r names no host; a stream URI looks like %s://HOST[:PORT]/PATH" % (uri, scheme))
         transport = str(opts.get("transport", "tcp")).lower()
         if transport not in ("tcp", "udp"):
             raise ConfigError("transport must be tcp or udp, got %r" % transport)

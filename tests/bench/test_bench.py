@@ -28,7 +28,8 @@ def run(models, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--early-exit", models["early_exit"],
                       "--data", data_dir, "--duplicate", "0,0.5,1", "--limit", 300, "--chunk", 100,
-                      "--json", out / "out.json", "--predictions", out / "pred.npz", "--report", out / "rep"])
+                      "--target", "dual-drop=50", "--target", "dual-cpu=20", "--target", "cost-model=1.05",
+                      "--out", out / "out.json", "--predictions", out / "pred.npz", "--report", out / "rep"])
     with open(out / "out.json") as f:
         payload = json.load(f)
     with np.load(out / "pred.npz", allow_pickle=False) as z:
@@ -40,7 +41,7 @@ def test_json_follows_the_issue_schema(run):
     payload = run["json"]
     assert isinstance(payload, list) and [p["duplicate"] for p in payload] == list(DUPS)
     for obj in payload:
-        assert obj["dataset"] == "FashionMNIST test" and obj["n"] == 300 and obj["batch"] == 1
+        assert obj["dataset"].endswith("fmnist0:test") and obj["n"] == 300 and obj["batch"] == 1
         assert isinstance(obj["duplicate"], float) and obj["stream_length"] == 300 + round(obj["duplicate"] * 300)
         assert set(obj["configs"]) == set(CONFIG_NAMES)  # early_exit included: a multi-exit bundle was given
         for name, c in obj["configs"].items():
@@ -125,7 +126,7 @@ def test_report_writes_markdown_and_pngs(run):
     for name in ("tradeoff.png", "costs.png"):
         data = (rep / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
-    assert "dual vs big" in run["output"]  # the terminal table's target lines
+    assert "dual vs big: accuracy" in run["output"] and "(need ≤ 20)" in run["output"]  # the --target lines
 
 
 def test_tradeoff_curve_matches_brute_force(run):
@@ -219,7 +220,7 @@ def test_perturb_is_a_near_duplicate(sample):
 def test_near_duplicates_defeat_exact_keys(models, data_dir):
     result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--data", data_dir,
                       "--duplicate", "1", "--near-duplicate", "--limit", 120,
-                      "--configs", "big,dual,dual_memo_exact,dual_memo_paper", "--json", "-"])
+                      "--configs", "big,dual,dual_memo_exact,dual_memo_paper", "--json"])
     obj = json.loads(result.stdout)
     assert isinstance(obj, dict) and obj["near_duplicate"] is True and obj["stream_length"] == 240
     assert set(obj["configs"]) == {"big", "dual", "dual_memo_exact", "dual_memo_paper"}
@@ -250,7 +251,7 @@ def test_shipped_zoo(tmp_path, data_dir):
     paths = default_paths()
     if not (os.path.isdir(paths["bundle"]) and os.path.isfile(paths["baseline"])):
         pytest.skip("the shipped zoo (edgeconf/data/zoo) is not installed")
-    _invoke(["--data", data_dir, "--duplicate", "0,1", "--limit", 300, "--chunk", 100, "--json", tmp_path / "o.json",
+    _invoke(["--data", data_dir, "--duplicate", "0,1", "--limit", 300, "--chunk", 100, "--out", tmp_path / "o.json",
              "--predictions", tmp_path / "p.npz"])
     payload = json.loads((tmp_path / "o.json").read_text())
     with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
@@ -299,7 +300,7 @@ def test_energy_from_a_power_sensor(models, data_dir, tmp_path):
 def test_batches_count_repeats_inside_a_batch(models, data_dir):
     result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--data", data_dir,
                       "--duplicate", "1", "--limit", 100, "--batch", 8, "--configs", "big,dual,dual_memo_exact",
-                      "--json", "-"])
+                      "--json"])
     obj = json.loads(result.stdout)
     assert obj["batch"] == 8 and obj["stream_length"] == 200
     exact = obj["configs"]["dual_memo_exact"]
@@ -312,5 +313,5 @@ def test_help_lists_the_issue_options():
     result = CliRunner().invoke(cli, ["bench", "--help"])
     assert result.exit_code == 0
     for opt in ("--bundle", "--baseline", "--data", "--duplicate", "--near-duplicate", "--batch", "--threads",
-                "--limit", "--seed", "--json", "--report", "--predictions"):
+                "--limit", "--seed", "--json", "--out", "--report", "--predictions"):
         assert opt in result.output, opt

@@ -60,7 +60,7 @@ def test_classify_images_folder_and_arrays(tmp_path, bundle):
 
 @pytest.mark.parametrize("make, message", [
     (lambda p: p.mkdir(), "holds no images"),
-    (lambda p: p.write_bytes(b"not an image"), "cannot read .* as an image"),
+    (lambda p: p.write_bytes(b"not an image"), "is not an image"),
     (lambda p: None, "does not exist"),
 ])
 def test_classify_bad_inputs_print_one_line(tmp_path, bundle, make, message):
@@ -77,10 +77,10 @@ def test_classify_bad_inputs_print_one_line(tmp_path, bundle, make, message):
 def test_classify_refuses_float_arrays_and_pickles(tmp_path, bundle):
     np.save(tmp_path / "f.npy", np.zeros((2, 28, 28), np.float32))
     out = edgeconf("classify", bundle, tmp_path / "f.npy")
-    assert out.returncode == 1 and "must be uint8" in out.stderr
+    assert out.returncode == 1 and "classify takes raw uint8 images" in out.stderr
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     out = edgeconf("classify", bundle, tmp_path / "obj.npy")
-    assert out.returncode == 1 and "Object arrays cannot be loaded" in out.stderr
+    assert out.returncode == 1 and "holds Python objects" in out.stderr
 
 
 def test_inspect_onnx_and_bundle(bundle, two_models):
@@ -101,3 +101,10 @@ def test_inspect_bad_files(tmp_path):
     assert out.returncode == 1 and "is not a readable ONNX model" in out.stderr
     out = edgeconf("inspect", tmp_path / "missing.onnx")
     assert out.returncode == 1 and "does not exist" in out.stderr
+
+
+def test_classify_an_empty_npy_is_an_error_not_an_abort(tmp_path, bundle):
+    (tmp_path / "empty.npy").write_bytes(b"")
+    out = edgeconf("classify", bundle, tmp_path / "empty.npy")
+    assert out.returncode == 1 and "aborted" not in out.stderr
+    assert out.stderr.count("\n") == 1 and "empty" in out.stderr

@@ -151,3 +151,13 @@ def test_debian_package_test_split():
     assert x.shape == (10000, 28, 28) and x.dtype == np.uint8
     assert np.bincount(y, minlength=10).tolist() == [1000] * 10
     assert y[:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]  # the published order of t10k-labels
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_a_header_claiming_a_huge_shape_reads_only_what_the_file_holds(tmp_path, gz):
+    header = struct.pack(">HBB", 0, 0x08, 3) + struct.pack(">III", 4000000, 100000, 100000)
+    path = str(tmp_path / ("forged.idx" + (".gz" if gz else "")))
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(header + b"\0" * 1000)
+    with pytest.raises(DataError, match="holds 1000 data bytes but its header"):
+        read_idx(path)

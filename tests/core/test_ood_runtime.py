@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeconf.backends import prepare
-from edgeconf.bundle import MANIFEST, StageSpec, load_bundle, read_manifest, save_bundle
+from edgeconf.bundle import MANIFEST, OodSpec, StageSpec, load_bundle, read_manifest, save_bundle
 from edgeconf.cascade import UNKNOWN, UNKNOWN_LABEL, Cascade, OodRule, Stage
 from edgeconf.confidence import energy
 from edgeconf.errors import BundleError, ConfigError
@@ -114,14 +114,14 @@ def test_a_rule_on_a_missing_output_is_refused(tmp_path):
 def _bundle(tmp_path, ood):
     src = save(with_ood_output(random_classifier(5)), tmp_path / "m.onnx")
     folder = str(tmp_path / "b")
-    save_bundle(folder, [StageSpec("s1", "s1.onnx", threshold=0.0, ood=ood)], {"s1.onnx": src}, LABELS,
+    save_bundle(folder, [StageSpec("s1", "s1.onnx", threshold=0.0, ood=OodSpec(**ood))], {"s1.onnx": src}, LABELS,
                 Preprocessing(scale=1.0 / 255.0))
     return folder
 
 
 def test_bundle_round_trip_and_ood_switch(tmp_path):
     folder = _bundle(tmp_path, {"score": "test", "threshold": 0.05, "output": "ood"})
-    assert read_manifest(folder).stages[0].ood["threshold"] == 0.05
+    assert read_manifest(folder).stages[0].ood.threshold == 0.05
     bright = np.full((28, 28), 250, np.uint8)
     with load_bundle(folder) as c:
         assert c.stages[0].ood == OodRule(0.05, "test", "ood")
@@ -131,11 +131,12 @@ def test_bundle_round_trip_and_ood_switch(tmp_path):
 
 
 @pytest.mark.parametrize("ood, match", [
-    ("high", "must be an object"),
+    ("high", "ood must be an object"),
     ({"score": "x"}, "missing key 'threshold'"),
-    ({"threshold": "1"}, "must be float"),
+    ({"threshold": "1"}, "threshold must be a finite number"),
     ({"threshold": 1.0, "score": "mahalanobis", "output": None}, "needs a model output"),
-    ({"threshold": 1.0, "params": 3}, "path inside the bundle"),
+    ({"threshold": 1.0, "params": 3}, "params must be"),
+    ({"threshold": 1.0, "code": "import os"}, "unknown key"),
 ])
 def test_bad_ood_entries_are_refused(tmp_path, ood, match):
     folder = _bundle(tmp_path, {"threshold": 1.0, "output": "ood"})

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeconf.errors import BundleError, InputValidationError
+from edgeconf.errors import BundleError, ConfigError, InputValidationError
 from edgeconf.preprocess import Preprocessing
 
 
@@ -47,3 +47,72 @@ def test_bad_settings():
     with pytest.raises(BundleError, match="std values must be > 0"):
         Preprocessing(std=(0.0,))
     assert Preprocessing.from_json(Preprocessing(size=(4, 5)).to_json()) == Preprocessing(size=(4, 5))
+
+
+# -- the contract: color, resize rules, strict validation, model-input checks -------------------------
+def test_bgr_reverses_the_channel_order():
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0] = 200  # red
+    pre = Preprocessing(size=(2, 2), channels=3, color="bgr", layout="NHWC", scale=1.0, mean=(0,), std=(1,))
+    assert pre(rgb)[0, 0].tolist() == [0, 0, 200]
+    assert Preprocessing(size=(2, 2), channels=3, layout="NHWC", scale=1.0)(rgb)[0, 0].tolist() == [200, 0, 0]
+
+
+def test_letterbox_keeps_the_aspect_ratio_and_pads_with_zero():
+    wide = np.full((10, 40), 255, np.uint8)  # 4:1
+    pre = Preprocessing(size=(20, 20), resize="letterbox", scale=1.0)
+    x = pre(wide)[0]
+    assert x.shape == (20, 20)
+    rows = np.flatnonzero(x.max(axis=1) > 0)
+    assert rows.tolist() == list(range(7, 12))  # 5 rows of image, centred ((20 - 5) // 2 = 7)
+    assert x[:7].max() == 0 and x[12:].max() == 0
+
+
+def test_center_crop_fills_and_crops_the_middle():
+    img = np.zeros((10, 30), np.uint8)
+    img[:, 10:20] = 255  # the middle third is white
+    x = Preprocessing(size=(10, 10), resize="center-crop", scale=1.0)(img)[0]
+    assert x.min() == 255  # only the middle third survives
+    stretched = Preprocessing(size=(10, 10), resize="stretch", scale=1.0)(img)[0]
+    assert stretched.min() == 0
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"size": (28,)}, r"size must be \[height, width\]"),
+    ({"size": (28, 0)}, "size must be"),
+    ({"size": (True, 28)}, "size must be"),
+    ({"channels": True}, "channels must be 1 or 3"),
+    ({"color": "hsv"}, "color must be rgb or bgr"),
+    ({"color": "bgr"}, "needs channels 3"),
+    ({"resize": "fit"}, "resize must be one of stretch, letterbox, center-crop"),
+    ({"scale": float("nan")}, "scale must be a finite number > 0"),
+    ({"scale": "1/255"}, "scale must be"),
+    ({"mean": ("a",)}, "mean must be a list of finite numbers"),
+    ({"mean": (0.1, 0.2)}, "mean needs 1 or 1 values, got 2"),
+    ({"dtype": "int8"}, "dtype must be one of"),
+])
+def test_every_key_is_validated_with_one_line(kw, message):
+    with pytest.raises(BundleError, match=message) as err:
+        Preprocessing(**kw)
+    assert "\n" not in str(err.value)
+    assert isinstance(err.value, ConfigError)  # a bad --preprocessing option is a ConfigError too
+
+
+def test_from_json_round_trip_and_unknown_keys():
+    pre = Preprocessing(size=(40, 32), channels=3, color="bgr", layout="NHWC", mean=(0.5, 0.4, 0.3), std=(0.2,),
+                        resize="letterbox")
+    assert Preprocessing.from_json(pre.to_json()) == pre
+    with pytest.raises(BundleError, match="preprocessing has unknown key 'normalize'"):
+        Preprocessing.from_json({"size": [2, 2], "normalize": True})
+    with pytest.raises(BundleError, match="preprocessing must be an object"):
+        Preprocessing.from_json(None)
+
+
+def test_model_input_problem_names_the_key_to_change():
+    nhwc = Preprocessing(size=(40, 40), channels=3, layout="NHWC")
+    assert nhwc.model_input_problem((40, 40, 3)) is None
+    assert nhwc.model_input_problem(("h", None, 3)) is None  # dynamic dimensions fit anything
+    msg = nhwc.model_input_problem((3, 40, 40))
+    assert 'set "layout": "NCHW"' in msg and "(3, 40, 40)" in msg
+    assert 'set "channels": 1' in Preprocessing(size=(28, 28), channels=3).model_input_problem((1, 28, 28))
+    assert 'set "size"' in Preprocessing(size=(28, 28)).model_input_problem((1, 32, 32))

@@ -80,7 +80,7 @@ def test_truncated_and_foreign_files_are_model_load_errors(tmp_path):
     (tmp_path / "trunc.onnx").write_bytes(data[: len(data) // 3])
     (tmp_path / "text.onnx").write_text("not a model")
     for name in ("trunc.onnx", "text.onnx"):
-        with pytest.raises(ModelLoadError, match="cannot load .*%s" % name):
+        with pytest.raises(ModelLoadError, match=r"%s is not an ONNX model \(.*\); is it a complete .onnx file\?" % name):
             prepare(str(tmp_path / name))
     with pytest.raises(ModelLoadError, match="does not exist"):
         prepare(str(tmp_path / "missing.onnx"))
@@ -110,3 +110,30 @@ def test_registry_is_lazy_and_reports_unusable_backends():
         from edgeconf import backends
 
         backends._REGISTRY.pop("broken")
+
+
+def test_a_model_too_new_for_onnxruntime_says_so(tmp_path):
+    """The message names the opset needed, what the installed runtime runs, and the release to upgrade to."""
+    import onnxruntime as ort
+
+    from edgeconf.backends.onnxruntime import explain_load_error, first_release_for, newest_opset
+
+    model = random_classifier(3)
+    model.opset_import[0].version = 99
+    path = save(model, tmp_path / "new.onnx")
+    with pytest.raises(ModelLoadError) as info:
+        prepare(path)
+    assert "new.onnx needs ONNX opset 99 but onnxruntime %s runs opsets up to" % ort.__version__ in str(info.value)
+    assert "\n" not in str(info.value)
+    # what onnxruntime 1.11 says about the shipped opset-17 models (its own words, measured on Python 3.8)
+    said = RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Load model from m.onnx failed: ... Current official support "
+                        "for domain ai.onnx is till opset 16.")
+    good = save(random_classifier(3), tmp_path / "m17.onnx")
+    msg = explain_load_error(good, said, "1.11.1")
+    assert msg.endswith("m17.onnx needs ONNX opset 17 but onnxruntime 1.11.1 runs opsets up to 16; upgrade onnxruntime "
+                        "to 1.12 or newer: pip install -U 'onnxruntime>=1.12' (on a Jetson: the onnxruntime-gpu wheel for "
+                        "your JetPack from the Jetson Zoo) or re-export the model at opset 16 or lower")
+    assert newest_opset("1.10.0") == 15 and newest_opset("1.12.1") == 17 and newest_opset("9.0") is None
+    assert first_release_for(17) == "1.12" and first_release_for(99) is None
+    other = explain_load_error(good, RuntimeError("something else\nsecond line"), "1.16.0")
+    assert other == "onnxruntime 1.16.0 cannot load %s: something else" % good

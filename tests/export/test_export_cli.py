@@ -49,13 +49,53 @@ def test_export_calibrate_labels_json(capsys, pool, data, tmp_path):
     assert head_values(str(out))[1] == pytest.approx(0.7)
 
 
-def test_export_int8(capsys, pool, data, tmp_path):
+@pytest.fixture
+def int8_data(task, tmp_path):
+    """Calibration and test files for INT8 (about 90 % accurate, enough held-out samples to measure ECE)."""
+    paths = []
+    for name, n, seed in (("calib", 3000, 41), ("test", 2000, 42)):
+        x, y = task.data(n, seed, noise=1.6)
+        paths.append(str(tmp_path / ("%s.npz" % name)))
+        np.savez(paths[-1], x=x, y=y)
+    return paths
+
+
+def test_export_int8(capsys, pool, int8_data, tmp_path):
+    calib, test = int8_data
     out = tmp_path / "m.onnx"
-    code, stdout, err = run(capsys, "export", pool[2], "--out", out, "--int8", "--calib", data, "--json")
+    code, stdout, err = run(capsys, "export", pool[2], "--out", out, "--int8", "--calib", calib, "--test", test,
+                            "--calib-samples", "1000", "--json")
     assert code == 0, err
     q = json.loads(stdout)["int8"]
     assert os.path.isfile(q["path"]) and q["path"].endswith("m.int8.onnx")
-    assert q["float_accuracy"] is not None and q["int8_ece"] is not None
+    assert q["evaluated_on"] == "test" and q["samples"] == 2000 and q["calibration_samples"] == 1000
+    assert q["int8_accuracy"] >= q["float_accuracy"] - 0.005 and q["int8_ece"] <= q["float_ece"] + 0.005
+    assert q["cpu"]["ratio"] > 0 and set(q["methods_tried"]) == {"minmax", "entropy", "percentile"}
+    code, stdout, err = run(capsys, "export", pool[2], "--out", tmp_path / "h.onnx", "--int8", "--calib", calib,
+                            "--int8-method", "minmax", "--calib-samples", "1000")
+    assert code == 0, err
+    assert "float vs INT8" in stdout and "minmax calibration" in stdout and "INT8 ÷ float" in stdout
+
+
+def test_cascade_int8_chooses_on_int8_outputs(capsys, pool, int8_data, tmp_path):
+    calib, test = int8_data
+    bundle = tmp_path / "b8"
+    code, stdout, err = run(capsys, "cascade", pool[0], pool[2], "--data", calib, "--test", test, "--int8",
+                            "--int8-method", "minmax", "--calib-samples", "1000", "--out", bundle, "--costs", "1,5",
+                            "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    manifest = read_manifest(str(bundle))
+    assert manifest.provenance["precision"] == "int8-qdq"
+    for stage, q in zip(manifest.stages, rep["int8"]):
+        proto = onnx.load(os.path.join(str(bundle), stage.model))
+        assert any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+        meta = read_head_metadata(proto)
+        assert meta["precision"] == "int8-qdq" and meta["int8"]["method"] == "minmax"
+        # the stage's temperature was fitted on the INT8 model's own outputs over the calibration data
+        assert stage.temperature == pytest.approx(rep["stages"][manifest.stages.index(stage)]["temperature"])
+        assert q["int8_accuracy"] >= q["float_accuracy"] - 0.005
+    assert rep["runtime_test"]["matches_simulation"]
 
 
 def test_pair_and_cascade(capsys, pool, data, tmp_path):
@@ -105,7 +145,7 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
         args, msg = ["export", pool[0], "--out", out, "--calibrate", tmp_path / "d.npz"], "at least 20 samples"
     elif case == "no_y":
         np.savez(tmp_path / "d.npz", x=x)
-        args, msg = ["cascade", pool[0], pool[1], "--data", tmp_path / "d.npz", "--out", tmp_path / "b"], "no array 'y'"
+        args, msg = ["cascade", pool[0], pool[1], "--data", tmp_path / "d.npz", "--out", tmp_path / "b"], "has no labels"
     elif case == "policy":
         args, msg = ["cascade", pool[0], pool[1], "--data", data, "--out", tmp_path / "b", "--policy", "fast"], \
             "unknown threshold policy"
@@ -124,3 +164,41 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     assert code == 1
     assert err.startswith("edgeconf: error:") and msg in err and err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_retune_a_bundle_stage_prints_values_as_given(capsys, pool, data, tmp_path):
+    bundle = tmp_path / "bundle"
+    code, _, err = run(capsys, "cascade", pool[0], pool[2], "--data", data, "--out", bundle, "--costs", "1,5")
+    assert code == 0, err
+    code, stdout, err = run(capsys, "retune", bundle, "--stage", "1", "--threshold", "0.6", "--json")
+    assert code == 0, err
+    assert '"threshold": 0.6,' in stdout and json.loads(stdout)["stage"] == "stage1"
+    code, stdout, _ = run(capsys, "retune", bundle, "--stage", "stage1", "--threshold", "0.35")
+    assert code == 0 and "threshold 0.35," in stdout and "0.3499999" not in stdout
+    code, stdout, err = run(capsys, "retune", bundle / "stage2.onnx", "--temperature", "1.3")
+    assert code == 0, err
+    assert "stage 2 of bundle" in stdout
+    man = read_manifest(str(bundle))  # every sha256 still matches
+    assert man.stages[0].threshold == 0.35 and man.stages[1].temperature == 1.3
+    for args, words in ((["--threshold", "0.5"], "has 2 stages"), (["--stage", "3", "--threshold", "0.5"],
+                                                                    "has no stage 3; its stages are 1..2")):
+        code, _, err = run(capsys, "retune", bundle, *args)
+        assert code == 1 and words in err and err.count("\n") == 1
+
+
+def test_pair_ranks_the_cheapest_among_ties_and_fits_80_columns(capsys, pool, data, tmp_path):
+    twin = save(onnx.load(pool[1]), tmp_path / "twin_of_m1.onnx")  # the same model: its pairs tie with m1's
+    code, stdout, err = run(capsys, "pair", pool[0], pool[1], twin, "--data", data, "--costs", "1,5,2", "--json")
+    assert code == 0, err
+    pairs = json.loads(stdout)["pairs"]
+    for a, b in zip(pairs, pairs[1:]):
+        assert a["calib_accuracy"] >= b["calib_accuracy"]
+        if a["calib_accuracy"] == b["calib_accuracy"]:
+            assert a["calib_cost"] <= b["calib_cost"]
+    ties = [p for p in pairs if p["calib_accuracy"] == pairs[0]["calib_accuracy"]]
+    assert pairs[0]["calib_cost"] == min(p["calib_cost"] for p in ties)
+    code, stdout, err = run(capsys, "pair", pool[0], pool[1], twin, "--data", data, "--costs", "1,5,2")
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0].strip() and max(len(line) for line in lines) <= 80, stdout
+    assert "…" not in stdout  # no header cut short

@@ -91,7 +91,7 @@ def test_fit_stage_writes_head_params_and_manifest(tmp_path, rng):
     assert rep.fit.method == "mahalanobis" and rep.held_out_known >= 0.98
     m = read_manifest(folder)  # sha256 of the rewritten model and of the params file are in 'files'
     ood = m.stages[0].ood
-    assert ood["output"] == "ood" and ood["params"] == "ood/stage1.npz" and "ood/stage1.npz" in m.files
+    assert ood.output == "ood" and ood.params == "ood/stage1.npz" and "ood/stage1.npz" in m.files
     params = load_params(os.path.join(folder, "ood", "stage1.npz"))
     assert set(params) == {"means", "chol"}
     with load_bundle(folder) as c:
@@ -152,4 +152,4 @@ def test_ood_command_end_to_end_and_one_line_errors(tmp_path, rng, capsys):
     assert code == 0, err
     rep = json.loads(out)
     assert rep["method"] == "mahalanobis" and rep["params"] == "ood/stage1.npz"
-    assert read_manifest(folder).stages[0].ood["threshold"] == pytest.approx(rep["threshold"])
+    assert read_manifest(folder).stages[0].ood.threshold == pytest.approx(rep["threshold"])

@@ -204,10 +204,10 @@ def test_bundle_whose_preprocessing_does_not_fit(tmp_path):
     model = save(random_classifier(1), tmp_path / "m.onnx")  # expects 1×28×28
     save_bundle(str(tmp_path / "b"), [StageSpec("s", "m.onnx", "margin", 0.5)], {"m.onnx": model}, [str(i) for i in range(10)],
                 Preprocessing(size=(32, 32), channels=3, mean=(0.0,), std=(1.0,)))
-    cascade = load_bundle(str(tmp_path / "b"))
-    with pytest.raises(ConfigError, match="preprocessing does not fit"):
-        Pipeline(cascade, ListSource([]), regions="full")
-    cascade.close()
+    from edgeconf.errors import BundleError
+
+    with pytest.raises(BundleError, match=r"preprocessing makes inputs of shape 3x32x32 \(NCHW\) but stage s takes 1x28x28"):
+        load_bundle(str(tmp_path / "b"))  # refused when the bundle loads, before any pipeline
 
 
 def test_crop_box_clips_and_rejects_empty():

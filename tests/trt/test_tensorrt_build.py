@@ -89,8 +89,10 @@ def test_explicit_choices_win_and_contradictions_are_errors(tmp_path):
     nano = profile("jetson-nano-4gb")
     opts = resolve_options(nano, precision="fp32", workspace_mb=128, batch_profile="1,2,8")
     assert (opts.precision, opts.workspace_mb, opts.profile) == ("fp32", 128, BatchProfile(1, 2, 8))
-    with pytest.raises(ConfigError, match="no fast INT8.*--fp16"):
-        resolve_options(nano, precision="int8", calib=str(tmp_path))
+    for nano_id in ("jetson-nano-4gb", "jetson-nano-2gb"):
+        with pytest.raises(ConfigError, match="cannot run INT8: its Maxwell GPU .compute capability 5.3. has no INT8 "
+                                              "support; FP16 is the fast option there: build with --fp16"):
+            resolve_options(profile(nano_id), precision="int8", calib=str(tmp_path))
     with pytest.raises(ConfigError, match="does not fit.*256"):
         resolve_options(nano, workspace_mb=4096)
     with pytest.raises(ConfigError, match="no NVIDIA GPU"):
@@ -119,7 +121,7 @@ def test_int8_without_calibration_data_is_refused(tmp_path):
     ("8.2.1", "fp16", False, False, False, (("FP16",), False, False, False, True)),
     ("8.2.1", "int8", False, False, True, (("FP16", "INT8"), True, False, False, True)),
     ("8.2.1", "int8", True, False, False, (("FP16", "INT8"), False, False, False, True)),
-    ("10.3.0", "int8", False, True, False, (("FP16", "INT8"), False, False, True, True)),
+    ("10.3.0", "int8", False, True, False, (("FP16", "INT8"), True, False, False, True)),  # QDQ ranges → calibrator
     ("10.3.0", "fp16", False, False, False, (("FP16",), False, False, False, True)),
     ("11.0.0", "int8", False, True, True, ((), False, True, True, False)),
     ("11.0.0", "int8", True, False, False, ((), False, True, False, False)),
@@ -335,3 +337,72 @@ def test_build_without_tensorrt_names_the_package(tmp_path):
 
     with pytest.raises(MissingDependencyError, match="python3-libnvinfer"):
         build_engine(headed(tmp_path), resolve_options(None), str(tmp_path / "x.engine"))
+
+
+# -- the exporter's INT8 decisions drive TensorRT 8.x/10.x -------------------------------------------------
+def exporter_int8(tmp_path):
+    """A headed float MLP and its INT8 copy made by edgeconf's exporter, which keeps the fragile layer gemm2
+    in float (its dead hidden unit's outgoing weights of 1000 wreck per-channel INT8)."""
+    from onnx_models import mlp_classifier
+
+    from edgeconf.export.head import add_confidence_head
+    from edgeconf.export.quantize import quantize_int8
+
+    rng = np.random.default_rng(5)
+    w1 = np.concatenate([rng.normal(0, 0.08, (784, 20)), np.zeros((784, 1))], axis=1)
+    x = rng.random((1500, 1, 28, 28), dtype=np.float32) - 0.5
+    b1 = np.concatenate([np.zeros(20), [-1.0]])
+    w2 = np.concatenate([np.eye(10), -np.eye(10), np.full((1, 10), 1000.0)], axis=0)  # class k: h_k - h_k+10
+    model = add_confidence_head(mlp_classifier(w1, b1, w2, np.zeros(10)), score="margin", threshold=0.3,
+                                preprocessing=Preprocessing((28, 28), 1))
+    src = str(tmp_path / "float.onnx")
+    onnx.save(model, src)
+    y = OnnxRuntimeRunner(src).run(x)["logits"].argmax(1)  # the float model is the teacher: 100 % by definition
+    rep = quantize_int8(src, str(tmp_path / "q.onnx"), (x, y), method="minmax", fit_samples=500, budget=3.0,
+                        cpu_rounds=0)
+    assert rep.float_layers == ["gemm2"]
+    return src, rep.path
+
+
+@pytest.mark.parametrize("version,number", [("8.2.1.8", 8201), ("10.3.0.30", 100300)])
+def test_int8_engine_makes_the_exporters_decisions(monkeypatch, tmp_path, version, number):
+    from edgeconf.export.tensorrt_build import qdq_activation_scales
+
+    src, qdq = exporter_int8(tmp_path)
+    trt, cuda = trt_fakes.install(monkeypatch, version, gpu="Orin", cc=(8, 7))
+    layers = []
+    orig_create = trt.Builder.create_network
+    monkeypatch.setattr(trt.Builder, "create_network", lambda self, flags=0: layers.append(orig_create(self, flags))
+                        or layers[-1])
+    opts = resolve_options(profile("jetson-agx-orin"), precision="int8", qdq_model=qdq)
+    header = build_engine(src, opts, str(tmp_path / "m.engine"))
+    config = build_calls(trt, "build")[0][1]
+    assert config.flags[:2] == ["FP16", "INT8"] and config.int8_calibrator is not None
+    cache = build_calls(trt, "calibration-cache")[0][1].decode()
+    lines = cache.splitlines()
+    assert lines[0] == "TRT-%d-EntropyCalibration2" % number
+    scales = qdq_activation_scales(onnx.load(qdq))
+    assert {"flat", "hidden", "act"} <= set(scales) and len(lines) == 1 + len(scales)
+    import struct
+
+    for line in lines[1:]:
+        name, value = line.split(": ")
+        assert struct.unpack(">f", bytes.fromhex(value))[0] == pytest.approx(scales[name], rel=1e-7)
+    assert not build_calls(trt, "calibrated")  # no batches: the ranges are the exporter's
+    net = layers[0]
+    fp32 = {layer.name for layer in net.layers if layer.precision_set}
+    assert "gemm2" in fp32 and "gemm1" not in fp32 and "edgeconf/softmax" in fp32
+    assert header.extra["int8_float_layers"] == ["gemm2"] and header.extra["int8_ranges_from"] == "q.onnx"
+    assert header.extra["built_from"] == "float.onnx" and header.precision == "int8"
+
+
+def test_qdq_scales_must_be_symmetric(tmp_path):
+    from edgeconf.export.tensorrt_build import qdq_activation_scales
+
+    m = onnx.load(qdq_model(tmp_path))
+    assert qdq_activation_scales(m) == {"input": pytest.approx(0.02)}
+    for init in m.graph.initializer:
+        if init.name == "z":
+            init.CopyFrom(numpy_helper.from_array(np.array(3, np.int8), "z"))
+    with pytest.raises(ConfigError, match="zero point"):
+        qdq_activation_scales(m)

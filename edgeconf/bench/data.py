@@ -1,0 +1,98 @@
+"""The benchmark's data: any data set :func:`edgeconf.datasets.open_dataset` reads, checked against the bundle.
+
+Refused up front, in one line: data without labels, labels that do not fit the bundle's classes (by name or
+index), and images whose channels do not fit a preprocessing (grey images for an RGB model, or the reverse),
+which would otherwise run and report accuracies that mean nothing. Images of another size are resized by the
+preprocessing, as in deployment; that is noted.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+
+from edgeconf.datasets import FASHION_LABELS, open_dataset
+from edgeconf.errors import ConfigError, DataError
+from edgeconf.preprocess import Preprocessing
+
+#: the data ``edgeconf bench`` uses when none is given (with the shipped zoo only)
+DEFAULT_DATA = "fashion-mnist:test"
+Images = Union[np.ndarray, List[np.ndarray]]
+
+
+@dataclass
+class BenchData:
+    """The base samples of the benchmark: raw images, labels as the bundle's class indices, and what they are."""
+
+    images: Images
+    labels: np.ndarray
+    name: str
+    notes: List[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _channels(images: Images) -> List[int]:
+    shapes = {tuple(np.shape(im)) for im in (images[:256] if isinstance(images, list) else images[:1])}
+    return sorted({1 if len(s) == 2 or s[2] == 1 else 3 for s in shapes})
+
+
+def check_fit(data: BenchData, pre: Optional[Preprocessing], what: str) -> None:
+    """Refuse images whose channels do not fit ``pre``; note a size that the preprocessing changes."""
+    if pre is None:
+        raise ConfigError("%s has no preprocessing; the benchmark classifies raw images" % what)
+    chans = _channels(data.images)
+    if chans != [pre.channels]:
+        kind = {1: "grey", 3: "colour"}
+        raise DataError("%s takes %s images (preprocessing channels %d) but %s holds %s images; benchmark it on the "
+                        "data it was built for (--data)" % (what, kind[pre.channels], pre.channels, data.name,
+                                                            " and ".join(kind[c] for c in chans)))
+    sizes = {tuple(np.shape(im)[:2]) for im in (data.images[:256] if isinstance(data.images, list) else data.images[:1])}
+    if sizes != {pre.size}:
+        data.notes.append("%s resizes the images (%s) to %d×%d (%s)" % (what, ", ".join("%d×%d" % s for s in sorted(sizes)),
+                                                                       pre.size[0], pre.size[1], pre.resize))
+
+
+def load_bench_data(spec: Optional[str], labels: Sequence[str], classes: int, limit: Optional[int] = None,
+                    max_pixels: Optional[int] = None) -> BenchData:
+    """The first ``limit`` labelled samples of ``spec`` (default: the FashionMNIST test split)."""
+    ds = open_dataset(spec or DEFAULT_DATA, max_pixels=max_pixels)
+    if ds.model_ready:
+        raise DataError("%s holds model-ready float arrays; the benchmark runs raw uint8 images through the bundle's "
+                        "preprocessing and memo" % ds.source)
+    if not ds.labelled:
+        raise DataError("%s has no labels; the benchmark needs labelled data (an .npz with y, an ImageFolder, IDX "
+                        "files, a labelled list)" % ds.source)
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit must be >= 1, got %d" % limit)
+    y = ds.labels_for(list(labels), classes)
+    images, _ = ds.load(limit)
+    n = len(images)
+    name = "FashionMNIST test" if spec is None else ds.source
+    return BenchData(images, np.asarray(y[:n], dtype=np.int64), name)
+
+
+def baseline_fit(runner: Any, logits: str, labels: Sequence[str], classes: int, path: str) -> None:
+    """The baseline must answer over the bundle's classes (and carry the same class names, when it has any)."""
+    spec = runner.output(logits)
+    n = spec.shape[-1] if spec.shape else None
+    if isinstance(n, int) and n > 0 and n != classes:
+        raise ConfigError("the baseline %s answers over %d classes but the bundle over %d; compare models of the "
+                          "same task" % (path, n, classes))
+    raw = (getattr(runner, "metadata", None) or {}).get("edgeconf.labels")
+    if raw:
+        try:
+            theirs = json.loads(raw)
+        except ValueError:
+            theirs = None
+        if isinstance(theirs, list) and theirs and list(theirs) != list(labels):
+            raise ConfigError("the baseline %s has the classes %s, the bundle %s; compare models of the same task"
+                              % (os.path.basename(path), ", ".join(map(str, theirs[:5])) + ("…" if len(theirs) > 5 else ""),
+                                 ", ".join(list(labels)[:5]) + ("…" if len(labels) > 5 else "")))
+
+
+__all__ = ["BenchData", "DEFAULT_DATA", "check_fit", "load_bench_data", "baseline_fit", "FASHION_LABELS"]

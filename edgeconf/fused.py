@@ -1,0 +1,397 @@
+"""The fused cascade at run time: the whole bundle in one ONNX graph, one runtime call per request.
+
+``edgeconf fuse BUNDLE`` (``edgeconf.export.fuse``) writes ``fused.onnx`` into a bundle; ``load_bundle(…,
+form="fused")`` returns a :class:`FusedCascade`. It is a :class:`~edgeconf.cascade.Cascade` (same stages,
+labels, memo cache, counters and fingerprint, so ``classify``, ``run``, ``demo``, ``bench`` and the GUI work
+unchanged) whose ``classify``/``classify_batch`` answer through the single graph:
+
+* the host does only what the graph cannot: decode, colour conversion and resizing to the model's size
+  (none of it for images already at that size), then feeds uint8 pixels;
+* the graph's stored thresholds and temperatures are overridable initializers: a threshold changed at run
+  time (``set_threshold``, the GUI) is fed with the call, no rebuild;
+* a setting the graph cannot carry (another score or combine rule, e.g. from the GUI) sends inputs through
+  the staged stages until it is set back — answers are the same either way;
+* ``run``/``run_batch`` take model-ready float arrays, which the graph does not: they use the staged stages.
+
+Per-stage time is not separable inside one call: a result's ``stage_seconds`` holds one entry, the call's
+time (its batch share), counted on the first stage in ``counters.stage_seconds``; ``stage`` and
+``stages_run`` are as in the staged form.
+
+Which form ``load_bundle(form="auto")`` picks (:func:`choose_form`): the staged form unless the bundle has an
+up-to-date fused graph and the stages run on an ONNX Runtime GPU execution provider (CUDA or TensorRT), where
+each stage boundary of the staged form costs a device-to-host copy and a synchronisation. On ONNX Runtime's
+CPU provider the fused graph measured no faster than the staged path (``benchmarks/bench_fused.py``), so
+staged stays the default there; the native ``tensorrt`` backend runs one engine per stage (staged).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edgeconf.cascade import COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit
+from edgeconf.confidence import SCORES
+from edgeconf.errors import BundleError, ConfigError, InputValidationError
+from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
+
+FUSED_FILE = "fused.onnx"
+FUSED_KEY = "fused"  # the manifest's entry describing the fused graph
+FUSED_INPUT = "image"
+FUSED_OUTPUTS = ("class", "confidence", "stage", "stages_run", "probs")
+FUSED_SCHEMA = 1
+FORMS = ("auto", "staged", "fused")
+#: ``NonZero`` (the gather of the unsure subset) has data-dependent shapes: TensorRT's parser takes it from 8.5.
+TENSORRT_MIN = "8.5"
+#: a batch-1 graph has only ``If`` on scalar conditions (conditional layers came with TensorRT 8.0).
+TENSORRT_MIN_BATCH1 = "8.0"
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+_OUTPUTS = list(FUSED_OUTPUTS)
+
+
+def threshold_name(stage: int) -> str:
+    """Initializer holding stage ``stage``'s exit threshold (0-based) in a fused graph."""
+    return "edgeconf_fused_threshold_%d" % stage
+
+
+def temperature_name(stage: int) -> str:
+    """Initializer holding stage ``stage``'s softmax temperature (0-based) in a fused graph."""
+    return "edgeconf_fused_temperature_%d" % stage
+
+
+def ceil_f32(value: float) -> float:
+    """The smallest float32 >= ``value``: for a float32 confidence c, ``c < value`` iff ``c < ceil_f32(value)``,
+    so the graph's float32 comparison escalates exactly the inputs the staged cascade's float64 one does."""
+    v = np.float32(value)
+    if float(v) < float(value):
+        v = np.nextafter(v, np.float32(np.inf))
+    return float(v)
+
+
+def stage_fingerprint(spec: Any, model_sha256: str) -> "FusedStage":
+    """What a fused graph bakes in from one stage: the model file and the settings it cannot override."""
+    return FusedStage(model_sha256, spec.score, spec.input, spec.logits)
+
+
+@dataclass
+class FusedStage:
+    """What a fused graph bakes in from one stage (see :func:`stage_fingerprint`)."""
+
+    model_sha256: str = entry(Str(pattern=r"[0-9a-f]{64}", what="a sha256 (64 lower-case hex digits)"))
+    score: str = entry(Str(SCORES))
+    input: str = entry(Str(max_len=256))
+    logits: str = entry(Str(max_len=256))
+
+    def to_json(self) -> Dict[str, Any]:
+        return to_json(self)
+
+
+@dataclass
+class FusedInfo:
+    """The manifest's ``fused`` entry: the graph's file and what it was built from."""
+
+    stages: List[FusedStage] = entry(ListOf(Struct(FusedStage), 1, 64))  # what each stage was at fuse time
+    model: str = entry(Path(), FUSED_FILE)
+    combine: str = entry(Str(COMBINE_RULES), "last")
+    opset: int = entry(Int(1, 1000), 17)
+    classes: int = entry(Int(0), 0)
+    batch: Optional[int] = entry(Optional_(Int(1, 1)), None)  # None: any batch; 1: one input per call
+    tensorrt_min: str = entry(Str(max_len=16), TENSORRT_MIN)  # oldest TensorRT whose parser takes the graph
+
+    def to_json(self) -> Dict[str, Any]:
+        return to_json(self)
+
+
+def fused_info(manifest: Any) -> Optional[FusedInfo]:
+    """The bundle's fused-graph entry, or None when it has none."""
+    return getattr(manifest, "fused", None)
+
+
+def stale_reason(manifest: Any, info: FusedInfo) -> Optional[str]:
+    """Why the fused graph no longer matches the bundle's stages (None when it does)."""
+    if info.model not in manifest.files:
+        return "the manifest lists no sha256 for %s" % info.model
+    if len(info.stages) != len(manifest.stages):
+        return "it was built for %d stages, the bundle has %d" % (len(info.stages), len(manifest.stages))
+    if info.combine != manifest.combine:
+        return "it combines answers by %r, the bundle by %r" % (info.combine, manifest.combine)
+    for k, spec in enumerate(manifest.stages):
+        if spec.is_remote:
+            return "stage %d is served remotely; a fused graph holds local models only" % (k + 1)
+        want = stage_fingerprint(spec, manifest.files.get(spec.model, {}).get("sha256", "")).to_json()
+        have = info.stages[k].to_json()
+        if have != want:
+            changed = [key for key in want if have.get(key) != want[key]]
+            return "stage %d changed since it was fused (%s)" % (k + 1, ", ".join(changed))
+    return None
+
+
+def choose_form(requested: str, manifest: Any, backend: str, providers: Optional[Sequence[Any]]) -> Tuple[str, str]:
+    """(form, why) for ``load_bundle(form=requested)``; raises for a fused form that cannot be had."""
+    if requested not in FORMS:
+        raise ConfigError("unknown form %r; choose one of %s" % (requested, ", ".join(FORMS)))
+    if requested == "staged":
+        return "staged", "asked for"
+    info = fused_info(manifest)
+    problem = None
+    if info is None:
+        problem = "the bundle has no fused graph (write one with: edgeconf fuse BUNDLE)"
+    else:
+        stale = stale_reason(manifest, info)
+        if stale:
+            problem = "its fused graph is out of date: %s; rebuild it with: edgeconf fuse BUNDLE" % stale
+        elif backend not in ("onnxruntime", "ort-tensorrt"):
+            problem = ("the %s backend runs one engine per stage; the fused graph runs on ONNX Runtime "
+                       "(--backend onnxruntime or ort-tensorrt)" % backend)
+    if requested == "fused":
+        if problem:
+            raise BundleError("cannot use the fused form: %s" % problem)
+        return "fused", "asked for"
+    if problem:
+        return "staged", problem
+    names = [p if isinstance(p, str) else p[0] for p in (providers or ["cpu"])]
+    gpu = [n for n in names if n in _GPU_PROVIDERS or str(n).lower() in ("cuda", "tensorrt", "trt")]
+    if backend == "ort-tensorrt" or gpu:
+        return "fused", "stages run on a GPU execution provider: one call per answer saves a host round trip per stage"
+    return "staged", ("ONNX Runtime CPU: the fused graph is no faster than the staged path there "
+                      "(use --form fused to ask for it)")
+
+
+def runtime_model(path: str) -> bytes:
+    """The fused graph as ONNX Runtime gets it, serialised; the file on disk is not changed.
+
+    * Thresholds and temperatures are also listed as graph inputs: initializers that are inputs are defaults
+      a call may override, so ``set_threshold`` needs no rebuild. (On disk they stay plain initializers,
+      which is what TensorRT and other consumers expect.)
+    * The any-batch conditionals are inlined: ONNX Runtime does not apply its layout optimisations (NCHWc
+      convolutions) inside ``If`` subgraphs, where a stage ran 1.6–1.9× slower on CPU (measured; see
+      docs/fused.md). Inlined, a stage with no unsure input runs on an empty batch and scatters nothing: the
+      same answers. A batch-1 graph keeps its conditionals (its branches are not valid unconditionally).
+    """
+    import onnx
+
+    model = onnx.load(path)
+    g = model.graph
+    listed = {i.name for i in g.input}
+    for init in g.initializer:
+        if init.name.startswith(("edgeconf_fused_threshold_", "edgeconf_fused_temperature_")) and init.name not in listed:
+            g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    nodes = _inline(list(g.node), onnx)
+    keep = _live(nodes, {o.name for o in g.output})
+    del g.node[:]
+    g.node.extend(keep)
+    return model.SerializeToString()
+
+
+def _inline(nodes: List[Any], onnx: Any) -> List[Any]:
+    out: List[Any] = []
+    for node in nodes:
+        if node.op_type == "If" and node.name.endswith("_many"):
+            then_g = next(a.g for a in node.attribute if a.name == "then_branch")
+            out += _inline(list(then_g.node), onnx)
+            out += [onnx.helper.make_node("Identity", [src.name], [dst]) for src, dst in zip(then_g.output, node.output)]
+        else:
+            out.append(node)
+    return out
+
+
+def _live(nodes: List[Any], outputs: set) -> List[Any]:
+    """Drop nodes whose outputs nothing reads (the inlined conditions)."""
+    def reads(node: Any) -> set:
+        names = set(node.input)
+        for a in node.attribute:
+            if a.type == a.GRAPH:
+                for n in a.g.node:
+                    names |= reads(n)
+        return names
+
+    while True:
+        used = set(outputs)
+        for n in nodes:
+            used |= reads(n)
+        kept = [n for n in nodes if any(o in used for o in n.output)]
+        if len(kept) == len(nodes):
+            return kept
+        nodes = kept
+
+
+class FusedCascade(Cascade):
+    """A cascade whose raw-image calls run one fused ONNX graph (see the module doc)."""
+
+    form = "fused"
+
+    def __init__(self, stages: Sequence[Stage], runner: Any, combine: str = "last",
+                 labels: Optional[Sequence[str]] = None, preprocessing: Any = None, memo: Any = None,
+                 name: str = "cascade") -> None:
+        super().__init__(stages, combine, labels, preprocessing, memo, name)
+        if preprocessing is None:
+            raise ConfigError("a fused cascade needs the bundle's preprocessing")
+        self.fused_runner = runner
+        meta = getattr(runner, "metadata", {}) or {}
+        try:
+            graph = json.loads(meta["edgeconf.fused"])
+            self._graph_combine = str(graph["combine"])
+            self._one = graph.get("batch") == 1
+            self._graph_stages = [(s["score"], float(s["threshold"]), float(s["temperature"]), s["input"])
+                                  for s in graph["stages"]]
+        except (KeyError, ValueError, TypeError):
+            raise BundleError("the fused graph has no valid edgeconf.fused metadata; rebuild it with: edgeconf fuse "
+                              "BUNDLE") from None
+        if len(self._graph_stages) != len(self.stages):
+            raise BundleError("the fused graph has %d stages, the bundle %d; rebuild it with: edgeconf fuse BUNDLE"
+                              % (len(self._graph_stages), len(self.stages)))
+        session = getattr(runner, "session", None)  # ONNX Runtime lists overridable initializers apart
+        names = {s.name for s in runner.inputs} | {i.name for i in (
+            session.get_overridable_initializers() if hasattr(session, "get_overridable_initializers") else ())}
+        k_all = len(self.stages)
+        self._overridable = (all(threshold_name(k) in names for k in range(k_all - 1))
+                             and all(temperature_name(k) in names for k in range(k_all)))
+        h, w = preprocessing.size
+        self._pixel_shape = (h, w) if preprocessing.channels == 1 else (h, w, 3)
+        self._settings: Any = None
+        self._extra: Dict[str, np.ndarray] = {}
+        self._graph_ok = True
+
+    # -- settings --------------------------------------------------------------------------------
+    def _sync(self) -> bool:
+        """Whether the graph can answer under the current settings; refreshes the override feeds."""
+        key = (self.combine, tuple((s.score, s.threshold, s.temperature, s.input) for s in self.stages))
+        if key == self._settings:
+            return self._graph_ok
+        self._settings = key
+        ok = self.combine == self._graph_combine
+        extra: Dict[str, np.ndarray] = {}
+        for k, (st, (score, thr, temp, inp)) in enumerate(zip(self.stages, self._graph_stages)):
+            if st.score != score or st.input != inp:
+                ok = False
+            if float(st.threshold) != thr and k + 1 < len(self.stages):
+                extra[threshold_name(k)] = np.array(ceil_f32(st.threshold), np.float32)
+            if float(st.temperature) != temp:
+                extra[temperature_name(k)] = np.array(st.temperature, np.float32)
+        if extra and not self._overridable:
+            ok = False
+        self._extra = extra
+        self._graph_ok = ok
+        return ok
+
+    @property
+    def graph_active(self) -> bool:
+        """True while the fused graph answers (False while a setting sends inputs through the stages)."""
+        return self._sync()
+
+    # -- running -----------------------------------------------------------------------------------
+    def pixels(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw images → the graph's uint8 input ``(N, H, W[, 3])``: images already at the model's size and
+        channel count are stacked as they are; others are converted and resized as the staged form does."""
+        shape = self._pixel_shape
+        if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == shape:
+            return images
+        out = np.empty((len(images),) + shape, dtype=np.uint8)
+        for i, img in enumerate(images):
+            if isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.shape == shape:
+                out[i] = img
+            else:
+                out[i] = self._convert(img, i)
+        return out
+
+    def _convert(self, image: Any, index: int) -> np.ndarray:
+        return self.preprocessing._pixels(image, index).reshape(self._pixel_shape)
+
+    def run_pixels(self, pixels: np.ndarray) -> BatchResult:
+        """One graph call on uint8 pixels ``(N, H, W[, 3])`` at the model's size (see :meth:`pixels`)."""
+        if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.shape[1:] != self._pixel_shape:
+            raise InputValidationError("the fused graph takes uint8 pixels of shape (N, %s), got %s %s"
+                                       % (", ".join(map(str, self._pixel_shape)), getattr(pixels, "dtype", type(pixels).__name__),
+                                          getattr(pixels, "shape", "")))
+        if not self._sync():
+            return self.run_batch(self.preprocessing.batch(list(pixels)))
+        return self._call(pixels)
+
+    def _call(self, pixels: np.ndarray) -> BatchResult:
+        n = pixels.shape[0]
+        if n == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return BatchResult(empty, np.zeros(0), empty, empty, np.zeros((0, 0)), [], [], [])
+        extra = self._extra
+        run = self.fused_runner.run_trusted
+        t0 = time.perf_counter()
+        if self._one and n > 1:  # a batch-1 graph: one call per input
+            parts = [run(dict(extra, **{FUSED_INPUT: pixels[i:i + 1]}), _OUTPUTS) for i in range(n)]
+            out = {k: np.concatenate([p[k] for p in parts]) for k in FUSED_OUTPUTS}
+        else:
+            out = run(dict(extra, **{FUSED_INPUT: pixels}) if extra else {FUSED_INPUT: pixels}, _OUTPUTS)
+        t1 = time.perf_counter()
+        if self.energy_hook is not None:
+            self.energy_hook(0, t0, t1)
+        stage, run = out["stage"], out["stages_run"]
+        c = self.counters
+        c.inputs += n
+        k_all = len(self.stages)
+        exits = np.bincount(stage, minlength=k_all)
+        reach = np.bincount(run, minlength=k_all + 1)[::-1].cumsum()[::-1]  # inputs that ran >= j stages
+        for k in range(k_all):
+            c.exits[k] += int(exits[k])
+            c.calls[k] += int(reach[k + 1])
+        c.stage_seconds[0] += t1 - t0
+        return BatchResult(out["class"], out["confidence"], stage, run, out["probs"], [t1 - t0], [n], [(t0, t1)])
+
+    def _answer(self, batch: BatchResult, i: int) -> CascadeResult:
+        cid = int(batch.class_ids[i])
+        labels = self.labels
+        n = len(batch)
+        return CascadeResult(cid, float(batch.confidence[i]), int(batch.stage[i]), batch.probs[i],
+                             (batch.stage_seconds[0] / n,), int(batch.stages_run[i]),
+                             labels[cid] if labels and cid < len(labels) else None)
+
+    def _classify_misses(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
+        if not self._sync():
+            batch = self.run_batch(self.preprocessing.batch(images))
+            return [batch.item(j, self.labels) for j in range(len(images))]
+        batch = self._call(self.pixels(images))
+        return [self._answer(batch, j) for j in range(len(images))]
+
+    def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
+        """Raw images → answers, through the memo cache (when set) and one graph call for the misses."""
+        if not len(images):
+            return []
+        memo = self.memo
+        if memo is None:
+            return self._classify_misses(images)
+        fp = self.fingerprint()
+        found = memo.lookup_batch(images, fp)
+        results: List[Optional[CascadeResult]] = [None] * len(images)
+        for i, hit in found.hits.items():
+            results[i] = _as_memo_hit(hit)
+        if found.misses:
+            answers = self._classify_misses([images[i] for i in found.misses])
+            for i, res in zip(found.misses, answers):
+                results[i] = res
+                memo.put(found.keys[i], fp, res)
+        for i, first in found.repeats.items():
+            results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
+        return [r for r in results if r is not None]
+
+    def classify(self, image: np.ndarray) -> CascadeResult:
+        """One raw image → its answer: memo lookup, then one graph call."""
+        memo = self.memo
+        if memo is None:
+            return self._classify_misses([image])[0]
+        fp = self.fingerprint()
+        key = memo.key(image)
+        hit = memo.get(key, fp)
+        if hit is not None:
+            return _as_memo_hit(hit)
+        res = self._classify_misses([image])[0]
+        memo.put(key, fp, res)
+        return res
+
+    def close(self) -> None:
+        super().close()
+        self.fused_runner.close()
+
+
+__all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
+           "temperature_name", "ceil_f32", "stage_fingerprint", "runtime_model", "FORMS", "FUSED_FILE",
+           "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN"]

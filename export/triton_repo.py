@@ -1,0 +1,234 @@
+"""``edgeconf triton-repo BUNDLE --out REPO``: a Triton model repository for a bundle's server-side stages.
+
+For each server-side stage: ``REPO/<model>/1/model.onnx`` (the stage's ONNX file) and
+``REPO/<model>/config.pbtxt`` (platform ``onnxruntime_onnx``, ``max_batch_size``, the input and output specs read
+from the ONNX graph without the batch axis, ``dynamic_batching`` and an instance group), ready for
+``tritonserver --model-repository REPO``. Server-side stages are the bundle's remote stages (``"backend":
+"triton"`` with an ``"onnx"`` file); a bundle without any serves the stages named by ``--stage`` (default: the
+last). ``--edge OUT --url URL`` also writes the edge half: a copy of the bundle whose served stages call the
+server at URL. Files are written atomically; REPO may exist but a model folder in it is replaced only with
+``--force``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import click
+
+from edgeconf.atomic import write_bytes, write_text
+from edgeconf.errors import BundleError, ConfigError, ModelLoadError, OutputError
+
+#: ONNX element type -> Triton config data type
+ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32",
+                  3: "TYPE_INT8", 2: "TYPE_UINT8", 9: "TYPE_BOOL"}
+DEFAULT_MAX_BATCH = 64
+DEFAULT_QUEUE_DELAY_US = 500
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class TensorConfig:
+    name: str
+    data_type: str
+    dims: Tuple[int, ...]  # without the batch axis; -1 for dynamic
+
+
+@dataclass
+class ServedModel:
+    """One model of the repository and the stage it serves."""
+
+    name: str
+    stage: str
+    onnx: str  # source path
+    inputs: List[TensorConfig]
+    outputs: List[TensorConfig]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"name": self.name, "stage": self.stage, "onnx": self.onnx,
+                "inputs": [{"name": t.name, "data_type": t.data_type, "dims": list(t.dims)} for t in self.inputs],
+                "outputs": [{"name": t.name, "data_type": t.data_type, "dims": list(t.dims)} for t in self.outputs]}
+
+
+def _tensors(values: Sequence[Any], path: str, skip: Sequence[str] = ()) -> List[TensorConfig]:
+    out = []
+    for v in values:
+        if v.name in skip:
+            continue
+        t = v.type.tensor_type
+        dtype = ONNX_TO_TRITON.get(t.elem_type)
+        if dtype is None:
+            raise ModelLoadError("%s: tensor %r has ONNX element type %d, which the repository cannot describe"
+                                 % (path, v.name, t.elem_type))
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+        if not dims:
+            raise ModelLoadError("%s: tensor %r has no batch axis; re-export the model with a dynamic batch axis"
+                                 % (path, v.name))
+        if dims[0] != -1:
+            raise ModelLoadError("%s: tensor %r has a fixed batch axis of %d; re-export it with a dynamic batch axis so "
+                                 "Triton can batch requests" % (path, v.name, dims[0]))
+        out.append(TensorConfig(v.name, dtype, tuple(dims[1:])))
+    return out
+
+
+def describe_onnx(path: str, name: str, stage: str) -> ServedModel:
+    """Input/output specs of an ONNX file for its config (the graph is read, never executed)."""
+    import onnx
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise ModelLoadError("%s is not a readable ONNX model (%s)" % (path, str(exc).splitlines()[0][:200])) from None
+    inits = {i.name for i in model.graph.initializer}
+    return ServedModel(name, stage, path, _tensors(model.graph.input, path, skip=sorted(inits)),
+                       _tensors(model.graph.output, path))
+
+
+def config_pbtxt(m: ServedModel, max_batch: int = DEFAULT_MAX_BATCH, queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
+                 instances: int = 1, kind: str = "KIND_GPU") -> str:
+    """Triton's model configuration (protobuf text format) for one served model."""
+    def block(ts: List[TensorConfig]) -> str:
+        rows = []
+        for t in ts:
+            # a per-sample scalar is dims [1] reshaped to [] (Triton wants non-empty dims on batched models)
+            dims, reshape = (t.dims, "") if t.dims else ((1,), "\n    reshape: { shape: [ ] }")
+            rows.append("  {\n    name: %s\n    data_type: %s\n    dims: [ %s ]%s\n  }"
+                        % (json.dumps(t.name), t.data_type, ", ".join(str(d) for d in dims), reshape))
+        return ",\n".join(rows)
+
+    return ("# written by edgeconf triton-repo for stage %s\n"
+            "name: %s\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: %d\n"
+            "input [\n%s\n]\noutput [\n%s\n]\n"
+            "dynamic_batching {\n  max_queue_delay_microseconds: %d\n}\n"
+            "instance_group [\n  {\n    count: %d\n    kind: %s\n  }\n]\n"
+            % (m.stage, json.dumps(m.name), max_batch, block(m.inputs), block(m.outputs), queue_delay_us, instances, kind))
+
+
+def _pick(manifest: Any, stages: Sequence[str]) -> List[Any]:
+    remote = [s for s in manifest.stages if s.is_remote]
+    if stages:
+        chosen = []
+        for key in stages:
+            if key.isdigit() and 1 <= int(key) <= len(manifest.stages):
+                chosen.append(manifest.stages[int(key) - 1])
+                continue
+            found = [s for s in manifest.stages if s.name == key]
+            if not found:
+                raise ConfigError("--stage %s: the bundle has stages %s (or give a number 1..%d)"
+                                  % (key, ", ".join(s.name for s in manifest.stages), len(manifest.stages)))
+            chosen.append(found[0])
+        return chosen
+    return remote or [manifest.stages[-1]]
+
+
+def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int = DEFAULT_MAX_BATCH,
+               queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, instances: int = 1, kind: str = "gpu",
+               force: bool = False, edge: Optional[str] = None, url: Optional[str] = None,
+               deadline_ms: Optional[float] = None) -> Dict[str, Any]:
+    """Write the repository (and, with ``edge``/``url``, the edge bundle); returns what was written."""
+    from edgeconf.bundle import read_manifest, save_bundle
+
+    if max_batch < 1:
+        raise ConfigError("--max-batch must be >= 1 (the edge sends batches), got %d" % max_batch)
+    if (edge is None) != (url is None):
+        raise ConfigError("--edge and --url go together: the edge bundle calls the server at URL")
+    if url is not None:
+        from edgeconf.backends.triton import parse_url
+
+        parse_url(url)
+    manifest = read_manifest(bundle, verify=True)
+    chosen = _pick(manifest, stages)
+    if chosen and chosen[0] is manifest.stages[0]:
+        raise ConfigError("the first stage must stay on the edge (a remote stage falls back on a local answer); "
+                          "choose a later --stage")
+    served: List[ServedModel] = []
+    for spec in chosen:
+        rel = spec.local_file
+        if not rel:
+            raise BundleError("stage %s is remote without an 'onnx' file, so the bundle does not hold the model the "
+                              "server needs; add the ONNX file to the bundle" % spec.name)
+        name = spec.model if spec.is_remote else spec.name
+        if not NAME_RE.match(name):
+            raise ConfigError("model name %r is not a valid Triton model folder name (letters, digits, _ . -)" % name)
+        served.append(describe_onnx(os.path.join(bundle, rel), name, spec.name))
+    if len({m.name for m in served}) != len(served):
+        raise ConfigError("two served stages would share the model name %s" % served[0].name)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise OutputError("cannot create the repository folder %s: %s" % (out, exc.strerror or exc)) from None
+    tri_kind = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}[kind]
+    for m in served:
+        folder = os.path.join(out, m.name)
+        if os.path.exists(folder):
+            if not force:
+                raise OutputError("%s already exists; pass --force to replace that model" % folder)
+            shutil.rmtree(folder)
+        try:
+            os.makedirs(os.path.join(folder, "1"))
+        except OSError as exc:
+            raise OutputError("cannot create %s: %s" % (folder, exc.strerror or exc)) from None
+        with open(m.onnx, "rb") as f:
+            write_bytes(os.path.join(folder, "1", "model.onnx"), f.read())
+        write_text(os.path.join(folder, "config.pbtxt"), config_pbtxt(m, max_batch, queue_delay_us, instances, tri_kind))
+    result: Dict[str, Any] = {"repository": os.path.abspath(out), "models": [m.to_json() for m in served],
+                              "max_batch_size": max_batch, "max_queue_delay_us": queue_delay_us, "kind": tri_kind}
+    if edge is not None:
+        names = {m.stage: m.name for m in served}
+        new_stages = []
+        for spec in manifest.stages:
+            if spec.name in names and not spec.is_remote:
+                spec = replace(spec, model=names[spec.name], backend="triton", url=url, onnx=spec.model, engine=None,
+                               deadline_ms=None if deadline_ms is None else float(deadline_ms))
+            elif spec.name in names:
+                spec = replace(spec, url=url, deadline_ms=spec.deadline_ms if deadline_ms is None else float(deadline_ms))
+            new_stages.append(spec)
+        files = {}
+        for spec in new_stages:
+            for rel in (spec.local_file, spec.engine):
+                if rel:
+                    files[rel] = os.path.join(bundle, rel)
+        save_bundle(edge, new_stages, files, manifest.labels, manifest.preprocessing, manifest.combine, manifest.memo,
+                    manifest.name + "-edge", dict(manifest.provenance, edge_of=os.path.abspath(bundle)), manifest.extra)
+        result["edge_bundle"] = os.path.abspath(edge)
+        result["url"] = url
+    return result
+
+
+@click.command("triton-repo")
+@click.argument("bundle", type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Repository folder to write.")
+@click.option("--stage", "stages", multiple=True, help="Stage to serve (name or 1-based number; repeatable). "
+              "Default: the bundle's remote stages, or its last stage.")
+@click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
+              help="max_batch_size of each model.")
+@click.option("--queue-delay-us", type=click.IntRange(min=0), default=DEFAULT_QUEUE_DELAY_US, show_default=True,
+              help="Dynamic batching: longest wait to fill a batch, microseconds.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True, help="Model instances.")
+@click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True, help="Instance kind.")
+@click.option("--edge", type=click.Path(file_okay=False), default=None,
+              help="Also write the edge bundle here: served stages become remote stages calling --url.")
+@click.option("--url", default=None, help="Server the edge bundle calls: grpc://HOST:8001 or http://HOST:8000.")
+@click.option("--deadline-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Deadline of the edge's remote requests (default: the backend's, 50 ms).")
+@click.option("--force", is_flag=True, help="Replace model folders that exist in the repository.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def triton_repo_cmd(bundle: str, out: str, stages: Tuple[str, ...], max_batch: int, queue_delay_us: int, instances: int,
+                    kind: str, edge: Optional[str], url: Optional[str], deadline_ms: Optional[float], force: bool,
+                    as_json: bool) -> None:
+    """Write a Triton model repository for BUNDLE's server-side stages (see docs/fleet.md)."""
+    res = build_repo(bundle, out, stages, max_batch, queue_delay_us, instances, kind, force, edge, url, deadline_ms)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    for m in res["models"]:
+        click.echo("%s/%s  (stage %s: %s -> %s)" % (res["repository"], m["name"], m["stage"],
+                                                  ", ".join("%s%s" % (t["name"], t["dims"]) for t in m["inputs"]),
+                                                  ", ".join("%s%s" % (t["name"], t["dims"]) for t in m["outputs"])))
+    if "edge_bundle" in res:
+        click.echo("edge bundle %s calls %s" % (res["edge_bundle"], res["url"]))
+    click.echo("serve it: tritonserver --model-repository %s" % res["repository"])

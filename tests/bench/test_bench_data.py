@@ -1,0 +1,104 @@
+"""``edgeconf bench BUNDLE --data DATA``: any labelled data, checked against the bundle and the baseline first."""
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeconf.bundle import StageSpec, save_bundle
+from edgeconf.cli import cli, main
+from edgeconf.preprocess import Preprocessing
+from onnx_models import random_classifier, save
+
+
+def _fail(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench"] + [str(a) for a in args])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("edgeconf: error:") and err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory, sample):
+    """The shipped sample as an ImageFolder whose folder names are the FashionMNIST class names' indices."""
+    images, labels = sample
+    root = tmp_path_factory.mktemp("folder")
+    for i, (img, y) in enumerate(zip(images[:60], labels[:60])):
+        os.makedirs(root / str(int(y)), exist_ok=True)
+        cv2.imwrite(str(root / str(int(y)) / ("%03d.png" % i)), img)
+    return root
+
+
+def test_a_user_bundle_on_an_image_folder(models, image_folder):
+    result = CliRunner().invoke(cli, ["bench", models["bundle"], "--data", str(image_folder), "--baseline",
+                                      models["baseline"], "--configs", "big,first,dual", "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.stdout)
+    assert obj["dataset"] == str(image_folder) and obj["n"] == 60
+    assert set(obj["configs"]) == {"big", "first", "dual"} and obj["targets"] == {}
+    assert obj["ratios"]["dual"]["cpu_s"] > 0
+
+
+def test_no_targets_and_no_big_without_a_baseline(models, data_dir):
+    result = CliRunner().invoke(cli, ["bench", models["bundle"], "--data", data_dir, "--limit", 40,
+                                      "--configs", "big,first,dual"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "need" not in result.stdout and "MET" not in result.stdout  # the zoo's targets belong to the zoo
+    assert "│ big" not in result.stdout and "│ dual" in result.stdout
+
+
+def test_a_user_bundle_needs_its_data(models, capsys):
+    err = _fail(capsys, models["bundle"], "--baseline", models["baseline"])
+    assert "give --data DATA for bundle" in err
+
+
+def test_colour_data_for_a_grey_bundle_is_refused(models, tmp_path, capsys, sample):
+    images, labels = sample
+    np.savez(tmp_path / "rgb.npz", x=np.stack([images[:20]] * 3, axis=-1), y=labels[:20])
+    err = _fail(capsys, models["bundle"], "--data", tmp_path / "rgb.npz")
+    assert "the bundle takes grey images (preprocessing channels 1) but" in err and "holds colour images" in err
+
+
+def test_labels_that_do_not_fit_the_bundle_are_refused(models, tmp_path, capsys, sample):
+    images, labels = sample
+    np.savez(tmp_path / "y.npz", x=images[:20], y=np.full(20, 12))
+    err = _fail(capsys, models["bundle"], "--data", tmp_path / "y.npz")
+    assert "labels 12..12 but the model answers over 10 classes" in err
+    (tmp_path / "named").mkdir()
+    for cls in ("cat", "dog"):
+        os.makedirs(tmp_path / "named" / cls)
+        cv2.imwrite(str(tmp_path / "named" / cls / "a.png"), images[0])
+    err = _fail(capsys, models["bundle"], "--data", tmp_path / "named")
+    assert "classes the model does not know: 'cat', 'dog'" in err
+
+
+def test_a_baseline_of_another_task_is_refused(models, tmp_path, capsys, data_dir):
+    five = save(random_classifier(3, classes=5), tmp_path / "five.onnx")
+    err = _fail(capsys, models["bundle"], "--data", data_dir, "--baseline", five)
+    assert "answers over 5 classes but the bundle over 10" in err
+
+
+def test_an_rgb_bundle_on_grey_data_is_refused(tmp_path, capsys, data_dir):
+    model = save(random_classifier(4, input_shape=(3, 40, 40)), tmp_path / "rgb.onnx")
+    folder = str(tmp_path / "rgb_bundle")
+    save_bundle(folder, [StageSpec("a", "rgb.onnx", threshold=0.0)], {"rgb.onnx": model},
+                [str(i) for i in range(10)], Preprocessing(size=(40, 40), channels=3))
+    err = _fail(capsys, folder, "--data", data_dir)
+    assert "takes colour images (preprocessing channels 3) but" in err and "holds grey images" in err
+
+
+@pytest.mark.parametrize("target, words", [("speed=1", "KEY one of dual-drop"), ("dual-cpu=fast", "needs a number")])
+def test_bad_targets(models, data_dir, capsys, target, words):
+    assert words in _fail(capsys, models["bundle"], "--data", data_dir, "--target", target)
+
+
+def test_help_describes_the_new_form():
+    out = CliRunner().invoke(cli, ["bench", "--help"]).output
+    assert "[BUNDLE]" in out and "--target" in out and "ImageFolder" in out

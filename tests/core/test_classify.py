@@ -1,0 +1,124 @@
+"""edgeconf classify on labelled data: accuracy, per-class accuracy, every input counted, --skip-errors, atomic --out."""
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeconf.bundle import StageSpec, save_bundle
+from edgeconf.cli import main
+from edgeconf.preprocess import Preprocessing
+
+LABELS = ["c%d" % i for i in range(10)]
+
+
+def run(capsys, *args):
+    """Run the CLI in this process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def summary(err: str) -> dict:
+    line = [x for x in err.splitlines() if x.startswith("summary: ")][-1]
+    return json.loads(line[len("summary: "):])
+
+
+@pytest.fixture
+def bundle(tmp_path, two_models):
+    folder = tmp_path / "bundle"
+    save_bundle(str(folder), [StageSpec("a", "a.onnx", "margin", 0.3), StageSpec("b", "b.onnx", "margin", 0.0)],
+                {"a.onnx": two_models[0], "b.onnx": two_models[1]}, LABELS, Preprocessing())
+    return folder
+
+
+@pytest.fixture
+def images(rng):
+    return rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+
+
+def test_labelled_npz_gives_accuracy_and_per_class_accuracy(tmp_path, bundle, images, capsys):
+    y = np.arange(12) % 3
+    np.savez(tmp_path / "d.npz", x=images, y=y)
+    code, out, err = run(capsys, "classify", bundle, tmp_path / "d.npz", "--batch", "5")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 12 and [r["truth"] for r in rows] == y.tolist()
+    assert all(r["correct"] == (r["class"] == r["truth"]) and r["truth_label"] == LABELS[r["truth"]] for r in rows)
+    s = summary(err)
+    assert s["inputs"] == s["classified"] == s["labelled"] == 12
+    assert s["accuracy"] == pytest.approx(np.mean([r["correct"] for r in rows]))
+    assert "accuracy %.2f %% on 12 labelled inputs" % (100 * s["accuracy"]) in err
+    lines = err.splitlines()
+    for k in range(3):
+        right = [r["correct"] for r in rows if r["truth"] == k]
+        assert any(line.split() == ["c%d" % k, "%.2f" % (100 * np.mean(right)), "%", "(4)"] for line in lines), err
+    assert s["model_inputs"] == 12 and s["stage_calls"][0] == 12
+    assert s["escalation_rate"] == pytest.approx(s["stage_calls"][1] / 12)
+
+
+def test_every_input_is_counted_repeats_and_memo_hits_included(tmp_path, bundle, images, capsys):
+    np.save(tmp_path / "same.npy", np.stack([images[0]] * 3))
+    code, out, err = run(capsys, "classify", bundle, tmp_path / "same.npy")
+    assert code == 0, err
+    s = summary(err)
+    assert s["inputs"] == 3 and s["classified"] == 3 and s["memo_hits"] == 2 and s["model_inputs"] == 1
+    assert [json.loads(line)["memo_hit"] for line in out.splitlines()] == [False, True, True]
+
+
+def test_image_folder_and_list_labels_map_by_name(tmp_path, bundle, images, capsys):
+    for i, cls in enumerate(["c2", "c7", "c2"]):
+        os.makedirs(tmp_path / "folder" / cls, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "folder" / cls / ("%d.png" % i)), images[i])
+    (tmp_path / "l.csv").write_text("path,label\nfolder/c2/0.png,c2\nfolder/c7/1.png,c7\n")
+    code, out, err = run(capsys, "classify", bundle, tmp_path / "folder", tmp_path / "l.csv")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["truth"] for r in rows] == [2, 2, 7, 2, 7]
+    assert rows[0]["input"] == os.path.join("c2", "0.png")
+    assert summary(err)["labelled"] == 5
+
+
+def test_labels_that_do_not_fit_the_bundle_are_refused(tmp_path, bundle, images, capsys):
+    np.savez(tmp_path / "d.npz", x=images[:2], y=np.array([0, 10]))
+    code, out, err = run(capsys, "classify", bundle, tmp_path / "d.npz")
+    assert code == 1 and out == ""
+    assert "labels 0..10 but the model answers over 10 classes (0..9)" in err and err.count("\n") == 1
+
+
+def test_skip_errors_continues_and_lists_unreadable_inputs(tmp_path, bundle, images, capsys):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / ("%d.png" % i)), images[i])
+    (folder / "1b.png").write_bytes(b"not an image at all")
+    code, out, err = run(capsys, "classify", bundle, folder)
+    assert code == 1 and "1b.png is not an image" in err
+    code, out, err = run(capsys, "classify", bundle, folder, "--skip-errors")
+    assert code == 0, err
+    assert len(out.splitlines()) == 3
+    s = summary(err)
+    assert s["inputs"] == 4 and s["classified"] == 3 and s["skipped"] == 1
+    assert "1b.png: " in err and "(1 unreadable, skipped)" in err
+    assert s["model_inputs"] == 3
+
+
+def test_out_is_atomic_a_failed_run_keeps_the_old_file(tmp_path, bundle, images, capsys):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / ("%d.png" % i)), images[i])
+    out_file = tmp_path / "rows.jsonl"
+    code, _, err = run(capsys, "classify", bundle, folder, "--out", out_file)
+    assert code == 0, err
+    good = out_file.read_text()
+    assert len(good.splitlines()) == 4
+    (folder / "9.png").write_bytes(b"broken")  # the last input fails after four rows were written
+    code, _, err = run(capsys, "classify", bundle, folder, "--out", out_file)
+    assert code == 1 and "9.png" in err
+    assert out_file.read_text() == good
+    assert sorted(os.listdir(tmp_path)) == sorted(["bundle", "f", "rows.jsonl", "a.onnx", "b.onnx"])

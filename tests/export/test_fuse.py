@@ -1,0 +1,355 @@
+"""The fused cascade: one graph that answers exactly as the staged cascade, written into the bundle, and refused
+with a clear message where it cannot be built or trusted."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from edgeconf import data_path
+from edgeconf.bundle import MANIFEST, StageSpec, load_bundle, read_manifest, save_bundle, write_manifest
+from edgeconf.cli import main
+from edgeconf.errors import BundleError
+from edgeconf.export.fuse import (FuseError, build_fused, check_fused, fuse_bundle, retune_fused, set_fused_values,
+                                  tensorrt_check, unfuse_bundle)
+from edgeconf.fused import (FUSED_FILE, FusedCascade, ceil_f32, choose_form, fused_info, temperature_name,
+                            threshold_name)
+from edgeconf.preprocess import Preprocessing
+from onnx_models import random_classifier, save
+
+LABELS = ["c%d" % i for i in range(10)]
+
+
+def _sample() -> np.ndarray:
+    return np.load(data_path("fashion_sample.npz"))["images"]
+
+
+def _copy(name: str, tmp_path, combine: str = "last") -> str:
+    dst = str(tmp_path / name)
+    shutil.copytree(data_path("zoo", name), dst)
+    if combine != "last":
+        path = os.path.join(dst, MANIFEST)
+        data = json.load(open(path))
+        data["combine"] = combine
+        json.dump(data, open(path, "w"))
+    return dst
+
+
+def assert_same(staged, fused, images, batch: int) -> None:
+    """Class, answering stage and stages run identical; confidence within 1e-5."""
+    for a in range(0, len(images), batch):
+        chunk = list(images[a:a + batch])
+        xs = staged.classify_batch(chunk)
+        fs = fused.classify_batch(chunk)
+        assert [r.class_id for r in xs] == [r.class_id for r in fs]
+        assert [r.stage for r in xs] == [r.stage for r in fs]
+        assert [r.stages_run for r in xs] == [r.stages_run for r in fs]
+        np.testing.assert_allclose([r.confidence for r in xs], [r.confidence for r in fs], atol=1e-5, rtol=0)
+
+
+def _pair(folder):
+    return (load_bundle(folder, memo=False, threads=1, form="staged"),
+            load_bundle(folder, memo=False, threads=1, form="fused"))
+
+
+@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("early_exit", "last"),
+                                           ("early_exit", "best")])
+def test_fused_answers_as_the_staged_cascade(name, combine, tmp_path):
+    folder = _copy(name, tmp_path, combine)
+    report = fuse_bundle(folder)
+    assert report.checked_inputs > 0 and report.max_confidence_diff <= 1e-5
+    staged, fused = _pair(folder)
+    assert isinstance(fused, FusedCascade) and fused.form == "fused" and staged.form == "staged"
+    images = _sample()
+    assert_same(staged, fused, images, 100)
+    assert_same(staged, fused, images[:60], 1)
+    # the counters see the same exits and stage calls as the staged form
+    assert fused.counters.exits == staged.counters.exits and fused.counters.calls == staged.counters.calls
+    # every stage answered some of these, so the comparison covered each branch
+    assert {r.stage for r in fused.classify_batch(list(images))} == {0, 1, 2}
+
+
+def test_batch1_graph_answers_as_the_staged_cascade(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    report = fuse_bundle(folder, batch=1)
+    assert report.batch == 1 and report.tensorrt_min == "8.0"
+    model = onnx.load(os.path.join(folder, FUSED_FILE))
+    assert {n.op_type for n in model.graph.node}.isdisjoint({"NonZero", "ScatterND"})
+    staged, fused = _pair(folder)
+    assert_same(staged, fused, _sample()[:120], 40)  # a batch-1 graph answers a batch one input per call
+
+
+def test_graph_file_layout(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    model = onnx.load(os.path.join(folder, FUSED_FILE))
+    g = model.graph
+    assert [i.name for i in g.input] == ["image"]
+    assert g.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+    assert [o.name for o in g.output] == ["class", "confidence", "stage", "stages_run", "probs"]
+    inits = {i.name: float(onnx.numpy_helper.to_array(i)) for i in g.initializer if i.name.startswith("edgeconf_fused_")
+             and not i.name.startswith("edgeconf_fused_c")}
+    man = read_manifest(folder)
+    assert inits[threshold_name(0)] == ceil_f32(man.stages[0].threshold)
+    assert inits[temperature_name(2)] == pytest.approx(man.stages[2].temperature, rel=1e-7)
+    assert threshold_name(2) not in inits  # the last stage always answers
+    assert [n.op_type for n in g.node].count("If") == 1  # stage 2, with stage 3 nested in its branch
+    info = fused_info(man)
+    assert man.files[FUSED_FILE]["sha256"] and info is not None and info.tensorrt_min == "8.5"
+
+
+def test_tensorrt_check(tmp_path):
+    folder = _copy("early_exit", tmp_path)
+    model, _, info = build_fused(folder)
+    assert tensorrt_check(model) == {"min_version": "8.5", "unknown_ops": [], "problems": []}
+    # a condition that is not a 0-d bool, and an op the parser tables do not list, are reported
+    then_g = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "t", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])])
+    else_g = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "e", [],
+                               [helper.make_tensor_value_info("e", TensorProto.INT64, [2])])
+    g = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
+                           helper.make_node("Celu", ["x"], ["z"])], "g",
+                          [helper.make_tensor_value_info("c", TensorProto.BOOL, [1]),
+                           helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2]),
+                           helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])])
+    res = tensorrt_check(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert res["unknown_ops"] == ["Celu"]
+    assert any("not a 0-d bool" in p for p in res["problems"]) and any("branches differ" in p for p in res["problems"])
+
+
+def test_threshold_changed_at_run_time_is_fed_to_the_graph(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    staged, fused = _pair(folder)
+    images = _sample()
+    before = [r.stage for r in fused.classify_batch(list(images))]
+    for c in (staged, fused):
+        c.set_threshold(0, 0.3)
+        c.stages[1].temperature = 1.7
+    assert fused.graph_active and set(fused._extra) == {threshold_name(0), temperature_name(1)}
+    assert_same(staged, fused, images, 150)
+    assert [r.stage for r in fused.classify_batch(list(images))] != before  # the new values took effect
+
+
+def test_a_setting_the_graph_cannot_carry_goes_through_the_stages(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    staged, fused = _pair(folder)
+    for c in (staged, fused):
+        c.stages[0].score = "maxp"  # what the GUI does
+    assert not fused.graph_active
+    assert_same(staged, fused, _sample(), 100)
+    for c in (staged, fused):
+        c.stages[0].score = "margin"
+    assert fused.graph_active
+
+
+def test_memo_and_single_images(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    fused = load_bundle(folder, threads=1, form="fused")
+    assert fused.memo is not None
+    img = _sample()[0]
+    first = fused.classify(img)
+    again = fused.classify(img)
+    assert not first.memo_hit and again.memo_hit and again.class_id == first.class_id
+    assert len(first.stage_seconds) == 1 and first.stage_seconds[0] > 0  # the whole call: stages are not separable
+    rgb = np.repeat(_sample()[1][:, :, None], 3, axis=2)  # converted on the host, as the staged form does
+    big = np.kron(_sample()[2], np.ones((2, 2), np.uint8))  # resized on the host
+    staged = load_bundle(folder, memo=False, threads=1, form="staged")
+    for im in (rgb, big):
+        a, b = staged.classify(im), fused.classify(im)
+        assert (a.class_id, a.stage) == (b.class_id, b.stage)
+
+
+def test_tampered_fused_graph_is_refused(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    path = os.path.join(folder, FUSED_FILE)
+    data = bytearray(open(path, "rb").read())
+    data[-10] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+    for form in ("fused", "staged", "auto"):
+        with pytest.raises(BundleError, match="fused.onnx has sha256 .* but the manifest says"):
+            load_bundle(folder, form=form)
+
+
+def test_stale_fused_graph(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    man = read_manifest(folder)
+    man.stages[1].score = "maxp"  # the graph computes margin for stage 2
+    write_manifest(folder, man)
+    with pytest.raises(BundleError, match="out of date: stage 2 changed since it was fused \\(score\\)"):
+        load_bundle(folder, form="fused")
+    cascade = load_bundle(folder, form="auto", providers=["cpu"])
+    assert cascade.form == "staged" and "out of date" in cascade.form_reason
+
+
+def test_retune_updates_the_fused_graph(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    man = read_manifest(folder)
+    man.stages[0].threshold = 0.5
+    man.stages[0].temperature = 1.3
+    retune_fused(folder, man, 0, threshold=0.5, temperature=1.3)
+    write_manifest(folder, man)
+    staged, fused = _pair(folder)
+    assert fused.graph_active and fused._extra == {}  # the graph itself now holds the new values
+    assert_same(staged, fused, _sample(), 150)
+    model = onnx.load(os.path.join(folder, FUSED_FILE))
+    meta = json.loads(next(p.value for p in model.metadata_props if p.key == "edgeconf.fused"))
+    assert meta["stages"][0]["threshold"] == 0.5 and meta["stages"][0]["temperature"] == 1.3
+    with pytest.raises(Exception, match="stage 5 does not exist"):
+        set_fused_values(model, 5, threshold=0.1)
+
+
+def test_unfuse(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    assert unfuse_bundle(folder) and not os.path.exists(os.path.join(folder, FUSED_FILE))
+    assert fused_info(read_manifest(folder)) is None and FUSED_FILE not in read_manifest(folder).files
+    assert not unfuse_bundle(folder)
+    with pytest.raises(BundleError, match="no fused graph .*edgeconf fuse BUNDLE"):
+        load_bundle(folder, form="fused")
+
+
+def test_choose_form(tmp_path):
+    folder = _copy("bundle", tmp_path)
+    plain = read_manifest(folder)
+    assert choose_form("auto", plain, "onnxruntime", None)[0] == "staged"
+    assert choose_form("staged", plain, "onnxruntime", None) == ("staged", "asked for")
+    fuse_bundle(folder, check=False)
+    man = read_manifest(folder)
+    assert choose_form("auto", man, "onnxruntime", ["cpu"])[0] == "staged"
+    assert choose_form("auto", man, "onnxruntime", ["cuda"])[0] == "fused"
+    assert choose_form("auto", man, "ort-tensorrt", None)[0] == "fused"
+    form, why = choose_form("auto", man, "tensorrt", None)
+    assert form == "staged" and "one engine per stage" in why
+    with pytest.raises(BundleError, match="one engine per stage"):
+        choose_form("fused", man, "tensorrt", None)
+    with pytest.raises(Exception, match="unknown form 'glued'"):
+        choose_form("glued", man, "onnxruntime", None)
+
+
+def test_ceil_f32():
+    rng = np.random.default_rng(3)
+    for t in list(rng.random(200)) + [0.0, 1.0, 0.09, 0.786, 0.1]:
+        c = ceil_f32(t)
+        assert np.float32(c) == c and c >= t
+        assert float(np.nextafter(np.float32(c), np.float32(-1))) < t  # the smallest such float32
+        conf = np.array([np.float32(c), np.nextafter(np.float32(c), np.float32(-1))], np.float32)
+        assert list(conf < t) == list(conf < np.float32(c))
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+def _bundle(tmp_path, models, pre=None):
+    folder = str(tmp_path / "b")
+    specs = [StageSpec("s%d" % i, "s%d.onnx" % i, "margin", 0.5 if i + 1 < len(models) else 0.0)
+             for i in range(len(models))]
+    files = {"s%d.onnx" % i: save(m, tmp_path / ("m%d.onnx" % i)) for i, m in enumerate(models)}
+    save_bundle(folder, specs, files, LABELS, pre or Preprocessing(), combine="last")
+    return folder
+
+
+def test_refuses_stages_that_disagree_on_input_size(tmp_path):
+    folder = _bundle(tmp_path, [random_classifier(1), random_classifier(2, input_shape=(1, 14, 14))])
+    with pytest.raises(FuseError, match="stage 2 .* takes inputs of shape \\(1, 14, 14\\) .* disagree on the input size"):
+        fuse_bundle(folder)
+
+
+def test_refuses_stages_that_disagree_on_class_count(tmp_path):
+    folder = _bundle(tmp_path, [random_classifier(1), random_classifier(2, classes=7)])
+    with pytest.raises(FuseError, match="disagree on the class count \\(stage 1: 10, stage 2: 7\\)"):
+        fuse_bundle(folder)
+
+
+def _with_node(model: onnx.ModelProto, node: onnx.NodeProto, domain: str = "") -> onnx.ModelProto:
+    """Route the logits through ``node`` (input 'raw', output 'logits')."""
+    g = model.graph
+    for n in g.node:
+        n.output[:] = ["raw" if o == "logits" else o for o in n.output]
+    g.node.append(node)
+    if domain:
+        model.opset_import.append(helper.make_opsetid(domain, 1))
+    return model
+
+
+def test_refuses_an_op_it_cannot_carry(tmp_path):
+    custom = _with_node(random_classifier(2), helper.make_node("Gelu", ["raw"], ["logits"], domain="com.example"),
+                        "com.example")
+    folder = _bundle(tmp_path, [random_classifier(1), custom])
+    with pytest.raises(FuseError, match="stage 2 \\(s1.onnx\\) uses Gelu from the 'com.example' op domain"):
+        fuse_bundle(folder)
+
+
+def test_refuses_a_stage_with_its_own_control_flow(tmp_path):
+    branch = helper.make_graph([helper.make_node("Identity", ["raw"], ["o"])], "b", [],
+                               [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)])
+    cond = helper.make_node("Constant", [], ["cond"], value=helper.make_tensor("v", TensorProto.BOOL, [], [True]))
+    model = random_classifier(2)
+    model.graph.node.append(cond)
+    model = _with_node(model, helper.make_node("If", ["cond"], ["logits"], then_branch=branch, else_branch=branch))
+    folder = _bundle(tmp_path, [random_classifier(1), model])
+    with pytest.raises(FuseError, match="contains If; the fused form cannot nest"):
+        fuse_bundle(folder)
+
+
+def test_small_bundles_fuse_and_agree(tmp_path):
+    """Hand-built stages without a confidence head: numpy computes the staged confidence in float64."""
+    pre = Preprocessing(mean=(0.5,), std=(0.25,))
+    folder = _bundle(tmp_path, [random_classifier(1), random_classifier(2), random_classifier(3)], pre)
+    n, worst = fuse_bundle(folder).checked_inputs, check_fused(folder)[1]
+    assert n > 0 and worst < 1e-5
+
+
+# -- the CLI ----------------------------------------------------------------------------------------------
+def run(capsys, *args):
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    return (code,) + tuple(capsys.readouterr())
+
+
+def test_cli(capsys, tmp_path):
+    folder = _copy("bundle", tmp_path)
+    code, out, err = run(capsys, "fuse", folder, "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["path"].endswith(FUSED_FILE) and rep["checked_inputs"] > 0 and rep["tensorrt_min"] == "8.5"
+    code, out, _ = run(capsys, "inspect", folder, "--json")
+    form = json.loads(out)["form"]
+    assert form["fused"]["batch"] == "any" and form["onnxruntime_cpu"]["form"] == "staged"
+    images = tmp_path / "x.npy"
+    np.save(images, _sample()[:20])
+    code, out, err = run(capsys, "classify", folder, images, "--form", "fused", "--batch", "8")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 20 and '"form": "fused"' in err
+    code, out, err = run(capsys, "fuse", str(tmp_path / "nowhere"))
+    assert code == 1 and err.startswith("edgeconf: error:") and len(err.strip().splitlines()) == 1
+
+
+# -- the whole test set -------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("early_exit", "last")])
+def test_full_fashion_mnist_test_set(name, combine, tmp_path):
+    from edgeconf.datasets import load_fashion_mnist
+    from edgeconf.errors import DataError
+
+    try:
+        images, _ = load_fashion_mnist("test")
+    except DataError:
+        pytest.skip("FashionMNIST is not installed (Debian package dataset-fashion-mnist)")
+    folder = _copy(name, tmp_path, combine)
+    fuse_bundle(folder, check=False)
+    staged, fused = _pair(folder)
+    assert_same(staged, fused, images, 500)

@@ -1,0 +1,142 @@
+"""edgeconf triton-repo: the repository layout, config.pbtxt read back with Triton's own schema, the edge bundle,
+and the manifest rules of remote stages."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from edgeconf.bundle import MemoSettings, StageSpec, read_manifest, save_bundle
+from edgeconf.errors import BundleError, ConfigError, OutputError
+from edgeconf.export.triton_repo import build_repo
+from edgeconf.preprocess import Preprocessing
+
+from onnx_models import random_classifier, save
+
+LABELS = ["c%d" % i for i in range(10)]
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    a = save(random_classifier(1), tmp_path / "a.onnx")
+    b = save(random_classifier(2), tmp_path / "b.onnx")
+    stages = [StageSpec("small", "small.onnx", "margin", 0.5), StageSpec("big", "big.onnx", "margin", 0.0)]
+    save_bundle(str(tmp_path / "bundle"), stages, {"small.onnx": a, "big.onnx": b}, LABELS,
+                Preprocessing(size=(28, 28), channels=1), memo=MemoSettings(True, "exact", 0, 64))
+    return str(tmp_path / "bundle")
+
+
+def test_repository_layout_and_config_parse_with_tritons_schema(bundle, tmp_path):
+    res = build_repo(bundle, str(tmp_path / "repo"), max_batch=32, queue_delay_us=250, kind="cpu")
+    assert [m["name"] for m in res["models"]] == ["big"]  # default: the last stage
+    assert os.path.isfile(tmp_path / "repo" / "big" / "1" / "model.onnx")
+    with open(tmp_path / "repo" / "big" / "1" / "model.onnx", "rb") as f, open(os.path.join(bundle, "big.onnx"), "rb") as g:
+        assert f.read() == g.read()
+    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed")
+    from google.protobuf import text_format
+
+    cfg = pb.ModelConfig()
+    text_format.Parse((tmp_path / "repo" / "big" / "config.pbtxt").read_text(), cfg)
+    assert cfg.name == "big" and cfg.platform == "onnxruntime_onnx" and cfg.max_batch_size == 32
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("input", pb.TYPE_FP32, [1, 28, 28])]
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [("logits", [10])]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 250
+    assert cfg.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
+
+
+def test_edge_bundle_names_the_server(bundle, tmp_path):
+    res = build_repo(bundle, str(tmp_path / "repo"), edge=str(tmp_path / "edge"), url="grpc://127.0.0.1:8001",
+                     deadline_ms=80)
+    m = read_manifest(res["edge_bundle"])
+    big = m.stages[1]
+    assert big.is_remote and big.model == "big" and big.local_file == "big.onnx"
+    assert big.remote == {"backend": "triton", "url": "grpc://127.0.0.1:8001", "onnx": "big.onnx", "deadline_ms": 80.0}
+    with open(os.path.join(res["edge_bundle"], "edgeconf.json")) as f:
+        raw = json.load(f)["stages"][1]
+    assert {k: raw[k] for k in ("model", "backend", "url", "onnx", "deadline_ms")} == {
+        "model": "big", "backend": "triton", "url": "grpc://127.0.0.1:8001", "onnx": "big.onnx", "deadline_ms": 80.0}
+    assert "retries" not in raw and "backend" not in json.load(open(os.path.join(res["edge_bundle"], "edgeconf.json")))["stages"][0]
+    assert not m.stages[0].is_remote
+    # the edge bundle's remote stage can be served again from the edge bundle itself
+    again = build_repo(res["edge_bundle"], str(tmp_path / "repo2"))
+    assert [x["name"] for x in again["models"]] == ["big"]
+
+
+def test_cli_json(bundle, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeconf.cli import cli
+
+    r = CliRunner().invoke(cli, ["triton-repo", bundle, "--out", str(tmp_path / "repo"), "--stage", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["models"][0]["stage"] == "big"
+
+
+def test_refusals(bundle, tmp_path):
+    with pytest.raises(ConfigError, match="first stage must stay on the edge"):
+        build_repo(bundle, str(tmp_path / "r1"), stages=["small"])
+    with pytest.raises(ConfigError, match="--stage nope"):
+        build_repo(bundle, str(tmp_path / "r1"), stages=["nope"])
+    with pytest.raises(ConfigError, match="go together"):
+        build_repo(bundle, str(tmp_path / "r1"), edge=str(tmp_path / "e"))
+    with pytest.raises(ConfigError, match="scheme 'tcp'"):
+        build_repo(bundle, str(tmp_path / "r1"), edge=str(tmp_path / "e"), url="tcp://127.0.0.1:1")
+    build_repo(bundle, str(tmp_path / "r2"))
+    with pytest.raises(OutputError, match="--force"):
+        build_repo(bundle, str(tmp_path / "r2"))
+    build_repo(bundle, str(tmp_path / "r2"), force=True)
+
+
+def test_fixed_batch_axis_is_refused(tmp_path):
+    import onnx
+
+    from edgeconf.errors import ModelLoadError
+    from edgeconf.export.triton_repo import describe_onnx
+
+    m = random_classifier(1)
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.save(m, str(tmp_path / "fixed.onnx"))
+    with pytest.raises(ModelLoadError, match="fixed batch axis"):
+        describe_onnx(str(tmp_path / "fixed.onnx"), "x", "x")
+
+
+def _manifest_with(bundle, **stage2):
+    with open(os.path.join(bundle, "edgeconf.json")) as f:
+        data = json.load(f)
+    data["stages"][1].update(stage2)
+    with open(os.path.join(bundle, "edgeconf.json"), "w") as f:
+        json.dump(data, f)
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"backend": "triton"}, "needs 'url'"),
+    ({"backend": "magic", "url": "grpc://127.0.0.1:8001"}, r"stages\[1\]\.backend must be one of"),
+    ({"backend": "triton", "url": "tcp://127.0.0.1:8001"}, "scheme 'tcp' is not supported"),
+    ({"backend": "triton", "url": "grpc://"}, "names no host"),
+    ({"backend": "triton", "url": "grpc://127.0.0.1:8001", "deadline_ms": -5}, r"deadline_ms must be"),
+    ({"backend": "triton", "url": "grpc://127.0.0.1:8001", "retries": "3"}, r"retries must be"),
+    ({"backend": "triton", "url": "grpc://127.0.0.1:8001", "retries": 99}, r"retries must be"),
+    ({"backend": "triton", "url": "grpc://127.0.0.1:8001", "input": "features"}, "takes the image"),
+    ({"url": "grpc://127.0.0.1:8001"}, "only apply to remote stages"),
+])
+def test_manifest_rules_of_remote_stages(bundle, fields, words):
+    _manifest_with(bundle, **fields)
+    with pytest.raises(BundleError, match=words):
+        read_manifest(bundle)
+
+
+def test_remote_first_stage_is_refused(bundle):
+    with open(os.path.join(bundle, "edgeconf.json")) as f:
+        data = json.load(f)
+    data["stages"][0].update(backend="triton", url="grpc://127.0.0.1:8001")
+    with open(os.path.join(bundle, "edgeconf.json"), "w") as f:
+        json.dump(data, f)
+    with pytest.raises(BundleError, match="must run locally"):
+        read_manifest(bundle)
+
+
+def test_remote_stage_without_onnx_needs_no_file(bundle):
+    _manifest_with(bundle, backend="triton", url="http://127.0.0.1:8000", model="big", version="2")
+    m = read_manifest(bundle)
+    assert m.stages[1].local_file is None and m.stages[1].remote["version"] == "2"

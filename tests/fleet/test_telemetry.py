@@ -1,0 +1,237 @@
+"""MQTT telemetry against a real mosquitto broker on 127.0.0.1: status and events arrive, the Last Will fires on
+SIGKILL, a broker restart loses at most the queue's overflow (counted), refused credentials are a clear error."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgeconf.errors import ConfigError
+from edgeconf.live.telemetry import DEFAULT_QUEUE_SIZE, Telemetry, parse_telemetry_uri
+
+from fleet_servers import MosquittoProcess
+
+WAIT_S = 60.0  # upper bound on waiting for a broker's delivery (the tests wait on messages, not on durations)
+
+
+class Subscriber:
+    """A paho client that puts every (topic, JSON) it receives on a queue."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "", persistent: bool = False,
+                 auth: tuple = ()) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.q: "queue.Queue" = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
+                                  clean_session=not persistent, protocol=mqtt.MQTTv311)
+        if auth:
+            self.client.username_pw_set(*auth)
+        self.subscribed = queue.Queue()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self.subscribed.put(True)
+        self.client.on_message = lambda c, u, m: self.q.put((m.topic, json.loads(m.payload)))
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.subscribed.get(timeout=WAIT_S)
+
+    def until(self, pred, what: str):
+        """Messages up to and including the first one for which ``pred(topic, msg)`` holds."""
+        got = []
+        t_end = time.monotonic() + WAIT_S
+        while True:
+            left = t_end - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %s within %.0f s; got %s" % (what, WAIT_S, got[-5:]))
+            try:
+                item = self.q.get(timeout=left)
+            except queue.Empty:
+                continue
+            got.append(item)
+            if pred(*item):
+                return got
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_uri_parsing():
+    c = parse_telemetry_uri("mqtt://edge:s%40cret@127.0.0.1:1884/edgeconf/cam-01?queue=50&frames=0")
+    assert (c.host, c.port, c.topic, c.device, c.username, c.password) == ("127.0.0.1", 1884, "edgeconf/cam-01",
+                                                                          "cam-01", "edge", "s@cret")
+    assert c.queue_size == 50 and not c.frames and not c.tls
+    t = parse_telemetry_uri("mqtts://127.0.0.1/edgeconf/cam")
+    assert t.tls and t.port == 8883 and t.queue_size == DEFAULT_QUEUE_SIZE
+
+
+@pytest.mark.parametrize("uri, words", [
+    ("mqtt://127.0.0.1:1883", "has no topic"),
+    ("mqtt://127.0.0.1:1883/", "has no topic"),
+    ("http://127.0.0.1/edgeconf/x", "must start with mqtt://"),
+    ("mqtt:///edgeconf/x", "names no broker host"),
+    ("mqtt://127.0.0.1/edgeconf/#", "may not contain"),
+    ("mqtt://127.0.0.1/edgeconf/x?color=red", "unknown telemetry option"),
+    ("mqtt://127.0.0.1/edgeconf/x?queue=0", "at least 1 message"),
+    ("mqtt://127.0.0.1/edgeconf/x?tls=1&ca=/nonexistent/ca.pem", "no such file"),
+])
+def test_bad_uris(uri, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_telemetry_uri(uri)
+
+
+def test_run_without_topic_is_a_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edgeconf", "demo", "--frames", "2", "--no-live",
+                        "--telemetry", "mqtt://127.0.0.1:1883"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and "has no topic" in r.stderr
+
+
+
+
+@pytest.mark.fleet
+def test_demo_publishes_status_and_events(mosquitto):
+    from click.testing import CliRunner
+
+    from edgeconf.cli import cli
+
+    sub = Subscriber(mosquitto.port, "edgeconf/cam1/#")
+    try:
+        r = CliRunner().invoke(cli, ["demo", "--frames", "12", "--objects", "2", "--size", "160x120", "--no-live",
+                                     "--json", "--telemetry", mosquitto.uri + "/edgeconf/cam1"])
+        assert r.exit_code == 0, r.output
+        summary = json.loads(r.output)
+        msgs = sub.until(lambda t, m: t.endswith("/state") and m.get("online") is False, "offline state")
+    finally:
+        sub.close()
+    events = [m for t, m in msgs if t == "edgeconf/cam1/events"]
+    statuses = [m for t, m in msgs if t == "edgeconf/cam1/status"]
+    states = [m for t, m in msgs if t == "edgeconf/cam1/state"]
+    types = [e["type"] for e in events]
+    assert types[0] == "start" and types[-1] == "stop" and "summary" in types
+    assert types.count("frame") == 12 and all(e["device"] == "cam1" for e in events)
+    assert states[0]["online"] is True and states[-1] == {"online": False, "device": "cam1", "reason": "closed"}
+    last = statuses[-1]
+    for key in ("fps", "latency_ms", "exits", "escalation_rate", "memo_hit_rate", "unknown_rate", "remote",
+                "source_state", "power_w", "energy_per_answer_j", "frames", "answers"):
+        assert key in last, key
+    assert last["frames"] == 12 and last["device"] == "cam1" and last["answers"] == summary["counters"]["answers"]
+    assert last["power_w"] is None and last["energy_per_answer_j"] is None  # no sensor here: null, never invented
+    assert last["unknown_rate"] is None and last["remote"] == {"calls": 0, "failures": 0, "reasons": {}}
+    assert summary["telemetry"]["dropped"] == 0
+
+
+@pytest.mark.fleet
+def test_last_will_fires_when_the_device_is_killed(mosquitto):
+    code = ("import sys, time\n"
+            "from edgeconf.live.telemetry import Telemetry, parse_telemetry_uri\n"
+            "t = Telemetry(parse_telemetry_uri(sys.argv[1])).start()\n"
+            "print('connected' if t.connected else 'not connected', flush=True)\n"
+            "time.sleep(600)\n")
+    sub = Subscriber(mosquitto.port, "edgeconf/dead/state")
+    proc = subprocess.Popen([sys.executable, "-c", code, mosquitto.uri + "/edgeconf/dead"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "connected"
+        sub.until(lambda t, m: m.get("online") is True, "online state")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        msgs = sub.until(lambda t, m: m.get("online") is False, "last will")
+        assert msgs[-1][1] == {"online": False, "device": "dead", "reason": "connection lost"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        sub.close()
+
+
+@pytest.mark.fleet
+def test_broker_restart_loses_only_the_counted_overflow(tmp_path):
+    why = MosquittoProcess.why_unavailable()
+    if why:
+        pytest.skip(why)
+    broker = MosquittoProcess(str(tmp_path), persistence=True)
+    broker.start()
+    tel = Telemetry(parse_telemetry_uri(broker.uri + "/edgeconf/cam7?queue=5"))
+    sub = None
+    try:
+        sub = Subscriber(broker.port, "edgeconf/cam7/status", client_id="viewer-7", persistent=True)
+        tel.start()
+        assert tel.connected
+        for _ in range(3):
+            tel.publish_status({"n": 1})
+        before = sub.until(lambda t, m: m["seq"] == 3, "status 3")
+        broker.stop()  # SIGTERM: mosquitto saves the viewer's session
+        t_end = time.monotonic() + WAIT_S
+        while tel.connected and time.monotonic() < t_end:  # the client notices the broker left
+            time.sleep(0.01)
+        assert not tel.connected
+        for _ in range(12):  # seq 4..15 while the broker is away: the queue keeps the newest 5
+            tel.publish_status({"n": 1})
+        assert tel.dropped == 7 and tel.queued == 5
+        broker.start()
+        after = sub.until(lambda t, m: m["seq"] == 15, "status 15")
+        received = {m["seq"] for _, m in before + after}  # QoS 1 is at least once: repeats are allowed
+        lost = sorted(set(range(1, 16)) - received)
+        assert lost == [4, 5, 6, 7, 8, 9, 10]  # the oldest, dropped from the full queue and counted
+        assert tel.stats()["dropped"] == 7
+    finally:
+        if sub is not None:
+            sub.close()
+        tel.close(timeout_s=1.0)
+        broker.stop()
+
+
+@pytest.mark.fleet
+def test_refused_credentials_are_a_clear_error(tmp_path):
+    why = MosquittoProcess.why_unavailable()
+    if why:
+        pytest.skip(why)
+    broker = MosquittoProcess(str(tmp_path), users={"edge": "right"})
+    broker.start()
+    try:
+        bad = Telemetry(parse_telemetry_uri("mqtt://edge:wrong@127.0.0.1:%d/edgeconf/x" % broker.port))
+        with pytest.raises(ConfigError, match="refused the connection.*check the user name and password"):
+            bad.start()
+        good = Telemetry(parse_telemetry_uri("mqtt://edge:right@127.0.0.1:%d/edgeconf/x" % broker.port)).start()
+        assert good.connected
+        good.close()
+    finally:
+        broker.stop()
+
+
+@pytest.mark.fleet
+@pytest.mark.slow
+def test_tls_with_the_brokers_ca(tmp_path):
+    why = MosquittoProcess.why_unavailable()
+    if why:
+        pytest.skip(why)
+    from fleet_servers import make_test_certificates
+
+    try:
+        certs = make_test_certificates(str(tmp_path))
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.skip("cannot make test certificates: %s" % exc)
+    broker = MosquittoProcess(str(tmp_path), tls=certs, persistence=False)
+    broker.start()
+    try:
+        uri = "mqtts://127.0.0.1:%d/edgeconf/secure?ca=%s" % (broker.port, certs["ca"])
+        tel = Telemetry(parse_telemetry_uri(uri)).start()
+        try:
+            assert tel.connected  # TLS handshake with the CA's certificate, host name checked
+        finally:
+            tel.close()
+        plain = Telemetry(parse_telemetry_uri("mqtt://127.0.0.1:%d/edgeconf/plain" % broker.port)).start()
+        try:
+            assert not plain.connected  # a plain client gets nowhere with a TLS listener (and is not blocked)
+        finally:
+            plain.close(timeout_s=0.5)
+    finally:
+        broker.stop()

@@ -1,0 +1,103 @@
+"""``edgeconf run`` when the source misbehaves: bounded retries, URIs without a host, regions that need ground
+truth, truncated videos. Every failure is one line on stderr and a non-zero exit; streams are on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeconf.errors import SourceError
+from edgeconf.live.sources import open_source
+
+
+def _edgeconf(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "edgeconf"] + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def _one_line_error(proc, text):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("edgeconf: error: ") and text in lines[0], proc.stderr
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connections are refused at once
+    return port
+
+
+@pytest.mark.parametrize("uri", ["rtsp://", "rtsp:///stream", "rtsp://user:pw@/x", "http://:8080/x"])
+def test_a_stream_uri_without_a_host_is_refused_when_parsed(uri):
+    with pytest.raises(SourceError, match="names no host; a stream URI looks like"):
+        open_source(uri)
+
+
+def test_run_gives_up_on_a_dead_stream_with_one_line(fashion_bundle, tmp_path):
+    uri = "rtsp://127.0.0.1:%d/cam" % _closed_port()
+    events = tmp_path / "events.jsonl"
+    proc = _edgeconf("run", fashion_bundle, "--source", uri, "--retry", 2, "--retry-timeout", 60, "--no-live",
+                     "--events", events)
+    _one_line_error(proc, "cannot open %s; gave up after 3 attempts in" % uri)
+    types = [json.loads(line)["type"] for line in events.read_text().splitlines()]
+    assert types[0] == "start" and types[-1] == "stop"  # the log is complete
+
+
+def test_run_retry_timeout_bounds_the_wait(fashion_bundle):
+    uri = "rtsp://127.0.0.1:%d/cam" % _closed_port()
+    proc = _edgeconf("run", fashion_bundle, "--source", uri, "--retry", 1000, "--retry-timeout", 0.5, "--no-live")
+    _one_line_error(proc, "cannot open %s; gave up after" % uri)
+
+
+def test_truth_regions_need_a_source_with_ground_truth(fashion_bundle, tmp_path):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    proc = _edgeconf("run", fashion_bundle, "--source", video, "--regions", "truth", "--no-live")
+    _one_line_error(proc, "regions 'truth' use the ground-truth boxes that only demo:// frames carry")
+
+
+def test_a_truncated_video_reports_the_frames_read(fashion_bundle, tmp_path):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = video.read_bytes()
+    video.write_bytes(data[: len(data) // 2])
+    proc = _edgeconf("run", fashion_bundle, "--source", "%s?realtime=0" % video, "--regions", "full", "--no-live",
+                     "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["source_state"] == "ended"
+    assert summary["source_detail"] == ("%s ended after %d of the 40 frames its header announces (truncated or damaged)"
+                                        % (video, summary["frames"]))
+    assert 0 < summary["frames"] < 40
+
+
+def test_verbosity_flags_set_the_log_level(monkeypatch):
+    from edgeconf.cli import configure_logging
+
+    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("OPENCV_FFMPEG_LOGLEVEL", raising=False)
+    assert configure_logging(0, 0) == logging.WARNING
+    assert os.environ["OPENCV_LOG_LEVEL"] == "ERROR" and os.environ["OPENCV_FFMPEG_LOGLEVEL"] == "-8"
+    assert configure_logging(2, 0) == logging.DEBUG and configure_logging(1, 0) == logging.INFO
+    assert configure_logging(0, 1) == logging.ERROR and configure_logging(0, 5) == logging.CRITICAL
+    assert logging.getLogger("edgeconf.live.sources").getEffectiveLevel() == logging.CRITICAL
+    configure_logging(0, 0)
+    handlers = [h for h in logging.getLogger("edgeconf").handlers if getattr(h, "_edgeconf", False)]
+    assert len(handlers) == 1  # configuring twice adds no second handler
