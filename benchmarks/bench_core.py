@@ -22,7 +22,7 @@ from onnx_models import linear_classifier, save  # noqa: E402
 
 from edgeconf.backends import prepare  # noqa: E402
 from edgeconf.cascade import Cascade, Stage  # noqa: E402
-from edgeconf.memo import MemoCache  # noqa: E402
+from edgeconf.memo import Answer, MemoCache  # noqa: E402
 
 
 def conv_classifier(seed: int, width: int):
@@ -109,11 +109,12 @@ def orchestration_zoo(n: int = 3000) -> Optional[dict]:
 def memo_lookup(entries: int = 100_000) -> dict:
     rng = np.random.default_rng(1)
     out = {}
+    answer = Answer(1, 0.9, 0, np.full(10, 0.1, np.float32))
     exact = MemoCache(capacity=entries, key="exact")
     imgs = rng.integers(0, 256, (512, 28, 28), dtype=np.uint8)
     keys = [exact.key(imgs[i % 512] + np.uint8(i // 512)) for i in range(entries)]
     for k in keys:
-        exact.put(k, "fp", 1)
+        exact.put(k, "fp", answer)
     probe = keys[::997][:100]
     out["exact_get_us_median"] = median_us(lambda it=iter(probe * 50): exact.get(next(it), "fp"), 5000)
     out["exact_key_us_median"] = median_us(lambda: exact.key(imgs[0]), 2000)
@@ -121,7 +122,7 @@ def memo_lookup(entries: int = 100_000) -> dict:
         cache = MemoCache(capacity=entries, key="dhash%d" % bits, radius=4)
         words = rng.integers(0, 2**63, (entries, bits // 64), dtype=np.int64).astype(np.uint64)
         for row in words:
-            cache.put(row, "fp", 1)
+            cache.put(row, "fp", answer)
         miss = rng.integers(0, 2**63, (200, bits // 64), dtype=np.int64).astype(np.uint64)
         out["dhash%d_r4_get_miss_us_median" % bits] = median_us(lambda it=iter(list(miss) * 3): cache.get(next(it), "fp"), 500)
         near = words[::1000].copy()

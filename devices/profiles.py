@@ -53,6 +53,18 @@ class Rail:
 
 
 @dataclass(frozen=True)
+class ThreadHints:
+    """ONNX Runtime intra-op threads for this board: for batch-1 work and for batches (``[threads]`` table)."""
+
+    batch1: int = 1
+    batched: int = 1
+    spinning: bool = False
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"batch1": self.batch1, "batched": self.batched, "spinning": self.spinning}
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
     """What a board offers. ``memory_mb == 0`` means "not fixed: read the host"."""
 
@@ -71,6 +83,7 @@ class DeviceProfile:
     match: Tuple[str, ...]  # substrings of /proc/device-tree/model
     sensor: str = "auto"  # which power-sensor layout the board has
     source_file: str = ""
+    threads: ThreadHints = ThreadHints()  # ONNX Runtime threading (edgeconf.backends.threads reads it)
 
     @property
     def whole_board_rail(self) -> Optional[str]:
@@ -98,7 +111,7 @@ class DeviceProfile:
             "precisions": list(self.precisions), "int8": self.int8, "trt_workspace_mb": self.trt_workspace_mb,
             "power_modes": [{"id": m.id, "name": m.name, "watts": m.watts} for m in self.power_modes],
             "rails": [{"name": r.name, "whole_board": r.whole_board} for r in self.rails],
-            "match": list(self.match), "sensor": self.sensor,
+            "match": list(self.match), "sensor": self.sensor, "threads": self.threads.to_json(),
         }
 
 
@@ -144,6 +157,7 @@ def parse_profile(data: Dict[str, Any], where: str = "<profile>") -> DeviceProfi
     sensor = data.get("sensor", "auto")
     if sensor not in SENSORS:
         raise ProfileError("%s: sensor must be one of %s, got %r" % (where, ", ".join(SENSORS), sensor))
+    threads = _thread_hints(data.get("threads", {}), where)
     memory = _req(data, "memory_mb", int, where)
     workspace = _req(data, "trt_workspace_mb", int, where)
     if memory < 0 or workspace < 0:
@@ -154,8 +168,26 @@ def parse_profile(data: Dict[str, Any], where: str = "<profile>") -> DeviceProfi
         cuda_compute=_opt_str(data, "cuda_compute", where), precisions=precisions,
         int8=bool(_req(data, "int8", bool, where)), trt_workspace_mb=workspace,
         power_modes=tuple(modes), rails=tuple(rails),
-        match=tuple(str(s) for s in data.get("match", [])), sensor=sensor, source_file=where,
+        match=tuple(str(s) for s in data.get("match", [])), sensor=sensor, source_file=where, threads=threads,
     )
+
+
+def _thread_hints(data: Any, where: str) -> ThreadHints:
+    if not isinstance(data, dict):
+        raise ProfileError("%s: threads must be a table (batch1, batched, spinning), got %r" % (where, data))
+    unknown = sorted(set(data) - {"batch1", "batched", "spinning"})
+    if unknown:
+        raise ProfileError("%s: unknown threads keys %s; known: batch1, batched, spinning" % (where, unknown))
+    counts = []
+    for key in ("batch1", "batched"):
+        v = data.get(key, 1)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ProfileError("%s: threads.%s must be an integer >= 1, got %r" % (where, key, v))
+        counts.append(v)
+    spinning = data.get("spinning", False)
+    if not isinstance(spinning, bool):
+        raise ProfileError("%s: threads.spinning must be true or false, got %r" % (where, spinning))
+    return ThreadHints(counts[0], counts[1], spinning)
 
 
 def load_profile_file(path: Path) -> DeviceProfile:

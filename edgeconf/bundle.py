@@ -11,17 +11,18 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edgeconf import __version__
 from edgeconf.atomic import describe_os_error, write_text
+from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.backends.onnx_file import read_onnx_facts
 from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, OodRule, Stage, graph_head
 from edgeconf.confidence import OOD_SCORES, SCORES
 from edgeconf.errors import BundleError, ConfigError, OutputError
 from edgeconf.fused import FusedInfo
 from edgeconf.hashing import sha256_file
-from edgeconf.memo import MemoCache, parse_key_kind
+from edgeconf.memo import MemoCache, Sampling, parse_key_kind
 from edgeconf.preprocess import Preprocessing, stage_problem
 from edgeconf.schema import (Any_, Bool, DictOf, Float, Int, ListOf, Optional_, Path, Str, Struct, entry, from_json,
                              load_value, read_json, to_json)
@@ -143,6 +144,8 @@ class MemoSettings:
     key: str = entry(Str(("exact", "dhash64", "dhash256", "dhash1024")), "dhash256")
     radius: int = entry(Int(0, 1023), 0)
     capacity: int = entry(Int(1, MAX_MEMO_CAPACITY), 4096)
+    # sample lookups while the hit rate is below break-even (edgeconf.memo.Sampling)
+    adaptive: bool = entry(Bool(), True, write_default=False)
 
     def __post_init__(self) -> None:
         bits = parse_key_kind(self.key)
@@ -153,7 +156,9 @@ class MemoSettings:
         return to_json(self)
 
     def build(self) -> Optional[MemoCache]:
-        return MemoCache(self.capacity, self.key, self.radius) if self.enabled else None
+        if not self.enabled:
+            return None
+        return MemoCache(self.capacity, self.key, self.radius, sampling=Sampling() if self.adaptive else None)
 
 
 @dataclass
@@ -319,14 +324,17 @@ def external_data_locations(model_path: str) -> List[str]:
 
 
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
-                threads: Optional[int] = None, memo: Optional[bool] = None, form: str = "auto",
-                ood: bool = True) -> Cascade:
+                threads: Union[None, int, Threads] = None, memo: Optional[bool] = None, form: str = "auto",
+                batch: int = 1, ood: bool = True) -> Cascade:
     """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
 
     Stages with an ``ood`` rule answer "unknown" for inputs past its threshold; ``ood=False`` ignores the rules.
 
     ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
     ``"auto"`` uses an engine only where TensorRT is importable and the engine matches this device.
+    ``threads``: ONNX Runtime intra-op threads per model (>= 1); None lets
+    :func:`~edgeconf.backends.threads.choose_threads` pick them for this device and ``batch`` (the inputs per
+    call you expect). The choice is ``cascade.threads``.
     ``form``: ``"staged"`` (one runtime call per stage), ``"fused"`` (the bundle's fused graph, written by
     ``edgeconf fuse``: one call per request; a :class:`~edgeconf.fused.FusedCascade`) or ``"auto"``
     (:func:`edgeconf.fused.choose_form`: fused only on a GPU execution provider); the cascade's ``form``
@@ -336,8 +344,14 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     from edgeconf.backends.tensorrt import stage_model_path  # pure: imports no TensorRT
     from edgeconf.fused import FusedCascade, choose_form, runtime_model
 
+    plan = choose_threads(threads, batch)
     manifest = read_manifest(folder, verify=True)
     chosen, why = choose_form(form, manifest, backend, providers)
+    if chosen == "fused" and ood and any(s.ood is not None for s in manifest.stages):
+        if form == "fused":
+            raise BundleError("%s: the fused graph does not compute the stages' OOD rules, so it would answer a class "
+                              "where the stages answer 'unknown'; load it staged, or with ood=False" % folder)
+        chosen, why = "staged", "staged: the fused graph does not compute the stages' OOD ('unknown') rules"
     stages = []
     fused_runner = None
     try:
@@ -346,7 +360,7 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
                 runner, sha = _prepare_remote(spec, manifest)
             else:
                 path, stage_backend = stage_model_path(spec, backend, folder)
-                runner = prepare(path, backend=stage_backend, providers=providers, threads=threads)
+                runner = prepare(path, backend=stage_backend, providers=providers, threads=plan)
                 sha = manifest.files[spec.model]["sha256"]
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
                                 spec.logits, sha, graph_head(runner),
@@ -356,11 +370,12 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
                 raise BundleError("%s: stage %s (%s) does not fit the bundle's preprocessing: %s"
                                   % (folder, spec.name, spec.model, problem))
         use_memo = manifest.memo.enabled if memo is None else memo
-        cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity).build() if use_memo else None
+        cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity,
+                             manifest.memo.adaptive).build() if use_memo else None
         if chosen == "fused":
             path = _inside(folder, manifest.fused.model, "fused graph")  # type: ignore[union-attr]
             fused_runner = prepare(runtime_model(path), backend="onnxruntime", providers=providers,
-                                   threads=threads)
+                                   threads=plan)
         try:
             if fused_runner is not None:
                 cascade: Cascade = FusedCascade(stages, fused_runner, manifest.combine, manifest.labels,
@@ -379,6 +394,7 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     cascade.form_reason = why  # type: ignore[attr-defined]
     cascade.manifest = manifest  # type: ignore[attr-defined]
     cascade.folder = folder  # type: ignore[attr-defined]
+    cascade.threads = plan  # type: ignore[attr-defined]
     return cascade
 
 

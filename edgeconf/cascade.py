@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 
 import numpy as np
 
-from edgeconf.backends.base import Runner, validate_input
+from edgeconf.backends.base import BoundCall, Runner, validate_input
 from edgeconf.confidence import OOD_SCORES, SCORES, energy, score, softmax
 from edgeconf.errors import ConfigError, InputValidationError, RemoteStageError
+from edgeconf.schema import loads
 
 if TYPE_CHECKING:
-    from edgeconf.memo import MemoCache
+    from edgeconf.memo import Answer, MemoCache
     from edgeconf.preprocess import Preprocessing
 
 COMBINE_RULES = ("last", "best")
@@ -46,6 +47,14 @@ class OodRule:
             raise ConfigError("stage %s: OOD score %r is not computed by the runtime (%s); name the model output "
                               "that holds it" % (stage, self.score, ", ".join(OOD_SCORES)))
 
+#: Bumped whenever a stage or a cascade changes anything that decides an answer. A cascade rebuilds its
+#: call plan and fingerprint only when this moved, so the per-input cost of checking is one comparison.
+_EPOCH = [0]
+
+
+def _bump() -> None:
+    _EPOCH[0] += 1
+
 
 @dataclass
 class Stage:
@@ -72,6 +81,10 @@ class Stage:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        _bump()  # any field may decide answers (model, score, threshold, temperature, input, head)
 
     def graph_head_active(self) -> bool:
         return self.head is not None and self.head[0] == self.score and self.head[1] == float(self.temperature)
@@ -126,8 +139,9 @@ def graph_head(runner: Runner) -> Optional[Tuple[str, float]]:
     if PROBS not in names or CONFIDENCE not in names:
         return None
     try:
-        head = (json.loads(meta["edgeconf.score"]), float(json.loads(meta["edgeconf.temperature"])))
-    except (KeyError, ValueError, TypeError):
+        head = (loads(meta["edgeconf.score"], "edgeconf.score", ConfigError),
+                float(loads(meta["edgeconf.temperature"], "edgeconf.temperature", ConfigError)))
+    except (KeyError, ValueError, TypeError, ConfigError):
         return None
     return head if head[0] in SCORES else None
 
@@ -233,11 +247,28 @@ class CascadeCounters:
                 "remote_reasons": dict(self.remote_reasons)}
 
 
+@dataclass
+class _Step:
+    """One stage as the run loops call it, rebuilt whenever the configuration changes."""
+
+    stage: Stage
+    run: Callable[[Dict[str, np.ndarray], Optional[list]], Dict[str, np.ndarray]]
+    input_name: str
+    names: List[str]
+    head: bool  # the model's own head computes probs and confidence
+    threshold: float
+    next_input: Optional[str]  # the next stage's input: None for the image, else an output of this stage
+    call: Optional[BoundCall] = None  # the batch-1 call with bound buffers, made at the first batch-1 input
+    remote: bool = False  # served by a remote backend: a failure falls back on the answer held so far
+
+
 class Cascade:
     """Ordered stages and a combine rule; optionally preprocessing, labels and a memo cache.
 
-    ``run_batch`` takes model-ready arrays; ``classify`` takes raw images and goes through
-    preprocessing and the memo cache.
+    ``run_batch``/``run`` take model-ready arrays and validate them once at entry (names, shape, dtype,
+    finite values); ``classify``/``classify_batch`` take raw uint8 images, which the preprocessing checks
+    while it turns them into model inputs, and feed those to the stages without a second check. Every
+    stage is called through :meth:`Runner.run_trusted` and timed once (``stage_seconds``, ``energy_hook``).
     """
 
     #: ``"staged"``: one runtime call per stage; :class:`edgeconf.fused.FusedCascade` says ``"fused"``.
@@ -257,28 +288,35 @@ class Cascade:
         for prev, st in zip(stages, stages[1:]):
             if st.input != IMAGE:
                 prev.runner.output(st.input)  # raises if the previous stage lacks that output
+        for st in stages:
+            if len(st.runner.inputs) != 1:
+                raise ConfigError("stage %s: a cascade stage needs a model with exactly one input, this one has %d"
+                                  % (st.name, len(st.runner.inputs)))
+        self._epoch = -1
         self.stages = list(stages)
         self.combine = combine
         self.labels = list(labels) if labels else None
         self.preprocessing = preprocessing
         self.memo = memo
         self.name = name
-        self.energy_hook: Optional[Callable[[int, float, float], None]] = None
-        self.counters = CascadeCounters()
-        self.reset_counters()
-        self._input_names = []
-        for st in self.stages:
-            if len(st.runner.inputs) != 1:
-                raise ConfigError("stage %s: a cascade stage needs a model with exactly one input, this one has %d"
-                                  % (st.name, len(st.runner.inputs)))
-            self._input_names.append(st.runner.inputs[0].name)
         self.classes = _check_class_counts(self.stages, self.labels)
         if preprocessing is not None:
             for st in self.stages:
                 if st.input == IMAGE:
                     _check_input_shape(st, preprocessing)
-        self._fingerprint_key: Any = None
+        self.energy_hook: Optional[Callable[[int, float, float], None]] = None
+        self.counters = CascadeCounters()
+        self.reset_counters()
+        self._steps: List[_Step] = []
+        self._calls: Dict[Tuple[int, int, Tuple[str, ...]], BoundCall] = {}  # (stage, runner id, outputs) -> call
         self._fingerprint = ""
+        self._checked: List[bool] = []
+        self._pre_fits = False
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in ("stages", "combine", "preprocessing"):
+            _bump()
 
     # -- configuration -------------------------------------------------------------------------
     def reset_counters(self) -> None:
@@ -307,15 +345,41 @@ class Cascade:
     def fingerprint(self) -> str:
         """Hash of everything that decides an answer: models, scores, thresholds, temperatures, rule.
 
-        Cached against a cheap tuple of the same values, since the memo asks for it on every input.
+        Recomputed only after a stage or the cascade changed (see ``_EPOCH``); the memo asks on every input.
         """
-        key = (self.combine, self.preprocessing, tuple(
-            (s.model_sha256 or id(s.runner), s.score, s.threshold, s.temperature, s.input, s.logits, s.head, s.ood)
-            for s in self.stages))
-        if key != self._fingerprint_key:
-            self._fingerprint_key = key
-            self._fingerprint = self._compute_fingerprint()
+        if self._epoch != _EPOCH[0]:
+            self._refresh()
         return self._fingerprint
+
+    def _refresh(self) -> None:
+        """Rebuild the call plan, the fingerprint and the preprocessing check after a configuration change."""
+        steps = []
+        for k, st in enumerate(self.stages):
+            nxt = self.stages[k + 1] if k + 1 < len(self.stages) else None
+            forward = nxt.input if nxt is not None and nxt.input != IMAGE else None
+            names = st.needed_outputs(forward)
+            remote = bool(getattr(st.runner, "remote", False))
+            call = None if remote else self._calls.get((k, id(st.runner), tuple(names)))
+            steps.append(_Step(st, st.runner.run_trusted, st.runner.inputs[0].name, names, st.graph_head_active(),
+                               float(st.threshold), forward, call, remote))
+        if len(self.counters.calls) != len(steps):
+            self.reset_counters()
+        self._steps = steps
+        self._checked = [False] * len(steps)
+        self._fingerprint = self._compute_fingerprint()
+        self._pre_fits = self._preprocessing_fits()
+        self._epoch = _EPOCH[0]
+
+    def _preprocessing_fits(self) -> bool:
+        """True when every array the preprocessing makes fits the first model (so it needs no check per call)."""
+        pre = self.preprocessing
+        if pre is None:
+            return False
+        try:
+            validate_input(self.stages[0].runner.inputs[0], np.zeros((1,) + tuple(pre.input_shape), pre.dtype))
+        except InputValidationError:
+            return False  # checked on every call instead, so the error names the offending input
+        return True
 
     def _compute_fingerprint(self) -> str:
         desc = {
@@ -329,38 +393,31 @@ class Cascade:
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
 
     # -- running -------------------------------------------------------------------------------
-    def _output_names(self, k: int) -> List[str]:
-        nxt = self.stages[k + 1] if k + 1 < len(self.stages) else None
-        forward = nxt.input if nxt is not None and nxt.input != IMAGE else None
-        return self.stages[k].needed_outputs(forward)
-
     def _validate(self, x: np.ndarray) -> None:
-        """Inputs are checked once, against the first stage; later stages get trusted arrays."""
+        """User arrays are checked once, against the first stage; later stages get trusted arrays."""
         if not isinstance(x, np.ndarray) or x.ndim < 1:
             raise InputValidationError("the cascade needs a numpy array, got %s" % type(x).__name__)
         validate_input(self.stages[0].runner.inputs[0], x)
 
-    def _invoke(self, k: int, feed: np.ndarray, names: List[str]) -> Tuple[Dict[str, np.ndarray], float, float]:
-        st = self.stages[k]
-        feeds = {self._input_names[k]: feed}
-        t0 = time.perf_counter()
-        out = st.runner.run_trusted(feeds, names)  # inputs were validated once, at the cascade's entry
-        t1 = time.perf_counter()
-        if self.energy_hook is not None:
-            self.energy_hook(k, t0, t1)
-        first = names[0]
-        value = out.get(first)
-        if value is None or value.ndim != 2 or value.shape[0] != feed.shape[0] \
-                or (self.classes and value.shape[1] != self.classes):
+    def _check_output(self, k: int, out: Dict[str, np.ndarray], names: List[str], n: int) -> None:
+        """A stage's first output must be (batch, classes): checked on its first call after each change."""
+        value = out.get(names[0])
+        if value is None or value.ndim != 2 or value.shape[0] != n or (self.classes and value.shape[1] != self.classes):
             raise InputValidationError("stage %s output %r has shape %s; expected (%d, %s)" % (
-                st.name, first, getattr(value, "shape", None), feed.shape[0], self.classes or "classes"))
-        return out, t0, t1
+                self.stages[k].name, names[0], getattr(value, "shape", None), n, self.classes or "classes"))
+        if n == 1:
+            self._checked[k] = True
 
     def run_batch(self, x: np.ndarray) -> BatchResult:
         """Run model-ready inputs ``(N, …)``; only not-yet-confident inputs reach later stages."""
         self._validate(x)
+        return self._run_batch(x)
+
+    def _run_batch(self, x: np.ndarray) -> BatchResult:
+        if self._epoch != _EPOCH[0]:
+            self._refresh()
         n = x.shape[0]
-        n_stages = len(self.stages)
+        n_stages = len(self._steps)
         if n == 0:
             empty = np.zeros(0, dtype=np.int64)
             return BatchResult(empty, np.zeros(0), empty, empty, np.zeros((0, 0)), [], [], [])
@@ -376,28 +433,34 @@ class Cascade:
         spans: List[Tuple[float, float]] = []
         active = np.arange(n)
         feed = x
+        hook = self.energy_hook
+        clock = time.perf_counter
         failed: Dict[int, str] = {}
-        for k, st in enumerate(self.stages):
-            if st.runner.remote:
+        for k, step in enumerate(self._steps):
+            if step.remote:
                 self.counters.remote_inputs += int(active.size)
-            t_try = time.perf_counter()
+            t0 = clock()
             try:
-                out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+                out = step.run({step.input_name: feed}, step.names)
             except RemoteStageError as exc:  # keep the answers held so far (the last local stage's)
-                if k == 0:
+                if k == 0 or not step.remote:
                     raise
-                t1 = time.perf_counter()
-                seconds.append(t1 - t_try)
+                t1 = clock()
+                seconds.append(t1 - t0)
                 counts.append(int(active.size))
-                spans.append((t_try, t1))
+                spans.append((t0, t1))
                 failed = {int(i): exc.reason for i in active}
                 self.counters.remote_failed(len(failed), exc.reason)
                 break
+            t1 = clock()
+            if hook is not None:
+                hook(k, t0, t1)
+            self._check_output(k, out, step.names, int(active.size))
             seconds.append(t1 - t0)
             counts.append(int(active.size))
             spans.append((t0, t1))
-            p, c = st.answer(out)
-            o, unk = st.unknown(out)
+            p, c = (out[PROBS], out[CONFIDENCE]) if step.head else step.stage.answer(out)
+            o, unk = step.stage.unknown(out)
             if probs is None:
                 probs = np.zeros((n, p.shape[1]), dtype=np.float64)
             stages_run[active] = k + 1
@@ -417,14 +480,13 @@ class Cascade:
                 class_ids[active[unk]] = UNKNOWN
             if k + 1 == n_stages:
                 break
-            unsure = c < st.threshold
+            unsure = c < step.threshold
             if unk is not None:
                 unsure &= ~unk  # an unknown input leaves here: no later stage spends energy on it
             active = active[unsure]
             if active.size == 0:
                 break
-            nxt = self.stages[k + 1]
-            feed = x[active] if nxt.input == IMAGE else out[nxt.input][unsure]
+            feed = x[active] if step.next_input is None else out[step.next_input][unsure]
         c = self.counters
         c.inputs += n
         exits = np.bincount(stage_of, minlength=n_stages)
@@ -441,53 +503,117 @@ class Cascade:
         """Run one model-ready input (no batch axis). A lean path of ``run_batch`` for batch 1."""
         x = np.asarray(x)[None]
         self._validate(x)
+        return self._run_one(x)
+
+    def _bind(self, k: int, step: _Step, x: np.ndarray) -> BoundCall:
+        call = step.stage.runner.bind(x.shape, x.dtype, step.names)
+        self._calls[(k, id(step.stage.runner), tuple(step.names))] = call
+        step.call = call
+        return call
+
+    def _run_one(self, x: np.ndarray) -> CascadeResult:
+        """One trusted input with a batch axis of 1: each stage once, while the last one was unsure.
+
+        Each stage runs through its bound call (IO binding on ONNX Runtime): the input is copied into the
+        call's buffer unless it is already there (``classify`` preprocesses straight into it), and only the
+        kept probabilities are copied out of the output buffers.
+        """
+        if self._epoch != _EPOCH[0]:
+            self._refresh()
         feed = x
         best_p: Optional[np.ndarray] = None
         best_c, best_k = 0.0, 0
         last_ood: Optional[float] = None
         unknown = False
         seconds: List[float] = []
-        last = len(self.stages) - 1
+        hook = self.energy_hook
+        clock = time.perf_counter
+        checked = self._checked
+        steps = self._steps
+        last = len(steps) - 1
+        best = self.combine != "last"
         failure: Optional[str] = None
-        for k, st in enumerate(self.stages):
-            if st.runner.remote:
+        for k, step in enumerate(steps):
+            call = step.call
+            if step.remote:
                 self.counters.remote_inputs += 1
-            t_try = time.perf_counter()
+            elif call is None:
+                call = self._bind(k, step, feed)
+            if call is not None and feed is not call.input:
+                if feed.shape == call.input.shape and feed.dtype == call.input.dtype:
+                    np.copyto(call.input, feed)
+                else:  # another input shape than the one bound: the plain call
+                    call = None
+            t0 = clock()
             try:
-                out, t0, t1 = self._invoke(k, feed, self._output_names(k))
+                out = call.run() if call is not None else step.run({step.input_name: feed}, step.names)
             except RemoteStageError as exc:  # keep the answer held so far (the last local stage's)
-                if k == 0:
+                if k == 0 or not step.remote:
                     raise
                 failure = exc.reason
                 self.counters.remote_failed(1, failure)
-                waited = time.perf_counter() - t_try
                 self.counters.calls[k] += 1
-                self.counters.stage_seconds[k] += waited
+                self.counters.stage_seconds[k] += clock() - t0
                 break
+            t1 = clock()
+            if hook is not None:
+                hook(k, t0, t1)
             seconds.append(t1 - t0)
-            p, cs = st.answer(out)
-            c = float(cs[0])
-            o, unk = st.unknown(out)
+            if not checked[k]:
+                self._check_output(k, out, step.names, 1)
+            if step.head:
+                p, c = out[PROBS][0], float(out[CONFIDENCE][0])
+            else:
+                pb, cs = step.stage.answer(out)
+                p, c = pb[0], float(cs[0])
+            o, unk = step.stage.unknown(out)
             unknown = bool(unk[0]) if unk is not None else False
             if o is not None:
                 last_ood = float(o[0])
-            if best_p is None or self.combine == "last" or c > best_c or unknown:
-                best_p, best_c, best_k = p[0], c, k
-            if k == last or c >= st.threshold or unknown:
+            if best_p is None or not best or c > best_c or unknown:
+                best_p, best_c, best_k = p, c, k
+            if k == last or c >= step.threshold or unknown:
                 break
-            nxt = self.stages[k + 1]
-            feed = x if nxt.input == IMAGE else out[nxt.input]
+            if step.next_input is not None:
+                feed = out[step.next_input]
         counters = self.counters
         counters.inputs += 1
         counters.exits[best_k] += 1
+        calls, secs = counters.calls, counters.stage_seconds
         for k, sec in enumerate(seconds):
-            counters.calls[k] += 1
-            counters.stage_seconds[k] += sec
-        assert best_p is not None
-        cid = UNKNOWN if unknown else int(best_p.argmax())
+            calls[k] += 1
+            secs[k] += sec
+        cid = UNKNOWN if unknown else int(best_p.argmax())  # type: ignore[union-attr]
         counters.unknown += int(unknown)
-        return CascadeResult(cid, best_c, best_k, best_p, tuple(seconds), len(seconds), label_of(cid, self.labels),
-                             unknown=unknown, ood_score=last_ood, remote_failure=failure)
+        # a copy: the row may live in a bound output buffer that the next input overwrites
+        return CascadeResult(cid, best_c, best_k, best_p.copy(), tuple(seconds), len(seconds),  # type: ignore[union-attr]
+                             label_of(cid, self.labels), remote_failure=failure, unknown=unknown, ood_score=last_ood)
+
+    def _classify_one(self, image: np.ndarray) -> CascadeResult:
+        """One raw image, preprocessed straight into the first stage's bound input when it fits."""
+        if self._epoch != _EPOCH[0]:
+            self._refresh()
+        call = self._steps[0].call
+        if call is not None and self._pre_fits and self.preprocessing.write(image, call.input):  # type: ignore[union-attr]
+            return self._run_one(call.input)
+        return self._run_one(self._model_input(image))
+
+    def _model_input(self, image: np.ndarray) -> np.ndarray:
+        """One raw image → a trusted batch-1 model input (the preprocessing validates the image itself)."""
+        x = self.preprocessing(image)[None]  # type: ignore[misc]
+        if self._epoch != _EPOCH[0]:
+            self._refresh()
+        if not self._pre_fits:
+            self._validate(x)
+        return x
+
+    def _model_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        x = self.preprocessing.batch(images)  # type: ignore[union-attr]
+        if self._epoch != _EPOCH[0]:
+            self._refresh()
+        if not self._pre_fits:
+            self._validate(x)
+        return x
 
     def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
         """Raw images → answers, through preprocessing and the memo cache (when set)."""
@@ -497,48 +623,59 @@ class Cascade:
             return []
         if len(images) == 1:
             return [self.classify(images[0])]
-        if self.memo is None:
-            batch = self.run_batch(self.preprocessing.batch(images))
+        memo = self.memo
+        if memo is None:
+            batch = self._run_batch(self._model_batch(images))
             return [batch.item(j, self.labels) for j in range(len(images))]
         fp = self.fingerprint()
+        clock = memo.clock
+        t0 = clock()
         try:
-            found = self.memo.lookup_batch(images, fp)
+            found = memo.lookup_batch(images, fp)
         except Exception:
             _check_images(images)  # a bad image gets a one-line InputValidationError, not the hash's error
             raise
+        t1 = clock()
         results: List[Optional[CascadeResult]] = [None] * len(images)
         for i, hit in found.hits.items():
-            results[i] = _as_memo_hit(hit)
+            results[i] = self._memo_result(hit)
+        t2 = t3 = t1
         if found.misses:
-            batch = self.run_batch(self.preprocessing.batch([images[i] for i in found.misses]))
+            batch = self._run_batch(self._model_batch([images[i] for i in found.misses]))
+            t2 = clock()
             for j, i in enumerate(found.misses):
                 res = batch.item(j, self.labels)
                 results[i] = res
                 if res.remote_failure is None:  # a fallback answer is never remembered
-                    self.memo.put(found.keys[i], fp, res)
+                    memo.put(found.keys[i], fp, res)
+            t3 = clock()
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
+        looked_up = sum(k is not None for k in found.keys)
+        memo.observe_batch(looked_up, len(found.hits) + len(found.repeats), t1 - t0, len(found.misses), t2 - t1, t3 - t2)
         return [r for r in results if r is not None]
 
     def classify(self, image: np.ndarray) -> CascadeResult:
-        """One raw image → its answer (the batch-1 path: memo lookup, then the lean ``run``)."""
+        """One raw image → its answer (the batch-1 path: memo lookup, then the lean run)."""
         if self.preprocessing is None:
             raise ConfigError("this cascade has no preprocessing; use run with model-ready arrays")
-        if self.memo is None:
-            return self.run(self.preprocessing(image))
-        fp = self.fingerprint()
+        memo = self.memo
+        if memo is None:
+            return self._classify_one(image)
         try:
-            key = self.memo.key(image)
-        except Exception:
-            _check_images([image], single=True)
+            hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
+        except InputValidationError:
             raise
-        hit = self.memo.get(key, fp)
-        if hit is not None:
-            return _as_memo_hit(hit)
-        res = self.run(self.preprocessing(image))
-        if res.remote_failure is None:  # a fallback answer is never remembered
-            self.memo.put(key, fp, res)
-        return res
+        except Exception:
+            _check_images([image], single=True)  # a bad image gets a one-line error, not the hash's
+            raise
+        return res if hit is None else self._memo_result(hit)
+
+    def _memo_result(self, hit: "Answer") -> CascadeResult:
+        labels = self.labels
+        cid = hit.class_id
+        return CascadeResult(cid, hit.confidence, hit.stage, hit.probs, (), 0,
+                             labels[cid] if labels and cid < len(labels) else None, memo_hit=True)
 
     def close(self) -> None:
         for st in self.stages:

@@ -363,7 +363,7 @@ class FusedCascade(Cascade):
         found = memo.lookup_batch(images, fp)
         results: List[Optional[CascadeResult]] = [None] * len(images)
         for i, hit in found.hits.items():
-            results[i] = _as_memo_hit(hit)
+            results[i] = self._memo_result(hit)
         if found.misses:
             answers = self._classify_misses([images[i] for i in found.misses])
             for i, res in zip(found.misses, answers):
@@ -378,14 +378,8 @@ class FusedCascade(Cascade):
         memo = self.memo
         if memo is None:
             return self._classify_misses([image])[0]
-        fp = self.fingerprint()
-        key = memo.key(image)
-        hit = memo.get(key, fp)
-        if hit is not None:
-            return _as_memo_hit(hit)
-        res = self._classify_misses([image])[0]
-        memo.put(key, fp, res)
-        return res
+        hit, res = memo.answer(image, self.fingerprint(), lambda img: self._classify_misses([img])[0])
+        return res if hit is None else self._memo_result(hit)
 
     def close(self) -> None:
         super().close()

@@ -1,11 +1,16 @@
 """Input keys for the memo cache: exact digests and difference hashes (dHash)."""
 from __future__ import annotations
 
+import functools
 import hashlib
+from typing import Tuple
 
 import numpy as np
 
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+#: Images up to this many pixels are hashed in numpy (two small matrix products); larger ones with OpenCV,
+#: whose resize is faster there. Both compute OpenCV's INTER_AREA average.
+NUMPY_MAX_PIXELS = 64 * 64
 
 
 def sha256_file(path: str) -> str:
@@ -26,24 +31,80 @@ def exact_digest(image: np.ndarray) -> bytes:
     return h.digest()
 
 
-def dhash(image: np.ndarray, bits: int = 256) -> np.ndarray:
-    """Difference hash: grey, resize to (s+1)×s, compare horizontal neighbours.
-
-    ``bits`` must be a square of a multiple of 8 (64 → 8×8 grid, as in Kinnas et al.; 256 → 16×16).
-    Returns the hash as ``bits // 64`` uint64 words (at least one).
-    """
-    import cv2
-
+def dhash_side(bits: int) -> int:
+    """The grid side of a ``bits``-bit dHash (64 → 8, 256 → 16); ValueError for other sizes."""
     side = int(round(bits ** 0.5))
-    if side * side != bits or bits % 64:
+    if side * side != bits or bits % 64 or bits <= 0:
         raise ValueError("dhash bits must be a square that is a multiple of 64 (64, 256, 1024), got %d" % bits)
+    return side
+
+
+def _area_weights(src: int, dst: int) -> np.ndarray:
+    """``(dst, src)`` integer weights of an area downscale along one axis: how much of source pixel ``s`` the
+    cell of output pixel ``d`` covers, in units of ``1/dst`` pixel (each cell covers ``src`` units)."""
+    w = np.zeros((dst, src), dtype=np.float64)
+    for d in range(dst):
+        a, b = d * src, (d + 1) * src
+        for s in range(a // dst, min(src, -(-b // dst))):
+            w[d, s] = max(0, min(b, (s + 1) * dst) - max(a, s * dst))
+    return w
+
+
+@functools.lru_cache(maxsize=64)
+def _grid(h: int, w: int, side: int) -> Tuple[np.ndarray, np.ndarray, float]:
+    """Row weights, transposed column weights and the divisor of an (h, w) → (side, side + 1) area resize."""
+    wy = _area_weights(h, side)
+    wxt = np.ascontiguousarray(_area_weights(w, side + 1).T)
+    wy.setflags(write=False)
+    wxt.setflags(write=False)
+    return wy, wxt, float(h * w)
+
+
+def _grey(a: np.ndarray) -> np.ndarray:
+    """uint8 H×W grey; RGB with OpenCV's fixed-point RGB2GRAY weights, so both paths agree bit for bit."""
+    if a.ndim == 2:
+        return a
+    if a.shape[2] < 3:
+        return a[:, :, 0]
+    y = (a[:, :, 0].astype(np.uint32) * 4899 + a[:, :, 1].astype(np.uint32) * 9617
+         + a[:, :, 2].astype(np.uint32) * 1868 + 8192) >> 14
+    return y.astype(np.uint8)
+
+
+def dhash_bytes(image: np.ndarray, bits: int = 256) -> bytes:
+    """Difference hash as ``bits // 8`` bytes: grey, area-resize to (s+1)×s, compare horizontal neighbours.
+
+    Bit ``i`` (most significant first) is set where a grid pixel is brighter than its left neighbour. A grid
+    pixel is the mean of the image area its cell covers, rounded half to even: what OpenCV's
+    ``cv2.resize(..., INTER_AREA)`` computes, except that OpenCV's float32 sums round some exact halves up
+    (on the FashionMNIST test set 97.4 % of 256-bit and 99.4 % of 64-bit keys are identical to OpenCV's).
+    Images up to :data:`NUMPY_MAX_PIXELS` are resized exactly in numpy (integer weights, products exact in
+    float64); larger ones with OpenCV itself, which is faster there.
+    """
+    side = dhash_side(bits)
     a = np.asarray(image)
-    if a.ndim == 3:
-        a = cv2.cvtColor(np.ascontiguousarray(a[:, :, :3]), cv2.COLOR_RGB2GRAY) if a.shape[2] >= 3 else a[:, :, 0]
-    small = cv2.resize(np.ascontiguousarray(a), (side + 1, side), interpolation=cv2.INTER_AREA)
-    diff = small[:, 1:] > small[:, :-1]
-    packed = np.packbits(diff.reshape(-1))
-    return packed.view(">u8").astype(np.uint64)
+    h, w = a.shape[:2]
+    if a.dtype == np.uint8 and h >= side and w > side and h * w <= NUMPY_MAX_PIXELS:
+        wy, wxt, den = _grid(h, w, side)
+        small = np.rint((wy @ _grey(a) @ wxt) / den)
+    else:
+        import cv2
+
+        g = a
+        if a.ndim == 3:
+            g = cv2.cvtColor(np.ascontiguousarray(a[:, :, :3]), cv2.COLOR_RGB2GRAY) if a.shape[2] >= 3 else a[:, :, 0]
+        small = cv2.resize(np.ascontiguousarray(g), (side + 1, side), interpolation=cv2.INTER_AREA)
+    return np.packbits(small[:, 1:] > small[:, :-1]).tobytes()
+
+
+def dhash(image: np.ndarray, bits: int = 256) -> np.ndarray:
+    """:func:`dhash_bytes` as ``bits // 64`` uint64 words (big-endian: the first bit is the top bit of word 0)."""
+    return np.frombuffer(dhash_bytes(image, bits), dtype=">u8").astype(np.uint64)
+
+
+def key_words(key: bytes) -> np.ndarray:
+    """A key's bytes as uint64 words in native order: for Hamming distances (byte order does not matter)."""
+    return np.frombuffer(key, dtype=np.uint64)
 
 
 def popcount(words: np.ndarray) -> np.ndarray:

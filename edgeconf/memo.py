@@ -3,28 +3,49 @@
 Keys are an exact digest of the input bytes, or a difference hash (dHash) matched within a Hamming
 radius. Every entry belongs to a cascade fingerprint: when the fingerprint changes (another model,
 threshold or temperature), the old entries are dropped, so a stale answer is never served.
+
+Lean by design, because a memo that costs more than it saves makes the cascade dearer:
+
+- a hit costs one key and one dict lookup; the key of a small image is a numpy dHash (no OpenCV);
+- storage is compact: keys in one ``(capacity, words)`` uint64 table, answers in arrays (class, stage,
+  confidence, probabilities), the LRU order in two int32 arrays, the Hamming-radius index in sorted arrays;
+- **adaptive sampling** (:class:`Sampling`): the cache measures what a lookup, a store and a miss cost, and
+  its hit rate; when the hit rate stays below the break-even rate it looks up (and stores) only one input in
+  ``every``, and it resumes full lookups as soon as the sampled hits say repeats are back.
 """
 from __future__ import annotations
 
+import array
 import re
-from collections import OrderedDict
+import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgeconf.errors import ConfigError
-from edgeconf.hashing import dhash, exact_digest, hamming
+from edgeconf.hashing import dhash_bytes, exact_digest, hamming
 
 Key = Union[bytes, np.ndarray]
 
 #: edgeconf's default key: a 256-bit dHash had no collisions on FashionMNIST, the paper's 64-bit one did.
 DEFAULT_KEY = "dhash256"
+#: Bytes of an exact key (a 128-bit BLAKE2b digest of dtype, shape and bytes).
+EXACT_BYTES = 16
+
+
+class Answer(NamedTuple):
+    """A stored answer: what a memo hit returns."""
+
+    class_id: int
+    confidence: float
+    stage: int
+    probs: np.ndarray
 
 
 @dataclass
 class MemoStats:
-    """Counters of a memo cache."""
+    """Counters of a memo cache. ``skipped``: inputs not looked up because the cache was sampling."""
 
     hits: int = 0
     misses: int = 0
@@ -32,6 +53,10 @@ class MemoStats:
     invalidations: int = 0
     size: int = 0
     capacity: int = 0
+    skipped: int = 0
+    sampling: bool = False  # looking up only one input in `every` right now
+    switches: int = 0  # changes between full lookups and sampling
+    break_even: Optional[float] = None  # the hit rate above which lookups pay, as last measured
 
     @property
     def lookups(self) -> int:
@@ -44,7 +69,8 @@ class MemoStats:
     def to_json(self) -> dict:
         return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
                 "invalidations": self.invalidations, "size": self.size, "capacity": self.capacity,
-                "hit_rate": self.hit_rate}
+                "hit_rate": self.hit_rate, "skipped": self.skipped, "sampling": self.sampling,
+                "switches": self.switches, "break_even": self.break_even}
 
 
 @dataclass
@@ -52,13 +78,117 @@ class BatchLookup:
     """What :meth:`MemoCache.lookup_batch` found for a batch of inputs.
 
     ``hits``: index → stored answer. ``repeats``: index → earlier index in the same batch with the same key
-    (answered by that input once it is computed). ``misses``: indices to compute, in batch order.
+    (answered by that input once it is computed). ``misses``: indices to compute, in batch order; a miss
+    whose key is None was not looked up (sampling) and is not stored.
     """
 
-    keys: List["Key"]
-    hits: Dict[int, Any]
+    keys: List[Optional[bytes]]
+    hits: Dict[int, Answer]
     repeats: Dict[int, int]
     misses: List[int]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Adaptive sampling of memo lookups.
+
+    Full lookups cost ``lookup`` per input plus ``store`` per miss and save ``miss`` (the cascade's cost) per
+    hit, so they pay while the hit rate ``h`` exceeds the break-even rate ``(lookup + store) / (miss + store)``.
+    Every ``window`` lookups the cache compares its hit rate in that window with the break-even rate (from the
+    costs it measured, as moving averages, or ``break_even`` when given):
+
+    - full lookups → sampling when the window's hit rate is below break-even (not before ``warmup`` lookups,
+      so a cache that is still filling is not judged by its first, empty windows);
+    - sampling → full lookups when the window's hit rate × ``every`` (sampling stores only one input in
+      ``every`` as well, so a repeat is found that much less often) reaches ``resume`` × break-even.
+    """
+
+    every: int = 8
+    window: int = 512
+    warmup: int = 1024
+    resume: float = 1.25
+    break_even: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.window < 1 or self.warmup < 0 or self.resume <= 0:
+            raise ConfigError("memo sampling needs every >= 1, window >= 1, warmup >= 0 and resume > 0")
+        if self.break_even is not None and not 0.0 <= self.break_even <= 1.0:
+            raise ConfigError("memo sampling break_even must be a hit rate in [0, 1], got %r" % (self.break_even,))
+
+    def to_json(self) -> dict:
+        return {"every": self.every, "window": self.window, "warmup": self.warmup, "resume": self.resume,
+                "break_even": self.break_even}
+
+
+class _Sampler:
+    """The state of :class:`Sampling` in one cache."""
+
+    __slots__ = ("cfg", "full", "skip", "checks", "hits", "total", "lookup_s", "store_s", "miss_s", "stats")
+
+    def __init__(self, cfg: Sampling, stats: MemoStats) -> None:
+        self.cfg = cfg
+        self.stats = stats
+        self.full = True
+        self.skip = 0  # inputs left to skip before the next sampled lookup
+        self.checks = self.hits = self.total = 0
+        self.lookup_s: Optional[float] = None
+        self.store_s: Optional[float] = None
+        self.miss_s: Optional[float] = None
+
+    def check(self) -> bool:
+        """Whether to look this input up (always while the cache does full lookups)."""
+        if self.full:
+            return True
+        if self.skip:
+            self.skip -= 1
+            self.stats.skipped += 1
+            return False
+        self.skip = self.cfg.every - 1
+        return True
+
+    @staticmethod
+    def _avg(old: Optional[float], new: float) -> float:
+        return new if old is None else old + 0.05 * (new - old)
+
+    def observe(self, hit: bool, lookup_s: float, miss_s: Optional[float] = None, store_s: Optional[float] = None,
+                n: int = 1, hits: int = 0) -> None:
+        """Costs of ``n`` looked-up inputs (per input), ``hits`` of them hits (``hit`` for one input)."""
+        self.lookup_s = self._avg(self.lookup_s, lookup_s)
+        if miss_s is not None:
+            self.miss_s = self._avg(self.miss_s, miss_s)
+        if store_s is not None:
+            self.store_s = self._avg(self.store_s, store_s)
+        self.hits += hits if n != 1 else int(hit)
+        self.checks += n
+        self.total += n
+        if self.checks >= self.cfg.window:
+            self._decide()
+
+    def break_even(self) -> Optional[float]:
+        if self.cfg.break_even is not None:
+            return self.cfg.break_even
+        if self.lookup_s is None or self.miss_s is None:
+            return None  # not measured yet: keep full lookups
+        store = self.store_s or 0.0
+        return min(1.0, (self.lookup_s + store) / max(self.miss_s + store, 1e-12))
+
+    def _decide(self) -> None:
+        rate = self.hits / self.checks
+        self.checks = self.hits = 0
+        be = self.break_even()
+        self.stats.break_even = be
+        if be is None:
+            return
+        if self.full:
+            if self.total >= self.cfg.warmup and rate < be:
+                self.full = False
+                self.skip = self.cfg.every - 1
+                self.stats.switches += 1
+        elif rate * self.cfg.every >= self.cfg.resume * be:
+            self.full = True
+            self.skip = 0
+            self.stats.switches += 1
+        self.stats.sampling = not self.full
 
 
 def parse_key_kind(kind: str) -> int:
@@ -83,10 +213,78 @@ def _byte_parts(nbytes: int, parts: int) -> List[Tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
-class MemoCache:
-    """Bounded LRU memo of answers keyed by input, with vectorised Hamming-radius lookup."""
+class _RadiusIndex:
+    """Multi-index hashing in arrays: a key within radius ``r`` of a stored key agrees with it exactly on at
+    least one of ``r + 1`` byte parts (pigeonhole). Each stored key enters one 64-bit hash per part into a
+    sorted array (with its slot and the slot's generation); recent entries wait in a small dict until the next
+    merge. Lookups return candidate slots; the caller compares whole keys. Entries of evicted or reused slots
+    are dropped at the next merge (their generation no longer matches)."""
 
-    def __init__(self, capacity: int = 4096, key: str = DEFAULT_KEY, radius: int = 0) -> None:
+    def __init__(self, parts: List[Tuple[int, int]]) -> None:
+        self.parts = parts
+        self.clear()
+
+    def clear(self) -> None:
+        self.keys = np.zeros(0, dtype=np.int64)  # sorted part hashes
+        self.slots = np.zeros(0, dtype=np.int32)
+        self.gens = np.zeros(0, dtype=np.uint32)
+        self.pending: Dict[int, List[Tuple[int, int]]] = {}
+        self.pending_n = 0
+
+    def part_hashes(self, kb: bytes) -> List[int]:
+        return [hash((i, kb[a:b])) for i, (a, b) in enumerate(self.parts)]
+
+    def add(self, kb: bytes, slot: int, gen: int, all_gens: np.ndarray) -> None:
+        for h in self.part_hashes(kb):
+            self.pending.setdefault(h, []).append((slot, gen))
+        self.pending_n += len(self.parts)
+        if self.pending_n > max(4096, self.keys.size // 8):
+            self.merge(all_gens)
+
+    def merge(self, all_gens: np.ndarray) -> None:
+        n = self.pending_n
+        keys = np.empty(n, dtype=np.int64)
+        slots = np.empty(n, dtype=np.int32)
+        gens = np.empty(n, dtype=np.uint32)
+        i = 0
+        for h, entries in self.pending.items():
+            for slot, gen in entries:
+                keys[i], slots[i], gens[i] = h, slot, gen
+                i += 1
+        keys = np.concatenate([self.keys, keys[:i]])
+        slots = np.concatenate([self.slots, slots[:i]])
+        gens = np.concatenate([self.gens, gens[:i]])
+        live = all_gens[slots] == gens
+        keys, slots, gens = keys[live], slots[live], gens[live]
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.slots, self.gens = keys[order], slots[order], gens[order]
+        self.pending = {}
+        self.pending_n = 0
+
+    def candidates(self, kb: bytes) -> np.ndarray:
+        q = np.array(self.part_hashes(kb), dtype=np.int64)
+        lo = np.searchsorted(self.keys, q, "left")
+        hi = np.searchsorted(self.keys, q, "right")
+        found = [self.slots[a:b] for a, b in zip(lo.tolist(), hi.tolist()) if b > a]
+        for h in q.tolist():
+            entries = self.pending.get(h)
+            if entries:
+                found.append(np.array([s for s, _ in entries], dtype=np.int32))
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int32)
+
+    def nbytes(self) -> int:
+        return int(self.keys.nbytes + self.slots.nbytes + self.gens.nbytes)
+
+
+class MemoCache:
+    """Bounded LRU memo of cascade answers keyed by input, with Hamming-radius lookup and adaptive sampling.
+
+    ``sampling``: a :class:`Sampling` (the default), or None for a lookup on every input. ``clock``: the
+    clock that prices lookups, stores and misses for the sampling (tests inject one).
+    """
+
+    def __init__(self, capacity: int = 4096, key: str = DEFAULT_KEY, radius: int = 0,
+                 sampling: Optional[Sampling] = Sampling(), clock: Callable[[], float] = time.perf_counter) -> None:
         if capacity < 1:
             raise ConfigError("memo capacity must be >= 1, got %d" % capacity)
         self.bits = parse_key_kind(key)
@@ -97,34 +295,55 @@ class MemoCache:
         self.kind = key
         self.radius = int(radius)
         self.capacity = int(capacity)
-        words = max(1, self.bits // 64)
-        self._table = np.zeros((self.capacity, words), dtype=np.uint64) if self.bits else None
-        self._valid = np.zeros(self.capacity, dtype=bool)
-        self._values: List[Any] = [None] * self.capacity
-        self._keys: List[Optional[bytes]] = [None] * self.capacity
-        self._slot_of: Dict[bytes, int] = {}
-        self._lru: "OrderedDict[int, None]" = OrderedDict()
-        self._free: List[int] = list(range(self.capacity - 1, -1, -1))
-        self._high = 0  # slots below this index may be valid
-        self._fingerprint: Optional[str] = None
+        self.key_bytes = self.bits // 8 if self.bits else EXACT_BYTES
         self.stats = MemoStats(capacity=self.capacity)
-        # Multi-index hashing: split the key bytes into radius+1 parts; a key within the radius
-        # agrees exactly with a stored key on at least one part (pigeonhole), so exact part lookups
-        # give candidates and only those are compared (vectorised) instead of the whole table.
-        self._parts = _byte_parts(self.bits // 8, self.radius + 1) if self.radius else []
-        self._part_maps: List[Dict[bytes, Set[int]]] = [dict() for _ in self._parts]
+        self.sampling = sampling
+        self.clock = clock
+        self._sampler = _Sampler(sampling, self.stats) if sampling is not None else None
+        cap = self.capacity
+        self._table = np.zeros((cap, max(1, self.key_bytes // 8)), dtype=np.uint64)  # key bytes, row per slot
+        self._valid = np.zeros(cap, dtype=bool)
+        self._gen = np.zeros(cap, dtype=np.uint32)  # bumped when a slot gets a new key
+        self._class = array.array("i", bytes(4 * cap))
+        self._stage = array.array("b", bytes(cap))
+        self._conf = array.array("d", bytes(8 * cap))
+        self._probs: Optional[np.ndarray] = None  # (capacity, classes) float32, made at the first store
+        # LRU order: a doubly linked list over slots; node `cap` is the head (its next is the oldest entry)
+        self._prev = array.array("i", range(cap + 1))
+        self._next = array.array("i", range(cap + 1))
+        self._slot_of: Dict[bytes, int] = {}
+        self._high = 0  # slots below this one hold entries (the cache fills up from slot 0, then evicts)
+        self._fingerprint: Optional[str] = None
+        self._index = _RadiusIndex(_byte_parts(self.key_bytes, self.radius + 1)) if self.radius else None
 
     def __len__(self) -> int:
         return len(self._slot_of)
 
-    def key(self, image: np.ndarray) -> Key:
-        """The cache key of a raw input image (bytes for exact keys, uint64 words for dHash)."""
-        return exact_digest(image) if self.bits == 0 else dhash(image, self.bits)
+    # -- keys ----------------------------------------------------------------------------------
+    def key(self, image: np.ndarray) -> bytes:
+        """The cache key of a raw input image: a 16-byte digest (exact) or the dHash's bytes."""
+        return exact_digest(image) if self.bits == 0 else dhash_bytes(image, self.bits)
 
-    @staticmethod
-    def _bytes(key: Key) -> bytes:
-        return key if isinstance(key, bytes) else key.tobytes()
+    def _bytes(self, key: Key) -> bytes:
+        if isinstance(key, bytes):
+            kb = key
+        else:  # dHash uint64 words as edgeconf.hashing.dhash returns them
+            kb = np.asarray(key, dtype=np.uint64).astype(">u8").tobytes()
+        if len(kb) != self.key_bytes:
+            raise ConfigError("a %s memo key has %d bytes, got %d" % (self.kind, self.key_bytes, len(kb)))
+        return kb
 
+    def distance(self, a: Optional[bytes], b: Optional[bytes]) -> int:
+        """Hamming distance of two keys of this cache (0 only for equal keys; large for a missing key)."""
+        if a is None or b is None or len(a) != len(b):
+            return 1 << 30
+        if a == b:
+            return 0
+        if self.bits == 0:
+            return 1 << 30  # exact keys are equal or not
+        return int(hamming(np.frombuffer(a, np.uint64), np.frombuffer(b, np.uint64)[None, :])[0])
+
+    # -- lookups -------------------------------------------------------------------------------
     def _check_fingerprint(self, fingerprint: str) -> None:
         if fingerprint != self._fingerprint:
             if self._slot_of:
@@ -132,59 +351,108 @@ class MemoCache:
             self._drop_all()
             self._fingerprint = fingerprint
 
-    def _find(self, key: Key) -> Optional[int]:
-        kb = self._bytes(key)
+    def _find(self, kb: bytes) -> Optional[int]:
         slot = self._slot_of.get(kb)
-        if slot is not None or self.radius == 0 or not self._slot_of:
+        if slot is not None or self._index is None or not self._slot_of:
             return slot
-        words = np.asarray(key, dtype=np.uint64)
-        if self._parts:
-            cands: Set[int] = set()
-            for (a, b), part_map in zip(self._parts, self._part_maps):
-                cands.update(part_map.get(kb[a:b], ()))
-            if not cands:
-                return None
-            if len(cands) * 8 < self._high:  # few candidates: compare only those
-                idx = np.fromiter(cands, dtype=np.int64, count=len(cands))
-                dist = hamming(words, self._table[idx])
-                best = int(np.argmin(dist))
-                return int(idx[best]) if dist[best] <= self.radius else None
-        dist = hamming(words, self._table[: self._high])
-        dist = np.where(self._valid[: self._high], dist, self.bits + 1)
+        cands = self._index.candidates(kb)
+        if cands.size:
+            cands = cands[self._valid[cands]]
+        if not cands.size:
+            return None
+        dist = hamming(np.frombuffer(kb, np.uint64), self._table[cands])
         best = int(np.argmin(dist))
-        return best if dist[best] <= self.radius else None
+        return int(cands[best]) if dist[best] <= self.radius else None
 
-    def get(self, key: Key, fingerprint: str) -> Optional[Any]:
+    def _touch(self, slot: int) -> None:
+        """Move ``slot`` to the most recent end of the LRU list."""
+        prev, nxt, head = self._prev, self._next, self.capacity
+        p, n = prev[slot], nxt[slot]
+        nxt[p] = n
+        prev[n] = p
+        last = prev[head]
+        nxt[last] = slot
+        prev[slot] = last
+        nxt[slot] = head
+        prev[head] = slot
+
+    def _answer(self, slot: int) -> Answer:
+        return Answer(self._class[slot], self._conf[slot], self._stage[slot],
+                      self._probs[slot].copy() if self._probs is not None else np.zeros(0, np.float32))
+
+    def get(self, key: Key, fingerprint: str) -> Optional[Answer]:
         """The stored answer for ``key`` under ``fingerprint``, or None (counted as hit or miss)."""
-        self._check_fingerprint(fingerprint)
-        slot = self._find(key)
+        if fingerprint != self._fingerprint:
+            self._check_fingerprint(fingerprint)
+        slot = self._find(self._bytes(key))
         if slot is None:
             self.stats.misses += 1
             return None
         self.stats.hits += 1
-        self._lru.move_to_end(slot)
-        return self._values[slot]
+        self._touch(slot)
+        return self._answer(slot)
+
+    def answer(self, image: np.ndarray, fingerprint: str, compute: Callable[[np.ndarray], Any]) -> Tuple[Optional[Answer], Any]:
+        """``(hit, None)`` for a stored answer, else ``(None, compute(image))``, stored when it was looked up
+        (unless it is a remote stage's fallback answer: ``remote_failure`` set).
+
+        The batch-1 path of the cascade: key, lookup, and on a miss the cascade and a store, each priced with
+        :attr:`clock` for the adaptive sampling. While sampling, an input that is not looked up goes straight
+        to ``compute`` and is not stored.
+        """
+        sampler = self._sampler
+        if sampler is None:
+            kb = self.key(image)
+            hit = self.get(kb, fingerprint)
+            if hit is not None:
+                return hit, None
+            res = compute(image)
+            if getattr(res, "remote_failure", None) is None:  # a fallback answer is never remembered
+                self.put(kb, fingerprint, res)
+            return None, res
+        if not sampler.check():
+            return None, compute(image)
+        clock = self.clock
+        t0 = clock()
+        kb = self.key(image)
+        hit = self.get(kb, fingerprint)
+        t1 = clock()
+        if hit is not None:
+            sampler.observe(True, t1 - t0)
+            return hit, None
+        res = compute(image)
+        t2 = clock()
+        if getattr(res, "remote_failure", None) is None:  # a fallback answer is never remembered
+            self.put(kb, fingerprint, res)
+        t3 = clock()
+        sampler.observe(False, t1 - t0, t2 - t1, t3 - t2)
+        return None, res
 
     def lookup_batch(self, images: Sequence[np.ndarray], fingerprint: str) -> BatchLookup:
         """Look up a batch of raw inputs at once.
 
         An input whose key equals an earlier miss in the same batch is a repeat: it will be answered by that
         input, so it counts as a hit (the stream saw it before), while the first copy counts as a miss.
+        Inputs the sampling skips are misses with key None.
         """
-        keys: List[Key] = []
-        hits: Dict[int, Any] = {}
+        keys: List[Optional[bytes]] = []
+        hits: Dict[int, Answer] = {}
         repeats: Dict[int, int] = {}
         misses: List[int] = []
         first_of: Dict[bytes, int] = {}
+        sampler = self._sampler
         for i, image in enumerate(images):
-            key = self.key(image)
-            keys.append(key)
-            kb = self._bytes(key)
+            if sampler is not None and not sampler.check():
+                keys.append(None)
+                misses.append(i)
+                continue
+            kb = self.key(image)
+            keys.append(kb)
             if kb in first_of:
                 repeats[i] = first_of[kb]
                 self.stats.hits += 1
                 continue
-            value = self.get(key, fingerprint)
+            value = self.get(kb, fingerprint)
             if value is not None:
                 hits[i] = value
             else:
@@ -192,54 +460,70 @@ class MemoCache:
                 misses.append(i)
         return BatchLookup(keys, hits, repeats, misses)
 
-    def put(self, key: Key, fingerprint: str, value: Any) -> None:
-        """Store ``value`` for ``key``; evicts the least recently used entry when full."""
-        self._check_fingerprint(fingerprint)
+    def observe_batch(self, looked_up: int, hits: int, lookup_s: float, misses: int, miss_s: float,
+                      store_s: float) -> None:
+        """Costs of one batch (totals) for the adaptive sampling: how many inputs were looked up, how many
+        hit, and the seconds spent looking up, computing the misses and storing them."""
+        if self._sampler is None or looked_up <= 0:
+            return
+        per_miss = miss_s / misses if misses else None
+        per_store = store_s / misses if misses else None
+        self._sampler.observe(False, lookup_s / looked_up, per_miss, per_store, n=looked_up, hits=hits)
+
+    # -- storing -------------------------------------------------------------------------------
+    def put(self, key: Optional[Key], fingerprint: str, value: Any) -> None:
+        """Store ``value`` (anything with ``class_id``, ``confidence``, ``stage``, ``probs``) for ``key``;
+        evicts the least recently used entry when full. A None key (an input sampling skipped) is ignored."""
+        if key is None:
+            return
+        if fingerprint != self._fingerprint:
+            self._check_fingerprint(fingerprint)
         kb = self._bytes(key)
         slot = self._slot_of.get(kb)
         if slot is None:
-            if not self._free:
-                old, _ = self._lru.popitem(last=False)
-                self._release(old)
-                self.stats.evictions += 1
-            slot = self._free.pop()
+            if self._high < self.capacity:
+                slot = self._high
+                self._high += 1
+            else:
+                slot = self._evict()
             self._slot_of[kb] = slot
-            self._keys[slot] = kb
+            self._table[slot] = np.frombuffer(kb, np.uint64)
             self._valid[slot] = True
-            if self._table is not None:
-                self._table[slot] = key
-            for (a, b), part_map in zip(self._parts, self._part_maps):
-                part_map.setdefault(kb[a:b], set()).add(slot)
-            self._high = max(self._high, slot + 1)
-        self._values[slot] = value
-        self._lru[slot] = None
-        self._lru.move_to_end(slot)
-        self.stats.size = len(self._slot_of)
+            self._gen[slot] += 1
+            if self._index is not None:
+                self._index.add(kb, slot, int(self._gen[slot]), self._gen)
+            self.stats.size = len(self._slot_of)
+        probs = np.asarray(value.probs, dtype=np.float32).reshape(-1)
+        if self._probs is None or self._probs.shape[1] != probs.shape[0]:
+            if self._probs is not None and len(self._slot_of) > 1:
+                raise ConfigError("memo answers must all have %d class probabilities, got %d"
+                                  % (self._probs.shape[1], probs.shape[0]))
+            self._probs = np.zeros((self.capacity, probs.shape[0]), dtype=np.float32)
+        self._probs[slot] = probs
+        self._class[slot] = int(value.class_id)
+        self._conf[slot] = float(value.confidence)
+        self._stage[slot] = int(value.stage)
+        self._touch(slot)
 
-    def _release(self, slot: int) -> None:
-        kb = self._keys[slot]
-        if kb is not None:
-            del self._slot_of[kb]
-            for (a, b), part_map in zip(self._parts, self._part_maps):
-                members = part_map[kb[a:b]]
-                members.discard(slot)
-                if not members:
-                    del part_map[kb[a:b]]
-        self._keys[slot] = None
-        self._values[slot] = None
-        self._valid[slot] = False
-        self._free.append(slot)
+    def _evict(self) -> int:
+        oldest = self._next[self.capacity]
+        kb = self._table[oldest].tobytes()[:self.key_bytes]
+        del self._slot_of[kb]
+        self._valid[oldest] = False
+        self.stats.evictions += 1
+        return oldest
 
     def _drop_all(self) -> None:
+        if not self._high:
+            return
+        cap = self.capacity
         self._slot_of.clear()
-        self._lru.clear()
-        for part_map in self._part_maps:
-            part_map.clear()
         self._valid[:] = False
-        self._values = [None] * self.capacity
-        self._keys = [None] * self.capacity
-        self._free = list(range(self.capacity - 1, -1, -1))
         self._high = 0
+        self._prev = array.array("i", range(cap + 1))  # an empty LRU list: every node points at itself
+        self._next = array.array("i", range(cap + 1))
+        if self._index is not None:
+            self._index.clear()
         self.stats.size = 0
 
     def clear(self) -> None:
@@ -247,4 +531,12 @@ class MemoCache:
         self._drop_all()
 
     def settings(self) -> dict:
-        return {"key": self.kind, "radius": self.radius, "capacity": self.capacity}
+        return {"key": self.kind, "radius": self.radius, "capacity": self.capacity,
+                "sampling": self.sampling.to_json() if self.sampling is not None else None}
+
+    def nbytes(self) -> int:
+        """Bytes held in arrays (keys, answers, LRU list, radius index); the key dict comes on top."""
+        arrays = [self._table, self._valid, self._gen] + ([self._probs] if self._probs is not None else [])
+        lists = [self._class, self._stage, self._conf, self._prev, self._next]
+        index = self._index.nbytes() if self._index is not None else 0
+        return int(sum(a.nbytes for a in arrays) + sum(a.itemsize * len(a) for a in lists) + index)

@@ -176,6 +176,26 @@ class Preprocessing:
             return x.reshape(self.input_shape).astype(self.dtype, copy=False)
         return self.batch([image])[0]
 
+    def write(self, image: np.ndarray, out: np.ndarray) -> bool:
+        """Preprocess one raw image straight into ``out`` (``(1,) + input_shape``, e.g. a runner's bound input).
+
+        Same values as :meth:`__call__`. Returns False, writing nothing, unless ``out`` has that shape and this
+        dtype; raises like :meth:`__call__` for an image it cannot take.
+        """
+        if out.shape[1:] != self.input_shape or out.shape[0] != 1 or out.dtype != np.dtype(self.dtype):
+            return False
+        img = image if isinstance(image, np.ndarray) else np.asarray(image)
+        if (self.channels == 1 and img.dtype == np.uint8 and img.shape == self.size and len(self._gain) == 1
+                and out.dtype == np.float32 and out.flags.c_contiguous):
+            flat = out.reshape(self.size)  # a view: the image is cast, scaled and shifted in place
+            flat[...] = img
+            flat *= self._gain[0]
+            if self._offset[0]:
+                flat += self._offset[0]
+            return True
+        out[0] = self(image)
+        return True
+
     def pixels(self, image: np.ndarray) -> np.ndarray:
         """One raw image → uint8 pixels at the model's size and channel count (H×W grey or H×W×3 RGB), before
         the channel order and the float arithmetic: the input of a fused cascade graph, which does the rest."""

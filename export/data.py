@@ -122,14 +122,13 @@ def load_npz(path: str, need_labels: bool = True) -> Tuple[Images, Optional[np.n
     return d.x, d.y
 
 
-def _session(path: Union[str, bytes], threads: Optional[int] = None):
+def _session(path: Union[str, bytes], threads: Optional[int] = None, batch: int = 256):
+    """An ONNX Runtime CPU session with the runtime's threading policy (``threads`` overrides it)."""
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
+    from edgeconf.backends.threads import choose_threads
+
+    opts = choose_threads(threads, batch).session_options(ort)
     try:
         return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -211,7 +210,7 @@ def run_outputs(model: Union[str, bytes], x: np.ndarray, outputs: Sequence[str],
 def measure_cost(model: Union[str, bytes], x: np.ndarray, repeats: int = 200, warmup: int = 20,
                  input_name: Optional[str] = None) -> Dict[str, Any]:
     """Median per-image time of ONNX Runtime on this CPU (1 thread, batch 1), over ``repeats`` single-image runs."""
-    sess = _session(model, threads=1)
+    sess = _session(model, threads=1, batch=1)
     name = input_name or sess.get_inputs()[0].name
     out = [sess.get_outputs()[0].name]
     n = x.shape[0]

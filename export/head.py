@@ -460,9 +460,9 @@ def validate_head(model: onnx.ModelProto, atol: float = 1e-5) -> None:
         raise ExportError("the model with the confidence head fails onnx.checker: %s" % str(exc).splitlines()[0][:300]) from None
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = 1
+    from edgeconf.backends.threads import Threads
+
+    opts = Threads(reason="export head check").session_options(ort)
     try:
         sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

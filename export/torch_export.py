@@ -104,9 +104,9 @@ def _run_export(torch, model, example, path: str, input_name: str, output_names:
 def _ort_run(path: str, input_name: str, x: np.ndarray, names: Sequence[str]) -> list:
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    opts.intra_op_num_threads = 1
+    from edgeconf.backends.threads import Threads
+
+    opts = Threads(reason="export parity check").session_options(ort)
     sess = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
     return sess.run(list(names), {input_name: x})
 

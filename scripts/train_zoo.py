@@ -229,11 +229,10 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: str, output_names=("l
 def ort_session(path: str, threads: int = 1):
     import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    from edgeconf.backends.threads import choose_threads
+
+    return ort.InferenceSession(path, sess_options=choose_threads(threads).session_options(ort),
+                                providers=["CPUExecutionProvider"])
 
 
 def ort_outputs(path: str, x: np.ndarray, names=("logits",), batch: int = 500, threads: int = 2) -> List[np.ndarray]:

@@ -16,6 +16,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,9 +133,17 @@ def test_missing_onnxruntime_and_opencv_name_what_to_install(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "hide"))
     (tmp_path / "hide" / "cv2").mkdir(parents=True)
     (tmp_path / "hide" / "cv2" / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'cv2'\", name='cv2')\n")
+    # 28×28 arrays need no OpenCV at all (the memo's dHash of small images is numpy)...
     out = subprocess.run([sys.executable, "-m", "edgeconf", "classify", str(ROOT / "edgeconf/data/zoo/bundle"),
                           str(ROOT / "edgeconf/data/fashion_sample.npz")], capture_output=True, text=True, env=env,
                          cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    # ...an image file does (decoding): the error names what to install
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((28, 28), np.uint8))
+    out = subprocess.run([sys.executable, "-m", "edgeconf", "classify", str(ROOT / "edgeconf/data/zoo/bundle"),
+                          str(tmp_path / "x.png")], capture_output=True, text=True, env=env, cwd=str(tmp_path))
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("edgeconf: error: cv2 is not installed; pip install 'edgeconf[cpu]'")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -62,6 +62,26 @@ def validate_input(spec: TensorSpec, value: np.ndarray) -> np.ndarray:
     return value
 
 
+class BoundCall:
+    """A batch-1 call of one runner whose input and outputs live in arrays bound once.
+
+    The caller writes the input into :attr:`input` (or copies it there) and calls :meth:`run`, which
+    returns the requested outputs. The returned arrays may be the runner's own buffers, overwritten by
+    the next :meth:`run`: copy what you keep. This default calls :meth:`Runner.run_trusted`; backends
+    that can bind buffers (ONNX Runtime's IO binding) return a subclass that skips building feeds and
+    outputs on every call. A bound call belongs to its caller: do not share one between threads.
+    """
+
+    def __init__(self, runner: "Runner", input_name: str, input: np.ndarray, output_names: Sequence[str]) -> None:
+        self.runner = runner
+        self.input_name = input_name
+        self.input = input
+        self.output_names: List[str] = list(output_names)
+
+    def run(self) -> Dict[str, np.ndarray]:
+        return self.runner.run_trusted({self.input_name: self.input}, self.output_names)
+
+
 class Runner(ABC):
     """One loaded model on one backend. Subclasses set the specs and implement :meth:`run_trusted`.
 
@@ -113,6 +133,13 @@ class Runner(ABC):
         Returns the requested outputs (all when ``output_names`` is None). Wrong feeds give whatever error
         the backend raises, so call :meth:`run` unless the arrays are known to be right.
         """
+
+    def bind(self, shape: Tuple[int, ...], dtype: Union[str, np.dtype], output_names: Sequence[str]) -> BoundCall:
+        """A :class:`BoundCall` for a single-input model: inputs of ``shape``/``dtype``, these outputs.
+
+        Like :meth:`run_trusted`, nothing is checked: the caller makes inputs that fit the model.
+        """
+        return BoundCall(self, self.inputs[0].name, np.zeros(shape, dtype=dtype), output_names)
 
     def output(self, name: str) -> TensorSpec:
         for spec in self.outputs:

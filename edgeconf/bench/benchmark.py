@@ -14,11 +14,12 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgeconf import data_path
+from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.cascade import Cascade, Stage
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 from edgeconf.memo import DEFAULT_KEY, MemoCache
@@ -161,15 +162,19 @@ def _baseline_preprocessing(runner: Any, fallback: Preprocessing) -> Preprocessi
 
 
 def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str], names: Sequence[str],
-                 threads: Optional[int] = 1, backend: str = "onnxruntime", form: str = "auto") -> List[BenchConfig]:
+                 threads: Union[None, int, Threads] = None, backend: str = "onnxruntime", form: str = "auto",
+                 batch: int = 1) -> List[BenchConfig]:
     """Load one cascade per configuration (separate sessions, so no configuration warms another's caches).
 
+    ``threads``: ONNX Runtime threading of every model (None: chosen for the device and ``batch``).
     ``form`` (staged, fused or auto) applies to the bundle's cascade configurations; ``first`` is stage 1
     alone and ``big`` the baseline, each one model whatever the form.
     """
     from edgeconf.backends import prepare
     from edgeconf.bench.data import baseline_fit
     from edgeconf.bundle import load_bundle, read_manifest
+
+    threads = choose_threads(threads, batch)
 
     unknown = [n for n in names if n not in CONFIG_NAMES]
     if unknown:
@@ -561,7 +566,7 @@ class BenchSettings:
     duplicates: List[float]
     near_duplicate: bool = False
     batch: int = 1
-    threads: int = 1
+    threads: Optional[int] = None  # None: chosen for the device and the batch (edgeconf.backends.threads)
     limit: Optional[int] = None
     seed: int = 0
     data: Optional[str] = None
@@ -641,8 +646,9 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
     data = load_bench_data(settings.data, manifest.labels, len(manifest.labels), settings.limit, settings.max_pixels)
     images, labels = data.images, data.labels
     n = len(images)
-    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, settings.threads,
-                           form=settings.form)
+    threads = choose_threads(settings.threads, settings.batch)
+    configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, threads,
+                           form=settings.form, batch=settings.batch)
     try:
         for c in configs:
             check_fit(data, c.cascade.preprocessing, "the bundle" if c.name != "big" else "the baseline")
@@ -708,7 +714,7 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
                                      big.cpu_s / len(stream) if big else None)
             info = {"dataset": data.name, "data": settings.data, "n": n, "duplicate": float(d), "notes": data.notes,
                     "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),
-                    "batch": settings.batch, "threads": settings.threads, "seed": settings.seed,
+                    "batch": settings.batch, "threads": threads.to_json(), "seed": settings.seed,
                     "form": {c.name: c.cascade.form for c in configs},
                     "power_source": power_source, "energy_note": power_note,
                     "bundle": settings.bundle, "baseline": settings.baseline, "early_exit": settings.early_exit,

@@ -13,6 +13,7 @@ import click
 from edgeconf.atomic import atomic_write, write_text
 from edgeconf.bench.benchmark import (CONFIG_NAMES, TARGET_KEYS, ZOO_TARGETS, BenchSettings, default_paths, parse_targets,
                                       run_bench)
+from edgeconf.commands import threads_option
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 
 
@@ -109,8 +110,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--near-duplicate", is_flag=True,
               help="Perturb the copies (1-pixel shift, small noise, JPEG re-encode) so exact keys miss.")
 @click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True, help="Inputs per classify call.")
-@click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="ONNX Runtime intra-op threads per model.")
+@threads_option()
 @click.option("--limit", type=click.IntRange(1, None), default=None, help="Use only the first N test samples.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
 @click.option("--configs", "configs", default=None,
@@ -131,7 +131,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
                    "fused graph, from edgeconf fuse; one call per batch) or auto.")
 def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[str], baseline: Optional[str],
               early_exit: Optional[str], target: Sequence[str], max_pixels: Optional[int], duplicate: str,
-              near_duplicate: bool, batch: int, threads: int, limit: Optional[int], seed: int,
+              near_duplicate: bool, batch: int, threads: Optional[int], limit: Optional[int], seed: int,
               configs: Optional[str], as_json: bool, json_out: Optional[str], report_dir: Optional[str],
               pred_out: Optional[str], chunk: int, power: str, form: str) -> None:
     """Measure cost and accuracy of big, first, dual and memo configurations of BUNDLE on --data.

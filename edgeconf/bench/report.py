@@ -37,9 +37,23 @@ def rows(run: RunResult) -> List[List[str]]:
 
 def title(run: RunResult) -> str:
     i = run.info
-    return ("%s, n=%d, duplicate %g%s → %d inputs, batch %d, %d thread(s), energy: %s"
+    return ("%s, n=%d, duplicate %g%s → %d inputs, batch %d, %s, %d thread(s), energy: %s"
             % (i["dataset"], i["n"], i["duplicate"], " (near-duplicates)" if i["near_duplicate"] else "",
-               i["stream_length"], i["batch"], i["threads"], i["power_source"] or "not measured"))
+               i["stream_length"], i["batch"], _forms(i.get("form")), _threads(i["threads"])["intra_op"],
+               i["power_source"] or "not measured"))
+
+
+def _forms(value: Any) -> str:
+    """The cascade form(s) of a run: one word when every configuration has the same."""
+    if isinstance(value, dict):
+        forms = sorted(set(value.values()))
+        return forms[0] if len(forms) == 1 else ", ".join("%s %s" % kv for kv in sorted(value.items()))
+    return str(value or "staged")
+
+
+def _threads(value: Any) -> Dict[str, Any]:
+    """The run's threading (older JSON recorded only the intra-op count)."""
+    return value if isinstance(value, dict) else {"intra_op": value, "spinning": None, "reason": ""}
 
 
 def target_lines(run: RunResult) -> List[str]:
@@ -230,8 +244,10 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
              "- bundle: `%s` (stage thresholds %s)" % (first["bundle"], first["thresholds"]),
              "- baseline: `%s`" % first["baseline"],
              "- early-exit bundle: %s" % ("`%s`" % first["early_exit"] if first["early_exit"] else "none"),
-             "- batch %d, ONNX Runtime intra-op threads %d; configurations run %s in one process"
-             % (first["batch"], first["threads"], first["order"]),
+             "- batch %d, %s form, ONNX Runtime intra-op threads %d (spinning %s; %s); configurations run %s in one process"
+             % (first["batch"], _forms(first.get("form")), _threads(first["threads"])["intra_op"],
+                {True: "on", False: "off", None: "?"}[_threads(first["threads"])["spinning"]],
+                _threads(first["threads"])["reason"], first["order"]),
              "- CPU seconds are `time.process_time()` deltas of this process; latency is the wall time of the "
              "call that answered each input",
              "- energy: %s" % first["energy_note"], "",

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeconf.atomic import atomic_write
 from edgeconf.bundle import load_bundle
+from edgeconf.commands import threads_option
 from edgeconf.datasets import FORMATS_HELP, Dataset, Sample, open_dataset
 from edgeconf.errors import DataError
 
@@ -148,7 +149,7 @@ def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
               help="Refuse images larger than this many pixels, checked from the file header before decoding "
                    "[default: $EDGECONF_MAX_IMAGE_PIXELS or 50000000].")
 @click.option("--no-memo", is_flag=True, help="Disable the bundle's memo cache.")
-@click.option("--threads", type=click.IntRange(1, 64), default=None, help="ONNX Runtime intra-op threads.")
+@threads_option()
 @click.option("--backend", default="onnxruntime", show_default=True, help="Runner backend (onnxruntime, tensorrt).")
 @click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
               help="staged: one call per stage; fused: the bundle's fused graph (edgeconf fuse), one call per "
@@ -166,7 +167,8 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
     per-class accuracy, plus escalation and memo hits. Its last line is 'summary: {JSON}'.
     """
     datasets = _open_all(inputs, max_pixels)
-    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, form=form)
+    cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, form=form,
+                          batch=batch_size)
     try:
         targets = [_targets(ds, cascade) for ds in datasets]
         tally = Tally(len(cascade.labels or []))

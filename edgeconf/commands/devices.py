@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import click
 
+from edgeconf.backends.threads import BATCHED_FROM, Threads, choose_threads
 from edgeconf.devices.detect import Board, detect_board
 from edgeconf.devices.errors import DeviceError
 from edgeconf.devices.power import SOURCE_NAMES, PowerSample, PowerSource, open_power_source
@@ -56,6 +57,11 @@ def _profile_text(p: DeviceProfile) -> List[str]:
             "fast precisions %s · INT8 %s · TensorRT workspace %s" % (
                 ", ".join(p.precisions), "yes" if p.int8 else "no", "%d MB" % p.trt_workspace_mb if p.trt_workspace_mb else "-"),
             "power modes: %s" % modes, "rails: %s" % rails]
+
+
+def _threads(profile: DeviceProfile) -> Dict[str, Threads]:
+    """The ONNX Runtime threading edgeconf picks on this profile for batch-1 work and for batches."""
+    return {"batch1": choose_threads(None, 1, profile), "batched": choose_threads(None, BATCHED_FROM, profile)}
 
 
 def _board_text(b: Board) -> str:
@@ -154,6 +160,7 @@ def _show(board: Board, profile: DeviceProfile, source: PowerSource, notes: List
         if watching and source.available:
             return  # the JSON lines of the readings follow
         doc = {"board": board.to_json(), "profile": profile.to_json(),
+               "threads": {k: t.to_json() for k, t in _threads(profile).items()},
                "power": {"source": source.name, "available": source.available, "reason": source.reason,
                          "whole_board": source.whole_board if source.available else None,
                          "counter": source.counter if source.available else None,
@@ -171,6 +178,9 @@ def _show(board: Board, profile: DeviceProfile, source: PowerSource, notes: List
     con.print("[bold]profile[/bold]  %s" % lines[0])
     for line in lines[1:]:
         con.print("         %s" % line)
+    plans = _threads(profile)
+    con.print("[bold]threads[/bold]  ONNX Runtime threads: batch 1: %s; batches of %d+: %s"
+              % (plans["batch1"].describe(), BATCHED_FROM, plans["batched"].describe()))
     if source.available:
         con.print("[bold]power[/bold]    %s: %s" % (source.name, source.reason))
     else:

@@ -8,8 +8,10 @@ from typing import Any, Dict
 import click
 
 from edgeconf.backends.onnx_file import numpy_dtype
+from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.bundle import MANIFEST, read_manifest, sha256_file
 from edgeconf.errors import ModelLoadError
+from edgeconf.schema import loads
 
 META_PREFIX = "edgeconf."
 
@@ -38,8 +40,8 @@ def describe_onnx(path: str) -> Dict[str, Any]:
     for prop in model.metadata_props:
         if prop.key.startswith(META_PREFIX):
             try:
-                edge[prop.key[len(META_PREFIX):]] = json.loads(prop.value)
-            except ValueError:
+                edge[prop.key[len(META_PREFIX):]] = loads(prop.value, prop.key, ModelLoadError)
+            except ModelLoadError:  # not JSON, too deep, non-finite: shown as the text it is
                 edge[prop.key[len(META_PREFIX):]] = prop.value
         else:
             other[prop.key] = prop.value
@@ -66,6 +68,8 @@ def describe_bundle(folder: str) -> Dict[str, Any]:
     data["path"] = folder
     data["verified"] = True
     data["form"] = describe_form(manifest)
+    # what load_bundle picks on this device for batch-1 work (override with --threads / threads=)
+    data["threads"] = choose_threads(None, 1).to_json()
     return data
 
 
@@ -147,6 +151,8 @@ def _print_human(info: Dict[str, Any]) -> None:
         console.print("labels: %s" % ", ".join(info["labels"]))
         console.print("preprocessing: %s" % json.dumps(info["preprocessing"]))
         console.print("memo: %s" % json.dumps(info["memo"]))
+        if info.get("threads"):
+            console.print("threads here: %s" % Threads(**info["threads"]).describe())
         console.print("provenance: %s" % json.dumps(info.get("provenance", {})))
         form = info.get("form", {})
         if form.get("fused"):

@@ -13,7 +13,8 @@ import click
 import numpy as np
 
 from edgeconf import data_path
-from edgeconf.errors import ConfigError, DataError, MissingDependencyError, SourceError
+from edgeconf.commands import threads_option
+from edgeconf.errors import ConfigError, DataError, MissingDependencyError, OutputError, SourceError
 
 DATA_DIR = data_path()
 DEFAULT_BUNDLE = os.path.join(DATA_DIR, "zoo", "bundle")
@@ -167,11 +168,20 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
             live_ctx.stop()
             if not live_ctx.console.is_terminal:
                 live_ctx.console.line()  # a non-terminal stream gets the last panel without a line end
+        problems = []
         if recorder is not None:
-            recorder.close()
+            try:
+                recorder.close()
+            except OutputError as exc:  # the log still gets its last lines
+                problems.append(exc)
         if events is not None:
             events.emit("stop")
-            events.close()
+            try:
+                events.close()
+            except OutputError as exc:
+                problems.append(exc)
+        if problems and sys.exc_info()[0] is None:
+            raise problems[0]
 
 
 #: ``run``'s retry policy for cameras and streams: a source that gives no frames for this long, or fails this
@@ -219,7 +229,7 @@ def _echo_json(data: dict) -> None:
 @click.option("--size", help="Resize frames to WxH (e.g. 640x480).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Source frame rate (cameras, folders, demo).")
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True, help="Re-classify a track at least every N frames.")
-@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime threads per model.")
+@threads_option()
 @click.option("--no-memo", is_flag=True, help="Disable the memo cache (every matched track is classified every frame).")
 @click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
               help="Cascade form: staged, fused (the bundle's fused graph, from edgeconf fuse) or auto.")
@@ -258,7 +268,7 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
         telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": source_uri, "regions": regions,
                 "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo,
-                "form": cascade.form}
+                "form": cascade.form, "threads": cascade.threads.to_json()}
         summary = drive(pipe, frames, events_path, record_path, live=not no_live and not as_json,
                         record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info,
                         telemetry=telemetry)
@@ -375,6 +385,7 @@ class BaselineProbe:
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--realtime", is_flag=True, help="Pace the scene like a live camera (frames the pipeline misses are dropped); "
               "by default every frame is processed, as fast as possible, so the summary is reproducible.")
+@threads_option()
 @click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
               help="Cascade form: staged, fused (the bundle's fused graph, from edgeconf fuse) or auto.")
 @click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
@@ -382,12 +393,13 @@ class BaselineProbe:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, regions: str, bundle_path: Optional[str],
              baseline_path: Optional[str], events_path: Optional[str], record_path: Optional[str], refresh: int,
-             realtime: bool, form: str, telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
+             realtime: bool, threads: Optional[int], form: str, telemetry_uri: Optional[str], no_live: bool,
+             as_json: bool) -> None:
     """Run the shipped bundle on demo:// and score it against the scene's ground truth."""
     summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
                        bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
                        record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json,
-                       form=form, telemetry_uri=telemetry_uri)
+                       threads=threads, form=form, telemetry_uri=telemetry_uri)
     if as_json:
         _echo_json(summary)
     else:
@@ -445,7 +457,8 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
         telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions,
-                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "form": cascade.form}
+                "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "form": cascade.form,
+                "threads": cascade.threads.to_json()}
         summary = drive(pipe, None, events_path, record_path, live=live, on_result=score, record_fps=fps,
                         power_note=power_note, start_info=info, telemetry=telemetry)
         baseline = probe.estimate(summary["counters"]["answers"]) if probe is not None else None

@@ -192,14 +192,6 @@ def crop_box(image: np.ndarray, box: Sequence[float], pad: float = 0.0) -> Optio
     return image[ya:yb, xa:xb]
 
 
-def _hamming(a: Any, b: Any) -> int:
-    if isinstance(a, bytes) or isinstance(b, bytes):
-        return 0 if a == b else 1 << 30
-    from edgeconf.hashing import popcount
-
-    return int(popcount(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))).sum())
-
-
 def read_power_w(meter: Any) -> Optional[float]:
     """Latest total power in watts from an energy meter (``edgeconf.devices.meter.EnergyMeter``: its
     ``latest`` sample's ``total_mw``), or None when there is no reading (never invented)."""
@@ -451,7 +443,7 @@ class Pipeline:
             u = t.user
             if (memo is not None and u.get("fp") == fp and u.get("key") is not None
                     and frame_no - u.get("frame", -10 ** 9) < self.refresh_frames
-                    and _hamming(key, u["key"]) <= self.track_key_radius):
+                    and memo.distance(key, u["key"]) <= self.track_key_radius):
                 fresh[t.internal_id] = True  # unchanged object: the previous answer stands
                 track_hits += 1
                 continue

@@ -174,3 +174,44 @@ def test_graph_head_outputs_are_used_and_agree_with_numpy(tmp_path, rng):
     got = cascade.run_batch(x)
     np.testing.assert_array_equal(got.class_ids, want_class)
     np.testing.assert_allclose(got.confidence, want_conf, atol=1e-5)
+
+
+def test_classify_one_by_one_equals_the_batch_and_keeps_its_answers(tmp_path, rng, two_models):
+    from edgeconf.preprocess import Preprocessing
+
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.4), Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, preprocessing=Preprocessing(), labels=[str(i) for i in range(10)])
+    images = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(40)]
+    first_conf = stages[0].answer(stages[0].runner.run(Preprocessing().batch(images)))[1]
+    cascade.set_threshold(0, float(np.median(first_conf)))  # about half the inputs go on to stage b
+    batch = cascade.classify_batch(images)
+    singles = [cascade.classify(img) for img in images]
+    assert {r.stage for r in singles} == {0, 1}  # both paths through the cascade were taken
+    for one, many in zip(singles, batch):
+        assert (one.class_id, one.stage, one.stages_run, one.label) == (many.class_id, many.stage, many.stages_run, many.label)
+        assert one.confidence == pytest.approx(many.confidence, abs=1e-6)
+        np.testing.assert_allclose(one.probs, many.probs, atol=1e-6)
+    # answers own their probabilities: later inputs (which reuse the bound buffers) never change them
+    first = singles[0].probs.copy()
+    for img in images:
+        cascade.classify(img)
+    np.testing.assert_array_equal(singles[0].probs, first)
+    # an image the fast path cannot take (RGB, other size) still gets the same answer as its grey original
+    rgb = np.dstack([images[3]] * 3)
+    assert cascade.classify(rgb).class_id == singles[3].class_id
+
+
+def test_preprocessing_written_in_place_equals_the_call(rng):
+    from edgeconf.preprocess import Preprocessing
+
+    pre = Preprocessing(mean=(0.5,), std=(0.25,))
+    img = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    out = np.empty((1,) + pre.input_shape, np.float32)
+    assert pre.write(img, out)
+    np.testing.assert_array_equal(out[0], pre(img))
+    assert not pre.write(img, np.empty((1, 1, 28, 27), np.float32))  # wrong shape: nothing written
+    rgb_pre = Preprocessing(size=(16, 16), channels=3, mean=(0.1, 0.2, 0.3), std=(1.0, 2.0, 3.0), layout="NHWC")
+    rgb = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    out3 = np.empty((1,) + rgb_pre.input_shape, np.float32)
+    assert rgb_pre.write(rgb, out3)
+    np.testing.assert_array_equal(out3[0], rgb_pre(rgb))

@@ -91,8 +91,10 @@ def test_inspect_onnx_and_bundle(bundle, two_models):
     out = edgeconf("inspect", bundle, "--json")
     info = json.loads(out.stdout)
     assert info["kind"] == "bundle" and info["verified"] and [s["name"] for s in info["stages"]] == ["a", "b"]
+    assert info["threads"]["intra_op"] == 1 and info["threads"]["spinning"] is False
     human = edgeconf("inspect", bundle)
     assert human.returncode == 0 and "hashes verified" in human.stdout
+    assert "threads here: 1 intra-op thread, spinning off" in human.stdout
 
 
 def test_inspect_bad_files(tmp_path):

@@ -7,7 +7,7 @@ from edgeconf.backends import prepare
 from edgeconf.cascade import Cascade, Stage
 from edgeconf.errors import ConfigError
 from edgeconf.hashing import dhash, hamming, popcount
-from edgeconf.memo import DEFAULT_KEY, MemoCache
+from edgeconf.memo import DEFAULT_KEY, Answer, MemoCache, Sampling
 from edgeconf.preprocess import Preprocessing
 
 
@@ -15,22 +15,71 @@ def _img(seed, shape=(28, 28)):
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
+def _ans(i, classes=10):
+    probs = np.full(classes, 0.5 / (classes - 1), np.float32)
+    probs[i % classes] = 0.5
+    return Answer(i, 0.25 + i * 1e-3, i % 3, probs)
+
+
 def test_default_key_is_not_the_papers_64_bit_hash():
     assert DEFAULT_KEY == "dhash256"
     assert MemoCache().bits == 256
 
 
-def test_dhash_matches_the_definition():
-    img = _img(0, (40, 50))
+def _reference_dhash(img, bits):
+    """The definition, through OpenCV: grey, area means on the (s+1)×s grid rounded half to even, neighbours."""
     import cv2
 
-    small = cv2.resize(img, (9, 8), interpolation=cv2.INTER_AREA)
-    bits = (small[:, 1:] > small[:, :-1]).reshape(-1)
-    want = int("".join("1" if b else "0" for b in bits), 2)
-    assert dhash(img, 64).tolist() == [want]
-    assert dhash(img, 256).shape == (4,)
+    side = int(round(bits ** 0.5))
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    means = cv2.resize(img.astype(np.float64), (side + 1, side), interpolation=cv2.INTER_AREA)
+    frac = means - np.floor(means)
+    tie = np.abs(frac - 0.5) < 1e-4  # exactly half-way (OpenCV sums with float32 weights: off by ~1e-5)
+    grid = np.where(tie, 2 * np.round(np.floor(means) / 2 + 0.25), np.rint(means))  # ties to the even neighbour
+    bitsv = (grid[:, 1:] > grid[:, :-1]).reshape(-1)
+    return int("".join("1" if b else "0" for b in bitsv), 2), int(tie.sum())
+
+
+@pytest.mark.parametrize("shape", [(40, 50), (28, 28), (32, 32, 3), (63, 17)])
+@pytest.mark.parametrize("bits", [64, 256])
+def test_dhash_matches_the_definition(shape, bits):
+    ties = 0
+    for seed in range(20):
+        img = _img(seed, shape)
+        if shape == (28, 28):  # dataset-like: flat areas make exact halves common
+            img = (img % 4).astype(np.uint8)
+        want, n_ties = _reference_dhash(img, bits)
+        words = dhash(img, bits)
+        assert words.shape == (bits // 64,)
+        got = int("".join("%064d" % int(bin(int(w))[2:]) for w in words), 2)
+        assert got == want, (seed, n_ties)
+        ties += n_ties
+    if shape == (28, 28) and bits == 256:
+        assert ties > 0  # the half-way case was exercised
     with pytest.raises(ValueError):
-        dhash(img, 100)
+        dhash(_img(0), 100)
+
+
+def test_large_images_hash_through_opencv_with_the_same_layout():
+    import cv2
+
+    img = _img(3, (300, 200))
+    small = cv2.resize(img, (9, 8), interpolation=cv2.INTER_AREA)
+    want = int("".join("1" if b else "0" for b in (small[:, 1:] > small[:, :-1]).reshape(-1)), 2)
+    assert dhash(img, 64).tolist() == [want]
+
+
+def test_keys_are_bytes_and_distance_counts_differing_bits():
+    cache = MemoCache(key="dhash64")
+    k = cache.key(_img(1))
+    assert isinstance(k, bytes) and len(k) == 8 and k == dhash(_img(1), 64).astype(">u8").tobytes()
+    flipped = bytes([k[0] ^ 0b101]) + k[1:]
+    assert cache.distance(k, k) == 0 and cache.distance(k, flipped) == 2
+    assert cache.distance(k, None) > 64
+    exact = MemoCache(key="exact")
+    e = exact.key(_img(1))
+    assert len(e) == 16 and exact.distance(e, e) == 0 and exact.distance(e, exact.key(_img(2))) > 64
 
 
 def test_popcount_and_hamming():
@@ -44,11 +93,11 @@ def test_lru_eviction_and_counters():
     cache = MemoCache(capacity=3, key="exact")
     keys = [cache.key(_img(i)) for i in range(4)]
     for i in range(3):
-        cache.put(keys[i], "fp", i)
-    assert cache.get(keys[0], "fp") == 0  # 0 becomes most recent; 1 is now the oldest
-    cache.put(keys[3], "fp", 3)
+        cache.put(keys[i], "fp", _ans(i))
+    assert cache.get(keys[0], "fp").class_id == 0  # 0 becomes most recent; 1 is now the oldest
+    cache.put(keys[3], "fp", _ans(3))
     assert cache.get(keys[1], "fp") is None
-    assert [cache.get(keys[i], "fp") for i in (0, 2, 3)] == [0, 2, 3]
+    assert [cache.get(keys[i], "fp").class_id for i in (0, 2, 3)] == [0, 2, 3]
     s = cache.stats
     assert (s.hits, s.misses, s.evictions, s.size) == (4, 1, 1, 3)
     assert s.hit_rate == pytest.approx(0.8)
@@ -66,22 +115,22 @@ def test_exact_keys_separate_shapes_and_dtypes():
 def test_radius_lookup_finds_near_duplicates_only():
     cache = MemoCache(capacity=1000, key="dhash64", radius=4)
     base = np.array([0b1011], dtype=np.uint64)
-    cache.put(base, "fp", "base")
+    cache.put(base, "fp", _ans(7))
     for i in range(500):  # distractors far away
-        cache.put(np.array([(0xF0F0F0F0F0F0F0F0 ^ (i << 20)) & (2**64 - 1)], dtype=np.uint64), "fp", i)
+        cache.put(np.array([(0xF0F0F0F0F0F0F0F0 ^ (i << 20)) & (2**64 - 1)], dtype=np.uint64), "fp", _ans(i))
     near = np.array([0b1011 ^ 0b1110000], dtype=np.uint64)  # 3 bits differ
     far = np.array([0b1011 ^ 0b11111000000], dtype=np.uint64)  # 5 bits differ
-    assert cache.get(near, "fp") == "base"
+    assert cache.get(near, "fp").class_id == 7
     assert cache.get(far, "fp") is None
     exact0 = MemoCache(capacity=10, key="dhash64", radius=0)
-    exact0.put(base, "fp", "base")
+    exact0.put(base, "fp", _ans(7))
     assert exact0.get(near, "fp") is None
 
 
 def test_fingerprint_change_never_serves_stale_answers():
     cache = MemoCache(key="exact")
     k = cache.key(_img(1))
-    cache.put(k, "model-A", "answer of A")
+    cache.put(k, "model-A", _ans(1))
     assert cache.get(k, "model-B") is None
     assert cache.stats.invalidations == 1
     assert cache.get(k, "model-A") is None  # dropped, not kept around for a later switch back
@@ -123,9 +172,9 @@ def test_cascade_with_memo_answers_repeats_and_follows_thresholds(two_models):
 def test_lookup_batch_counts_repeats_inside_a_batch_as_hits():
     memo = MemoCache(capacity=8, key="exact")
     a, b = _img(1), _img(2)
-    memo.put(memo.key(b), "fp", "answer-b")
+    memo.put(memo.key(b), "fp", _ans(4))
     found = memo.lookup_batch([a, b, a, a], "fp")
-    assert found.hits == {1: "answer-b"}
+    assert list(found.hits) == [1] and found.hits[1].class_id == 4
     assert found.misses == [0] and found.repeats == {2: 0, 3: 0}
     assert len(found.keys) == 4 and found.keys[0] == found.keys[2]
     assert (memo.stats.hits, memo.stats.misses) == (3, 1)  # b from the cache, two repeats of a
@@ -144,9 +193,117 @@ def test_radius_lookup_agrees_with_brute_force(bits, radius):
         for f in flips:
             parent[f // 64] ^= np.uint64(1) << np.uint64(63 - f % 64)
         if rng.uniform() < 0.5:
-            cache.put(parent, "fp", step)
+            cache.put(parent, "fp", _ans(step))
         else:
             got = cache.get(parent, "fp")
-            live = [cache._table[s] for s in cache._slot_of.values()]
+            live = [np.frombuffer(kb, ">u8").astype(np.uint64) for kb in cache._slot_of]
             dists = [int(popcount(np.bitwise_xor(parent, w)).sum()) for w in live]
             assert (got is not None) == (min(dists, default=bits + 1) <= radius)
+
+
+def test_answers_are_stored_compactly_and_come_back_equal():
+    cache = MemoCache(capacity=100, key="exact", sampling=None)
+    keys = [cache.key(_img(i)) for i in range(150)]
+    for i, k in enumerate(keys):
+        cache.put(k, "fp", _ans(i))
+    assert len(cache) == 100 and cache.stats.evictions == 50
+    got = cache.get(keys[120], "fp")
+    want = _ans(120)
+    assert (got.class_id, got.stage) == (want.class_id, want.stage) and got.confidence == pytest.approx(want.confidence)
+    np.testing.assert_array_equal(got.probs, want.probs)
+    got.probs[:] = 0  # the caller owns the returned array
+    np.testing.assert_array_equal(cache.get(keys[120], "fp").probs, want.probs)
+    # everything in arrays: keys (16 B), answer (class, stage, confidence, 10 float32), LRU links, generation
+    assert cache.nbytes() <= 100 * (16 + 4 + 1 + 8 + 40 + 8 + 4 + 1) + 8
+
+
+class FakeClock:
+    """Time that moves only when told: each reading adds `tick`, a computed answer adds `compute`."""
+
+    def __init__(self, tick=1e-6, compute=100e-6):
+        self.t, self.tick, self.compute = 0.0, tick, compute
+
+    def __call__(self):
+        self.t += self.tick
+        return self.t
+
+
+def _phases(pattern, length=3000, pool=20):
+    """A stream of phases: 'new' images never repeat, 'rep' images come from a small pool."""
+    out, fresh = [], 1000
+    for kind in pattern:
+        for i in range(length):
+            if kind == "new":
+                out.append(("new", fresh))
+                fresh += 1
+            else:
+                out.append(("rep", i % pool))
+    return out
+
+
+def _run_stream(cache, stream, clock):
+    computed = []
+
+    def compute(img):
+        clock.t += clock.compute
+        computed.append(1)
+        return _ans(int(img[0, 0]))
+
+    modes = []
+    for kind, seed in stream:
+        hit, res = cache.answer(_img(seed), "fp", compute)
+        modes.append(cache.stats.sampling)
+    return modes, len(computed)
+
+
+def test_sampling_skips_lookups_without_repeats_and_resumes_when_they_return():
+    clock = FakeClock()
+    cache = MemoCache(capacity=10000, key="exact", sampling=Sampling(every=8, window=256, warmup=512), clock=clock)
+    stream = _phases(["new", "rep", "new", "rep"])
+    modes, computed = _run_stream(cache, stream, clock)
+    s = cache.stats
+    # break-even = (lookup + store) / (miss + store): 1 µs ticks against a 100 µs cascade
+    assert s.break_even == pytest.approx((1e-6 + 1e-6) / (101e-6 + 1e-6), rel=1e-6)
+    n = 3000
+    assert modes[n - 1] is True  # no repeats: sampling by the end of the first phase
+    assert not modes[2 * n - 1]  # repeats came back: full lookups again
+    assert modes[3 * n - 1] and not modes[4 * n - 1]
+    assert s.switches == 4 and s.skipped > 0
+    assert s.lookups + s.skipped == len(stream)
+    # while sampling, only one input in 8 was looked up: most of the no-repeat phases cost no lookup
+    assert s.skipped > 0.6 * 2 * n * 7 / 8
+    assert computed == len(stream) - s.hits
+
+
+def test_sampling_stays_off_when_lookups_pay_and_can_be_disabled():
+    clock = FakeClock()
+    stream = [("rep", i % 3) if i % 2 else ("new", 1000 + i) for i in range(4000)]  # half the inputs repeat
+    cache = MemoCache(capacity=10000, key="exact", sampling=Sampling(window=256, warmup=512), clock=clock)
+    modes, _ = _run_stream(cache, stream, clock)
+    assert not any(modes) and cache.stats.skipped == 0 and cache.stats.switches == 0
+    never = MemoCache(capacity=10000, key="exact", sampling=None)
+    _run_stream(never, _phases(["new"]), FakeClock())
+    assert never.stats.skipped == 0 and never.stats.lookups == 3000
+
+
+def test_sampling_with_a_fixed_break_even_and_in_batches(two_models):
+    memo = MemoCache(capacity=5000, key="exact", sampling=Sampling(every=4, window=64, warmup=64, break_even=0.2))
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.3), Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, preprocessing=Preprocessing(), memo=memo)
+    images = [_img(100 + i) for i in range(640)]
+    for a in range(0, 640, 32):
+        out = cascade.classify_batch(images[a:a + 32])
+        assert len(out) == 32
+    assert memo.stats.sampling and memo.stats.skipped > 0
+    assert memo.stats.lookups + memo.stats.skipped == 640
+    for _ in range(3):  # the same 64 images again and again: sampled hits bring full lookups back
+        for a in range(0, 64, 32):
+            cascade.classify_batch(images[a:a + 32])
+    assert not memo.stats.sampling
+
+
+def test_invalid_sampling():
+    with pytest.raises(ConfigError, match="every"):
+        Sampling(every=0)
+    with pytest.raises(ConfigError, match="break_even"):
+        Sampling(break_even=1.5)

@@ -112,6 +112,37 @@ def test_registry_is_lazy_and_reports_unusable_backends():
         backends._REGISTRY.pop("broken")
 
 
+def test_bound_calls_match_the_plain_call_and_reuse_their_buffers(tmp_path, rng):
+    runner = prepare(save(random_classifier(5), tmp_path / "m.onnx"))
+    call = runner.bind((1, 1, 28, 28), np.float32, ["logits"])
+    assert type(call).__name__ == "_IoBoundCall"  # ONNX Runtime's IO binding on the CPU provider
+    seen = []
+    for _ in range(3):
+        x = rng.normal(size=(1, 1, 28, 28)).astype(np.float32)
+        call.input[...] = x
+        out = call.run()
+        np.testing.assert_allclose(out["logits"], runner.run(x)["logits"], rtol=1e-6, atol=1e-6)
+        seen.append(out["logits"])
+    assert seen[0] is seen[2]  # one output buffer, overwritten by every call: callers copy what they keep
+
+
+def test_the_default_bound_call_runs_on_run_trusted():
+    """A backend implements only run_trusted; bind works on top of it."""
+    from edgeconf.backends.base import BoundCall, Runner, TensorSpec
+
+    class Doubler(Runner):
+        inputs = (TensorSpec("x", (None, 3), "float32"),)
+        outputs = (TensorSpec("y", (None, 3), "float32"),)
+
+        def run_trusted(self, feeds, output_names):
+            return {"y": feeds["x"] * 2}
+
+    call = Doubler().bind((1, 3), "float32", ["y"])
+    assert type(call) is BoundCall
+    call.input[...] = [[1, 2, 3]]
+    np.testing.assert_array_equal(call.run()["y"], [[2, 4, 6]])
+
+
 def test_a_model_too_new_for_onnxruntime_says_so(tmp_path):
     """The message names the opset needed, what the installed runtime runs, and the release to upgrade to."""
     import onnxruntime as ort
