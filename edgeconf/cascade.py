@@ -672,10 +672,10 @@ class Cascade:
         return res if hit is None else self._memo_result(hit)
 
     def _memo_result(self, hit: "Answer") -> CascadeResult:
-        labels = self.labels
+        """A stored answer served again; an unknown one (class ``UNKNOWN``) stays unknown, never a class."""
         cid = hit.class_id
-        return CascadeResult(cid, hit.confidence, hit.stage, hit.probs, (), 0,
-                             labels[cid] if labels and cid < len(labels) else None, memo_hit=True)
+        return CascadeResult(cid, hit.confidence, hit.stage, hit.probs, (), 0, label_of(cid, self.labels),
+                             memo_hit=True, unknown=cid == UNKNOWN)
 
     def close(self) -> None:
         for st in self.stages:
