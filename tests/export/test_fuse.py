@@ -353,3 +353,20 @@ def test_full_fashion_mnist_test_set(name, combine, tmp_path):
     fuse_bundle(folder, check=False)
     staged, fused = _pair(folder)
     assert_same(staged, fused, images, 500)
+
+
+def test_retune_command_updates_the_fused_graph(capsys, tmp_path):
+    """``edgeconf retune BUNDLE --stage K`` changes the fused graph with the stage, so the bundle still loads fused."""
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    code, out, err = run(capsys, "retune", folder, "--stage", "1", "--threshold", "0.55", "--temperature", "1.25")
+    assert code == 0, err
+    man = read_manifest(folder)
+    assert man.stages[0].threshold == 0.55 and fused_info(man).stages[0].model_sha256 == man.files["stage1.onnx"]["sha256"]
+    model = onnx.load(os.path.join(folder, FUSED_FILE))
+    inits = {i.name: float(onnx.numpy_helper.to_array(i)) for i in model.graph.initializer
+             if i.name.startswith("edgeconf_fused_t")}
+    assert inits[threshold_name(0)] == ceil_f32(0.55) and inits[temperature_name(0)] == pytest.approx(1.25)
+    staged, fused = _pair(folder)
+    assert fused.form == "fused" and fused._extra == {}
+    assert_same(staged, fused, _sample(), 150)
