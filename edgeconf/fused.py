@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeconf.cascade import COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit
+from edgeconf.cascade import (_EPOCH, COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit,
+                              _check_images)
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, InputValidationError
 from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
@@ -250,17 +251,19 @@ class FusedCascade(Cascade):
                              and all(temperature_name(k) in names for k in range(k_all)))
         h, w = preprocessing.size
         self._pixel_shape = (h, w) if preprocessing.channels == 1 else (h, w, 3)
-        self._settings: Any = None
+        self._sync_epoch = -1
         self._extra: Dict[str, np.ndarray] = {}
         self._graph_ok = True
+        self._bound: Any = None  # the batch-1 call with its input and outputs bound (ONNX Runtime IO binding)
 
     # -- settings --------------------------------------------------------------------------------
     def _sync(self) -> bool:
-        """Whether the graph can answer under the current settings; refreshes the override feeds."""
-        key = (self.combine, tuple((s.score, s.threshold, s.temperature, s.input) for s in self.stages))
-        if key == self._settings:
+        """Whether the graph can answer under the current settings; refreshes the override feeds.
+
+        Recomputed only after a stage or the cascade changed (the cascade's configuration epoch)."""
+        if self._sync_epoch == _EPOCH[0]:
             return self._graph_ok
-        self._settings = key
+        self._sync_epoch = _EPOCH[0]
         ok = self.combine == self._graph_combine
         extra: Dict[str, np.ndarray] = {}
         for k, (st, (score, thr, temp, inp)) in enumerate(zip(self.stages, self._graph_stages)):
@@ -373,12 +376,54 @@ class FusedCascade(Cascade):
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         return [r for r in results if r is not None]
 
+    def _classify_one(self, image: np.ndarray) -> CascadeResult:
+        """One raw image, one graph call: pixels copied into the bound input, only the answer copied out."""
+        if not self._sync():
+            return Cascade._classify_one(self, image)  # the staged batch-1 path
+        shape = self._pixel_shape
+        px = image if (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape == shape) \
+            else self._convert(image, 0)
+        extra = self._extra
+        clock = time.perf_counter
+        if extra:  # overridden values are extra feeds: the plain call
+            feeds = {FUSED_INPUT: px[None]}
+            feeds.update(extra)
+            t0 = clock()
+            out = self.fused_runner.run_trusted(feeds, _OUTPUTS)
+        else:
+            call = self._bound
+            if call is None:
+                call = self._bound = self.fused_runner.bind((1,) + shape, np.uint8, _OUTPUTS)
+            call.input[0] = px
+            t0 = clock()
+            out = call.run()
+        t1 = clock()
+        if self.energy_hook is not None:
+            self.energy_hook(0, t0, t1)
+        k, ran, cid = int(out["stage"][0]), int(out["stages_run"][0]), int(out["class"][0])
+        c = self.counters
+        c.inputs += 1
+        c.exits[k] += 1
+        calls = c.calls
+        for j in range(ran):
+            calls[j] += 1
+        c.stage_seconds[0] += t1 - t0
+        labels = self.labels
+        return CascadeResult(cid, float(out["confidence"][0]), k, out["probs"][0].copy(), (t1 - t0,), ran,
+                             labels[cid] if labels and cid < len(labels) else None)
+
     def classify(self, image: np.ndarray) -> CascadeResult:
         """One raw image → its answer: memo lookup, then one graph call."""
         memo = self.memo
         if memo is None:
-            return self._classify_misses([image])[0]
-        hit, res = memo.answer(image, self.fingerprint(), lambda img: self._classify_misses([img])[0])
+            return self._classify_one(image)
+        try:
+            hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
+        except InputValidationError:
+            raise
+        except Exception:
+            _check_images([image], single=True)  # a bad image gets a one-line error, not the hash's
+            raise
         return res if hit is None else self._memo_result(hit)
 
     def close(self) -> None:

@@ -57,8 +57,8 @@ def _pair(folder):
             load_bundle(folder, memo=False, threads=1, form="fused"))
 
 
-@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("early_exit", "last"),
-                                           ("early_exit", "best")])
+@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"),
+                                           ("early_exit", "last"), ("early_exit", "best"), ("early_exit", "mean")])
 def test_fused_answers_as_the_staged_cascade(name, combine, tmp_path):
     folder = _copy(name, tmp_path, combine)
     report = fuse_bundle(folder)
@@ -74,8 +74,9 @@ def test_fused_answers_as_the_staged_cascade(name, combine, tmp_path):
     assert {r.stage for r in fused.classify_batch(list(images))} == {0, 1, 2}
 
 
-def test_batch1_graph_answers_as_the_staged_cascade(tmp_path):
-    folder = _copy("bundle", tmp_path)
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
+def test_batch1_graph_answers_as_the_staged_cascade(combine, tmp_path):
+    folder = _copy("bundle", tmp_path, combine)
     report = fuse_bundle(folder, batch=1)
     assert report.batch == 1 and report.tensorrt_min == "8.0"
     model = onnx.load(os.path.join(folder, FUSED_FILE))
@@ -340,7 +341,8 @@ def test_cli(capsys, tmp_path):
 
 # -- the whole test set -------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("early_exit", "last")])
+@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"),
+                                           ("early_exit", "last"), ("early_exit", "mean")])
 def test_full_fashion_mnist_test_set(name, combine, tmp_path):
     from edgeconf.datasets import load_fashion_mnist
     from edgeconf.errors import DataError
@@ -370,3 +372,20 @@ def test_retune_command_updates_the_fused_graph(capsys, tmp_path):
     staged, fused = _pair(folder)
     assert fused.form == "fused" and fused._extra == {}
     assert_same(staged, fused, _sample(), 150)
+
+
+def test_cascade_command_chooses_the_rule_and_fuses(capsys, pool, task, tmp_path):
+    x, y = task.data(600, 41)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, y=y)
+    out = tmp_path / "bundle"
+    code, stdout, err = run(capsys, "cascade", *pool, "--data", data, "--out", out, "--costs", "1,3,9",
+                            "--combine", "auto", "--fuse", "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    cands = rep["combine_candidates"]
+    assert set(cands) == {"last", "best", "mean"} and rep["combine"] in cands
+    assert rep["calibration"]["accuracy"] == max(c["accuracy"] for c in cands.values())  # max-accuracy policy
+    man = read_manifest(str(out))
+    assert man.combine == rep["combine"] and fused_info(man) is not None and fused_info(man).combine == man.combine
+    assert rep["fused"]["checked_inputs"] > 0 and rep["runtime_test"]["matches_simulation"]
