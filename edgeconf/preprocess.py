@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -293,11 +294,17 @@ def check_image(image: Any, index: Optional[int] = None) -> np.ndarray:
         raise InputValidationError("%s is None; pass a uint8 numpy array H×W or H×W×3 (RGB)" % what)
     given = type(image).__name__
     if not isinstance(image, np.ndarray):
+        ragged = False
         try:
-            image = np.asarray(image)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # numpy < 1.24 warns on ragged lists, then makes an object array
+                image = np.asarray(image)
+            ragged = image.dtype == object
         except (ValueError, TypeError):
+            ragged = True
+        if ragged:
             raise InputValidationError("%s is a %s that is not an array; pass a uint8 numpy array H×W or H×W×3"
-                                       % (what, type(image).__name__)) from None
+                                       % (what, given))
     if image.dtype != np.uint8:
         kind = "dtype %s" % image.dtype if given == "ndarray" else "%s of dtype %s" % (given, image.dtype)
         raise InputValidationError("%s has %s; raw images must be uint8 numpy arrays (convert with "
