@@ -208,12 +208,16 @@ class BatchResult:
         cids, confs = self.class_ids.tolist(), self.confidence.tolist()
         stages, runs = self.stage.tolist(), self.stages_run.tolist()
         probs, failures = self.probs, self.remote_failures
+        unknown = self.unknown.tolist() if self.unknown is not None else None
+        ood = self.ood.tolist() if self.ood is not None else None
         out = []
         for i in range(n_all):
             cid, n = cids[i], runs[i]
-            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[n], n,
-                                     labels[cid] if labels and cid < len(labels) else None,
-                                     remote_failure=failures.get(i) if failures else None))
+            o = ood[i] if ood is not None else None
+            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[n], n, label_of(cid, labels),
+                                     remote_failure=failures.get(i) if failures else None,
+                                     unknown=bool(unknown[i]) if unknown is not None else False,
+                                     ood_score=o if o is not None and o == o and abs(o) != float("inf") else None))
         return out
 
     def item(self, i: int, labels: Optional[Sequence[str]] = None) -> CascadeResult:

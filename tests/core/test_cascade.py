@@ -257,3 +257,22 @@ def test_a_writer_into_a_bound_buffer_equals_the_call(rng):
             write(img)
             np.testing.assert_array_equal(out[0], pre(img))
     assert Preprocessing().writer(np.zeros((2, 1, 28, 28), np.float32)) is None
+
+
+def test_batch_items_keep_unknown_answers(tmp_path, rng, two_models):
+    """classify_batch (BatchResult.items) reports an unknown answer as unknown, label "unknown", with its score."""
+    from edgeconf.cascade import UNKNOWN, OodRule
+    from edgeconf.preprocess import Preprocessing
+
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.5, ood=OodRule(float("inf"), "energy", None)),
+              Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, labels=["c%d" % i for i in range(10)], preprocessing=Preprocessing())
+    images = list(rng.integers(0, 256, (40, 28, 28), dtype=np.uint8))
+    cascade.set_ood_threshold(0, float(np.median([r.ood_score for r in cascade.classify_batch(images)])))
+    batch = cascade.classify_batch(images)
+    singles = [cascade.classify(im) for im in images]
+    assert any(r.unknown for r in batch) and not all(r.unknown for r in batch)
+    for b, s in zip(batch, singles):
+        assert (b.class_id, b.unknown, b.label) == (s.class_id, s.unknown, s.label)
+        assert (b.label == "unknown") == b.unknown == (b.class_id == UNKNOWN)
+        assert b.ood_score == pytest.approx(s.ood_score, rel=1e-6)

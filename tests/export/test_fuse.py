@@ -17,8 +17,8 @@ from edgeconf.cli import main
 from edgeconf.errors import BundleError
 from edgeconf.export.fuse import (FuseError, build_fused, check_fused, fuse_bundle, retune_fused, set_fused_values,
                                   tensorrt_check, unfuse_bundle)
-from edgeconf.fused import (FUSED_FILE, FusedCascade, ceil_f32, choose_form, fused_info, temperature_name,
-                            threshold_name)
+from edgeconf.fused import (FUSED_FILE, FusedCascade, ceil_f32, choose_form, fused_info, ood_threshold_name,
+                            temperature_name, threshold_name)
 from edgeconf.preprocess import Preprocessing
 from onnx_models import random_classifier, save
 
@@ -32,12 +32,11 @@ def _sample() -> np.ndarray:
 def _copy(name: str, tmp_path, combine: str = "last") -> str:
     dst = str(tmp_path / name)
     shutil.copytree(data_path("zoo", name), dst)
-    path = os.path.join(dst, MANIFEST)
-    data = json.load(open(path))
-    data["combine"] = combine
-    for st in data["stages"]:  # the fused graph does not compute OOD ("unknown") rules: compare the classes
-        st.pop("ood", None)
-    json.dump(data, open(path, "w"))
+    if combine != "last":
+        path = os.path.join(dst, MANIFEST)
+        data = json.load(open(path))
+        data["combine"] = combine
+        json.dump(data, open(path, "w"))
     return dst
 
 
@@ -50,6 +49,8 @@ def assert_same(staged, fused, images, batch: int) -> None:
         assert [r.class_id for r in xs] == [r.class_id for r in fs]
         assert [r.stage for r in xs] == [r.stage for r in fs]
         assert [r.stages_run for r in xs] == [r.stages_run for r in fs]
+        assert [r.unknown for r in xs] == [r.unknown for r in fs]
+        assert [r.label for r in xs] == [r.label for r in fs]
         np.testing.assert_allclose([r.confidence for r in xs], [r.confidence for r in fs], atol=1e-5, rtol=0)
 
 
@@ -93,7 +94,8 @@ def test_graph_file_layout(tmp_path):
     g = model.graph
     assert [i.name for i in g.input] == ["image"]
     assert g.input[0].type.tensor_type.elem_type == TensorProto.UINT8
-    assert [o.name for o in g.output] == ["class", "confidence", "stage", "stages_run", "probs"]
+    # stage 1 has an OOD rule: the graph also says which inputs are unknown, and their OOD score
+    assert [o.name for o in g.output] == ["class", "confidence", "stage", "stages_run", "probs", "unknown", "ood"]
     inits = {i.name: float(onnx.numpy_helper.to_array(i)) for i in g.initializer if i.name.startswith("edgeconf_fused_")
              and not i.name.startswith("edgeconf_fused_c")}
     man = read_manifest(folder)
@@ -390,3 +392,29 @@ def test_cascade_command_chooses_the_rule_and_fuses(capsys, pool, task, tmp_path
     man = read_manifest(str(out))
     assert man.combine == rep["combine"] and fused_info(man) is not None and fused_info(man).combine == man.combine
     assert rep["fused"]["checked_inputs"] > 0 and rep["runtime_test"]["matches_simulation"]
+
+
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
+def test_unknown_answers_as_the_staged_cascade(combine, tmp_path):
+    """The shipped bundle's stage 1 has an OOD rule: the fused graph answers "unknown" exactly where the stages do."""
+    folder = _copy("bundle", tmp_path, combine)
+    fuse_bundle(folder, check=False)
+    staged, fused = _pair(folder)
+    assert fused.stages[0].ood is not None
+    noise = np.random.default_rng(5).integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    images = np.concatenate([_sample()[:120], noise])
+    assert_same(staged, fused, images, 90)
+    assert any(r.unknown for r in fused.classify_batch(list(images)))
+    for c in (staged, fused):  # a threshold changed at run time is fed to the graph, inf included
+        c.set_ood_threshold(0, float(np.median([r.ood_score for r in staged.classify_batch(list(images[:120]))])))
+    assert fused.graph_active and ood_threshold_name(0) in fused._extra
+    assert_same(staged, fused, images, 90)
+    assert_same(staged, fused, images[:30], 1)
+    for c in (staged, fused):
+        c.set_ood_threshold(0, None)  # never unknown
+    assert fused.graph_active and not any(r.unknown for r in fused.classify_batch(list(images)))
+    assert_same(staged, fused, images, 90)
+    off = load_bundle(folder, memo=False, ood=False)  # OOD rules off: the graph computes them, so staged
+    assert off.form == "staged" and all(st.ood is None for st in off.stages)
+    with pytest.raises(BundleError, match="ood=False needs the staged form"):
+        load_bundle(folder, form="fused", ood=False)
