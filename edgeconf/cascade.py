@@ -198,6 +198,22 @@ class BatchResult:
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
 
+    def items(self, labels: Optional[Sequence[str]] = None) -> List[CascadeResult]:
+        """Every answer as a :class:`CascadeResult` (what :meth:`item` gives, built in one pass)."""
+        n_all = len(self)
+        share = [s / max(1, c) for s, c in zip(self.stage_seconds, self.stage_counts)]
+        secs = [tuple(share[:k]) for k in range(len(share) + 1)]
+        cids, confs = self.class_ids.tolist(), self.confidence.tolist()
+        stages, runs = self.stage.tolist(), self.stages_run.tolist()
+        probs, failures = self.probs, self.remote_failures
+        out = []
+        for i in range(n_all):
+            cid, n = cids[i], runs[i]
+            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[n], n,
+                                     labels[cid] if labels and cid < len(labels) else None,
+                                     remote_failure=failures.get(i) if failures else None))
+        return out
+
     def item(self, i: int, labels: Optional[Sequence[str]] = None) -> CascadeResult:
         n = int(self.stages_run[i])
         secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k]) for k in range(n))
@@ -312,6 +328,7 @@ class Cascade:
         self._fingerprint = ""
         self._checked: List[bool] = []
         self._pre_fits = False
+        self._writer: Optional[Callable[[np.ndarray], None]] = None  # preprocesses into stage 1's bound input
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -368,7 +385,13 @@ class Cascade:
         self._checked = [False] * len(steps)
         self._fingerprint = self._compute_fingerprint()
         self._pre_fits = self._preprocessing_fits()
+        self._writer = self._make_writer(steps[0].call)
         self._epoch = _EPOCH[0]
+
+    def _make_writer(self, call: Optional[BoundCall]) -> Optional[Callable[[np.ndarray], None]]:
+        if call is None or not self._pre_fits or self.preprocessing is None:
+            return None
+        return self.preprocessing.writer(call.input)
 
     def _preprocessing_fits(self) -> bool:
         """True when every array the preprocessing makes fits the first model (so it needs no check per call)."""
@@ -509,6 +532,8 @@ class Cascade:
         call = step.stage.runner.bind(x.shape, x.dtype, step.names)
         self._calls[(k, id(step.stage.runner), tuple(step.names))] = call
         step.call = call
+        if k == 0:
+            self._writer = self._make_writer(call)
         return call
 
     def _run_one(self, x: np.ndarray) -> CascadeResult:
@@ -593,9 +618,10 @@ class Cascade:
         """One raw image, preprocessed straight into the first stage's bound input when it fits."""
         if self._epoch != _EPOCH[0]:
             self._refresh()
-        call = self._steps[0].call
-        if call is not None and self._pre_fits and self.preprocessing.write(image, call.input):  # type: ignore[union-attr]
-            return self._run_one(call.input)
+        write = self._writer
+        if write is not None:
+            write(image)
+            return self._run_one(self._steps[0].call.input)  # type: ignore[union-attr]
         return self._run_one(self._model_input(image))
 
     def _model_input(self, image: np.ndarray) -> np.ndarray:
@@ -625,8 +651,7 @@ class Cascade:
             return [self.classify(images[0])]
         memo = self.memo
         if memo is None:
-            batch = self._run_batch(self._model_batch(images))
-            return [batch.item(j, self.labels) for j in range(len(images))]
+            return self._run_batch(self._model_batch(images)).items(self.labels)
         fp = self.fingerprint()
         clock = memo.clock
         t0 = clock()
@@ -641,10 +666,9 @@ class Cascade:
             results[i] = self._memo_result(hit)
         t2 = t3 = t1
         if found.misses:
-            batch = self._run_batch(self._model_batch([images[i] for i in found.misses]))
+            answers = self._run_batch(self._model_batch([images[i] for i in found.misses])).items(self.labels)
             t2 = clock()
-            for j, i in enumerate(found.misses):
-                res = batch.item(j, self.labels)
+            for i, res in zip(found.misses, answers):
                 results[i] = res
                 if res.remote_failure is None:  # a fallback answer is never remembered
                     memo.put(found.keys[i], fp, res)
