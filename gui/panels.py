@@ -14,7 +14,7 @@ from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QFrame, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from edgeconf.gui.model import GuiModel, OverlayToggles, shown_tracks
-from edgeconf.live.overlay import confidence_colour
+from edgeconf.live.overlay import track_colour
 
 pg.setConfigOptions(antialias=False, background="w", foreground="#222")  # antialiased plots cost 2x the CPU
 
@@ -217,29 +217,33 @@ class ConfidencePanel(Panel):
         self._thresholds = th
 
     def refresh(self, model: GuiModel, toggles: Optional[OverlayToggles] = None) -> None:
-        """Bars for exactly the tracks the video shows on ``model.latest`` (an empty slot: no answer yet)."""
+        """Bars for exactly the tracks the video shows on ``model.latest`` (an empty slot: no answer yet, or
+        "unknown", marked ``?`` and coloured as on the video)."""
         self._set_thresholds(model)
         tracks = shown_tracks(model.latest, toggles or model.overlays)
         self.shown_ids = [t.id for t in tracks]
         x = np.arange(len(tracks), dtype=float)
         h = np.array([0.0 if t.confidence is None else float(t.confidence) for t in tracks])
         if tracks:
-            brushes = [pg.mkBrush(QColor(*confidence_colour(t.confidence))) for t in tracks]
+            brushes = [pg.mkBrush(QColor(*track_colour(t))) for t in tracks]  # unknown in its own colour
             self.bars.setOpts(x=x, height=h, width=0.7, brushes=brushes, pen=pg.mkPen("#444"))
         self.bars.setVisible(bool(tracks))
         ax = self.plot.getAxis("bottom")
-        ax.setTicks([[(i, "#%d" % t.id) for i, t in enumerate(tracks)]])
+        ax.setTicks([[(i, "#%d%s" % (t.id, " ?" if getattr(t, "unknown", False) else "")) for i, t in enumerate(tracks)]])
         self.plot.setXRange(-0.6, max(4.6, len(tracks) - 0.4), padding=0)
         if not tracks:
             self.summary.setText("No track on screen")
             return
         answered = [t for t in tracks if t.confidence is not None]
         parts = ["#%d %s %.2f" % (t.id, _esc(t.label or str(t.class_id)), t.confidence) for t in answered[:6]]
-        waiting = len(tracks) - len(answered)
+        unknown = sum(1 for t in tracks if getattr(t, "unknown", False))
+        waiting = len(tracks) - len(answered) - unknown
         text = " · ".join(parts) + (" …" if len(answered) > 6 else "")
         if self._thresholds and answered:
             low = sum(1 for t in answered if t.confidence < self._thresholds[0])
             text += " · %d below the stage-1 threshold" % low
+        if unknown:
+            text += " · %d unknown (no class)" % unknown
         if waiting:
             text += " · %d not answered yet" % waiting
         self.summary.setText(text.lstrip(" ·"))

@@ -8,12 +8,14 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from edgeconf.atomic import write_bytes
+from edgeconf.errors import OutputError
 from edgeconf.gui.model import OverlayToggles, shown_tracks
-from edgeconf.live.overlay import confidence_colour
+from edgeconf.live.overlay import track_colour
 
 UNCERTAINTY_RGB = (80, 200, 255)
 MEMO_RGB = (220, 0, 220)
@@ -38,7 +40,9 @@ def fit_rect(img_w: int, img_h: int, area_w: float, area_h: float) -> QRectF:
 
 
 def label_text(t: Any) -> str:
-    """"#id class 0.87 S2" (stage numbered from 1)."""
+    """"#id class 0.87 S2" (stage numbered from 1); "#id unknown S1" for an answer that is no class."""
+    if getattr(t, "unknown", False):
+        return "#%d unknown%s" % (t.id, "" if t.stage is None else "  S%d" % (int(t.stage) + 1))
     name = t.label or ("?" if t.class_id is None else str(t.class_id))
     conf = "--" if t.confidence is None else "%.2f" % t.confidence
     stage = "" if t.stage is None else "  S%d" % (int(t.stage) + 1)
@@ -73,7 +77,7 @@ def paint_overlays(p: QPainter, result: Any, toggles: OverlayToggles, target: QR
     for t in shown_tracks(result, toggles):
         coasting = bool(t.frames_since_match)
         r = rect(t.box)
-        colour = QColor(*confidence_colour(t.confidence))
+        colour = QColor(*track_colour(t))
         if toggles.uncertainty:
             a, b, angle = getattr(t, "ellipse", (0.0, 0.0, 0.0)) or (0.0, 0.0, 0.0)
             if not a or a <= 0:
@@ -202,3 +206,15 @@ class VideoView(QWidget):
             self.frames_painted += 1
         finally:
             p.end()
+
+
+def save_png(image: Any, path: str) -> None:
+    """Write a QImage/QPixmap as a PNG atomically (``edgeconf.atomic``); failures raise :class:`OutputError`."""
+    data = QByteArray()
+    buf = QBuffer(data)
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    ok = image.save(buf, "PNG")
+    buf.close()
+    if not ok:
+        raise OutputError("cannot encode the image as PNG for %s" % path)
+    write_bytes(path, bytes(data.data()))

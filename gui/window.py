@@ -14,10 +14,11 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
+from edgeconf.errors import OutputError
 from edgeconf.gui.controls import ControlPanel
 from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo
 from edgeconf.gui.panels import ConfidencePanel, CascadePanel, PowerPanel, SpeedPanel
-from edgeconf.gui.video import VideoView, render_annotated
+from edgeconf.gui.video import VideoView, render_annotated, save_png
 from edgeconf.gui.worker import PipelineWorker, WorkerConfig
 from edgeconf.live.defaults import DEFAULT_REGIONS, DEFAULT_SOURCE, regions_note
 
@@ -27,7 +28,9 @@ STATE_STYLE = {
     "stopped": "#555",
 }
 LEGEND = ("<b>Box colour = confidence</b>: <span style='color:#e63c28'>■ low</span> → "
-          "<span style='color:#e6e628'>■ 0.5</span> → <span style='color:#28e628'>■ high</span> &nbsp;·&nbsp; "
+          "<span style='color:#e6e628'>■ 0.5</span> → <span style='color:#28e628'>■ high</span>; "
+          "<span style='color:#ba8cff'>■ unknown</span>: no class the models know (background, merged objects, "
+          "slivers: OOD score past its threshold) &nbsp;·&nbsp; "
           "label <i>#track class confidence S<sub>stage that answered</sub></i> &nbsp;·&nbsp; "
           "<span style='background:#dc00dc;color:white'>&nbsp;M&nbsp;</span> memo cache answered (no model ran) "
           "&nbsp;·&nbsp; <span style='color:#50c8ff'>◯</span> tracker 2σ position uncertainty &nbsp;·&nbsp; "
@@ -295,11 +298,9 @@ class MainWindow(QMainWindow):
             return None
         try:
             path = path or self._output_path("edgeconf-snapshot", "png")
-            ok = render_annotated(res, self.model.overlays).save(path, "PNG")
-        except OSError as exc:
-            ok, path = False, "%s (%s)" % (path, exc)
-        if not ok:
-            self.show_message("Could not save the snapshot to %s" % path, error=True)
+            save_png(render_annotated(res, self.model.overlays), path)
+        except (OSError, OutputError) as exc:
+            self.show_message("Could not save the snapshot: %s" % exc, error=True)
             return None
         self.last_snapshot = path
         self.show_message("Snapshot saved: %s" % path)

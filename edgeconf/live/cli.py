@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from edgeconf.commands import threads_option
-from edgeconf.errors import ConfigError, DataError, MissingDependencyError, SourceError
+from edgeconf.errors import ConfigError, DataError, MissingDependencyError, OutputError, SourceError
 from edgeconf.live.defaults import (DEFAULT_BASELINE, DEFAULT_BUNDLE, DEFAULT_REGIONS, DEFAULT_SOURCE, REGION_CHOICES,
                                     regions_note)
 
@@ -187,12 +187,24 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
             live_ctx.stop()
             if not live_ctx.console.is_terminal:
                 live_ctx.console.line()  # a non-terminal stream gets the last panel without a line end
+        problems = []
         if recorder is not None:
-            recorder.close()
+            try:
+                recorder.close()
+            except OutputError as exc:  # the log still gets its last lines
+                problems.append(exc)
         if events is not None:
             events.emit("stop")
-            events.close()
-        _close_outputs(opened, quiet=sys.exc_info()[0] is not None)
+            try:
+                events.close()
+            except OutputError as exc:
+                problems.append(exc)
+        try:
+            _close_outputs(opened, quiet=sys.exc_info()[0] is not None)
+        except OutputError as exc:
+            problems.append(exc)
+        if problems and sys.exc_info()[0] is None:
+            raise problems[0]
 
 
 def _close_outputs(outputs: Sequence[Any], quiet: bool = False) -> None:
@@ -497,17 +509,10 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
     base_path = baseline_path or DEFAULT_BASELINE
     probe: Optional[BaselineProbe] = None
     src = telemetry = None
-    scored = {"frames": 0, "answers": 0, "unknown": 0, "unknown_known": False}
+    scored = {"frames": 0}
 
     def score(res: Any) -> None:
         shown = [t for t in res.tracks if t.frames_since_match == 0]
-        for t in shown:  # "unknown" answers (a bundle with an out-of-distribution score marks them)
-            flag = getattr(t, "unknown", None)
-            if flag is not None:
-                scored["unknown_known"] = True
-            if t.class_id is not None or flag:
-                scored["answers"] += 1
-                scored["unknown"] += int(bool(flag))
         if res.truth is None:
             return
         scored["frames"] += 1
@@ -555,12 +560,10 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
     else:
         track_json = {"note": tracking_note or truth_note}
     summary.update(
-        bundle=bundle, source=uri, regions=regions, regions_note=regions_note(regions),
+        bundle=bundle, source=uri, regions=regions, regions_note=regions_note(regions), form=cascade.form,
         mota=track_json.get("mota"), idf1=track_json.get("idf1"),
         accuracy=None if classes.score.accuracy is None else round(classes.score.accuracy, 4),
-        unknown_rate=(round(scored["unknown"] / scored["answers"], 4) if scored["unknown_known"] and scored["answers"]
-                      else None),
-        memo_hit_rate=c["memo_hit_rate"], escalation_rate=c["escalation_rate"],
+        unknown_rate=c.get("unknown_rate"), memo_hit_rate=c["memo_hit_rate"], escalation_rate=c["escalation_rate"],
         classification=dict(classes.score.to_json(), note=truth_note) if truth_note else classes.score.to_json(),
         tracking=track_json, compute=compute,
         protocol={"iou": 0.5, "required_visible": REQUIRED_VISIBLE, "scored_frames": scored["frames"],

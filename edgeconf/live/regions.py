@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from edgeconf.errors import ConfigError, ModelLoadError
+from edgeconf.schema.jsonload import MAX_DEPTH, nesting_depth
 
 log = logging.getLogger(__name__)
 
@@ -413,29 +414,32 @@ def _metadata(path: str) -> Dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _metadata_classes(meta: Dict[str, str]) -> Optional[int]:
-    """Number of classes from Ultralytics-style ``names`` metadata, if the model carries it."""
-    text = meta.get("names", "").strip()
-    if not text:
+def _bounded_json(text: str) -> Any:
+    """A metadata value parsed as JSON (or a Python literal, as Ultralytics writes ``names``), or None when it is
+    too big or too deep to be what it claims: refused before any parser recurses into it."""
+    text = text.strip()
+    if not text or len(text) > (1 << 20) or nesting_depth(text) > MAX_DEPTH:
         return None
     try:
-        names = json.loads(text)
+        return json.loads(text)
     except ValueError:
         try:
             import ast
 
-            names = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError, RecursionError, MemoryError):
             return None
+
+
+def _metadata_classes(meta: Dict[str, str]) -> Optional[int]:
+    """Number of classes from Ultralytics-style ``names`` metadata, if the model carries it."""
+    names = _bounded_json(meta.get("names", ""))
     return len(names) if isinstance(names, (dict, list)) and names else None
 
 
 def _operating_point(meta: Dict[str, str]) -> Dict[str, float]:
     """``conf``/``iou`` the model was tuned for (edgeconf's own detectors store them under ``edgeconf.detector``)."""
-    try:
-        info = json.loads(meta.get("edgeconf.detector", "{}"))
-    except ValueError:
-        return {}
+    info = _bounded_json(meta.get("edgeconf.detector", ""))
     if not isinstance(info, dict):
         return {}
     return {k: float(info[k]) for k in ("conf", "iou") if isinstance(info.get(k), (int, float))}
