@@ -41,7 +41,7 @@ def test_zoo_is_small_and_holds_no_pickles():
         for name in files:
             total += os.path.getsize(os.path.join(root, name))
             assert name.endswith((".onnx", ".json")), "unexpected file %s in the zoo" % name
-    assert 0 < total < 5 * 1024 * 1024
+    assert 0 < total < 5.5 * 1024 * 1024  # float zoo 4.4 MB + INT8 copies and their report (int8/, 0.7 MB)
 
 
 def test_table_has_every_model(zoo):
