@@ -22,6 +22,8 @@ PathLike = Union[str, "os.PathLike[str]"]
 def describe_os_error(path: PathLike, exc: OSError, what: str = "write") -> str:
     """``cannot write PATH: no space left on device`` — the reason in words, and what to do where it helps."""
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    if exc.errno == errno.ENOENT and os.path.isdir(os.path.dirname(os.path.abspath(os.fspath(path)))):
+        return "cannot %s %s: that folder does not accept new files; choose another location" % (what, os.fspath(path))
     hint = {errno.EACCES: "; choose a folder you can write to",
             errno.EPERM: "; choose a folder you can write to",
             errno.EROFS: "; choose a writable location",

@@ -12,6 +12,7 @@ import numpy as np
 from edgeconf.backends.base import BoundCall, Runner, validate_input
 from edgeconf.confidence import SCORES, score, softmax
 from edgeconf.errors import ConfigError, InputValidationError, RemoteStageError
+from edgeconf.schema import loads
 
 if TYPE_CHECKING:
     from edgeconf.memo import Answer, MemoCache
@@ -92,8 +93,9 @@ def graph_head(runner: Runner) -> Optional[Tuple[str, float]]:
     if PROBS not in names or CONFIDENCE not in names:
         return None
     try:
-        head = (json.loads(meta["edgeconf.score"]), float(json.loads(meta["edgeconf.temperature"])))
-    except (KeyError, ValueError, TypeError):
+        head = (loads(meta["edgeconf.score"], "edgeconf.score", ConfigError),
+                float(loads(meta["edgeconf.temperature"], "edgeconf.temperature", ConfigError)))
+    except (KeyError, ValueError, TypeError, ConfigError):
         return None
     return head if head[0] in SCORES else None
 

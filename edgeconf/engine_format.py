@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from edgeconf import __version__
-from edgeconf.errors import BackendUnavailableError, ModelLoadError
+from edgeconf.atomic import atomic_write, describe_os_error, write_bytes, write_text
+from edgeconf.errors import BackendUnavailableError, ModelLoadError, OutputError
 from edgeconf.hashing import sha256_file  # noqa: F401  (re-exported)
+from edgeconf.schema import loads
 
 FORMAT = "edgeconf.engine"
 SCHEMA_VERSION = 1
@@ -154,17 +156,15 @@ def write_engine(path: str, plan: bytes, header: EngineHeader, sidecar: bool = T
     header.created = header.created or _now()
     header.tool = header.tool or "edgeconf %s" % __version__
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(describe_os_error(folder, exc, "create the folder")) from None
+    with atomic_write(path, "wb") as f:
         f.write(encode_header(header))
         f.write(plan)
-    os.replace(tmp, path)
     if sidecar:
-        with open(sidecar_path(path) + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(header.to_json(), f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(sidecar_path(path) + ".tmp", sidecar_path(path))
+        write_text(sidecar_path(path), json.dumps(header.to_json(), indent=2, sort_keys=True) + "\n")
     return header
 
 
@@ -238,8 +238,10 @@ def read_engine(path: str, verify: bool = True, warn_plain: bool = True) -> Engi
             f.seek(4)
             raw = f.read(length)
             try:
-                data = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
+                data = loads(raw.decode("utf-8"), "the header", ModelLoadError)  # bounded depth and numbers
+                if not isinstance(data, dict):
+                    raise ValueError("the header is not a JSON object")
+            except (UnicodeDecodeError, ValueError, ModelLoadError) as exc:
                 raise EngineHeaderError("%s has a corrupt engine header (%s); rebuild it (%s)"
                                         % (path, str(exc)[:120], _rebuild_hint(path))) from None
             header = EngineHeader.from_json(data)
@@ -300,10 +302,7 @@ def strip_header(src: str, dst: str) -> int:
     if os.path.abspath(src) == os.path.abspath(dst):
         raise EngineFormatError("--strip would overwrite %s with its own plan; choose another --out" % src)
     plan = engine.read_plan()
-    tmp = dst + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(plan)
-    os.replace(tmp, dst)
+    write_bytes(dst, plan)
     return len(plan)
 
 
@@ -315,8 +314,8 @@ def decode_metadata(props: Dict[str, str]) -> Dict[str, Any]:
         if not key.startswith(META_PREFIX):
             continue
         try:
-            out[key[len(META_PREFIX):]] = json.loads(value)
-        except ValueError:
+            out[key[len(META_PREFIX):]] = loads(value, key, ModelLoadError)
+        except ModelLoadError:  # not JSON, too deep, non-finite: kept as the text it is
             out[key[len(META_PREFIX):]] = value
     return out
 

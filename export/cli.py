@@ -34,11 +34,12 @@ def _stderr_console():
 
 
 def _stdout_console():
-    """Tables on stdout: 80 columns when it is not a terminal, so piped output looks like a default terminal's."""
+    """Tables on stdout, 80 columns wide when it is not a terminal (piped output looks like a default terminal's);
+    lines of text are never wrapped."""
     from rich.console import Console
 
-    con = Console()
-    return con if con.is_terminal else Console(width=80)
+    con = Console(soft_wrap=True)
+    return con if con.is_terminal else Console(width=80, soft_wrap=True)
 
 
 def _progress():
@@ -272,13 +273,15 @@ def retune_cmd(target: str, stage: Optional[str], threshold: Optional[float], te
         _echo_json(res.to_json())
         return
     where = "%s stage %s (%s)" % (res.bundle, res.stage, os.path.basename(res.model)) if res.bundle else res.model
-    click.echo("%s: threshold %s, temperature %s" % (where, _num(res.threshold), _num(res.temperature)))
+    click.echo("%s: threshold %s, temperature %s" % (where, _num(res.threshold, threshold is not None),
+                                                    _num(res.temperature, temperature is not None)))
     for note in res.notes:
         click.echo("note: %s" % note)
 
 
-def _num(v: float) -> str:
-    return repr(float(v))
+def _num(v: float, given: bool) -> str:
+    """A value as given (0.6, never 0.6000000238418579); one that was not changed, to 6 digits."""
+    return repr(float(v)) if given else "%.6g" % v
 
 
 # -- pair -------------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ from the ONNX graph without the batch axis, ``dynamic_batching`` and an instance
 last). ``--edge OUT --url URL`` also writes the edge half: a copy of the bundle whose served stages call the
 server at URL. Files are written atomically; REPO may exist but a model folder in it is replaced only with
 ``--force``.
+
+``--fused`` serves instead the whole cascade as one model: the bundle's fused graph (written by ``edgeconf fuse
+BUNDLE``, any-batch form): raw uint8 images in; class, confidence, answering stage and probabilities out, so a client
+needs no edgeconf at all. Triton's ONNX Runtime backend runs it as one request per batch.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT
                   3: "TYPE_INT8", 2: "TYPE_UINT8", 9: "TYPE_BOOL"}
 DEFAULT_MAX_BATCH = 64
 DEFAULT_QUEUE_DELAY_US = 500
+FUSED_STAGE = "fused"  # the 'stage' a fused model serves: all of them, in one graph
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -100,12 +105,13 @@ def config_pbtxt(m: ServedModel, max_batch: int = DEFAULT_MAX_BATCH, queue_delay
                         % (json.dumps(t.name), t.data_type, ", ".join(str(d) for d in dims), reshape))
         return ",\n".join(rows)
 
-    return ("# written by edgeconf triton-repo for stage %s\n"
+    what = "the whole cascade (fused graph)" if m.stage == FUSED_STAGE else "stage %s" % m.stage
+    return ("# written by edgeconf triton-repo for %s\n"
             "name: %s\nplatform: \"onnxruntime_onnx\"\nmax_batch_size: %d\n"
             "input [\n%s\n]\noutput [\n%s\n]\n"
             "dynamic_batching {\n  max_queue_delay_microseconds: %d\n}\n"
             "instance_group [\n  {\n    count: %d\n    kind: %s\n  }\n]\n"
-            % (m.stage, json.dumps(m.name), max_batch, block(m.inputs), block(m.outputs), queue_delay_us, instances, kind))
+            % (what, json.dumps(m.name), max_batch, block(m.inputs), block(m.outputs), queue_delay_us, instances, kind))
 
 
 def _pick(manifest: Any, stages: Sequence[str]) -> List[Any]:
@@ -125,15 +131,65 @@ def _pick(manifest: Any, stages: Sequence[str]) -> List[Any]:
     return remote or [manifest.stages[-1]]
 
 
+def _fused_model(bundle: str, manifest: Any, name: Optional[str]) -> ServedModel:
+    """The bundle's fused graph as one served model (the whole cascade in one request)."""
+    from edgeconf.fused import fused_info, stale_reason
+
+    info = fused_info(manifest)
+    if info is None:
+        raise ConfigError("%s has no fused graph; write one with: edgeconf fuse %s" % (bundle, bundle))
+    why = stale_reason(manifest, info)
+    if why:
+        raise BundleError("the fused graph of %s no longer matches its stages (%s); re-run: edgeconf fuse %s"
+                          % (bundle, why, bundle))
+    if info.batch == 1:
+        raise ConfigError("the fused graph of %s takes one input per call (fused with --batch 1) but Triton batches "
+                          "requests; re-run: edgeconf fuse %s --batch any" % (bundle, bundle))
+    model_name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", manifest.name) + "_cascade"
+    if not NAME_RE.match(model_name):
+        raise ConfigError("model name %r is not a valid Triton model folder name (letters, digits, _ . -)" % model_name)
+    return describe_onnx(os.path.join(bundle, info.model), model_name, FUSED_STAGE)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _fused_bytes(path: str, manifest: Any) -> bytes:
+    """The fused graph with the manifest's current thresholds and temperatures in its initializers.
+
+    edgeconf's own runtime feeds them as inputs on every call; a Triton client sends only images, so the served
+    copy must carry them (a bundle retuned since it was fused would otherwise be served at its old values).
+    """
+    from edgeconf.export.fuse import set_fused_values
+    from edgeconf.export.head import load_model
+
+    model, _ = load_model(path)
+    last = len(manifest.stages) - 1
+    for k, spec in enumerate(manifest.stages):
+        set_fused_values(model, k, threshold=None if k == last else spec.threshold, temperature=spec.temperature)
+    return model.SerializeToString()
+
+
 def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int = DEFAULT_MAX_BATCH,
                queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, instances: int = 1, kind: str = "gpu",
                force: bool = False, edge: Optional[str] = None, url: Optional[str] = None,
-               deadline_ms: Optional[float] = None) -> Dict[str, Any]:
-    """Write the repository (and, with ``edge``/``url``, the edge bundle); returns what was written."""
+               deadline_ms: Optional[float] = None, fused: bool = False,
+               name: Optional[str] = None) -> Dict[str, Any]:
+    """Write the repository (and, with ``edge``/``url``, the edge bundle); returns what was written.
+
+    ``fused``: serve the whole cascade as one model (the bundle's fused graph), named ``name``.
+    """
     from edgeconf.bundle import read_manifest, save_bundle
 
     if max_batch < 1:
         raise ConfigError("--max-batch must be >= 1 (the edge sends batches), got %d" % max_batch)
+    if fused and (stages or edge is not None):
+        raise ConfigError("--fused serves the whole cascade as one model: it takes no --stage, and there is no edge "
+                          "half (clients send raw images)")
+    if name is not None and not fused:
+        raise ConfigError("--name names the fused model; use it with --fused (stage models keep their names)")
     if (edge is None) != (url is None):
         raise ConfigError("--edge and --url go together: the edge bundle calls the server at URL")
     if url is not None:
@@ -141,7 +197,7 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
 
         parse_url(url)
     manifest = read_manifest(bundle, verify=True)
-    chosen = _pick(manifest, stages)
+    chosen = [] if fused else _pick(manifest, stages)
     if chosen and chosen[0] is manifest.stages[0]:
         raise ConfigError("the first stage must stay on the edge (a remote stage falls back on a local answer); "
                           "choose a later --stage")
@@ -151,10 +207,13 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
         if not rel:
             raise BundleError("stage %s is remote without an 'onnx' file, so the bundle does not hold the model the "
                               "server needs; add the ONNX file to the bundle" % spec.name)
-        name = spec.model if spec.is_remote else spec.name
-        if not NAME_RE.match(name):
-            raise ConfigError("model name %r is not a valid Triton model folder name (letters, digits, _ . -)" % name)
-        served.append(describe_onnx(os.path.join(bundle, rel), name, spec.name))
+        served_name = spec.model if spec.is_remote else spec.name
+        if not NAME_RE.match(served_name):
+            raise ConfigError("model name %r is not a valid Triton model folder name (letters, digits, _ . -)"
+                              % served_name)
+        served.append(describe_onnx(os.path.join(bundle, rel), served_name, spec.name))
+    if fused:
+        served.append(_fused_model(bundle, manifest, name))
     if len({m.name for m in served}) != len(served):
         raise ConfigError("two served stages would share the model name %s" % served[0].name)
     try:
@@ -172,8 +231,8 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
             os.makedirs(os.path.join(folder, "1"))
         except OSError as exc:
             raise OutputError("cannot create %s: %s" % (folder, exc.strerror or exc)) from None
-        with open(m.onnx, "rb") as f:
-            write_bytes(os.path.join(folder, "1", "model.onnx"), f.read())
+        write_bytes(os.path.join(folder, "1", "model.onnx"),
+                    _fused_bytes(m.onnx, manifest) if m.stage == FUSED_STAGE else _read(m.onnx))
         write_text(os.path.join(folder, "config.pbtxt"), config_pbtxt(m, max_batch, queue_delay_us, instances, tri_kind))
     result: Dict[str, Any] = {"repository": os.path.abspath(out), "models": [m.to_json() for m in served],
                               "max_batch_size": max_batch, "max_queue_delay_us": queue_delay_us, "kind": tri_kind}
@@ -215,13 +274,17 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
 @click.option("--url", default=None, help="Server the edge bundle calls: grpc://HOST:8001 or http://HOST:8000.")
 @click.option("--deadline-ms", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Deadline of the edge's remote requests (default: the backend's, 50 ms).")
+@click.option("--fused", is_flag=True, help="Serve the whole cascade as one model: the bundle's fused graph "
+              "(write it first with 'edgeconf fuse BUNDLE'); raw uint8 images in, answers out.")
+@click.option("--name", default=None, help="Model name of the --fused model (default: the bundle's name + _cascade).")
 @click.option("--force", is_flag=True, help="Replace model folders that exist in the repository.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def triton_repo_cmd(bundle: str, out: str, stages: Tuple[str, ...], max_batch: int, queue_delay_us: int, instances: int,
-                    kind: str, edge: Optional[str], url: Optional[str], deadline_ms: Optional[float], force: bool,
-                    as_json: bool) -> None:
-    """Write a Triton model repository for BUNDLE's server-side stages (see docs/fleet.md)."""
-    res = build_repo(bundle, out, stages, max_batch, queue_delay_us, instances, kind, force, edge, url, deadline_ms)
+                    kind: str, edge: Optional[str], url: Optional[str], deadline_ms: Optional[float], fused: bool,
+                    name: Optional[str], force: bool, as_json: bool) -> None:
+    """Write a Triton model repository for BUNDLE's server-side stages, or the whole cascade (see docs/fleet.md)."""
+    res = build_repo(bundle, out, stages, max_batch, queue_delay_us, instances, kind, force, edge, url, deadline_ms,
+                     fused, name)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return

@@ -92,6 +92,18 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
                         quit_after=quit_after, telemetry_uri=telemetry_uri))
 
 
+def _screenshot(win: Any, path: str) -> list:
+    """Save the window as a PNG; a failure is returned (raising inside a Qt timer would only print a traceback)."""
+    from edgeconf.errors import OutputError
+    from edgeconf.gui.video import save_png
+
+    try:
+        save_png(win.grab(), path)
+    except OutputError as exc:
+        return [exc]
+    return []
+
+
 def run_fleet_window(uri: str, screenshot_path: Optional[str] = None, quit_after: Optional[float] = None) -> int:
     """The fleet view's application and event loop; returns its exit code."""
     from PySide6.QtCore import QTimer
@@ -106,12 +118,15 @@ def run_fleet_window(uri: str, screenshot_path: Optional[str] = None, quit_after
         def finish() -> None:
             win.refresh()
             if screenshot_path:
-                win.grab().save(screenshot_path, "PNG")
+                failed.extend(_screenshot(win, screenshot_path))
             win.close()
 
         QTimer.singleShot(int(quit_after * 1000), finish)
+    failed: list = []
     code = app.exec()
     win.shutdown()
+    if failed:
+        raise failed[0]
     return int(code)
 
 
@@ -139,12 +154,15 @@ def run_window(bundle: str, source_uri: str, regions: Optional[str] = None, even
         if quit_after is not None:
             def finish() -> None:
                 if screenshot_path:
-                    win.grab().save(screenshot_path, "PNG")
+                    failed.extend(_screenshot(win, screenshot_path))
                 win.close()
 
             QTimer.singleShot(int(quit_after * 1000), finish)
+        failed: list = []
         code = app.exec()
         win.shutdown()
+        if failed:
+            raise failed[0]  # after the window closed: the CLI prints it in one line
         return int(code)
     finally:
         if meter is not None:

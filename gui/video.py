@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, QRectF, Qt
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from edgeconf.atomic import write_bytes
+from edgeconf.errors import OutputError
 from edgeconf.gui.model import OverlayToggles
 from edgeconf.live.overlay import confidence_colour
 
@@ -204,3 +206,15 @@ class VideoView(QWidget):
             self.frames_painted += 1
         finally:
             p.end()
+
+
+def save_png(image: Any, path: str) -> None:
+    """Write a QImage/QPixmap as a PNG atomically (``edgeconf.atomic``); failures raise :class:`OutputError`."""
+    data = QByteArray()
+    buf = QBuffer(data)
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    ok = image.save(buf, "PNG")
+    buf.close()
+    if not ok:
+        raise OutputError("cannot encode the image as PNG for %s" % path)
+    write_bytes(path, bytes(data.data()))

@@ -14,10 +14,11 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
+from edgeconf.errors import OutputError
 from edgeconf.gui.controls import ControlPanel
 from edgeconf.gui.model import DEFAULT_SOURCE, MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo
 from edgeconf.gui.panels import ConfidencePanel, CascadePanel, PowerPanel, SpeedPanel
-from edgeconf.gui.video import VideoView, render_annotated
+from edgeconf.gui.video import VideoView, render_annotated, save_png
 from edgeconf.gui.worker import PipelineWorker, WorkerConfig
 
 PANEL_REFRESH_MS = 500  # panels redraw twice a second; the video follows every result
@@ -290,11 +291,9 @@ class MainWindow(QMainWindow):
             return None
         try:
             path = path or self._output_path("edgeconf-snapshot", "png")
-            ok = render_annotated(res, self.model.overlays).save(path, "PNG")
-        except OSError as exc:
-            ok, path = False, "%s (%s)" % (path, exc)
-        if not ok:
-            self.show_message("Could not save the snapshot to %s" % path, error=True)
+            save_png(render_annotated(res, self.model.overlays), path)
+        except (OSError, OutputError) as exc:
+            self.show_message("Could not save the snapshot: %s" % exc, error=True)
             return None
         self.last_snapshot = path
         self.show_message("Snapshot saved: %s" % path)

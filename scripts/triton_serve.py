@@ -73,7 +73,7 @@ def main() -> int:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
-    def make_infer(path: str, out_names):
+    def make_infer(path: str, out_names, out_types):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = args.threads
         opts.inter_op_num_threads = 1
@@ -85,8 +85,10 @@ def main() -> int:
             if delay > 0:
                 time.sleep(delay / 1e3)
             values = sess.run(out_names, inputs)
-            # outputs declared with a reshape to [] come back from ONNX Runtime as (N,): add the declared axis
-            return {k: (v.reshape(v.shape[0], 1) if v.ndim == 1 else v) for k, v in zip(out_names, values)}
+            # outputs declared with a reshape to [] come back from ONNX Runtime as (N,): add the declared axis;
+            # and ORT's int64 arrays are numpy 'q' (longlong), which numpy 2 does not count as np.int64
+            return {k: np.asarray(v.reshape(v.shape[0], 1) if v.ndim == 1 else v, dtype=t)
+                    for k, v, t in zip(out_names, values, out_types)}
 
         return infer
 
@@ -98,7 +100,8 @@ def main() -> int:
             inputs = [Tensor(name=i.name, dtype=_np_dtype(i.data_type), shape=tuple(int(d) for d in i.dims)) for i in mc.input]
             outputs = [Tensor(name=o.name, dtype=_np_dtype(o.data_type), shape=tuple(int(d) for d in o.dims)) for o in mc.output]
             batcher = DynamicBatcher(max_queue_delay_microseconds=int(mc.dynamic_batching.max_queue_delay_microseconds))
-            triton.bind(model_name=name, infer_func=make_infer(path, [o.name for o in mc.output]), inputs=inputs,
+            triton.bind(model_name=name, infer_func=make_infer(path, [o.name for o in mc.output],
+                                                                  [_np_dtype(o.data_type) for o in mc.output]), inputs=inputs,
                         outputs=outputs, config=ModelConfig(max_batch_size=int(mc.max_batch_size), batcher=batcher),
                         strict=True)
         triton.run()

@@ -11,6 +11,7 @@ from edgeconf.backends.onnx_file import numpy_dtype
 from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.bundle import MANIFEST, read_manifest, sha256_file
 from edgeconf.errors import ModelLoadError
+from edgeconf.schema import loads
 
 META_PREFIX = "edgeconf."
 
@@ -39,8 +40,8 @@ def describe_onnx(path: str) -> Dict[str, Any]:
     for prop in model.metadata_props:
         if prop.key.startswith(META_PREFIX):
             try:
-                edge[prop.key[len(META_PREFIX):]] = json.loads(prop.value)
-            except ValueError:
+                edge[prop.key[len(META_PREFIX):]] = loads(prop.value, prop.key, ModelLoadError)
+            except ModelLoadError:  # not JSON, too deep, non-finite: shown as the text it is
                 edge[prop.key[len(META_PREFIX):]] = prop.value
         else:
             other[prop.key] = prop.value

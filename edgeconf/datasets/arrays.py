@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
+from tokenize import TokenError
 from typing import BinaryIO, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -29,12 +30,17 @@ def _header(f: BinaryIO, what: str) -> Tuple[Tuple[int, ...], bool, np.dtype]:
             shape, fortran, dtype = fmt.read_array_header_2_0(f)
         else:
             raise ValueError("unsupported .npy format version %s" % (version,))
-    except (ValueError, EOFError, OSError, SyntaxError) as exc:
-        raise DataError("%s is not a readable .npy array (%s)" % (what, str(exc).splitlines()[0][:120])) from None
+    except (ValueError, EOFError, OSError, SyntaxError, TokenError) as exc:  # numpy tokenizes the header text
+        raise DataError("%s is not a readable .npy array (%s)" % (what, _first_line(exc)[:120])) from None
     if dtype.hasobject:
         raise DataError("%s holds Python objects (dtype %s); edgeconf reads only plain numeric arrays and never "
                         "unpickles; save images as uint8 and labels as integers" % (what, dtype))
     return tuple(int(d) for d in shape), bool(fortran), dtype
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when the message is empty (a bare EOFError)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _claimed_bytes(shape: Sequence[int], dtype: np.dtype) -> int:
@@ -67,7 +73,7 @@ def read_npy(path: str) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise DataError("cannot read %s as a .npy array: %s" % (path, str(exc).splitlines()[0][:160])) from None
+        raise DataError("cannot read %s as a .npy array: %s" % (path, _first_line(exc)[:160])) from None
 
 
 def read_npz(path: str, keys: Optional[Sequence[str]] = None) -> Dict[str, np.ndarray]:
@@ -93,7 +99,7 @@ def read_npz(path: str, keys: Optional[Sequence[str]] = None) -> Dict[str, np.nd
     except zipfile.BadZipFile as exc:
         raise DataError("%s is not an .npz archive (%s)" % (path, exc)) from None
     except (ValueError, OSError, EOFError, zlib.error, zipfile.LargeZipFile) as exc:
-        raise DataError("cannot read %s: %s" % (path, str(exc).splitlines()[0][:160])) from None
+        raise DataError("cannot read %s: %s" % (path, _first_line(exc)[:160])) from None
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from edgeconf import data_path
 from edgeconf.commands import threads_option
-from edgeconf.errors import ConfigError, DataError, MissingDependencyError, SourceError
+from edgeconf.errors import ConfigError, DataError, MissingDependencyError, OutputError, SourceError
 
 DATA_DIR = data_path()
 DEFAULT_BUNDLE = os.path.join(DATA_DIR, "zoo", "bundle")
@@ -168,11 +168,20 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
             live_ctx.stop()
             if not live_ctx.console.is_terminal:
                 live_ctx.console.line()  # a non-terminal stream gets the last panel without a line end
+        problems = []
         if recorder is not None:
-            recorder.close()
+            try:
+                recorder.close()
+            except OutputError as exc:  # the log still gets its last lines
+                problems.append(exc)
         if events is not None:
             events.emit("stop")
-            events.close()
+            try:
+                events.close()
+            except OutputError as exc:
+                problems.append(exc)
+        if problems and sys.exc_info()[0] is None:
+            raise problems[0]
 
 
 #: ``run``'s retry policy for cameras and streams: a source that gives no frames for this long, or fails this

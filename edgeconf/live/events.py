@@ -14,7 +14,8 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from edgeconf.errors import ConfigError
+from edgeconf.atomic import describe_os_error
+from edgeconf.errors import ConfigError, OutputError
 
 
 def _default(obj: Any) -> Any:
@@ -36,12 +37,14 @@ class EventLog:
             raise ConfigError("event log flush interval must be in (0, 1] seconds, got %r" % flush_s)
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            raise ConfigError("cannot write the event log %s: folder %s does not exist" % (path, folder))
+            raise OutputError("cannot write the event log %s: folder %s does not exist; create it first" % (path, folder))
         try:
             self._f = open(path, "a", encoding="utf-8")
         except OSError as exc:
-            raise ConfigError("cannot write the event log %s: %s" % (path, exc)) from None
+            raise OutputError(describe_os_error(path, exc, "write the event log")) from None
         self.path = path
+        #: the first write error (disk full, file gone); the run goes on, and :meth:`close` reports it
+        self.error: Optional[str] = None
         self.flush_s = float(flush_s)
         self.lines = 0
         self._lock = threading.Lock()
@@ -59,7 +62,10 @@ class EventLog:
         with self._lock:
             if self._closed:
                 return
-            self._f.write(line)
+            try:
+                self._f.write(line)
+            except OSError as exc:  # a full buffer flushed onto a full disk: reported at close
+                self.error = self.error or describe_os_error(self.path, exc, "write the event log")
             self.lines += 1
             self._dirty = True
 
@@ -67,14 +73,17 @@ class EventLog:
         with self._lock:
             if self._closed or not self._dirty:
                 return
-            self._f.flush()
+            try:
+                self._f.flush()
+            except OSError as exc:  # disk full or file gone: keep the pipeline alive, report it at close
+                self.error = self.error or describe_os_error(self.path, exc, "write the event log")
             self._dirty = False
 
     def _flusher(self) -> None:
         while not self._wake.wait(self.flush_s):
             try:
                 self.flush()
-            except (OSError, ValueError):  # disk full or file gone: keep the pipeline alive
+            except ValueError:  # closed under us
                 pass
 
     def close(self) -> None:
@@ -87,11 +96,16 @@ class EventLog:
             try:
                 self._f.flush()
                 os.fsync(self._f.fileno())
-            except OSError:
-                pass
-            self._f.close()
+            except OSError as exc:
+                self.error = self.error or describe_os_error(self.path, exc, "write the event log")
+            try:
+                self._f.close()
+            except OSError as exc:
+                self.error = self.error or describe_os_error(self.path, exc, "write the event log")
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=2.0)
+        if self.error:
+            raise OutputError("%s; the log is incomplete (%d events were emitted)" % (self.error, self.lines))
 
     def __enter__(self) -> "EventLog":
         return self

@@ -2,6 +2,8 @@
 
 The writer opens on the first frame (size taken from it) and is released by :meth:`close`, which the
 CLI calls from a ``finally`` block; an ``atexit`` hook releases it too if the process exits otherwise.
+Like every output, the file appears complete or not at all: frames go to a temporary file beside it, renamed
+over the target when the recording is finalised.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgeconf.errors import ConfigError
+from edgeconf.atomic import describe_os_error
+from edgeconf.errors import ConfigError, OutputError
 from edgeconf.live.overlay import OverlayOptions, draw_overlays
 
 
@@ -24,10 +27,18 @@ class Recorder:
             raise ConfigError("recordings are MJPG in an .avi container; name the file *.avi (got %s)" % path)
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
-            raise ConfigError("cannot record to %s: folder %s does not exist" % (path, folder))
+            raise OutputError("cannot record to %s: folder %s does not exist; create it first" % (path, folder))
+        if not os.access(folder, os.W_OK):
+            raise OutputError("cannot record to %s: folder %s is not writable; choose a folder you can write to"
+                              % (path, folder))
+        if os.path.isdir(path):
+            raise OutputError("cannot record to %s: it is a folder; give a file name" % path)
         if not fps > 0:
             raise ConfigError("recording fps must be > 0, got %r" % fps)
         self.path = path
+        # frames go to a hidden file beside the target (same file system), renamed over it when finalised: an
+        # earlier recording at ``path`` stays untouched until a new one is complete
+        self._tmp = os.path.join(folder, ".%s.%d.tmp.avi" % (os.path.basename(path), os.getpid()))
         self.fps = float(fps)
         self.options = options or OverlayOptions()
         self.fourcc = fourcc
@@ -41,9 +52,10 @@ class Recorder:
     def _open(self, w: int, h: int) -> None:
         import cv2
 
-        writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
+        writer = cv2.VideoWriter(self._tmp, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
         if not writer.isOpened():
-            raise ConfigError("OpenCV cannot write %s with codec %s" % (self.path, self.fourcc))
+            _remove(self._tmp)
+            raise OutputError("cannot record to %s: OpenCV cannot write codec %s there" % (self.path, self.fourcc))
         self._writer = writer
         self._size = (w, h)
 
@@ -72,13 +84,26 @@ class Recorder:
             if self._closed:
                 return
             self._closed = True
-            if self._writer is not None:
-                self._writer.release()
-                self._writer = None
+            if self._writer is None:
+                return
+            self._writer.release()
+            self._writer = None
         try:
             atexit.unregister(self.close)
         except Exception:
             pass
+        try:
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            _remove(self._tmp)
+            raise OutputError(describe_os_error(self.path, exc)) from None
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
     def __enter__(self) -> "Recorder":
         return self

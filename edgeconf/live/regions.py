@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from edgeconf.errors import ConfigError, ModelLoadError
+from edgeconf.schema.jsonload import MAX_DEPTH, nesting_depth
 
 log = logging.getLogger(__name__)
 
@@ -272,6 +273,8 @@ def _metadata_classes(path: str) -> Optional[int]:
     for prop in model.metadata_props:
         if prop.key == "names":
             text = prop.value.strip()
+            if len(text) > (1 << 20) or nesting_depth(text) > MAX_DEPTH:
+                return None  # not a label list: refuse before any parser recurses into it
             try:
                 names = json.loads(text)
             except ValueError:
@@ -279,7 +282,7 @@ def _metadata_classes(path: str) -> Optional[int]:
                     import ast
 
                     names = ast.literal_eval(text)
-                except (ValueError, SyntaxError):
+                except (ValueError, SyntaxError, RecursionError, MemoryError):
                     return None
             if isinstance(names, (dict, list)) and names:
                 return len(names)

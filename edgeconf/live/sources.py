@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 import cv2
 import numpy as np
 
+from edgeconf.datasets.limits import check_pixels
 from edgeconf.errors import ConfigError, SourceError
 from edgeconf.live.frames import Frame, TruthObject
 
@@ -690,6 +691,7 @@ def _check_size(size: Any) -> Size:
         raise ConfigError("size must be (width, height), got %r" % (size,)) from None
     if width <= 0 or height <= 0:
         raise ConfigError("size must be positive, got %dx%d" % (width, height))
+    check_pixels(width, height, "frame size %dx%d" % (width, height))  # frames are allocated at this size
     return width, height
 
 

@@ -140,3 +140,65 @@ def test_remote_stage_without_onnx_needs_no_file(bundle):
     _manifest_with(bundle, backend="triton", url="http://127.0.0.1:8000", model="big", version="2")
     m = read_manifest(bundle)
     assert m.stages[1].local_file is None and m.stages[1].remote["version"] == "2"
+
+
+@pytest.fixture
+def fused_bundle(bundle):
+    from edgeconf.export.fuse import fuse_bundle
+
+    fuse_bundle(bundle)
+    return bundle
+
+
+def test_fused_serves_the_whole_cascade_as_one_model(fused_bundle, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from edgeconf.bundle import write_manifest
+
+    m = read_manifest(fused_bundle)
+    m.stages[0].threshold = 0.25  # set after fusing (as a retune would): the served copy must carry it
+    m.stages[1].temperature = 1.5
+    write_manifest(fused_bundle, m)
+    res = build_repo(fused_bundle, str(tmp_path / "repo"), kind="cpu", fused=True)
+    (m,) = res["models"]
+    assert m["name"] == "bundle_cascade" and m["stage"] == "fused"
+    served = onnx.load(str(tmp_path / "repo" / "bundle_cascade" / "1" / "model.onnx"))
+    values = {i.name: float(numpy_helper.to_array(i).reshape(-1)[0]) for i in served.graph.initializer
+              if i.name.startswith(("edgeconf_fused_threshold_", "edgeconf_fused_temperature_"))}
+    assert values["edgeconf_fused_threshold_0"] == pytest.approx(0.25)
+    assert values["edgeconf_fused_temperature_1"] == pytest.approx(1.5)
+    text = (tmp_path / "repo" / "bundle_cascade" / "config.pbtxt").read_text()
+    assert text.startswith("# written by edgeconf triton-repo for the whole cascade (fused graph)")
+    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is not installed")
+    from google.protobuf import text_format
+
+    cfg = pb.ModelConfig()
+    text_format.Parse(text, cfg)
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [("image", pb.TYPE_UINT8, [28, 28])]
+    assert [o.name for o in cfg.output] == ["class", "confidence", "stage", "stages_run", "probs"]
+    assert list(cfg.output[4].dims) == [10] and list(cfg.output[0].reshape.shape) == []
+
+
+def test_fused_refusals(bundle, tmp_path):
+    from edgeconf.export.fuse import fuse_bundle
+
+    with pytest.raises(ConfigError, match="has no fused graph; write one with: edgeconf fuse"):
+        build_repo(bundle, str(tmp_path / "r"), fused=True)
+    with pytest.raises(ConfigError, match="--name names the fused model"):
+        build_repo(bundle, str(tmp_path / "r"), name="x")
+    fuse_bundle(bundle, batch=1)
+    with pytest.raises(ConfigError, match="one input per call .*--batch any"):
+        build_repo(bundle, str(tmp_path / "r"), fused=True)
+    fuse_bundle(bundle)
+    with pytest.raises(ConfigError, match="takes no --stage"):
+        build_repo(bundle, str(tmp_path / "r"), fused=True, stages=["big"])
+    with pytest.raises(ConfigError, match="no edge half"):
+        build_repo(bundle, str(tmp_path / "r"), fused=True, edge=str(tmp_path / "e"), url="grpc://127.0.0.1:1")
+    m = read_manifest(bundle)
+    m.combine = "best"  # the graph was built for 'last': stale
+    from edgeconf.bundle import write_manifest
+
+    write_manifest(bundle, m)
+    with pytest.raises(BundleError, match="no longer matches its stages"):
+        build_repo(bundle, str(tmp_path / "r"), fused=True)

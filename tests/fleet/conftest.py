@@ -35,7 +35,24 @@ def fleet_bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def triton_server(fleet_bundle, tmp_path_factory):
+def fused_fleet_bundle(fleet_bundle, tmp_path_factory):
+    """A copy of the fleet bundle with its fused graph (any batch) and a stage-1 threshold that lets some inputs exit."""
+    import shutil
+
+    from edgeconf.bundle import read_manifest, write_manifest
+    from edgeconf.export.fuse import fuse_bundle
+
+    folder = str(tmp_path_factory.mktemp("fused") / "bundle")
+    shutil.copytree(fleet_bundle, folder)
+    manifest = read_manifest(folder)
+    manifest.stages[0].threshold = 0.5  # about half of the test images exit at stage 1
+    write_manifest(folder, manifest)
+    fuse_bundle(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def triton_server(fleet_bundle, fused_fleet_bundle, tmp_path_factory):
     """A running Triton server with the bundle's stage 'big' and two models that do not fit it."""
     why = TritonProcess.why_unavailable()
     if why:
@@ -47,6 +64,7 @@ def triton_server(fleet_bundle, tmp_path_factory):
     work = tmp_path_factory.mktemp("triton")
     repo = str(work / "repo")
     build_repo(fleet_bundle, repo, kind="cpu")
+    build_repo(fused_fleet_bundle, repo, kind="cpu", fused=True, name="cascade")  # the whole cascade as one model
     for name, model in (("wrong_shape", random_classifier(3, input_shape=(1, 32, 32))),
                         ("wrong_classes", random_classifier(4, classes=5))):
         src = save(model, work / (name + ".onnx"))

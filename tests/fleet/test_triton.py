@@ -182,3 +182,24 @@ def test_missing_tritonclient_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # import of it fails, as without the package
     with pytest.raises(MissingDependencyError, match=r"edgeconf\[fleet\]"):
         TritonRunner("grpc://127.0.0.1:1", "big")
+
+
+def test_the_whole_cascade_served_as_one_fused_model(triton_server, fused_fleet_bundle, images):
+    """``triton-repo --fused``: raw uint8 images in one request to the real server; the answers are the staged
+    cascade's (class and answering stage identical, confidence within 1e-5)."""
+    import tritonclient.grpc as grpcclient
+
+    batch = np.stack(images)
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url.split("://", 1)[1])
+    inp = grpcclient.InferInput("image", list(batch.shape), "UINT8")
+    inp.set_data_from_numpy(batch)
+    names = ("class", "confidence", "stage")
+    res = client.infer("cascade", [inp], outputs=[grpcclient.InferRequestedOutput(n) for n in names])
+    got = {n: res.as_numpy(n).reshape(-1) for n in names}
+    client.close()
+    with load_bundle(fused_fleet_bundle, form="staged", memo=False) as staged:
+        want = staged.classify_batch(images)
+    assert got["class"].tolist() == [r.class_id for r in want]
+    assert got["stage"].tolist() == [r.stage for r in want]
+    assert set(got["stage"].tolist()) == {0, 1}  # both branches of the graph ran in this one request
+    np.testing.assert_allclose(got["confidence"], [r.confidence for r in want], atol=1e-5)

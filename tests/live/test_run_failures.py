@@ -101,3 +101,11 @@ def test_verbosity_flags_set_the_log_level(monkeypatch):
     configure_logging(0, 0)
     handlers = [h for h in logging.getLogger("edgeconf").handlers if getattr(h, "_edgeconf", False)]
     assert len(handlers) == 1  # configuring twice adds no second handler
+
+
+@pytest.mark.parametrize("uri, size", [("demo://?size=100000x100000", None), ("demo://", (100000, 100000))])
+def test_frame_sizes_over_the_pixel_limit_are_refused_before_allocating(uri, size):
+    from edgeconf.errors import DataError
+
+    with pytest.raises(DataError, match="frame size 100000x100000 is 100000×100000 = 10000000000 pixels, over the limit"):
+        open_source(uri, size=size)
