@@ -107,13 +107,32 @@ def _output(path: Optional[str]) -> Iterator[IO[str]]:
         yield sys.stdout
 
 
-def _progress(total: int):
+class _NoBar:
+    """Stands in for the progress bar when stderr is not a terminal (nothing is drawn, not even a newline)."""
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def advance(self, task: int, n: int) -> None:
+        return None
+
+
+def _progress(total: int) -> Any:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     err = Console(stderr=True)
+    if not err.is_terminal:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                    transient=True, disable=not err.is_terminal)
+                    transient=True)
 
 
 def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
