@@ -144,7 +144,8 @@ def main() -> int:
               "numpy default_rng(%d)); report on the %d-image test split" % (CALIB_SIZE, SPLIT_SEED, len(yt)),
               "targets": {"stage_accuracy_points": 100 * TARGET_ACC, "stage_ece_points": 100 * TARGET_ECE,
                           "bundle_accuracy_points": 100 * BUNDLE_ACC},
-              "cpu_protocol": PROTOCOL, "cpu_flags": cpu_flags(), "models": rows, "bundle": bundle}
+              "cpu_protocol": PROTOCOL, "cpu_flags": cpu_flags(), "machine": machine(), "models": rows,
+              "bundle": bundle}
     with open(os.path.join(out_dir, "int8.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1, sort_keys=False)
         f.write("\n")
@@ -161,6 +162,22 @@ def cpu_flags() -> List[str]:
     except OSError:
         return []
     return sorted(fl for fl in flags if fl.startswith(("avx512", "avx_vnni", "amx")) or fl in ("avx2", "avx"))
+
+
+def machine() -> dict:
+    """What the CPU times were measured on."""
+    import platform
+
+    import onnxruntime
+
+    model = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor() or None, "logical_cpus": os.cpu_count(),
+            "arch": platform.machine(), "onnxruntime": onnxruntime.__version__}
 
 
 def int8_bundle(zoo, zoo_dir, rows, made, cpu, calib, test, test_raw, out_dir, work, keep_to=None) -> dict:
@@ -300,6 +317,11 @@ def optimized_ops(path: str, tmp: str) -> Dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in graph.node).items()))
 
 
+def machine_text(m: dict) -> str:
+    return "%s (%s, %s logical CPUs), ONNX Runtime %s" % (m.get("cpu") or "an unrecorded CPU", m.get("arch") or "?",
+                                                         m.get("logical_cpus") or "?", m.get("onnxruntime") or "?")
+
+
 def pct(v) -> str:
     return "—" if v is None else "%.2f %%" % (100 * v)
 
@@ -311,11 +333,13 @@ def write_docs(path: str, rep: dict) -> None:
              "weights (7-bit range), symmetric INT8 activations, the calibration method chosen on held-out calibration "
              "images, layers kept in float only where the 0.5-point budgets need it, head and logits in float, "
              "temperature re-fitted on the INT8 outputs. Calibration: %s. Every number below is on the test split, "
-             "which the calibration never saw; each model at the temperature it ships with. CPU time: %s, on this "
-             "machine (x86-64; vector flags: %s), one run for all models: read the ratios, not the absolutes. Each "
+             "which the calibration never saw; each model at the temperature it ships with. CPU time: %s, measured "
+             "on %s (vector flags: %s), one run for all models on a machine shared with other jobs: read the "
+             "ratios, not the absolutes. Each "
              "INT8 copy records the SHA-256 of the float model it was made from (`edgeconf.int8` → `float_sha256`); "
              "`tests/export/test_zoo_int8.py` fails when a copy no longer matches the shipped float model."
-             % (rep["calibration"], rep["cpu_protocol"], ", ".join(rep["cpu_flags"]) or "unknown"), "",
+             % (rep["calibration"], rep["cpu_protocol"], machine_text(rep.get("machine") or {}),
+                ", ".join(rep["cpu_flags"]) or "unknown"), "",
              "| model | method | float layers | float acc. | INT8 acc. | float ECE | INT8 ECE | agreement | T float → INT8 "
              "| float µs | INT8 µs | INT8 ÷ float | shipped |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"]
