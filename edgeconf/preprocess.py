@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -294,10 +295,14 @@ def check_image(image: Any, index: Optional[int] = None) -> np.ndarray:
     given = type(image).__name__
     if not isinstance(image, np.ndarray):
         try:
-            image = np.asarray(image)
+            with warnings.catch_warnings():  # numpy < 1.24 makes a ragged list an object array (with a warning)
+                warnings.simplefilter("ignore")
+                image = np.asarray(image)
+            if image.dtype == object:
+                raise ValueError("ragged")
         except (ValueError, TypeError):
             raise InputValidationError("%s is a %s that is not an array; pass a uint8 numpy array H×W or H×W×3"
-                                       % (what, type(image).__name__)) from None
+                                       % (what, given)) from None
     if image.dtype != np.uint8:
         kind = "dtype %s" % image.dtype if given == "ndarray" else "%s of dtype %s" % (given, image.dtype)
         raise InputValidationError("%s has %s; raw images must be uint8 numpy arrays (convert with "

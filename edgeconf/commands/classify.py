@@ -112,8 +112,26 @@ def _progress(total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     err = Console(stderr=True)
+    if not err.is_terminal:  # no bar at all: a disabled rich Progress still writes a blank line (rich < 15)
+        return _NoProgress()
     return Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                    transient=True, disable=not err.is_terminal)
+                    transient=True)
+
+
+class _NoProgress:
+    """The part of rich's Progress that classify uses, doing nothing (stderr is not a terminal)."""
+
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        return None
 
 
 def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:

@@ -98,7 +98,8 @@ def read_npz(path: str, keys: Optional[Sequence[str]] = None) -> Dict[str, np.nd
                     out[key] = np.lib.format.read_array(f, allow_pickle=False)  # type: ignore[arg-type]
     except zipfile.BadZipFile as exc:
         raise DataError("%s is not an .npz archive (%s)" % (path, exc)) from None
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.LargeZipFile) as exc:
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.LargeZipFile,
+            NotImplementedError, RuntimeError) as exc:  # zipfile: unsupported compression, encrypted member
         raise DataError("cannot read %s: %s" % (path, _first_line(exc)[:160])) from None
     return out
 
