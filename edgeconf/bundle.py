@@ -17,8 +17,8 @@ from edgeconf import __version__
 from edgeconf.atomic import describe_os_error, write_text
 from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.backends.onnx_file import read_onnx_facts
-from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, Stage, graph_head
-from edgeconf.confidence import SCORES
+from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, OodRule, Stage, graph_head
+from edgeconf.confidence import OOD_SCORES, SCORES
 from edgeconf.errors import BundleError, ConfigError, OutputError
 from edgeconf.fused import FusedInfo
 from edgeconf.hashing import sha256_file
@@ -50,6 +50,34 @@ REMOTE_BACKENDS = ("triton",)
 
 
 @dataclass
+class OodSpec:
+    """A stage's out-of-distribution rule: inputs whose score is above ``threshold`` are answered "unknown".
+
+    ``output`` names the model output holding the score (the head ``edgeconf ood`` appends); null means the
+    runtime computes ``score`` from the logits (only ``energy``). ``params``: the fitted arrays as a plain
+    ``.npz`` in the bundle (hashed in ``files``); ``calibration``: how the threshold was chosen.
+    """
+
+    threshold: float = entry(Float(), required=True)
+    score: str = entry(_NAME, "graph")
+    output: Optional[str] = entry(Optional_(_NAME), "ood")
+    feature: Optional[str] = entry(Optional_(_NAME), None, write_default=False)
+    params: Optional[str] = entry(Optional_(Path()), None, write_default=False)
+    calibration: Optional[Dict[str, Any]] = entry(Optional_(DictOf(Any_())), None, write_default=False)
+
+    def __post_init__(self) -> None:
+        if self.output is None and self.score not in OOD_SCORES:
+            raise ConfigError("ood score %r needs a model output ('output'); the runtime computes only %s"
+                              % (self.score, ", ".join(OOD_SCORES)))
+
+    def rule(self) -> OodRule:
+        return OodRule(self.threshold, self.score, self.output)
+
+    def to_json(self) -> dict:
+        return to_json(self)
+
+
+@dataclass
 class StageSpec:
     """One stage as the manifest describes it."""
 
@@ -72,6 +100,8 @@ class StageSpec:
     retries: Optional[int] = entry(Optional_(Int(0, 10)), None, write_default=False)
     breaker_failures: Optional[int] = entry(Optional_(Int(1, 1000)), None, write_default=False)
     breaker_cooldown_s: Optional[float] = entry(Optional_(Float(gt=0.0)), None, write_default=False)
+    #: out-of-distribution rule: answers past it are "unknown" (``edgeconf ood`` fits it)
+    ood: Optional[OodSpec] = entry(Optional_(Struct(OodSpec)), None, write_default=False)
 
     def __post_init__(self) -> None:
         if self.backend is None:
@@ -241,6 +271,7 @@ def verify_files(folder: str, manifest: Manifest) -> None:
     refers to a file the manifest does not list is refused, since its bytes would load unchecked.
     """
     needed = [s.local_file for s in manifest.stages if s.local_file] + [s.engine for s in manifest.stages if s.engine]
+    needed += [s.ood.params for s in manifest.stages if s.ood is not None and s.ood.params]
     if manifest.fused is not None:
         needed.append(manifest.fused.model)
     for rel in needed:
@@ -294,8 +325,10 @@ def external_data_locations(model_path: str) -> List[str]:
 
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
                 threads: Union[None, int, Threads] = None, memo: Optional[bool] = None, form: str = "auto",
-                batch: int = 1) -> Cascade:
+                batch: int = 1, ood: bool = True) -> Cascade:
     """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
+
+    Stages with an ``ood`` rule answer "unknown" for inputs past its threshold; ``ood=False`` ignores the rules.
 
     ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
     ``"auto"`` uses an engine only where TensorRT is importable and the engine matches this device.
@@ -314,6 +347,11 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     plan = choose_threads(threads, batch)
     manifest = read_manifest(folder, verify=True)
     chosen, why = choose_form(form, manifest, backend, providers)
+    if chosen == "fused" and ood and any(s.ood is not None for s in manifest.stages):
+        if form == "fused":
+            raise BundleError("%s: the fused graph does not compute the stages' OOD rules, so it would answer a class "
+                              "where the stages answer 'unknown'; load it staged, or with ood=False" % folder)
+        chosen, why = "staged", "staged: the fused graph does not compute the stages' OOD ('unknown') rules"
     stages = []
     fused_runner = None
     try:
@@ -325,7 +363,8 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
                 runner = prepare(path, backend=stage_backend, providers=providers, threads=plan)
                 sha = manifest.files[spec.model]["sha256"]
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
-                                spec.logits, sha, graph_head(runner)))
+                                spec.logits, sha, graph_head(runner),
+                                spec.ood.rule() if ood and spec.ood is not None else None))
             problem = stage_problem(manifest.preprocessing, getattr(runner, "metadata", None) or {})
             if problem:
                 raise BundleError("%s: stage %s (%s) does not fit the bundle's preprocessing: %s"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence,
 import numpy as np
 
 from edgeconf.backends.base import BoundCall, Runner, validate_input
-from edgeconf.confidence import SCORES, score, softmax
+from edgeconf.confidence import OOD_SCORES, SCORES, energy, score, softmax
 from edgeconf.errors import ConfigError, InputValidationError, RemoteStageError
 from edgeconf.schema import loads
 
@@ -22,6 +22,30 @@ COMBINE_RULES = ("last", "best")
 IMAGE = "image"
 PROBS = "probs"  # outputs of the confidence head that edgeconf.export appends
 CONFIDENCE = "confidence"
+#: class id and label of an answer whose input is no class the model knows (its OOD score is past the threshold)
+UNKNOWN = -1
+UNKNOWN_LABEL = "unknown"
+
+
+@dataclass(frozen=True)
+class OodRule:
+    """When a stage calls its input ``unknown``: its out-of-distribution score is above ``threshold``.
+
+    ``output`` names the model output that holds the score (the OOD head ``edgeconf.export.ood`` appends);
+    without one, ``score`` must be a score the runtime computes from the logits (``energy``).
+    """
+
+    threshold: float
+    score: str = "graph"
+    output: Optional[str] = "ood"
+
+    def validate(self, stage: str) -> None:
+        if np.isnan(float(self.threshold)):
+            raise ConfigError("stage %s: the OOD threshold must be a number (inf: never unknown), got %r"
+                              % (stage, self.threshold))
+        if self.output is None and self.score not in OOD_SCORES:
+            raise ConfigError("stage %s: OOD score %r is not computed by the runtime (%s); name the model output "
+                              "that holds it" % (stage, self.score, ", ".join(OOD_SCORES)))
 
 #: Bumped whenever a stage or a cascade changes anything that decides an answer. A cascade rebuilds its
 #: call plan and fingerprint only when this moved, so the per-input cost of checking is one comparison.
@@ -52,6 +76,8 @@ class Stage:
     #: ``confidence`` outputs, when it has one; while they equal this stage's settings the runtime reads
     #: those outputs instead of recomputing them (ONNX Runtime runs the head anyway).
     head: Optional[Tuple[str, float]] = None
+    #: out-of-distribution rule: inputs past it are answered ``unknown`` by this stage (no later stage runs)
+    ood: Optional[OodRule] = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -73,10 +99,30 @@ class Stage:
         outs = {s.name for s in self.runner.outputs}
         if self.logits not in outs:
             raise ConfigError("stage %s: the model has no output %r (outputs: %s)" % (self.name, self.logits, ", ".join(sorted(outs))))
+        if self.ood is not None:
+            self.ood.validate(self.name)
+            if self.ood.output is not None and self.ood.output not in outs:
+                raise ConfigError("stage %s: the OOD rule reads output %r, which the model lacks (outputs: %s); add the "
+                                  "OOD head with `edgeconf ood`" % (self.name, self.ood.output, ", ".join(sorted(outs))))
 
     def needed_outputs(self, forward: Optional[str]) -> List[str]:
         own = [PROBS, CONFIDENCE] if self.graph_head_active() else [self.logits]
+        if self.ood is not None:
+            extra = self.ood.output if self.ood.output is not None else self.logits
+            if extra not in own:
+                own.append(extra)
         return own + ([forward] if forward and forward not in own else [])
+
+    def unknown(self, out: Dict[str, np.ndarray]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """(OOD scores, unknown flags) of a batch, or (None, None) when this stage has no OOD rule."""
+        rule = self.ood
+        if rule is None:
+            return None, None
+        if rule.output is not None:
+            s = np.asarray(out[rule.output], dtype=np.float64).reshape(-1)
+        else:
+            s = energy(out[self.logits], self.temperature)
+        return s, s > rule.threshold
 
     def answer(self, out: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         """(probabilities, confidence) of a batch from this stage's outputs."""
@@ -115,6 +161,9 @@ class CascadeResult:
     #: why a remote stage gave no answer (``timeout``, ``unavailable``, ``error``, ``circuit_open``): the answer
     #: is then the last local stage's; None when no remote stage failed
     remote_failure: Optional[str] = None
+    #: the input is no class the model knows: ``class_id`` is ``UNKNOWN`` and ``label`` is ``"unknown"``
+    unknown: bool = False
+    ood_score: Optional[float] = None  # OOD score of the last stage with an OOD rule that ran on this input
 
     @property
     def seconds(self) -> float:
@@ -123,6 +172,7 @@ class CascadeResult:
     def to_json(self) -> dict:
         d = {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
              "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
+             "unknown": self.unknown, "ood": None if self.ood_score is None else round(float(self.ood_score), 6),
              "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
         if self.remote_failure is not None:
             d["remote_failure"] = self.remote_failure
@@ -142,17 +192,44 @@ class BatchResult:
     stage_counts: List[int]  # inputs each stage saw
     stage_spans: List[Tuple[float, float]]  # perf_counter (start, end) of each invocation, for energy attribution
     remote_failures: Dict[int, str] = field(default_factory=dict)  # input index -> reason its remote stage failed
+    unknown: Optional[np.ndarray] = None  # bool per input: answered unknown (class_ids holds UNKNOWN there)
+    ood: Optional[np.ndarray] = None  # OOD score of the last stage with an OOD rule that ran (NaN: none did)
 
     def __len__(self) -> int:
         return int(self.class_ids.shape[0])
+
+    def items(self, labels: Optional[Sequence[str]] = None) -> List[CascadeResult]:
+        """Every answer as a :class:`CascadeResult` (what :meth:`item` gives, built in one pass)."""
+        n_all = len(self)
+        share = [s / max(1, c) for s, c in zip(self.stage_seconds, self.stage_counts)]
+        secs = [tuple(share[:k]) for k in range(len(share) + 1)]
+        cids, confs = self.class_ids.tolist(), self.confidence.tolist()
+        stages, runs = self.stage.tolist(), self.stages_run.tolist()
+        probs, failures = self.probs, self.remote_failures
+        out = []
+        for i in range(n_all):
+            cid, n = cids[i], runs[i]
+            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[n], n,
+                                     labels[cid] if labels and cid < len(labels) else None,
+                                     remote_failure=failures.get(i) if failures else None))
+        return out
 
     def item(self, i: int, labels: Optional[Sequence[str]] = None) -> CascadeResult:
         n = int(self.stages_run[i])
         secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k]) for k in range(n))
         cid = int(self.class_ids[i])
+        unknown = bool(self.unknown[i]) if self.unknown is not None else False
+        ood = float(self.ood[i]) if self.ood is not None and np.isfinite(self.ood[i]) else None
         return CascadeResult(cid, float(self.confidence[i]), int(self.stage[i]), self.probs[i], secs, n,
-                             label=labels[cid] if labels and cid < len(labels) else None,
+                             label=label_of(cid, labels), unknown=unknown, ood_score=ood,
                              remote_failure=self.remote_failures.get(i))
+
+
+def label_of(class_id: int, labels: Optional[Sequence[str]]) -> Optional[str]:
+    """The label of an answer: ``"unknown"`` for ``UNKNOWN``, the class label, or None without labels."""
+    if class_id == UNKNOWN:
+        return UNKNOWN_LABEL
+    return labels[class_id] if labels and 0 <= class_id < len(labels) else None
 
 
 @dataclass
@@ -163,6 +240,7 @@ class CascadeCounters:
     exits: List[int] = field(default_factory=list)  # answers kept from each stage
     calls: List[int] = field(default_factory=list)  # inputs each stage ran on
     stage_seconds: List[float] = field(default_factory=list)
+    unknown: int = 0  # answers that were unknown (no class)
     remote_inputs: int = 0  # inputs sent to remote stages
     remote_failures: int = 0  # of those, answered by the last local stage instead (reasons in remote_reasons)
     remote_reasons: Dict[str, int] = field(default_factory=dict)
@@ -181,7 +259,7 @@ class CascadeCounters:
     def to_json(self) -> dict:
         return {"inputs": self.inputs, "exits": list(self.exits), "calls": list(self.calls),
                 "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate,
-                "remote_inputs": self.remote_inputs, "remote_failures": self.remote_failures,
+                "unknown": self.unknown, "remote_inputs": self.remote_inputs, "remote_failures": self.remote_failures,
                 "remote_reasons": dict(self.remote_reasons)}
 
 
@@ -250,6 +328,7 @@ class Cascade:
         self._fingerprint = ""
         self._checked: List[bool] = []
         self._pre_fits = False
+        self._writer: Optional[Callable[[np.ndarray], None]] = None  # preprocesses into stage 1's bound input
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
@@ -266,6 +345,15 @@ class Cascade:
         if not (0.0 <= float(threshold) <= 1.0):
             raise ConfigError("threshold must be in [0, 1], got %r" % (threshold,))
         self.stages[stage].threshold = float(threshold)
+
+    def set_ood_threshold(self, stage: int, threshold: Optional[float]) -> None:
+        """Change (or, with None, switch off) one stage's OOD threshold at run time (the memo fingerprint follows)."""
+        st = self.stages[stage]
+        if st.ood is None:
+            raise ConfigError("stage %s has no OOD rule; add one with `edgeconf ood`" % st.name)
+        rule = OodRule(float("inf") if threshold is None else float(threshold), st.ood.score, st.ood.output)
+        rule.validate(st.name)
+        st.ood = rule
 
     @property
     def thresholds(self) -> List[float]:
@@ -297,7 +385,13 @@ class Cascade:
         self._checked = [False] * len(steps)
         self._fingerprint = self._compute_fingerprint()
         self._pre_fits = self._preprocessing_fits()
+        self._writer = self._make_writer(steps[0].call)
         self._epoch = _EPOCH[0]
+
+    def _make_writer(self, call: Optional[BoundCall]) -> Optional[Callable[[np.ndarray], None]]:
+        if call is None or not self._pre_fits or self.preprocessing is None:
+            return None
+        return self.preprocessing.writer(call.input)
 
     def _preprocessing_fits(self) -> bool:
         """True when every array the preprocessing makes fits the first model (so it needs no check per call)."""
@@ -314,7 +408,9 @@ class Cascade:
         desc = {
             "combine": self.combine,
             "stages": [{"model": s.model_sha256 or id(s.runner), "score": s.score, "threshold": float(s.threshold),
-                        "temperature": float(s.temperature), "input": s.input, "logits": s.logits} for s in self.stages],
+                        "temperature": float(s.temperature), "input": s.input, "logits": s.logits,
+                        "ood": None if s.ood is None else [s.ood.score, s.ood.output, float(s.ood.threshold)]}
+                       for s in self.stages],
             "preprocessing": self.preprocessing.to_json() if self.preprocessing else None,
         }
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:32]
@@ -352,6 +448,8 @@ class Cascade:
         conf = np.zeros(n, dtype=np.float64)
         stage_of = np.zeros(n, dtype=np.int64)
         stages_run = np.zeros(n, dtype=np.int64)
+        unknown = np.zeros(n, dtype=bool)
+        ood = np.full(n, np.nan)
         probs: Optional[np.ndarray] = None
         seconds: List[float] = []
         counts: List[int] = []
@@ -385,21 +483,29 @@ class Cascade:
             counts.append(int(active.size))
             spans.append((t0, t1))
             p, c = (out[PROBS], out[CONFIDENCE]) if step.head else step.stage.answer(out)
+            o, unk = step.stage.unknown(out)
             if probs is None:
                 probs = np.zeros((n, p.shape[1]), dtype=np.float64)
             stages_run[active] = k + 1
             if k == 0 or self.combine == "last":
+                take = None
                 idx, pk, ck = active, p, c
-            else:  # best: keep the answer with the higher score
-                take = c > conf[active]
+            else:  # best: keep the answer with the higher score (an unknown verdict always stands)
+                take = c > conf[active] if unk is None else (c > conf[active]) | unk
                 idx, pk, ck = active[take], p[take], c[take]
             probs[idx] = pk
             conf[idx] = ck
             class_ids[idx] = pk.argmax(axis=1)
             stage_of[idx] = k
+            if unk is not None:  # unknown inputs are always among those whose answer is kept
+                ood[active] = o
+                unknown[active[unk]] = True
+                class_ids[active[unk]] = UNKNOWN
             if k + 1 == n_stages:
                 break
             unsure = c < step.threshold
+            if unk is not None:
+                unsure &= ~unk  # an unknown input leaves here: no later stage spends energy on it
             active = active[unsure]
             if active.size == 0:
                 break
@@ -412,8 +518,9 @@ class Cascade:
         for k, cnt in enumerate(counts):
             c.calls[k] += cnt
             c.stage_seconds[k] += seconds[k]
+        c.unknown += int(unknown.sum())
         return BatchResult(class_ids, conf, stage_of, stages_run, probs if probs is not None else np.zeros((n, 0)),
-                           seconds, counts, spans, failed)
+                           seconds, counts, spans, failed, unknown, ood)
 
     def run(self, x: np.ndarray) -> CascadeResult:
         """Run one model-ready input (no batch axis). A lean path of ``run_batch`` for batch 1."""
@@ -425,6 +532,8 @@ class Cascade:
         call = step.stage.runner.bind(x.shape, x.dtype, step.names)
         self._calls[(k, id(step.stage.runner), tuple(step.names))] = call
         step.call = call
+        if k == 0:
+            self._writer = self._make_writer(call)
         return call
 
     def _run_one(self, x: np.ndarray) -> CascadeResult:
@@ -439,6 +548,8 @@ class Cascade:
         feed = x
         best_p: Optional[np.ndarray] = None
         best_c, best_k = 0.0, 0
+        last_ood: Optional[float] = None
+        unknown = False
         seconds: List[float] = []
         hook = self.energy_hook
         clock = time.perf_counter
@@ -480,9 +591,13 @@ class Cascade:
             else:
                 pb, cs = step.stage.answer(out)
                 p, c = pb[0], float(cs[0])
-            if best_p is None or not best or c > best_c:
+            o, unk = step.stage.unknown(out)
+            unknown = bool(unk[0]) if unk is not None else False
+            if o is not None:
+                last_ood = float(o[0])
+            if best_p is None or not best or c > best_c or unknown:
                 best_p, best_c, best_k = p, c, k
-            if k == last or c >= step.threshold:
+            if k == last or c >= step.threshold or unknown:
                 break
             if step.next_input is not None:
                 feed = out[step.next_input]
@@ -493,20 +608,20 @@ class Cascade:
         for k, sec in enumerate(seconds):
             calls[k] += 1
             secs[k] += sec
-        cid = int(best_p.argmax())  # type: ignore[union-attr]
-        labels = self.labels
-        label = labels[cid] if labels and cid < len(labels) else None
+        cid = UNKNOWN if unknown else int(best_p.argmax())  # type: ignore[union-attr]
+        counters.unknown += int(unknown)
         # a copy: the row may live in a bound output buffer that the next input overwrites
-        return CascadeResult(cid, best_c, best_k, best_p.copy(), tuple(seconds), len(seconds), label,  # type: ignore[union-attr]
-                             remote_failure=failure)
+        return CascadeResult(cid, best_c, best_k, best_p.copy(), tuple(seconds), len(seconds),  # type: ignore[union-attr]
+                             label_of(cid, self.labels), remote_failure=failure, unknown=unknown, ood_score=last_ood)
 
     def _classify_one(self, image: np.ndarray) -> CascadeResult:
         """One raw image, preprocessed straight into the first stage's bound input when it fits."""
         if self._epoch != _EPOCH[0]:
             self._refresh()
-        call = self._steps[0].call
-        if call is not None and self._pre_fits and self.preprocessing.write(image, call.input):  # type: ignore[union-attr]
-            return self._run_one(call.input)
+        write = self._writer
+        if write is not None:
+            write(image)
+            return self._run_one(self._steps[0].call.input)  # type: ignore[union-attr]
         return self._run_one(self._model_input(image))
 
     def _model_input(self, image: np.ndarray) -> np.ndarray:
@@ -536,8 +651,7 @@ class Cascade:
             return [self.classify(images[0])]
         memo = self.memo
         if memo is None:
-            batch = self._run_batch(self._model_batch(images))
-            return [batch.item(j, self.labels) for j in range(len(images))]
+            return self._run_batch(self._model_batch(images)).items(self.labels)
         fp = self.fingerprint()
         clock = memo.clock
         t0 = clock()
@@ -552,10 +666,9 @@ class Cascade:
             results[i] = self._memo_result(hit)
         t2 = t3 = t1
         if found.misses:
-            batch = self._run_batch(self._model_batch([images[i] for i in found.misses]))
+            answers = self._run_batch(self._model_batch([images[i] for i in found.misses])).items(self.labels)
             t2 = clock()
-            for j, i in enumerate(found.misses):
-                res = batch.item(j, self.labels)
+            for i, res in zip(found.misses, answers):
                 results[i] = res
                 if res.remote_failure is None:  # a fallback answer is never remembered
                     memo.put(found.keys[i], fp, res)
@@ -583,10 +696,10 @@ class Cascade:
         return res if hit is None else self._memo_result(hit)
 
     def _memo_result(self, hit: "Answer") -> CascadeResult:
-        labels = self.labels
+        """A stored answer served again; an unknown one (class ``UNKNOWN``) stays unknown, never a class."""
         cid = hit.class_id
-        return CascadeResult(cid, hit.confidence, hit.stage, hit.probs, (), 0,
-                             labels[cid] if labels and cid < len(labels) else None, memo_hit=True)
+        return CascadeResult(cid, hit.confidence, hit.stage, hit.probs, (), 0, label_of(cid, self.labels),
+                             memo_hit=True, unknown=cid == UNKNOWN)
 
     def close(self) -> None:
         for st in self.stages:
@@ -640,7 +753,9 @@ def _check_input_shape(stage: Stage, preprocessing: "Preprocessing") -> None:
 
 
 def _as_memo_hit(res: CascadeResult) -> CascadeResult:
-    return CascadeResult(res.class_id, res.confidence, res.stage, res.probs, (), 0, res.label, memo_hit=True)
+    """A stored answer served again: an unknown one stays unknown (the memo never turns it into a class)."""
+    return CascadeResult(res.class_id, res.confidence, res.stage, res.probs, (), 0, res.label, memo_hit=True,
+                         unknown=res.unknown, ood_score=res.ood_score)
 
 
 def _check_images(images: Sequence[Any], single: bool = False) -> None:

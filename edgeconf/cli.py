@@ -34,6 +34,7 @@ COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
     "cascade": ("edgeconf.export.cli", "cascade_cmd", "Build a cascade bundle from models, data and a threshold policy.", ""),
     "fuse": ("edgeconf.export.fuse_cli", "fuse_cmd", "Write a bundle's cascade as one ONNX graph (fused.onnx) into the bundle.", ""),
     "triton-repo": ("edgeconf.export.triton_repo", "triton_repo_cmd", "Write a Triton model repository for a bundle's server-side stages.", ""),
+    "ood": ("edgeconf.export.ood_cli", "ood_cmd", "Fit an out-of-distribution score: inputs that are no class answer 'unknown'.", ""),
     "engine": ("edgeconf.export.engine_cli", "engine_cmd", "Build, check or strip TensorRT engines for a model or bundle.", "tensorrt"),
     "gui": ("edgeconf.gui.cli", "gui_cmd", "Open the Qt operator window (camera, confidence, tracker, power).", "gui"),
 }

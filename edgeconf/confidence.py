@@ -65,6 +65,19 @@ def score(name: str, probs: np.ndarray) -> np.ndarray:
     return fn(probs)
 
 
+def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Energy score ``-T·logsumexp(logits / T)`` (Liu et al., 2020): higher means further out of distribution."""
+    if not temperature > 0:
+        raise ConfigError("temperature must be > 0, got %r" % (temperature,))
+    z = np.array(logits, dtype=np.float64) / float(temperature)
+    m = z.max(axis=-1)
+    return -float(temperature) * (m + np.log(np.exp(z - m[..., None]).sum(axis=-1)))
+
+
+#: out-of-distribution scores the runtime computes from the logits alone (others come from the model's OOD head)
+OOD_SCORES: Dict[str, Callable[..., np.ndarray]] = {"energy": energy}
+
+
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """ECE over ``bins`` equal-width bins of max probability (Guo et al., 2017)."""
     p = np.asarray(probs, dtype=np.float64)

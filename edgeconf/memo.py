@@ -43,6 +43,9 @@ class Answer(NamedTuple):
     probs: np.ndarray
 
 
+_new_answer = tuple.__new__  # builds an Answer from a tuple without the Python-level __new__ of a NamedTuple
+
+
 @dataclass
 class MemoStats:
     """Counters of a memo cache. ``skipped``: inputs not looked up because the cache was sampling."""
@@ -94,42 +97,46 @@ class Sampling:
 
     Full lookups cost ``lookup`` per input plus ``store`` per miss and save ``miss`` (the cascade's cost) per
     hit, so they pay while the hit rate ``h`` exceeds the break-even rate ``(lookup + store) / (miss + store)``.
-    Every ``window`` lookups the cache compares its hit rate in that window with the break-even rate (from the
-    costs it measured, as moving averages, or ``break_even`` when given):
+    The cache prices lookups, stores and misses as it runs (moving averages over the inputs it looks up; or
+    ``break_even`` fixes the rate), and every ``window`` inputs it compares the window's hit rate with it:
 
-    - full lookups → sampling when the window's hit rate is below break-even (not before ``warmup`` lookups,
-      so a cache that is still filling is not judged by its first, empty windows);
-    - sampling → full lookups when the window's hit rate × ``every`` (sampling stores only one input in
-      ``every`` as well, so a repeat is found that much less often) reaches ``resume`` × break-even.
+    - full lookups → sampling when the hit rate is below ``leave`` × break-even (not before ``warmup``
+      inputs, so a cache still filling up is not judged by its first, empty windows). While sampling, one
+      input in ``every`` is looked up and stored; the others go straight to the cascade;
+    - sampling → full lookups when the sampled hit rate × ``every`` reaches ``resume`` × break-even. A hit
+      while sampling needs the earlier copy to have been sampled too, so the sampled rate understates the
+      stream's by up to ``every``; scaling it up errs towards full lookups, which never lose a hit.
     """
 
     every: int = 8
     window: int = 512
     warmup: int = 1024
+    leave: float = 0.5
     resume: float = 1.25
     break_even: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.window < 1 or self.warmup < 0 or self.resume <= 0:
-            raise ConfigError("memo sampling needs every >= 1, window >= 1, warmup >= 0 and resume > 0")
+        if self.every < 1 or self.window < 1 or self.warmup < 0 or self.resume <= 0 or self.leave <= 0:
+            raise ConfigError("memo sampling needs every >= 1, window >= 1, warmup >= 0, leave > 0 and resume > 0")
         if self.break_even is not None and not 0.0 <= self.break_even <= 1.0:
             raise ConfigError("memo sampling break_even must be a hit rate in [0, 1], got %r" % (self.break_even,))
 
     def to_json(self) -> dict:
-        return {"every": self.every, "window": self.window, "warmup": self.warmup, "resume": self.resume,
-                "break_even": self.break_even}
+        return {"every": self.every, "window": self.window, "warmup": self.warmup, "leave": self.leave,
+                "resume": self.resume, "break_even": self.break_even}
 
 
 class _Sampler:
     """The state of :class:`Sampling` in one cache."""
 
-    __slots__ = ("cfg", "full", "skip", "checks", "hits", "total", "lookup_s", "store_s", "miss_s", "stats")
+    __slots__ = ("cfg", "full", "skip", "since", "checks", "hits", "total", "lookup_s", "store_s", "miss_s", "stats")
 
     def __init__(self, cfg: Sampling, stats: MemoStats) -> None:
         self.cfg = cfg
         self.stats = stats
         self.full = True
         self.skip = 0  # inputs left to skip before the next sampled lookup
+        self.since = 0  # inputs since the last decision
         self.checks = self.hits = self.total = 0
         self.lookup_s: Optional[float] = None
         self.store_s: Optional[float] = None
@@ -141,6 +148,8 @@ class _Sampler:
             return True
         if self.skip:
             self.skip -= 1
+            self.since += 1
+            self.total += 1
             self.stats.skipped += 1
             return False
         self.skip = self.cfg.every - 1
@@ -160,8 +169,9 @@ class _Sampler:
             self.store_s = self._avg(self.store_s, store_s)
         self.hits += hits if n != 1 else int(hit)
         self.checks += n
+        self.since += n
         self.total += n
-        if self.checks >= self.cfg.window:
+        if self.since >= self.cfg.window:
             self._decide()
 
     def break_even(self) -> Optional[float]:
@@ -173,14 +183,14 @@ class _Sampler:
         return min(1.0, (self.lookup_s + store) / max(self.miss_s + store, 1e-12))
 
     def _decide(self) -> None:
-        rate = self.hits / self.checks
-        self.checks = self.hits = 0
+        rate = self.hits / self.checks if self.checks else 0.0
+        self.since = self.checks = self.hits = 0
         be = self.break_even()
         self.stats.break_even = be
         if be is None:
             return
         if self.full:
-            if self.total >= self.cfg.warmup and rate < be:
+            if self.total >= self.cfg.warmup and rate < self.cfg.leave * be:
                 self.full = False
                 self.skip = self.cfg.every - 1
                 self.stats.switches += 1
@@ -301,9 +311,13 @@ class MemoCache:
         self.clock = clock
         self._sampler = _Sampler(sampling, self.stats) if sampling is not None else None
         cap = self.capacity
-        self._table = np.zeros((cap, max(1, self.key_bytes // 8)), dtype=np.uint64)  # key bytes, row per slot
-        self._valid = np.zeros(cap, dtype=bool)
-        self._gen = np.zeros(cap, dtype=np.uint32)  # bumped when a slot gets a new key
+        # keys, one row of key_bytes per slot: written as bytes, read as uint64 words for Hamming distances
+        self._keys = bytearray(cap * self.key_bytes)
+        self._table = np.frombuffer(self._keys, dtype=np.uint64).reshape(cap, max(1, self.key_bytes // 8))
+        self._live = bytearray(cap)  # 1 while the slot holds an entry
+        self._valid = np.frombuffer(self._live, dtype=bool)
+        self._gens = array.array("I", bytes(4 * cap))  # bumped when a slot gets a new key (radius index)
+        self._gen = np.frombuffer(self._gens, dtype=np.uint32)
         self._class = array.array("i", bytes(4 * cap))
         self._stage = array.array("b", bytes(cap))
         self._conf = array.array("d", bytes(8 * cap))
@@ -377,14 +391,14 @@ class MemoCache:
         prev[head] = slot
 
     def _answer(self, slot: int) -> Answer:
-        return Answer(self._class[slot], self._conf[slot], self._stage[slot],
-                      self._probs[slot].copy() if self._probs is not None else np.zeros(0, np.float32))
+        probs = self._probs[slot].copy() if self._probs is not None else np.zeros(0, np.float32)
+        return _new_answer(Answer, (self._class[slot], self._conf[slot], self._stage[slot], probs))
 
     def get(self, key: Key, fingerprint: str) -> Optional[Answer]:
         """The stored answer for ``key`` under ``fingerprint``, or None (counted as hit or miss)."""
         if fingerprint != self._fingerprint:
             self._check_fingerprint(fingerprint)
-        slot = self._find(self._bytes(key))
+        slot = self._find(key if type(key) is bytes and len(key) == self.key_bytes else self._bytes(key))
         if slot is None:
             self.stats.misses += 1
             return None
@@ -478,7 +492,9 @@ class MemoCache:
             return
         if fingerprint != self._fingerprint:
             self._check_fingerprint(fingerprint)
-        kb = self._bytes(key)
+        kb = key if type(key) is bytes and len(key) == self.key_bytes else self._bytes(key)
+        if self._probs is None:
+            self._probs = np.zeros((self.capacity, np.asarray(value.probs).reshape(-1).shape[0]), dtype=np.float32)
         slot = self._slot_of.get(kb)
         if slot is None:
             if self._high < self.capacity:
@@ -487,19 +503,19 @@ class MemoCache:
             else:
                 slot = self._evict()
             self._slot_of[kb] = slot
-            self._table[slot] = np.frombuffer(kb, np.uint64)
-            self._valid[slot] = True
-            self._gen[slot] += 1
+            n = self.key_bytes
+            self._keys[slot * n:slot * n + n] = kb
+            self._live[slot] = 1
+            gen = self._gens[slot] + 1
+            self._gens[slot] = gen
             if self._index is not None:
-                self._index.add(kb, slot, int(self._gen[slot]), self._gen)
+                self._index.add(kb, slot, gen, self._gen)
             self.stats.size = len(self._slot_of)
-        probs = np.asarray(value.probs, dtype=np.float32).reshape(-1)
-        if self._probs is None or self._probs.shape[1] != probs.shape[0]:
-            if self._probs is not None and len(self._slot_of) > 1:
-                raise ConfigError("memo answers must all have %d class probabilities, got %d"
-                                  % (self._probs.shape[1], probs.shape[0]))
-            self._probs = np.zeros((self.capacity, probs.shape[0]), dtype=np.float32)
-        self._probs[slot] = probs
+        try:
+            self._probs[slot] = value.probs
+        except ValueError:
+            raise ConfigError("memo answers must all have %d class probabilities, got shape %s"
+                              % (self._probs.shape[1], np.shape(value.probs))) from None
         self._class[slot] = int(value.class_id)
         self._conf[slot] = float(value.confidence)
         self._stage[slot] = int(value.stage)
@@ -507,9 +523,9 @@ class MemoCache:
 
     def _evict(self) -> int:
         oldest = self._next[self.capacity]
-        kb = self._table[oldest].tobytes()[:self.key_bytes]
-        del self._slot_of[kb]
-        self._valid[oldest] = False
+        n = self.key_bytes
+        del self._slot_of[bytes(self._keys[oldest * n:oldest * n + n])]
+        self._live[oldest] = 0
         self.stats.evictions += 1
         return oldest
 
@@ -518,7 +534,7 @@ class MemoCache:
             return
         cap = self.capacity
         self._slot_of.clear()
-        self._valid[:] = False
+        self._live[:] = bytes(cap)
         self._high = 0
         self._prev = array.array("i", range(cap + 1))  # an empty LRU list: every node points at itself
         self._next = array.array("i", range(cap + 1))
@@ -537,6 +553,7 @@ class MemoCache:
     def nbytes(self) -> int:
         """Bytes held in arrays (keys, answers, LRU list, radius index); the key dict comes on top."""
         arrays = [self._table, self._valid, self._gen] + ([self._probs] if self._probs is not None else [])
+        # (_table, _valid and _gen are views of the bytearrays/arrays that hold the data: counted once)
         lists = [self._class, self._stage, self._conf, self._prev, self._next]
         index = self._index.nbytes() if self._index is not None else 0
         return int(sum(a.nbytes for a in arrays) + sum(a.itemsize * len(a) for a in lists) + index)

@@ -18,7 +18,7 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -197,6 +197,30 @@ class Preprocessing:
         out[0] = self(image)
         return True
 
+    def writer(self, out: np.ndarray) -> Optional[Callable[[np.ndarray], None]]:
+        """A function that preprocesses one raw image into ``out`` as :meth:`write` does, with everything about
+        ``out`` checked once, here (the cascade keeps one for its first stage's bound input). None when
+        ``out`` does not have the shape ``(1,) + input_shape`` and this dtype."""
+        if out.shape != (1,) + tuple(self.input_shape) or out.dtype != np.dtype(self.dtype):
+            return None
+        if not (self.channels == 1 and len(self._gain) == 1 and out.dtype == np.float32 and out.flags.c_contiguous):
+            def slow(image: np.ndarray) -> None:
+                out[0] = self(image)
+            return slow
+        flat = out.reshape(self.size)
+        size, gain, offset, u8 = self.size, self._gain[0], self._offset[0], np.dtype(np.uint8)
+        multiply, add = np.multiply, np.add
+
+        def fast(image: np.ndarray) -> None:
+            if type(image) is np.ndarray and image.dtype == u8 and image.shape == size:
+                flat[...] = image  # cast, scale and shift in place: the values of __call__
+                multiply(flat, gain, out=flat)
+                if offset:
+                    add(flat, offset, out=flat)
+            else:
+                out[0] = self(image)
+        return fast
+
     def pixels(self, image: np.ndarray) -> np.ndarray:
         """One raw image → uint8 pixels at the model's size and channel count (H×W grey or H×W×3 RGB), before
         the channel order and the float arithmetic: the input of a fused cascade graph, which does the rest."""
@@ -222,6 +246,13 @@ class Preprocessing:
     def batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Raw images → a model batch ``(N, …)``. Images of the right size skip the resize."""
         h, w = self.size
+        fast = self._grey_stack(images)
+        if fast is not None:  # the common case (grey, right size): one vectorised pass, same values
+            x = fast.astype(np.float32)
+            x *= self._gain[0]
+            x += self._offset[0]
+            shape = (len(fast), 1, h, w) if self.layout == "NCHW" else (len(fast), h, w, 1)
+            return x.reshape(shape).astype(self.dtype, copy=False)
         out = np.empty((len(images), h, w, self.channels), dtype=np.float32)
         for i, img in enumerate(images):
             img = self._pixels(img, i)
@@ -233,6 +264,18 @@ class Preprocessing:
         if self.layout == "NCHW":
             out = out.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(out, dtype=self.dtype)
+
+    def _grey_stack(self, images: Sequence[np.ndarray]) -> Optional[np.ndarray]:
+        """``(N, H, W)`` uint8 when every image is grey uint8 at the model's size and the model is grey, else None."""
+        if self.channels != 1 or len(self._gain) != 1 or not len(images):
+            return None
+        if isinstance(images, np.ndarray):
+            return images if images.dtype == np.uint8 and images.shape[1:] == self.size else None
+        size = self.size
+        for img in images:
+            if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.shape != size:
+                return None
+        return np.stack(images)
 
     def _resize(self, cv2: Any, img: np.ndarray) -> np.ndarray:
         h, w = self.size
@@ -294,15 +337,17 @@ def check_image(image: Any, index: Optional[int] = None) -> np.ndarray:
         raise InputValidationError("%s is None; pass a uint8 numpy array H×W or H×W×3 (RGB)" % what)
     given = type(image).__name__
     if not isinstance(image, np.ndarray):
+        ragged = False
         try:
-            with warnings.catch_warnings():  # numpy < 1.24 makes a ragged list an object array (with a warning)
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # numpy < 1.24 warns on ragged lists, then makes an object array
                 image = np.asarray(image)
-            if image.dtype == object:
-                raise ValueError("ragged")
+            ragged = image.dtype == object
         except (ValueError, TypeError):
+            ragged = True
+        if ragged:
             raise InputValidationError("%s is a %s that is not an array; pass a uint8 numpy array H×W or H×W×3"
-                                       % (what, given)) from None
+                                       % (what, given))
     if image.dtype != np.uint8:
         kind = "dtype %s" % image.dtype if given == "ndarray" else "%s of dtype %s" % (given, image.dtype)
         raise InputValidationError("%s has %s; raw images must be uint8 numpy arrays (convert with "

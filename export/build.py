@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -162,6 +163,43 @@ def stage_preprocessing(sources: List[_Source], given: Optional[Preprocessing], 
     return pre, notes
 
 
+def write_bundle(out: str, *args: Any) -> None:
+    """:func:`~edgeconf.bundle.save_bundle` into a new folder beside ``out``, then renamed into place.
+
+    A build that fails half-way leaves no half-written bundle, and an earlier bundle at ``out`` stays whole
+    until the new one is complete. A folder at ``out`` that is not a bundle is never replaced.
+    """
+    from edgeconf.bundle import MANIFEST
+    from edgeconf.errors import OutputError
+
+    out = os.path.abspath(out)
+    if os.path.exists(out) and not (os.path.isdir(out) and (os.path.isfile(os.path.join(out, MANIFEST))
+                                                            or not os.listdir(out))):
+        raise OutputError("cannot write the bundle to %s: it exists and is not a bundle folder; choose a new folder"
+                          % out)
+    parent = os.path.dirname(out)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".%s." % os.path.basename(out), suffix=".tmp", dir=parent)
+    except OSError as exc:
+        from edgeconf.atomic import describe_os_error
+
+        raise OutputError(describe_os_error(out, exc)) from None
+    try:
+        save_bundle(tmp, *args)
+        if os.path.isdir(out):
+            old = tempfile.mkdtemp(prefix=".%s." % os.path.basename(out), suffix=".old", dir=parent)
+            os.rmdir(old)
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], calib_logits: Sequence[np.ndarray],
                     calib_y: np.ndarray, costs: Sequence[Dict[str, Any]], out: str, policy: str, score: str,
                     combine: str, labels: Sequence[str], preprocessing: Preprocessing, memo: Optional[MemoSettings],
@@ -198,7 +236,7 @@ def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], cal
                                      "test": test_op.to_json() if test_op else None,
                                      "calibration_samples": int(calib_y.shape[0]),
                                      "test_samples": int(test_y.shape[0]) if test_y is not None else None}}
-        save_bundle(out, specs, files, labels, preprocessing, combine, memo, name, prov, extra)
+        write_bundle(out, specs, files, labels, preprocessing, combine, memo, name, prov, extra)
     stages = []
     for i, src in enumerate(sources):
         acc_c = float((np.asarray(calib_logits[i]).argmax(1) == calib_y).mean())

@@ -226,13 +226,16 @@ class ConfidencePanel(Panel):
         ax = self.plot.getAxis("bottom")
         ax.setTicks([[(i, "#%d" % t.id) for i, t in enumerate(tracks)]])
         self.plot.setXRange(-0.6, max(4.6, len(tracks) - 0.4), padding=0)
+        unknown = sum(1 for t in (res.tracks if res is not None else []) if getattr(t, "unknown", False))
         if not tracks:
-            self.summary.setText("No classified track on this frame")
+            self.summary.setText("%d unknown (no class) on this frame" % unknown if unknown
+                                 else "No classified track on this frame")
             return
         parts = ["#%d %s %.2f" % (t.id, _esc(t.label or str(t.class_id)), t.confidence) for t in tracks[:6]]
         low = sum(1 for t in tracks if self._thresholds and t.confidence < self._thresholds[0])
-        self.summary.setText("%s%s · %d below the stage-1 threshold" % (
+        self.summary.setText(("%s%s · %d below the stage-1 threshold" % (
             " · ".join(parts), " …" if len(tracks) > 6 else "", low) if self._thresholds else " · ".join(parts))
+            + (" · %d unknown" % unknown if unknown else ""))
 
 
 class CascadePanel(Panel):

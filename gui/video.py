@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 from edgeconf.atomic import write_bytes
 from edgeconf.errors import OutputError
 from edgeconf.gui.model import OverlayToggles
-from edgeconf.live.overlay import confidence_colour
+from edgeconf.live.overlay import track_colour
 
 UNCERTAINTY_RGB = (80, 200, 255)
 MEMO_RGB = (220, 0, 220)
@@ -40,7 +40,9 @@ def fit_rect(img_w: int, img_h: int, area_w: float, area_h: float) -> QRectF:
 
 
 def label_text(t: Any) -> str:
-    """"#id class 0.87 S2" (stage numbered from 1)."""
+    """"#id class 0.87 S2" (stage numbered from 1); "#id unknown S1" for an answer that is no class."""
+    if getattr(t, "unknown", False):
+        return "#%d unknown%s" % (t.id, "" if t.stage is None else "  S%d" % (int(t.stage) + 1))
     name = t.label or ("?" if t.class_id is None else str(t.class_id))
     conf = "--" if t.confidence is None else "%.2f" % t.confidence
     stage = "" if t.stage is None else "  S%d" % (int(t.stage) + 1)
@@ -77,7 +79,7 @@ def paint_overlays(p: QPainter, result: Any, toggles: OverlayToggles, target: QR
         if coasting and not toggles.coasting:
             continue
         r = rect(t.box)
-        colour = QColor(*confidence_colour(t.confidence))
+        colour = QColor(*track_colour(t))
         if toggles.uncertainty:
             a, b, angle = getattr(t, "ellipse", (0.0, 0.0, 0.0)) or (0.0, 0.0, 0.0)
             if not a or a <= 0:

@@ -74,3 +74,21 @@ def mlp_classifier(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray, b2: np.ndarra
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
+
+
+def with_ood_output(model: onnx.ModelProto, name: str = "ood") -> onnx.ModelProto:
+    """A copy of a ``linear_classifier`` that also outputs ``ood = mean(flat(x)²)`` per input: inputs near 0
+    score low (known), large inputs high (unknown) — a stand-in OOD head with a score anyone can compute."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.node.extend([helper.make_node("Mul", ["flat", "flat"], ["ood_sq"]),
+                         helper.make_node("ReduceMean", ["ood_sq"], [name], axes=[1], keepdims=0)])
+    m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N"]))
+    opset = m.opset_import[0].version
+    if opset >= 18:  # ReduceMean takes axes as an input from opset 18
+        m.graph.node[-1].ClearField("attribute")
+        m.graph.node[-1].attribute.extend([helper.make_attribute("keepdims", 0)])
+        m.graph.node[-1].input.append("ood_axes")
+        m.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "ood_axes"))
+    onnx.checker.check_model(m)
+    return m

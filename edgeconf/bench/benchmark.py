@@ -362,7 +362,7 @@ def summarise(cfg: BenchConfig, m: Measured, labels: np.ndarray, reference: Opti
         stage_calls=[int(x) for x in c.calls], stage_model_s=[float(s) for s in c.stage_seconds],
         escalation_rate=c.escalation_rate if len(cfg.cascade.stages) > 1 else None,
         memo_hit_rate=hit_rate, memo_false_hit_rate=false_rate, memo_hits=hits, memo_false_hits=false_hits,
-        memo=memo.settings() if memo is not None else None, inputs=n)
+        memo=dict(memo.settings(), stats=memo.stats.to_json()) if memo is not None else None, inputs=n)
 
 
 def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -455,11 +455,30 @@ def sweep(out: StageOutputs, lambdas: Optional[np.ndarray] = None,
     return {"lambda": lambdas, "accuracy": acc.astype(np.float64), "escalation": cnt / n, "later_cost": spent[cnt] / n}
 
 
+def later_stage_cpu(dual: "ConfigResult", first: "ConfigResult") -> List[float]:
+    """Process CPU seconds per call of each stage after the first, from the measured configurations.
+
+    ``dual`` − ``first`` is the process CPU the later stages cost in this run (the same stream, the same
+    rotating windows): everything the cascade spends beyond stage 1, its per-call overhead included. It is
+    shared among the later stages in proportion to their own measured model time, then divided by their
+    calls. For a two-stage cascade this is exact; the curve then passes through the measured ``dual`` point.
+    """
+    later = list(range(1, len(dual.stage_calls)))
+    extra = max(0.0, dual.cpu_s - first.cpu_s)
+    model = sum(dual.stage_model_s[k] for k in later)
+    out = []
+    for k in later:
+        share = dual.stage_model_s[k] / model if model > 0 else 1.0 / len(later)
+        out.append(extra * share / dual.stage_calls[k] if dual.stage_calls[k] else 0.0)
+    return out
+
+
 def tradeoff(out: StageOutputs, first_cpu_per_input: float, stage_s_per_call: Sequence[float],
              big_cpu_per_input: Optional[float]) -> Dict[str, Any]:
     """The λ sweep priced with measured costs: cost(λ) = first + Σ later stages' per-call cost × share reaching them.
 
-    Costs are per input; ``cost_ratio`` divides by the big model's per-input CPU cost when measured.
+    Costs are process CPU seconds per input (``stage_s_per_call`` from :func:`later_stage_cpu`), the unit of
+    the measured points; ``cost_ratio`` divides by the big model's per-input CPU cost when measured.
     """
     sw = sweep(out, stage_costs=stage_s_per_call)
     cost = first_cpu_per_input + sw["later_cost"]
@@ -476,6 +495,7 @@ def tradeoff(out: StageOutputs, first_cpu_per_input: float, stage_s_per_call: Se
                              "cost_ratio": float(ratio[best]) if ratio is not None else None},
             "inputs": int(out.labels.size), "first_cpu_per_input_s": first_cpu_per_input,
             "stage_s_per_call": list(stage_s_per_call), "later_thresholds": list(out.thresholds[1:-1]),
+            "unit": "process CPU seconds (time.process_time); later stages: dual - first, split by model time",
             "big_cpu_per_input_s": big_cpu_per_input}
 
 
@@ -709,7 +729,7 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
                 dual = results["dual"]
                 if all(dual.stage_calls[1:]):
                     big = results.get("big")
-                    per_call = [dual.stage_model_s[k] / dual.stage_calls[k] for k in range(1, len(dual.stage_calls))]
+                    per_call = later_stage_cpu(dual, results["first"])
                     curve = tradeoff(outs, results["first"].cpu_s / len(stream), per_call,
                                      big.cpu_s / len(stream) if big else None)
             info = {"dataset": data.name, "data": settings.data, "n": n, "duplicate": float(d), "notes": data.notes,

@@ -276,8 +276,10 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
         c, m = t["chosen"], t["max_accuracy"]
         lines += ["## Trade-off over λ", "",
                   "Stage-1 threshold λ swept over 2000 values in (0, 1) on the n base samples, from stage outputs "
-                  "computed once; later stages keep their thresholds; cost(λ) = first's CPU per input + the share of "
-                  "inputs reaching each later stage × that stage's measured time per call.", "",
+                  "computed once; later stages keep their thresholds; cost(λ) = first's process CPU per input + the share "
+                  "of inputs reaching each later stage × that stage's process CPU per call (`dual` − `first`, split "
+                  "among later stages by their model time): the measured points' unit, so the curve passes through "
+                  "the measured `dual`.", "",
                   "- chosen (bundle) λ = %.4f: accuracy %.2f %%, escalation %.1f %%, cost ratio %s"
                   % (c["lambda"], c["accuracy"] * 100, c["escalation"] * 100, _f(c["cost_ratio"])),
                   "- the paper's rule (max accuracy; here picked on the benchmark split itself, for reference only): "

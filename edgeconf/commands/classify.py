@@ -107,21 +107,10 @@ def _output(path: Optional[str]) -> Iterator[IO[str]]:
         yield sys.stdout
 
 
-def _progress(total: int):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class _NoBar:
+    """Stands in for the progress bar when stderr is not a terminal (nothing is drawn, not even a newline)."""
 
-    err = Console(stderr=True)
-    if not err.is_terminal:  # no bar at all: a disabled rich Progress still writes a blank line (rich < 15)
-        return _NoProgress()
-    return Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-                    transient=True)
-
-
-class _NoProgress:
-    """The part of rich's Progress that classify uses, doing nothing (stderr is not a terminal)."""
-
-    def __enter__(self) -> "_NoProgress":
+    def __enter__(self) -> "_NoBar":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -130,8 +119,20 @@ class _NoProgress:
     def add_task(self, *args: Any, **kwargs: Any) -> int:
         return 0
 
-    def advance(self, task: int, advance: float = 1) -> None:
+    def advance(self, task: int, n: int) -> None:
         return None
+
+
+def _progress(total: int) -> Any:
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    if not err.is_terminal:
+        return _NoBar()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("classify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                    transient=True)
 
 
 def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:

@@ -1,6 +1,7 @@
 """Drawing of pipeline results onto a frame, as a pure function the recorder and the GUI share.
 
-Boxes are coloured by confidence (red → yellow → green), labelled "class conf stage" with a memo
+Boxes are coloured by confidence (red → yellow → green; violet for "unknown", an answer that is no class),
+labelled "class conf stage" with a memo
 marker ("M") when no model ran for the answer, and the tracker's 2-sigma centre uncertainty is
 drawn as an ellipse. Works on RGB uint8 images and never modifies its input.
 """
@@ -28,6 +29,18 @@ class OverlayOptions:
     thickness: int = 2
 
 
+#: boxes and labels of tracks the cascade answers "unknown" (no class it knows): violet, apart from the
+#: red → yellow → green confidence scale, the grey of "no answer yet" and the blue uncertainty ellipse
+UNKNOWN_COLOUR: Colour = (186, 140, 255)
+
+
+def track_colour(track: Any) -> Colour:
+    """The colour a track is drawn in: violet when unknown, else by its confidence."""
+    if getattr(track, "unknown", False):
+        return UNKNOWN_COLOUR
+    return confidence_colour(getattr(track, "confidence", None))
+
+
 def confidence_colour(confidence: Optional[float]) -> Colour:
     """RGB colour for a confidence in [0, 1]: red (0) → yellow (0.5) → green (1); grey when unknown."""
     if confidence is None or not np.isfinite(confidence):
@@ -40,6 +53,9 @@ def confidence_colour(confidence: Optional[float]) -> Colour:
 
 def track_label(track: Any) -> str:
     """"label conf S<stage>" plus " M" when the memo answered this frame."""
+    if getattr(track, "unknown", False):
+        stage = "" if track.stage is None else " S%d" % (int(track.stage) + 1)
+        return "#%d unknown%s" % (track.id, stage)
     name = track.label if getattr(track, "label", None) else ("?" if track.class_id is None else str(track.class_id))
     conf = "--" if track.confidence is None else "%.2f" % track.confidence
     stage = "" if track.stage is None else " S%d" % (int(track.stage) + 1)
@@ -57,7 +73,7 @@ def draw_overlays(image: np.ndarray, frame_result: Any, options: Optional[Overla
     for t in getattr(frame_result, "tracks", []):
         if t.frames_since_match and not opt.coasting:
             continue
-        colour = confidence_colour(t.confidence)
+        colour = track_colour(t)
         x1, y1, x2, y2 = (int(round(v)) for v in t.box)
         thick = max(1, opt.thickness - (1 if t.frames_since_match else 0))
         if opt.uncertainty:

@@ -22,6 +22,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple, 
 
 import numpy as np
 
+from edgeconf.cascade import UNKNOWN_LABEL
 from edgeconf.errors import ConfigError, EdgeconfError
 from edgeconf.live.tracking import Track, Tracker
 
@@ -49,9 +50,11 @@ class TrackResult:
     classified: bool = False  # the track got an answer this frame (model or memo)
     score: float = 0.0  # score of the last matched detection
     remote_failure: Optional[str] = None  # this frame's answer is a local fallback: the remote stage failed (why)
+    unknown: bool = False  # the cascade calls it no class it knows (class_id None, label "unknown")
 
     def to_json(self) -> dict:
         d = {"id": self.id, "box": [round(v, 1) for v in self.box], "class": self.class_id, "label": self.label,
+             "unknown": self.unknown,
              "confidence": None if self.confidence is None else round(self.confidence, 4), "stage": self.stage,
              "memo_hit": self.memo_hit, "uncertainty_px": round(self.uncertainty_px, 2),
              "frames_since_match": self.frames_since_match,
@@ -103,6 +106,12 @@ class PipelineCounters:
     remote_calls: int = 0  # crops sent to a remote stage
     remote_failures: int = 0  # of those, answered by the last local stage instead
     remote_reasons: Dict[str, int] = field(default_factory=dict)  # why (timeout, unavailable, error, circuit_open)
+    unknown: int = 0  # track answers that were "unknown" (no class), whichever way they were answered
+
+    @property
+    def unknown_rate(self) -> Optional[float]:
+        """Share of track answers that were "unknown"."""
+        return self.unknown / self.answers if self.answers else None
 
     @property
     def memo_hits(self) -> int:
@@ -138,7 +147,8 @@ class PipelineCounters:
                 "escalation_rate_recent": r(self.escalation_rate_recent),
                 "model_calls_saved": self.model_calls_saved, "model_seconds": round(self.model_seconds, 6),
                 "frames_dropped": self.frames_dropped, "power_w": r(self.power_w), "remote_calls": self.remote_calls,
-                "remote_failures": self.remote_failures, "remote_reasons": dict(self.remote_reasons)}
+                "remote_failures": self.remote_failures, "remote_reasons": dict(self.remote_reasons),
+                "unknown": self.unknown, "unknown_rate": r(self.unknown_rate)}
 
 
 def _round_opt(v: Optional[float], nd: int = 4) -> Optional[float]:
@@ -442,7 +452,10 @@ class Pipeline:
         if todo:
             answers = cascade.classify_batch([crop for _, crop, _ in todo])
             for (t, _, key), res in zip(todo, answers):
-                t.observe_class(res.probs, res.confidence, None if res.memo_hit else res.stage)
+                if res.unknown:
+                    t.observe_unknown(None if res.memo_hit else res.stage)
+                else:
+                    t.observe_class(res.probs, res.confidence, None if res.memo_hit else res.stage)
                 if res.memo_hit and t.stage is None:
                     t.stage = res.stage
                 remote_failure = getattr(res, "remote_failure", None)
@@ -456,6 +469,7 @@ class Pipeline:
         c = self.counters
         n_answers = len(fresh)
         c.answers += n_answers
+        c.unknown += sum(1 for t in tracks if t.internal_id in fresh and t.unknown)
         c.track_key_hits += track_hits
         c.cache_hits += cache_hits
         c.model_inputs += len(todo) - cache_hits
@@ -481,13 +495,17 @@ class Pipeline:
         out = []
         for t in tracks:
             cid = t.class_id
+            unknown = t.unknown
+            if unknown:
+                label: Optional[str] = UNKNOWN_LABEL
+            else:
+                label = labels[cid] if labels and cid is not None and 0 <= cid < len(labels) else None
             out.append(TrackResult(
-                id=t.id, box=t.box, class_id=cid,
-                label=labels[cid] if labels and cid is not None and 0 <= cid < len(labels) else None,
-                confidence=t.confidence, stage=t.user.get("label_stage"), memo_hit=fresh.get(t.internal_id, False),
+                id=t.id, box=t.box, class_id=cid, label=label, confidence=None if unknown else t.confidence,
+                stage=t.user.get("label_stage"), memo_hit=fresh.get(t.internal_id, False),
                 uncertainty_px=t.uncertainty_px, frames_since_match=t.frames_since_match, velocity=t.velocity,
                 ellipse=t.ellipse(2.0), classified=t.internal_id in fresh, score=t.score,
-                remote_failure=fallback.get(t.internal_id)))
+                remote_failure=fallback.get(t.internal_id), unknown=unknown))
         return out
 
     def _snapshot(self) -> PipelineCounters:
@@ -495,7 +513,7 @@ class Pipeline:
         return PipelineCounters(c.frames, c.errors, c.fps, c.tracks, c.answers, c.model_inputs, c.cache_hits,
                                 c.track_key_hits, list(c.exits), list(c.stage_calls), c.model_seconds,
                                 c.escalation_rate_recent, c.memo_hit_rate_recent, c.frames_dropped, c.power_w,
-                                c.remote_calls, c.remote_failures, dict(c.remote_reasons))
+                                c.remote_calls, c.remote_failures, dict(c.remote_reasons), c.unknown)
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self, max_frames: Optional[int] = None, on_result: Optional[Callable[[FrameResult], Any]] = None,

@@ -120,6 +120,8 @@ class Track:
         self.confidence: Optional[float] = None
         self.stage: Optional[int] = None
         self.answers = 0
+        self.unknown_rate: Optional[float] = None  # EMA of the cascade's "unknown" verdicts (1: no class)
+        self._last_unknown = False
         self.user: dict = {}  # free slot for the pipeline's per-track bookkeeping
 
     # geometry
@@ -162,9 +164,24 @@ class Track:
     # class smoothing
     @property
     def class_id(self) -> Optional[int]:
+        if self.unknown:
+            return None
         if self.class_probs is None:
             return self.detector_class
         return int(np.argmax(self.class_probs))
+
+    @property
+    def unknown(self) -> bool:
+        """Recent answers (their EMA) say this is no class the cascade knows; a tie goes to the latest answer."""
+        r = self.unknown_rate
+        return r is not None and (r > 0.5 or (r == 0.5 and self._last_unknown))
+
+    def observe_unknown(self, stage: Optional[int] = None, alpha: float = 0.5) -> None:
+        """Fold an ``unknown`` answer in: it moves the unknown EMA, never the class probabilities."""
+        self.unknown_rate = 1.0 if self.answers == 0 else (1.0 - alpha) * (self.unknown_rate or 0.0) + alpha
+        self._last_unknown = True
+        self.stage = stage
+        self.answers += 1
 
     def observe_class(self, probs: np.ndarray, confidence: float, stage: Optional[int] = None, alpha: float = 0.5) -> None:
         """Fold one cascade answer into the EMA of class probabilities and of confidence."""
@@ -175,6 +192,8 @@ class Track:
         else:
             self.class_probs = (1.0 - alpha) * self.class_probs + alpha * p
             self.confidence = (1.0 - alpha) * float(self.confidence or 0.0) + alpha * float(confidence)
+        self.unknown_rate = (1.0 - alpha) * (self.unknown_rate or 0.0)
+        self._last_unknown = False
         self.stage = stage
         self.answers += 1
 

@@ -137,6 +137,23 @@ def test_tradeoff_curve_matches_brute_force(run):
     # the measured dual and the curve's chosen point describe the same cascade on the base samples (d = 0)
     assert t["chosen"]["accuracy"] == pytest.approx(run["json"][0]["configs"]["dual"]["accuracy"])
     assert t["chosen"]["escalation"] == pytest.approx(run["json"][0]["configs"]["dual"]["escalation_rate"])
+    # ...and the curve is priced in the measured points' unit (process CPU): it passes through the measured dual
+    configs = run["json"][0]["configs"]
+    if configs["dual"]["cpu_s"] > configs["first"]["cpu_s"]:
+        assert t["chosen"]["cost_ratio"] == pytest.approx(run["json"][0]["ratios"]["dual"]["cpu_s"], rel=1e-9)
+    assert "process CPU" in t["unit"]
+
+
+def test_later_stages_are_priced_in_process_cpu():
+    from edgeconf.bench.benchmark import ConfigResult, later_stage_cpu
+
+    def result(cpu, calls, model):
+        return ConfigResult("x", 0.9, cpu, cpu, None, {}, calls, model, None, None, None)
+
+    first = result(1.0, [100], [0.5])
+    dual = result(1.6, [100, 30, 10], [0.5, 0.2, 0.2])  # 0.6 s beyond stage 1, stages 2 and 3 equal model time
+    assert later_stage_cpu(dual, first) == pytest.approx([0.3 / 30, 0.3 / 10])
+    assert later_stage_cpu(result(0.9, [100, 30], [0.5, 0.1]), first) == [0.0]  # noise below first: no negative cost
 
 
 def test_sweep_equals_a_plain_loop():

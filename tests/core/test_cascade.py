@@ -215,3 +215,15 @@ def test_preprocessing_written_in_place_equals_the_call(rng):
     out3 = np.empty((1,) + rgb_pre.input_shape, np.float32)
     assert rgb_pre.write(rgb, out3)
     np.testing.assert_array_equal(out3[0], rgb_pre(rgb))
+
+
+def test_a_writer_into_a_bound_buffer_equals_the_call(rng):
+    from edgeconf.preprocess import Preprocessing
+
+    for pre in (Preprocessing(), Preprocessing(mean=(0.5,), std=(0.25,))):
+        out = np.zeros((1,) + pre.input_shape, np.float32)
+        write = pre.writer(out)
+        for img in (rng.integers(0, 256, (28, 28), dtype=np.uint8), rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)):
+            write(img)
+            np.testing.assert_array_equal(out[0], pre(img))
+    assert Preprocessing().writer(np.zeros((2, 1, 28, 28), np.float32)) is None

@@ -283,3 +283,28 @@ def test_public_api_is_documented():
     for name in api.__all__:
         obj = getattr(api, name)
         assert obj.__doc__ and obj.__doc__.strip(), name
+
+
+def test_a_failed_cascade_build_keeps_the_earlier_bundle_whole(tmp_path, data, monkeypatch):
+    a = _exported(tmp_path, "a", "NCHW", 1, PRE, data)
+    b = _exported(tmp_path, "b", "NCHW", 2, PRE, data)
+    out = str(tmp_path / "bundle")
+    api.build_cascade([a, b], data, out=out, costs=[1, 2], n=100)
+    before = {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)}
+    import edgeconf.export.build as build
+
+    def broken(folder, *args):  # the disk fills up half-way through writing the new bundle
+        open(os.path.join(folder, "stage1.onnx"), "wb").write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(build, "save_bundle", broken)
+    with pytest.raises(OSError):
+        api.build_cascade([b, a], data, out=out, costs=[1, 2], n=100)
+    assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(n for n in os.listdir(tmp_path) if not n.startswith("."))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    monkeypatch.undo()
+    with pytest.raises(Exception, match="exists and is not a bundle folder"):
+        api.build_cascade([a, b], data, out=str(tmp_path / "mine"), costs=[1, 2], n=100)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

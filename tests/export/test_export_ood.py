@@ -1,0 +1,155 @@
+"""Fitting OOD heads at export: the numbers, the graph head against numpy, the bundle, and bad calibration data."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeconf.bundle import StageSpec, load_bundle, read_manifest, save_bundle
+from edgeconf.export.ood import (OodCalibrationError, OodFit, add_ood_head, check_labelled, choose_threshold,
+                                 default_feature, fit_mahalanobis, fit_stage_ood, load_params, validate_ood_head)
+from edgeconf.preprocess import Preprocessing
+from onnx_models import random_classifier, save
+
+LABELS = ["c%d" % i for i in range(10)]
+
+
+def _blobs(rng, n, classes=10, dim=784):
+    """Raw uint8 28×28 images: class c is a dark image with a bright square at a class-specific place."""
+    y = rng.integers(0, classes, n)
+    x = rng.integers(0, 20, (n, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(y):
+        r, q = divmod(int(c), 4)
+        x[i, 2 + 8 * r:8 + 8 * r, 2 + 6 * q:8 + 6 * q] = 230
+    return x, y
+
+
+def test_mahalanobis_matches_a_direct_computation(rng):
+    f = rng.normal(size=(300, 6))
+    y = np.repeat(np.arange(3), 100)
+    f[y == 1] += 3.0
+    p = fit_mahalanobis(f, y, shrinkage=0.0)
+    fit = OodFit("mahalanobis", "f", p)
+    mu = np.stack([f[y == c].mean(0) for c in range(3)])
+    r = f - mu[y]
+    prec = np.linalg.inv(r.T @ r / len(f) + 1e-6 * np.trace(r.T @ r / len(f)) / 6 * np.eye(6))
+    q = rng.normal(size=(20, 6)) * 4
+    want = np.min([np.einsum("nd,de,ne->n", q - m, prec, q - m) for m in mu], axis=0)
+    np.testing.assert_allclose(fit.score(q), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("y, match", [
+    (np.zeros(100, int), "one class"),
+    (np.arange(10).repeat(3), "has 30 samples"),
+    (np.r_[np.zeros(97, int), np.ones(3, int)], "fewer than 5 samples of class"),
+    (np.linspace(0, 1, 100), "integer class labels"),
+])
+def test_bad_calibration_sets_are_refused(y, match):
+    with pytest.raises(OodCalibrationError, match=match):
+        check_labelled(y)
+
+
+def test_threshold_keeps_the_asked_share():
+    s = np.arange(1000.0)
+    t = choose_threshold(s, 0.99)
+    assert (s <= t).mean() == pytest.approx(0.99, abs=0.002)
+    with pytest.raises(OodCalibrationError):
+        choose_threshold(s, 1.0)
+
+
+def test_graph_head_equals_numpy_on_opsets(tmp_path, rng):
+    for opset in (13, 17, 18):
+        model = random_classifier(1)
+        model.opset_import[0].version = opset
+        feat = default_feature(model)
+        assert feat == "flat"
+        f = rng.normal(size=(200, 784)).astype(np.float32)
+        fit = OodFit("mahalanobis", feat, fit_mahalanobis(f, np.arange(200) % 4), threshold=900.0)
+        headed = add_ood_head(model, fit)
+        x = rng.normal(size=(32, 1, 28, 28)).astype(np.float32)
+        assert validate_ood_head(headed, fit, x) < 1e-3
+        again = add_ood_head(headed, fit)  # re-heading replaces the head
+        assert sum(o.name == "ood" for o in again.graph.output) == 1
+
+
+def _bundle(tmp_path):
+    src = save(random_classifier(7), tmp_path / "m.onnx")
+    folder = str(tmp_path / "b")
+    save_bundle(folder, [StageSpec("stage1", "stage1.onnx", threshold=0.0)], {"stage1.onnx": src}, LABELS,
+                Preprocessing(scale=1.0 / 255.0))
+    return folder
+
+
+@pytest.mark.slow
+def test_fit_stage_writes_head_params_and_manifest(tmp_path, rng):
+    folder = _bundle(tmp_path)
+    x, y = _blobs(rng, 600)
+    rep = fit_stage_ood(folder, x, y, method="mahalanobis", keep=0.99)
+    assert rep.fit.method == "mahalanobis" and rep.held_out_known >= 0.98
+    m = read_manifest(folder)  # sha256 of the rewritten model and of the params file are in 'files'
+    ood = m.stages[0].ood
+    assert ood.output == "ood" and ood.params == "ood/stage1.npz" and "ood/stage1.npz" in m.files
+    params = load_params(os.path.join(folder, "ood", "stage1.npz"))
+    assert set(params) == {"means", "chol"}
+    with load_bundle(folder) as c:
+        res = c.classify_batch(list(x[:50]) + [np.full((28, 28), 128, np.uint8), rng.integers(0, 256, (28, 28)).astype(np.uint8)])
+    assert sum(r.unknown for r in res[:50]) <= 3
+    assert res[-1].unknown and res[-2].unknown  # flat grey and noise are no class
+    meta = {p.key: p.value for p in onnx.load(os.path.join(folder, "stage1.onnx")).metadata_props}
+    assert json.loads(meta["edgeconf.ood"])["score"] == "mahalanobis"
+
+
+def test_fit_stage_refuses_one_class_and_missing_negatives(tmp_path, rng):
+    folder = _bundle(tmp_path)
+    x, _ = _blobs(rng, 200)
+    with pytest.raises(OodCalibrationError, match="one class"):
+        fit_stage_ood(folder, x, np.zeros(200, int), method="mahalanobis")
+    with pytest.raises(OodCalibrationError, match="needs negatives"):
+        fit_stage_ood(folder, x, np.arange(200) % 10, method="learned")
+    with pytest.raises(OodCalibrationError, match="at least 20 negatives"):
+        fit_stage_ood(folder, x, np.arange(200) % 10, negatives=x[:10], method="learned")
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_learned_head_separates_given_negatives(tmp_path, rng):
+    pytest.importorskip("torch")
+    folder = _bundle(tmp_path)
+    x, y = _blobs(rng, 600)
+    neg = rng.integers(100, 256, (300, 28, 28)).astype(np.uint8)  # bright noise: no class
+    rep = fit_stage_ood(folder, x, y, negatives=neg, method="auto", keep=0.99)
+    assert rep.fit.method == "learned"
+    assert rep.held_out_negatives_unknown is not None and rep.held_out_negatives_unknown >= 0.95
+    with load_bundle(folder) as c:
+        b = c.run_batch(c.preprocessing.batch(list(neg[:40]) + list(x[:40])))
+    assert b.unknown[:40].mean() >= 0.9 and b.unknown[40:].mean() <= 0.1
+
+
+def _run(capsys, *args):
+    from edgeconf.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ood_command_end_to_end_and_one_line_errors(tmp_path, rng, capsys):
+    folder = _bundle(tmp_path)
+    x, y = _blobs(rng, 300)
+    good, one = tmp_path / "d.npz", tmp_path / "one.npz"
+    np.savez(good, x=x, y=y)
+    np.savez(one, x=x, y=np.zeros(300, int))
+    code, out, err = _run(capsys, "ood", folder, "--data", one)
+    assert code == 1 and "one class" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code, out, err = _run(capsys, "ood", folder, "--data", good, "--method", "mahalanobis", "--keep", "0.99", "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["method"] == "mahalanobis" and rep["params"] == "ood/stage1.npz"
+    assert read_manifest(folder).stages[0].ood.threshold == pytest.approx(rep["threshold"])
