@@ -347,11 +347,11 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     plan = choose_threads(threads, batch)
     manifest = read_manifest(folder, verify=True)
     chosen, why = choose_form(form, manifest, backend, providers)
-    if chosen == "fused" and ood and any(s.ood is not None for s in manifest.stages):
+    if chosen == "fused" and not ood and any(s.ood is not None for s in manifest.stages):
         if form == "fused":
-            raise BundleError("%s: the fused graph does not compute the stages' OOD rules, so it would answer a class "
-                              "where the stages answer 'unknown'; load it staged, or with ood=False" % folder)
-        chosen, why = "staged", "staged: the fused graph does not compute the stages' OOD ('unknown') rules"
+            raise BundleError("%s: the fused graph computes the stages' OOD rules; ood=False needs the staged form"
+                              % folder)
+        chosen, why = "staged", "the OOD rules are off (ood=False); the fused graph computes them"
     stages = []
     fused_runner = None
     try:

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from edgeconf.memo import Answer, MemoCache
     from edgeconf.preprocess import Preprocessing
 
-COMBINE_RULES = ("last", "best")
+#: last: a later stage's answer replaces the earlier; best: keep the answer with the higher score; mean: average
+#: the calibrated probabilities of every stage that ran (the answer and its confidence, which the exit test uses)
+COMBINE_RULES = ("last", "best", "mean")
 IMAGE = "image"
 PROBS = "probs"  # outputs of the confidence head that edgeconf.export appends
 CONFIDENCE = "confidence"
@@ -206,12 +208,16 @@ class BatchResult:
         cids, confs = self.class_ids.tolist(), self.confidence.tolist()
         stages, runs = self.stage.tolist(), self.stages_run.tolist()
         probs, failures = self.probs, self.remote_failures
+        unknown = self.unknown.tolist() if self.unknown is not None else None
+        ood = self.ood.tolist() if self.ood is not None else None
         out = []
         for i in range(n_all):
             cid, n = cids[i], runs[i]
-            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[n], n,
-                                     labels[cid] if labels and cid < len(labels) else None,
-                                     remote_failure=failures.get(i) if failures else None))
+            o = ood[i] if ood is not None else None
+            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[n], n, label_of(cid, labels),
+                                     remote_failure=failures.get(i) if failures else None,
+                                     unknown=bool(unknown[i]) if unknown is not None else False,
+                                     ood_score=o if o is not None and o == o and abs(o) != float("inf") else None))
         return out
 
     def item(self, i: int, labels: Optional[Sequence[str]] = None) -> CascadeResult:
@@ -459,6 +465,8 @@ class Cascade:
         hook = self.energy_hook
         clock = time.perf_counter
         failed: Dict[int, str] = {}
+        mean = self.combine == "mean"
+        summed: Optional[np.ndarray] = None  # mean: running sum of the probabilities of the active inputs
         for k, step in enumerate(self._steps):
             if step.remote:
                 self.counters.remote_inputs += int(active.size)
@@ -483,11 +491,13 @@ class Cascade:
             counts.append(int(active.size))
             spans.append((t0, t1))
             p, c = (out[PROBS], out[CONFIDENCE]) if step.head else step.stage.answer(out)
+            if mean:
+                p, c, summed = _mean_answer(step.stage.score, k, p, c, summed)
             o, unk = step.stage.unknown(out)
             if probs is None:
                 probs = np.zeros((n, p.shape[1]), dtype=np.float64)
             stages_run[active] = k + 1
-            if k == 0 or self.combine == "last":
+            if k == 0 or self.combine != "best":
                 take = None
                 idx, pk, ck = active, p, c
             else:  # best: keep the answer with the higher score (an unknown verdict always stands)
@@ -509,6 +519,8 @@ class Cascade:
             active = active[unsure]
             if active.size == 0:
                 break
+            if summed is not None:
+                summed = summed[unsure]
             feed = x[active] if step.next_input is None else out[step.next_input][unsure]
         c = self.counters
         c.inputs += n
@@ -556,7 +568,9 @@ class Cascade:
         checked = self._checked
         steps = self._steps
         last = len(steps) - 1
-        best = self.combine != "last"
+        best = self.combine == "best"
+        mean = self.combine == "mean"
+        summed: Optional[np.ndarray] = None
         failure: Optional[str] = None
         for k, step in enumerate(steps):
             call = step.call
@@ -591,6 +605,9 @@ class Cascade:
             else:
                 pb, cs = step.stage.answer(out)
                 p, c = pb[0], float(cs[0])
+            if mean:
+                pm, cm, summed = _mean_answer(step.stage.score, k, p[None], None, summed)
+                p, c = pm[0], float(cm[0])
             o, unk = step.stage.unknown(out)
             unknown = bool(unk[0]) if unk is not None else False
             if o is not None:
@@ -750,6 +767,22 @@ def _check_input_shape(stage: Stage, preprocessing: "Preprocessing") -> None:
     if spec.dtype != preprocessing.dtype:
         raise ConfigError("preprocessing makes %s inputs but stage %s takes %s; set preprocessing.dtype to %r"
                           % (preprocessing.dtype, stage.name, spec.dtype, spec.dtype))
+
+
+def _mean_answer(score_name: str, k: int, p: np.ndarray, c: Optional[np.ndarray], summed: Optional[np.ndarray]
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``mean`` rule after stage ``k``: (mean probabilities, their confidence, the new running sum).
+
+    Sums in the probabilities' own dtype, in stage order, then divides by the stage count: the fused graph
+    does the same float32 operations, so both forms give the same answers. The sum is a fresh array (the
+    probabilities may live in a bound output buffer that the next call overwrites).
+    """
+    if summed is None:
+        summed = np.array(p)
+        return summed, (c if c is not None else score(score_name, summed)), summed
+    summed = summed + p
+    m = summed / summed.dtype.type(k + 1)
+    return m, score(score_name, m), summed
 
 
 def _as_memo_hit(res: CascadeResult) -> CascadeResult:

@@ -20,8 +20,8 @@ time (its batch share), counted on the first stage in ``counters.stage_seconds``
 Which form ``load_bundle(form="auto")`` picks (:func:`choose_form`): the staged form unless the bundle has an
 up-to-date fused graph and the stages run on an ONNX Runtime GPU execution provider (CUDA or TensorRT), where
 each stage boundary of the staged form costs a device-to-host copy and a synchronisation. On ONNX Runtime's
-CPU provider the fused graph measured no faster than the staged path (``benchmarks/bench_fused.py``), so
-staged stays the default there; the native ``tensorrt`` backend runs one engine per stage (staged).
+CPU provider the fused graph measured slower than the staged path at batch 1 (``benchmarks/bench_fused.py``,
+docs/fused.md), so staged stays the default there; the native ``tensorrt`` backend runs one engine per stage.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeconf.cascade import COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit
+from edgeconf.cascade import (_EPOCH, COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit,
+                              _check_images, label_of)
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, InputValidationError
 from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
@@ -70,9 +71,26 @@ def ceil_f32(value: float) -> float:
     return float(v)
 
 
+def floor_f32(value: float) -> float:
+    """The largest float32 <= ``value``: for a float32 score s, ``s > value`` iff ``s > floor_f32(value)``."""
+    v = np.float32(value)
+    if float(v) > float(value):
+        v = np.nextafter(v, np.float32(-np.inf))
+    return float(v)
+
+
+def ood_threshold_name(stage: int) -> str:
+    """Initializer holding stage ``stage``'s OOD threshold (0-based) in a fused graph (stages with an OOD rule)."""
+    return "edgeconf_fused_ood_threshold_%d" % stage
+
+
+def _ood_kind(rule: Any) -> Optional[str]:
+    return None if rule is None else "%s:%s" % (rule.score, rule.output)
+
+
 def stage_fingerprint(spec: Any, model_sha256: str) -> "FusedStage":
     """What a fused graph bakes in from one stage: the model file and the settings it cannot override."""
-    return FusedStage(model_sha256, spec.score, spec.input, spec.logits)
+    return FusedStage(model_sha256, spec.score, spec.input, spec.logits, _ood_kind(getattr(spec, "ood", None)))
 
 
 @dataclass
@@ -83,6 +101,7 @@ class FusedStage:
     score: str = entry(Str(SCORES))
     input: str = entry(Str(max_len=256))
     logits: str = entry(Str(max_len=256))
+    ood: Optional[str] = entry(Optional_(Str(max_len=600)), None, write_default=False)  # "score:output" of its rule
 
     def to_json(self) -> Dict[str, Any]:
         return to_json(self)
@@ -155,8 +174,8 @@ def choose_form(requested: str, manifest: Any, backend: str, providers: Optional
     gpu = [n for n in names if n in _GPU_PROVIDERS or str(n).lower() in ("cuda", "tensorrt", "trt")]
     if backend == "ort-tensorrt" or gpu:
         return "fused", "stages run on a GPU execution provider: one call per answer saves a host round trip per stage"
-    return "staged", ("ONNX Runtime CPU: the fused graph is no faster than the staged path there "
-                      "(use --form fused to ask for it)")
+    return "staged", ("ONNX Runtime CPU: the fused graph is slower than the staged path at batch 1 there "
+                      "(benchmarks/bench_fused.py; use --form fused to ask for it)")
 
 
 def runtime_model(path: str) -> bytes:
@@ -176,7 +195,8 @@ def runtime_model(path: str) -> bytes:
     g = model.graph
     listed = {i.name for i in g.input}
     for init in g.initializer:
-        if init.name.startswith(("edgeconf_fused_threshold_", "edgeconf_fused_temperature_")) and init.name not in listed:
+        if init.name.startswith(("edgeconf_fused_threshold_", "edgeconf_fused_temperature_",
+                                 "edgeconf_fused_ood_threshold_")) and init.name not in listed:
             g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     nodes = _inline(list(g.node), onnx)
     keep = _live(nodes, {o.name for o in g.output})
@@ -236,6 +256,8 @@ class FusedCascade(Cascade):
             self._one = graph.get("batch") == 1
             self._graph_stages = [(s["score"], float(s["threshold"]), float(s["temperature"]), s["input"])
                                   for s in graph["stages"]]
+            self._graph_ood = [None if not s.get("ood") else (s["ood"]["score"], s["ood"]["output"],
+                                                              float(s["ood"]["threshold"])) for s in graph["stages"]]
         except (KeyError, ValueError, TypeError):
             raise BundleError("the fused graph has no valid edgeconf.fused metadata; rebuild it with: edgeconf fuse "
                               "BUNDLE") from None
@@ -247,20 +269,25 @@ class FusedCascade(Cascade):
             session.get_overridable_initializers() if hasattr(session, "get_overridable_initializers") else ())}
         k_all = len(self.stages)
         self._overridable = (all(threshold_name(k) in names for k in range(k_all - 1))
-                             and all(temperature_name(k) in names for k in range(k_all)))
+                             and all(temperature_name(k) in names for k in range(k_all))
+                             and all(ood_threshold_name(k) in names for k in range(k_all) if self._graph_ood[k]))
+        self._with_ood = any(self._graph_ood)
+        self._outputs = _OUTPUTS + (["unknown", "ood"] if self._with_ood else [])
         h, w = preprocessing.size
         self._pixel_shape = (h, w) if preprocessing.channels == 1 else (h, w, 3)
-        self._settings: Any = None
+        self._sync_epoch = -1
         self._extra: Dict[str, np.ndarray] = {}
         self._graph_ok = True
+        self._bound: Any = None  # the batch-1 call with its input and outputs bound (ONNX Runtime IO binding)
 
     # -- settings --------------------------------------------------------------------------------
     def _sync(self) -> bool:
-        """Whether the graph can answer under the current settings; refreshes the override feeds."""
-        key = (self.combine, tuple((s.score, s.threshold, s.temperature, s.input) for s in self.stages))
-        if key == self._settings:
+        """Whether the graph can answer under the current settings; refreshes the override feeds.
+
+        Recomputed only after a stage or the cascade changed (the cascade's configuration epoch)."""
+        if self._sync_epoch == _EPOCH[0]:
             return self._graph_ok
-        self._settings = key
+        self._sync_epoch = _EPOCH[0]
         ok = self.combine == self._graph_combine
         extra: Dict[str, np.ndarray] = {}
         for k, (st, (score, thr, temp, inp)) in enumerate(zip(self.stages, self._graph_stages)):
@@ -270,6 +297,14 @@ class FusedCascade(Cascade):
                 extra[threshold_name(k)] = np.array(ceil_f32(st.threshold), np.float32)
             if float(st.temperature) != temp:
                 extra[temperature_name(k)] = np.array(st.temperature, np.float32)
+            rule, graph_rule = st.ood, self._graph_ood[k]
+            if (rule is None) != (graph_rule is None):
+                ok = False  # an OOD rule the graph lacks, or one loaded off (ood=False): the stages answer
+            elif rule is not None and graph_rule is not None:
+                if (rule.score, rule.output) != graph_rule[:2]:
+                    ok = False
+                elif float(rule.threshold) != graph_rule[2]:
+                    extra[ood_threshold_name(k)] = np.array(floor_f32(rule.threshold), np.float32)
         if extra and not self._overridable:
             ok = False
         self._extra = extra
@@ -317,11 +352,12 @@ class FusedCascade(Cascade):
         extra = self._extra
         run = self.fused_runner.run_trusted
         t0 = time.perf_counter()
+        names = self._outputs
         if self._one and n > 1:  # a batch-1 graph: one call per input
-            parts = [run(dict(extra, **{FUSED_INPUT: pixels[i:i + 1]}), _OUTPUTS) for i in range(n)]
-            out = {k: np.concatenate([p[k] for p in parts]) for k in FUSED_OUTPUTS}
+            parts = [run(dict(extra, **{FUSED_INPUT: pixels[i:i + 1]}), names) for i in range(n)]
+            out = {k: np.concatenate([p[k] for p in parts]) for k in names}
         else:
-            out = run(dict(extra, **{FUSED_INPUT: pixels}) if extra else {FUSED_INPUT: pixels}, _OUTPUTS)
+            out = run(dict(extra, **{FUSED_INPUT: pixels}) if extra else {FUSED_INPUT: pixels}, names)
         t1 = time.perf_counter()
         if self.energy_hook is not None:
             self.energy_hook(0, t0, t1)
@@ -335,15 +371,21 @@ class FusedCascade(Cascade):
             c.exits[k] += int(exits[k])
             c.calls[k] += int(reach[k + 1])
         c.stage_seconds[0] += t1 - t0
-        return BatchResult(out["class"], out["confidence"], stage, run, out["probs"], [t1 - t0], [n], [(t0, t1)])
+        unknown = ood = None
+        if self._with_ood:
+            unknown, ood = out["unknown"], out["ood"].astype(np.float64)
+            c.unknown += int(unknown.sum())
+        return BatchResult(out["class"], out["confidence"], stage, run, out["probs"], [t1 - t0], [n], [(t0, t1)],
+                           {}, unknown, ood)
 
     def _answer(self, batch: BatchResult, i: int) -> CascadeResult:
         cid = int(batch.class_ids[i])
-        labels = self.labels
         n = len(batch)
+        unknown = bool(batch.unknown[i]) if batch.unknown is not None else False
+        ood = float(batch.ood[i]) if batch.ood is not None and np.isfinite(batch.ood[i]) else None
         return CascadeResult(cid, float(batch.confidence[i]), int(batch.stage[i]), batch.probs[i],
-                             (batch.stage_seconds[0] / n,), int(batch.stages_run[i]),
-                             labels[cid] if labels and cid < len(labels) else None)
+                             (batch.stage_seconds[0] / n,), int(batch.stages_run[i]), label_of(cid, self.labels),
+                             unknown=unknown, ood_score=ood)
 
     def _classify_misses(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
         if not self._sync():
@@ -373,12 +415,59 @@ class FusedCascade(Cascade):
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         return [r for r in results if r is not None]
 
+    def _classify_one(self, image: np.ndarray) -> CascadeResult:
+        """One raw image, one graph call: pixels copied into the bound input, only the answer copied out."""
+        if not self._sync():
+            return Cascade._classify_one(self, image)  # the staged batch-1 path
+        shape = self._pixel_shape
+        px = image if (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape == shape) \
+            else self._convert(image, 0)
+        extra = self._extra
+        clock = time.perf_counter
+        if extra:  # overridden values are extra feeds: the plain call
+            feeds = {FUSED_INPUT: px[None]}
+            feeds.update(extra)
+            t0 = clock()
+            out = self.fused_runner.run_trusted(feeds, self._outputs)
+        else:
+            call = self._bound
+            if call is None:
+                call = self._bound = self.fused_runner.bind((1,) + shape, np.uint8, self._outputs)
+            call.input[0] = px
+            t0 = clock()
+            out = call.run()
+        t1 = clock()
+        if self.energy_hook is not None:
+            self.energy_hook(0, t0, t1)
+        k, ran, cid = int(out["stage"][0]), int(out["stages_run"][0]), int(out["class"][0])
+        c = self.counters
+        c.inputs += 1
+        c.exits[k] += 1
+        calls = c.calls
+        for j in range(ran):
+            calls[j] += 1
+        c.stage_seconds[0] += t1 - t0
+        unknown, ood = False, None
+        if self._with_ood:
+            unknown = bool(out["unknown"][0])
+            c.unknown += int(unknown)
+            o = float(out["ood"][0])
+            ood = o if np.isfinite(o) else None
+        return CascadeResult(cid, float(out["confidence"][0]), k, out["probs"][0].copy(), (t1 - t0,), ran,
+                             label_of(cid, self.labels), unknown=unknown, ood_score=ood)
+
     def classify(self, image: np.ndarray) -> CascadeResult:
         """One raw image → its answer: memo lookup, then one graph call."""
         memo = self.memo
         if memo is None:
-            return self._classify_misses([image])[0]
-        hit, res = memo.answer(image, self.fingerprint(), lambda img: self._classify_misses([img])[0])
+            return self._classify_one(image)
+        try:
+            hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
+        except InputValidationError:
+            raise
+        except Exception:
+            _check_images([image], single=True)  # a bad image gets a one-line error, not the hash's
+            raise
         return res if hit is None else self._memo_result(hit)
 
     def close(self) -> None:
@@ -387,5 +476,5 @@ class FusedCascade(Cascade):
 
 
 __all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
-           "temperature_name", "ceil_f32", "stage_fingerprint", "runtime_model", "FORMS", "FUSED_FILE",
+           "temperature_name", "ood_threshold_name", "ceil_f32", "floor_f32", "stage_fingerprint", "runtime_model", "FORMS", "FUSED_FILE",
            "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN"]

@@ -427,6 +427,11 @@ def _retune_bundle(folder: str, k: int, threshold: Optional[float], temperature:
     with atomic_write(path, "wb") as f:
         f.write(data)
     manifest.files[spec.model] = dict(manifest.files[spec.model], sha256=sha256_file(path), bytes=len(data))
+    if manifest.fused is not None:  # the fused graph holds the same values as initializers: change them too
+        from edgeconf.export.fuse import retune_fused
+
+        retune_fused(folder, manifest, k, threshold, temperature)
+        notes.append("the bundle's fused graph (%s) was updated with the stage" % manifest.fused.model)
     doc = manifest.to_json()
     parse_manifest(doc)  # never write a manifest that would be refused
     with atomic_write(os.path.join(folder, MANIFEST), "w") as f:

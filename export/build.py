@@ -22,7 +22,8 @@ from edgeconf.export.calibration import CalibrationReport, check_logits_labels, 
 from edgeconf.export.data import input_spec, measure_cost, model_ready, run_outputs, _session
 from edgeconf.export.head import (add_confidence_head, as_logits, ends_in_softmax, load_model, looks_like_probs,
                                   read_head_metadata, source_output)
-from edgeconf.export.thresholds import OperatingPoint, TradeoffCurve, evaluate, select, tradeoff_curve
+from edgeconf.export.thresholds import (OperatingPoint, TradeoffCurve, choose_combine, evaluate, select,
+                                       tradeoff_curve)
 from edgeconf.preprocess import Preprocessing
 
 Split = Tuple[np.ndarray, np.ndarray]
@@ -59,6 +60,9 @@ class BuildReport:
     runtime_test: Optional[Dict[str, Any]] = None  # the written bundle run on the test split
     notes: List[str] = field(default_factory=list)
     int8: Optional[List[Dict[str, Any]]] = None  # per stage: the INT8 quantization report (cascade --int8)
+    combine: str = "last"  # the combine rule written into the bundle
+    #: with combine="auto": each rule's operating point on the calibration split (None: the policy was not met)
+    combine_candidates: Optional[Dict[str, Optional[OperatingPoint]]] = None
 
     @property
     def thresholds(self) -> List[float]:
@@ -68,7 +72,9 @@ class BuildReport:
         return {"bundle": self.bundle, "policy": self.policy, "calibration": self.operating_point.to_json(),
                 "test": self.test.to_json() if self.test else None, "runtime_test": self.runtime_test,
                 "stages": [s.to_json() for s in self.stages], "notes": list(self.notes),
-                "int8": self.int8}
+                "int8": self.int8, "combine": self.combine,
+                "combine_candidates": None if self.combine_candidates is None else {
+                    k: (v.to_json() if v is not None else None) for k, v in self.combine_candidates.items()}}
 
 
 def infer_preprocessing(shape: Sequence[Any]) -> Optional[Preprocessing]:
@@ -210,8 +216,13 @@ def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], cal
     cal = [fit_temperature(z, calib_y) for z in calib_logits]
     temps = [c.temperature for c in cal]
     cost_values = [float(c.get("ms", c.get("value", 0.0))) for c in costs]
-    curve = tradeoff_curve(list(calib_logits), calib_y, cost_values, score, temps, combine, n=n)
-    op = select(curve, policy)
+    candidates = None
+    if combine == "auto":  # every rule, keep the one whose operating point the policy prefers (ties: last)
+        combine, curve, op, candidates = choose_combine(list(calib_logits), calib_y, cost_values, score, temps,
+                                                         policy, n=n)
+    else:
+        curve = tradeoff_curve(list(calib_logits), calib_y, cost_values, score, temps, combine, n=n)
+        op = select(curve, policy)
     thresholds = list(op.thresholds) + [0.0]  # the last stage always answers
     test_op = None
     if test_logits is not None and test_y is not None:
@@ -243,7 +254,7 @@ def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], cal
         acc_t = float((np.asarray(test_logits[i]).argmax(1) == test_y).mean()) if test_logits is not None else None
         stages.append(StageReport("stage%d" % (i + 1), src.given or src.path, temps[i], cal[i], dict(costs[i]), acc_c,
                                   acc_t))
-    return BuildReport(out, policy, op, stages, curve, test_op)
+    return BuildReport(out, policy, op, stages, curve, test_op, combine=combine, combine_candidates=candidates)
 
 
 def _labels_for(labels: Optional[Sequence[str]], sources: Sequence[_Source], classes: int,
@@ -303,7 +314,7 @@ def _quantize_stages(sources: Sequence[_Source], xc: np.ndarray, yc: np.ndarray,
 
 
 def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str = "bundle",
-                  policy: str = "max-accuracy", score: str = "margin", combine: str = "last",
+                  policy: str = "max-accuracy", score: str = "margin", combine: str = "auto",
                   labels: Optional[Sequence[str]] = None, preprocessing: Any = None,
                   costs: Optional[Sequence[float]] = None, memo: Optional[MemoSettings] = None,
                   output: Optional[str] = None, name: str = "cascade", n: int = 2000,
@@ -322,7 +333,9 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
     recorded preprocessing differs is refused, one that differs only in layout gets a Transpose in front.
     Outputs that are already probabilities are detected (a trailing Softmax, or rows summing to 1) unless
     ``output_kind`` says ``logits`` or ``probs``. ``costs`` (one per model, any unit) default to each model's
-    measured per-image ONNX Runtime time in ms (1 thread, batch 1). ``int8`` (keyword arguments of
+    measured per-image ONNX Runtime time in ms (1 thread, batch 1). ``combine``: ``last``, ``best``, ``mean``, or
+    ``auto`` (every rule's thresholds are searched on the calibration data and the rule whose operating point the
+    policy prefers is kept; ties keep ``last``; the report lists each rule's point). ``int8`` (keyword arguments of
     :func:`~edgeconf.export.quantize.quantize_int8`, ``{}`` for its defaults): every stage is quantized on the
     calibration data first, so temperatures, thresholds and costs are those of the INT8 stages the bundle holds.
     """

@@ -290,8 +290,9 @@ def _num(v: float, given: bool) -> str:
 @click.option("--data", required=True, help="Labelled data: " + DATA_HELP + ".")
 @click.option("--policy", default="max-accuracy", show_default=True, help=POLICY_HELP)
 @click.option("--score", type=SCORE_CHOICES, default="margin", show_default=True, help="Confidence score.")
-@click.option("--combine", type=click.Choice(["last", "best"]), default="last", show_default=True,
-              help="last: the second model's answer replaces the first's; best: keep the higher-scored answer.")
+@click.option("--combine", type=click.Choice(["last", "best", "mean"]), default="last", show_default=True,
+              help="last: the second model's answer replaces the first's; best: keep the higher-scored answer; mean: "
+                   "average the two models' calibrated probabilities.")
 @click.option("--calib-fraction", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
               help="Share of --data (random, seed 0) used to fit temperatures and thresholds and to rank; the rest "
                    "reports.")
@@ -384,8 +385,12 @@ def print_pairing(res: Any, top: int = 10) -> None:
 @click.option("--policy", default="max-accuracy", show_default=True, help=POLICY_HELP)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
 @click.option("--score", type=SCORE_CHOICES, default="margin", show_default=True, help="Confidence score.")
-@click.option("--combine", type=click.Choice(["last", "best"]), default="last", show_default=True,
-              help="last: a later stage's answer replaces the earlier; best: keep the higher-scored answer.")
+@click.option("--combine", type=click.Choice(["auto", "last", "best", "mean"]), default="auto", show_default=True,
+              help="last: a later stage's answer replaces the earlier; best: keep the higher-scored answer; mean: "
+                   "average the calibrated probabilities of every stage that ran; auto: search thresholds for each "
+                   "rule on the calibration data and keep the one the policy prefers (ties: last).")
+@click.option("--fuse", "fuse", is_flag=True,
+              help="Also write the cascade as one ONNX graph into the bundle (as 'edgeconf fuse OUT' does).")
 @click.option("--calib-fraction", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
               help="Share of --data (random, seed 0) used for calibration when --test is not given.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
@@ -408,7 +413,7 @@ def print_pairing(res: Any, top: int = 10) -> None:
 @click.option("--max-pixels", type=click.IntRange(1, None), default=None, help=MAX_PIXELS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
 def cascade_cmd(models: Sequence[str], data: str, test_data: Optional[str], policy: str, out: str, score: str,
-                combine: str, calib_fraction: float, labels_file: Optional[str], preprocessing: Optional[str],
+                combine: str, fuse: bool, calib_fraction: float, labels_file: Optional[str], preprocessing: Optional[str],
                 costs: Optional[str], output_name: Optional[str], output_kind: str, name: str, repeats: int,
                 int8: bool, int8_method: str, int8_budget: float, int8_ece_budget: float, calib_samples: int,
                 max_pixels: Optional[int], as_json: bool) -> None:
@@ -434,10 +439,21 @@ def cascade_cmd(models: Sequence[str], data: str, test_data: Optional[str], poli
                                output_kind=output_kind, max_pixels=max_pixels,
                                int8=dict(_int8_kwargs(int8_method, int8_budget, int8_ece_budget, calib_samples),
                                          cpu_rounds=0) if int8 else None)
+    fused = None
+    if fuse:
+        from edgeconf.export.fuse import fuse_bundle
+
+        with _stderr_console().status("writing the fused graph and checking it against the staged cascade"):
+            fused = fuse_bundle(out)
     if as_json:
-        _echo_json(report.to_json())
+        data_out = report.to_json()
+        data_out["fused"] = fused.to_json() if fused is not None else None
+        _echo_json(data_out)
         return
     print_build(report, policy, "ms" if given is None else "cost")
+    if fused is not None:
+        _stdout_console().print("fused graph: %s (TensorRT %s+; %d probe images answered as the staged cascade)"
+                                % (fused.path, fused.tensorrt_min, fused.checked_inputs))
 
 
 def print_build(report: Any, policy: str, unit: str) -> None:
@@ -468,6 +484,17 @@ def print_build(report: Any, policy: str, unit: str) -> None:
         rt = report.runtime_test
         o.add_row("test (bundle run)", "", "%.4f" % rt["accuracy"], "", "%.3f" % rt["escalation"])
     con.print(o)
+    cands = getattr(report, "combine_candidates", None)
+    if cands:
+        c = Table(title="combine rule (chosen: %s)" % report.combine, box=box.SIMPLE_HEAD, title_justify="left")
+        for col in ("rule", "calib acc", unit, "thresholds"):
+            c.add_column(col, justify="left" if col in ("rule", "thresholds") else "right", overflow="fold")
+        for rule, p in cands.items():
+            if p is None:
+                c.add_row(rule, "—", "—", "policy not met")
+            else:
+                c.add_row(rule, "%.4f" % p.accuracy, "%.4g" % p.cost, ", ".join("%.4f" % v for v in p.thresholds))
+        con.print(c)
     for q in report.int8 or []:
         con.print("%s: INT8 with %s calibration, %d of %d layers in float%s" % (
             q["stage"], q["method"], len(q["float_layers"]), q["quantized_layers"],

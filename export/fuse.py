@@ -39,8 +39,8 @@ from edgeconf.cascade import COMBINE_RULES, IMAGE
 from edgeconf.errors import BundleError, ConfigError
 from edgeconf.export.errors import ExportError
 from edgeconf.export.head import HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, default_opset, find_logits_output, load_model
-from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, stage_fingerprint,
-                            temperature_name, threshold_name)
+from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, floor_f32, ood_threshold_name,
+                            stage_fingerprint, temperature_name, threshold_name)
 from edgeconf.hashing import sha256_file
 from edgeconf.preprocess import Preprocessing
 
@@ -354,10 +354,18 @@ class _State:
     summed: Optional[str]  # running sum of probabilities per such input (mean rule)
     forward: Optional[str]  # the last stage's output the next stage reads (early exit), per such input
     active: str = ""  # batch path: global indices of the inputs the last stage ran on
+    unknown: Optional[str] = None  # whole batch: answered "unknown" (bundles with OOD rules)
+    ood: Optional[str] = None  # whole batch: OOD score of the last stage with a rule that ran (NaN: none)
+    exit_unknown: Optional[str] = None  # per input the last stage ran on: it called the input unknown
+
+    def held(self, with_ood: bool) -> List[str]:
+        return [self.probs, self.conf, self.stage, self.run] + ([self.unknown, self.ood] if with_ood else [])  # type: ignore[list-item]
 
 
 _TYPES = ((TensorProto.FLOAT, "probs"), (TensorProto.FLOAT, "conf"), (TensorProto.INT64, "stage"),
-          (TensorProto.INT64, "run"))
+          (TensorProto.INT64, "run"), (TensorProto.BOOL, "unknown"), (TensorProto.FLOAT, "ood"))
+OUTPUT_NAMES = {"probs": "probs", "conf": "confidence", "stage": "stage", "run": "stages_run", "unknown": "unknown",
+                "ood": "ood"}
 mk = helper.make_node
 
 
@@ -369,7 +377,10 @@ def _i64(name: str, value: int) -> onnx.NodeProto:
 class _Fuser:
     """Builds the graph: stage 1 on the whole batch, then per later stage either the any-batch path (the unsure
     subset gathered, run under an ``If`` on "any unsure left", scattered back) or, for a batch-1 graph, an
-    ``If`` on the scalar "unsure" around the stage (nothing gathered: no ``NonZero``, so TensorRT 8.0+)."""
+    ``If`` on the scalar "unsure" around the stage (nothing gathered: no ``NonZero``, so TensorRT 8.0+).
+
+    A stage with an OOD rule also yields its score and "unknown" verdict: an unknown input keeps that stage's
+    answer, leaves the cascade there, and is answered class -1 (the staged form's ``UNKNOWN``)."""
 
     def __init__(self, stages: List[onnx.ModelProto], graphs: List[_StageGraph], manifest: Manifest, opset: int,
                  classes: int, batch: Optional[int] = None) -> None:
@@ -382,14 +393,39 @@ class _Fuser:
         self.b = _Builder()
         self.combine = manifest.combine
         self.x = ""
+        self.rules = [getattr(s, "ood", None) for s in manifest.stages]
+        self.with_ood = any(r is not None for r in self.rules)
+        self.types = _TYPES if self.with_ood else _TYPES[:4]
 
-    def _stage(self, k: int, feed: str, tag: str) -> Tuple[List[onnx.NodeProto], str, str, Optional[str]]:
+    def _stage(self, k: int, feed: str, tag: str) -> Tuple[List[onnx.NodeProto], str, str, Optional[str],
+                                                            Optional[Tuple[str, str]]]:
+        """Stage k's nodes: (nodes, probs, confidence, forwarded output, (OOD score, unknown) or None)."""
         st, spec = self.graphs[k], self.manifest.stages[k]
+        rule = self.rules[k]
         wanted = [st.logits] + ([st.forward] if st.forward else [])
+        if rule is not None and rule.output is not None and rule.output not in wanted:
+            wanted.append(rule.output)
         nodes, names = _stage_nodes(self.stages[k], k, feed, wanted, self.b, tag)
         elem = next(o for o in self.stages[k].graph.output if o.name == st.logits).type.tensor_type.elem_type
         head, probs, conf = _head(names[st.logits], spec.score, self.opset, elem, k, self.b, tag)
-        return nodes + head, probs, conf, names[st.forward] if st.forward else None
+        nodes += head
+        ood = None
+        if rule is not None:
+            o = "s%d/%sood/" % (k, tag)
+            if rule.output is not None:
+                nodes += [mk("Cast", [names[rule.output]], [o + "f"], to=TensorProto.FLOAT),
+                          mk("Reshape", [o + "f", self.b.const([-1], np.int64)], [o + "score"])]
+            else:  # energy: -T * logsumexp(logits / T), on the head's scaled logits
+                scaled = probs.rsplit("/", 1)[0] + "/edgeconf_scaled"
+                if self.opset >= 18:
+                    nodes.append(mk("ReduceLogSumExp", [scaled, self.b.const([1], np.int64)], [o + "lse"], keepdims=0))
+                else:
+                    nodes.append(mk("ReduceLogSumExp", [scaled], [o + "lse"], axes=[1], keepdims=0))
+                nodes += [mk("Neg", [temperature_name(k)], [o + "negt"]),
+                          mk("Mul", [o + "lse", o + "negt"], [o + "score"])]
+            nodes.append(mk("Greater", [o + "score", ood_threshold_name(k)], [o + "unknown"]))
+            ood = (o + "score", o + "unknown")
+        return nodes, probs, conf, names[st.forward] if st.forward else None, ood
 
     def _mean(self, k: int, summed: str, pk: str, t: str) -> Tuple[List[onnx.NodeProto], str, str, str]:
         """Running sum, mean and its confidence after stage k (the ``mean`` rule): nodes, sum, mean, conf."""
@@ -400,18 +436,35 @@ class _Fuser:
                               b.const(np.log(np.float32(self.classes)), np.float32))
         return nodes + sc, t + "sum", t + "mean", cm
 
+    def _unsure(self, prev: _State, k: int, d: str) -> List[onnx.NodeProto]:
+        """``d + "unsure"``: the last stage's inputs that go on to stage k (not confident, not unknown)."""
+        less = mk("Less", [prev.exit_conf, threshold_name(k - 1)], [d + ("lower" if prev.exit_unknown else "unsure")])
+        if prev.exit_unknown is None:
+            return [less]
+        return [less, mk("Not", [prev.exit_unknown], [d + "known"]),
+                mk("And", [d + "lower", d + "known"], [d + "unsure"])]
+
     def _if(self, cond: str, d: str, then_nodes: List[onnx.NodeProto], then_out: Sequence[str],
             held: Sequence[str], name: str) -> Tuple[onnx.NodeProto, List[str]]:
-        """``If cond: then_nodes → then_out; else: held`` with outputs named ``d + probs|conf|stage|run``."""
-        shapes = {"probs": ["N", self.classes], "conf": ["N"], "stage": ["N"], "run": ["N"]}
-        vi = [helper.make_tensor_value_info(o, ty, shapes[key]) for o, (ty, key) in zip(then_out, _TYPES)]
+        """``If cond: then_nodes → then_out; else: held``, outputs named ``d + probs|conf|stage|run[|unknown|ood]``."""
+        shapes = {"probs": ["N", self.classes], "conf": ["N"], "stage": ["N"], "run": ["N"], "unknown": ["N"],
+                  "ood": ["N"]}
+        vi = [helper.make_tensor_value_info(o, ty, shapes[key]) for o, (ty, key) in zip(then_out, self.types)]
         then_g = helper.make_graph(then_nodes, name + "_runs", [], vi)
         e = d + "else/"
-        else_nodes = [mk("Identity", [h], [e + key]) for h, (_, key) in zip(held, _TYPES)]
+        else_nodes = [mk("Identity", [h], [e + key]) for h, (_, key) in zip(held, self.types)]
         else_g = helper.make_graph(else_nodes, name + "_skipped", [],
-                                   [helper.make_tensor_value_info(e + key, ty, shapes[key]) for ty, key in _TYPES])
-        res = [d + key for _, key in _TYPES]
+                                   [helper.make_tensor_value_info(e + key, ty, shapes[key]) for ty, key in self.types])
+        res = [d + key for _, key in self.types]
         return mk("If", [cond], res, then_branch=then_g, else_branch=else_g, name=name), res
+
+    def _result(self, names: Sequence[str], prev: _State, exit_conf: str, summed: Optional[str], fwd: Optional[str],
+                active: str, exit_unknown: Optional[str]) -> _State:
+        st = _State(names[0], names[1], names[2], names[3], exit_conf, summed, fwd, active,
+                    exit_unknown=exit_unknown)
+        if self.with_ood:
+            st.unknown, st.ood = names[4], names[5]
+        return st
 
     # -- batch 1 ---------------------------------------------------------------------------------
     def _single(self, k: int, prev: _State) -> Tuple[List[onnx.NodeProto], List[str]]:
@@ -420,16 +473,19 @@ class _Fuser:
         d = "one%d/" % k
         t = d + "then/"
         feed = self.x if self.manifest.stages[k].input == IMAGE else prev.forward
-        nodes = [mk("Reshape", [prev.exit_conf, b.const(np.zeros(0, np.int64), np.int64)], [d + "c"]),
-                 mk("Less", [d + "c", threshold_name(k - 1)], [d + "unsure"])]
-        tn, pk, ck, fwd = self._stage(k, feed, "one/")  # type: ignore[arg-type]
+        nodes = self._unsure(prev, k, d)
+        nodes.append(mk("Reshape", [d + "unsure", b.const(np.zeros(0, np.int64), np.int64)], [d + "go"]))
+        tn, pk, ck, fwd, ood = self._stage(k, feed, "one/")  # type: ignore[arg-type]
         tn += [_i64(t + "kvec", k), _i64(t + "run", k + 1)]
         summed, exit_conf = None, ck
         if self.combine == "last":
             probs, conf, stage = pk, ck, t + "kvec"
         elif self.combine == "best":
-            tn += [mk("Greater", [ck, prev.conf], [t + "take"]),
-                   mk("Unsqueeze", [t + "take", b.const([1], np.int64)], [t + "take2"]),
+            tn.append(mk("Greater", [ck, prev.conf], [t + "higher"]))
+            if ood is not None:
+                tn.append(mk("Or", [t + "higher", ood[1]], [t + "take"]))
+            tn += [mk("Identity", [t + "higher"], [t + "take"])] if ood is None else []
+            tn += [mk("Unsqueeze", [t + "take", b.const([1], np.int64)], [t + "take2"]),
                    mk("Where", [t + "take2", pk, prev.probs], [t + "probs"]),
                    mk("Where", [t + "take", ck, prev.conf], [t + "conf"]),
                    mk("Where", [t + "take", t + "kvec", prev.stage], [t + "stage"])]
@@ -439,11 +495,16 @@ class _Fuser:
             tn += m_nodes
             stage, exit_conf = t + "kvec", conf
         out = [probs, conf, stage, t + "run"]
+        if self.with_ood:
+            out += [ood[1], ood[0]] if ood is not None else [prev.unknown, prev.ood]  # type: ignore[list-item]
+            if ood is None:  # a branch output must be made in the branch
+                tn += [mk("Identity", [prev.unknown], [t + "unknown"]), mk("Identity", [prev.ood], [t + "ood"])]  # type: ignore[list-item]
+                out[4:] = [t + "unknown", t + "ood"]
         if k + 1 < len(self.stages):
-            inner, out = self._single(k + 1, _State(probs, conf, stage, t + "run", exit_conf, summed, fwd))
+            inner, out = self._single(k + 1, self._result(out, prev, exit_conf, summed, fwd, "",
+                                                          ood[1] if ood is not None else None))
             tn += inner
-        if_node, res = self._if(d + "unsure", d, tn, out, [prev.probs, prev.conf, prev.stage, prev.run],
-                                "stage%d_one" % (k + 1))
+        if_node, res = self._if(d + "go", d, tn, out, prev.held(self.with_ood), "stage%d_one" % (k + 1))
         return nodes + [if_node], res
 
     # -- any batch ------------------------------------------------------------------------------
@@ -452,18 +513,18 @@ class _Fuser:
         b = self.b
         d = "many%d/" % k
         t = d + "then/"
-        nodes = [mk("Less", [prev.exit_conf, threshold_name(k - 1)], [d + "unsure"]),
-                 mk("NonZero", [d + "unsure"], [d + "nz"]),
-                 mk("Reshape", [d + "nz", b.const([-1], np.int64)], [d + "sel"]),
-                 mk("Gather", [prev.active, d + "sel"], [d + "active"], axis=0),
-                 mk("Shape", [d + "active"], [d + "m"]),
-                 mk("Squeeze", [d + "m", b.const([0], np.int64)], [d + "m_s"]),
-                 mk("Greater", [d + "m_s", b.const(0, np.int64)], [d + "any"])]
+        nodes = self._unsure(prev, k, d) + [
+            mk("NonZero", [d + "unsure"], [d + "nz"]),
+            mk("Reshape", [d + "nz", b.const([-1], np.int64)], [d + "sel"]),
+            mk("Gather", [prev.active, d + "sel"], [d + "active"], axis=0),
+            mk("Shape", [d + "active"], [d + "m"]),
+            mk("Squeeze", [d + "m", b.const([0], np.int64)], [d + "m_s"]),
+            mk("Greater", [d + "m_s", b.const(0, np.int64)], [d + "any"])]
         if self.manifest.stages[k].input == IMAGE:
             tn = [mk("Gather", [self.x, d + "active"], [t + "feed"], axis=0)]
         else:
             tn = [mk("Gather", [prev.forward, d + "sel"], [t + "feed"], axis=0)]  # type: ignore[list-item]
-        s_nodes, pk, ck, fwd = self._stage(k, t + "feed", "many/")
+        s_nodes, pk, ck, fwd, ood = self._stage(k, t + "feed", "many/")
         tn += s_nodes
         tn += [mk("Unsqueeze", [d + "active", b.const([1], np.int64)], [t + "idx"]),
                mk("ConstantOfShape", [d + "m"], [t + "kvec"], value=helper.make_tensor("v", TensorProto.INT64, [1], [k])),
@@ -472,8 +533,10 @@ class _Fuser:
         summed, exit_conf = None, ck
         if self.combine == "best":
             tn += [mk("Gather", [prev.conf, d + "active"], [t + "held"], axis=0),
-                   mk("Greater", [ck, t + "held"], [t + "take"]),
-                   mk("NonZero", [t + "take"], [t + "take_nz"]),
+                   mk("Greater", [ck, t + "held"], [t + "higher"])]
+            tn.append(mk("Or", [t + "higher", ood[1]], [t + "take"]) if ood is not None
+                      else mk("Identity", [t + "higher"], [t + "take"]))
+            tn += [mk("NonZero", [t + "take"], [t + "take_nz"]),
                    mk("Reshape", [t + "take_nz", b.const([-1], np.int64)], [t + "tsel"]),
                    mk("Gather", [d + "active", t + "tsel"], [t + "tact"], axis=0),
                    mk("Unsqueeze", [t + "tact", b.const([1], np.int64)], [t + "tidx"]),
@@ -494,50 +557,74 @@ class _Fuser:
                mk("ScatterND", [prev.conf, idx, vals[1]], [t + "conf"]),
                mk("ScatterND", [prev.stage, idx, vals[2]], [t + "stage"])]
         out = [t + "probs", t + "conf", t + "stage", t + "run"]
+        if self.with_ood:
+            if ood is not None:  # this stage's verdict for the inputs it ran on
+                tn += [mk("ScatterND", [prev.unknown, t + "idx", ood[1]], [t + "unknown"]),  # type: ignore[list-item]
+                       mk("ScatterND", [prev.ood, t + "idx", ood[0]], [t + "ood"])]  # type: ignore[list-item]
+            else:
+                tn += [mk("Identity", [prev.unknown], [t + "unknown"]), mk("Identity", [prev.ood], [t + "ood"])]  # type: ignore[list-item]
+            out += [t + "unknown", t + "ood"]
         if k + 1 < len(self.stages):
-            inner, out = self._batch(k + 1, _State(out[0], out[1], out[2], out[3], exit_conf, summed, fwd,
-                                                   d + "active"))
+            inner, out = self._batch(k + 1, self._result(out, prev, exit_conf, summed, fwd, d + "active",
+                                                         ood[1] if ood is not None else None))
             tn += inner
-        if_node, res = self._if(d + "any", d, tn, out, [prev.probs, prev.conf, prev.stage, prev.run],
-                                "stage%d_many" % (k + 1))
+        if_node, res = self._if(d + "any", d, tn, out, prev.held(self.with_ood), "stage%d_many" % (k + 1))
         return nodes + [if_node], res
 
     # -- the whole graph ------------------------------------------------------------------------
     def build(self, pre: Preprocessing) -> onnx.ModelProto:
         b = self.b
         nodes, self.x = _preprocess_nodes(pre, b)
-        s_nodes, p0, c0, fwd = self._stage(0, self.x, "")
+        s_nodes, p0, c0, fwd, ood0 = self._stage(0, self.x, "")
         nodes += s_nodes
         summed = p0 if self.combine == "mean" else None
+        i64 = lambda v: helper.make_tensor("v", TensorProto.INT64, [1], [v])  # noqa: E731
+        nodes += [mk("Shape", [c0], ["top/n"]),
+                  mk("ConstantOfShape", ["top/n"], ["top/stage0"], value=i64(0)),
+                  mk("ConstantOfShape", ["top/n"], ["top/run0"], value=i64(1))]
+        first = _State(p0, c0, "top/stage0", "top/run0", c0, summed, fwd,
+                       exit_unknown=ood0[1] if ood0 is not None else None)
+        if self.with_ood:
+            if ood0 is not None:
+                first.unknown, first.ood = ood0[1], ood0[0]
+            else:
+                nodes += [mk("ConstantOfShape", ["top/n"], ["top/unknown0"],
+                             value=helper.make_tensor("v", TensorProto.BOOL, [1], [False])),
+                          mk("ConstantOfShape", ["top/n"], ["top/ood0"],
+                             value=helper.make_tensor("v", TensorProto.FLOAT, [1], [float("nan")]))]
+                first.unknown, first.ood = "top/unknown0", "top/ood0"
         if len(self.stages) == 1:
-            final = [p0, c0, "top/stage0", "top/run0"]
-            nodes += [mk("Shape", [c0], ["top/n"]),
-                      mk("ConstantOfShape", ["top/n"], ["top/stage0"], value=helper.make_tensor("v", TensorProto.INT64, [1], [0])),
-                      mk("ConstantOfShape", ["top/n"], ["top/run0"], value=helper.make_tensor("v", TensorProto.INT64, [1], [1]))]
+            final = first.held(self.with_ood)
         elif self.batch == 1:
-            o_nodes, final = self._single(1, _State(p0, c0, "one/stage0", "one/run0", c0, summed, fwd))
-            nodes += [_i64("one/stage0", 0), _i64("one/run0", 1)] + o_nodes
+            o_nodes, final = self._single(1, first)
+            nodes += o_nodes
         else:
-            nodes += [mk("Shape", [c0], ["many/n"]),
-                      mk("ConstantOfShape", ["many/n"], ["many/stage0"], value=helper.make_tensor("v", TensorProto.INT64, [1], [0])),
-                      mk("ConstantOfShape", ["many/n"], ["many/run0"], value=helper.make_tensor("v", TensorProto.INT64, [1], [1])),
-                      mk("Squeeze", ["many/n", b.const([0], np.int64)], ["many/n_s"]),
-                      mk("Range", [b.const(0, np.int64), "many/n_s", b.const(1, np.int64)], ["many/all"])]
-            m_nodes, final = self._batch(1, _State(p0, c0, "many/stage0", "many/run0", c0, summed, fwd, "many/all"))
+            nodes += [mk("Squeeze", ["top/n", b.const([0], np.int64)], ["top/n_s"]),
+                      mk("Range", [b.const(0, np.int64), "top/n_s", b.const(1, np.int64)], ["top/all"])]
+            first.active = "top/all"
+            m_nodes, final = self._batch(1, first)
             nodes += m_nodes
         # the last If's outputs become the graph's outputs (no copies)
-        rename = dict(zip(final, ["probs", "confidence", "stage", "stages_run"]))
+        keys = [key for _, key in self.types]
+        rename = {f: OUTPUT_NAMES[key] for f, key in zip(final, keys)}
         last = nodes[-1]
         if last.op_type == "If" and list(last.output) == list(final):
             del last.output[:]
             last.output.extend(rename[o] for o in final)
         else:
             nodes += [mk("Identity", [o], [rename[o]], name="out/" + rename[o]) for o in final]
-        nodes.append(mk("ArgMax", ["probs"], ["class"], axis=1, keepdims=0, name="out/class"))
+        if self.with_ood:  # an unknown answer is class -1, as the staged form's UNKNOWN
+            nodes += [mk("ArgMax", ["probs"], ["out/argmax"], axis=1, keepdims=0, name="out/argmax"),
+                      mk("Where", ["unknown", b.const(-1, np.int64), "out/argmax"], ["class"], name="out/class")]
+        else:
+            nodes.append(mk("ArgMax", ["probs"], ["class"], axis=1, keepdims=0, name="out/class"))
         for k, spec in enumerate(self.manifest.stages):
             if k + 1 < len(self.manifest.stages):  # the last stage always answers: its threshold is unused
                 b.add(numpy_helper.from_array(np.array(ceil_f32(spec.threshold), np.float32), threshold_name(k)))
             b.add(numpy_helper.from_array(np.array(spec.temperature, np.float32), temperature_name(k)))
+            if self.rules[k] is not None:
+                b.add(numpy_helper.from_array(np.array(floor_f32(self.rules[k].threshold), np.float32),
+                                              ood_threshold_name(k)))
         h, w = pre.size
         n = 1 if self.batch == 1 else "N"
         in_shape = [n, h, w] if pre.channels == 1 else [n, h, w, 3]
@@ -546,6 +633,9 @@ class _Fuser:
                    helper.make_tensor_value_info("stage", TensorProto.INT64, [n]),
                    helper.make_tensor_value_info("stages_run", TensorProto.INT64, [n]),
                    helper.make_tensor_value_info("probs", TensorProto.FLOAT, [n, self.classes])]
+        if self.with_ood:
+            outputs += [helper.make_tensor_value_info("unknown", TensorProto.BOOL, [n]),
+                        helper.make_tensor_value_info("ood", TensorProto.FLOAT, [n])]
         graph = helper.make_graph(nodes, "edgeconf_fused_cascade",
                                   [helper.make_tensor_value_info(FUSED_INPUT, TensorProto.UINT8, in_shape)], outputs,
                                   b.inits)
@@ -570,10 +660,10 @@ def _declare_conditions(g: onnx.GraphProto) -> None:
 #: Oldest TensorRT whose ONNX parser imports each op the fused graph (or a typical CNN stage) uses, from the
 #: onnx-tensorrt operator support tables. Ops not listed are reported as unknown, never assumed to work.
 TENSORRT_OPS = {op: "8.0" for op in (
-    "Add", "ArgMax", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
+    "Add", "And", "ArgMax", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
     "Conv", "ConvTranspose", "Div", "Dropout", "Equal", "Erf", "Exp", "Flatten", "Gather", "Gemm",
     "GlobalAveragePool", "GlobalMaxPool", "Greater", "HardSigmoid", "HardSwish", "Identity", "If", "LeakyRelu",
-    "Less", "Log", "LogSoftmax", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Pad", "Pow", "PRelu",
+    "Less", "Log", "LogSoftmax", "Or", "ReduceLogSumExp", "Xor", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Pad", "Pow", "PRelu",
     "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape",
     "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "TopK", "Transpose",
     "Unsqueeze", "Where", "QuantizeLinear", "DequantizeLinear")}
@@ -655,7 +745,10 @@ def build_fused(folder: str, batch: Optional[int] = None) -> Tuple[onnx.ModelPro
                      tensorrt_min=trt["min_version"] if not trt["unknown_ops"] and not trt["problems"] else "none")
     meta = {"fused": {"schema": FUSED_SCHEMA, "combine": manifest.combine, "classes": classes, "batch": batch,
                       "stages": [{"name": s.name, "score": s.score, "threshold": s.threshold,
-                                  "temperature": s.temperature, "input": s.input} for s in manifest.stages]},
+                                  "temperature": s.temperature, "input": s.input,
+                                  "ood": None if getattr(s, "ood", None) is None else {
+                                      "threshold": s.ood.threshold, "score": s.ood.score, "output": s.ood.output}}
+                                 for s in manifest.stages]},
             "labels": manifest.labels, "preprocessing": manifest.preprocessing.to_json()}
     for key, value in meta.items():
         entry = model.metadata_props.add()
@@ -697,7 +790,8 @@ def check_fused(folder: str, images: Optional[np.ndarray] = None, atol: float = 
     for i, (x, y) in enumerate(zip(a, f)):
         diff = abs(x.confidence - y.confidence)
         worst = max(worst, diff)
-        if x.class_id != y.class_id or x.stage != y.stage or x.stages_run != y.stages_run or diff > atol:
+        if (x.class_id != y.class_id or x.stage != y.stage or x.stages_run != y.stages_run or diff > atol
+                or x.unknown != y.unknown):
             raise ExportError("the fused graph answers input %d differently from the staged cascade (class %d/%d, "
                               "stage %d/%d, confidence %.7f/%.7f); please report this"
                               % (i, x.class_id, y.class_id, x.stage, y.stage, x.confidence, y.confidence))

@@ -10,6 +10,10 @@ N stages (N >= 3), per-exit thresholds. The curve holds two families of candidat
     running) that lets that share leave. q sweeps ``n`` values, log-spaced from e**-6 to e**6.
 Every candidate is evaluated by simulating the cascade exactly as :class:`edgeconf.cascade.Cascade`
 runs it (same scores, temperatures, combine rule and the ``confidence < threshold`` escalation test).
+The ``mean`` rule answers with the average of the calibrated probabilities of every stage that ran and
+exits on that average's confidence: it is simulated as ``last`` over the running averages
+(:func:`stage_outputs` with ``combine="mean"``). :func:`choose_combine` tries every rule and keeps the one
+whose operating point the policy prefers.
 
 Expected cost = Σ_k (share of samples reaching stage k) × cost_k, in the unit of ``costs``.
 Choose thresholds on a calibration split and report them on a separate test split (:func:`evaluate`).
@@ -101,9 +105,13 @@ def _as_list(value: Union[None, str, float, Sequence], k: int, name: str, defaul
 
 
 def stage_outputs(stage_logits: Sequence[np.ndarray], labels: np.ndarray, scores: Scores = "margin",
-                  temperatures: Optional[Sequence[float]] = None, min_samples: int = 1
+                  temperatures: Optional[Sequence[float]] = None, min_samples: int = 1, combine: str = "last"
                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[str], List[float]]:
-    """Validated (confidence (K, N), predictions (K, N), labels (N,), scores, temperatures)."""
+    """Validated (confidence (K, N), predictions (K, N), labels (N,), scores, temperatures).
+
+    With ``combine="mean"`` row k holds the answer after stage k: the average of the probabilities of
+    stages 0..k and its confidence (under stage k's score), so ``simulate(..., "mean")`` runs it as ``last``.
+    """
     if len(stage_logits) < 2:
         raise ConfigError("a cascade needs at least 2 stages, got %d" % len(stage_logits))
     k = len(stage_logits)
@@ -115,6 +123,7 @@ def stage_outputs(stage_logits: Sequence[np.ndarray], labels: np.ndarray, scores
     if any(not t > 0 for t in temps):
         raise ConfigError("temperatures must be > 0, got %s" % temps)
     confs, preds, classes, y = [], [], None, None
+    summed = None
     for i, z in enumerate(stage_logits):
         z, y = check_logits_labels(z, labels, "stage %d" % (i + 1), min_samples=min_samples, min_classes=1)
         if classes is not None and z.shape[1] != classes:
@@ -122,6 +131,9 @@ def stage_outputs(stage_logits: Sequence[np.ndarray], labels: np.ndarray, scores
                               % (i + 1, z.shape[1], classes))
         classes = z.shape[1]
         p = softmax(z, temps[i])
+        if combine == "mean":
+            summed = p if summed is None else summed + p
+            p = summed / (i + 1)
         confs.append(np_score(score_list[i], p))
         preds.append(p.argmax(axis=1))
     return np.stack(confs), np.stack(preds), y, score_list, temps  # type: ignore[return-value]
@@ -129,7 +141,10 @@ def stage_outputs(stage_logits: Sequence[np.ndarray], labels: np.ndarray, scores
 
 def simulate(confs: np.ndarray, preds: np.ndarray, thresholds: Sequence[float], combine: str = "last"
              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the cascade rule on precomputed stage outputs: (final prediction, answering stage, stages run)."""
+    """Run the cascade rule on precomputed stage outputs: (final prediction, answering stage, stages run).
+
+    For ``mean``, pass the running averages from ``stage_outputs(..., combine="mean")``: the rule is then ``last``.
+    """
     k, n = confs.shape
     pred = np.zeros(n, dtype=np.int64)
     conf = np.zeros(n)
@@ -141,7 +156,7 @@ def simulate(confs: np.ndarray, preds: np.ndarray, thresholds: Sequence[float], 
             break
         stages_run[active] = s + 1
         c = confs[s, active]
-        take = np.ones(active.size, dtype=bool) if s == 0 or combine == "last" else c > conf[active]
+        take = np.ones(active.size, dtype=bool) if s == 0 or combine != "best" else c > conf[active]
         idx = active[take]
         pred[idx] = preds[s, idx]
         conf[idx] = confs[s, idx]
@@ -193,7 +208,7 @@ def tradeoff_curve(stage_logits: Sequence[np.ndarray], labels: np.ndarray, costs
         raise ConfigError("unknown combine rule %r; choose one of %s" % (combine, ", ".join(COMBINE_RULES)))
     if n < 2:
         raise ConfigError("the sweep needs n >= 2 points, got %d" % n)
-    confs, preds, y, score_list, temps = stage_outputs(stage_logits, labels, scores, temperatures)
+    confs, preds, y, score_list, temps = stage_outputs(stage_logits, labels, scores, temperatures, combine=combine)
     k = confs.shape[0]
     costs = _check_costs(costs, k)
     lam = np.linspace(0.0, 1.0, n)
@@ -201,7 +216,7 @@ def tradeoff_curve(stage_logits: Sequence[np.ndarray], labels: np.ndarray, costs
         c1 = confs[0]
         r1 = (preds[0] == y).astype(np.float64)
         r2 = (preds[1] == y).astype(np.float64)
-        r_esc = r2 if combine == "last" else np.where(confs[1] > c1, r2, r1)
+        r_esc = r2 if combine != "best" else np.where(confs[1] > c1, r2, r1)
         order = np.argsort(c1, kind="stable")
         cs = c1[order]
         cum1 = np.concatenate([[0.0], np.cumsum(r1[order])])
@@ -290,7 +305,9 @@ def evaluate(stage_logits: Sequence[np.ndarray], labels: np.ndarray, thresholds:
              costs: Sequence[float], scores: Scores = "margin", temperatures: Optional[Sequence[float]] = None,
              combine: str = "last", policy: str = "") -> OperatingPoint:
     """Accuracy, expected cost and escalation of fixed thresholds on (test) data."""
-    confs, preds, y, _, _ = stage_outputs(stage_logits, labels, scores, temperatures)
+    if combine not in COMBINE_RULES:
+        raise ConfigError("unknown combine rule %r; choose one of %s" % (combine, ", ".join(COMBINE_RULES)))
+    confs, preds, y, _, _ = stage_outputs(stage_logits, labels, scores, temperatures, combine=combine)
     k = confs.shape[0]
     if len(thresholds) < k - 1:
         raise ConfigError("%d stages need %d thresholds, got %d" % (k, k - 1, len(thresholds)))
@@ -299,5 +316,41 @@ def evaluate(stage_logits: Sequence[np.ndarray], labels: np.ndarray, thresholds:
     return OperatingPoint(thr, acc, c, float(reach[1]), [float(r) for r in reach], policy, "fixed")
 
 
-__all__ = ["TradeoffCurve", "OperatingPoint", "tradeoff_curve", "select", "evaluate", "simulate", "parse_policy",
+def _preference(op: OperatingPoint, policy: str) -> Tuple[float, ...]:
+    """Sort key of an operating point under ``policy``: larger is preferred."""
+    kind, _ = parse_policy(policy)
+    if kind == "match":
+        return (-op.cost, op.accuracy)
+    return (op.accuracy, -op.cost)
+
+
+def choose_combine(stage_logits: Sequence[np.ndarray], labels: np.ndarray, costs: Sequence[float],
+                   scores: Scores = "margin", temperatures: Optional[Sequence[float]] = None,
+                   policy: str = "max-accuracy", rules: Sequence[str] = COMBINE_RULES, n: int = 2000
+                   ) -> Tuple[str, TradeoffCurve, OperatingPoint, dict]:
+    """The combine rule whose policy-selected operating point is best on this (calibration) data.
+
+    ``max-accuracy`` and ``budget`` prefer accuracy, then cost; ``match`` prefers cost, then accuracy.
+    Ties keep the earlier rule in ``rules`` (``last`` first: the simplest). Returns (rule, its curve, its
+    point, {rule: point or None when the policy cannot be met with that rule}).
+    """
+    found = {}
+    best = None
+    for rule in rules:
+        curve = tradeoff_curve(stage_logits, labels, costs, scores, temperatures, rule, n=n)
+        try:
+            op = select(curve, policy)
+        except PolicyError:
+            found[rule] = None
+            continue
+        found[rule] = op
+        if best is None or _preference(op, policy) > _preference(best[2], policy):
+            best = (rule, curve, op)
+    if best is None:
+        select(tradeoff_curve(stage_logits, labels, costs, scores, temperatures, rules[0], n=n), policy)  # raises
+        raise PolicyError("policy %r cannot be met with any combine rule" % policy)  # pragma: no cover
+    return best[0], best[1], best[2], found
+
+
+__all__ = ["TradeoffCurve", "choose_combine", "OperatingPoint", "tradeoff_curve", "select", "evaluate", "simulate", "parse_policy",
            "stage_outputs"]

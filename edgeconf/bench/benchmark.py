@@ -21,6 +21,7 @@ import numpy as np
 from edgeconf import data_path
 from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.cascade import Cascade, Stage
+from edgeconf.confidence import score
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 from edgeconf.memo import DEFAULT_KEY, MemoCache
 from edgeconf.preprocess import Preprocessing
@@ -399,15 +400,22 @@ def stage_outputs(cascade: Cascade, images: np.ndarray, labels: np.ndarray, batc
         return None
     preds: List[List[np.ndarray]] = [[] for _ in range(k_all)]
     scores: List[List[np.ndarray]] = [[] for _ in range(k_all)]
+    mean = cascade.combine == "mean"
     for a in range(0, images.shape[0], batch):
         x = cascade.preprocessing.batch(list(images[a:a + batch]))
+        summed = None
         for k, st in enumerate(cascade.stages):
             # the same outputs and confidence the cascade itself uses (the model's own head when active)
             p, c = st.answer(st.runner.run(x, output_names=st.needed_outputs(None), validate=False))
+            if mean:  # the answer after stage k is the average so far: the rule is then "last" over those
+                summed = np.array(p) if summed is None else summed + p
+                p = summed / summed.dtype.type(k + 1)
+                c = score(st.score, p)
             preds[k].append(np.asarray(p).argmax(axis=1))
             scores[k].append(np.asarray(c, dtype=np.float64))
     return StageOutputs([np.concatenate(p) for p in preds], [np.concatenate(s) for s in scores],
-                        np.asarray(labels, np.int64), cascade.combine, [st.threshold for st in cascade.stages])
+                        np.asarray(labels, np.int64), "last" if mean else cascade.combine,
+                        [st.threshold for st in cascade.stages])
 
 
 def _escalated_answers(out: StageOutputs, stage_costs: Sequence[float]) -> Tuple[np.ndarray, np.ndarray]:

@@ -98,8 +98,10 @@ def read_npz(path: str, keys: Optional[Sequence[str]] = None) -> Dict[str, np.nd
                     out[key] = np.lib.format.read_array(f, allow_pickle=False)  # type: ignore[arg-type]
     except zipfile.BadZipFile as exc:
         raise DataError("%s is not an .npz archive (%s)" % (path, exc)) from None
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.LargeZipFile,
-            NotImplementedError, RuntimeError) as exc:  # zipfile: unsupported compression, encrypted member
+    except (NotImplementedError, RuntimeError) as exc:  # zipfile: encrypted members, unsupported methods/versions
+        raise DataError("%s uses a zip feature that cannot be read (%s); write it with numpy.savez or savez_compressed"
+                        % (path, _first_line(exc)[:160])) from None
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.LargeZipFile) as exc:
         raise DataError("cannot read %s: %s" % (path, _first_line(exc)[:160])) from None
     return out
 

@@ -19,10 +19,14 @@ def _reference(x, weights, thresholds, temps, scores, combine):
     out_conf = np.zeros(n)
     for i in range(n):
         best = None
+        summed = None
         for k, (w, b) in enumerate(weights):
             p = softmax((flat[i] @ w + b)[None], temps[k])
+            if combine == "mean":  # the average of every stage so far, and its confidence
+                summed = p if summed is None else summed + p
+                p = summed / (k + 1)
             c = float(score(scores[k], p)[0])
-            if best is None or combine == "last" or c > best[2]:
+            if best is None or combine != "best" or c > best[2]:
                 best = (int(p.argmax()), k, c)
             if c >= thresholds[k] or k == len(weights) - 1:
                 break
@@ -35,7 +39,7 @@ def _weights(seed):
     return rng.normal(0, 0.05, (784, 10)).astype(np.float32), rng.normal(0, 0.1, 10).astype(np.float32)
 
 
-@pytest.mark.parametrize("combine", ["last", "best"])
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
 @pytest.mark.parametrize("scores", [("margin", "margin"), ("maxp", "entropy")])
 def test_two_stage_matches_numpy_reference(tmp_path, rng, combine, scores):
     ws = [_weights(10), _weights(11)]
@@ -68,6 +72,32 @@ def test_two_stage_matches_numpy_reference(tmp_path, rng, combine, scores):
         1 for i in range(0, 300, 37) if batch.stages_run[i] == 2)
     assert sum(c.exits) == c.inputs
     assert c.escalation_rate == pytest.approx(c.calls[1] / c.inputs)
+
+
+@pytest.mark.parametrize("combine", ["best", "mean"])
+def test_three_stages_match_numpy_reference(tmp_path, rng, combine):
+    ws = [_weights(20), _weights(21), _weights(22)]
+    paths = [save(linear_classifier(w, b), tmp_path / ("s%d.onnx" % k)) for k, (w, b) in enumerate(ws)]
+    temps, scores = [1.2, 0.9, 1.0], ("margin", "maxp", "margin")
+    x = rng.normal(size=(240, 1, 28, 28)).astype(np.float32)
+    thresholds = [0.6, 0.5, 0.0]
+    cascade = Cascade([Stage("s%d" % k, prepare(p), scores[k], thresholds[k], temps[k]) for k, p in enumerate(paths)],
+                      combine=combine)
+    want_class, want_stage, want_conf = _reference(x, ws, thresholds, temps, scores, combine)
+    assert set(want_stage) == {0, 1, 2}
+    batch = cascade.run_batch(x)
+    np.testing.assert_array_equal(batch.class_ids, want_class)
+    np.testing.assert_array_equal(batch.stage, want_stage)
+    np.testing.assert_allclose(batch.confidence, want_conf, rtol=1e-5, atol=1e-6)  # float32 logits vs float64
+    for i in range(0, 240, 17):
+        one = cascade.run(x[i])
+        assert (one.class_id, one.stage) == (want_class[i], want_stage[i])
+        assert one.confidence == pytest.approx(want_conf[i], rel=1e-5, abs=1e-6)
+    if combine == "mean":  # the answer's probabilities are the average over the stages that ran
+        i = int(np.argmax(batch.stages_run == 3))
+        flat = x[i].reshape(1, -1)
+        avg = sum(softmax(flat @ w + b, t) for (w, b), t in zip(ws, temps)) / 3
+        np.testing.assert_allclose(batch.probs[i], avg[0], rtol=1e-5, atol=1e-6)
 
 
 def test_threshold_zero_and_one(tmp_path, rng, two_models):
@@ -227,3 +257,22 @@ def test_a_writer_into_a_bound_buffer_equals_the_call(rng):
             write(img)
             np.testing.assert_array_equal(out[0], pre(img))
     assert Preprocessing().writer(np.zeros((2, 1, 28, 28), np.float32)) is None
+
+
+def test_batch_items_keep_unknown_answers(tmp_path, rng, two_models):
+    """classify_batch (BatchResult.items) reports an unknown answer as unknown, label "unknown", with its score."""
+    from edgeconf.cascade import UNKNOWN, OodRule
+    from edgeconf.preprocess import Preprocessing
+
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.5, ood=OodRule(float("inf"), "energy", None)),
+              Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, labels=["c%d" % i for i in range(10)], preprocessing=Preprocessing())
+    images = list(rng.integers(0, 256, (40, 28, 28), dtype=np.uint8))
+    cascade.set_ood_threshold(0, float(np.median([r.ood_score for r in cascade.classify_batch(images)])))
+    batch = cascade.classify_batch(images)
+    singles = [cascade.classify(im) for im in images]
+    assert any(r.unknown for r in batch) and not all(r.unknown for r in batch)
+    for b, s in zip(batch, singles):
+        assert (b.class_id, b.unknown, b.label) == (s.class_id, s.unknown, s.label)
+        assert (b.label == "unknown") == b.unknown == (b.class_id == UNKNOWN)
+        assert b.ood_score == pytest.approx(s.ood_score, rel=1e-6)

@@ -31,7 +31,7 @@ def test_two_stage_build(pool, splits, tmp_path):
     out = str(tmp_path / "bundle")
     labels = list("abcde")
     rep = build_cascade(pool[:2], (xc, yc), (xt, yt), out=out, policy="max-accuracy", labels=labels,
-                        costs=[1.0, 4.0], n=500)
+                        costs=[1.0, 4.0], n=500, combine="last")
     # what was chosen is exactly what the calibration split alone gives
     temps = [fit_temperature(_logits(p, xc), yc).temperature for p in pool[:2]]
     curve = tradeoff_curve([_logits(p, xc) for p in pool[:2]], yc, [1.0, 4.0], "margin", temps, n=500)

@@ -7,7 +7,7 @@ import pytest
 from edgeconf.confidence import score as np_score, softmax
 from edgeconf.errors import ConfigError
 from edgeconf.export.errors import CalibrationError, PolicyError
-from edgeconf.export.thresholds import evaluate, parse_policy, select, tradeoff_curve
+from edgeconf.export.thresholds import choose_combine, evaluate, parse_policy, select, tradeoff_curve
 
 
 def _stages(k=2, n=800, seed=0, c=6):
@@ -24,15 +24,18 @@ def _stages(k=2, n=800, seed=0, c=6):
 def _direct(logits, y, lam, costs, score="margin", temps=(1.0, 1.0), combine="last"):
     p1, p2 = softmax(logits[0], temps[0]), softmax(logits[1], temps[1])
     c1, c2 = np_score(score, p1), np_score(score, p2)
+    if combine == "mean":  # escalated inputs are answered by the average, which also decides later exits
+        m = (p1 + p2) / 2
+        p2, c2 = m, np_score(score, m)
     esc = c1 < lam
-    if combine == "last":
+    if combine in ("last", "mean"):
         pred = np.where(esc, p2.argmax(1), p1.argmax(1))
     else:
         pred = np.where(esc & (c2 > c1), p2.argmax(1), p1.argmax(1))
     return (pred == y).mean(), costs[0] + esc.mean() * costs[1], esc.mean()
 
 
-@pytest.mark.parametrize("combine", ["last", "best"])
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
 @pytest.mark.parametrize("score", ["maxp", "margin", "entropy"])
 def test_two_stage_curve_equals_direct_computation(score, combine):
     logits, y = _stages()
@@ -109,3 +112,40 @@ def test_input_checks():
         tradeoff_curve([logits[0], logits[1][:, :4]], np.minimum(y, 3), [1, 2])
     with pytest.raises(CalibrationError, match="labels must have shape"):
         tradeoff_curve(logits, y[:-1], [1, 2])
+
+
+def test_three_stage_mean_is_simulated_exactly():
+    """evaluate(..., "mean") equals a direct per-input run of the mean rule (answer and exits on the average)."""
+    logits, y = _stages(k=3, n=500, seed=4)
+    temps, thr = [1.1, 0.9, 1.0], [0.3, 0.25]
+    probs = [softmax(z, t) for z, t in zip(logits, temps)]
+    pred, reached = np.zeros(500, int), np.zeros(500, int)
+    for i in range(500):
+        total = 0
+        for k in range(3):
+            total = total + probs[k][i]
+            m = total / (k + 1)
+            reached[i] = k + 1
+            if k == 2 or np_score("margin", m[None])[0] >= thr[k]:
+                pred[i] = m.argmax()
+                break
+    op = evaluate(logits, y, thr, [1.0, 2.0, 4.0], "margin", temps, "mean")
+    assert op.accuracy == pytest.approx((pred == y).mean())
+    assert op.reach == pytest.approx([1.0, (reached > 1).mean(), (reached > 2).mean()])
+
+
+def test_choose_combine():
+    logits, y = _stages(k=2, n=1500, seed=2)
+    costs = [1.0, 5.0]
+    rule, curve, op, found = choose_combine(logits, y, costs, "margin", [1.0, 1.0], "max-accuracy", n=400)
+    assert set(found) == {"last", "best", "mean"} and curve.combine == rule and found[rule] == op
+    assert op.accuracy == max(p.accuracy for p in found.values())
+    # match: the cheapest point that reaches the accuracy, whatever the rule
+    target = min(p.accuracy for p in found.values()) - 0.01
+    rule_m, _, op_m, found_m = choose_combine(logits, y, costs, "margin", None, "match:%f" % target, n=400)
+    assert op_m.cost == min(p.cost for p in found_m.values() if p is not None)
+    # identical stages: every rule gives the same points, and the tie keeps "last"
+    same = [logits[0], logits[0].copy()]
+    assert choose_combine(same, y, costs, "margin", None, "max-accuracy", n=200)[0] == "last"
+    with pytest.raises(PolicyError, match="no threshold reaches accuracy"):
+        choose_combine(logits, y, costs, "margin", None, "match:0.9999", n=200)

@@ -17,8 +17,8 @@ from edgeconf.cli import main
 from edgeconf.errors import BundleError
 from edgeconf.export.fuse import (FuseError, build_fused, check_fused, fuse_bundle, retune_fused, set_fused_values,
                                   tensorrt_check, unfuse_bundle)
-from edgeconf.fused import (FUSED_FILE, FusedCascade, ceil_f32, choose_form, fused_info, temperature_name,
-                            threshold_name)
+from edgeconf.fused import (FUSED_FILE, FusedCascade, ceil_f32, choose_form, fused_info, ood_threshold_name,
+                            temperature_name, threshold_name)
 from edgeconf.preprocess import Preprocessing
 from onnx_models import random_classifier, save
 
@@ -32,12 +32,11 @@ def _sample() -> np.ndarray:
 def _copy(name: str, tmp_path, combine: str = "last") -> str:
     dst = str(tmp_path / name)
     shutil.copytree(data_path("zoo", name), dst)
-    path = os.path.join(dst, MANIFEST)
-    data = json.load(open(path))
-    data["combine"] = combine
-    for st in data["stages"]:  # the fused graph does not compute OOD ("unknown") rules: compare the classes
-        st.pop("ood", None)
-    json.dump(data, open(path, "w"))
+    if combine != "last":
+        path = os.path.join(dst, MANIFEST)
+        data = json.load(open(path))
+        data["combine"] = combine
+        json.dump(data, open(path, "w"))
     return dst
 
 
@@ -50,6 +49,8 @@ def assert_same(staged, fused, images, batch: int) -> None:
         assert [r.class_id for r in xs] == [r.class_id for r in fs]
         assert [r.stage for r in xs] == [r.stage for r in fs]
         assert [r.stages_run for r in xs] == [r.stages_run for r in fs]
+        assert [r.unknown for r in xs] == [r.unknown for r in fs]
+        assert [r.label for r in xs] == [r.label for r in fs]
         np.testing.assert_allclose([r.confidence for r in xs], [r.confidence for r in fs], atol=1e-5, rtol=0)
 
 
@@ -58,8 +59,8 @@ def _pair(folder):
             load_bundle(folder, memo=False, threads=1, form="fused"))
 
 
-@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("early_exit", "last"),
-                                           ("early_exit", "best")])
+@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"),
+                                           ("early_exit", "last"), ("early_exit", "best"), ("early_exit", "mean")])
 def test_fused_answers_as_the_staged_cascade(name, combine, tmp_path):
     folder = _copy(name, tmp_path, combine)
     report = fuse_bundle(folder)
@@ -75,8 +76,9 @@ def test_fused_answers_as_the_staged_cascade(name, combine, tmp_path):
     assert {r.stage for r in fused.classify_batch(list(images))} == {0, 1, 2}
 
 
-def test_batch1_graph_answers_as_the_staged_cascade(tmp_path):
-    folder = _copy("bundle", tmp_path)
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
+def test_batch1_graph_answers_as_the_staged_cascade(combine, tmp_path):
+    folder = _copy("bundle", tmp_path, combine)
     report = fuse_bundle(folder, batch=1)
     assert report.batch == 1 and report.tensorrt_min == "8.0"
     model = onnx.load(os.path.join(folder, FUSED_FILE))
@@ -92,7 +94,8 @@ def test_graph_file_layout(tmp_path):
     g = model.graph
     assert [i.name for i in g.input] == ["image"]
     assert g.input[0].type.tensor_type.elem_type == TensorProto.UINT8
-    assert [o.name for o in g.output] == ["class", "confidence", "stage", "stages_run", "probs"]
+    # stage 1 has an OOD rule: the graph also says which inputs are unknown, and their OOD score
+    assert [o.name for o in g.output] == ["class", "confidence", "stage", "stages_run", "probs", "unknown", "ood"]
     inits = {i.name: float(onnx.numpy_helper.to_array(i)) for i in g.initializer if i.name.startswith("edgeconf_fused_")
              and not i.name.startswith("edgeconf_fused_c")}
     man = read_manifest(folder)
@@ -341,7 +344,8 @@ def test_cli(capsys, tmp_path):
 
 # -- the whole test set -------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("early_exit", "last")])
+@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"),
+                                           ("early_exit", "last"), ("early_exit", "mean")])
 def test_full_fashion_mnist_test_set(name, combine, tmp_path):
     from edgeconf.datasets import load_fashion_mnist
     from edgeconf.errors import DataError
@@ -354,3 +358,63 @@ def test_full_fashion_mnist_test_set(name, combine, tmp_path):
     fuse_bundle(folder, check=False)
     staged, fused = _pair(folder)
     assert_same(staged, fused, images, 500)
+
+
+def test_retune_command_updates_the_fused_graph(capsys, tmp_path):
+    """``edgeconf retune BUNDLE --stage K`` changes the fused graph with the stage, so the bundle still loads fused."""
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    code, out, err = run(capsys, "retune", folder, "--stage", "1", "--threshold", "0.55", "--temperature", "1.25")
+    assert code == 0, err
+    man = read_manifest(folder)
+    assert man.stages[0].threshold == 0.55 and fused_info(man).stages[0].model_sha256 == man.files["stage1.onnx"]["sha256"]
+    model = onnx.load(os.path.join(folder, FUSED_FILE))
+    inits = {i.name: float(onnx.numpy_helper.to_array(i)) for i in model.graph.initializer
+             if i.name.startswith("edgeconf_fused_t")}
+    assert inits[threshold_name(0)] == ceil_f32(0.55) and inits[temperature_name(0)] == pytest.approx(1.25)
+    staged, fused = _pair(folder)
+    assert fused.form == "fused" and fused._extra == {}
+    assert_same(staged, fused, _sample(), 150)
+
+
+def test_cascade_command_chooses_the_rule_and_fuses(capsys, pool, task, tmp_path):
+    x, y = task.data(600, 41)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, y=y)
+    out = tmp_path / "bundle"
+    code, stdout, err = run(capsys, "cascade", *pool, "--data", data, "--out", out, "--costs", "1,3,9",
+                            "--combine", "auto", "--fuse", "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    cands = rep["combine_candidates"]
+    assert set(cands) == {"last", "best", "mean"} and rep["combine"] in cands
+    assert rep["calibration"]["accuracy"] == max(c["accuracy"] for c in cands.values())  # max-accuracy policy
+    man = read_manifest(str(out))
+    assert man.combine == rep["combine"] and fused_info(man) is not None and fused_info(man).combine == man.combine
+    assert rep["fused"]["checked_inputs"] > 0 and rep["runtime_test"]["matches_simulation"]
+
+
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
+def test_unknown_answers_as_the_staged_cascade(combine, tmp_path):
+    """The shipped bundle's stage 1 has an OOD rule: the fused graph answers "unknown" exactly where the stages do."""
+    folder = _copy("bundle", tmp_path, combine)
+    fuse_bundle(folder, check=False)
+    staged, fused = _pair(folder)
+    assert fused.stages[0].ood is not None
+    noise = np.random.default_rng(5).integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    images = np.concatenate([_sample()[:120], noise])
+    assert_same(staged, fused, images, 90)
+    assert any(r.unknown for r in fused.classify_batch(list(images)))
+    for c in (staged, fused):  # a threshold changed at run time is fed to the graph, inf included
+        c.set_ood_threshold(0, float(np.median([r.ood_score for r in staged.classify_batch(list(images[:120]))])))
+    assert fused.graph_active and ood_threshold_name(0) in fused._extra
+    assert_same(staged, fused, images, 90)
+    assert_same(staged, fused, images[:30], 1)
+    for c in (staged, fused):
+        c.set_ood_threshold(0, None)  # never unknown
+    assert fused.graph_active and not any(r.unknown for r in fused.classify_batch(list(images)))
+    assert_same(staged, fused, images, 90)
+    off = load_bundle(folder, memo=False, ood=False)  # OOD rules off: the graph computes them, so staged
+    assert off.form == "staged" and all(st.ood is None for st in off.stages)
+    with pytest.raises(BundleError, match="ood=False needs the staged form"):
+        load_bundle(folder, form="fused", ood=False)
