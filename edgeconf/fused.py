@@ -20,8 +20,8 @@ time (its batch share), counted on the first stage in ``counters.stage_seconds``
 Which form ``load_bundle(form="auto")`` picks (:func:`choose_form`): the staged form unless the bundle has an
 up-to-date fused graph and the stages run on an ONNX Runtime GPU execution provider (CUDA or TensorRT), where
 each stage boundary of the staged form costs a device-to-host copy and a synchronisation. On ONNX Runtime's
-CPU provider the fused graph measured no faster than the staged path (``benchmarks/bench_fused.py``), so
-staged stays the default there; the native ``tensorrt`` backend runs one engine per stage (staged).
+CPU provider the fused graph measured slower than the staged path at batch 1 (``benchmarks/bench_fused.py``,
+docs/fused.md), so staged stays the default there; the native ``tensorrt`` backend runs one engine per stage.
 """
 from __future__ import annotations
 
@@ -174,8 +174,8 @@ def choose_form(requested: str, manifest: Any, backend: str, providers: Optional
     gpu = [n for n in names if n in _GPU_PROVIDERS or str(n).lower() in ("cuda", "tensorrt", "trt")]
     if backend == "ort-tensorrt" or gpu:
         return "fused", "stages run on a GPU execution provider: one call per answer saves a host round trip per stage"
-    return "staged", ("ONNX Runtime CPU: the fused graph is no faster than the staged path there "
-                      "(use --form fused to ask for it)")
+    return "staged", ("ONNX Runtime CPU: the fused graph is slower than the staged path at batch 1 there "
+                      "(benchmarks/bench_fused.py; use --form fused to ask for it)")
 
 
 def runtime_model(path: str) -> bytes:
