@@ -481,7 +481,7 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
                        baseline_ms_per_crop=None if baseline["ms_per_crop"] is None else round(baseline["ms_per_crop"], 4),
                        saved=round(1.0 - c["model_seconds"] / baseline["seconds"], 4) if baseline["seconds"] > 0 else None)
     summary.update(
-        bundle=bundle, source=uri, regions=regions,
+        bundle=bundle, source=uri, regions=regions, form=cascade.form,
         regions_note="oracle regions: boxes from the scene's ground truth" if regions == "truth" else None,
         accuracy=classes.score.to_json(), compute=compute,
         tracking=tracking.metrics().to_json() if tracking is not None else {"note": tracking_note},
