@@ -259,6 +259,22 @@ def test_a_writer_into_a_bound_buffer_equals_the_call(rng):
     assert Preprocessing().writer(np.zeros((2, 1, 28, 28), np.float32)) is None
 
 
+def test_items_equal_item_for_every_field(tmp_path, rng, two_models):
+    from edgeconf.cascade import BatchResult
+
+    n = 5
+    batch = BatchResult(np.array([0, 3, -1, 2, 1]), rng.random(n), np.array([0, 1, 0, 1, 1]), np.array([1, 2, 1, 2, 2]),
+                        rng.random((n, 10)), [0.5, 0.2], [5, 3], [(0.0, 0.5), (0.5, 0.7)], {3: "timeout"},
+                        np.array([False, False, True, False, False]), np.array([np.nan, 1.5, 9.0, np.nan, 0.1]))
+    labels = [str(i) for i in range(10)]
+    for i, got in enumerate(batch.items(labels)):
+        want = batch.item(i, labels)
+        assert (got.class_id, got.stage, got.stages_run, got.label, got.unknown, got.ood_score, got.remote_failure) == \
+            (want.class_id, want.stage, want.stages_run, want.label, want.unknown, want.ood_score, want.remote_failure)
+        assert got.confidence == want.confidence and got.stage_seconds == pytest.approx(want.stage_seconds)
+        np.testing.assert_array_equal(got.probs, want.probs)
+
+
 def test_batch_items_keep_unknown_answers(tmp_path, rng, two_models):
     """classify_batch (BatchResult.items) reports an unknown answer as unknown, label "unknown", with its score."""
     from edgeconf.cascade import UNKNOWN, OodRule
