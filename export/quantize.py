@@ -64,6 +64,7 @@ class QuantReport:
 
     path: str
     source: str
+    source_sha256: str = ""  # of the float model file the copy was made from (a stale copy is detectable)
     excluded_nodes: List[str] = field(default_factory=list)  # the confidence head's nodes (always float)
     calibration_samples: int = 0
     method: Optional[str] = None
@@ -299,7 +300,7 @@ def quantize_int8(onnx_path: str, out_path: str, calib: Any, test: Any = None, p
     for name, value in (("budget", budget), ("ece_budget", ece_budget)):
         if value is not None and not (0.0 <= value <= 100.0):
             raise ConfigError("the INT8 %s is in percentage points between 0 and 100, got %r" % (name, value))
-    proto, _ = load_model(onnx_path)
+    proto, source_sha = load_model(onnx_path)  # sha256 of the file: recorded, so a stale INT8 copy is detectable
     meta = read_head_metadata(proto)
     logits_name, classes = find_logits_output(proto, output)
     pre = preprocessing
@@ -325,7 +326,7 @@ def quantize_int8(onnx_path: str, out_path: str, calib: Any, test: Any = None, p
         notes.append("methods %s skipped: %d samples are fewer than they need (%s) plus %d held out"
                      % (", ".join(skipped), n, ", ".join("%s %d" % (m, MIN_FIT[m]) for m in skipped), MIN_SELECT))
     head_nodes = [nd.name for nd in proto.graph.node if nd.name.startswith(NODE_PREFIX)]
-    report = QuantReport(out_path, onnx_path, head_nodes, int(cs.fit_x.shape[0]), per_channel=per_channel,
+    report = QuantReport(out_path, onnx_path, source_sha, head_nodes, int(cs.fit_x.shape[0]), per_channel=per_channel,
                          reduce_range=reduce_range, calibration=cs.to_json(), notes=notes,
                          budget={"accuracy_points": budget if labelled else None,
                                  "ece_points": ece_budget if labelled else None})
@@ -420,7 +421,8 @@ def quantize_int8(onnx_path: str, out_path: str, calib: Any, test: Any = None, p
         else:
             _set_metadata(q, {"temperature": current.temperature})
     _set_metadata(q, {"precision": "int8-qdq", "int8": {
-        "method": chosen, "per_channel": per_channel, "reduce_range": reduce_range, "activations": "int8 symmetric",
+        "float_sha256": source_sha, "method": chosen, "per_channel": per_channel, "reduce_range": reduce_range,
+        "activations": "int8 symmetric",
         "weights": "int8 symmetric" + (" per channel" if per_channel else ""), "float_layers": float_layers,
         "head_float": True, "logits_float": True, "calibration": cs.to_json(),
         "float_temperature": report.float_temperature, "budget": report.budget}})

@@ -7,6 +7,7 @@ truncated files, and anything that is not a numpy file. Large ``.npy`` files are
 from __future__ import annotations
 
 import os
+import struct
 import zipfile
 import zlib
 from tokenize import TokenError
@@ -101,7 +102,7 @@ def read_npz(path: str, keys: Optional[Sequence[str]] = None) -> Dict[str, np.nd
     except (NotImplementedError, RuntimeError) as exc:  # zipfile: encrypted members, unsupported methods/versions
         raise DataError("%s uses a zip feature that cannot be read (%s); write it with numpy.savez or savez_compressed"
                         % (path, _first_line(exc)[:160])) from None
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.LargeZipFile) as exc:
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.LargeZipFile, struct.error, UnicodeDecodeError) as exc:
         raise DataError("cannot read %s: %s" % (path, _first_line(exc)[:160])) from None
     return out
 

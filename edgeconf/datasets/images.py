@@ -6,8 +6,9 @@ loaded (:mod:`edgeconf.datasets.arrays`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -40,6 +41,21 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+@contextlib.contextmanager
+def _quiet_opencv(cv2: Any) -> Iterator[None]:
+    """OpenCV's own logging silenced for the block (and restored), where this OpenCV has the switch."""
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None or not hasattr(log, "getLogLevel"):
+        yield
+        return
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log.setLogLevel(level)
+
+
 def read_image(path: str, max_pixels: Optional[int] = None) -> np.ndarray:
     """An image file as uint8 grey (H×W) or RGB (H×W×3); its pixel count is checked before decoding."""
     import cv2
@@ -55,7 +71,8 @@ def read_image(path: str, max_pixels: Optional[int] = None) -> np.ndarray:
     except OSError as exc:
         raise DataError("cannot read %s: %s" % (path, os.strerror(exc.errno) if exc.errno else exc)) from None
     try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        with _quiet_opencv(cv2):  # a corrupt file is our one-line DataError, not OpenCV's log lines as well
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error:
         img = None
     if img is None or img.size == 0:

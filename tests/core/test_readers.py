@@ -246,3 +246,14 @@ def test_bad_api_images_get_one_line_input_errors(memo_cascade, image, message, 
         else:
             memo_cascade.classify(image)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("offset, value, what", [(8, 1, "encrypted"), (6, 222, "zip file version")])
+def test_npz_with_unreadable_zip_entries(tmp_path, offset, value, what):
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros((2, 4, 4), np.uint8))
+    data = bytearray(buf.getvalue())
+    central = data.find(b"PK\x01\x02")  # the central directory entry of x.npy
+    struct.pack_into("<H", data, central + offset, value)
+    with pytest.raises(DataError, match="zip feature that cannot be read .*%s" % what):
+        read_npz(_write(tmp_path / "odd.npz", bytes(data)))

@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
+from edgeconf.bundle import sha256_file
 from edgeconf.errors import ConfigError
 from edgeconf.export.errors import CalibrationError, QuantizationBudgetError
 from edgeconf.export.head import NODE_PREFIX, add_confidence_head, head_values, read_head_metadata
@@ -61,6 +62,7 @@ def test_quantize_keeps_head_and_logits_float_and_refits_temperature(task, split
     assert rep.temperature != 1.5 and meta["int8"]["float_temperature"] == pytest.approx(rep.float_temperature)
     assert meta["int8"]["method"] == "minmax" and meta["int8"]["float_layers"] == []
     assert meta["int8"]["calibration"]["sha256"] == rep.calibration["sha256"]
+    assert meta["int8"]["float_sha256"] == rep.source_sha256 == sha256_file(src)  # a stale copy is detectable
     assert rep.evaluated_on == "test" and rep.samples == len(yt)
     assert rep.int8_accuracy >= rep.float_accuracy - TARGET_ACC
     assert rep.int8_ece <= rep.float_ece + TARGET_ECE

@@ -44,7 +44,7 @@ def test_zoo_is_small_and_holds_no_pickles():
             if name.endswith(".npz"):  # fitted OOD arrays: plain arrays, readable without unpickling
                 with np.load(os.path.join(root, name), allow_pickle=False) as f:
                     assert all(f[k].dtype == np.float32 for k in f.files)
-    assert 0 < total < 5 * 1024 * 1024
+    assert 0 < total < 5.5 * 1024 * 1024  # float zoo 4.5 MB + INT8 copies and their report (int8/, 0.7 MB)
 
 
 def test_table_has_every_model(zoo):
