@@ -1,11 +1,17 @@
-"""Issue-6 performance figures: `edgeconf demo` end to end at 640×480 with about 6 objects.
+"""Issue-14 figures: `edgeconf demo` on held-out scenes with the shipped detector, the motion fallback and the
+truth oracle, side by side.
 
-Targets (issue 6): >= 30 fps end to end on this 2-core machine, per-frame latency p95 reported, memo hit
-rate >= 50 %. Every frame is processed (lossless demo source, as fast as possible), so fps is the
-pipeline's capacity including rendering the synthetic scene on its own thread.
+Scenes: seeds 1, 2, 3 (never used to train the detector: ``scripts/train_detector.py`` trains on seeds from
+1000) with 6, 8 and 10 objects at 640×480, crossing paths, touching pairs, clutter and lighting drift. Every
+frame is processed (lossless source, as fast as possible), so fps is the pipeline's capacity end to end on
+this machine, scene rendering included (on its own thread). On a shared machine the wall-clock fps depends on
+what else runs, so the process's CPU time per frame is printed beside it.
 
-Run: .venv/bin/python benchmarks/bench_demo.py [--bundle FOLDER] [--frames 300] [--repeats 3] [--json]
-Uses the shipped zoo bundle by default. Prints measured numbers; asserts nothing.
+Targets (issue 14), with the detector: MOTA >= 0.90, IDF1 >= 0.90, accuracy on matched track-frames >= 95 %,
+>= 30 fps. ``truth`` is the oracle (the scene's own boxes): what the classifier and tracker reach with perfect
+regions. Figures are measured, never asserted.
+
+Run: .venv/bin/python benchmarks/bench_demo.py [--frames 600] [--regions detector,motion,truth] [--json]
 """
 from __future__ import annotations
 
@@ -14,49 +20,108 @@ import json
 import os
 import statistics
 import sys
+from typing import Any, Dict, List
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from edgeconf.live.cli import DEFAULT_BUNDLE, run_demo  # noqa: E402
+from edgeconf.live.defaults import DEFAULT_REGIONS, regions_note  # noqa: E402
+
+SCENES = ((1, 6), (2, 8), (3, 10))  # (held-out seed, objects)
+TARGETS = {"mota": 0.90, "idf1": 0.90, "accuracy": 0.95, "fps": 30.0}
+
+
+def one(regions: str, seed: int, objects: int, frames: int, bundle: str, threads: Any) -> Dict[str, Any]:
+    s = run_demo(frames=frames, objects=objects, size="640x480", seed=seed, regions=regions, bundle_path=bundle,
+                 threads=threads)
+    cls = s["classification"]
+    tr = s["tracking"]
+    n = max(1, s["frames"])
+    return {"regions": regions, "seed": seed, "objects": objects, "frames": s["frames"], "fps": s["fps"],
+            "cpu_ms_per_frame": round(1e3 * s["cpu"]["process_s"] / n, 2),
+            "pipeline_cpu_ms_per_frame": round(1e3 * s["cpu"]["pipeline_thread_s"] / n, 2),
+            "p95_ms": s["latency_ms"]["p95"], "mota": s["mota"], "idf1": s["idf1"], "id_switches": tr.get("id_switches"),
+            "misses": tr.get("misses"), "false_positives": tr.get("false_positives"), "matches": tr.get("matches"),
+            "accuracy": s["accuracy"], "correct": cls["correct"], "scored": cls["scored"],
+            "unknown_rate": s.get("unknown_rate"), "memo_hit_rate": s["memo_hit_rate"],
+            "escalation_rate": s["escalation_rate"], "compute_saved": s["compute"].get("saved")}
+
+
+def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per regions: MOTA and IDF1 pooled over the scenes (from the summed counts), accuracy pooled, worst fps."""
+    out = {}
+    for regions in dict.fromkeys(r["regions"] for r in rows):
+        rs = [r for r in rows if r["regions"] == regions]
+        matches = sum(r["matches"] or 0 for r in rs)
+        errors = sum((r["misses"] or 0) + (r["false_positives"] or 0) + (r["id_switches"] or 0) for r in rs)
+        required = sum((r["matches"] or 0) + (r["misses"] or 0) + (r["id_switches"] or 0) for r in rs)
+        scored = sum(r["scored"] for r in rs)
+        out[regions] = {
+            "mota_pooled": 1.0 - errors / required if required else None,
+            "mota_min": min(r["mota"] for r in rs if r["mota"] is not None) if any(r["mota"] is not None for r in rs) else None,
+            "idf1_mean": statistics.mean(r["idf1"] for r in rs if r["idf1"] is not None) if rs else None,
+            "idf1_min": min(r["idf1"] for r in rs if r["idf1"] is not None) if any(r["idf1"] is not None for r in rs) else None,
+            "accuracy_pooled": sum(r["correct"] for r in rs) / scored if scored else None,
+            "fps_min": min(r["fps"] for r in rs), "fps_median": statistics.median(r["fps"] for r in rs),
+            "cpu_ms_per_frame_max": max(r["cpu_ms_per_frame"] for r in rs),
+            "pipeline_cpu_ms_per_frame_max": max(r["pipeline_cpu_ms_per_frame"] for r in rs),
+            "memo_hit_rate_mean": statistics.mean(r["memo_hit_rate"] or 0.0 for r in rs),
+            "note": regions_note(regions),
+        }
+    return out
+
+
+def fmt(v: Any, pct: bool = True) -> str:
+    if v is None:
+        return "--"
+    return "%.1f %%" % (100 * v) if pct else "%.1f" % v
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", default=DEFAULT_BUNDLE)
-    ap.add_argument("--baseline", default=None)
-    ap.add_argument("--frames", type=int, default=300)
-    ap.add_argument("--objects", type=int, default=6)
-    ap.add_argument("--regions", default=None, help="default: the demo's default (see edgeconf demo --help)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--regions", default="%s,motion,truth" % DEFAULT_REGIONS,
+                    help="comma-separated region proposers to compare")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    runs = []
-    for r in range(args.repeats):
-        kw = dict(frames=args.frames, objects=args.objects, size="640x480", seed=1 + r, bundle_path=args.bundle,
-                  baseline_path=args.baseline)
-        if args.regions:
-            kw["regions"] = args.regions
-        s = run_demo(**kw)
-        runs.append({"seed": 1 + r, "fps": s["fps"], "p50_ms": s["latency_ms"]["p50"], "p95_ms": s["latency_ms"]["p95"],
-                     "memo_hit_rate": s["memo_hit_rate"], "escalation_rate": s["escalation_rate"],
-                     "accuracy": s["accuracy"]["accuracy"], "mota": s["tracking"]["mota"], "idf1": s["tracking"]["idf1"],
-                     "compute_saved": s["compute"].get("saved"), "regions": s["regions"]})
-    fps = [r["fps"] for r in runs]
-    out = {"bench": "demo", "frames": args.frames, "objects": args.objects, "runs": runs,
-           "fps_median": statistics.median(fps), "fps_min": min(fps),
-           "p95_ms_median": statistics.median(r["p95_ms"] for r in runs),
-           "memo_hit_rate_min": min(r["memo_hit_rate"] or 0.0 for r in runs),
-           "targets": {"fps": 30.0, "memo_hit_rate": 0.5}}
-    out["meets_targets"] = out["fps_min"] >= 30.0 and out["memo_hit_rate_min"] >= 0.5
+    rows = []
+    for regions in [r.strip() for r in args.regions.split(",") if r.strip()]:
+        for seed, objects in SCENES:
+            rows.append(one(regions, seed, objects, args.frames, args.bundle, args.threads))
+            if not args.json:
+                r = rows[-1]
+                print("%-9s seed %d, %2d objects: MOTA %s  IDF1 %s  ID sw %3s  accuracy %s  %5.1f fps  p95 %5.1f ms  "
+                      "CPU %4.1f ms/frame (pipeline thread %4.1f)  memo %s" % (
+                          regions, seed, objects, fmt(r["mota"]), fmt(r["idf1"]), r["id_switches"], fmt(r["accuracy"]),
+                          r["fps"], r["p95_ms"] or 0.0, r["cpu_ms_per_frame"], r["pipeline_cpu_ms_per_frame"],
+                          fmt(r["memo_hit_rate"])), flush=True)
+    summary = summarise(rows)
+    main_regions = DEFAULT_REGIONS if DEFAULT_REGIONS in summary else next(iter(summary))
+    m = summary[main_regions]
+    met = {"mota": m["mota_min"] is not None and m["mota_min"] >= TARGETS["mota"],
+           "idf1": m["idf1_min"] is not None and m["idf1_min"] >= TARGETS["idf1"],
+           "accuracy": m["accuracy_pooled"] is not None and m["accuracy_pooled"] >= TARGETS["accuracy"],
+           "fps": m["fps_min"] >= TARGETS["fps"]}
+    out = {"bench": "demo", "frames": args.frames, "scenes": [list(s) for s in SCENES], "runs": rows,
+           "summary": summary, "targets": TARGETS, "targets_met": {main_regions: met}}
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    for r in runs:
-        print("seed %d: %.1f fps, latency p50 %.2f ms p95 %.2f ms, memo %.1f %%, escalation %s, accuracy %s, MOTA %s, "
-              "compute saved %s" % (r["seed"], r["fps"], r["p50_ms"], r["p95_ms"], 100 * (r["memo_hit_rate"] or 0),
-                                    r["escalation_rate"], r["accuracy"], r["mota"], r["compute_saved"]))
-    print("median %.1f fps (min %.1f), p95 %.2f ms; memo hit rate min %.1f %%; targets met: %s" % (
-        out["fps_median"], out["fps_min"], out["p95_ms_median"], 100 * out["memo_hit_rate_min"], out["meets_targets"]))
+    print()
+    print("%-9s | %-15s | %-15s | %-9s | %-14s | %-18s | %s" % (
+        "regions", "MOTA min / pool", "IDF1 min / mean", "accuracy", "fps min / med", "CPU ms/frame (max)", "memo hits"))
+    for regions, s in summary.items():
+        print("%-9s | %6s / %-6s | %6s / %-6s | %-9s | %5.1f / %-6.1f | %5.1f (thread %4.1f) | %s%s" % (
+            regions, fmt(s["mota_min"]), fmt(s["mota_pooled"]), fmt(s["idf1_min"]), fmt(s["idf1_mean"]),
+            fmt(s["accuracy_pooled"]), s["fps_min"], s["fps_median"], s["cpu_ms_per_frame_max"],
+            s["pipeline_cpu_ms_per_frame_max"], fmt(s["memo_hit_rate_mean"]), "   (%s)" % s["note"] if s["note"] else ""))
+    print("fps is wall-clock on this machine as it is now (shared: load average %.1f on %d cores); CPU ms/frame is "
+          "the process's CPU time per frame (all threads: scene rendering, detector, tracker, cascade) and the "
+          "pipeline thread's own" % (os.getloadavg()[0], os.cpu_count() or 0))
+    print("targets for %s (MOTA >= 0.90, IDF1 >= 0.90, accuracy >= 95 %%, >= 30 fps, every scene): %s" % (
+        main_regions, ", ".join("%s %s" % (k, "met" if v else "NOT met") for k, v in met.items())))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,10 @@ from edgeconf.errors import DataError, MissingDependencyError
 
 
 def shipped_bundle() -> str:
-    """The bundle shipped in the package (``edgeconf/data/zoo/bundle``)."""
-    from edgeconf import data_path
+    """The bundle shipped in the package (``edgeconf/data/zoo/bundle``): the default of demo, run and gui."""
+    from edgeconf.live.defaults import DEFAULT_BUNDLE
 
-    return data_path("zoo", "bundle")
+    return DEFAULT_BUNDLE
 
 
 def _require_qt() -> None:
@@ -52,7 +52,8 @@ def open_meter(name: str) -> Tuple[Any, str]:
 @click.option("--source", "source_uri", default=None,
               help="demo://, a video path, an image folder, rtsp://…, v4l2:///dev/videoN, a camera index or csi://N "
                    "(default: demo://).")
-@click.option("--regions", default=None, help="motion | truth | full | detector:MODEL.onnx (default: motion).")
+@click.option("--regions", default=None, help="detector (the shipped detector; the default, as in demo and run) | "
+              "detector:MODEL.onnx | motion | full | truth (oracle: the demo scene's own boxes).")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
 @click.option("--power", "power_name", default="auto", show_default=True,
               help="Power source: auto, ina3221-hwmon, ina3221-iio, jtop, nvml, rapl or none.")

@@ -12,10 +12,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, Q
 
 from edgeconf.confidence import SCORES
 from edgeconf.gui.model import OVERLAY_HELP, GuiModel, OverlayToggles, StageInfo
+from edgeconf.live.defaults import DEFAULT_REGIONS, REGION_CHOICES
 
 SLIDER_STEPS = 100  # threshold slider resolution: 0.01
 
-REGION_CHOICES = ("motion", "truth", "full")
 
 
 class StageRow(QWidget):
@@ -110,8 +110,9 @@ class ControlPanel(QWidget):
         self.regions_combo.setEditable(True)
         self.regions_combo.addItems(list(REGION_CHOICES))
         self.regions_combo.setEditText(model.regions)
-        self.regions_combo.setToolTip("How objects are found: motion (background subtraction), truth (demo:// "
-                                      "ground truth), full (whole frame), detector:MODEL.onnx")
+        self.regions_combo.setToolTip("How objects are found: detector (the shipped detector, the default), "
+                                      "detector:MODEL.onnx (your own), motion (background subtraction), full (the "
+                                      "whole frame), truth (oracle: the demo scene's own boxes, for diagnosis only)")
         f.addRow("Regions", self.regions_combo)
         outer.addWidget(g)
 
@@ -219,7 +220,7 @@ class ControlPanel(QWidget):
         return self.source_combo.currentText().strip()
 
     def regions_text(self) -> str:
-        return self.regions_combo.currentText().strip() or "motion"
+        return self.regions_combo.currentText().strip() or DEFAULT_REGIONS
 
     def bundle_text(self) -> str:
         return self.bundle_edit.text().strip()

@@ -13,8 +13,9 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgeconf.live.defaults import DEFAULT_REGIONS, DEFAULT_SOURCE
+
 MAX_RECENT_SOURCES = 10
-DEFAULT_SOURCE = "demo://"
 
 
 # -- events -------------------------------------------------------------------------------------------
@@ -78,6 +79,24 @@ class OverlayToggles:
     @classmethod
     def names(cls) -> List[str]:
         return [f.name for f in fields(cls)]
+
+
+def shown_tracks(result: Any, toggles: OverlayToggles) -> List[Any]:
+    """The tracks the video view draws for ``result``, in its order: boxes that reach into the frame, coasting
+    ones only while coasting tracks are shown. The per-track panel lists exactly these."""
+    if result is None:
+        return []
+    image = getattr(result, "image", None)
+    h, w = (image.shape[:2] if isinstance(image, np.ndarray) else (None, None))
+    out = []
+    for t in result.tracks:
+        if t.frames_since_match and not toggles.coasting:
+            continue
+        x1, y1, x2, y2 = t.box
+        if w is not None and (x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h):
+            continue  # a coasting prediction that drifted out of the picture: nothing is drawn
+        out.append(t)
+    return out
 
 
 OVERLAY_HELP = {
@@ -353,7 +372,7 @@ class GuiModel:
 
     bundle_path: str = ""
     source_uri: str = DEFAULT_SOURCE
-    regions: str = "motion"
+    regions: str = DEFAULT_REGIONS
     recent_sources: List[str] = field(default_factory=lambda: [DEFAULT_SOURCE])
     overlays: OverlayToggles = field(default_factory=OverlayToggles)
     stages: List[StageInfo] = field(default_factory=list)

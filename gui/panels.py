@@ -13,8 +13,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QFrame, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
-from edgeconf.gui.model import GuiModel
-from edgeconf.live.overlay import confidence_colour
+from edgeconf.gui.model import GuiModel, OverlayToggles, shown_tracks
+from edgeconf.live.overlay import track_colour
 
 pg.setConfigOptions(antialias=False, background="w", foreground="#222")  # antialiased plots cost 2x the CPU
 
@@ -195,6 +195,7 @@ class ConfidencePanel(Panel):
         self.layout_.addWidget(self.plot, 1)
         self.layout_.addWidget(self.summary)
         self._thresholds: List[float] = []
+        self.shown_ids: List[int] = []
 
     def _set_thresholds(self, model: GuiModel) -> None:
         th = [s.threshold for s in model.stages[:-1]] if len(model.stages) > 1 else []
@@ -204,38 +205,48 @@ class ConfidencePanel(Panel):
             self.plot.removeItem(ln)
         self.lines = []
         for k, v in enumerate(th):
-            ln = pg.InfiniteLine(pos=v, angle=0, pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.5, style=Qt.PenStyle.DashLine),
+            colour = PALETTE[k % len(PALETTE)]
+            ln = pg.InfiniteLine(pos=v, angle=0, pen=pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DashLine),
                                  label="stage %d exits at ≥ %.2f" % (k + 1, v),
-                                 labelOpts={"position": 0.02, "anchors": [(0, 1), (0, 1)], "color": PALETTE[k % len(PALETTE)]})
+                                 labelOpts={"position": 0.02, "anchors": [(0, 1), (0, 1)], "color": colour,
+                                            "fill": pg.mkBrush(255, 255, 255, 225), "border": pg.mkPen(colour)})
+            ln.setZValue(self.bars.zValue() + 10)  # line and label drawn over the bars, never hidden behind one
+            ln.label.setZValue(self.bars.zValue() + 11)
             self.plot.addItem(ln)
             self.lines.append(ln)
         self._thresholds = th
 
-    def refresh(self, model: GuiModel) -> None:
+    def refresh(self, model: GuiModel, toggles: Optional[OverlayToggles] = None) -> None:
+        """Bars for exactly the tracks the video shows on ``model.latest`` (an empty slot: no answer yet, or
+        "unknown", marked ``?`` and coloured as on the video)."""
         self._set_thresholds(model)
-        res = model.latest
-        tracks = [t for t in (res.tracks if res is not None else []) if t.confidence is not None]
-        tracks.sort(key=lambda t: t.id)
-        tracks = tracks[:24]
+        tracks = shown_tracks(model.latest, toggles or model.overlays)
+        self.shown_ids = [t.id for t in tracks]
         x = np.arange(len(tracks), dtype=float)
-        h = np.array([float(t.confidence) for t in tracks])
+        h = np.array([0.0 if t.confidence is None else float(t.confidence) for t in tracks])
         if tracks:
-            brushes = [pg.mkBrush(QColor(*confidence_colour(t.confidence))) for t in tracks]
+            brushes = [pg.mkBrush(QColor(*track_colour(t))) for t in tracks]  # unknown in its own colour
             self.bars.setOpts(x=x, height=h, width=0.7, brushes=brushes, pen=pg.mkPen("#444"))
         self.bars.setVisible(bool(tracks))
         ax = self.plot.getAxis("bottom")
-        ax.setTicks([[(i, "#%d" % t.id) for i, t in enumerate(tracks)]])
+        ax.setTicks([[(i, "#%d%s" % (t.id, " ?" if getattr(t, "unknown", False) else "")) for i, t in enumerate(tracks)]])
         self.plot.setXRange(-0.6, max(4.6, len(tracks) - 0.4), padding=0)
-        unknown = sum(1 for t in (res.tracks if res is not None else []) if getattr(t, "unknown", False))
         if not tracks:
-            self.summary.setText("%d unknown (no class) on this frame" % unknown if unknown
-                                 else "No classified track on this frame")
+            self.summary.setText("No track on screen")
             return
-        parts = ["#%d %s %.2f" % (t.id, _esc(t.label or str(t.class_id)), t.confidence) for t in tracks[:6]]
-        low = sum(1 for t in tracks if self._thresholds and t.confidence < self._thresholds[0])
-        self.summary.setText(("%s%s · %d below the stage-1 threshold" % (
-            " · ".join(parts), " …" if len(tracks) > 6 else "", low) if self._thresholds else " · ".join(parts))
-            + (" · %d unknown" % unknown if unknown else ""))
+        answered = [t for t in tracks if t.confidence is not None]
+        parts = ["#%d %s %.2f" % (t.id, _esc(t.label or str(t.class_id)), t.confidence) for t in answered[:6]]
+        unknown = sum(1 for t in tracks if getattr(t, "unknown", False))
+        waiting = len(tracks) - len(answered) - unknown
+        text = " · ".join(parts) + (" …" if len(answered) > 6 else "")
+        if self._thresholds and answered:
+            low = sum(1 for t in answered if t.confidence < self._thresholds[0])
+            text += " · %d below the stage-1 threshold" % low
+        if unknown:
+            text += " · %d unknown (no class)" % unknown
+        if waiting:
+            text += " · %d not answered yet" % waiting
+        self.summary.setText(text.lstrip(" ·"))
 
 
 class CascadePanel(Panel):

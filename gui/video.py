@@ -14,7 +14,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from edgeconf.atomic import write_bytes
 from edgeconf.errors import OutputError
-from edgeconf.gui.model import OverlayToggles
+from edgeconf.gui.model import OverlayToggles, shown_tracks
 from edgeconf.live.overlay import track_colour
 
 UNCERTAINTY_RGB = (80, 200, 255)
@@ -74,10 +74,8 @@ def paint_overlays(p: QPainter, result: Any, toggles: OverlayToggles, target: QR
         p.setBrush(Qt.BrushStyle.NoBrush)
         for obj in result.truth:
             p.drawRect(rect(obj.box))
-    for t in result.tracks:
+    for t in shown_tracks(result, toggles):
         coasting = bool(t.frames_since_match)
-        if coasting and not toggles.coasting:
-            continue
         r = rect(t.box)
         colour = QColor(*track_colour(t))
         if toggles.uncertainty:

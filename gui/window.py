@@ -16,10 +16,11 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QScrollArea, QVB
 
 from edgeconf.errors import OutputError
 from edgeconf.gui.controls import ControlPanel
-from edgeconf.gui.model import DEFAULT_SOURCE, MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo
+from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo
 from edgeconf.gui.panels import ConfidencePanel, CascadePanel, PowerPanel, SpeedPanel
 from edgeconf.gui.video import VideoView, render_annotated, save_png
 from edgeconf.gui.worker import PipelineWorker, WorkerConfig
+from edgeconf.live.defaults import DEFAULT_REGIONS, DEFAULT_SOURCE, regions_note
 
 PANEL_REFRESH_MS = 500  # panels redraw twice a second; the video follows every result
 STATE_STYLE = {
@@ -121,6 +122,9 @@ class MainWindow(QMainWindow):
         self.cascade_panel = CascadePanel()
         self.speed_panel = SpeedPanel()
         self.panels = [self.power_panel, self.confidence_panel, self.cascade_panel, self.speed_panel]
+        # the per-track panel follows every result the video shows (it lists exactly the tracks on screen);
+        # the others redraw a few times a second
+        self.timed_panels = [self.power_panel, self.cascade_panel, self.speed_panel]
         pw = QWidget()
         pl = QVBoxLayout(pw)
         pl.setContentsMargins(2, 2, 2, 2)
@@ -157,7 +161,7 @@ class MainWindow(QMainWindow):
         m.source_state.connect(lambda e: self._show_state(*e.value))
         m.running.connect(lambda e: self._on_running(e.value))
         self.refresh_timer = QTimer(self)
-        self.refresh_timer.setInterval(PANEL_REFRESH_MS // len(self.panels))
+        self.refresh_timer.setInterval(PANEL_REFRESH_MS // len(self.timed_panels))
         self.refresh_timer.timeout.connect(self._refresh_next_panel)
         self.refresh_timer.start()
         QShortcut(QKeySequence("Space"), self, activated=lambda: c.pause_button.toggle() if self.model.running else None)
@@ -170,7 +174,7 @@ class MainWindow(QMainWindow):
         s, m = self.settings, self.model
         m.bundle_path = str(s.value("bundle", "") or "")
         m.source_uri = str(s.value("source", DEFAULT_SOURCE) or DEFAULT_SOURCE)
-        m.regions = str(s.value("regions", "motion") or "motion")
+        m.regions = str(s.value("regions", DEFAULT_REGIONS) or DEFAULT_REGIONS)
         recent = _to_list(s.value("recent_sources"))
         m.recent_sources = (recent or [DEFAULT_SOURCE])[:MAX_RECENT_SOURCES]
         for name in OverlayToggles.names():
@@ -273,6 +277,7 @@ class MainWindow(QMainWindow):
     def set_overlay(self, name: str, on: bool) -> None:
         self.model.set_overlay(name, on)
         self.video.update()
+        self.confidence_panel.refresh(self.model)
 
     def _output_path(self, prefix: str, ext: str) -> str:
         folder = os.path.expanduser(self.controls.outdir_edit.text().strip() or os.getcwd())
@@ -329,10 +334,12 @@ class MainWindow(QMainWindow):
             return
         self.model.ingest(res)
         self.video.set_result(res)
+        self.confidence_panel.refresh(self.model)
         c = res.counters
-        self.info_label.setText("frame %d · %d tracks · pipeline %.1f fps · latency %.1f ms%s" % (
-            res.frame_index, c.tracks, c.fps, res.timings.processing_ms,
-            " · error: %s" % res.error if res.error else ""))
+        note = regions_note(self.model.regions)
+        self.info_label.setText("frame %d · %d tracks · pipeline %.1f fps · latency %.1f ms · regions %s%s%s" % (
+            res.frame_index, c.tracks, c.fps, res.timings.processing_ms, self.model.regions,
+            " (%s)" % note if note else "", " · error: %s" % res.error if res.error else ""))
         self.resultShown.emit(res)
 
     def _on_source_state(self, state: str, detail: str) -> None:
@@ -392,8 +399,8 @@ class MainWindow(QMainWindow):
         self.model.power.poll()
         if not self.isVisible():
             return
-        self._next_panel = (getattr(self, "_next_panel", -1) + 1) % len(self.panels)
-        self.panels[self._next_panel].refresh(self.model)
+        self._next_panel = (getattr(self, "_next_panel", -1) + 1) % len(self.timed_panels)
+        self.timed_panels[self._next_panel].refresh(self.model)
 
     # -- shutdown -------------------------------------------------------------------------------------------
     def shutdown(self, timeout_s: float = 20.0) -> None:

@@ -18,6 +18,8 @@ from typing import Any, Dict, Optional, Tuple
 
 from PySide6.QtCore import QThread, Signal
 
+from edgeconf.live.defaults import DEFAULT_REGIONS
+
 log = logging.getLogger(__name__)
 
 
@@ -27,7 +29,7 @@ class WorkerConfig:
 
     bundle: str
     source: str
-    regions: Any = "motion"  # spec string, or a region proposer object
+    regions: Any = DEFAULT_REGIONS  # spec string, or a region proposer object
     refresh_frames: int = 30
     threads: Optional[int] = None
     memo: Optional[bool] = None  # None: as the bundle says

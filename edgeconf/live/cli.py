@@ -7,23 +7,22 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 import numpy as np
 
-from edgeconf import data_path
 from edgeconf.commands import threads_option
 from edgeconf.errors import ConfigError, DataError, MissingDependencyError, OutputError, SourceError
+from edgeconf.live.defaults import (DEFAULT_BASELINE, DEFAULT_BUNDLE, DEFAULT_REGIONS, DEFAULT_SOURCE, REGION_CHOICES,
+                                    regions_note)
 
-DATA_DIR = data_path()
-DEFAULT_BUNDLE = os.path.join(DATA_DIR, "zoo", "bundle")
-DEFAULT_BASELINE = os.path.join(DATA_DIR, "zoo", "big.onnx")
-#: Regions for the demo. Measured on demo://?seed=1 (300 frames, 6 objects): the motion proposer (MOG2/KNN
-#: background subtraction) finds about two thirds of the objects at IoU >= 0.5 and splits or ghosts many
-#: (tracking MOTA 0.12-0.37, IDF1 0.35-0.43 whatever its options), so the demo uses the scene's own boxes,
-#: labelled "oracle regions" in the summary; ``--regions motion`` runs the real proposer.
-DEMO_REGIONS = "truth"
+OUTPUT_HELP = ("Send the annotated video to URI (repeatable): file://out.mp4 or a path (H.264 through ffmpeg, else "
+               "MJPG), rtp://HOST:PORT (H.264 in MPEG-TS; play with ffplay rtp://HOST:PORT), display://0 (a window).")
+REGIONS_HELP = ("%s (the shipped detector) | detector:MODEL.onnx | motion | full | truth (oracle: the demo "
+                "scene's own boxes, for diagnosis)" % DEFAULT_REGIONS)
+__all__ = ["DEFAULT_BUNDLE", "DEFAULT_BASELINE", "DEFAULT_REGIONS", "DEFAULT_SOURCE", "REGION_CHOICES", "run_demo",
+           "drive", "run_cmd", "demo_cmd"]
 
 
 # -- power ------------------------------------------------------------------------------------------
@@ -92,22 +91,33 @@ def panel(pipeline: Any, result: Any, power_note: str) -> Any:
 # -- the shared loop --------------------------------------------------------------------------------
 def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], record_path: Optional[str],
           live: bool, on_result: Any = None, record_fps: Optional[float] = None, power_note: str = "not measured",
-          start_info: Optional[dict] = None, telemetry: Any = None) -> Dict[str, Any]:
-    """Run the pipeline with event log, recording, live panel and signal handling; return a summary.
+          start_info: Optional[dict] = None, telemetry: Any = None, outputs: Sequence[str] = ()) -> Dict[str, Any]:
+    """Run the pipeline with event log, recording, video outputs (``--output`` URIs), live panel and signal
+    handling; return a summary.
 
     ``telemetry``: a started :class:`edgeconf.live.telemetry.Telemetry` that gets every event too (its status
     thread publishes the pipeline's status on its own)."""
     from edgeconf.live.events import EventLog, install_stop_signals
+    from edgeconf.live.outputs import open_output
+    from edgeconf.live.overlay import draw_overlays
     from edgeconf.live.recording import Recorder
     from edgeconf.live.telemetry import EventFanout
 
     stop = threading.Event()
+    opened: List[Any] = []
+    for uri in outputs:  # checked before anything runs: a bad --output fails at once
+        try:
+            opened.append(open_output(uri, fps=record_fps or 30.0))
+        except BaseException:
+            _close_outputs(opened, quiet=True)
+            raise
     log_file = EventLog(events_path) if events_path else None
     events = EventFanout(log_file, telemetry) if log_file is not None or telemetry is not None else None
     recorder = None
     live_ctx = None
     state: Dict[str, Any] = {"last_panel": 0.0, "last_state": None, "remote_failures": 0, "signal": None}
     t_start = time.perf_counter()
+    cpu_start, thread_start = time.process_time(), time.thread_time()
     try:
         if record_path:
             recorder = Recorder(record_path, fps=record_fps or 30.0)
@@ -136,6 +146,10 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                     state["remote_failures"] = failed
             if recorder is not None:
                 recorder.write(res)
+            if opened:
+                annotated = draw_overlays(res.image, res)
+                for out in opened:
+                    out.write(annotated)
             if on_result is not None:
                 on_result(res)
             now = time.perf_counter()
@@ -150,13 +164,18 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
         with install_stop_signals(stop, on_signal=on_signal):
             counters = pipeline.run(max_frames=frames, on_result=handle, stop_event=stop)
         wall = time.perf_counter() - t_start
+        cpu = {"process_s": round(time.process_time() - cpu_start, 3),  # every thread: source, pipeline, models
+               "pipeline_thread_s": round(time.thread_time() - thread_start, 3)}
         summary = {"frames": counters.frames, "wall_s": round(wall, 3),
-                   "fps": round(counters.frames / wall, 2) if wall > 0 else None,
+                   "fps": round(counters.frames / wall, 2) if wall > 0 else None, "cpu": cpu,
                    "interrupted": stop.is_set(), "signal": state.get("signal"), "counters": counters.to_json(),
                    "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
                    "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
                    "source_detail": getattr(pipeline.source, "detail", "") or "",
                    "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
+        if opened:
+            summary["outputs"] = [{"uri": o.uri, "kind": o.kind, "codec": getattr(o, "codec", None),
+                                   "frames": o.frames_given} for o in opened]
         if events is not None:
             events.emit("summary", **summary)
         if telemetry is not None:
@@ -180,8 +199,24 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                 events.close()
             except OutputError as exc:
                 problems.append(exc)
+        try:
+            _close_outputs(opened, quiet=sys.exc_info()[0] is not None)
+        except OutputError as exc:
+            problems.append(exc)
         if problems and sys.exc_info()[0] is None:
             raise problems[0]
+
+
+def _close_outputs(outputs: Sequence[Any], quiet: bool = False) -> None:
+    """Finalise every output; the first failure is raised after all are closed (unless already failing)."""
+    first: Optional[BaseException] = None
+    for out in outputs:
+        try:
+            out.close()
+        except Exception as exc:
+            first = first or exc
+    if first is not None and not quiet:
+        raise first
 
 
 #: ``run``'s retry policy for cameras and streams: a source that gives no frames for this long, or fails this
@@ -220,11 +255,13 @@ def _echo_json(data: dict) -> None:
 
 # -- edgeconf run -----------------------------------------------------------------------------------
 @click.command("run")
-@click.argument("bundle", type=click.Path())
-@click.option("--source", "source_uri", required=True, help="demo://, a video path or file://, a folder, rtsp://, v4l2:///dev/videoN, a camera index, csi://N.")
-@click.option("--regions", default="motion", show_default=True, help="full | motion | truth | detector:MODEL.onnx")
+@click.argument("bundle", type=click.Path(), required=False)
+@click.option("--source", "source_uri", default=DEFAULT_SOURCE, show_default=True,
+              help="demo://, a video path or file://, a folder, rtsp://, v4l2:///dev/videoN, a camera index, csi://N.")
+@click.option("--regions", default=DEFAULT_REGIONS, show_default=True, help=REGIONS_HELP)
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), help="Record the annotated video (MJPG .avi).")
+@click.option("--output", "outputs", multiple=True, metavar="URI", help=OUTPUT_HELP)
 @click.option("--frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
 @click.option("--size", help="Resize frames to WxH (e.g. 640x480).")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Source frame rate (cameras, folders, demo).")
@@ -241,11 +278,12 @@ def _echo_json(data: dict) -> None:
               help="Cameras and streams: seconds without frames (connecting or reconnecting) before giving up.")
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
-def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
-            frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int, threads: Optional[int],
-            no_memo: bool, form: str, telemetry_uri: Optional[str], retries: int, retry_timeout: float,
-            no_live: bool, as_json: bool) -> None:
-    """Run BUNDLE on a camera, stream, video or image folder: track objects and classify each one.
+def run_cmd(bundle: Optional[str], source_uri: str, regions: str, events_path: Optional[str], record_path: Optional[str],
+            outputs: Tuple[str, ...], frames: Optional[int], size: Optional[str], fps: Optional[float], refresh: int,
+            threads: Optional[int], no_memo: bool, form: str, telemetry_uri: Optional[str], retries: int,
+            retry_timeout: float, no_live: bool, as_json: bool) -> None:
+    """Run BUNDLE (default: the shipped cascade) on a camera, stream, video or image folder (default: demo://):
+    track objects (default: the shipped detector) and classify each one.
 
     A camera or stream that gives no frames is retried with back-off, at most --retry times in a row and for
     at most --retry-timeout seconds; then the run ends with one line naming the source (exit 1). Ctrl-C ends
@@ -258,6 +296,7 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
 
     if telemetry_uri:
         parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
+    bundle = bundle or _shipped_bundle()
     cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None, form=form)
     meter, power_note = open_meter()
     source = telemetry = None
@@ -267,11 +306,12 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
         pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
         telemetry = open_telemetry(telemetry_uri, pipe, meter)
         info = {"bundle": os.path.abspath(bundle), "source": source_uri, "regions": regions,
+                "regions_note": regions_note(regions),
                 "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "memo": not no_memo,
                 "form": cascade.form, "threads": cascade.threads.to_json()}
         summary = drive(pipe, frames, events_path, record_path, live=not no_live and not as_json,
                         record_fps=fps or getattr(source, "fps", None) or 30.0, power_note=power_note, start_info=info,
-                        telemetry=telemetry)
+                        telemetry=telemetry, outputs=outputs)
     finally:
         if telemetry is not None:
             telemetry.close()
@@ -279,7 +319,8 @@ def run_cmd(bundle: str, source_uri: str, regions: str, events_path: Optional[st
             source.close()
         close_meter(meter)
         cascade.close()
-    summary.update(bundle=bundle, source=source_uri, regions=regions, form=cascade.form)
+    summary.update(bundle=bundle, source=source_uri, regions=regions, regions_note=regions_note(regions),
+                   form=cascade.form)
     if summary["source_state"] == "failed":
         raise SourceError(source.error or "source %s failed" % source_uri)
     if as_json:
@@ -295,10 +336,17 @@ def exit_if_interrupted(summary: Dict[str, Any]) -> None:
         raise SystemExit(128 + int(summary.get("signal") or 2))
 
 
+def _shipped_bundle() -> str:
+    if not os.path.isdir(DEFAULT_BUNDLE):
+        raise DataError("the shipped bundle is missing at %s; reinstall edgeconf or pass a BUNDLE folder" % DEFAULT_BUNDLE)
+    return DEFAULT_BUNDLE
+
+
 def print_run_summary(s: Dict[str, Any]) -> None:
     c = s["counters"]
     lat = s["latency_ms"]
     lines = [
+        "regions       %s%s" % (s["regions"], "  (%s)" % s["regions_note"] if s.get("regions_note") else ""),
         "frames        %d in %.1f s (%.1f fps)%s" % (s["frames"], s["wall_s"], s["fps"] or 0.0, "  [interrupted]" if s.get("interrupted") else ""),
         "latency       p50 %s ms, p95 %s ms" % (lat["p50"], lat["p95"]),
         "answers       %d (models ran on %d, memo %d: cache %d + unchanged tracks %d)" % (
@@ -371,17 +419,26 @@ class BaselineProbe:
         self.runner.close()
 
 
+_SCENE_OPTIONS = ("objects", "size", "fps", "seed", "realtime")
+
+
 @click.command("demo")
-@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True)
-@click.option("--objects", type=click.IntRange(min=0, max=64), default=6, show_default=True)
+@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Frames of the scene (with --source: the most frames to process).")
+@click.option("--objects", type=click.IntRange(min=0, max=64), default=8, show_default=True,
+              help="Objects on screen at most (some travel in touching pairs).")
 @click.option("--size", default="640x480", show_default=True)
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Frame rate of the synthetic camera.")
-@click.option("--seed", type=int, default=1, show_default=True)
-@click.option("--regions", default=DEMO_REGIONS, show_default=True, help="motion | truth (oracle boxes from the scene) | full | detector:X.onnx")
+@click.option("--seed", type=int, default=1, show_default=True, help="Scene seed (1-99 are never used to train the detector).")
+@click.option("--source", "source_uri", default=None,
+              help="Score any source that carries ground truth instead (e.g. demo://?seed=3&objects=10&frames=900); "
+                   "the scene options above then do not apply.")
+@click.option("--regions", default=DEFAULT_REGIONS, show_default=True, help=REGIONS_HELP)
 @click.option("--bundle", "bundle_path", type=click.Path(), default=None, help="Bundle to run (default: the shipped zoo bundle).")
 @click.option("--baseline", "baseline_path", type=click.Path(), default=None, help="Baseline ONNX for the compute comparison (default: the zoo's big model).")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False))
-@click.option("--record", "record_path", type=click.Path(dir_okay=False))
+@click.option("--record", "record_path", type=click.Path(dir_okay=False), help="Record the annotated video (MJPG .avi).")
+@click.option("--output", "outputs", multiple=True, metavar="URI", help=OUTPUT_HELP)
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--realtime", is_flag=True, help="Pace the scene like a live camera (frames the pipeline misses are dropped); "
               "by default every frame is processed, as fast as possible, so the summary is reproducible.")
@@ -391,15 +448,21 @@ class BaselineProbe:
 @click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
 @click.option("--no-live", is_flag=True, help="No live panel.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, regions: str, bundle_path: Optional[str],
-             baseline_path: Optional[str], events_path: Optional[str], record_path: Optional[str], refresh: int,
-             realtime: bool, threads: Optional[int], form: str, telemetry_uri: Optional[str], no_live: bool,
-             as_json: bool) -> None:
-    """Run the shipped bundle on demo:// and score it against the scene's ground truth."""
+@click.pass_context
+def demo_cmd(ctx: click.Context, frames: int, objects: int, size: str, fps: float, seed: int, source_uri: Optional[str],
+             regions: str, bundle_path: Optional[str], baseline_path: Optional[str], events_path: Optional[str],
+             record_path: Optional[str], outputs: Tuple[str, ...], refresh: int, realtime: bool, threads: Optional[int],
+             form: str, telemetry_uri: Optional[str], no_live: bool, as_json: bool) -> None:
+    """Run the shipped bundle and detector on demo:// (or --source) and score them against the ground truth."""
+    if source_uri is not None:
+        given = [n for n in _SCENE_OPTIONS if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise ConfigError("--%s set the built-in scene, but --source names the source; put scene settings in the "
+                              "URI instead (e.g. demo://?seed=3&objects=10)" % ", --".join(given))
     summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
                        bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
                        record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json,
-                       threads=threads, form=form, telemetry_uri=telemetry_uri)
+                       threads=threads, form=form, telemetry_uri=telemetry_uri, source=source_uri, outputs=outputs)
     if as_json:
         _echo_json(summary)
     else:
@@ -407,26 +470,34 @@ def demo_cmd(frames: int, objects: int, size: str, fps: float, seed: int, region
     exit_if_interrupted(summary)
 
 
-def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: float = 30.0, seed: int = 1,
-             regions: str = DEMO_REGIONS, bundle_path: Optional[str] = None, baseline_path: Optional[str] = None,
+def demo_uri(seed: int = 1, objects: int = 8, size: str = "640x480", fps: float = 30.0, frames: int = 300,
+             realtime: bool = False) -> str:
+    """The ``demo://`` URI of the built-in scene with these settings."""
+    w, h = _parse_size(size) or (640, 480)
+    return "demo://?seed=%d&objects=%d&size=%dx%d&fps=%g&frames=%d&realtime=%s" % (
+        seed, objects, w, h, fps, frames, "true" if realtime else "false")
+
+
+def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: float = 30.0, seed: int = 1,
+             regions: str = DEFAULT_REGIONS, bundle_path: Optional[str] = None, baseline_path: Optional[str] = None,
              events_path: Optional[str] = None, record_path: Optional[str] = None, refresh: int = 30,
              realtime: bool = False, live: bool = False, threads: Optional[int] = None,
-             form: str = "auto", telemetry_uri: Optional[str] = None) -> Dict[str, Any]:
-    """The demo as a function (the command and the benchmark call it)."""
+             form: str = "auto", telemetry_uri: Optional[str] = None, source: Optional[str] = None,
+             outputs: Sequence[str] = ()) -> Dict[str, Any]:
+    """The demo as a function (the command and the benchmark call it). ``source`` replaces the built-in scene
+    (then ``frames`` bounds the frames processed); metrics need a source whose frames carry ground truth."""
     from edgeconf.bundle import load_bundle
     from edgeconf.live.pipeline import Pipeline, crop_box
     from edgeconf.live.sources import open_source
     from edgeconf.live.telemetry import open_telemetry, parse_telemetry_uri
-    from edgeconf.live.track_eval import ClassificationEvaluator, TrackEvaluator
+    from edgeconf.live.track_eval import REQUIRED_VISIBLE, ClassificationEvaluator, TrackEvaluator
 
     if telemetry_uri:
         parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
     bundle = bundle_path or DEFAULT_BUNDLE
     if not os.path.isdir(bundle):
         raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
-    w, h = _parse_size(size) or (640, 480)
-    uri = "demo://?seed=%d&objects=%d&size=%dx%d&fps=%g&frames=%d&realtime=%s" % (
-        seed, objects, w, h, fps, frames, "true" if realtime else "false")
+    uri = source if source is not None else demo_uri(seed, objects, size, fps, frames, realtime)
     cascade = load_bundle(bundle, threads=threads, form=form)
     meter, power_note = open_meter()
     try:
@@ -434,15 +505,17 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
         tracking_note = ""
     except MissingDependencyError:
         tracking, tracking_note = None, "not measured (motmetrics is not installed: pip install motmetrics)"
-    classes = ClassificationEvaluator(iou_threshold=0.5, min_visible=0.5)
+    classes = ClassificationEvaluator(iou_threshold=0.5)
     base_path = baseline_path or DEFAULT_BASELINE
     probe: Optional[BaselineProbe] = None
-    source = telemetry = None
+    src = telemetry = None
+    scored = {"frames": 0}
 
     def score(res: Any) -> None:
+        shown = [t for t in res.tracks if t.frames_since_match == 0]
         if res.truth is None:
             return
-        shown = [t for t in res.tracks if t.frames_since_match == 0]
+        scored["frames"] += 1
         if tracking is not None:
             tracking.update(res.truth, shown)
         classes.update(res.truth, shown)
@@ -453,22 +526,23 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
     try:
         if os.path.isfile(base_path):
             probe = BaselineProbe(base_path, cascade.preprocessing, threads=threads)
-        source = open_source(uri)
-        pipe = Pipeline(cascade, source, regions=regions, refresh_frames=refresh, meter=meter)
+        src = open_source(uri)
+        pipe = Pipeline(cascade, src, regions=regions, refresh_frames=refresh, meter=meter)
         telemetry = open_telemetry(telemetry_uri, pipe, meter)
-        info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions,
+        info = {"bundle": os.path.abspath(bundle), "source": uri, "regions": regions, "regions_note": regions_note(regions),
                 "stages": [s.name for s in cascade.stages], "thresholds": cascade.thresholds, "form": cascade.form,
                 "threads": cascade.threads.to_json()}
-        summary = drive(pipe, None, events_path, record_path, live=live, on_result=score, record_fps=fps,
-                        power_note=power_note, start_info=info, telemetry=telemetry)
+        summary = drive(pipe, frames if source is not None else None, events_path, record_path, live=live,
+                        on_result=score, record_fps=fps if source is None else getattr(src, "fps", None) or 30.0,
+                        power_note=power_note, start_info=info, telemetry=telemetry, outputs=outputs)
         baseline = probe.estimate(summary["counters"]["answers"]) if probe is not None else None
     finally:
         if telemetry is not None:
             telemetry.close()
         if probe is not None:
             probe.close()
-        if source is not None:
-            source.close()
+        if src is not None:
+            src.close()
         close_meter(meter)
         cascade.close()
     c = summary["counters"]
@@ -480,19 +554,27 @@ def run_demo(frames: int = 300, objects: int = 6, size: str = "640x480", fps: fl
                        sampled_crops=baseline["sampled_crops"],
                        baseline_ms_per_crop=None if baseline["ms_per_crop"] is None else round(baseline["ms_per_crop"], 4),
                        saved=round(1.0 - c["model_seconds"] / baseline["seconds"], 4) if baseline["seconds"] > 0 else None)
+    truth_note = None if scored["frames"] else "not measured (the source's frames carry no ground truth)"
+    if tracking is not None and scored["frames"]:
+        track_json = tracking.metrics().to_json()
+    else:
+        track_json = {"note": tracking_note or truth_note}
     summary.update(
-        bundle=bundle, source=uri, regions=regions, form=cascade.form,
-        regions_note="oracle regions: boxes from the scene's ground truth" if regions == "truth" else None,
-        accuracy=classes.score.to_json(), compute=compute,
-        tracking=tracking.metrics().to_json() if tracking is not None else {"note": tracking_note},
-        escalation_rate=c["escalation_rate"], memo_hit_rate=c["memo_hit_rate"])
+        bundle=bundle, source=uri, regions=regions, regions_note=regions_note(regions), form=cascade.form,
+        mota=track_json.get("mota"), idf1=track_json.get("idf1"),
+        accuracy=None if classes.score.accuracy is None else round(classes.score.accuracy, 4),
+        unknown_rate=c.get("unknown_rate"), memo_hit_rate=c["memo_hit_rate"], escalation_rate=c["escalation_rate"],
+        classification=dict(classes.score.to_json(), note=truth_note) if truth_note else classes.score.to_json(),
+        tracking=track_json, compute=compute,
+        protocol={"iou": 0.5, "required_visible": REQUIRED_VISIBLE, "scored_frames": scored["frames"],
+                  "tracks_scored": "matched on the frame (coasting tracks are not shown as answers)"})
     return summary
 
 
 def print_demo_summary(s: Dict[str, Any]) -> None:
     c = s["counters"]
     tr = s["tracking"]
-    acc = s["accuracy"]
+    acc = s["classification"]
     comp = s["compute"]
     lat = s["latency_ms"]
     if isinstance(comp.get("saved"), float):
@@ -509,7 +591,8 @@ def print_demo_summary(s: Dict[str, Any]) -> None:
         "frames        %d in %.1f s: %.1f fps end to end (dropped by source %d)" % (
             s["frames"], s["wall_s"], s["fps"] or 0.0, c["frames_dropped"]),
         "latency       p50 %s ms, p95 %s ms per frame" % (lat["p50"], lat["p95"]),
-        "accuracy      %s of %d matched track-frames (%d not yet answered)" % (pct(acc["accuracy"]), acc["scored"], acc["unanswered"]),
+        ("accuracy      %s of %d matched track-frames (%d not yet answered)" % (pct(acc["accuracy"]), acc["scored"], acc["unanswered"])
+         if not acc.get("note") else "accuracy      %s" % acc["note"]),
         ("tracking      MOTA %s, IDF1 %s, ID switches %d (%d truth objects, %d track ids)" % (
             pct(tr["mota"]), pct(tr["idf1"]), tr["id_switches"], tr["truth_objects"], tr["track_ids"])
          if "note" not in tr else "tracking      %s" % tr["note"]),

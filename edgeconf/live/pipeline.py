@@ -7,7 +7,10 @@ than its timeout; :meth:`Pipeline.run` loops until the source ends, ``max_frames
 Classification policy, so that an object that has not changed costs nothing: a track is classified
 only on frames where it was matched to a detection, and only when its crop's memo key moved more than
 ``track_key_radius`` bits from the key it had at its last classification, or ``refresh_frames`` passed,
-or the cascade's fingerprint changed (a threshold moved). Crops that do need an answer go to the
+or the cascade's fingerprint changed (a threshold moved). And only from a clear view (``clear_views``):
+not while its box is cut by the frame border (an object coming in or going out) or overlaps another
+track's box by more than ``overlap_limit`` of its area (crossing or touching objects, whose crop holds
+parts of both); a track that had no clear view for ``refresh_frames`` frames is answered anyway. Crops that do need an answer go to the
 cascade in one ``classify_batch`` call, where the memo cache may still answer them. Both ways of
 answering without a model are counted as memo hits (``track_key_hits`` and ``cache_hits`` separately).
 """
@@ -24,6 +27,7 @@ import numpy as np
 
 from edgeconf.cascade import UNKNOWN_LABEL
 from edgeconf.errors import ConfigError, EdgeconfError
+from edgeconf.live.defaults import DEFAULT_REGIONS
 from edgeconf.live.tracking import Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -217,14 +221,17 @@ def read_power_w(meter: Any) -> Optional[float]:
 class Pipeline:
     """Source → regions → tracker → crops → cascade; thread-safe knobs for a GUI.
 
-    ``regions`` is a spec string (``full``, ``motion``, ``truth``, ``detector:PATH.onnx``) or an
-    object with ``propose(image) -> detections``. ``tracker`` defaults to a :class:`Tracker`.
+    ``regions`` is a spec string (``detector``, the default: the shipped detector; ``detector:PATH.onnx``,
+    ``motion``, ``full``, ``truth``) or an object with ``propose(image) -> detections``. ``tracker`` defaults
+    to a :class:`Tracker`. Crops are the tracker's filtered box (``crop_from``) shrunk by ``crop_pad`` of
+    its size on each side (negative: smaller).
     """
 
-    def __init__(self, cascade: Any, source: Any, regions: Union[str, Any] = "motion", tracker: Optional[Tracker] = None,
+    def __init__(self, cascade: Any, source: Any, regions: Union[str, Any] = DEFAULT_REGIONS, tracker: Optional[Tracker] = None,
                  refresh_frames: int = 30, meter: Any = None, track_key_radius: Optional[int] = None,
-                 crop_pad: float = 0.0, max_consecutive_errors: int = 100, window: int = 60,
-                 classify_lost: bool = False) -> None:
+                 crop_pad: float = -0.03, max_consecutive_errors: int = 100, window: int = 60,
+                 classify_lost: bool = False, clear_views: bool = True, overlap_limit: float = 0.1,
+                 crop_from: str = "track") -> None:
         if getattr(cascade, "preprocessing", None) is None:
             raise ConfigError("the pipeline needs a cascade with preprocessing (load it with load_bundle)")
         if refresh_frames < 1:
@@ -248,6 +255,11 @@ class Pipeline:
         self.meter = meter
         self.crop_pad = float(crop_pad)
         self.classify_lost = bool(classify_lost)
+        self.clear_views = bool(clear_views)
+        if crop_from not in ("detection", "track"):
+            raise ConfigError("crop_from must be 'detection' (the matched box) or 'track' (the Kalman-filtered box)")
+        self.crop_from = crop_from
+        self.overlap_limit = float(overlap_limit)
         self.max_consecutive_errors = int(max_consecutive_errors)
         memo = getattr(cascade, "memo", None)
         self._memo_settings = (memo.capacity, memo.kind) if memo is not None else (4096, "dhash256")
@@ -418,7 +430,11 @@ class Pipeline:
                            float(getattr(frame, "timestamp_s", 0.0) or 0.0), getattr(frame, "truth", None), len(dets))
 
     def _propose(self, frame: Any) -> list:
-        """Regions for a frame; proposers that take the whole Frame (``truth`` needs its ground truth) get it."""
+        """Regions for a frame; proposers that take the whole Frame (``truth`` needs its ground truth) get it,
+        and proposers that use the tracker's predictions (``motion``) get those first."""
+        observe = getattr(self.regions, "observe_tracks", None)
+        if observe is not None:
+            observe(self.tracker.predicted_boxes())
         propose_frame = getattr(self.regions, "propose_frame", None)
         if propose_frame is not None:
             return list(propose_frame(frame))
@@ -433,10 +449,19 @@ class Pipeline:
         fresh: Dict[int, bool] = {}  # internal id -> memo hit (answered this frame)
         fallback: Dict[int, str] = {}  # internal id -> why its remote stage failed this frame
         track_hits = 0
+        unclear = self._unclear(tracks, image.shape) if self.clear_views and not self.stills else set()
         for t in tracks:
             if t.frames_since_match and not self.classify_lost:
                 continue
-            crop = crop_box(image, t.last_box if not t.frames_since_match else t.box, self.crop_pad)
+            if t.internal_id in unclear:
+                waited = t.user.get("unclear_since", frame_no)
+                t.user["unclear_since"] = waited
+                if t.answers or frame_no - waited < self.refresh_frames:
+                    continue  # wait for a clear view; the previous answer (if any) stays on screen
+            else:
+                t.user.pop("unclear_since", None)
+            use_track = t.frames_since_match or self.crop_from == "track"
+            crop = crop_box(image, t.box if use_track else t.last_box, self.crop_pad)
             if crop is None:
                 continue
             key = memo.key(crop) if memo is not None else None
@@ -506,6 +531,28 @@ class Pipeline:
                 uncertainty_px=t.uncertainty_px, frames_since_match=t.frames_since_match, velocity=t.velocity,
                 ellipse=t.ellipse(2.0), classified=t.internal_id in fresh, score=t.score,
                 remote_failure=fallback.get(t.internal_id), unknown=unknown))
+        return out
+
+    def _unclear(self, tracks: List[Track], shape: Tuple[int, ...]) -> set:
+        """Internal ids of matched tracks whose crop would not show the object alone: cut by the frame border on
+        one side, or overlapped by another matched track's box by more than ``overlap_limit`` of its area."""
+        h, w = shape[:2]
+        live = [t for t in tracks if not t.frames_since_match]
+        if not live:
+            return set()
+        boxes = np.array([t.last_box for t in live], dtype=np.float64)
+        out = set()
+        x1, y1, x2, y2 = boxes[:, 0] <= 1.0, boxes[:, 1] <= 1.0, boxes[:, 2] >= w - 1.0, boxes[:, 3] >= h - 1.0
+        cut = (x1 ^ x2) | (y1 ^ y2)  # touching both sides of an axis is an object as big as the frame, not a cut
+        ix = np.clip(np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0]), 0, None)
+        iy = np.clip(np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1]), 0, None)
+        inter = ix * iy
+        np.fill_diagonal(inter, 0.0)
+        area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-9)
+        covered = inter.max(axis=1) / area > self.overlap_limit if len(live) > 1 else np.zeros(len(live), bool)
+        for t, c, o in zip(live, cut, covered):
+            if c or o:
+                out.add(t.internal_id)
         return out
 
     def _snapshot(self) -> PipelineCounters:

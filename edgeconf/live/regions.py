@@ -8,10 +8,12 @@
   ``merge_gap`` (px), ``shadows``;
 * ``truth`` — the ground-truth boxes that ``demo://`` frames carry (for tests and evaluation);
 * ``detector:PATH.onnx`` — a YOLO-style detection model run with the edgeconf runner (letterbox, decode,
-  confidence filter, class-aware NMS); options ``conf``, ``iou``, ``layout``, ``classes``, ``backend``…
+  confidence filter, class-aware NMS); options ``conf``, ``iou``, ``layout``, ``classes``, ``backend``…;
+  ``detector`` without a path is the shipped one (trained on demo scenes, the default of demo/run/gui).
 
 Options follow the kind after a colon, comma-separated: ``motion:method=knn,min_area=300``,
-``detector:yolo.onnx,conf=0.4``. Every proposer returns a list of :class:`Detection` in frame pixels.
+``detector:yolo.onnx,conf=0.4``, ``detector:conf=0.5``. Every proposer returns a list of :class:`Detection`
+in frame pixels.
 """
 from __future__ import annotations
 
@@ -57,6 +59,10 @@ class RegionProposer(ABC):
     def propose_frame(self, frame: Any) -> List[Detection]:
         """Regions of a :class:`edgeconf.live.sources.Frame`."""
         return self.propose(frame.image, frame)
+
+    def observe_tracks(self, predicted: Sequence[Box]) -> None:
+        """The tracker's predicted boxes for the frame about to be proposed (the pipeline calls this first).
+        Proposers that can use them (``motion``: split and merge blobs) override it; the others ignore it."""
 
     def reset(self) -> None:
         """Forget any state (background model); call when the source changes or restarts."""
@@ -121,22 +127,28 @@ class TruthRegions(RegionProposer):
 
 
 class MotionRegions(RegionProposer):
-    """Moving things, by background subtraction (MOG2 or KNN) on a downscaled grey frame.
+    """Moving things, by background subtraction (MOG2 or KNN) on a downscaled frame, guided by the tracker.
 
     The foreground mask (shadows removed) is opened to drop noise and closed/dilated to join the pieces of one
-    object; each external contour of at least ``min_area`` frame pixels is a region, scored by the share of its
-    box that is foreground. Pieces closer than ``merge_gap`` frame pixels are merged into one region (an object
-    whose colours match the background in places comes apart otherwise); boxes are shrunk back by the dilation.
-    Regions larger than ``max_area`` of the frame (a camera shake, a lighting jump) are ignored, and nothing is
-    proposed during the first ``warmup`` frames while the model learns.
+    object. Blobs are then read with the tracker's predicted boxes (:meth:`observe_tracks`, which the pipeline
+    calls before each frame; ``guided=false`` turns this off): the pieces of one object that came apart (blobs that
+    touch the same single prediction) are *merged* into one region, and a blob that covers two or more predicted
+    objects is *split* by k-means on its foreground pixels started from the predicted centres. Blobs that touch no prediction are regions as they are, pieces closer than
+    ``merge_gap`` frame pixels joined. Slow changes of light across the frame are divided out first (``light_grid``:
+    each cell of an N×N raster is brought to the background model's median brightness; 0 turns it off), and
+    the model forgets in about
+    ``history`` frames, so a drifting light or an object that left is not foreground for long. Each region of at least ``min_area`` frame
+    pixels is scored by the share of its box that is foreground; boxes are shrunk back by the dilation. Regions
+    larger than ``max_area`` of the frame (a camera shake, a lighting jump) are ignored, and nothing is proposed
+    during the first ``warmup`` frames while the model learns.
     """
 
     name = "motion"
 
     def __init__(self, method: str = "mog2", min_area: float = 400.0, max_area: float = 0.5, scale: float = 0.5,
-                 history: int = 300, threshold: Optional[float] = None, learning_rate: float = -1.0,
+                 history: int = 150, threshold: Optional[float] = None, learning_rate: float = -1.0,
                  dilate: int = 2, warmup: int = 5, shadows: bool = True, close: int = 5, fill: bool = True,
-                 merge_gap: float = 6.0) -> None:
+                 merge_gap: float = 6.0, guided: bool = True, light_grid: int = 4) -> None:
         method = method.lower()
         if method not in ("mog2", "knn"):
             raise ConfigError("motion method must be mog2 or knn, got %r" % method)
@@ -156,8 +168,13 @@ class MotionRegions(RegionProposer):
         self.shadows = bool(shadows)
         self.fill = bool(fill)
         self.merge_gap = float(merge_gap)
+        self.guided = bool(guided)
+        if light_grid < 0:
+            raise ConfigError("motion light_grid must be >= 0 (0: off), got %r" % light_grid)
+        self.light_grid = int(light_grid)
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (max(1, int(close)), max(1, int(close))))
+        self._predicted: List[Box] = []
         self.reset()
 
     def reset(self) -> None:
@@ -169,6 +186,11 @@ class MotionRegions(RegionProposer):
             self._sub = cv2.createBackgroundSubtractorKNN(history=self.history, dist2Threshold=thr, detectShadows=self.shadows)
         self._frames = 0
         self._shape: Optional[Tuple[int, int]] = None
+        self._predicted = []
+        self._last_fg: Optional[np.ndarray] = None
+
+    def observe_tracks(self, predicted: Sequence[Box]) -> None:
+        self._predicted = [tuple(float(v) for v in b) for b in predicted] if self.guided else []  # type: ignore[misc]
 
     def mask(self, image: np.ndarray) -> np.ndarray:
         """Update the background model with ``image`` and return the cleaned foreground mask (downscaled)."""
@@ -186,6 +208,8 @@ class MotionRegions(RegionProposer):
             # OpenCV's automatic rate is 1/frames-seen early on, which absorbs a slow object within a few
             # frames of a fresh model; after the warm-up learn at the steady 1/history instead.
             rate = 1.0 / max(1, self.history)
+        if self.light_grid and self._frames >= self.warmup:
+            small = _match_light(small, self._sub.getBackgroundImage(), self.light_grid, self._last_fg)
         fg = self._sub.apply(small, learningRate=rate)
         self._frames += 1
         _, fg = cv2.threshold(fg, 200, 255, cv2.THRESH_BINARY)  # shadows are 127
@@ -196,18 +220,23 @@ class MotionRegions(RegionProposer):
         if self.fill:
             contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
             cv2.drawContours(fg, contours, -1, 255, thickness=cv2.FILLED)
+        self._last_fg = fg
         return fg
 
     def propose(self, image: np.ndarray, frame: Any = None) -> List[Detection]:
         height, width = _check_image(image)
         fg = self.mask(image)
+        predicted, self._predicted = self._predicted, []
         if self._frames <= self.warmup:
             return []
         contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         inv = 1.0 / self.scale
         frame_area = float(width * height)
         rects = [cv2.boundingRect(c) for c in contours]
-        if self.merge_gap > 0 and len(rects) > 1:
+        if predicted and rects:
+            preds = [(x1 * self.scale, y1 * self.scale, x2 * self.scale, y2 * self.scale) for x1, y1, x2, y2 in predicted]
+            rects = _guided_rects(fg, rects, preds, self.merge_gap * self.scale)
+        elif self.merge_gap > 0 and len(rects) > 1:
             rects = _merge_rects(rects, self.merge_gap * self.scale)
         out = []
         for x, y, w, h in rects:
@@ -220,6 +249,118 @@ class MotionRegions(RegionProposer):
             out.append(Detection(box, min(1.0, fill)))
         out.sort(key=lambda d: -d.score)
         return out
+
+
+Rect = Tuple[int, int, int, int]
+
+
+def _match_light(image: np.ndarray, background: Optional[np.ndarray], grid: int,
+                 moving: Optional[np.ndarray] = None) -> np.ndarray:
+    """``image`` with its light brought back to the background model's: per cell of a ``grid``×``grid`` raster,
+    the median grey of the image over the median grey of the background, both over the pixels that were not
+    foreground on the previous frame (``moving``), smoothed over the frame; slow light changes across the frame
+    then stop looking like motion, and the objects do not take part in the estimate."""
+    if background is None or background.shape != image.shape or grid < 1:
+        return image
+    g_img = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+    g_bg = cv2.cvtColor(background, cv2.COLOR_RGB2GRAY) if background.ndim == 3 else background
+    h, w = g_img.shape
+    ratio = np.ones((grid, grid), np.float32)
+    still = None if moving is None or moving.shape != g_img.shape else moving == 0
+    for r in range(grid):
+        for c in range(grid):
+            ys, xs = slice(r * h // grid, (r + 1) * h // grid), slice(c * w // grid, (c + 1) * w // grid)
+            a, b = g_img[ys, xs], g_bg[ys, xs]
+            if still is not None:
+                keep = still[ys, xs]
+                if np.count_nonzero(keep) < keep.size // 4:
+                    continue  # mostly objects: keep this cell's light as it is
+                a, b = a[keep], b[keep]
+            den = float(np.median(b))
+            if den > 8:
+                ratio[r, c] = float(np.median(a)) / den
+    gain = cv2.resize(np.clip(ratio, 0.5, 2.0), (w, h), interpolation=cv2.INTER_LINEAR)
+    if image.ndim == 3:
+        gain = cv2.merge([gain] * image.shape[2])
+    return cv2.divide(image.astype(np.float32), gain).clip(0, 255).astype(np.uint8)
+
+
+def _guided_rects(fg: np.ndarray, rects: List[Rect], preds: List[Box], gap: float) -> List[Rect]:
+    """Blobs (x, y, w, h) read with predicted boxes (x1, y1, x2, y2), all in mask pixels: see MotionRegions."""
+    free: List[Rect] = []
+    touched: Dict[int, List[int]] = {}  # prediction -> blobs
+    for i, (x, y, w, h) in enumerate(rects):
+        hit = False
+        for k, (px1, py1, px2, py2) in enumerate(preds):
+            ix = min(x + w, px2) - max(x, px1)
+            iy = min(y + h, py2) - max(y, py1)
+            # a blob belongs with a prediction when it lies mostly inside it (a piece of that object) or holds
+            # most of it (the object, perhaps with another one): a blob that only grazes a box is something else
+            if ix > 0 and iy > 0 and ix * iy >= 0.5 * min(w * h, max(1.0, (px2 - px1) * (py2 - py1))):
+                touched.setdefault(k, []).append(i)
+                hit = True
+        if not hit:
+            free.append((x, y, w, h))
+    # connected groups of blobs and predictions
+    parent = list(range(len(rects)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for blobs in touched.values():
+        for b in blobs[1:]:
+            parent[find(b)] = find(blobs[0])
+    groups: Dict[int, Tuple[List[int], List[int]]] = {}
+    for k, blobs in touched.items():
+        root = find(blobs[0])
+        g = groups.setdefault(root, ([], []))
+        g[1].append(k)
+        for b in blobs:
+            if b not in g[0]:
+                g[0].append(b)
+    out: List[Rect] = []
+    for blobs, ks in groups.values():
+        x1 = min(rects[b][0] for b in blobs)
+        y1 = min(rects[b][1] for b in blobs)
+        x2 = max(rects[b][0] + rects[b][2] for b in blobs)
+        y2 = max(rects[b][1] + rects[b][3] for b in blobs)
+        region = np.zeros((y2 - y1, x2 - x1), np.uint8)
+        for b in blobs:
+            bx, by, bw, bh = rects[b]
+            region[by - y1:by - y1 + bh, bx - x1:bx - x1 + bw] = fg[by:by + bh, bx:bx + bw]
+        biggest = max((preds[k][2] - preds[k][0]) * (preds[k][3] - preds[k][1]) for k in ks)
+        if len(ks) == 1 or (x2 - x1) * (y2 - y1) < 1.5 * biggest:
+            # pieces of one object, or a blob too small to hold two of the objects it touches: one region
+            out.append((x1, y1, x2 - x1, y2 - y1))
+            continue
+        ys, xs = np.nonzero(region)
+        if not len(xs):
+            continue
+        # several objects in one blob: k-means on the foreground pixels' positions, started from the predicted
+        # centres: each pixel goes to the nearest centre, each centre moves to the mean of its pixels. The
+        # predicted sizes are not used, so a box that came out too small once cannot shrink its track further.
+        xs_f, ys_f = xs.astype(np.float32) + x1, ys.astype(np.float32) + y1
+        centre = np.array([[(preds[k][0] + preds[k][2]) / 2, (preds[k][1] + preds[k][3]) / 2] for k in ks], np.float32)
+        owner = np.zeros(len(xs), np.int64)
+        for _ in range(5):
+            dist = (xs_f[None] - centre[:, :1]) ** 2 + (ys_f[None] - centre[:, 1:]) ** 2
+            owner = np.argmin(dist, axis=0)
+            for row in range(len(ks)):
+                sel = owner == row
+                if np.count_nonzero(sel):
+                    centre[row] = (float(xs_f[sel].mean()), float(ys_f[sel].mean()))
+        for row in range(len(ks)):
+            sel = owner == row
+            if np.count_nonzero(sel) < 4:
+                continue  # the predicted object is not in this blob (stopped, hidden, gone)
+            sx, sy = xs[sel] + x1, ys[sel] + y1
+            out.append((int(sx.min()), int(sy.min()), int(sx.max() - sx.min() + 1), int(sy.max() - sy.min() + 1)))
+    if len(free) > 1 and gap > 0:
+        free = _merge_rects(free, gap)
+    return out + free
 
 
 def _merge_rects(rects: List[Tuple[int, int, int, int]], gap: float) -> List[Tuple[int, int, int, int]]:
@@ -262,31 +403,46 @@ def letterbox(image: np.ndarray, size: Tuple[int, int], pad_value: int = 114) ->
     return boxed, ratio, (float(left), float(top))
 
 
-def _metadata_classes(path: str) -> Optional[int]:
-    """Number of classes from Ultralytics-style ``names`` metadata, if the model carries it."""
+def _metadata(path: str) -> Dict[str, str]:
+    """The model's ``metadata_props`` (empty when it cannot be read: loading reports that better)."""
     try:
         import onnx
 
         model = onnx.load(path, load_external_data=False)
     except Exception:
-        return None
-    for prop in model.metadata_props:
-        if prop.key == "names":
-            text = prop.value.strip()
-            if len(text) > (1 << 20) or nesting_depth(text) > MAX_DEPTH:
-                return None  # not a label list: refuse before any parser recurses into it
-            try:
-                names = json.loads(text)
-            except ValueError:
-                try:
-                    import ast
+        return {}
+    return {p.key: p.value for p in model.metadata_props}
 
-                    names = ast.literal_eval(text)
-                except (ValueError, SyntaxError, RecursionError, MemoryError):
-                    return None
-            if isinstance(names, (dict, list)) and names:
-                return len(names)
-    return None
+
+def _bounded_json(text: str) -> Any:
+    """A metadata value parsed as JSON (or a Python literal, as Ultralytics writes ``names``), or None when it is
+    too big or too deep to be what it claims: refused before any parser recurses into it."""
+    text = text.strip()
+    if not text or len(text) > (1 << 20) or nesting_depth(text) > MAX_DEPTH:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        try:
+            import ast
+
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError, RecursionError, MemoryError):
+            return None
+
+
+def _metadata_classes(meta: Dict[str, str]) -> Optional[int]:
+    """Number of classes from Ultralytics-style ``names`` metadata, if the model carries it."""
+    names = _bounded_json(meta.get("names", ""))
+    return len(names) if isinstance(names, (dict, list)) and names else None
+
+
+def _operating_point(meta: Dict[str, str]) -> Dict[str, float]:
+    """``conf``/``iou`` the model was tuned for (edgeconf's own detectors store them under ``edgeconf.detector``)."""
+    info = _bounded_json(meta.get("edgeconf.detector", ""))
+    if not isinstance(info, dict):
+        return {}
+    return {k: float(info[k]) for k in ("conf", "iou") if isinstance(info.get(k), (int, float))}
 
 
 class DetectorRegions(RegionProposer):
@@ -294,12 +450,14 @@ class DetectorRegions(RegionProposer):
 
     ``layout`` is ``auto`` (from ``classes``, the model's ``names`` metadata, or the usual export: channels-last
     means YOLOv5, channels-first YOLOv8), ``yolov5`` or ``yolov8``. Boxes are (cx, cy, w, h) in input pixels, or
-    normalised to [0, 1] (detected, or ``normalized=true``).
+    normalised to [0, 1] (detected, or ``normalized=true``). ``conf`` and ``iou`` default to the operating point
+    stored in the model's ``edgeconf.detector`` metadata, else 0.25 and 0.45. A one-class detector proposes
+    regions without a class (the cascade gives the class).
     """
 
     name = "detector"
 
-    def __init__(self, path: str, conf: float = 0.25, iou: float = 0.45, layout: str = "auto",
+    def __init__(self, path: str, conf: Optional[float] = None, iou: Optional[float] = None, layout: str = "auto",
                  classes: Optional[int] = None, imgsz: Optional[Sequence[int]] = None, max_det: int = 100,
                  backend: str = "onnxruntime", threads: Optional[int] = None, output: Optional[str] = None,
                  normalized: Optional[bool] = None, class_agnostic: bool = False, runner: Any = None) -> None:
@@ -308,13 +466,15 @@ class DetectorRegions(RegionProposer):
         if runner is None and not os.path.isfile(path):
             raise ModelLoadError("detector model not found: %s" % path)
         self.path = path
-        self.conf = float(conf)
-        self.iou = float(iou)
+        meta = _metadata(path) if runner is None else {}
+        tuned = _operating_point(meta)
+        self.conf = float(conf if conf is not None else tuned.get("conf", 0.25))
+        self.iou = float(iou if iou is not None else tuned.get("iou", 0.45))
         self.max_det = int(max_det)
         self.class_agnostic = bool(class_agnostic)
         self.normalized = normalized
         self._layout_hint = layout
-        self._classes_hint = classes if classes is not None else (_metadata_classes(path) if runner is None else None)
+        self._classes_hint = classes if classes is not None else _metadata_classes(meta)
         if runner is None:
             from edgeconf.backends import prepare
 
@@ -435,7 +595,8 @@ class DetectorRegions(RegionProposer):
             y1 = min(max((y1 - pad_y) / ratio, 0.0), float(height))
             y2 = min(max((y2 - pad_y) / ratio, 0.0), float(height))
             if x2 > x1 and y2 > y1:
-                out.append(Detection((float(x1), float(y1), float(x2), float(y2)), float(scores[i]), int(classes[i])))
+                cls = int(classes[i]) if self.num_classes != 1 else None
+                out.append(Detection((float(x1), float(y1), float(x2), float(y2)), float(scores[i]), cls))
         out.sort(key=lambda d: -d.score)
         return out
 
@@ -447,7 +608,7 @@ class DetectorRegions(RegionProposer):
 
 # ---- spec parsing ----------------------------------------------------------------------------------------
 
-_KINDS = ("full", "motion", "truth", "detector:PATH.onnx")
+_KINDS = ("detector (the shipped one)", "detector:PATH.onnx", "motion", "full", "truth (oracle)")
 
 
 def _convert(value: str) -> Any:
@@ -476,7 +637,7 @@ def parse_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, Any]]:
     target: Optional[str] = None
     opts: Dict[str, Any] = {}
     parts = [p for p in rest.split(",")] if rest else []
-    if kind == "detector" and parts:
+    if kind == "detector" and parts and "=" not in parts[0]:
         target = parts.pop(0).strip()
     for part in parts:
         if not part.strip():
@@ -498,7 +659,12 @@ def make_regions(spec: str, **options: Any) -> RegionProposer:
     factories: Dict[str, Any] = {"full": FullFrame, "motion": MotionRegions, "truth": TruthRegions}
     if kind == "detector":
         if not target:
-            raise ConfigError("regions 'detector' needs a model: detector:PATH.onnx")
+            from edgeconf.live.defaults import DETECTOR_MODEL
+
+            target = DETECTOR_MODEL
+            if not os.path.isfile(target):
+                raise ModelLoadError("the shipped detector is missing at %s; reinstall edgeconf, retrain it with "
+                                     "scripts/train_detector.py, or pass detector:PATH.onnx" % target)
         factory: Any = lambda **kw: DetectorRegions(target, **kw)  # noqa: E731
     elif kind in factories:
         factory = factories[kind]

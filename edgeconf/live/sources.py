@@ -783,7 +783,7 @@ def _open_demo(uri: str, size: Optional[Size], fps: Optional[float], opts: Dict[
     query = uri.split("?", 1)[1] if "?" in uri else ""
     params: Dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
     params.update(opts)
-    allowed = ("seed", "objects", "size", "fps", "frames", "noise", "lighting", "realtime", "loop")
+    allowed = ("seed", "objects", "size", "fps", "frames", "noise", "lighting", "clutter", "realtime", "loop")
     _check_options("demo", params, allowed)
     try:
         scene_size = size or (parse_size(params["size"]) if isinstance(params.get("size"), str)
@@ -794,6 +794,7 @@ def _open_demo(uri: str, size: Optional[Size], fps: Optional[float], opts: Dict[
             seed=int(params.get("seed", 0)), objects=int(params.get("objects", 6)), size=scene_size,
             fps=float(fps or params.get("fps", 30.0)), frames=frames,
             noise=float(params.get("noise", 4.0)), lighting=float(params.get("lighting", 0.15)),
+            clutter=None if params.get("clutter") in (None, "") else int(params["clutter"]),
         )
     except ValueError as exc:
         raise ConfigError("bad demo option in %r: %s" % (uri, exc)) from None

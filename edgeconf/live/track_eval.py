@@ -10,6 +10,10 @@ import numpy as np
 from edgeconf.lazy import require
 from edgeconf.live.tracking import assign, iou_matrix
 
+#: The evaluation protocol's line between required and ignored truth: an object must be at least this visible
+#: (in the frame, not hidden behind another object) to count as a miss when nobody tracks it.
+REQUIRED_VISIBLE = 0.5
+
 
 @dataclass
 class TrackingMetrics:
@@ -49,10 +53,12 @@ class TrackEvaluator:
 
     ``truth``: objects with ``id`` and ``box`` (x1, y1, x2, y2); ``tracks``: objects with ``id`` and ``box``
     (e.g. :class:`edgeconf.live.pipeline.TrackResult`). A pair counts as a match when IoU ≥ ``iou_threshold``.
-    Truth objects less visible than ``min_visible`` are not required (neither missed nor matched).
+    Truth objects less visible than ``min_visible`` (hidden behind another, or mostly outside the frame) are
+    *ignored*, the way MOTChallenge treats its ignore regions: not required (no miss when nothing tracks them),
+    and a track on one is neither a match nor a false positive (it is taken out of that frame first).
     """
 
-    def __init__(self, iou_threshold: float = 0.5, min_visible: float = 0.0) -> None:
+    def __init__(self, iou_threshold: float = 0.5, min_visible: float = REQUIRED_VISIBLE) -> None:
         mm = require("motmetrics", "tracking metrics (MOTA, IDF1)")
         self._mm = mm
         self.iou_threshold = float(iou_threshold)
@@ -63,8 +69,12 @@ class TrackEvaluator:
         self._hyp_ids: set = set()
 
     def update(self, truth: Sequence[Any], tracks: Sequence[Any]) -> None:
-        gt = [_fields(t) for t in truth if float(getattr(t, "visible_fraction", 1.0)) >= self.min_visible]
+        required = [float(getattr(t, "visible_fraction", 1.0)) >= self.min_visible for t in truth]
+        gt = [_fields(t) for t, keep in zip(truth, required) if keep]
         hyp = [_fields(t) for t in tracks]
+        ignored = [_fields(t)[1] for t, keep in zip(truth, required) if not keep]
+        if ignored and hyp:
+            hyp = self._drop_ignored(gt, hyp, ignored)
         gt_boxes = [b for _, b in gt]
         hyp_boxes = [b for _, b in hyp]
         if gt and hyp:
@@ -76,6 +86,19 @@ class TrackEvaluator:
         self._gt_ids.update(i for i, _ in gt)
         self._hyp_ids.update(i for i, _ in hyp)
         self.frames += 1
+
+    def _drop_ignored(self, gt: list, hyp: list, ignored: list) -> list:
+        """Tracks left over after matching the required objects that cover an ignored one are dropped."""
+        free = list(range(len(hyp)))
+        if gt:
+            iou = iou_matrix([b for _, b in gt], [b for _, b in hyp])
+            pairs, _, free = assign(1.0 - iou, 1.0 - self.iou_threshold)
+        if not free:
+            return hyp
+        iou = iou_matrix(ignored, [hyp[j][1] for j in free])
+        pairs, _, _ = assign(1.0 - iou, 1.0 - self.iou_threshold)
+        drop = {free[c] for _, c in pairs}
+        return [h for j, h in enumerate(hyp) if j not in drop]
 
     def metrics(self) -> TrackingMetrics:
         mm = self._mm
@@ -115,7 +138,7 @@ class ClassificationScore:
 class ClassificationEvaluator:
     """Matches tracks to truth boxes per frame (Hungarian on IoU ≥ ``iou_threshold``) and scores classes."""
 
-    def __init__(self, iou_threshold: float = 0.5, min_visible: float = 0.5) -> None:
+    def __init__(self, iou_threshold: float = 0.5, min_visible: float = REQUIRED_VISIBLE) -> None:
         self.iou_threshold = float(iou_threshold)
         self.min_visible = float(min_visible)
         self.score = ClassificationScore(per_class={})

@@ -277,6 +277,17 @@ class Tracker:
     def confirmed(self) -> List[Track]:
         return [t for t in self.tracks if t.state == CONFIRMED]
 
+    def predicted_boxes(self, max_lost: int = 1, min_hits: int = 5) -> List[Box]:
+        """Where the established tracks (confirmed, matched at least ``min_hits`` times, last within ``max_lost``
+        frames) will be on the next frame, by their Kalman prediction; nothing changes (``update`` predicts
+        again). Region proposers use these to split a blob that covers several objects and to join the pieces
+        of one; young tracks are left out, as they are more often noise than objects."""
+        out = []
+        for t in self.tracks:
+            if t.state == CONFIRMED and t.frames_since_match <= max_lost and t.hits >= min_hits:
+                out.append(_cxcywh_to_xyxy(self.kf.F @ t.mean))
+        return out
+
     def update(self, detections: Sequence[Any]) -> List[Track]:
         """Advance one frame: predict, associate, birth and death. Returns the confirmed tracks
         (including those coasting without a match; see ``frames_since_match``)."""

@@ -74,6 +74,7 @@ def test_window_opens_on_demo_and_results_arrive_through_the_signal(qtbot, make_
     assert "LIVE" in win.state_label.text()
     assert len(win.controls.stage_rows) == 2  # the bundle's stages got a slider each
     assert "frame" in win.info_label.text()
+    assert "regions truth (oracle regions" in win.info_label.text()  # the oracle is always labelled
     assert DEMO in win.model.recent_sources
 
 
@@ -329,3 +330,60 @@ def test_a_bad_bundle_is_reported(qtbot, make_window, tmp_path):
     win.start()
     qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
     assert win.model.error and "Could not run" in win.video.placeholder
+
+
+def test_the_per_track_panel_lists_exactly_the_tracks_on_screen(qtbot, make_window):
+    from edgeconf.gui.model import shown_tracks
+
+    win = make_window(source="demo://?size=640x480&objects=8&seed=2")
+    win.start()
+    for _ in range(40):
+        res = wait_results(qtbot, win)
+        assert win.confidence_panel.shown_ids == [t.id for t in shown_tracks(win.video.result, win.model.overlays)]
+    assert win.confidence_panel.shown_ids and win.video.result is res
+    res = pause_and_settle(qtbot, win)
+    drawn = [t.id for t in shown_tracks(res, win.model.overlays)]
+    assert win.confidence_panel.shown_ids == drawn
+    ticks = [label for _, label in win.confidence_panel.plot.getAxis("bottom")._tickLevels[0]]
+    assert ticks == ["#%d" % i for i in drawn]
+    win.controls.overlay_checks["coasting"].setChecked(False)  # hiding coasting tracks hides their bars too
+    assert win.confidence_panel.shown_ids == [t.id for t in res.tracks if not t.frames_since_match]
+
+
+def test_shown_tracks_leaves_out_what_the_video_does_not_draw():
+    from types import SimpleNamespace
+
+    from edgeconf.gui.model import OverlayToggles, shown_tracks
+
+    def tr(i, box, lost=0):
+        return SimpleNamespace(id=i, box=box, frames_since_match=lost)
+
+    res = SimpleNamespace(image=np.zeros((100, 200, 3), np.uint8),
+                          tracks=[tr(1, (10, 10, 50, 50)), tr(2, (150, 20, 190, 60), lost=3), tr(3, (210, 10, 260, 40), lost=5),
+                                  tr(4, (-30, 10, 5, 40))])
+    assert [t.id for t in shown_tracks(res, OverlayToggles())] == [1, 2, 4]  # #3 drifted out of the picture
+    assert [t.id for t in shown_tracks(res, OverlayToggles(coasting=False))] == [1, 4]
+    assert shown_tracks(None, OverlayToggles()) == []
+
+
+def test_threshold_labels_are_drawn_above_the_bars(qtbot, make_window):
+    win = make_window()
+    win.start()
+    wait_results(qtbot, win, 3)
+    panel = win.confidence_panel
+    qtbot.waitUntil(lambda: bool(panel.lines), timeout=WAIT_MS)
+    for line in panel.lines:
+        assert line.zValue() > panel.bars.zValue() and line.label.zValue() > panel.bars.zValue()
+        assert "exits at" in line.label.toPlainText()
+
+
+def test_the_window_starts_on_the_shared_defaults(qtbot, settings, gui_bundle):
+    from edgeconf.gui.worker import WorkerConfig
+    from edgeconf.live.defaults import DEFAULT_REGIONS, DEFAULT_SOURCE
+
+    win = MainWindow(bundle=gui_bundle, settings=settings)
+    qtbot.addWidget(win)
+    assert win.model.regions == DEFAULT_REGIONS == "detector" and win.model.source_uri == DEFAULT_SOURCE
+    assert win.controls.regions_text() == DEFAULT_REGIONS
+    assert WorkerConfig(bundle=gui_bundle, source=DEFAULT_SOURCE).regions == DEFAULT_REGIONS
+    win.close()

@@ -30,16 +30,25 @@ def test_frames_are_a_pure_function_of_seed_and_index(scene):
     assert scene.truth(250) == truth
 
 
+def _on_edge(box, width=640, height=480) -> bool:
+    x1, y1, x2, y2 = box
+    return x1 <= 0 or y1 <= 0 or x2 >= width or y2 >= height
+
+
 def test_truth_boxes_classes_and_ids(scene):
     lo, hi = scene.object_size
+    inside = 0
     for i in range(0, 900, 7):
         truth = scene.truth(i)
         assert len({t.id for t in truth}) == len(truth) <= 6
         for t in truth:
             x1, y1, x2, y2 = t.box
-            assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
-            assert x2 - x1 == y2 - y1 and lo <= x2 - x1 <= hi
-            assert 0 <= t.class_id < 10 and 0.0 <= t.visible_fraction <= 1.0
+            assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480  # clipped to the frame
+            assert 0 <= t.class_id < 10 and 0.0 <= t.visible_fraction <= 1.0  # 0: hidden behind another
+            if not _on_edge(t.box):
+                inside += 1
+                assert x2 - x1 == y2 - y1 and lo <= x2 - x1 <= hi  # a whole square
+    assert inside > 100
 
 
 def test_visible_fraction_matches_the_drawing_order(scene):
@@ -53,62 +62,118 @@ def test_visible_fraction_matches_the_drawing_order(scene):
             owner[y1:y2, x1:x2] = n
         for n, t in enumerate(truth):
             x1, y1, x2, y2 = (int(v) for v in t.box)
-            expected = float((owner[y1:y2, x1:x2] == n).mean())
-            assert t.visible_fraction == pytest.approx(expected, abs=1e-6)
-            occluded += t.visible_fraction < 0.9
+            seen = float((owner[y1:y2, x1:x2] == n).mean())
+            if _on_edge(t.box):  # part of the square is outside the frame: it counts as hidden
+                assert t.visible_fraction <= seen + 1e-6
+            else:
+                assert t.visible_fraction == pytest.approx(seen, abs=1e-6)
+                occluded += t.visible_fraction < 0.9
     assert occluded > 0  # objects do cross
 
 
 def test_the_pixels_show_what_the_truth_says(scene):
     """Inside a fully visible box the patch is dark at the border and bright in the middle; the item is there."""
-    image, truth = scene.render(120)
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    shown = [t for t in truth if t.visible_fraction == 1.0]
-    assert shown
-    for t in shown:
+    shown = []
+    for i in (120, 300, 480):
+        image, truth = scene.render(i)
+        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        shown += [(grey, t) for t in truth if t.visible_fraction == 1.0]
+    assert len(shown) >= 3
+    for grey, t in shown:
         x1, y1, x2, y2 = (int(v) for v in t.box)
         patch = grey[y1:y2, x1:x2]
         inner = patch[4:-4, 4:-4]  # inside the feathered, possibly blurred, edge
         ring = np.concatenate([inner[:3].ravel(), inner[-3:].ravel(), inner[:, :3].ravel(), inner[:, -3:].ravel()])
         assert patch.max() > 60 and np.median(ring) < 45  # FashionMNIST-like: bright item, dark surround
-    background = grey.copy()
+    image, truth = scene.render(120)
+    background = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     for t in truth:
         x1, y1, x2, y2 = (int(v) for v in t.box)
         background[max(0, y1 - 10):y2 + 10, max(0, x1 - 10):x2 + 10] = np.nan
     assert 60 < np.nanmean(background) < 220 and np.nanstd(background) > 5  # textured, mid-bright
 
 
-def test_objects_move_bounce_and_are_replaced(scene):
-    positions = {}
-    ids_seen = set()
-    for i in range(900):
+def _tracks(scene, frames):
+    tracks = {}
+    for i in range(frames):
         for t in scene.truth(i):
-            positions.setdefault(t.id, []).append((i, t.box[0], t.box[1]))
-            ids_seen.add(t.id)
-    assert len(ids_seen) > 6  # lives end and new objects (new ids) start
-    steps = []
-    reversals = 0
-    for track in positions.values():
-        for (i0, x0, y0), (i1, x1, y1) in zip(track, track[1:]):
-            if i1 == i0 + 1:
-                steps.append(np.hypot(x1 - x0, y1 - y0))
-        xs = np.array([p[1] for p in track])
-        dx = np.sign(np.diff(xs))
-        dx = dx[dx != 0]
-        reversals += int(np.sum(dx[1:] != dx[:-1]))
+            tracks.setdefault(t.id, []).append((i, t))
+    return tracks
+
+
+def test_objects_enter_and_leave_at_the_borders_at_varying_speed(scene):
+    tracks = _tracks(scene, 900)
+    assert len(tracks) > 12  # objects leave and new ones (new ids) come
+    steps, entered, left = [], 0, 0
+    for seen in tracks.values():
+        (i0, first), (i1, last) = seen[0], seen[-1]
+        assert [i for i, _ in seen] == list(range(i0, i1 + 1))  # on screen without a break
+        if i0 > 0:
+            assert _on_edge(first.box) and first.visible_fraction < 0.5  # came in over a border
+            entered += 1
+        if i1 < 899:
+            assert _on_edge(last.box) and last.visible_fraction < 0.5  # went out over one
+            left += 1
+        for (_, a), (_, b) in zip(seen, seen[1:]):
+            if not _on_edge(a.box) and not _on_edge(b.box):
+                steps.append(np.hypot(b.box[0] + b.box[2] - a.box[0] - a.box[2], b.box[1] + b.box[3] - a.box[1] - a.box[3]) / 2)
+    assert entered > 6 and left > 6
     steps = np.array(steps)
     assert steps.max() <= 15  # smooth motion at 30 fps
-    assert steps.mean() > 0.5 and steps.std() > 0.3  # moving, at varying speed
-    assert reversals > 0  # bounced off a wall
+    assert (steps < 0.5).mean() > 0.01 and np.percentile(steps, 90) > 3.0  # stop and go
+
+
+def test_objects_change_scale_and_some_travel_in_touching_pairs():
+    scene = DemoScene(seed=3, objects=10, frames=900)
+    tracks = _tracks(scene, 900)
+    spans = []
+    for seen in tracks.values():
+        sides = [t.box[2] - t.box[0] for _, t in seen if not _on_edge(t.box)]
+        if len(sides) > 30:
+            spans.append(max(sides) / min(sides))
+    assert np.median(spans) > 1.15  # coming closer, going away
+    touching = 0
+    for i in range(0, 900, 3):
+        truth = [t for t in scene.truth(i) if not _on_edge(t.box)]
+        for a in truth:
+            for b in truth:
+                if a.id < b.id:
+                    gap_x = max(a.box[0], b.box[0]) - min(a.box[2], b.box[2])
+                    gap_y = max(a.box[1], b.box[1]) - min(a.box[3], b.box[3])
+                    touching += max(gap_x, gap_y) <= 2 and min(a.visible_fraction, b.visible_fraction) > 0.8
+    assert touching > 10
+
+
+def test_clutter_changes_pixels_never_truth():
+    calm = DemoScene(seed=6, objects=4, clutter=0, frames=300)
+    busy = DemoScene(seed=6, objects=4, clutter=6, frames=300)
+    changed = []
+    for i in range(0, 300, 30):
+        a, ta = calm.render(i)
+        b, tb = busy.render(i)
+        assert ta == tb
+        changed.append(float((np.abs(a.astype(int) - b.astype(int)).max(axis=2) > 30).mean()))
+    assert np.mean(changed) > 0.01  # leaves, sheets, mats, shadows cover part of the floor
+    with pytest.raises(ConfigError, match="clutter"):
+        DemoScene(clutter=-1)
+
+
+def test_light_drifts_across_the_frame():
+    scene = DemoScene(seed=4, objects=0, clutter=0, size=(160, 120), fps=30, frames=1200, noise=0)
+    ratios = []
+    for i in range(0, 1200, 60):
+        grey = scene.render(i)[0].astype(np.float32).mean(axis=2)
+        ratios.append(grey[:, :80].mean() / grey[:, 80:].mean())
+    assert max(ratios) - min(ratios) > 0.1  # the gradient turns: left and right brighten in turn
 
 
 def test_rendering_changes_lighting_and_noise():
-    scene = DemoScene(seed=4, objects=0, size=(160, 120), fps=30, frames=400)
+    scene = DemoScene(seed=4, objects=0, clutter=0, size=(160, 120), fps=30, frames=400)
     means = [scene.render(i)[0].mean() for i in range(0, 400, 20)]
     assert max(means) - min(means) > 10  # lighting changes
     a, b = scene.render(10)[0].astype(int), scene.render(11)[0].astype(int)
     assert 0 < np.abs(a - b).mean() < 15  # noise differs frame to frame
-    quiet = DemoScene(seed=4, objects=0, size=(160, 120), fps=30, noise=0, lighting=0)
+    quiet = DemoScene(seed=4, objects=0, clutter=0, size=(160, 120), fps=30, noise=0, lighting=0)
     assert np.array_equal(quiet.render(10)[0], quiet.render(11)[0])
 
 
@@ -131,27 +196,28 @@ def _ridge_classifier():
     return probs
 
 
-def test_crops_stay_recognisable_and_confidence_rises_and_falls(scene):
+def test_crops_stay_recognisable_and_confidence_rises_and_falls():
     probs = _ridge_classifier()
     images, labels = load_sample()
     sample_acc = float((probs(images).argmax(1) == labels).mean())
     crops, cls, vis, ids = [], [], [], []
-    for i in range(0, 600, 3):
-        image, truth = scene.render(i)
-        grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-        for t in truth:
-            x1, y1, x2, y2 = (int(round(v)) for v in t.box)
-            crops.append(cv2.resize(grey[y1:y2, x1:x2], (28, 28), interpolation=cv2.INTER_AREA))
-            cls.append(t.class_id)
-            vis.append(t.visible_fraction)
-            ids.append(t.id)
+    for seed in (1, 2, 3):  # many lives, so the items drawn average out to the sample
+        scene = DemoScene(seed=seed, objects=8, frames=900)
+        for i in range(0, 900, 6):
+            image, truth = scene.render(i)
+            grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+            for t in truth:
+                x1, y1, x2, y2 = (int(round(v)) for v in t.box)
+                crops.append(cv2.resize(grey[y1:y2, x1:x2], (28, 28), interpolation=cv2.INTER_AREA))
+                cls.append(t.class_id)
+                vis.append(t.visible_fraction)
+                ids.append(seed * 10000 + t.id)
     p = probs(np.array(crops))
     right = p.argmax(1) == np.array(cls)
     vis, ids = np.array(vis), np.array(ids)
     visible_acc = float(right[vis > 0.99].mean())
-    assert visible_acc > sample_acc - 0.08, (visible_acc, sample_acc)
-    assert visible_acc > 0.7
-    assert right[vis < 0.6].mean() < visible_acc  # occlusion hurts, as it should
+    assert visible_acc > sample_acc - 0.12, (visible_acc, sample_acc)
+    assert right[vis < 0.6].mean() < visible_acc  # occlusion and borders hurt, as they should
     conf = p.max(1)
     spreads = [conf[ids == k].max() - conf[ids == k].min() for k in np.unique(ids) if (ids == k).sum() > 20]
     assert np.median(spreads) > 0.2  # confidence rises and falls along a track

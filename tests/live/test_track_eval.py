@@ -28,6 +28,21 @@ def test_perfect_tracks_score_one_and_a_swap_is_counted():
     assert m.idf1 == pytest.approx(0.5)
 
 
+def test_barely_visible_objects_are_ignored_not_missed_and_tracks_on_them_are_no_false_positives():
+    ev = TrackEvaluator(min_visible=0.5)
+    for f in range(4):
+        truth = [TruthObject(1, (0, 0, 20, 20), 0), TruthObject(2, (40, 0, 60, 20), 1, visible_fraction=0.2),
+                 TruthObject(3, (100, 0, 120, 20), 2, visible_fraction=0.1)]
+        # object 1 tracked, hidden object 2 tracked too (not a false positive), hidden object 3 not (not a miss),
+        # and one track on nothing at all (a false positive)
+        ev.update(truth, [T(7, (0, 0, 20, 20)), T(8, (41, 0, 61, 20)), T(9, (300, 300, 320, 320))])
+    m = ev.metrics()
+    assert (m.matches, m.misses, m.false_positives) == (4, 0, 4)
+    strict = TrackEvaluator(min_visible=0.0)
+    strict.update(truth, [T(7, (0, 0, 20, 20))])
+    assert strict.metrics().misses == 2
+
+
 def test_classification_accuracy_matches_by_iou():
     ce = ClassificationEvaluator()
     truth = [TruthObject(1, (0, 0, 20, 20), 3), TruthObject(2, (50, 50, 70, 70), 4)]

@@ -1,0 +1,39 @@
+"""What ``edgeconf demo``, ``edgeconf run`` and ``edgeconf gui`` use when not told otherwise: one definition.
+
+* the bundle: the shipped FashionMNIST cascade (``edgeconf/data/zoo/bundle``);
+* the regions: the shipped detector (``detector``: a tiny CenterNet trained on demo scenes by
+  ``scripts/train_detector.py``, ``edgeconf/data/detector/detector.onnx``);
+* the source: the built-in synthetic scene (``demo://``).
+
+``truth`` (the scene's own boxes) stays available as an explicit oracle for diagnosis and is always labelled
+as such (:func:`regions_note`).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from edgeconf import data_path
+
+DEFAULT_BUNDLE = data_path("zoo", "bundle")
+DEFAULT_BASELINE = data_path("zoo", "big.onnx")
+DETECTOR_MODEL = data_path("detector", "detector.onnx")
+DEFAULT_REGIONS = "detector"
+DEFAULT_SOURCE = "demo://"
+ORACLE_REGIONS = "truth"
+#: The choices offered by the GUI and named in ``--help``: the default first, the oracle last.
+REGION_CHOICES = (DEFAULT_REGIONS, "motion", "full", ORACLE_REGIONS)
+ORACLE_NOTE = "oracle regions: boxes from the scene's ground truth, not a proposer"
+
+
+def is_oracle(regions: object) -> bool:
+    """True for the ``truth`` regions (with or without options)."""
+    return isinstance(regions, str) and regions.strip().lower().split(":", 1)[0] == ORACLE_REGIONS
+
+
+def regions_note(regions: object) -> Optional[str]:
+    """The label a summary, an event log or the GUI must show next to these regions (None when none needed)."""
+    return ORACLE_NOTE if is_oracle(regions) else None
+
+
+__all__ = ["DEFAULT_BUNDLE", "DEFAULT_BASELINE", "DETECTOR_MODEL", "DEFAULT_REGIONS", "DEFAULT_SOURCE",
+           "ORACLE_REGIONS", "REGION_CHOICES", "ORACLE_NOTE", "is_oracle", "regions_note"]

@@ -1,0 +1,214 @@
+"""Video outputs by URI: real files read back, a real RTP stream received by ffmpeg on loopback, a real window
+on a virtual X display (Xvfb) grabbed back, and the bad URIs."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeconf.errors import ConfigError, OutputError
+from edgeconf.live.outputs import FfmpegFileOutput, OpenCVFileOutput, ffmpeg_has, ffmpeg_has_muxer, open_output
+
+H264 = pytest.mark.skipif(not ffmpeg_has("libx264"), reason="ffmpeg with libx264 is not installed")
+
+
+def _frame(i: int, w: int = 96, h: int = 64) -> np.ndarray:
+    """Grey level 6*i (i < 40) encodes the frame number; survives lossy coding to within a few levels."""
+    return np.full((h, w, 3), 6 * i, np.uint8)
+
+
+def _read_back(path: str) -> list:
+    cap = cv2.VideoCapture(path)
+    levels = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        levels.append(int(round(float(img.mean()) / 6)))
+    cap.release()
+    return levels
+
+
+@H264
+def test_file_output_is_h264_through_ffmpeg_and_appears_only_when_closed(tmp_path):
+    target = tmp_path / "out.mp4"
+    out = open_output("file://%s" % target, fps=25)
+    assert isinstance(out, FfmpegFileOutput) and out.codec == "h264"
+    for i in range(30):
+        out.write(_frame(i))
+    assert not target.exists()  # written beside it, renamed on close
+    out.close()
+    assert _read_back(str(target)) == list(range(30))
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", str(target)],
+                           capture_output=True, text=True)
+    assert probe.stdout.strip() == "h264"
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4"]  # no temporary file left
+
+
+def test_mjpg_file_output_without_ffmpeg_and_frames_of_another_size_are_resized(tmp_path):
+    target = tmp_path / "out.avi"
+    out = OpenCVFileOutput(str(target), str(target), fps=20)
+    for i in range(12):
+        out.write(_frame(i) if i != 5 else cv2.resize(_frame(i), (48, 32)))
+    out.close()
+    cap = cv2.VideoCapture(str(target))
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    assert fourcc == "MJPG" and size == (96, 64)
+    assert _read_back(str(target)) == list(range(12))
+
+
+def test_a_failed_file_output_leaves_nothing_and_says_why(tmp_path):
+    target = tmp_path / "out.avi"
+    out = OpenCVFileOutput(str(target), str(target), fps=20)
+    out.close()  # no frame at all: nothing to write
+    assert os.listdir(tmp_path) == []
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@H264
+@pytest.mark.slow
+def test_rtp_stream_is_received_by_ffmpeg_on_loopback(tmp_path):
+    port = _free_udp_port()
+    got = tmp_path / "received.gray"
+    receiver = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", "rtp://127.0.0.1:%d" % port, "-frames:v", "20",
+         "-f", "rawvideo", "-pix_fmt", "gray", str(got)], stdin=subprocess.DEVNULL)
+    try:
+        out = open_output("rtp://127.0.0.1:%d" % port, fps=25)
+        assert out.kind == "rtp" and not out.lossless
+        deadline = time.monotonic() + 30
+        i = 0
+        while receiver.poll() is None and time.monotonic() < deadline:  # until the receiver has its 20 frames
+            img = np.full((64, 96, 3), 200, np.uint8)
+            img[:, : 8 + (i % 80)] = 40  # a bar that grows: the frames differ
+            out.write(img)
+            i += 1
+            time.sleep(0.02)
+        out.close()
+        assert receiver.wait(timeout=30) == 0
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+    frames = np.fromfile(str(got), np.uint8).reshape(-1, 64, 96)
+    assert len(frames) == 20
+    assert abs(float(frames[-1][:, -8:].mean()) - 200) < 20 and abs(float(frames[-1][:, :8].mean()) - 40) < 20
+
+
+def _xvfb():
+    if shutil.which("Xvfb") is None:
+        pytest.skip("Xvfb is not installed")
+    for n in range(91, 120):
+        if not os.path.exists("/tmp/.X11-unix/X%d" % n) and not os.path.exists("/tmp/.X%d-lock" % n):
+            proc = subprocess.Popen(["Xvfb", ":%d" % n, "-screen", "0", "320x240x24", "-nolisten", "tcp"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 15
+            while not os.path.exists("/tmp/.X11-unix/X%d" % n):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    pytest.skip("Xvfb did not start")
+                time.sleep(0.05)
+            return proc, ":%d" % n
+    pytest.skip("no free X display number")
+
+
+@pytest.mark.slow
+def test_display_output_opens_a_window_that_shows_the_frames(tmp_path, monkeypatch):
+    if not ffmpeg_has_muxer("sdl2"):
+        pytest.skip("ffmpeg with SDL (the window) is not installed")
+    xvfb, display = _xvfb()
+    try:
+        monkeypatch.setenv("DISPLAY", display)
+        out = open_output("display://0", fps=25)
+        assert out.kind == "display"
+        img = np.zeros((240, 320, 3), np.uint8)
+        img[..., 0] = 220  # red
+        img[80:160, 120:200] = (0, 220, 0)  # a green square in the middle
+        shot = tmp_path / "screen.png"
+        for _ in range(200):
+            out.write(img)
+            time.sleep(0.02)
+            if out.frames_written >= 10:
+                break
+        grab = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "x11grab", "-video_size",
+                               "320x240", "-i", display, "-frames:v", "1", str(shot)], capture_output=True, text=True)
+        out.close()
+        assert grab.returncode == 0, grab.stderr
+        screen = cv2.imread(str(shot))[..., ::-1]
+        red = (screen[..., 0] > 150) & (screen[..., 1] < 80)
+        green = (screen[..., 1] > 150) & (screen[..., 0] < 80)
+        assert red.mean() > 0.2 and green.mean() > 0.02  # the window is up and shows the frame
+    finally:
+        xvfb.kill()
+        xvfb.wait()
+
+
+def test_bad_output_uris_fail_at_once_with_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="unknown output scheme 'ftp://'"):
+        open_output("ftp://host/x.mp4")
+    with pytest.raises(ConfigError, match="no port.*rtp://127.0.0.1:5000"):
+        open_output("rtp://127.0.0.1")
+    with pytest.raises(ConfigError, match="no port"):
+        open_output("rtp://127.0.0.1:")
+    with pytest.raises(ConfigError, match="out of range"):
+        open_output("rtp://127.0.0.1:70000")
+    with pytest.raises(ConfigError, match="rtp://HOST:PORT"):
+        open_output("rtp://")
+    with pytest.raises(OutputError, match="does not exist; create the folder"):
+        open_output(str(tmp_path / "missing" / "out.mp4"))
+    with pytest.raises(OutputError, match="is a folder"):
+        (tmp_path / "dir.mp4").mkdir()
+        open_output("file://%s" % (tmp_path / "dir.mp4"))
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="does not exist"):
+        open_output(str(blocker / "out.mp4"))  # a file where a folder should be
+    with pytest.raises(ConfigError, match=r"\*\.mp4"):
+        open_output(str(tmp_path / "out.txt"))
+    with pytest.raises(ConfigError, match="display://N"):
+        open_output("display://left")
+    with pytest.raises(ConfigError, match="empty"):
+        open_output(" ")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: no folder is unwritable")
+def test_unwritable_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(OutputError, match="permission denied"):
+            open_output(str(ro / "out.mp4"))
+    finally:
+        ro.chmod(0o700)
+
+
+def test_unwritable_target_on_a_read_only_file_system(tmp_path):
+    """Writable-looking but not writable, even for root: /proc."""
+    with pytest.raises(OutputError):
+        open_output("/proc/edgeconf-out.mp4")
+
+
+def test_run_writes_the_annotated_video_and_refuses_a_bad_output_before_running(fashion_bundle, tmp_path):
+    target = tmp_path / "run.mp4"
+    cmd = [sys.executable, "-m", "edgeconf", "run", fashion_bundle, "--source", "demo://?seed=2&objects=3&frames=12&realtime=0",
+           "--regions", "truth", "--no-live"]
+    res = subprocess.run(cmd + ["--output", "file://%s" % target, "--json"], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert len(_read_back(str(target))) == 12
+    bad = subprocess.run(cmd + ["--output", "rtp://127.0.0.1"], capture_output=True, text=True, timeout=240)
+    assert bad.returncode == 1 and "no port" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
