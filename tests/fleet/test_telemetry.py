@@ -158,6 +158,7 @@ def test_broker_restart_loses_only_the_counted_overflow(tmp_path):
     why = MosquittoProcess.why_unavailable()
     if why:
         pytest.skip(why)
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
     broker = MosquittoProcess(str(tmp_path), persistence=True)
     broker.start()
     tel = Telemetry(parse_telemetry_uri(broker.uri + "/edgeconf/cam7?queue=5"))
