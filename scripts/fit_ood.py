@@ -1,8 +1,13 @@
-"""Fit the shipped bundle's out-of-distribution head, so crops that are no class are answered "unknown".
+"""Make the shipped live bundle: the classification cascade plus a stage-1 out-of-distribution head, so crops
+that are no class are answered "unknown".
 
-    .venv/bin/python scripts/fit_ood.py [--bundle edgeconf/data/zoo/bundle] [--data DIR] [--seeds 100-129]
+    .venv/bin/python scripts/fit_ood.py [--bundle edgeconf/data/zoo/bundle] [--out edgeconf/data/zoo/live]
+                                        [--data DIR] [--seeds 100-129]
 
-Re-run it after ``scripts/train_zoo.py`` (which rewrites the bundle). Everything is seeded, so the same zoo and
+Two shipped bundles share their models: ``zoo/bundle`` (written by ``scripts/train_zoo.py``) classifies whole
+images and carries no OOD head, so ``classify`` and ``bench`` on FashionMNIST pay nothing for it; ``zoo/live``
+(written by this script from a copy of ``zoo/bundle``) is what ``demo``, ``run`` and the GUI use on camera crops.
+Re-run it after ``train_zoo.py`` and after any change to the demo scene. Everything is seeded, so the same zoo and
 scene give the same head. What it fits (``edgeconf.export.ood``, method ``learned``, on stage 1's last feature map):
 
 * in-distribution: the zoo's held-out calibration split (10 000 FashionMNIST train images, ``default_rng(0)``,
@@ -16,17 +21,20 @@ scene give the same head. What it fits (``edgeconf.export.ood``, method ``learne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from edgeconf.bundle import read_manifest  # noqa: E402
+from edgeconf.bundle import read_manifest, write_manifest  # noqa: E402
 from edgeconf.datasets import load_fashion_mnist  # noqa: E402
 from edgeconf.export.ood import fit_stage_ood  # noqa: E402
 from edgeconf.live import demo_scene  # noqa: E402
@@ -62,9 +70,39 @@ def scene_data(seeds: List[int], frames: int, step: int):
     return pos, neg
 
 
+@contextlib.contextmanager
+def _target(bundle: str, out: str, name: str, seeds: str) -> Iterator[str]:
+    """The folder to fit in: ``bundle`` itself, or a copy that replaces ``out`` only once the fit succeeded."""
+    if not out:
+        yield bundle
+        return
+    out = os.path.abspath(out)
+    tmp = tempfile.mkdtemp(prefix=".fit-ood-", dir=os.path.dirname(out))
+    try:
+        folder = os.path.join(tmp, "bundle")
+        shutil.copytree(bundle, folder)
+        manifest = read_manifest(folder, verify=True)
+        manifest.name = name
+        manifest.provenance = dict(manifest.provenance, derived_from=os.path.basename(os.path.normpath(bundle)),
+                                   ood="stage 1 OOD head: scripts/fit_ood.py (learned, seeds %s)" % seeds)
+        write_manifest(folder, manifest)
+        yield folder
+        old = out + ".old"
+        if os.path.isdir(out):
+            os.replace(out, old)
+        os.replace(folder, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="edgeconf/data/zoo/bundle")
+    ap.add_argument("--bundle", default="edgeconf/data/zoo/bundle", help="the cascade to start from (left unchanged "
+                    "when --out is given)")
+    ap.add_argument("--out", default="edgeconf/data/zoo/live", help="where the bundle with the OOD head goes "
+                    "(replaced atomically); '' fits in place")
+    ap.add_argument("--name", default="fashion-cascade3-live", help="the new bundle's name")
     ap.add_argument("--data", default=None, help="FashionMNIST IDX folder (default: the Debian package)")
     ap.add_argument("--seeds", default="100-129", help="demo scene seeds for object and no-class crops")
     ap.add_argument("--frames", type=int, default=600)
@@ -83,8 +121,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     pos, neg = scene_data(seeds, args.frames, args.step)
     pre = read_manifest(args.bundle, verify=False).preprocessing  # crops as the bundle's models see them
     pre_pos, pre_neg = pre.batch(pos), pre.batch(neg)
-    report = fit_stage_ood(args.bundle, x[calib], y[calib], negatives=pre_neg, extra_positives=pre_pos, stage=0,
-                           method="learned", keep=args.keep, seed=0, threads=args.threads)
+    with _target(args.bundle, args.out, args.name, args.seeds) as folder:
+        report = fit_stage_ood(folder, x[calib], y[calib], negatives=pre_neg, extra_positives=pre_pos, stage=0,
+                               method="learned", keep=args.keep, seed=0, threads=args.threads)
     out = report.to_json()
     out["scene_seeds"] = args.seeds
     out["seconds"] = round(time.time() - t0, 1)

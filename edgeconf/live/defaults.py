@@ -1,6 +1,8 @@
 """What ``edgeconf demo``, ``edgeconf run`` and ``edgeconf gui`` use when not told otherwise: one definition.
 
-* the bundle: the shipped FashionMNIST cascade (``edgeconf/data/zoo/bundle``);
+* the bundle: the shipped live cascade (``edgeconf/data/zoo/live``): the FashionMNIST cascade of
+  ``zoo/bundle`` plus a stage-1 out-of-distribution head that answers ``unknown`` for crops that are no class
+  (``scripts/fit_ood.py``; ``classify`` and ``bench`` default to ``zoo/bundle``, which does not pay for it);
 * the regions: the shipped detector (``detector``: a tiny CenterNet trained on demo scenes by
   ``scripts/train_detector.py``, ``edgeconf/data/detector/detector.onnx``);
 * the source: the built-in synthetic scene (``demo://``).
@@ -14,7 +16,7 @@ from typing import Optional
 
 from edgeconf import data_path
 
-DEFAULT_BUNDLE = data_path("zoo", "bundle")
+DEFAULT_BUNDLE = data_path("zoo", "live")
 DEFAULT_BASELINE = data_path("zoo", "big.onnx")
 DETECTOR_MODEL = data_path("detector", "detector.onnx")
 DEFAULT_REGIONS = "detector"

@@ -59,7 +59,7 @@ def _pair(folder):
             load_bundle(folder, memo=False, threads=1, form="fused"))
 
 
-@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"),
+@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"), ("live", "last"),
                                            ("early_exit", "last"), ("early_exit", "best"), ("early_exit", "mean")])
 def test_fused_answers_as_the_staged_cascade(name, combine, tmp_path):
     folder = _copy(name, tmp_path, combine)
@@ -87,15 +87,16 @@ def test_batch1_graph_answers_as_the_staged_cascade(combine, tmp_path):
     assert_same(staged, fused, _sample()[:120], 40)  # a batch-1 graph answers a batch one input per call
 
 
-def test_graph_file_layout(tmp_path):
-    folder = _copy("bundle", tmp_path)
+@pytest.mark.parametrize("name, extra", [("bundle", []), ("live", ["unknown", "ood"])])
+def test_graph_file_layout(name, extra, tmp_path):
+    folder = _copy(name, tmp_path)
     fuse_bundle(folder, check=False)
     model = onnx.load(os.path.join(folder, FUSED_FILE))
     g = model.graph
     assert [i.name for i in g.input] == ["image"]
     assert g.input[0].type.tensor_type.elem_type == TensorProto.UINT8
-    # stage 1 has an OOD rule: the graph also says which inputs are unknown, and their OOD score
-    assert [o.name for o in g.output] == ["class", "confidence", "stage", "stages_run", "probs", "unknown", "ood"]
+    # with an OOD rule (the live bundle's stage 1) the graph also says which inputs are unknown, and their score
+    assert [o.name for o in g.output] == ["class", "confidence", "stage", "stages_run", "probs"] + extra
     inits = {i.name: float(onnx.numpy_helper.to_array(i)) for i in g.initializer if i.name.startswith("edgeconf_fused_")
              and not i.name.startswith("edgeconf_fused_c")}
     man = read_manifest(folder)
@@ -344,7 +345,7 @@ def test_cli(capsys, tmp_path):
 
 # -- the whole test set -------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"),
+@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"), ("live", "last"),
                                            ("early_exit", "last"), ("early_exit", "mean")])
 def test_full_fashion_mnist_test_set(name, combine, tmp_path):
     from edgeconf.datasets import load_fashion_mnist
@@ -396,8 +397,8 @@ def test_cascade_command_chooses_the_rule_and_fuses(capsys, pool, task, tmp_path
 
 @pytest.mark.parametrize("combine", ["last", "best", "mean"])
 def test_unknown_answers_as_the_staged_cascade(combine, tmp_path):
-    """The shipped bundle's stage 1 has an OOD rule: the fused graph answers "unknown" exactly where the stages do."""
-    folder = _copy("bundle", tmp_path, combine)
+    """The live bundle's stage 1 has an OOD rule: the fused graph answers "unknown" exactly where the stages do."""
+    folder = _copy("live", tmp_path, combine)
     fuse_bundle(folder, check=False)
     staged, fused = _pair(folder)
     assert fused.stages[0].ood is not None

@@ -44,7 +44,8 @@ def test_zoo_is_small_and_holds_no_pickles():
             if name.endswith(".npz"):  # fitted OOD arrays: plain arrays, readable without unpickling
                 with np.load(os.path.join(root, name), allow_pickle=False) as f:
                     assert all(f[k].dtype == np.float32 for k in f.files)
-    assert 0 < total < 5.5 * 1024 * 1024  # float zoo 4.5 MB + INT8 copies and their report (int8/, 0.7 MB)
+    # float zoo 4.5 MB + the live bundle (the same models + the OOD head, 1.8 MB) + INT8 copies and report (0.7 MB)
+    assert 0 < total < 7.5 * 1024 * 1024
 
 
 def test_table_has_every_model(zoo):
@@ -60,7 +61,7 @@ def test_table_has_every_model(zoo):
     assert zoo["labels"] == FASHION_LABELS
 
 
-@pytest.mark.parametrize("folder", ["bundle", "early_exit"])
+@pytest.mark.parametrize("folder", ["bundle", "live", "early_exit"])
 def test_bundle_manifest_hashes_verify(folder):
     path = os.path.join(ZOO, folder)
     manifest = read_manifest(path, verify=True)
@@ -101,10 +102,33 @@ def _accuracy_of_bundle(folder: str, x: np.ndarray, y: np.ndarray, ood: bool = F
     return float((np.array([r.class_id for r in res]) == y).mean())
 
 
-def test_default_bundle_rarely_calls_fashion_images_unknown(fashion_test_split):
+def test_live_bundle_is_the_classification_bundle_plus_an_ood_head():
+    plain, live = read_manifest(os.path.join(ZOO, "bundle")), read_manifest(os.path.join(ZOO, "live"))
+    assert all(s.ood is None for s in plain.stages)  # classify/bench on whole images pay nothing for OOD
+    assert live.stages[0].ood is not None and all(s.ood is None for s in live.stages[1:])
+    assert [s.threshold for s in live.stages] == [s.threshold for s in plain.stages]
+    assert [s.temperature for s in live.stages] == [s.temperature for s in plain.stages]
+    for a, b in zip(plain.stages[1:], live.stages[1:]):  # same later models, byte for byte
+        assert plain.files[a.model]["sha256"] == live.files[b.model]["sha256"]
+    base = onnx.load(os.path.join(ZOO, "bundle", plain.stages[0].model))
+    headed = onnx.load(os.path.join(ZOO, "live", live.stages[0].model))
+    base_inits = {i.name: i.raw_data for i in base.graph.initializer}
+    assert all(base_inits[i.name] == i.raw_data for i in headed.graph.initializer if i.name in base_inits)
+    assert set(base_inits) < {i.name for i in headed.graph.initializer}  # stage 1's weights plus the head's
+
+
+def test_defaults_pick_the_bundle_for_the_job():
+    from edgeconf.bench.benchmark import default_paths
+    from edgeconf.live.defaults import DEFAULT_BUNDLE
+
+    assert os.path.samefile(DEFAULT_BUNDLE, os.path.join(ZOO, "live"))
+    assert os.path.samefile(default_paths()["bundle"], os.path.join(ZOO, "bundle"))
+
+
+def test_live_bundle_rarely_calls_fashion_images_unknown(fashion_test_split):
     x, y = fashion_test_split
-    with load_bundle(os.path.join(ZOO, "bundle"), memo=False, threads=1) as cascade:
-        assert cascade.stages[0].ood is not None  # the shipped bundle carries its fitted OOD rule
+    with load_bundle(os.path.join(ZOO, "live"), memo=False, threads=1) as cascade:
+        assert cascade.stages[0].ood is not None  # the live bundle carries its fitted OOD rule
         res = cascade.classify_batch(list(x))
     unknown = np.array([r.unknown for r in res])
     assert unknown.mean() <= 0.01  # fitted to keep 99.5 % of held-out in-distribution inputs
