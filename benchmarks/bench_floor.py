@@ -4,8 +4,9 @@ Run: .venv/bin/python benchmarks/bench_floor.py [--bundle DIR] [--limit N] [--ro
 
 The floor is what a careful engineer writes by hand with plain onnxruntime (one intra-op thread, spinning off,
 sequential): per input, preprocess the raw uint8 image with numpy, run stage 1 with ``InferenceSession.run``,
-read the graph's own ``probs``/``confidence`` outputs and go on to the next stage while the confidence is below
-the bundle's threshold; per batch, the same on the whole batch and on each stage's unsure subset. The fused
+read the graph's own ``probs``/``confidence`` outputs (and its ``ood`` output where the stage has an
+out-of-distribution rule: above its threshold the answer is unknown) and go on to the next stage while the
+confidence is below the bundle's threshold; per batch, the same on the whole batch and on each stage's unsure subset. The fused
 floor runs the bundle's fused graph (``edgeconf fuse``, made here in a temporary copy) with one plain call.
 
 edgeconf runs the same bundle through ``load_bundle(..., memo=False)`` and ``classify``/``classify_batch`` with
@@ -51,6 +52,12 @@ class StagedFloor:
         self.sessions = _sessions([os.path.join(folder, st.model) for st in m.stages])
         self.inputs = [s.get_inputs()[0].name for s in self.sessions]
         self.thresholds = [st.threshold for st in m.stages]
+        # a stage's out-of-distribution rule (the graph's `ood` output above its threshold: answer unknown, -1)
+        self.ood = [(st.ood.output, st.ood.threshold) if st.ood is not None and st.ood.output else None
+                    for st in m.stages]
+        if any(st.ood is not None and not st.ood.output for st in m.stages):
+            raise SystemExit("bench_floor's hand-written loop reads OOD scores from the graph's own output only")
+        self.names = [["probs", "confidence"] + ([o[0]] if o else []) for o in self.ood]
         pre = m.preprocessing
         if pre.channels != 1 or pre.layout != "NCHW" or pre.dtype != "float32":
             raise SystemExit("bench_floor's hand-written loop handles grey NCHW float32 bundles")
@@ -60,7 +67,6 @@ class StagedFloor:
 
     def one(self, images: np.ndarray) -> np.ndarray:
         out = np.empty(len(images), np.int64)
-        names = ["probs", "confidence"]
         last = len(self.sessions) - 1
         for i, img in enumerate(images):
             x = img.astype(np.float32) * self.gain
@@ -68,9 +74,12 @@ class StagedFloor:
                 x += self.offset
             x = x.reshape(1, 1, self.h, self.w)
             for k, sess in enumerate(self.sessions):
-                probs, conf = sess.run(names, {self.inputs[k]: x})
-                if k == last or conf[0] >= self.thresholds[k]:
-                    out[i] = probs[0].argmax()
+                got = sess.run(self.names[k], {self.inputs[k]: x})
+                if self.ood[k] is not None and got[2][0] > self.ood[k][1]:
+                    out[i] = -1  # unknown: no later stage runs
+                    break
+                if k == last or got[1][0] >= self.thresholds[k]:
+                    out[i] = got[0][0].argmax()
                     break
         return out
 
@@ -83,9 +92,14 @@ class StagedFloor:
         active = np.arange(len(images))
         last = len(self.sessions) - 1
         for k, sess in enumerate(self.sessions):
-            probs, conf = sess.run(["probs", "confidence"], {self.inputs[k]: x})
+            got = sess.run(self.names[k], {self.inputs[k]: x})
+            probs, conf = got[0], got[1]
             done = np.ones(len(active), bool) if k == last else conf >= self.thresholds[k]
             out[active[done]] = probs[done].argmax(axis=1)
+            if self.ood[k] is not None:
+                unknown = got[2].reshape(-1) > self.ood[k][1]
+                out[active[unknown]] = -1  # unknown: no later stage runs
+                done |= unknown
             active = active[~done]
             if not active.size:
                 break

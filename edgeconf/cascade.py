@@ -289,8 +289,9 @@ class Cascade:
 
     ``run_batch``/``run`` take model-ready arrays and validate them once at entry (names, shape, dtype,
     finite values); ``classify``/``classify_batch`` take raw uint8 images, which the preprocessing checks
-    while it turns them into model inputs, and feed those to the stages without a second check. Every
-    stage is called through :meth:`Runner.run_trusted` and timed once (``stage_seconds``, ``energy_hook``).
+    while it turns them into model inputs, and feed those to the stages without a second check. A stage runs
+    through its runner's bound batch-1 call (:meth:`Runner.bind`) for one input and :meth:`Runner.run_trusted`
+    for batches, timed once per call (``stage_seconds``, ``energy_hook``).
     """
 
     #: ``"staged"``: one runtime call per stage; :class:`edgeconf.fused.FusedCascade` says ``"fused"``.

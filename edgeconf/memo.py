@@ -110,7 +110,7 @@ class Sampling:
 
     every: int = 8
     window: int = 512
-    warmup: int = 1024
+    warmup: int = 512
     leave: float = 0.5
     resume: float = 1.25
     break_even: Optional[float] = None
@@ -129,7 +129,11 @@ class Sampling:
 class _Sampler:
     """The state of :class:`Sampling` in one cache."""
 
-    __slots__ = ("cfg", "full", "skip", "since", "checks", "hits", "total", "lookup_s", "store_s", "miss_s", "stats")
+    __slots__ = ("cfg", "full", "skip", "since", "checks", "hits", "total", "lookup_s", "store_s", "miss_s", "stats",
+                 "to_price")
+
+    #: lookups between two priced ones (the clock is read around one lookup in this many)
+    PRICE_EVERY = 8
 
     def __init__(self, cfg: Sampling, stats: MemoStats) -> None:
         self.cfg = cfg
@@ -141,6 +145,24 @@ class _Sampler:
         self.lookup_s: Optional[float] = None
         self.store_s: Optional[float] = None
         self.miss_s: Optional[float] = None
+        self.to_price = 0
+
+    def price(self) -> bool:
+        """Whether to time this lookup (one in :attr:`PRICE_EVERY`, the first one included)."""
+        if self.to_price:
+            self.to_price -= 1
+            return False
+        self.to_price = self.PRICE_EVERY - 1
+        return True
+
+    def count(self, hit: bool) -> None:
+        """A looked-up input that was not priced."""
+        self.hits += hit
+        self.checks += 1
+        self.since += 1
+        self.total += 1
+        if self.since >= self.cfg.window:
+            self._decide()
 
     def check(self) -> bool:
         """Whether to look this input up (always while the cache does full lookups)."""
@@ -410,8 +432,8 @@ class MemoCache:
         """``(hit, None)`` for a stored answer, else ``(None, compute(image))``, stored when it was looked up
         (unless it is a remote stage's fallback answer: ``remote_failure`` set).
 
-        The batch-1 path of the cascade: key, lookup, and on a miss the cascade and a store, each priced with
-        :attr:`clock` for the adaptive sampling. While sampling, an input that is not looked up goes straight
+        The batch-1 path of the cascade: key, lookup, and on a miss the cascade and a store; one lookup in
+        eight is priced with :attr:`clock` for the adaptive sampling. While sampling, an input that is not looked up goes straight
         to ``compute`` and is not stored.
         """
         sampler = self._sampler
@@ -426,6 +448,17 @@ class MemoCache:
             return None, res
         if not sampler.check():
             return None, compute(image)
+        if not sampler.price():
+            kb = self.key(image)
+            hit = self.get(kb, fingerprint)
+            if hit is not None:
+                sampler.count(True)
+                return hit, None
+            res = compute(image)
+            if getattr(res, "remote_failure", None) is None:
+                self.put(kb, fingerprint, res)
+            sampler.count(False)
+            return None, res
         clock = self.clock
         t0 = clock()
         kb = self.key(image)

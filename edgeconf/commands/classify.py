@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -20,6 +21,9 @@ from edgeconf.bundle import load_bundle
 from edgeconf.commands import threads_option
 from edgeconf.datasets import FORMATS_HELP, Dataset, Sample, open_dataset
 from edgeconf.errors import DataError
+
+#: Seconds between flushes of the JSON lines (a reader of stdout gets them as they come, without a write per input).
+FLUSH_S = 0.2
 
 
 @dataclass
@@ -192,6 +196,7 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
         targets = [_targets(ds, cascade) for ds in datasets]
         tally = Tally(len(cascade.labels or []))
         labels = cascade.labels or []
+        flushed = time.monotonic()
         with _output(out_path) as out, _progress(sum(len(d) for d in datasets)) as bar:
             task = bar.add_task("classify", total=sum(len(d) for d in datasets))
             for batch in _batches(datasets, targets, batch_size, skip_errors, tally):
@@ -204,7 +209,10 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
                                     "correct": bool(res.class_id == target)})
                     out.write(json.dumps(row) + "\n")
                     tally.add(res, target)
-                out.flush()
+                now = time.monotonic()
+                if now - flushed >= FLUSH_S:  # stream the lines to a reader without a write per input
+                    out.flush()
+                    flushed = now
                 bar.advance(task, len(batch))
         summary = tally.summary(cascade)
     finally:
