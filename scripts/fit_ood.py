@@ -1,14 +1,15 @@
-"""Make the shipped live bundle: the classification cascade plus a stage-1 out-of-distribution head, so crops
-that are no class are answered "unknown".
+"""Give a cascade a stage-1 out-of-distribution head, so crops that are no class are answered "unknown"; this is
+the last step of the shipped live bundle.
 
-    .venv/bin/python scripts/fit_ood.py [--bundle edgeconf/data/zoo/bundle] [--out edgeconf/data/zoo/live]
-                                        [--data DIR] [--seeds 100-129]
+    .venv/bin/python scripts/fit_ood.py --bundle CASCADE [--out edgeconf/data/zoo/live] [--data DIR]
+                                        [--seeds 100-129]
 
-Two shipped bundles share their models: ``zoo/bundle`` (written by ``scripts/train_zoo.py``) classifies whole
-images and carries no OOD head, so ``classify`` and ``bench`` on FashionMNIST pay nothing for it; ``zoo/live``
-(written by this script from a copy of ``zoo/bundle``) is what ``demo``, ``run`` and the GUI use on camera crops.
-Re-run it after ``train_zoo.py`` and after any change to the demo scene. Everything is seeded, so the same zoo and
-scene give the same head. What it fits (``edgeconf.export.ood``, method ``learned``, on stage 1's last feature map):
+Two bundles ship: ``zoo/bundle`` (written by ``scripts/train_zoo.py``) classifies whole images and carries no OOD
+head, so ``classify`` and ``bench`` on FashionMNIST pay nothing for it; ``zoo/live`` is what ``demo``, ``run`` and
+the GUI use on camera crops: ``scripts/train_live.py`` builds its cascade (the zoo's models fine-tuned for the
+demo scene) and runs this script on it with ``--out edgeconf/data/zoo/live``. Re-run ``train_live.py`` after
+``train_zoo.py`` and after any change to the demo scene. Everything is seeded, so the same cascade and scene give
+the same head. What it fits (``edgeconf.export.ood``, method ``learned``, on stage 1's last feature map):
 
 * in-distribution: the zoo's held-out calibration split (10 000 FashionMNIST train images, ``default_rng(0)``,
   as ``train_zoo.py`` carves it) and crops of whole objects from demo scenes (exact and jittered boxes);
@@ -98,8 +99,8 @@ def _target(bundle: str, out: str, name: str, seeds: str) -> Iterator[str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", default="edgeconf/data/zoo/bundle", help="the cascade to start from (left unchanged "
-                    "when --out is given)")
+    ap.add_argument("--bundle", required=True, help="the cascade to start from (left unchanged when --out is given; "
+                    "scripts/train_live.py passes the live cascade it built)")
     ap.add_argument("--out", default="edgeconf/data/zoo/live", help="where the bundle with the OOD head goes "
                     "(replaced atomically); '' fits in place")
     ap.add_argument("--name", default="fashion-cascade3-live", help="the new bundle's name")
