@@ -1,8 +1,9 @@
 """What ``edgeconf demo``, ``edgeconf run`` and ``edgeconf gui`` use when not told otherwise: one definition.
 
-* the bundle: the shipped live cascade (``edgeconf/data/zoo/live``): the FashionMNIST cascade of
-  ``zoo/bundle`` plus a stage-1 out-of-distribution head that answers ``unknown`` for crops that are no class
-  (``scripts/fit_ood.py``; ``classify`` and ``bench`` default to ``zoo/bundle``, which does not pay for it);
+* the bundle: the shipped live cascade (``edgeconf/data/zoo/live``): ``zoo/bundle``'s three stages with the
+  later two fine-tuned on demo-scene crops (``scripts/train_live.py``), plus a stage-1 out-of-distribution head
+  that answers ``unknown`` for crops that are no class (``scripts/fit_ood.py``; ``classify`` and ``bench``
+  default to ``zoo/bundle``, which does not pay for it);
 * the regions: the shipped detector (``detector``: a tiny CenterNet trained on demo scenes by
   ``scripts/train_detector.py``, ``edgeconf/data/detector/detector.onnx``);
 * the source: the built-in synthetic scene (``demo://``).

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 import edgeconf
 from edgeconf.bundle import MANIFEST, load_bundle, read_manifest, sha256_file
@@ -44,7 +45,8 @@ def test_zoo_is_small_and_holds_no_pickles():
             if name.endswith(".npz"):  # fitted OOD arrays: plain arrays, readable without unpickling
                 with np.load(os.path.join(root, name), allow_pickle=False) as f:
                     assert all(f[k].dtype == np.float32 for k in f.files)
-    # float zoo 4.5 MB + the live bundle (the same models + the OOD head, 1.8 MB) + INT8 copies and report (0.7 MB)
+    # float zoo 4.5 MB + the live bundle (the same architectures fine-tuned for camera crops + the OOD head,
+    # 1.8 MB) + INT8 copies and report (0.7 MB)
     assert 0 < total < 7.5 * 1024 * 1024
 
 
@@ -102,19 +104,43 @@ def _accuracy_of_bundle(folder: str, x: np.ndarray, y: np.ndarray, ood: bool = F
     return float((np.array([r.class_id for r in res]) == y).mean())
 
 
-def test_live_bundle_is_the_classification_bundle_plus_an_ood_head():
+def test_live_bundle_is_its_own_cascade_with_an_ood_head():
+    """zoo/live: the zoo's architectures, later stages fine-tuned for camera crops (scripts/train_live.py), the same
+    classes and preprocessing as zoo/bundle, its own recorded provenance, and the stage-1 OOD head (scripts/fit_ood.py)."""
     plain, live = read_manifest(os.path.join(ZOO, "bundle")), read_manifest(os.path.join(ZOO, "live"))
     assert all(s.ood is None for s in plain.stages)  # classify/bench on whole images pay nothing for OOD
     assert live.stages[0].ood is not None and all(s.ood is None for s in live.stages[1:])
-    assert [s.threshold for s in live.stages] == [s.threshold for s in plain.stages]
-    assert [s.temperature for s in live.stages] == [s.temperature for s in plain.stages]
-    for a, b in zip(plain.stages[1:], live.stages[1:]):  # same later models, byte for byte
-        assert plain.files[a.model]["sha256"] == live.files[b.model]["sha256"]
-    base = onnx.load(os.path.join(ZOO, "bundle", plain.stages[0].model))
-    headed = onnx.load(os.path.join(ZOO, "live", live.stages[0].model))
-    base_inits = {i.name: i.raw_data for i in base.graph.initializer}
-    assert all(base_inits[i.name] == i.raw_data for i in headed.graph.initializer if i.name in base_inits)
-    assert set(base_inits) < {i.name for i in headed.graph.initializer}  # stage 1's weights plus the head's
+    assert live.labels == plain.labels == FASHION_LABELS
+    assert live.preprocessing.to_json() == plain.preprocessing.to_json()
+    assert len(live.stages) == len(plain.stages) and live.combine == plain.combine
+    training = live.extra["live_training"]
+    assert training["tuned"] and set(training["tuned"]) <= {"tiny", "student", "big"}
+    for a, b, name in zip(plain.stages, live.stages, ("tiny", "student", "big")):
+        # same architectures (the models' own weights in graph order, the heads' edgeconf_* aside)
+        base = [numpy_helper.to_array(i) for i in onnx.load(os.path.join(ZOO, "bundle", a.model)).graph.initializer
+                if not i.name.startswith("edgeconf_")]
+        own = [numpy_helper.to_array(i) for i in onnx.load(os.path.join(ZOO, "live", b.model)).graph.initializer
+               if not i.name.startswith("edgeconf_")]
+        assert [w.shape for w in base] == [w.shape for w in own]
+        same = all(np.allclose(u, v, atol=1e-6) for u, v in zip(base, own))
+        assert same == (name not in training["tuned"]), name  # fine-tuned stages have weights of their own
+    assert training["script"] == "scripts/train_live.py"
+    assert "train_live.py" in live.provenance["recipe"] and "fit_ood.py" in live.provenance["ood"]
+
+
+def test_live_bundle_answers_the_shipped_sample_as_recorded():
+    from edgeconf.live.demo_scene import load_sample
+
+    x, y = load_sample()
+    recorded = read_manifest(os.path.join(ZOO, "live")).extra["live_training"]["sample_answers"]
+    assert recorded["file"] == "fashion_sample.npz" and recorded["images"] == len(y)
+    with load_bundle(os.path.join(ZOO, "live"), memo=False, threads=1) as cascade:
+        answers = np.array([r.class_id for r in cascade.classify_batch(list(x))])
+    expected = np.array([-1 if c == "u" else int(c) for c in recorded["answers"]])  # a class digit, "u": unknown
+    assert (answers != expected).sum() <= 2  # same files, same images: rounding-level differences at most
+    assert abs(int((answers == y).sum()) - recorded["correct"]) <= 2
+    assert abs(int((answers < 0).sum()) - recorded["unknown"]) <= 2
+    assert (answers == y).mean() > 0.85
 
 
 def test_defaults_pick_the_bundle_for_the_job():
