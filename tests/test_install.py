@@ -165,3 +165,16 @@ def test_every_folder_that_ships_is_a_declared_package():
                 if package not in declared:
                     missing.append(package)
     assert not missing, "add to [tool.setuptools] packages in pyproject.toml: %s" % ", ".join(missing)
+
+
+def test_the_repository_tracks_no_links_and_no_environments():
+    """A clean clone must set itself up: no tracked symlink (a worktree's link to a local venv once broke setup)
+    and nothing under a virtual environment's folder."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-s"], capture_output=True, text=True, check=True).stdout
+    links = [line.split("\t", 1)[1] for line in out.splitlines() if line.startswith("120000 ")]
+    assert not links, "tracked symlinks: %s" % links
+    envs = [p for p in (line.split("\t", 1)[1] for line in out.splitlines())
+            if p.split("/", 1)[0] in (".venv", ".venv38", ".venv-triton")]
+    assert not envs, "tracked files of a virtual environment: %s" % envs[:5]

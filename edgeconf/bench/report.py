@@ -78,6 +78,10 @@ def target_lines(run: RunResult) -> List[str]:
         if x.get("max_false_hit_rate") is not None:
             parts[1] += " (need ≤ %.2f %%)" % (100 * x["max_false_hit_rate"])
         lines.append("dual_memo at duplicate 1: %s: %s" % (", ".join(parts), met(x)))
+    if "dual_memo_at_duplicate_0" in t:
+        x = t["dual_memo_at_duplicate_0"]
+        lines.append("dual_memo at duplicate 0: cpu %s × dual (need ≤ %g): %s"
+                     % (_f(x["cpu_ratio_vs_dual"]), x["max_ratio"], met(x)))
     if "dual_cost_model" in t:
         x = t["dual_cost_model"]
         lines.append("dual cost %.2f s vs first × (1 + %.3f × %.2f) × %g = %.2f s: %s"

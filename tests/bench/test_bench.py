@@ -332,3 +332,18 @@ def test_help_lists_the_issue_options():
     for opt in ("--bundle", "--baseline", "--data", "--duplicate", "--near-duplicate", "--batch", "--threads",
                 "--limit", "--seed", "--json", "--out", "--report", "--predictions"):
         assert opt in result.output, opt
+
+
+@pytest.mark.parametrize("memo_cpu, met", [(1.02, True), (1.10, False)])
+def test_memo_overhead_target_at_duplicate_0(memo_cpu, met):
+    from edgeconf.bench.benchmark import ConfigResult, targets
+
+    def cfg(name, cpu):
+        return ConfigResult(name, 0.9, cpu, cpu, None, {}, [10], [cpu], None, None, None)
+
+    configs = {"big": cfg("big", 10.0), "dual": cfg("dual", 1.0), "dual_memo": cfg("dual_memo", memo_cpu)}
+    out = targets(configs, {"dual": {"cpu_s": 0.1}, "dual_memo": {"cpu_s": memo_cpu / 10}}, 0.0, {"memo-overhead": 1.03})
+    assert out["dual_memo_at_duplicate_0"]["cpu_ratio_vs_dual"] == pytest.approx(memo_cpu)
+    assert out["dual_memo_at_duplicate_0"]["met"] is met
+    # evaluated on a stream without repeats only
+    assert "dual_memo_at_duplicate_0" not in targets(configs, {}, 1.0, {"memo-overhead": 1.03})
