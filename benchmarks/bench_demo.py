@@ -42,7 +42,7 @@ def one(regions: str, seed: int, objects: int, frames: int, bundle: str, threads
             "pipeline_cpu_ms_per_frame": round(1e3 * s["cpu"]["pipeline_thread_s"] / n, 2),
             "p95_ms": s["latency_ms"]["p95"], "mota": s["mota"], "idf1": s["idf1"], "id_switches": tr.get("id_switches"),
             "misses": tr.get("misses"), "false_positives": tr.get("false_positives"), "matches": tr.get("matches"),
-            "accuracy": s["accuracy"], "correct": cls["correct"], "scored": cls["scored"],
+            "accuracy": s["accuracy"], "correct": cls["correct"], "scored": cls["scored"], "unknown": cls.get("unknown", 0),
             "unknown_rate": s.get("unknown_rate"), "memo_hit_rate": s["memo_hit_rate"],
             "escalation_rate": s["escalation_rate"], "compute_saved": s["compute"].get("saved")}
 
@@ -62,6 +62,9 @@ def summarise(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
             "idf1_mean": statistics.mean(r["idf1"] for r in rs if r["idf1"] is not None) if rs else None,
             "idf1_min": min(r["idf1"] for r in rs if r["idf1"] is not None) if any(r["idf1"] is not None for r in rs) else None,
             "accuracy_pooled": sum(r["correct"] for r in rs) / scored if scored else None,
+            # an "unknown" answer on a true object counted as wrong
+            "accuracy_unknown_wrong": (sum(r["correct"] for r in rs) / (scored + sum(r["unknown"] for r in rs))
+                                       if scored + sum(r["unknown"] for r in rs) else None),
             "fps_min": min(r["fps"] for r in rs), "fps_median": statistics.median(r["fps"] for r in rs),
             "cpu_ms_per_frame_max": max(r["cpu_ms_per_frame"] for r in rs),
             "pipeline_cpu_ms_per_frame_max": max(r["pipeline_cpu_ms_per_frame"] for r in rs),
@@ -110,12 +113,14 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     print()
-    print("%-9s | %-15s | %-15s | %-9s | %-14s | %-18s | %s" % (
-        "regions", "MOTA min / pool", "IDF1 min / mean", "accuracy", "fps min / med", "CPU ms/frame (max)", "memo hits"))
+    print("%-9s | %-15s | %-15s | %-19s | %-14s | %-18s | %s" % (
+        "regions", "MOTA min / pool", "IDF1 min / mean", "acc. / unknown=wrong", "fps min / med", "CPU ms/frame (max)",
+        "memo hits"))
     for regions, s in summary.items():
-        print("%-9s | %6s / %-6s | %6s / %-6s | %-9s | %5.1f / %-6.1f | %5.1f (thread %4.1f) | %s%s" % (
+        print("%-9s | %6s / %-6s | %6s / %-6s | %8s / %-8s | %5.1f / %-6.1f | %5.1f (thread %4.1f) | %s%s" % (
             regions, fmt(s["mota_min"]), fmt(s["mota_pooled"]), fmt(s["idf1_min"]), fmt(s["idf1_mean"]),
-            fmt(s["accuracy_pooled"]), s["fps_min"], s["fps_median"], s["cpu_ms_per_frame_max"],
+            fmt(s["accuracy_pooled"]), fmt(s["accuracy_unknown_wrong"]), s["fps_min"], s["fps_median"],
+            s["cpu_ms_per_frame_max"],
             s["pipeline_cpu_ms_per_frame_max"], fmt(s["memo_hit_rate_mean"]), "   (%s)" % s["note"] if s["note"] else ""))
     print("fps is wall-clock on this machine as it is now (shared: load average %.1f on %d cores); CPU ms/frame is "
           "the process's CPU time per frame (all threads: scene rendering, detector, tracker, cascade) and the "

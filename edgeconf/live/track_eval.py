@@ -122,17 +122,27 @@ class ClassificationScore:
     """Accuracy of the tracks' class answers on track-frames matched to a truth object."""
 
     correct: int = 0
-    scored: int = 0  # matched track-frames that had an answer
+    scored: int = 0  # matched track-frames that had a class answer
     unanswered: int = 0  # matched track-frames without an answer yet
+    unknown: int = 0  # matched track-frames (all on true objects) answered "unknown"
     per_class: Optional[Dict[int, List[int]]] = None  # truth class -> [correct, scored]
 
     @property
     def accuracy(self) -> Optional[float]:
+        """Right among the class answers (an "unknown" answer has no class)."""
         return self.correct / self.scored if self.scored else None
 
+    @property
+    def accuracy_unknown_wrong(self) -> Optional[float]:
+        """Right among all answers, an "unknown" on a true object counted as wrong."""
+        n = self.scored + self.unknown
+        return self.correct / n if n else None
+
     def to_json(self) -> dict:
-        return {"accuracy": None if self.accuracy is None else round(self.accuracy, 4), "correct": self.correct,
-                "scored": self.scored, "unanswered": self.unanswered}
+        both = self.accuracy_unknown_wrong
+        return {"accuracy": None if self.accuracy is None else round(self.accuracy, 4),
+                "accuracy_unknown_wrong": None if both is None else round(both, 4), "correct": self.correct,
+                "scored": self.scored, "unknown": self.unknown, "unanswered": self.unanswered}
 
 
 class ClassificationEvaluator:
@@ -153,7 +163,10 @@ class ClassificationEvaluator:
         for gi, ti in pairs:
             cid = getattr(tracks[ti], "class_id", None)
             if cid is None:
-                s.unanswered += 1
+                if getattr(tracks[ti], "unknown", False):
+                    s.unknown += 1
+                else:
+                    s.unanswered += 1
                 continue
             truth_cls = int(gt[gi].class_id)
             ok = int(cid) == truth_cls

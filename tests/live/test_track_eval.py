@@ -50,6 +50,18 @@ def test_classification_accuracy_matches_by_iou():
     assert ce.score.scored == 2 and ce.score.correct == 1 and ce.score.accuracy == 0.5
 
 
+def test_unknown_answers_on_true_objects_are_counted_apart_and_as_wrong_in_the_strict_accuracy():
+    ce = ClassificationEvaluator()
+    truth = [TruthObject(1, (0, 0, 20, 20), 3), TruthObject(2, (50, 50, 70, 70), 4), TruthObject(3, (100, 0, 120, 20), 1)]
+    unknown = T(2, (50, 50, 70, 70))
+    unknown.unknown = True
+    ce.update(truth, [T(1, (1, 1, 21, 21), 3), unknown, T(3, (100, 0, 120, 20))])  # the third: not answered yet
+    s = ce.score
+    assert (s.scored, s.correct, s.unknown, s.unanswered) == (1, 1, 1, 1)
+    assert s.accuracy == 1.0 and s.accuracy_unknown_wrong == 0.5
+    assert s.to_json()["accuracy_unknown_wrong"] == 0.5 and s.to_json()["unknown"] == 1
+
+
 @pytest.mark.slow
 def test_tracker_on_demo_scene_with_a_noisy_detector():
     """Truth boxes degraded like a real detector (jitter, 10 % misses, low-score clutter, occluded objects at
