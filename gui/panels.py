@@ -206,10 +206,14 @@ class ConfidencePanel(Panel):
         self.lines = []
         for k, v in enumerate(th):
             colour = PALETTE[k % len(PALETTE)]
+            # side by side (stage k's label starts at k/len of the width), below a line near the top of the plot
+            # and above one lower down: two close thresholds never stack their labels or push them out of view
+            anchor = (0, 0) if v > 0.75 else (0, 1)
             ln = pg.InfiniteLine(pos=v, angle=0, pen=pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DashLine),
                                  label="stage %d exits at ≥ %.2f" % (k + 1, v),
-                                 labelOpts={"position": 0.02, "anchors": [(0, 1), (0, 1)], "color": colour,
-                                            "fill": pg.mkBrush(255, 255, 255, 225), "border": pg.mkPen(colour)})
+                                 labelOpts={"position": 0.02 + 0.96 * k / len(th), "anchors": [anchor, anchor],
+                                            "color": colour, "fill": pg.mkBrush(255, 255, 255, 225),
+                                            "border": pg.mkPen(colour)})
             ln.setZValue(self.bars.zValue() + 10)  # line and label drawn over the bars, never hidden behind one
             ln.label.setZValue(self.bars.zValue() + 11)
             self.plot.addItem(ln)

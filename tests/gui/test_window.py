@@ -387,3 +387,25 @@ def test_the_window_starts_on_the_shared_defaults(qtbot, settings, gui_bundle):
     assert win.controls.regions_text() == DEFAULT_REGIONS
     assert WorkerConfig(bundle=gui_bundle, source=DEFAULT_SOURCE).regions == DEFAULT_REGIONS
     win.close()
+
+
+def test_close_thresholds_near_the_top_keep_their_labels_apart_and_in_view(qtbot):
+    from types import SimpleNamespace
+
+    from edgeconf.gui.panels import ConfidencePanel
+
+    panel = ConfidencePanel()
+    qtbot.addWidget(panel)
+    panel.resize(420, 220)
+    panel.show()
+    stage = lambda t: SimpleNamespace(threshold=t)  # noqa: E731
+    panel._set_thresholds(SimpleNamespace(stages=[stage(0.93), stage(0.91), stage(0.0)]))
+    panel.plot.setXRange(-0.6, 4.6, padding=0)  # as refresh() sets it
+    qtbot.waitExposed(panel)
+    qtbot.wait(50)
+    for ln in panel.lines:
+        ln.label.updatePosition()
+    a, b = (ln.label.sceneBoundingRect() for ln in panel.lines)
+    assert not a.intersects(b)  # side by side, not stacked on one another
+    view = panel.plot.getViewBox().sceneBoundingRect()
+    assert all(view.contains(r) for r in (a, b))  # below their lines, inside the plot, not cut at its top
