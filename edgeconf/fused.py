@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgeconf.cascade import (_EPOCH, COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit,
-                              _check_images, label_of)
+                              label_of)
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, InputValidationError
 from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
@@ -455,20 +455,6 @@ class FusedCascade(Cascade):
             ood = o if np.isfinite(o) else None
         return CascadeResult(cid, float(out["confidence"][0]), k, out["probs"][0].copy(), (t1 - t0,), ran,
                              label_of(cid, self.labels), unknown=unknown, ood_score=ood)
-
-    def classify(self, image: np.ndarray) -> CascadeResult:
-        """One raw image → its answer: memo lookup, then one graph call."""
-        memo = self.memo
-        if memo is None:
-            return self._classify_one(image)
-        try:
-            hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
-        except InputValidationError:
-            raise
-        except Exception:
-            _check_images([image], single=True)  # a bad image gets a one-line error, not the hash's
-            raise
-        return res if hit is None else self._memo_result(hit)
 
     def close(self) -> None:
         super().close()
