@@ -18,8 +18,8 @@ from edgeconf.atomic import describe_os_error
 from edgeconf.errors import ConfigError, OutputError
 
 
-def _default(obj: Any) -> Any:
-    """JSON for numpy scalars/arrays and small dataclasses."""
+def json_default(obj: Any) -> Any:
+    """JSON for numpy scalars/arrays and small dataclasses (``json.dumps(..., default=json_default)``)."""
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if hasattr(obj, "to_json"):
@@ -58,7 +58,7 @@ class EventLog:
         """Write one event line (``{"type": ..., "time": unix seconds, ...fields}``)."""
         rec: Dict[str, Any] = {"type": type, "time": round(time.time(), 6)}
         rec.update(fields)
-        line = json.dumps(rec, default=_default, separators=(",", ":")) + "\n"
+        line = json.dumps(rec, default=json_default, separators=(",", ":")) + "\n"
         with self._lock:
             if self._closed:
                 return

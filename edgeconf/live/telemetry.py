@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgeconf.errors import ConfigError
 from edgeconf.lazy import require
+from edgeconf.live.events import json_default
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +124,6 @@ def parse_telemetry_uri(uri: str) -> TelemetryConfig:
                            queue, interval, _flag(q.get("frames", "1"), "frames"), q.get("client_id", ""))
 
 
-def _json(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "to_json"):
-        return obj.to_json()
-    if hasattr(obj, "value"):
-        return obj.value
-    return str(obj)
-
-
 class Telemetry:
     """Publishes status and events of one device to an MQTT broker without ever blocking the caller.
 
@@ -166,7 +157,7 @@ class Telemetry:
 
     # -- queue --------------------------------------------------------------------------------------------
     def _enqueue(self, topic: str, payload: Dict[str, Any], retain: bool = False) -> None:
-        data = json.dumps(payload, default=_json, separators=(",", ":")).encode()
+        data = json.dumps(payload, default=json_default, separators=(",", ":")).encode()
         with self._lock:
             if len(self._queue) >= self.config.queue_size:
                 self._queue.popleft()
