@@ -105,9 +105,31 @@ def _screenshot(win: Any, path: str) -> list:
     return []
 
 
+def _exec(app: Any, win: Any, quit_after: Optional[float], screenshot_path: Optional[str],
+          before_shot: Optional[Any] = None) -> int:
+    """Run the event loop; with ``quit_after``, close the window then (after ``before_shot()`` and the screenshot).
+    A screenshot that failed is raised after the window closed: the CLI prints it in one line."""
+    from PySide6.QtCore import QTimer
+
+    failed: list = []
+    if quit_after is not None:
+        def finish() -> None:
+            if before_shot is not None:
+                before_shot()
+            if screenshot_path:
+                failed.extend(_screenshot(win, screenshot_path))
+            win.close()
+
+        QTimer.singleShot(int(quit_after * 1000), finish)
+    code = app.exec()
+    win.shutdown()
+    if failed:
+        raise failed[0]
+    return int(code)
+
+
 def run_fleet_window(uri: str, screenshot_path: Optional[str] = None, quit_after: Optional[float] = None) -> int:
     """The fleet view's application and event loop; returns its exit code."""
-    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from edgeconf.gui.fleet import FleetWindow
@@ -115,20 +137,7 @@ def run_fleet_window(uri: str, screenshot_path: Optional[str] = None, quit_after
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "edgeconf"])
     win = FleetWindow(uri)
     win.show()
-    if quit_after is not None:
-        def finish() -> None:
-            win.refresh()
-            if screenshot_path:
-                failed.extend(_screenshot(win, screenshot_path))
-            win.close()
-
-        QTimer.singleShot(int(quit_after * 1000), finish)
-    failed: list = []
-    code = app.exec()
-    win.shutdown()
-    if failed:
-        raise failed[0]
-    return int(code)
+    return _exec(app, win, quit_after, screenshot_path, before_shot=win.refresh)
 
 
 def run_window(bundle: str, source_uri: str, regions: Optional[str] = None, events_path: Optional[str] = None,
@@ -152,19 +161,7 @@ def run_window(bundle: str, source_uri: str, regions: Optional[str] = None, even
         win.show()
         if autostart:
             QTimer.singleShot(0, win.start)
-        if quit_after is not None:
-            def finish() -> None:
-                if screenshot_path:
-                    failed.extend(_screenshot(win, screenshot_path))
-                win.close()
-
-            QTimer.singleShot(int(quit_after * 1000), finish)
-        failed: list = []
-        code = app.exec()
-        win.shutdown()
-        if failed:
-            raise failed[0]  # after the window closed: the CLI prints it in one line
-        return int(code)
+        return _exec(app, win, quit_after, screenshot_path)
     finally:
         if meter is not None:
             meter.stop()
