@@ -16,19 +16,10 @@ import sys
 import numpy as np
 
 import edgeconf
+from edgeconf.devices.detect import cpu_flags
 from edgeconf.export.cpu_cost import PROTOCOL, interleaved_cpu_us
 
 ZOO = os.path.join(os.path.dirname(edgeconf.__file__), "data", "zoo")
-
-
-def cpu_flags() -> list:
-    """The vector-extension flags of this CPU that matter for INT8 (AVX2, AVX-512, VNNI, AMX)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(fl for fl in flags if fl.startswith(("avx512", "avx_vnni", "amx")) or fl in ("avx2", "avx"))
 
 
 def main() -> int:

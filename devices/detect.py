@@ -8,7 +8,7 @@ import platform
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from edgeconf.devices.profiles import GENERIC_CPU, GENERIC_NVIDIA, match_model
 
@@ -98,6 +98,19 @@ def _cpu_model(root: Path) -> str:
     text = _read_text(root / "proc/cpuinfo") or ""
     m = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
     return m.group(1).strip() if m else ""
+
+
+def cpu_model(root: PathLike = "/") -> Optional[str]:
+    """The CPU's model name from /proc/cpuinfo (None where it has none, e.g. many ARM boards)."""
+    return _cpu_model(Path(root)) or None
+
+
+def cpu_flags(root: PathLike = "/") -> List[str]:
+    """The vector-extension flags of the CPU that matter for INT8 kernels (AVX, AVX2, AVX-512, VNNI, AMX), sorted."""
+    text = _read_text(Path(root) / "proc/cpuinfo") or ""
+    m = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
+    flags = m.group(1).split() if m else []
+    return sorted(f for f in flags if f.startswith(("avx512", "avx_vnni", "amx")) or f in ("avx2", "avx"))
 
 
 def has_nvidia_pci_gpu(root: PathLike = "/") -> bool:

@@ -19,14 +19,15 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from edgeconf.datasets import FASHION_LABELS, load_fashion_mnist  # noqa: E402
+from edgeconf.datasets import load_fashion_mnist  # noqa: E402
+from edgeconf.devices.detect import cpu_flags, cpu_model  # noqa: E402
 
 CALIB_SIZE = 10000  # as scripts/train_zoo.py
 SPLIT_SEED = 0
@@ -155,28 +156,13 @@ def main() -> int:
     return 0
 
 
-def cpu_flags() -> List[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(fl for fl in flags if fl.startswith(("avx512", "avx_vnni", "amx")) or fl in ("avx2", "avx"))
-
-
 def machine() -> dict:
     """What the CPU times were measured on."""
     import platform
 
     import onnxruntime
 
-    model = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
-    except OSError:
-        pass
-    return {"cpu": model or platform.processor() or None, "logical_cpus": os.cpu_count(),
+    return {"cpu": cpu_model() or platform.processor() or None, "logical_cpus": os.cpu_count(),
             "arch": platform.machine(), "onnxruntime": onnxruntime.__version__}
 
 

@@ -100,3 +100,17 @@ def test_non_display_nvidia_device_is_not_a_gpu(tmp_path):
 def test_this_machine_detects_without_error():
     b = detect_board()
     assert b.kind in ("jetson", "x86", "x86-nvidia", "other")
+
+
+def test_cpu_model_and_int8_flags_from_cpuinfo(tmp_path):
+    from edgeconf.devices.detect import cpu_flags, cpu_model
+
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"
+                                           "flags\t\t: fpu sse2 avx avx2 fma avx512f avx512_vnni amx_tile avx_vnni\n\n"
+                                           "processor\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu\n")
+    assert cpu_model(tmp_path) == "AMD EPYC 7B13"
+    assert cpu_flags(tmp_path) == ["amx_tile", "avx", "avx2", "avx512_vnni", "avx512f", "avx_vnni"]
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # an ARM board's cpuinfo
+    assert cpu_model(tmp_path) is None and cpu_flags(tmp_path) == []
+    assert cpu_model(tmp_path / "nowhere") is None and cpu_flags(tmp_path / "nowhere") == []
