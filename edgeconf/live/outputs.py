@@ -256,6 +256,13 @@ class _AtomicFile:
         except OSError:
             pass
 
+    def close(self, keep: bool) -> None:
+        """Commit the file when ``keep`` (the output ended cleanly and wrote a frame), else discard it."""
+        if keep:
+            self.commit()
+        else:
+            self.discard()
+
 
 class FfmpegFileOutput(FfmpegOutput):
     """H.264 (libx264) in the container the file name says, through ffmpeg."""
@@ -272,10 +279,7 @@ class FfmpegFileOutput(FfmpegOutput):
 
     def _finish(self) -> None:
         super()._finish()
-        if self.error is None and self._size is not None:
-            self.file.commit()
-        else:
-            self.file.discard()
+        self.file.close(self.error is None and self._size is not None)
 
 
 class OpenCVFileOutput(VideoOutput):
@@ -301,10 +305,7 @@ class OpenCVFileOutput(VideoOutput):
     def _finish(self) -> None:
         if self._writer is not None:
             self._writer.release()
-        if self.error is None and self._size is not None:
-            self.file.commit()
-        else:
-            self.file.discard()
+        self.file.close(self.error is None and self._size is not None)
 
 
 # ---- windows -------------------------------------------------------------------------------------------------
