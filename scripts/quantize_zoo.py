@@ -28,6 +28,7 @@ sys.path.insert(0, HERE)
 
 from edgeconf.datasets import load_fashion_mnist  # noqa: E402
 from edgeconf.devices.detect import cpu_flags, cpu_model  # noqa: E402
+from docs_block import replace_block  # noqa: E402
 
 CALIB_SIZE = 10000  # as scripts/train_zoo.py
 SPLIT_SEED = 0
@@ -389,14 +390,7 @@ def write_docs(path: str, rep: dict) -> None:
                            for n, r in models.items()),
                  "The model with the most arithmetic per image gains most" if best == most else "The model that "
                  "gains most", best, models[best]["macs"] / 1e6, models[best]["cpu"]["ratio"]), END]
-    text = open(path, encoding="utf-8").read() if os.path.isfile(path) else ""
-    block = "\n".join(lines) + "\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    replace_block(path, BEGIN, END, lines)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import zoo_models  # noqa: E402
+from docs_block import replace_block  # noqa: E402
+from fit_ood import parse_seeds  # noqa: E402
 from edgeconf.bundle import read_manifest, write_manifest  # noqa: E402
 from edgeconf.datasets import FASHION_LABELS, load_fashion_mnist  # noqa: E402
 from edgeconf.live.demo_scene import HELD_OUT_SEEDS, DemoScene  # noqa: E402
@@ -75,14 +77,6 @@ BATCH = 256  # half FashionMNIST, half scene crops
 
 
 # ------------------------------------------------------------------------------------------------ data
-def parse_seeds(text: str) -> List[int]:
-    out: List[int] = []
-    for part in text.split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
-
-
 def scene_crops_28(seeds: List[int], sample: Tuple[np.ndarray, np.ndarray], frames: int, step: int,
                    partial: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """28×28 grey crops of the scenes' objects as the pipeline cuts them: (images, labels, kind codes 0/1/2)."""
@@ -311,8 +305,6 @@ BEGIN, END = "<!-- live:begin (scripts/train_live.py) -->", "<!-- live:end -->"
 
 def write_docs(result: dict, path: str, args: argparse.Namespace) -> None:
     """The "Live bundle" section of docs/zoo.md (between BEGIN and END; replaced on every run)."""
-    from edgeconf.atomic import write_text
-
     with open(os.path.join(ZOO, "zoo.json"), encoding="utf-8") as f:
         zoo = json.load(f)["models"]
     rep = result["report"]
@@ -363,13 +355,7 @@ def write_docs(result: dict, path: str, args: argparse.Namespace) -> None:
                   result["sample_answers"]["correct"], result["sample_answers"]["unknown"]),
               "", "In the live pipeline: [pipeline.md](pipeline.md) (tracking and accuracy on held-out scenes) and "
               "[unknown.md](unknown.md) (no-class crops, real photographs).", END]
-    text = open(path, encoding="utf-8").read() if os.path.isfile(path) else ""
-    block = "\n".join(lines) + "\n"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    write_text(path, text)
+    replace_block(path, BEGIN, END, lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
