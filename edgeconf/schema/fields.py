@@ -14,6 +14,7 @@ field to a format is one ``entry(...)`` line.
 """
 from __future__ import annotations
 
+import abc
 import copy
 import math
 import re
@@ -56,13 +57,14 @@ def _fail(where: str, what: str, value: Any) -> Invalid:
     return Invalid("%s must be %s, got %s" % (where, what, show(value)))
 
 
-class Check:
+class Check(abc.ABC):
     """Checks one JSON value and returns what to keep (``load``) or what to write (``dump``)."""
 
     what = "a value"
 
+    @abc.abstractmethod
     def load(self, value: Any, where: str) -> Any:
-        raise NotImplementedError
+        """The value to keep; raises :class:`Invalid` naming ``where`` when ``value`` does not pass."""
 
     def dump(self, value: Any) -> Any:
         return value
