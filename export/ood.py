@@ -400,7 +400,7 @@ class OodReport:
 
     def to_json(self) -> Dict[str, Any]:
         return {"stage": self.stage, "method": self.fit.method, "feature": self.fit.feature,
-                "threshold": self.fit.threshold, "model": self.model, "params": self.params,
+                "threshold": self.fit.threshold, "escalate": self.fit.escalate, "model": self.model, "params": self.params,
                 "held_out_known": self.held_out_known, "held_out_negatives_unknown": self.held_out_negatives_unknown,
                 "calibration": self.fit.calibration}
 

@@ -154,6 +154,9 @@ def test_ood_command_end_to_end_and_one_line_errors(tmp_path, rng, capsys):
     rep = json.loads(out)
     assert rep["method"] == "mahalanobis" and rep["params"] == "ood/stage1.npz"
     assert read_manifest(folder).stages[0].ood.threshold == pytest.approx(rep["threshold"])
+    code, out, err = _run(capsys, "ood", folder, "--data", good, "--method", "mahalanobis", "--keep", "0.99",
+                          "--escalate-keep", "0.9")  # one stage: no next stage for a doubt band
+    assert code == 1 and "stage 1 is the last" in err and len(err.strip().splitlines()) == 1
 
 
 def test_fit_stage_refuses_a_doubt_band_it_cannot_use(tmp_path, rng):
