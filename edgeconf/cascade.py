@@ -371,13 +371,16 @@ class Cascade:
     def set_ood_threshold(self, stage: int, threshold: Optional[float], escalate: Any = "keep") -> None:
         """Change (or, with None, switch off) one stage's OOD threshold at run time (the memo fingerprint follows).
 
-        ``escalate``: the doubt band's lower edge (None: no band); by default the stage's band is kept."""
+        ``escalate``: the doubt band's lower edge (None: no band); by default the stage's band is kept (its edge
+        lowered to the new threshold when that is below it)."""
         st = self.stages[stage]
         if st.ood is None:
             raise ConfigError("stage %s has no OOD rule; add one with `edgeconf ood`" % st.name)
-        band = st.ood.escalate if isinstance(escalate, str) and escalate == "keep" else escalate
-        rule = OodRule(float("inf") if threshold is None else float(threshold), st.ood.score, st.ood.output,
-                       None if band is None else float(band))
+        value = float("inf") if threshold is None else float(threshold)
+        band = escalate
+        if isinstance(escalate, str) and escalate == "keep":
+            band = None if st.ood.escalate is None else min(st.ood.escalate, value)
+        rule = OodRule(value, st.ood.score, st.ood.output, None if band is None else float(band))
         rule.validate(st.name)
         st.ood = rule
 

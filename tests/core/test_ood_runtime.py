@@ -123,6 +123,8 @@ def test_doubt_band_in_the_fingerprint_memo_and_settings(tmp_path, rng):
     assert again.memo_hit and again.unknown and again.class_id == UNKNOWN
     cascade.set_ood_threshold(0, 0.95)  # the band is kept
     assert cascade.stages[0].ood.escalate == 0.1 and cascade.fingerprint() != fp
+    cascade.set_ood_threshold(0, 0.05)  # below the band's edge: the kept band closes down to the threshold
+    assert cascade.stages[0].ood.escalate == 0.05
     cascade.set_ood_threshold(0, 0.9, escalate=None)  # no band: stage 1 answers it
     r = cascade.classify(mid)
     assert not r.memo_hit and not r.unknown and r.stage == 0
