@@ -701,10 +701,10 @@ class Cascade:
         if self.preprocessing is None:
             raise ConfigError("this cascade has no preprocessing; use run with model-ready arrays")
         memo = self.memo
-        if memo is None:
+        if memo is None or memo.skip():  # no memo, or its sampling skips this input
             return self._classify_one(image)
         try:
-            hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
+            hit, res = memo.lookup_answer(image, self.fingerprint(), self._classify_one)
         except InputValidationError:
             raise
         except Exception:

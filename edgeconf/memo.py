@@ -495,9 +495,20 @@ class MemoCache:
         the adaptive sampling. While sampling, an input that is not looked up goes straight to ``compute``
         and is not stored.
         """
-        sampler = self._sampler
-        if sampler is not None and not sampler.check():
+        if self.skip():
             return None, compute(image)
+        return self.lookup_answer(image, fingerprint, compute)
+
+    def skip(self) -> bool:
+        """True when the sampling skips this input (counted as skipped): compute it, do not store it.
+        Otherwise :meth:`lookup_answer` answers it (:meth:`answer` is the two in one call)."""
+        sampler = self._sampler
+        return sampler is not None and not sampler.full and not sampler.check()
+
+    def lookup_answer(self, image: np.ndarray, fingerprint: str, compute: Callable[[np.ndarray], Any]
+                      ) -> Tuple[Optional[Answer], Any]:
+        """:meth:`answer` for an input that :meth:`skip` let through."""
+        sampler = self._sampler
         if sampler is None or not sampler.price():
             hit, pre, kb = self._lookup(image, fingerprint)
             if hit is not None:

@@ -436,3 +436,21 @@ def test_sampling_prices_leave_out_the_cold_first_lookup_and_cap_outliers():
     # up by the cold lookup (left out) or the 50 ms jump (capped at 4x the average)
     measured = [r for r in rates if r is not None]
     assert measured and max(measured) < 0.05 and cache.stats.sampling
+
+
+def test_classify_skips_what_the_sampling_skips_and_answers_the_same(two_models):
+    memo = MemoCache(capacity=5000, key="dhash256", sampling=Sampling(every=4, window=32, warmup=32, break_even=0.2))
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.3), Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, preprocessing=Preprocessing(), memo=memo)
+    plain = Cascade(stages, preprocessing=Preprocessing())
+    images = [_img(500 + i) for i in range(200)]
+    got = [cascade.classify(img) for img in images]
+    assert memo.stats.sampling and memo.stats.skipped > 100
+    assert memo.stats.lookups + memo.stats.skipped == 200 and not any(r.memo_hit for r in got)
+    want = [plain.classify(img) for img in images]
+    assert [(r.class_id, r.stage) for r in got] == [(r.class_id, r.stage) for r in want]
+    stored = memo.stats.size
+    assert stored < 200  # only the inputs that were looked up were stored
+    again = [cascade.classify(img) for img in images]  # repeats: sampled hits, then full lookups again
+    assert 0 < sum(r.memo_hit for r in again) <= stored
+    assert [r.class_id for r in again] == [r.class_id for r in want]
