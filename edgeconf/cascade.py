@@ -718,12 +718,11 @@ class Cascade:
             for i, res in zip(found.misses, answers):
                 results[i] = res
                 if res.remote_failure is None:  # a fallback answer is never remembered
-                    memo.put(found.keys[i], fp, res)
+                    memo.put(found.keys[i], fp, res, found.prekeys[i])
             t3 = clock()
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
-        looked_up = sum(k is not None for k in found.keys)
-        memo.observe_batch(looked_up, len(found.hits) + len(found.repeats), t1 - t0, len(found.misses), t2 - t1, t3 - t2)
+        memo.observe_batch(found.looked_up, found.looked_up_hits, t1 - t0, len(found.misses), t2 - t1, t3 - t2)
         return [r for r in results if r is not None]
 
     def classify(self, image: np.ndarray) -> CascadeResult:
@@ -731,10 +730,10 @@ class Cascade:
         if self.preprocessing is None:
             raise ConfigError("this cascade has no preprocessing; use run with model-ready arrays")
         memo = self.memo
-        if memo is None:
+        if memo is None or memo.skip():  # no memo, or its sampling skips this input
             return self._classify_one(image)
         try:
-            hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
+            hit, res = memo.lookup_answer(image, self.fingerprint(), self._classify_one)
         except InputValidationError:
             raise
         except Exception:

@@ -426,7 +426,7 @@ class FusedCascade(Cascade):
             answers = self._classify_misses([images[i] for i in found.misses])
             for i, res in zip(found.misses, answers):
                 results[i] = res
-                memo.put(found.keys[i], fp, res)
+                memo.put(found.keys[i], fp, res, found.prekeys[i])
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         return [r for r in results if r is not None]
