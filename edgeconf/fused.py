@@ -52,6 +52,10 @@ _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _OUTPUTS = list(FUSED_OUTPUTS)
 
 
+#: names of the fused graph's initializers a call may override (thresholds, temperatures, OOD thresholds)
+TUNABLE_PREFIXES = ("edgeconf_fused_threshold_", "edgeconf_fused_temperature_", "edgeconf_fused_ood_threshold_")
+
+
 def threshold_name(stage: int) -> str:
     """Initializer holding stage ``stage``'s exit threshold (0-based) in a fused graph."""
     return "edgeconf_fused_threshold_%d" % stage
@@ -195,8 +199,7 @@ def runtime_model(path: str) -> bytes:
     g = model.graph
     listed = {i.name for i in g.input}
     for init in g.initializer:
-        if init.name.startswith(("edgeconf_fused_threshold_", "edgeconf_fused_temperature_",
-                                 "edgeconf_fused_ood_threshold_")) and init.name not in listed:
+        if init.name.startswith(TUNABLE_PREFIXES) and init.name not in listed:
             g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
     nodes = _inline(list(g.node), onnx)
     keep = _live(nodes, {o.name for o in g.output})
