@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeconf.cascade import (_EPOCH, COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit,
-                              label_of)
+from edgeconf.cascade import (_EPOCH, COMBINE_RULES, Answers, BatchResult, Cascade, CascadeResult, Stage,
+                              _as_memo_hit, label_of)
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, InputValidationError
 from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
@@ -390,17 +390,17 @@ class FusedCascade(Cascade):
                              (batch.stage_seconds[0] / n,), int(batch.stages_run[i]), label_of(cid, self.labels),
                              unknown=unknown, ood_score=ood)
 
-    def _classify_misses(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
+    def _classify_misses(self, images: Sequence[np.ndarray]) -> Answers:
         if not self._sync():
-            batch = self.run_batch(self.preprocessing.batch(images))
-            return [batch.item(j, self.labels) for j in range(len(images))]
+            return Answers.of_batch(self.run_batch(self.preprocessing.batch(images)), self.labels)
         batch = self._call(self.pixels(images))
-        return [self._answer(batch, j) for j in range(len(images))]
+        return Answers(batch, lambda: [self._answer(batch, j) for j in range(len(images))])
 
-    def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
-        """Raw images → answers, through the memo cache (when set) and one graph call for the misses."""
+    def classify_batch(self, images: Sequence[np.ndarray]) -> Answers:
+        """Raw images → answers (arrays, and one result per input when read), through the memo cache (when set)
+        and one graph call for the misses."""
         if not len(images):
-            return []
+            return Answers.of_results([])
         memo = self.memo
         if memo is None:
             return self._classify_misses(images)
@@ -416,7 +416,7 @@ class FusedCascade(Cascade):
                 memo.put(found.keys[i], fp, res)
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
-        return [r for r in results if r is not None]
+        return Answers.of_results([r for r in results if r is not None])
 
     def _classify_one(self, image: np.ndarray) -> CascadeResult:
         """One raw image, one graph call: pixels copied into the bound input, only the answer copied out."""
