@@ -20,11 +20,13 @@ time (its batch share), counted on the first stage in ``counters.stage_seconds``
 Which form ``load_bundle(form="auto")`` picks (:func:`choose_form`): the staged form unless the bundle has an
 up-to-date fused graph and the stages run on an ONNX Runtime GPU execution provider (CUDA or TensorRT), where
 each stage boundary of the staged form costs a device-to-host copy and a synchronisation. On ONNX Runtime's
-CPU provider the fused graph measured slower than the staged path at batch 1 (``benchmarks/bench_fused.py``,
-docs/fused.md), so staged stays the default there; the native ``tensorrt`` backend runs one engine per stage.
+CPU provider the fused graph is no cheaper than the staged path (the ``--batch 1`` graph costs about what the
+staged path does at batch 1, the any-batch graph more; ``benchmarks/bench_fused.py``, docs/fused.md), so
+staged stays the default there; the native ``tensorrt`` backend runs one engine per stage.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -178,7 +180,7 @@ def choose_form(requested: str, manifest: Any, backend: str, providers: Optional
     gpu = [n for n in names if n in _GPU_PROVIDERS or str(n).lower() in ("cuda", "tensorrt", "trt")]
     if backend == "ort-tensorrt" or gpu:
         return "fused", "stages run on a GPU execution provider: one call per answer saves a host round trip per stage"
-    return "staged", ("ONNX Runtime CPU: the fused graph is slower than the staged path at batch 1 there "
+    return "staged", ("ONNX Runtime CPU: the fused graph is no cheaper than the staged path there "
                       "(benchmarks/bench_fused.py; use --form fused to ask for it)")
 
 
@@ -188,10 +190,8 @@ def runtime_model(path: str) -> bytes:
     * Thresholds and temperatures are also listed as graph inputs: initializers that are inputs are defaults
       a call may override, so ``set_threshold`` needs no rebuild. (On disk they stay plain initializers,
       which is what TensorRT and other consumers expect.)
-    * The any-batch conditionals are inlined: ONNX Runtime does not apply its layout optimisations (NCHWc
-      convolutions) inside ``If`` subgraphs, where a stage ran 1.6–1.9× slower on CPU (measured; see
-      docs/fused.md). Inlined, a stage with no unsure input runs on an empty batch and scatters nothing: the
-      same answers. A batch-1 graph keeps its conditionals (its branches are not valid unconditionally).
+    * Each later stage's weights are moved into its ``If`` branch (:func:`scope_initializers`; graphs fused
+      since that change already have them there).
     """
     import onnx
 
@@ -201,43 +201,47 @@ def runtime_model(path: str) -> bytes:
     for init in g.initializer:
         if init.name.startswith(TUNABLE_PREFIXES) and init.name not in listed:
             g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    nodes = _inline(list(g.node), onnx)
-    keep = _live(nodes, {o.name for o in g.output})
-    del g.node[:]
-    g.node.extend(keep)
+    scope_initializers(g)
     return model.SerializeToString()
 
 
-def _inline(nodes: List[Any], onnx: Any) -> List[Any]:
-    out: List[Any] = []
-    for node in nodes:
-        if node.op_type == "If" and node.name.endswith("_many"):
-            then_g = next(a.g for a in node.attribute if a.name == "then_branch")
-            out += _inline(list(then_g.node), onnx)
-            out += [onnx.helper.make_node("Identity", [src.name], [dst]) for src, dst in zip(then_g.output, node.output)]
-        else:
-            out.append(node)
-    return out
-
-
-def _live(nodes: List[Any], outputs: set) -> List[Any]:
-    """Drop nodes whose outputs nothing reads (the inlined conditions)."""
-    def reads(node: Any) -> set:
-        names = set(node.input)
-        for a in node.attribute:
+def _reads(g: Any) -> set:
+    """Every name the nodes of graph ``g`` and of its subgraphs read, and ``g``'s outputs."""
+    names = {o.name for o in g.output}
+    for n in g.node:
+        names.update(n.input)
+        for a in n.attribute:
             if a.type == a.GRAPH:
-                for n in a.g.node:
-                    names |= reads(n)
-        return names
+                names |= _reads(a.g)
+    return names
 
-    while True:
-        used = set(outputs)
-        for n in nodes:
-            used |= reads(n)
-        kept = [n for n in nodes if any(o in used for o in n.output)]
-        if len(kept) == len(nodes):
-            return kept
-        nodes = kept
+
+def scope_initializers(g: Any) -> None:
+    """Move every initializer that only one ``If`` branch reads into that branch (the innermost), in place.
+
+    ONNX Runtime gives a convolution its fast CPU layout (NCHWc) only when the weights are initializers of the
+    convolution's own graph: with a later stage's weights in the outer scope, the stage ran 1.6–1.9× slower
+    inside its branch (docs/fused.md). The tunable values (thresholds, temperatures) stay at the top, where
+    ONNX Runtime can take them as overridable inputs.
+    """
+    subs = [a.g for n in g.node for a in n.attribute if a.type == a.GRAPH]
+    if not subs:
+        return
+    direct = {o.name for o in g.output} | {x for n in g.node for x in n.input}
+    reads = [_reads(s) for s in subs]
+    kept = []
+    for init in g.initializer:
+        users = [s for s, r in zip(subs, reads) if init.name in r]
+        if init.name in direct or len(users) != 1 or init.name.startswith(TUNABLE_PREFIXES):
+            kept.append(init)
+        else:
+            users[0].initializer.add().CopyFrom(init)
+    if len(kept) != len(g.initializer):
+        kept = [copy.deepcopy(t) for t in kept]
+        del g.initializer[:]
+        g.initializer.extend(kept)
+    for s in subs:
+        scope_initializers(s)
 
 
 class FusedCascade(Cascade):
@@ -465,5 +469,5 @@ class FusedCascade(Cascade):
 
 
 __all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
-           "temperature_name", "ood_threshold_name", "ceil_f32", "floor_f32", "stage_fingerprint", "runtime_model", "FORMS", "FUSED_FILE",
+           "temperature_name", "ood_threshold_name", "ceil_f32", "floor_f32", "stage_fingerprint", "runtime_model", "scope_initializers", "FORMS", "FUSED_FILE",
            "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN"]

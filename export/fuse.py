@@ -39,8 +39,8 @@ from edgeconf.cascade import COMBINE_RULES, IMAGE
 from edgeconf.errors import BundleError, ConfigError
 from edgeconf.export.errors import ExportError
 from edgeconf.export.head import HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, default_opset, find_logits_output, load_model
-from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, TUNABLE_PREFIXES, FusedInfo, ceil_f32, floor_f32,
-                            ood_threshold_name, stage_fingerprint, temperature_name, threshold_name)
+from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, floor_f32, ood_threshold_name,
+                            scope_initializers, stage_fingerprint, temperature_name, threshold_name)
 from edgeconf.hashing import sha256_file
 from edgeconf.preprocess import Preprocessing
 
@@ -647,51 +647,11 @@ class _Fuser:
                                   [helper.make_tensor_value_info(FUSED_INPUT, TensorProto.UINT8, in_shape)], outputs,
                                   b.inits)
         _declare_conditions(graph)
-        if self.batch == 1:
-            _scope_initializers(graph)
+        scope_initializers(graph)  # a later stage's weights into its branch (see edgeconf.fused)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
                                   producer_name="edgeconf.fuse")
         model.ir_version = min(8, onnx.IR_VERSION)
         return model
-
-
-def _reads(g: onnx.GraphProto) -> Set[str]:
-    """Every name the nodes of ``g`` and of its subgraphs read, and ``g``'s outputs."""
-    names = {o.name for o in g.output}
-    for n in g.node:
-        names.update(n.input)
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                names |= _reads(a.g)
-    return names
-
-
-def _scope_initializers(g: onnx.GraphProto) -> None:
-    """Move every weight that only one ``If`` branch reads into that branch (the innermost one), in place.
-
-    ONNX Runtime gives a convolution its fast CPU layout (NCHWc) only when the weights are initializers of the
-    convolution's own graph: with a later stage's weights in the outer scope, that stage ran 1.6–1.9× slower
-    inside its branch (docs/fused.md). The tunable values (thresholds, temperatures) stay at the top, where
-    ONNX Runtime can take them as overridable inputs.
-    """
-    subs = [a.g for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
-    if not subs:
-        return
-    direct = {o.name for o in g.output} | {x for n in g.node for x in n.input}
-    reads = [_reads(s) for s in subs]
-    kept = []
-    for init in g.initializer:
-        users = [s for s, r in zip(subs, reads) if init.name in r]
-        if init.name in direct or len(users) != 1 or init.name.startswith(TUNABLE_PREFIXES):
-            kept.append(init)
-        else:
-            users[0].initializer.add().CopyFrom(init)
-    if len(kept) != len(g.initializer):
-        kept = [copy.deepcopy(t) for t in kept]
-        del g.initializer[:]
-        g.initializer.extend(kept)
-    for s in subs:
-        _scope_initializers(s)
 
 
 def _declare_conditions(g: onnx.GraphProto) -> None:

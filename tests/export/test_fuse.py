@@ -15,6 +15,7 @@ from edgeconf import data_path
 from edgeconf.bundle import MANIFEST, StageSpec, load_bundle, read_manifest, save_bundle, write_manifest
 from edgeconf.cli import main
 from edgeconf.errors import BundleError
+from edgeconf.hashing import sha256_file
 from edgeconf.export.fuse import (FuseError, build_fused, check_fused, fuse_bundle, retune_fused, set_fused_values,
                                   tensorrt_check, unfuse_bundle)
 from edgeconf.fused import (FUSED_FILE, FusedCascade, ceil_f32, choose_form, fused_info, ood_threshold_name,
@@ -92,6 +93,36 @@ def _graph_reads(g: onnx.GraphProto) -> set:
                                                    for x in _graph_reads(a.g)}
 
 
+def test_runtime_model_moves_weights_of_a_graph_fused_before_into_the_branches(tmp_path):
+    """A graph written with every weight at the top (as fuse did before) gets them moved into its branches at
+    load, in memory; the answers stay the same and the thresholds stay overridable."""
+    from edgeconf.fused import runtime_model
+
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    path = os.path.join(folder, FUSED_FILE)
+    model = onnx.load(path)
+
+    def lift(g):  # every branch initializer back to the top graph
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == a.GRAPH:
+                    lift(a.g)
+                    model.graph.initializer.extend(a.g.initializer)
+                    del a.g.initializer[:]
+    lift(model.graph)
+    assert any(i.name.startswith("s1/") for i in model.graph.initializer)
+    onnx.save(model, path)
+    g = onnx.load_from_string(runtime_model(path)).graph
+    assert not any(i.name.startswith(("s1/", "s2/")) for i in g.initializer)
+    assert threshold_name(0) in {i.name for i in g.input}  # overridable
+    data = json.load(open(os.path.join(folder, MANIFEST)))
+    data["files"][FUSED_FILE].update(sha256=sha256_file(path), bytes=os.path.getsize(path))
+    json.dump(data, open(os.path.join(folder, MANIFEST), "w"))
+    staged, fused = _pair(folder)
+    assert_same(staged, fused, _sample()[:100], 50)
+
+
 @pytest.mark.parametrize("name", ["bundle", "live", "early_exit"])
 def test_batch1_graph_keeps_later_stages_in_their_branches(name, tmp_path):
     """The path every input takes: preprocessing, stage 1, its confidence, one If (and the class). Everything only
@@ -138,6 +169,7 @@ def test_graph_file_layout(name, extra, tmp_path):
     assert inits[temperature_name(2)] == pytest.approx(man.stages[2].temperature, rel=1e-7)
     assert threshold_name(2) not in inits  # the last stage always answers
     assert [n.op_type for n in g.node].count("If") == 1  # stage 2, with stage 3 nested in its branch
+    assert not any(i.name.startswith(("s1/", "s2/")) for i in g.initializer)  # later stages' weights: in the branches
     info = fused_info(man)
     assert man.files[FUSED_FILE]["sha256"] and info is not None and info.tensorrt_min == "8.5"
 
