@@ -5,8 +5,9 @@ Run: .venv/bin/python benchmarks/bench_floor.py [--bundle DIR] [--limit N] [--ro
 The floor is what a careful engineer writes by hand with plain onnxruntime (one intra-op thread, spinning off,
 sequential): per input, preprocess the raw uint8 image with numpy, run stage 1 with ``InferenceSession.run``,
 read the graph's own ``probs``/``confidence`` outputs (and its ``ood`` output where the stage has an
-out-of-distribution rule: above its threshold the answer is unknown) and go on to the next stage while the
-confidence is below the bundle's threshold; per batch, the same on the whole batch and on each stage's unsure subset. The fused
+out-of-distribution rule: above its threshold the answer is unknown; above its ``escalate`` edge, where the rule has
+a doubt band, the stage may not answer) and go on to the next stage while the confidence is below the bundle's
+threshold or the input is in the doubt band; per batch, the same on the whole batch and on each stage's unsure subset. The fused
 floor runs the bundle's fused graph (``edgeconf fuse``, made here in a temporary copy) with one plain call.
 
 edgeconf runs the same bundle through ``load_bundle(..., memo=False)`` and ``classify``/``classify_batch`` with
@@ -53,9 +54,10 @@ class StagedFloor:
         self.sessions = _sessions([os.path.join(folder, st.model) for st in m.stages])
         self.inputs = [s.get_inputs()[0].name for s in self.sessions]
         self.thresholds = [st.threshold for st in m.stages]
-        # a stage's out-of-distribution rule (the graph's `ood` output above its threshold: answer unknown, -1)
-        self.ood = [(st.ood.output, st.ood.threshold) if st.ood is not None and st.ood.output else None
-                    for st in m.stages]
+        # a stage's out-of-distribution rule (the graph's `ood` output above its threshold: answer unknown, -1;
+        # above its escalate edge: this stage may not answer, the next one decides)
+        self.ood = [(st.ood.output, st.ood.threshold, np.inf if st.ood.escalate is None else st.ood.escalate)
+                    if st.ood is not None and st.ood.output else None for st in m.stages]
         if any(st.ood is not None and not st.ood.output for st in m.stages):
             raise SystemExit("bench_floor's hand-written loop reads OOD scores from the graph's own output only")
         self.names = [["probs", "confidence"] + ([o[0]] if o else []) for o in self.ood]
@@ -79,7 +81,8 @@ class StagedFloor:
                 if self.ood[k] is not None and got[2][0] > self.ood[k][1]:
                     out[i] = -1  # unknown: no later stage runs
                     break
-                if k == last or got[1][0] >= self.thresholds[k]:
+                if k == last or (got[1][0] >= self.thresholds[k]
+                                 and not (self.ood[k] is not None and got[2][0] > self.ood[k][2])):
                     out[i] = got[0][0].argmax()
                     break
         return out
@@ -98,7 +101,10 @@ class StagedFloor:
             done = np.ones(len(active), bool) if k == last else conf >= self.thresholds[k]
             out[active[done]] = probs[done].argmax(axis=1)
             if self.ood[k] is not None:
-                unknown = got[2].reshape(-1) > self.ood[k][1]
+                score = got[2].reshape(-1)
+                if k < last:
+                    done &= ~(score > self.ood[k][2])  # in the doubt band: the next stage decides
+                unknown = score > self.ood[k][1]
                 out[active[unknown]] = -1  # unknown: no later stage runs
                 done |= unknown
             active = active[~done]

@@ -64,14 +64,20 @@ class OodSpec:
     feature: Optional[str] = entry(Optional_(_NAME), None, write_default=False)
     params: Optional[str] = entry(Optional_(Path()), None, write_default=False)
     calibration: Optional[Dict[str, Any]] = entry(Optional_(DictOf(Any_())), None, write_default=False)
+    #: lower edge of the doubt band (optional; bundles without it load unchanged): inputs scoring above it, but not
+    #: above ``threshold``, may not leave the cascade at this stage and go on to the next (no effect on the last)
+    escalate: Optional[float] = entry(Optional_(Float()), None, write_default=False)
 
     def __post_init__(self) -> None:
         if self.output is None and self.score not in OOD_SCORES:
             raise ConfigError("ood score %r needs a model output ('output'); the runtime computes only %s"
                               % (self.score, ", ".join(OOD_SCORES)))
+        if self.escalate is not None and not self.escalate <= self.threshold:
+            raise ConfigError("ood.escalate (%r) must not be higher than ood.threshold (%r)"
+                              % (self.escalate, self.threshold))
 
     def rule(self) -> OodRule:
-        return OodRule(self.threshold, self.score, self.output)
+        return OodRule(self.threshold, self.score, self.output, self.escalate)
 
     def to_json(self) -> dict:
         return to_json(self)

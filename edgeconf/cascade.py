@@ -35,16 +35,23 @@ class OodRule:
 
     ``output`` names the model output that holds the score (the OOD head ``edgeconf.export.ood`` appends);
     without one, ``score`` must be a score the runtime computes from the logits (``energy``).
+    ``escalate`` (optional, ≤ ``threshold``) opens a doubt band: an input scoring above it but not above
+    ``threshold`` may not leave the cascade at this stage, whatever its confidence; it goes on to the next stage
+    (whose own rule then judges it), exactly as if this stage were unsure of its class.
     """
 
     threshold: float
     score: str = "graph"
     output: Optional[str] = "ood"
+    escalate: Optional[float] = None
 
     def validate(self, stage: str) -> None:
         if np.isnan(float(self.threshold)):
             raise ConfigError("stage %s: the OOD threshold must be a number (inf: never unknown), got %r"
                               % (stage, self.threshold))
+        if self.escalate is not None and not float(self.escalate) <= float(self.threshold):
+            raise ConfigError("stage %s: the OOD escalate threshold (%r) must be a number no higher than the OOD "
+                              "threshold (%r)" % (stage, self.escalate, self.threshold))
         if self.output is None and self.score not in OOD_SCORES:
             raise ConfigError("stage %s: OOD score %r is not computed by the runtime (%s); name the model output "
                               "that holds it" % (stage, self.score, ", ".join(OOD_SCORES)))
@@ -125,6 +132,13 @@ class Stage:
         else:
             s = energy(out[self.logits], self.temperature)
         return s, s > rule.threshold
+
+    def doubt(self, scores: Optional[np.ndarray], unknown: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """Inputs in this stage's doubt band (above ``ood.escalate``, not unknown), or None without a band."""
+        rule = self.ood
+        if rule is None or rule.escalate is None or scores is None:
+            return None
+        return (scores > rule.escalate) & ~unknown  # type: ignore[operator]
 
     def answer(self, out: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
         """(probabilities, confidence) of a batch from this stage's outputs."""
@@ -384,6 +398,7 @@ class _Step:
     next_input: Optional[str]  # the next stage's input: None for the image, else an output of this stage
     call: Optional[BoundCall] = None  # the batch-1 call with bound buffers, made at the first batch-1 input
     remote: bool = False  # served by a remote backend: a failure falls back on the answer held so far
+    escalate: float = float("inf")  # lower edge of the stage's OOD doubt band (inf: none)
 
 
 class Cascade:
@@ -455,12 +470,19 @@ class Cascade:
             raise ConfigError("threshold must be in [0, 1], got %r" % (threshold,))
         self.stages[stage].threshold = float(threshold)
 
-    def set_ood_threshold(self, stage: int, threshold: Optional[float]) -> None:
-        """Change (or, with None, switch off) one stage's OOD threshold at run time (the memo fingerprint follows)."""
+    def set_ood_threshold(self, stage: int, threshold: Optional[float], escalate: Any = "keep") -> None:
+        """Change (or, with None, switch off) one stage's OOD threshold at run time (the memo fingerprint follows).
+
+        ``escalate``: the doubt band's lower edge (None: no band); by default the stage's band is kept (its edge
+        lowered to the new threshold when that is below it)."""
         st = self.stages[stage]
         if st.ood is None:
             raise ConfigError("stage %s has no OOD rule; add one with `edgeconf ood`" % st.name)
-        rule = OodRule(float("inf") if threshold is None else float(threshold), st.ood.score, st.ood.output)
+        value = float("inf") if threshold is None else float(threshold)
+        band = escalate
+        if isinstance(escalate, str) and escalate == "keep":
+            band = None if st.ood.escalate is None else min(st.ood.escalate, value)
+        rule = OodRule(value, st.ood.score, st.ood.output, None if band is None else float(band))
         rule.validate(st.name)
         st.ood = rule
 
@@ -486,8 +508,9 @@ class Cascade:
             names = st.needed_outputs(forward)
             remote = bool(getattr(st.runner, "remote", False))
             call = None if remote else self._calls.get((k, id(st.runner), tuple(names)))
+            band = st.ood.escalate if st.ood is not None and st.ood.escalate is not None else float("inf")
             steps.append(_Step(st, st.runner.run_trusted, st.runner.inputs[0].name, names, st.graph_head_active(),
-                               float(st.threshold), forward, call, remote))
+                               float(st.threshold), forward, call, remote, float(band)))
         if len(self.counters.calls) != len(steps):
             self.reset_counters()
         self._steps = steps
@@ -518,7 +541,8 @@ class Cascade:
             "combine": self.combine,
             "stages": [{"model": s.model_sha256 or id(s.runner), "score": s.score, "threshold": float(s.threshold),
                         "temperature": float(s.temperature), "input": s.input, "logits": s.logits,
-                        "ood": None if s.ood is None else [s.ood.score, s.ood.output, float(s.ood.threshold)]}
+                        "ood": None if s.ood is None else [s.ood.score, s.ood.output, float(s.ood.threshold)]
+                        + ([float(s.ood.escalate)] if s.ood.escalate is not None else [])}
                        for s in self.stages],
             "preprocessing": self.preprocessing.to_json() if self.preprocessing else None,
         }
@@ -621,6 +645,9 @@ class Cascade:
                 break
             unsure = c < step.threshold
             if unk is not None:
+                doubt = step.stage.doubt(o, unk)
+                if doubt is not None:
+                    unsure |= doubt  # in the doubt band: this stage may not answer, the next one judges it
                 unsure &= ~unk  # an unknown input leaves here: no later stage spends energy on it
             active = active[unsure]
             if active.size == 0:
@@ -720,7 +747,9 @@ class Cascade:
                 last_ood = float(o[0])
             if best_p is None or not best or c > best_c or unknown:
                 best_p, best_c, best_k = p, c, k
-            if k == last or c >= step.threshold or unknown:
+            if k == last or unknown:
+                break
+            if c >= step.threshold and not (o is not None and o[0] > step.escalate):  # not in the doubt band
                 break
             if step.next_input is not None:
                 feed = out[step.next_input]
@@ -795,12 +824,11 @@ class Cascade:
             for i, res in zip(found.misses, answers):
                 results[i] = res
                 if res.remote_failure is None:  # a fallback answer is never remembered
-                    memo.put(found.keys[i], fp, res)
+                    memo.put(found.keys[i], fp, res, found.prekeys[i])
             t3 = clock()
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
-        looked_up = sum(k is not None for k in found.keys)
-        memo.observe_batch(looked_up, len(found.hits) + len(found.repeats), t1 - t0, len(found.misses), t2 - t1, t3 - t2)
+        memo.observe_batch(found.looked_up, found.looked_up_hits, t1 - t0, len(found.misses), t2 - t1, t3 - t2)
         return Answers.of_results([r for r in results if r is not None])
 
     def classify(self, image: np.ndarray) -> CascadeResult:
@@ -808,10 +836,10 @@ class Cascade:
         if self.preprocessing is None:
             raise ConfigError("this cascade has no preprocessing; use run with model-ready arrays")
         memo = self.memo
-        if memo is None:
+        if memo is None or memo.skip():  # no memo, or its sampling skips this input
             return self._classify_one(image)
         try:
-            hit, res = memo.answer(image, self.fingerprint(), self._classify_one)
+            hit, res = memo.lookup_answer(image, self.fingerprint(), self._classify_one)
         except InputValidationError:
             raise
         except Exception:

@@ -55,7 +55,8 @@ _OUTPUTS = list(FUSED_OUTPUTS)
 
 
 #: names of the fused graph's initializers a call may override (thresholds, temperatures, OOD thresholds)
-TUNABLE_PREFIXES = ("edgeconf_fused_threshold_", "edgeconf_fused_temperature_", "edgeconf_fused_ood_threshold_")
+TUNABLE_PREFIXES = ("edgeconf_fused_threshold_", "edgeconf_fused_temperature_", "edgeconf_fused_ood_threshold_",
+                    "edgeconf_fused_ood_escalate_")
 
 
 def threshold_name(stage: int) -> str:
@@ -90,8 +91,16 @@ def ood_threshold_name(stage: int) -> str:
     return "edgeconf_fused_ood_threshold_%d" % stage
 
 
+def ood_escalate_name(stage: int) -> str:
+    """Initializer holding the lower edge of stage ``stage``'s OOD doubt band in a fused graph (stages with one)."""
+    return "edgeconf_fused_ood_escalate_%d" % stage
+
+
 def _ood_kind(rule: Any) -> Optional[str]:
-    return None if rule is None else "%s:%s" % (rule.score, rule.output)
+    """What a graph bakes in of an OOD rule: its score, its output and whether it has a doubt band."""
+    if rule is None:
+        return None
+    return "%s:%s" % (rule.score, rule.output) + (":band" if getattr(rule, "escalate", None) is not None else "")
 
 
 def stage_fingerprint(spec: Any, model_sha256: str) -> "FusedStage":
@@ -264,7 +273,8 @@ class FusedCascade(Cascade):
             self._graph_stages = [(s["score"], float(s["threshold"]), float(s["temperature"]), s["input"])
                                   for s in graph["stages"]]
             self._graph_ood = [None if not s.get("ood") else (s["ood"]["score"], s["ood"]["output"],
-                                                              float(s["ood"]["threshold"])) for s in graph["stages"]]
+                                                              float(s["ood"]["threshold"]), s["ood"].get("escalate"))
+                               for s in graph["stages"]]
         except (KeyError, ValueError, TypeError):
             raise BundleError("the fused graph has no valid edgeconf.fused metadata; rebuild it with: edgeconf fuse "
                               "BUNDLE") from None
@@ -277,7 +287,9 @@ class FusedCascade(Cascade):
         k_all = len(self.stages)
         self._overridable = (all(threshold_name(k) in names for k in range(k_all - 1))
                              and all(temperature_name(k) in names for k in range(k_all))
-                             and all(ood_threshold_name(k) in names for k in range(k_all) if self._graph_ood[k]))
+                             and all(ood_threshold_name(k) in names for k in range(k_all) if self._graph_ood[k])
+                             and all(ood_escalate_name(k) in names for k in range(k_all - 1)
+                                     if self._graph_ood[k] and self._graph_ood[k][3] is not None))
         self._with_ood = any(self._graph_ood)
         self._outputs = _OUTPUTS + (["unknown", "ood"] if self._with_ood else [])
         h, w = preprocessing.size
@@ -308,10 +320,14 @@ class FusedCascade(Cascade):
             if (rule is None) != (graph_rule is None):
                 ok = False  # an OOD rule the graph lacks, or one loaded off (ood=False): the stages answer
             elif rule is not None and graph_rule is not None:
-                if (rule.score, rule.output) != graph_rule[:2]:
+                if (rule.score, rule.output) != graph_rule[:2] or (rule.escalate is None) != (graph_rule[3] is None):
                     ok = False
-                elif float(rule.threshold) != graph_rule[2]:
-                    extra[ood_threshold_name(k)] = np.array(floor_f32(rule.threshold), np.float32)
+                else:
+                    if float(rule.threshold) != graph_rule[2]:
+                        extra[ood_threshold_name(k)] = np.array(floor_f32(rule.threshold), np.float32)
+                    if rule.escalate is not None and float(rule.escalate) != float(graph_rule[3]) \
+                            and k + 1 < len(self.stages):
+                        extra[ood_escalate_name(k)] = np.array(floor_f32(rule.escalate), np.float32)
         if extra and not self._overridable:
             ok = False
         self._extra = extra
@@ -417,7 +433,7 @@ class FusedCascade(Cascade):
             answers = self._classify_misses([images[i] for i in found.misses])
             for i, res in zip(found.misses, answers):
                 results[i] = res
-                memo.put(found.keys[i], fp, res)
+                memo.put(found.keys[i], fp, res, found.prekeys[i])
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         return Answers.of_results([r for r in results if r is not None])
@@ -469,5 +485,6 @@ class FusedCascade(Cascade):
 
 
 __all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
-           "temperature_name", "ood_threshold_name", "ceil_f32", "floor_f32", "stage_fingerprint", "runtime_model", "scope_initializers", "FORMS", "FUSED_FILE",
+           "temperature_name", "ood_threshold_name", "ood_escalate_name", "ceil_f32", "floor_f32", "stage_fingerprint",
+           "runtime_model", "scope_initializers", "FORMS", "FUSED_FILE",
            "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN"]

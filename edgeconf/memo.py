@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 
 from edgeconf.errors import ConfigError
-from edgeconf.hashing import dhash_bytes, exact_digest, hamming
+from edgeconf.hashing import dhash_bytes, exact_digest, hamming, prekey
 
 Key = Union[bytes, np.ndarray]
 
@@ -59,6 +59,7 @@ class MemoStats:
     skipped: int = 0
     sampling: bool = False  # looking up only one input in `every` right now
     switches: int = 0  # changes between full lookups and sampling
+    every: int = 1  # the sampling interval now (1: full lookups)
     break_even: Optional[float] = None  # the hit rate above which lookups pay, as last measured
 
     @property
@@ -73,7 +74,7 @@ class MemoStats:
         return {"hits": self.hits, "misses": self.misses, "evictions": self.evictions,
                 "invalidations": self.invalidations, "size": self.size, "capacity": self.capacity,
                 "hit_rate": self.hit_rate, "skipped": self.skipped, "sampling": self.sampling,
-                "switches": self.switches, "break_even": self.break_even}
+                "switches": self.switches, "every": self.every, "break_even": self.break_even}
 
 
 @dataclass
@@ -82,13 +83,19 @@ class BatchLookup:
 
     ``hits``: index → stored answer. ``repeats``: index → earlier index in the same batch with the same key
     (answered by that input once it is computed). ``misses``: indices to compute, in batch order; a miss
-    whose key is None was not looked up (sampling) and is not stored.
+    whose key is None was not looked up (sampling) and is not stored. ``prekeys``: each input's exact
+    pre-key (None where it was not computed), stored with the answer by :meth:`MemoCache.put`.
+    ``looked_up`` inputs were looked up (not skipped by the sampling), ``looked_up_hits`` of them hit or
+    repeat: what :meth:`MemoCache.observe_batch` prices.
     """
 
     keys: List[Optional[bytes]]
     hits: Dict[int, Answer]
     repeats: Dict[int, int]
     misses: List[int]
+    prekeys: List[Optional[int]]
+    looked_up: int = 0
+    looked_up_hits: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,15 +104,19 @@ class Sampling:
 
     Full lookups cost ``lookup`` per input plus ``store`` per miss and save ``miss`` (the cascade's cost) per
     hit, so they pay while the hit rate ``h`` exceeds the break-even rate ``(lookup + store) / (miss + store)``.
-    The cache prices lookups, stores and misses as it runs (moving averages over the inputs it looks up; or
-    ``break_even`` fixes the rate), and every ``window`` inputs it compares the window's hit rate with it:
+    The cache prices lookups, stores and misses as it runs (moving averages over one lookup in eight, the
+    first one left out because it pays one-time costs, and each price capped at four times the average, so
+    a descheduled moment does not count as the memo's cost; or ``break_even`` fixes the rate), and every
+    ``window`` inputs it compares the window's hit rate with it:
 
     - full lookups → sampling when the hit rate is below ``leave`` × break-even (not before ``warmup``
       inputs, so a cache still filling up is not judged by its first, empty windows). While sampling, one
       input in ``every`` is looked up and stored; the others go straight to the cascade;
-    - sampling → full lookups when the sampled hit rate × ``every`` reaches ``resume`` × break-even. A hit
+    - **backoff**: each sampling window without a hit doubles the interval, up to ``max_every`` (a stream
+      that never repeats costs ever fewer lookups); a window with a hit brings it back to ``every``;
+    - sampling → full lookups when the sampled hit rate × the interval reaches ``resume`` × break-even. A hit
       while sampling needs the earlier copy to have been sampled too, so the sampled rate understates the
-      stream's by up to ``every``; scaling it up errs towards full lookups, which never lose a hit.
+      stream's by up to the interval; scaling it up errs towards full lookups, which never lose a hit.
     """
 
     every: int = 8
@@ -114,31 +125,38 @@ class Sampling:
     leave: float = 0.5
     resume: float = 1.25
     break_even: Optional[float] = None
+    max_every: int = 64
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.window < 1 or self.warmup < 0 or self.resume <= 0 or self.leave <= 0:
             raise ConfigError("memo sampling needs every >= 1, window >= 1, warmup >= 0, leave > 0 and resume > 0")
+        if self.max_every < self.every:
+            raise ConfigError("memo sampling max_every (%d) must be >= every (%d)" % (self.max_every, self.every))
         if self.break_even is not None and not 0.0 <= self.break_even <= 1.0:
             raise ConfigError("memo sampling break_even must be a hit rate in [0, 1], got %r" % (self.break_even,))
 
     def to_json(self) -> dict:
         return {"every": self.every, "window": self.window, "warmup": self.warmup, "leave": self.leave,
-                "resume": self.resume, "break_even": self.break_even}
+                "resume": self.resume, "break_even": self.break_even, "max_every": self.max_every,
+}
 
 
 class _Sampler:
     """The state of :class:`Sampling` in one cache."""
 
-    __slots__ = ("cfg", "full", "skip", "since", "checks", "hits", "total", "lookup_s", "store_s", "miss_s", "stats",
-                 "to_price")
+    __slots__ = ("cfg", "full", "every", "skip", "since", "checks", "hits", "total", "lookup_s", "store_s", "miss_s",
+                 "stats", "to_price", "cold")
 
     #: lookups between two priced ones (the clock is read around one lookup in this many)
     PRICE_EVERY = 8
+    #: a price above this many times its moving average is capped there (a preempted or descheduled moment)
+    CAP = 4.0
 
     def __init__(self, cfg: Sampling, stats: MemoStats) -> None:
         self.cfg = cfg
         self.stats = stats
         self.full = True
+        self.every = cfg.every  # the sampling interval now (backs off up to cfg.max_every)
         self.skip = 0  # inputs left to skip before the next sampled lookup
         self.since = 0  # inputs since the last decision
         self.checks = self.hits = self.total = 0
@@ -146,6 +164,7 @@ class _Sampler:
         self.store_s: Optional[float] = None
         self.miss_s: Optional[float] = None
         self.to_price = 0
+        self.cold = True  # the first priced lookup pays one-time costs (plans, buffers): not a price
 
     def price(self) -> bool:
         """Whether to time this lookup (one in :attr:`PRICE_EVERY`, the first one included)."""
@@ -174,22 +193,26 @@ class _Sampler:
             self.total += 1
             self.stats.skipped += 1
             return False
-        self.skip = self.cfg.every - 1
+        self.skip = self.every - 1
         return True
 
-    @staticmethod
-    def _avg(old: Optional[float], new: float) -> float:
-        return new if old is None else old + 0.05 * (new - old)
+    def _avg(self, old: Optional[float], new: float) -> float:
+        if old is None:
+            return new
+        return old + 0.05 * (min(new, self.CAP * old) - old)
 
-    def observe(self, hit: bool, lookup_s: float, miss_s: Optional[float] = None, store_s: Optional[float] = None,
-                n: int = 1, hits: int = 0) -> None:
-        """Costs of ``n`` looked-up inputs (per input), ``hits`` of them hits (``hit`` for one input)."""
-        self.lookup_s = self._avg(self.lookup_s, lookup_s)
-        if miss_s is not None:
-            self.miss_s = self._avg(self.miss_s, miss_s)
-        if store_s is not None:
-            self.store_s = self._avg(self.store_s, store_s)
-        self.hits += hits if n != 1 else int(hit)
+    def observe(self, hits: int, lookup_s: float, miss_s: Optional[float] = None, store_s: Optional[float] = None,
+                n: int = 1) -> None:
+        """Costs of ``n`` looked-up inputs (per input), ``hits`` of them hits."""
+        if self.cold:
+            self.cold = False
+        else:
+            self.lookup_s = self._avg(self.lookup_s, lookup_s)
+            if miss_s is not None:
+                self.miss_s = self._avg(self.miss_s, miss_s)
+            if store_s is not None:
+                self.store_s = self._avg(self.store_s, store_s)
+        self.hits += hits
         self.checks += n
         self.since += n
         self.total += n
@@ -206,21 +229,30 @@ class _Sampler:
 
     def _decide(self) -> None:
         rate = self.hits / self.checks if self.checks else 0.0
+        hits = self.hits
         self.since = self.checks = self.hits = 0
         be = self.break_even()
         self.stats.break_even = be
         if be is None:
             return
+        cfg = self.cfg
         if self.full:
-            if self.total >= self.cfg.warmup and rate < self.cfg.leave * be:
+            if self.total >= cfg.warmup and rate < cfg.leave * be:
                 self.full = False
-                self.skip = self.cfg.every - 1
+                self.every = cfg.every
+                self.skip = self.every - 1
                 self.stats.switches += 1
-        elif rate * self.cfg.every >= self.cfg.resume * be:
+        elif rate * self.every >= cfg.resume * be:
             self.full = True
             self.skip = 0
             self.stats.switches += 1
+        elif hits:
+            self.every = cfg.every
+            self.skip = min(self.skip, self.every - 1)
+        else:
+            self.every = min(2 * self.every, cfg.max_every)
         self.stats.sampling = not self.full
+        self.stats.every = 1 if self.full else self.every
 
 
 def parse_key_kind(kind: str) -> int:
@@ -348,6 +380,11 @@ class MemoCache:
         self._prev = array.array("i", range(cap + 1))
         self._next = array.array("i", range(cap + 1))
         self._slot_of: Dict[bytes, int] = {}
+        # exact pre-keys (edgeconf.hashing.prekey) of the stored inputs → slot: an exact repeat is found
+        # without its dHash; each slot holds at most one pre-key, dropped when the slot is evicted
+        self._pre: Dict[int, int] = {}
+        self._pre_of = array.array("q", bytes(8 * cap))
+        self._has_pre = bytearray(cap)
         self._high = 0  # slots below this one hold entries (the cache fills up from slot 0, then evicts)
         self._fingerprint: Optional[str] = None
         self._index = _RadiusIndex(_byte_parts(self.key_bytes, self.radius + 1)) if self.radius else None
@@ -428,51 +465,75 @@ class MemoCache:
         self._touch(slot)
         return self._answer(slot)
 
+    def probe(self, pre: int, fingerprint: str) -> Optional[Answer]:
+        """The stored answer of the input whose exact pre-key is ``pre``, or None; a hit is counted (a miss
+        is not: the caller goes on to the key, or skips the input)."""
+        if fingerprint != self._fingerprint:
+            self._check_fingerprint(fingerprint)
+        slot = self._pre.get(pre)
+        if slot is None:
+            return None
+        self.stats.hits += 1
+        self._touch(slot)
+        return self._answer(slot)
+
+    def _lookup(self, image: np.ndarray, fingerprint: str) -> Tuple[Optional[Answer], int, Optional[bytes]]:
+        """(stored answer or None, pre-key, key): the pre-key first, the key only when it finds nothing."""
+        pre = prekey(image)
+        hit = self.probe(pre, fingerprint)
+        if hit is not None:
+            return hit, pre, None
+        kb = self.key(image)
+        return self.get(kb, fingerprint), pre, kb
+
     def answer(self, image: np.ndarray, fingerprint: str, compute: Callable[[np.ndarray], Any]) -> Tuple[Optional[Answer], Any]:
         """``(hit, None)`` for a stored answer, else ``(None, compute(image))``, stored when it was looked up
         (unless it is a remote stage's fallback answer: ``remote_failure`` set).
 
-        The batch-1 path of the cascade: key, lookup, and on a miss the cascade and a store; one lookup in
-        eight is priced with :attr:`clock` for the adaptive sampling. While sampling, an input that is not looked up goes straight
-        to ``compute`` and is not stored.
+        The batch-1 path of the cascade: the exact pre-key, then (when it finds nothing) the key and its
+        lookup, and on a miss the cascade and a store; one lookup in eight is priced with :attr:`clock` for
+        the adaptive sampling. While sampling, an input that is not looked up goes straight to ``compute``
+        and is not stored.
         """
+        if self.skip():
+            return None, compute(image)
+        return self.lookup_answer(image, fingerprint, compute)
+
+    def skip(self) -> bool:
+        """True when the sampling skips this input (counted as skipped): compute it, do not store it.
+        Otherwise :meth:`lookup_answer` answers it (:meth:`answer` is the two in one call)."""
         sampler = self._sampler
-        if sampler is None:
-            kb = self.key(image)
-            hit = self.get(kb, fingerprint)
+        return sampler is not None and not sampler.full and not sampler.check()
+
+    def lookup_answer(self, image: np.ndarray, fingerprint: str, compute: Callable[[np.ndarray], Any]
+                      ) -> Tuple[Optional[Answer], Any]:
+        """:meth:`answer` for an input that :meth:`skip` let through."""
+        sampler = self._sampler
+        if sampler is None or not sampler.price():
+            hit, pre, kb = self._lookup(image, fingerprint)
             if hit is not None:
+                if sampler is not None:
+                    sampler.count(True)
                 return hit, None
             res = compute(image)
             if getattr(res, "remote_failure", None) is None:  # a fallback answer is never remembered
-                self.put(kb, fingerprint, res)
-            return None, res
-        if not sampler.check():
-            return None, compute(image)
-        if not sampler.price():
-            kb = self.key(image)
-            hit = self.get(kb, fingerprint)
-            if hit is not None:
-                sampler.count(True)
-                return hit, None
-            res = compute(image)
-            if getattr(res, "remote_failure", None) is None:
-                self.put(kb, fingerprint, res)
-            sampler.count(False)
+                self.put(kb, fingerprint, res, pre)
+            if sampler is not None:
+                sampler.count(False)
             return None, res
         clock = self.clock
         t0 = clock()
-        kb = self.key(image)
-        hit = self.get(kb, fingerprint)
+        hit, pre, kb = self._lookup(image, fingerprint)
         t1 = clock()
         if hit is not None:
-            sampler.observe(True, t1 - t0)
+            sampler.observe(1, t1 - t0)
             return hit, None
         res = compute(image)
         t2 = clock()
         if getattr(res, "remote_failure", None) is None:  # a fallback answer is never remembered
-            self.put(kb, fingerprint, res)
+            self.put(kb, fingerprint, res, pre)
         t3 = clock()
-        sampler.observe(False, t1 - t0, t2 - t1, t3 - t2)
+        sampler.observe(0, t1 - t0, t2 - t1, t3 - t2)
         return None, res
 
     def lookup_batch(self, images: Sequence[np.ndarray], fingerprint: str) -> BatchLookup:
@@ -483,29 +544,43 @@ class MemoCache:
         Inputs the sampling skips are misses with key None.
         """
         keys: List[Optional[bytes]] = []
+        prekeys: List[Optional[int]] = []
         hits: Dict[int, Answer] = {}
         repeats: Dict[int, int] = {}
         misses: List[int] = []
         first_of: Dict[bytes, int] = {}
         sampler = self._sampler
+        looked_up = found = 0
         for i, image in enumerate(images):
             if sampler is not None and not sampler.check():
                 keys.append(None)
+                prekeys.append(None)
                 misses.append(i)
+                continue
+            looked_up += 1
+            pre = prekey(image)
+            prekeys.append(pre)
+            hit = self.probe(pre, fingerprint)
+            if hit is not None:
+                keys.append(None)
+                hits[i] = hit
+                found += 1
                 continue
             kb = self.key(image)
             keys.append(kb)
             if kb in first_of:
                 repeats[i] = first_of[kb]
                 self.stats.hits += 1
+                found += 1
                 continue
             value = self.get(kb, fingerprint)
             if value is not None:
                 hits[i] = value
+                found += 1
             else:
                 first_of[kb] = i
                 misses.append(i)
-        return BatchLookup(keys, hits, repeats, misses)
+        return BatchLookup(keys, hits, repeats, misses, prekeys, looked_up, found)
 
     def observe_batch(self, looked_up: int, hits: int, lookup_s: float, misses: int, miss_s: float,
                       store_s: float) -> None:
@@ -515,12 +590,14 @@ class MemoCache:
             return
         per_miss = miss_s / misses if misses else None
         per_store = store_s / misses if misses else None
-        self._sampler.observe(False, lookup_s / looked_up, per_miss, per_store, n=looked_up, hits=hits)
+        self._sampler.observe(hits, lookup_s / looked_up, per_miss, per_store, n=looked_up)
 
     # -- storing -------------------------------------------------------------------------------
-    def put(self, key: Optional[Key], fingerprint: str, value: Any) -> None:
+    def put(self, key: Optional[Key], fingerprint: str, value: Any, pre: Optional[int] = None) -> None:
         """Store ``value`` (anything with ``class_id``, ``confidence``, ``stage``, ``probs``) for ``key``;
-        evicts the least recently used entry when full. A None key (an input sampling skipped) is ignored."""
+        evicts the least recently used entry when full. A None key (an input sampling skipped) is ignored.
+        ``pre``: the input's exact pre-key (:func:`edgeconf.hashing.prekey`), so that an exact repeat of this
+        input is found without its key."""
         if key is None:
             return
         if fingerprint != self._fingerprint:
@@ -552,13 +629,36 @@ class MemoCache:
         self._class[slot] = int(value.class_id)
         self._conf[slot] = float(value.confidence)
         self._stage[slot] = int(value.stage)
+        if pre is not None:
+            self._set_pre(slot, pre)
         self._touch(slot)
+
+    def _set_pre(self, slot: int, pre: int) -> None:
+        """``slot`` holds the answer of the input whose pre-key is ``pre`` (one pre-key per slot)."""
+        if self._has_pre[slot]:
+            if self._pre_of[slot] == pre:
+                return
+            self._drop_pre(slot)
+        other = self._pre.get(pre)
+        if other is not None:  # the same input stored under another key (only a caller's own keys do that)
+            self._has_pre[other] = 0
+        self._pre[pre] = slot
+        self._pre_of[slot] = pre
+        self._has_pre[slot] = 1
+
+    def _drop_pre(self, slot: int) -> None:
+        pre = self._pre_of[slot]
+        if self._pre.get(pre) == slot:
+            del self._pre[pre]
+        self._has_pre[slot] = 0
 
     def _evict(self) -> int:
         oldest = self._next[self.capacity]
         n = self.key_bytes
         del self._slot_of[bytes(self._keys[oldest * n:oldest * n + n])]
         self._live[oldest] = 0
+        if self._has_pre[oldest]:
+            self._drop_pre(oldest)
         self.stats.evictions += 1
         return oldest
 
@@ -568,6 +668,8 @@ class MemoCache:
         cap = self.capacity
         self._slot_of.clear()
         self._live[:] = bytes(cap)
+        self._pre.clear()
+        self._has_pre[:] = bytes(cap)
         self._high = 0
         self._prev = array.array("i", range(cap + 1))  # an empty LRU list: every node points at itself
         self._next = array.array("i", range(cap + 1))
@@ -584,9 +686,10 @@ class MemoCache:
                 "sampling": self.sampling.to_json() if self.sampling is not None else None}
 
     def nbytes(self) -> int:
-        """Bytes held in arrays (keys, answers, LRU list, radius index); the key dict comes on top."""
+        """Bytes held in arrays (keys, pre-keys, answers, LRU list, radius index); the key and pre-key dicts
+        come on top."""
         arrays = [self._table, self._valid, self._gen] + ([self._probs] if self._probs is not None else [])
         # (_table, _valid and _gen are views of the bytearrays/arrays that hold the data: counted once)
-        lists = [self._class, self._stage, self._conf, self._prev, self._next]
-        index = self._index.nbytes() if self._index is not None else 0
+        lists = [self._class, self._stage, self._conf, self._prev, self._next, self._pre_of]
+        index = len(self._has_pre) + (self._index.nbytes() if self._index is not None else 0)
         return int(sum(a.nbytes for a in arrays) + sum(a.itemsize * len(a) for a in lists) + index)

@@ -39,8 +39,8 @@ from edgeconf.cascade import COMBINE_RULES, IMAGE
 from edgeconf.errors import BundleError, ConfigError
 from edgeconf.export.errors import ExportError
 from edgeconf.export.head import HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, default_opset, find_logits_output, load_model
-from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, floor_f32, ood_threshold_name,
-                            scope_initializers, stage_fingerprint, temperature_name, threshold_name)
+from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, floor_f32, ood_escalate_name,
+                            ood_threshold_name, scope_initializers, stage_fingerprint, temperature_name, threshold_name)
 from edgeconf.hashing import sha256_file
 from edgeconf.preprocess import Preprocessing
 
@@ -359,6 +359,7 @@ class _State:
     unknown: Optional[str] = None  # whole batch: answered "unknown" (bundles with OOD rules)
     ood: Optional[str] = None  # whole batch: OOD score of the last stage with a rule that ran (NaN: none)
     exit_unknown: Optional[str] = None  # per input the last stage ran on: it called the input unknown
+    exit_doubt: Optional[str] = None  # per input the last stage ran on: in its OOD doubt band (must go on)
 
     def held(self, with_ood: bool) -> List[str]:
         return [self.probs, self.conf, self.stage, self.run] + ([self.unknown, self.ood] if with_ood else [])  # type: ignore[list-item]
@@ -398,6 +399,7 @@ class _Fuser:
         self.rules = [getattr(s, "ood", None) for s in manifest.stages]
         self.with_ood = any(r is not None for r in self.rules)
         self.types = _TYPES if self.with_ood else _TYPES[:4]
+        self.doubt: Dict[Tuple[int, str], str] = {}  # (stage, tag) -> its doubt-band flags, for stages with a band
 
     def _stage(self, k: int, feed: str, tag: str) -> Tuple[List[onnx.NodeProto], str, str, Optional[str],
                                                             Optional[Tuple[str, str]]]:
@@ -427,6 +429,9 @@ class _Fuser:
                           mk("Mul", [o + "lse", o + "negt"], [o + "score"])]
             nodes.append(mk("Greater", [o + "score", ood_threshold_name(k)], [o + "unknown"]))
             ood = (o + "score", o + "unknown")
+            if rule.escalate is not None and k + 1 < len(self.stages):  # the doubt band: may not answer here
+                nodes.append(mk("Greater", [o + "score", ood_escalate_name(k)], [o + "doubt"]))
+                self.doubt[k, tag] = o + "doubt"
         return nodes, probs, conf, names[st.forward] if st.forward else None, ood
 
     def _mean(self, k: int, summed: str, pk: str, t: str) -> Tuple[List[onnx.NodeProto], str, str, str]:
@@ -439,12 +444,17 @@ class _Fuser:
         return nodes + sc, t + "sum", t + "mean", cm
 
     def _unsure(self, prev: _State, k: int, d: str) -> List[onnx.NodeProto]:
-        """``d + "unsure"``: the last stage's inputs that go on to stage k (not confident, not unknown)."""
+        """``d + "unsure"``: the last stage's inputs that go on to stage k (not confident or in the stage's doubt
+        band, and not unknown)."""
         less = mk("Less", [prev.exit_conf, threshold_name(k - 1)], [d + ("lower" if prev.exit_unknown else "unsure")])
         if prev.exit_unknown is None:
             return [less]
-        return [less, mk("Not", [prev.exit_unknown], [d + "known"]),
-                mk("And", [d + "lower", d + "known"], [d + "unsure"])]
+        nodes = [less]
+        lower = d + "lower"
+        if prev.exit_doubt is not None:
+            nodes.append(mk("Or", [lower, prev.exit_doubt], [d + "lower_or_doubt"]))
+            lower = d + "lower_or_doubt"
+        return nodes + [mk("Not", [prev.exit_unknown], [d + "known"]), mk("And", [lower, d + "known"], [d + "unsure"])]
 
     def _if(self, cond: str, d: str, then_nodes: List[onnx.NodeProto], then_out: Sequence[str],
             held: Sequence[str], name: str) -> Tuple[onnx.NodeProto, List[str]]:
@@ -461,9 +471,9 @@ class _Fuser:
         return mk("If", [cond], res, then_branch=then_g, else_branch=else_g, name=name), res
 
     def _result(self, names: Sequence[str], prev: _State, exit_conf: str, summed: Optional[str], fwd: Optional[str],
-                active: str, exit_unknown: Optional[str]) -> _State:
+                active: str, exit_unknown: Optional[str], exit_doubt: Optional[str] = None) -> _State:
         st = _State(names[0], names[1], names[2], names[3], exit_conf, summed, fwd, active,
-                    exit_unknown=exit_unknown)
+                    exit_unknown=exit_unknown, exit_doubt=exit_doubt)
         if self.with_ood:
             st.unknown, st.ood = names[4], names[5]
         return st
@@ -504,7 +514,8 @@ class _Fuser:
                 out[4:] = [t + "unknown", t + "ood"]
         if k + 1 < len(self.stages):
             inner, out = self._single(k + 1, self._result(out, prev, exit_conf, summed, fwd, "",
-                                                          ood[1] if ood is not None else None))
+                                                          ood[1] if ood is not None else None,
+                                                          self.doubt.get((k, "one/"))))
             tn += inner
         if_node, res = self._if(d + "go", d, tn, out, prev.held(self.with_ood), "stage%d_one" % (k + 1))
         return nodes + [if_node], res
@@ -568,7 +579,8 @@ class _Fuser:
             out += [t + "unknown", t + "ood"]
         if k + 1 < len(self.stages):
             inner, out = self._batch(k + 1, self._result(out, prev, exit_conf, summed, fwd, d + "active",
-                                                         ood[1] if ood is not None else None))
+                                                         ood[1] if ood is not None else None,
+                                                         self.doubt.get((k, "many/"))))
             tn += inner
         if_node, res = self._if(d + "any", d, tn, out, prev.held(self.with_ood), "stage%d_many" % (k + 1))
         return nodes + [if_node], res
@@ -588,7 +600,8 @@ class _Fuser:
                       mk("ConstantOfShape", ["top/n"], ["top/stage0"], value=i64(0)),
                       mk("ConstantOfShape", ["top/n"], ["top/run0"], value=i64(1))]
             stage0, run0 = "top/stage0", "top/run0"
-        first = _State(p0, c0, stage0, run0, c0, summed, fwd, exit_unknown=ood0[1] if ood0 is not None else None)
+        first = _State(p0, c0, stage0, run0, c0, summed, fwd, exit_unknown=ood0[1] if ood0 is not None else None,
+                       exit_doubt=self.doubt.get((0, "")))
         if self.with_ood:
             if ood0 is not None:
                 first.unknown, first.ood = ood0[1], ood0[0]
@@ -632,6 +645,9 @@ class _Fuser:
             if self.rules[k] is not None:
                 b.add(numpy_helper.from_array(np.array(floor_f32(self.rules[k].threshold), np.float32),
                                               ood_threshold_name(k)))
+                if self.rules[k].escalate is not None and k + 1 < len(self.manifest.stages):
+                    b.add(numpy_helper.from_array(np.array(floor_f32(self.rules[k].escalate), np.float32),
+                                                  ood_escalate_name(k)))
         h, w = pre.size
         n = 1 if self.batch == 1 else "N"
         in_shape = [n, h, w] if pre.channels == 1 else [n, h, w, 3]
@@ -755,7 +771,8 @@ def build_fused(folder: str, batch: Optional[int] = None) -> Tuple[onnx.ModelPro
                       "stages": [{"name": s.name, "score": s.score, "threshold": s.threshold,
                                   "temperature": s.temperature, "input": s.input,
                                   "ood": None if getattr(s, "ood", None) is None else {
-                                      "threshold": s.ood.threshold, "score": s.ood.score, "output": s.ood.output}}
+                                      "threshold": s.ood.threshold, "score": s.ood.score, "output": s.ood.output,
+                                      **({"escalate": s.ood.escalate} if s.ood.escalate is not None else {})}}
                                  for s in manifest.stages]},
             "labels": manifest.labels, "preprocessing": manifest.preprocessing.to_json()}
     for key, value in meta.items():

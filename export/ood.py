@@ -52,6 +52,7 @@ class OodFit:
     params: Dict[str, np.ndarray]
     threshold: float = float("inf")
     calibration: Dict[str, Any] = field(default_factory=dict)
+    escalate: Optional[float] = None  # lower edge of the doubt band (edgeconf.cascade.OodRule), when fitted
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """The OOD score of feature rows (numpy; the graph head computes the same)."""
@@ -62,7 +63,8 @@ class OodFit:
         from edgeconf.bundle import OodSpec
 
         return OodSpec(float(self.threshold), self.method, OOD_OUTPUT, self.feature, params_path,
-                       json.loads(json.dumps(self.calibration)))
+                       json.loads(json.dumps(self.calibration)),
+                       None if self.escalate is None else float(self.escalate))
 
     def save_params(self, path: str) -> None:
         """The arrays as a plain ``.npz`` (read back with ``allow_pickle=False``)."""
@@ -398,7 +400,7 @@ class OodReport:
 
     def to_json(self) -> Dict[str, Any]:
         return {"stage": self.stage, "method": self.fit.method, "feature": self.fit.feature,
-                "threshold": self.fit.threshold, "model": self.model, "params": self.params,
+                "threshold": self.fit.threshold, "escalate": self.fit.escalate, "model": self.model, "params": self.params,
                 "held_out_known": self.held_out_known, "held_out_negatives_unknown": self.held_out_negatives_unknown,
                 "calibration": self.fit.calibration}
 
@@ -412,14 +414,17 @@ def _split_idx(n: int, holdout: float, rng: np.random.Generator) -> Tuple[np.nda
 def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional[np.ndarray] = None,
                   stage: int = 0, method: str = "auto", keep: float = 0.995, holdout: float = 0.3,
                   feature: Optional[str] = None, seed: int = 0, threads: Optional[int] = None,
-                  extra_positives: Optional[np.ndarray] = None, progress: Any = None) -> OodReport:
+                  extra_positives: Optional[np.ndarray] = None, progress: Any = None,
+                  escalate_keep: Optional[float] = None) -> OodReport:
     """Fit an OOD score for one stage of the bundle in ``folder`` and write it into the bundle.
 
     ``x``/``y``: labelled in-distribution inputs (raw uint8 images or model-ready arrays); ``extra_positives``:
     more in-distribution inputs without labels (e.g. crops of real objects from the deployment's camera), used by
     the ``learned`` method and for the threshold; ``negatives``: inputs that are no class. A share ``holdout`` of
     each set (seeded) is kept out of the fit and chooses the threshold (``keep`` quantile) and the reported rates.
-    ``method="auto"``: ``learned`` with negatives, ``mahalanobis`` without.
+    ``method="auto"``: ``learned`` with negatives, ``mahalanobis`` without. ``escalate_keep`` (< ``keep``) also
+    fits a doubt band: its lower edge is that quantile of the same held-out scores, so a share ``keep -
+    escalate_keep`` of in-distribution inputs goes on to the next stage, whose own rule judges them.
     """
     from edgeconf.bundle import read_manifest, write_manifest
     from edgeconf.export.data import _session, input_spec, model_ready
@@ -435,6 +440,11 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
     if method == "learned" and (negatives is None or not len(negatives)):
         raise OodCalibrationError("the learned OOD head needs negatives (inputs that are no class); give --negatives "
                                   "or use --method mahalanobis")
+    if escalate_keep is not None and not 0.5 <= escalate_keep < keep:
+        raise OodCalibrationError("escalate_keep must be at least 0.5 and below keep (%r), got %r" % (keep, escalate_keep))
+    if escalate_keep is not None and stage + 1 >= len(manifest.stages):
+        raise OodCalibrationError("a doubt band sends inputs on to the next stage; stage %d is the last"
+                                  % (stage + 1))
     if not 0.05 <= holdout <= 0.8:
         raise OodCalibrationError("holdout must be between 0.05 and 0.8, got %r" % holdout)
     check_labelled(np.asarray(y))
@@ -481,6 +491,8 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
     fit = OodFit(method, feature, params)
     cal_scores = fit.score(np.concatenate(pos_cal))
     fit.threshold = choose_threshold(cal_scores, keep)
+    if escalate_keep is not None:
+        fit.escalate = choose_threshold(cal_scores, escalate_keep)
     known = float((cal_scores <= fit.threshold).mean())
     neg_rate = float((fit.score(neg_cal) > fit.threshold).mean()) if neg_cal is not None and len(neg_cal) else None
     fit.calibration = {"keep": keep, "holdout": holdout, "seed": seed, "fit_samples": int(sum(len(p) for p in pos_fit)),
@@ -488,6 +500,8 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
                        "negatives": None if neg_fit is None else int(len(neg_fit) + len(neg_cal)),  # type: ignore[arg-type]
                        "held_out_known": round(known, 6),
                        "held_out_negatives_unknown": None if neg_rate is None else round(neg_rate, 6)}
+    if escalate_keep is not None:
+        fit.calibration["escalate_keep"] = escalate_keep
     headed = add_ood_head(proto, fit)
     validate_ood_head(headed, fit, xs[cal_i[:64]])
     params_rel = "ood/%s.npz" % spec.name

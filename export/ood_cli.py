@@ -23,6 +23,9 @@ from edgeconf.export.data import DATA_HELP, load_npz
               help="auto: learned with --negatives, mahalanobis without.")
 @click.option("--keep", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.995, show_default=True,
               help="Share of held-out in-distribution inputs that must stay below the threshold.")
+@click.option("--escalate-keep", type=click.FloatRange(0.5, 1.0, max_open=True), default=None,
+              help="Also fit a doubt band: held-out inputs above this quantile (below --keep) may not be answered by "
+                   "this stage and go on to the next, whose own OOD rule judges them.")
 @click.option("--holdout", type=click.FloatRange(0.05, 0.8), default=0.3, show_default=True,
               help="Share of each data set kept out of the fit to choose the threshold on.")
 @click.option("--feature", default=None, help="Graph tensor the score reads (default: the logits layer's input).")
@@ -30,8 +33,8 @@ from edgeconf.export.data import DATA_HELP, load_npz
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for ONNX Runtime and torch.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def ood_cmd(bundle: str, data: str, negatives: Optional[str], positives: Optional[str], stage: int, method: str,
-            keep: float, holdout: float, feature: Optional[str], seed: int, threads: Optional[int],
-            as_json: bool) -> None:
+            keep: float, escalate_keep: Optional[float], holdout: float, feature: Optional[str], seed: int,
+            threads: Optional[int], as_json: bool) -> None:
     """Fit an OOD score for a stage of BUNDLE and write it into the bundle.
 
     The stage's ONNX graph gains the outputs ood (higher = further out of distribution) and unknown; the fitted
@@ -44,12 +47,13 @@ def ood_cmd(bundle: str, data: str, negatives: Optional[str], positives: Optiona
     neg = load_npz(negatives, need_labels=False)[0] if negatives else None
     pos = load_npz(positives, need_labels=False)[0] if positives else None
     report = fit_stage_ood(bundle, x, y, negatives=neg, stage=stage - 1, method=method, keep=keep, holdout=holdout,
-                           feature=feature, seed=seed, threads=threads, extra_positives=pos)
+                           feature=feature, seed=seed, threads=threads, extra_positives=pos, escalate_keep=escalate_keep)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
         return
     r = report
     neg_txt = "" if r.held_out_negatives_unknown is None else \
         ", %.2f %% of held-out negatives unknown" % (100 * r.held_out_negatives_unknown)
-    click.echo("%s: %s OOD score on %s, threshold %.6g; %.2f %% of held-out in-distribution inputs known%s"
-               % (r.stage, r.fit.method, r.fit.feature, r.fit.threshold, 100 * r.held_out_known, neg_txt))
+    band = "" if r.fit.escalate is None else " (doubt band from %.6g: goes on to the next stage)" % r.fit.escalate
+    click.echo("%s: %s OOD score on %s, threshold %.6g%s; %.2f %% of held-out in-distribution inputs known%s"
+               % (r.stage, r.fit.method, r.fit.feature, r.fit.threshold, band, 100 * r.held_out_known, neg_txt))

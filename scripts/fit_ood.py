@@ -1,8 +1,8 @@
-"""Give a cascade a stage-1 out-of-distribution head, so crops that are no class are answered "unknown"; this is
-the last step of the shipped live bundle.
+"""Give a cascade out-of-distribution heads on stages 1 and 2, so crops that are no class are answered "unknown";
+this is the last step of the shipped live bundle.
 
     .venv/bin/python scripts/fit_ood.py --bundle CASCADE [--out edgeconf/data/zoo/live] [--data DIR]
-                                        [--seeds 100-129]
+                                        [--seeds 100-129] [--keep 0.998] [--escalate-keep 0.90] [--next-keep 0.998]
 
 Two bundles ship: ``zoo/bundle`` (written by ``scripts/train_zoo.py``) classifies whole images and carries no OOD
 head, so ``classify`` and ``bench`` on FashionMNIST pay nothing for it; ``zoo/live`` is what ``demo``, ``run`` and
@@ -15,7 +15,12 @@ the same head. What it fits (``edgeconf.export.ood``, method ``learned``, on sta
   as ``train_zoo.py`` carves it) and crops of whole objects from demo scenes (exact and jittered boxes);
 * no class: crops of background, of two merged objects, of objects cut by the frame edge and strips of objects
   (``edgeconf.live.scene_crops``) from demo scenes with seeds outside ``HELD_OUT_SEEDS`` (default 100–129);
-* threshold: the 99.5 % quantile of the scores of a held-out 30 % of the in-distribution inputs.
+* stage 1 (the zoo's ``tiny``, the weakest): unknown above the ``--keep`` quantile (99.8 %) of the scores of a
+  held-out 30 % of the in-distribution inputs, a lenient threshold; between the ``--escalate-keep`` quantile (90 %)
+  and it, a **doubt band**: stage 1 may not answer, the crop goes on to stage 2;
+* stage 2 (``student``): its own head, fitted the same way on its last feature map from the same crops, unknown above
+  its ``--next-keep`` quantile (99.8 %); it judges every crop that reaches it (unsure of its class or in doubt).
+  ``--escalate-keep 0`` fits stage 1 alone, with no band (the earlier recipe, with ``--keep 0.995``).
 
 ``benchmarks/bench_unknown.py`` measures the result on the held-out scene seeds and on real photographs.
 """
@@ -71,6 +76,28 @@ def scene_data(seeds: List[int], frames: int, step: int):
     return pos, neg
 
 
+def sample_answers(folder: str) -> dict:
+    """What the bundle answers on the shipped sample (300 FashionMNIST test images, OOD rules on): one character
+    per image, the class id (0-9) or "u" for unknown; a test checks the shipped files against it."""
+    from edgeconf.bundle import load_bundle
+    from edgeconf.live.demo_scene import load_sample
+
+    x, y = load_sample()
+    with load_bundle(folder, memo=False, threads=1) as cascade:
+        answers = [int(r.class_id) for r in cascade.classify_batch(list(x))]
+    return {"file": "fashion_sample.npz", "images": len(answers),
+            "correct": int(sum(a == int(t) for a, t in zip(answers, y))), "unknown": int(sum(a < 0 for a in answers)),
+            "answers": "".join("u" if a < 0 else str(a) for a in answers)}
+
+
+def refresh_sample_answers(folder: str) -> None:
+    """Re-record ``live_training.sample_answers`` in the manifest (when present) after the OOD rules changed."""
+    manifest = read_manifest(folder, verify=True)
+    if isinstance(manifest.extra.get("live_training"), dict):
+        manifest.extra["live_training"]["sample_answers"] = sample_answers(folder)
+        write_manifest(folder, manifest)
+
+
 @contextlib.contextmanager
 def _target(bundle: str, out: str, name: str, seeds: str) -> Iterator[str]:
     """The folder to fit in: ``bundle`` itself, or a copy that replaces ``out`` only once the fit succeeded."""
@@ -85,7 +112,7 @@ def _target(bundle: str, out: str, name: str, seeds: str) -> Iterator[str]:
         manifest = read_manifest(folder, verify=True)
         manifest.name = name
         manifest.provenance = dict(manifest.provenance, derived_from=os.path.basename(os.path.normpath(bundle)),
-                                   ood="stage 1 OOD head: scripts/fit_ood.py (learned, seeds %s)" % seeds)
+                                   ood="OOD heads: scripts/fit_ood.py (learned, seeds %s)" % seeds)
         write_manifest(folder, manifest)
         yield folder
         old = out + ".old"
@@ -108,8 +135,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seeds", default="100-129", help="demo scene seeds for object and no-class crops")
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--step", type=int, default=12, help="use every STEP-th frame")
-    ap.add_argument("--keep", type=float, default=0.995)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", type=float, default=0.998, help="stage 1's OOD threshold: this quantile of held-out "
+                    "in-distribution scores")
+    ap.add_argument("--escalate-keep", type=float, default=0.90, help="lower edge of stage 1's doubt band (a quantile "
+                    "of the same scores); 0: no band and no stage-2 head")
+    ap.add_argument("--next-keep", type=float, default=0.998, help="stage 2's OOD threshold (quantile of its scores)")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
     bad = sorted(set(seeds) & set(held_out()))
@@ -122,10 +153,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     pos, neg = scene_data(seeds, args.frames, args.step)
     pre = read_manifest(args.bundle, verify=False).preprocessing  # crops as the bundle's models see them
     pre_pos, pre_neg = pre.batch(pos), pre.batch(neg)
+    band = args.escalate_keep or None
     with _target(args.bundle, args.out, args.name, args.seeds) as folder:
         report = fit_stage_ood(folder, x[calib], y[calib], negatives=pre_neg, extra_positives=pre_pos, stage=0,
-                               method="learned", keep=args.keep, seed=0, threads=args.threads)
-    out = report.to_json()
+                               method="learned", keep=args.keep, seed=0, threads=args.threads, escalate_keep=band)
+        reports = [report.to_json()]
+        if band is not None:
+            reports.append(fit_stage_ood(folder, x[calib], y[calib], negatives=pre_neg, extra_positives=pre_pos,
+                                         stage=1, method="learned", keep=args.next_keep, seed=0,
+                                         threads=args.threads).to_json())
+        refresh_sample_answers(folder)
+    out = dict(reports[0], stages=reports)
     out["scene_seeds"] = args.seeds
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out, indent=1))

@@ -52,7 +52,7 @@ from torch import nn  # noqa: E402
 
 import zoo_models  # noqa: E402
 from docs_block import replace_block  # noqa: E402
-from fit_ood import parse_seeds  # noqa: E402
+from fit_ood import parse_seeds, sample_answers  # noqa: E402
 from edgeconf.bundle import read_manifest, write_manifest  # noqa: E402
 from edgeconf.datasets import FASHION_LABELS, load_fashion_mnist  # noqa: E402
 from edgeconf.live.demo_scene import HELD_OUT_SEEDS, DemoScene  # noqa: E402
@@ -280,17 +280,7 @@ def scene_accuracy(folder: str, x: np.ndarray, y: np.ndarray, ood: bool) -> floa
 def record_sample_answers(folder: str, result: dict) -> dict:
     """Write into the live bundle's manifest how it was made and what it answers on the shipped sample (the
     300 FashionMNIST test images of ``fashion_sample.npz``, OOD rule on), so a test can check the shipped files."""
-    from edgeconf.bundle import load_bundle
-    from edgeconf.live.demo_scene import load_sample
-
-    x, y = load_sample()
-    with load_bundle(folder, memo=False, threads=1) as cascade:
-        res = cascade.classify_batch(list(x))
-    answers = [int(r.class_id) for r in res]
-    record = {"file": "fashion_sample.npz", "images": len(answers),
-              "correct": int(sum(a == int(t) for a, t in zip(answers, y))), "unknown": int(sum(a < 0 for a in answers)),
-              # one character per image: the class id (0-9), "u" for unknown
-              "answers": "".join("u" if a < 0 else str(a) for a in answers)}
+    record = sample_answers(folder)
     manifest = read_manifest(folder, verify=True)
     manifest.extra["live_training"] = {
         "script": "scripts/train_live.py", "tuned": result["tuned"], "specs": {n: SPECS[n] for n in result["tuned"]}, "partial_min": PARTIAL_MIN, "crop_pad": CROP_PAD,

@@ -213,8 +213,9 @@ def test_answers_are_stored_compactly_and_come_back_equal():
     np.testing.assert_array_equal(got.probs, want.probs)
     got.probs[:] = 0  # the caller owns the returned array
     np.testing.assert_array_equal(cache.get(keys[120], "fp").probs, want.probs)
-    # everything in arrays: keys (16 B), answer (class, stage, confidence, 10 float32), LRU links, generation
-    assert cache.nbytes() <= 100 * (16 + 4 + 1 + 8 + 40 + 8 + 4 + 1) + 8
+    # everything in arrays: keys (16 B), answer (class, stage, confidence, 10 float32), LRU links, generation,
+    # pre-key (8 B and a flag)
+    assert cache.nbytes() <= 100 * (16 + 4 + 1 + 8 + 40 + 8 + 4 + 1 + 9) + 8
 
 
 class FakeClock:
@@ -307,3 +308,149 @@ def test_invalid_sampling():
         Sampling(every=0)
     with pytest.raises(ConfigError, match="break_even"):
         Sampling(break_even=1.5)
+
+
+def _counting_keys(cache):
+    """Count the cache's key computations (the dHash or digest a pre-key hit skips)."""
+    calls = []
+    key = cache.key
+
+    def counted(image):
+        calls.append(1)
+        return key(image)
+
+    cache.key = counted
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["dhash256", "dhash64", "exact"])
+def test_exact_repeats_are_found_by_their_pre_key_without_the_key(kind):
+    cache = MemoCache(capacity=3, key=kind, sampling=None)
+    calls = _counting_keys(cache)
+    images = [_img(i) for i in range(4)]
+    for i in range(3):
+        hit, res = cache.answer(images[i], "fp", lambda img, i=i: _ans(i))
+        assert hit is None and res.class_id == i
+    assert len(calls) == 3
+    hit, _ = cache.answer(images[1].copy(), "fp", lambda img: pytest.fail("a repeat must not be computed"))
+    assert hit.class_id == 1 and len(calls) == 3  # answered by the pre-key alone
+    np.testing.assert_array_equal(hit.probs, _ans(1).probs)
+    # the same answer as the key's own lookup gives
+    want = cache.get(cache.key(images[1]), "fp")
+    assert (want.class_id, want.confidence, want.stage) == (hit.class_id, hit.confidence, hit.stage)
+    # an eviction drops the evicted input's pre-key with it; its slot's next input gets its own
+    cache.answer(images[3], "fp", lambda img: _ans(3))  # evicts image 0 (the least recently used)
+    assert cache._pre.keys() == {hash_of(images[i]) for i in (1, 2, 3)}
+    hit, res = cache.answer(images[0], "fp", lambda img: _ans(9))
+    assert hit is None and res.class_id == 9
+    # a new fingerprint drops every pre-key
+    hit, res = cache.answer(images[0], "other", lambda img: _ans(5))
+    assert hit is None and res.class_id == 5 and len(cache._pre) == 1
+
+
+def hash_of(image):
+    from edgeconf.hashing import prekey
+
+    return prekey(image)
+
+
+def test_pre_key_separates_shapes_and_byte_orders_and_near_duplicates_still_hit():
+    from edgeconf.hashing import prekey
+
+    a = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    assert prekey(a) == prekey(a.copy()) == prekey(np.asfortranarray(a))
+    assert prekey(a) != prekey(a.reshape(2, 8)) and prekey(a) != prekey(a.view(np.int8))
+    assert prekey(np.zeros(3, "<u2")) != prekey(np.zeros(3, ">u2"))
+    # a near-duplicate has other bytes (no pre-key hit) but the same dHash: found through the key
+    cache = MemoCache(capacity=8, key="dhash256", sampling=None)
+    img = (_img(4) // 4 * 4).astype(np.uint8)
+    near = img.copy()
+    near[0, 0] += 1  # one pixel one level brighter: no dHash bit moves
+    assert cache.key(near) == cache.key(img) and prekey(near) != prekey(img)
+    cache.answer(img, "fp", lambda x: _ans(2))
+    calls = _counting_keys(cache)
+    hit, _ = cache.answer(near, "fp", lambda x: pytest.fail("a near-duplicate must hit"))
+    assert hit.class_id == 2 and len(calls) == 1
+
+
+def test_batches_store_and_use_pre_keys(two_models):
+    memo = MemoCache(capacity=64, key="dhash256", sampling=None)
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.3), Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, preprocessing=Preprocessing(), memo=memo)
+    images = [_img(200 + i) for i in range(6)]
+    first = cascade.classify_batch(images)
+    assert len(memo._pre) == 6
+    calls = _counting_keys(memo)
+    again = cascade.classify_batch(images[::-1])
+    assert all(r.memo_hit for r in again) and not calls  # every repeat answered by its pre-key
+    assert [r.class_id for r in again] == [r.class_id for r in first][::-1]
+    found = memo.lookup_batch(images[:2] + [_img(300)], cascade.fingerprint())
+    assert (found.looked_up, found.looked_up_hits) == (3, 2) and found.misses == [2]
+
+
+def test_sampling_backs_off_on_a_stream_that_never_repeats_and_comes_back():
+    clock = FakeClock()
+    cfg = Sampling(every=8, max_every=64, window=256, warmup=256)
+    cache = MemoCache(capacity=20000, key="exact", sampling=cfg, clock=clock)
+    n = 6000
+    stream = _phases(["new", "rep"], length=n)
+    intervals = []
+    lookups = [0]
+    for kind, seed in stream:
+        before = cache.stats.lookups
+        cache.answer(_img(seed), "fp", lambda img: (setattr(clock, "t", clock.t + clock.compute), _ans(0))[1])
+        lookups.append(lookups[-1] + cache.stats.lookups - before)
+        intervals.append(cache.stats.every)
+    # no repeats: the interval doubles window after window, up to max_every
+    seen = [e for i, e in enumerate(intervals[:n]) if i == 0 or e != intervals[i - 1]]
+    assert seen == [1, 8, 16, 32, 64]
+    # the last 2000 inputs of the no-repeat phase cost one lookup in 64
+    assert lookups[n] - lookups[n - 2000] <= 2000 // 64 + 1
+    # repeats come back: full lookups again within a few windows
+    assert intervals[-1] == 1 and cache.stats.switches == 2
+    back = intervals.index(1, n)
+    assert back - n <= 6 * 256
+
+
+def test_sampling_prices_leave_out_the_cold_first_lookup_and_cap_outliers():
+    class Clock(FakeClock):
+        """The first lookup takes a second (first-call costs), and one later reading jumps 50 ms."""
+
+        def __init__(self):
+            super().__init__()
+            self.readings = 0
+
+        def __call__(self):
+            self.readings += 1
+            self.t += 1.0 if self.readings == 2 else (0.05 if self.readings == 102 else self.tick)
+            return self.t
+
+    clock = Clock()
+    cache = MemoCache(capacity=10000, key="exact", sampling=Sampling(window=256, warmup=256), clock=clock)
+    rates = []
+    for i in range(1200):
+        cache.answer(_img(1000 + i), "fp", lambda img: (setattr(clock, "t", clock.t + clock.compute), _ans(0))[1])
+        rates.append(cache.stats.break_even)
+    assert clock.readings > 102
+    # break-even of 1 µs lookups and stores against a 100 µs cascade: about 0.02 at every decision, not pulled
+    # up by the cold lookup (left out) or the 50 ms jump (capped at 4x the average)
+    measured = [r for r in rates if r is not None]
+    assert measured and max(measured) < 0.05 and cache.stats.sampling
+
+
+def test_classify_skips_what_the_sampling_skips_and_answers_the_same(two_models):
+    memo = MemoCache(capacity=5000, key="dhash256", sampling=Sampling(every=4, window=32, warmup=32, break_even=0.2))
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.3), Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, preprocessing=Preprocessing(), memo=memo)
+    plain = Cascade(stages, preprocessing=Preprocessing())
+    images = [_img(500 + i) for i in range(200)]
+    got = [cascade.classify(img) for img in images]
+    assert memo.stats.sampling and memo.stats.skipped > 100
+    assert memo.stats.lookups + memo.stats.skipped == 200 and not any(r.memo_hit for r in got)
+    want = [plain.classify(img) for img in images]
+    assert [(r.class_id, r.stage) for r in got] == [(r.class_id, r.stage) for r in want]
+    stored = memo.stats.size
+    assert stored < 200  # only the inputs that were looked up were stored
+    again = [cascade.classify(img) for img in images]  # repeats: sampled hits, then full lookups again
+    assert 0 < sum(r.memo_hit for r in again) <= stored
+    assert [r.class_id for r in again] == [r.class_id for r in want]

@@ -76,6 +76,64 @@ def test_unknown_on_a_later_stage_only_reaches_escalated_inputs(tmp_path, rng):
     assert (b.stage[b.unknown] == 1).all()
 
 
+def _three_groups(rng, n=60):
+    """Scores mean(x²) ≈ 0.01 (known), ≈ 0.25 (in stage 1's doubt band), ≈ 1 (unknown at stage 1)."""
+    x = rng.normal(0, 0.1, (3 * n, 1, 28, 28)).astype(np.float32)
+    x[n:2 * n] *= 5.0
+    x[2 * n:] *= 10.0
+    return x
+
+
+@pytest.mark.parametrize("later", [0.2, 0.5])
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
+def test_doubt_band_sends_inputs_on_to_the_next_stage_whose_rule_decides(tmp_path, rng, later, combine):
+    """Stage 1 always confident: only its doubt band (0.1 < score <= 0.5) sends inputs to stage 2, whose own rule
+    (threshold ``later``) calls them unknown (0.2) or lets stage 2 answer them with a class (0.5)."""
+    stages = _stages(tmp_path, threshold=0.0, ood_on=(0, 1))
+    stages[0].ood = OodRule(0.5, escalate=0.1)
+    stages[1].ood = OodRule(later)
+    cascade = Cascade(stages, combine=combine, labels=LABELS)
+    x = _three_groups(rng)
+    b = cascade.run_batch(x)
+    known, doubt, far = slice(0, 60), slice(60, 120), slice(120, 180)
+    assert (b.stages_run[known] == 1).all() and (b.stages_run[doubt] == 2).all() and (b.stages_run[far] == 1).all()
+    assert b.stage_counts == [180, 60]
+    assert not b.unknown[known].any() and b.unknown[far].all()
+    assert b.unknown[doubt].all() == (later == 0.2) and b.unknown[doubt].any() == (later == 0.2)
+    if later == 0.5:
+        assert (b.class_ids[doubt] >= 0).all()
+        np.testing.assert_allclose(b.ood[doubt], (x[doubt].reshape(60, -1) ** 2).mean(1), rtol=1e-5)  # stage 2's
+    for i in (0, 59, 60, 119, 120, 179):  # the batch-1 path agrees
+        r = cascade.run(x[i])
+        assert (r.unknown, r.class_id, r.stage, r.stages_run) == (bool(b.unknown[i]), int(b.class_ids[i]),
+                                                                   int(b.stage[i]), int(b.stages_run[i]))
+
+
+def test_doubt_band_in_the_fingerprint_memo_and_settings(tmp_path, rng):
+    pre = Preprocessing(scale=1.0 / 255.0)
+    stages = _stages(tmp_path, threshold=0.0, ood_on=(0, 1))
+    stages[0].ood = OodRule(0.9, escalate=0.1)
+    stages[1].ood = OodRule(0.2)
+    cascade = Cascade(stages, labels=LABELS, preprocessing=pre, memo=MemoCache(64))
+    fp = cascade.fingerprint()
+    mid = np.full((28, 28), 140, np.uint8)  # mean(x²) ≈ 0.30: in stage 1's band, unknown for stage 2
+    first = cascade.classify(mid)
+    assert first.unknown and first.stage == 1 and first.stages_run == 2
+    again = cascade.classify(mid)
+    assert again.memo_hit and again.unknown and again.class_id == UNKNOWN
+    cascade.set_ood_threshold(0, 0.95)  # the band is kept
+    assert cascade.stages[0].ood.escalate == 0.1 and cascade.fingerprint() != fp
+    cascade.set_ood_threshold(0, 0.05)  # below the band's edge: the kept band closes down to the threshold
+    assert cascade.stages[0].ood.escalate == 0.05
+    cascade.set_ood_threshold(0, 0.9, escalate=None)  # no band: stage 1 answers it
+    r = cascade.classify(mid)
+    assert not r.memo_hit and not r.unknown and r.stage == 0
+    with pytest.raises(ConfigError, match="escalate"):
+        cascade.set_ood_threshold(0, 0.05, escalate=0.1)
+    with pytest.raises(ConfigError, match="escalate"):
+        OodRule(1.0, escalate=float("nan")).validate("s")
+
+
 def test_switching_the_rule_off_and_the_fingerprint(tmp_path, rng):
     cascade = Cascade(_stages(tmp_path), labels=LABELS)
     fp = cascade.fingerprint()
@@ -128,6 +186,13 @@ def test_bundle_round_trip_and_ood_switch(tmp_path):
         assert c.classify(bright).unknown
     with load_bundle(folder, ood=False) as c:
         assert c.stages[0].ood is None and not c.classify(bright).unknown
+    (tmp_path / "banded").mkdir()
+    banded = _bundle(tmp_path / "banded", {"threshold": 0.05, "output": "ood", "escalate": 0.01})
+    assert read_manifest(banded).stages[0].ood.escalate == 0.01
+    assert json.load(open(os.path.join(banded, MANIFEST)))["stages"][0]["ood"]["escalate"] == 0.01
+    assert "escalate" not in json.load(open(os.path.join(folder, MANIFEST)))["stages"][0]["ood"]  # optional field
+    with load_bundle(banded) as c:
+        assert c.stages[0].ood == OodRule(0.05, "graph", "ood", 0.01)
 
 
 @pytest.mark.parametrize("ood, match", [
@@ -137,6 +202,7 @@ def test_bundle_round_trip_and_ood_switch(tmp_path):
     ({"threshold": 1.0, "score": "mahalanobis", "output": None}, "needs a model output"),
     ({"threshold": 1.0, "params": 3}, "params must be"),
     ({"threshold": 1.0, "code": "import os"}, "unknown key"),
+    ({"threshold": 1.0, "escalate": 2.0}, "must not be higher"),
 ])
 def test_bad_ood_entries_are_refused(tmp_path, ood, match):
     folder = _bundle(tmp_path, {"threshold": 1.0, "output": "ood"})

@@ -75,11 +75,12 @@ def test_graph_head_equals_numpy_on_opsets(tmp_path, rng):
         assert sum(o.name == "ood" for o in again.graph.output) == 1
 
 
-def _bundle(tmp_path):
+def _bundle(tmp_path, stages=1):
     src = save(random_classifier(7), tmp_path / "m.onnx")
     folder = str(tmp_path / "b")
-    save_bundle(folder, [StageSpec("stage1", "stage1.onnx", threshold=0.0)], {"stage1.onnx": src}, LABELS,
-                Preprocessing(scale=1.0 / 255.0))
+    names = ["stage%d" % (k + 1) for k in range(stages)]
+    save_bundle(folder, [StageSpec(n, n + ".onnx", threshold=0.0) for n in names], {n + ".onnx": src for n in names},
+                LABELS, Preprocessing(scale=1.0 / 255.0))
     return folder
 
 
@@ -153,3 +154,33 @@ def test_ood_command_end_to_end_and_one_line_errors(tmp_path, rng, capsys):
     rep = json.loads(out)
     assert rep["method"] == "mahalanobis" and rep["params"] == "ood/stage1.npz"
     assert read_manifest(folder).stages[0].ood.threshold == pytest.approx(rep["threshold"])
+    code, out, err = _run(capsys, "ood", folder, "--data", good, "--method", "mahalanobis", "--keep", "0.99",
+                          "--escalate-keep", "0.9")  # one stage: no next stage for a doubt band
+    assert code == 1 and "stage 1 is the last" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fit_stage_refuses_a_doubt_band_it_cannot_use(tmp_path, rng):
+    folder = _bundle(tmp_path)
+    x, y = _blobs(rng, 200)
+    with pytest.raises(OodCalibrationError, match="below keep"):
+        fit_stage_ood(folder, x, y, method="mahalanobis", keep=0.99, escalate_keep=0.995)
+    with pytest.raises(OodCalibrationError, match="stage 1 is the last"):  # no next stage to send doubtful inputs to
+        fit_stage_ood(folder, x, y, method="mahalanobis", keep=0.99, escalate_keep=0.9)
+
+
+@pytest.mark.slow
+def test_fit_stage_with_a_doubt_band(tmp_path, rng):
+    """``escalate_keep`` writes the band's lower edge: that quantile of the same held-out scores, below the threshold;
+    the bundle then sends the inputs in the band on to stage 2."""
+    folder = _bundle(tmp_path, stages=2)
+    x, y = _blobs(rng, 600)
+    rep = fit_stage_ood(folder, x, y, method="mahalanobis", keep=0.99, escalate_keep=0.8)
+    ood = read_manifest(folder).stages[0].ood
+    assert ood.escalate == rep.fit.escalate < ood.threshold and ood.calibration["escalate_keep"] == 0.8
+    with load_bundle(folder) as c:
+        assert c.stages[0].ood.escalate == ood.escalate
+        res = c.classify_batch(list(x[:200]))
+    scores = np.array([r.ood_score for r in res])
+    went_on = np.array([r.stages_run == 2 for r in res])  # stage 1's threshold 0 answers every other input
+    np.testing.assert_array_equal(went_on, (scores > ood.escalate) & (scores <= ood.threshold))
+    assert 0 < went_on.sum() < 100

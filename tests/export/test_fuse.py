@@ -474,8 +474,11 @@ def test_unknown_answers_as_the_staged_cascade(combine, batch, tmp_path):
     images = np.concatenate([_sample()[:120], noise])
     assert_same(staged, fused, images, 90)
     assert any(r.unknown for r in fused.classify_batch(list(images)))
-    for c in (staged, fused):  # a threshold changed at run time is fed to the graph, inf included
-        c.set_ood_threshold(0, float(np.median([r.ood_score for r in staged.classify_batch(list(images[:120]))])))
+    # a threshold changed at run time is fed to the graph, inf included (one value for both: an answer's ood is the
+    # score of the last stage with a rule that ran, which moves with the threshold once stage 2 has a rule too)
+    median = float(np.median([r.ood_score for r in staged.classify_batch(list(images[:120]))]))
+    for c in (staged, fused):
+        c.set_ood_threshold(0, median)
     assert fused.graph_active and ood_threshold_name(0) in fused._extra
     assert_same(staged, fused, images, 90)
     assert_same(staged, fused, images[:30], 1)
@@ -487,3 +490,34 @@ def test_unknown_answers_as_the_staged_cascade(combine, batch, tmp_path):
     assert off.form == "staged" and all(st.ood is None for st in off.stages)
     with pytest.raises(BundleError, match="ood=False needs the staged form"):
         load_bundle(folder, form="fused", ood=False)
+
+
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
+def test_doubt_band_answers_as_the_staged_cascade(combine, tmp_path):
+    """Stage 1's OOD doubt band (``escalate``): the fused graphs send the same inputs on as the stages do, and a band
+    changed at run time is fed to the graph."""
+    folder = _copy("live", tmp_path, combine)
+    images = np.concatenate([_sample()[:150], np.random.default_rng(5).integers(0, 256, (30, 28, 28), dtype=np.uint8)])
+    with load_bundle(folder, memo=False, threads=1, form="staged") as plain:
+        scores = np.array([r.ood_score for r in plain.classify_batch(list(images))])
+    path = os.path.join(folder, MANIFEST)
+    data = json.load(open(path))
+    rule = data["stages"][0]["ood"]
+    rule["escalate"] = float(min(np.quantile(scores, 0.5), rule["threshold"]))
+    json.dump(data, open(path, "w"))
+    for batch in (None, 1):
+        fuse_bundle(folder, check=False, batch=batch)
+        staged, fused = _pair(folder)
+        assert fused.form == "fused" and fused.stages[0].ood.escalate == rule["escalate"]
+        assert_same(staged, fused, images, 1 if batch == 1 else 90)
+        doubtful = (scores > rule["escalate"]) & (scores <= rule["threshold"])
+        answers = staged.classify_batch(list(images))
+        assert doubtful.any() and all(r.stages_run >= 2 for r, d in zip(answers, doubtful) if d)
+        for c in (staged, fused):  # a band moved at run time is fed to the graph
+            c.set_ood_threshold(0, rule["threshold"], escalate=float(np.quantile(scores, 0.8)))
+        assert fused.graph_active and "edgeconf_fused_ood_escalate_0" in fused._extra
+        assert_same(staged, fused, images[:60], 1 if batch == 1 else 30)
+        for c in (staged, fused):  # a band taken away: the graph cannot carry that, the stages answer
+            c.set_ood_threshold(0, rule["threshold"], escalate=None)
+        assert not fused.graph_active
+        assert_same(staged, fused, images[:30], 30)
