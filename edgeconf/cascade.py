@@ -253,12 +253,14 @@ class Answers(Sequence[CascadeResult]):
     arrays builds none, which is the cheap way to take a large batch's answers.
     """
 
+    __slots__ = ("_batch", "_build", "_items", "_arrays")
+
     def __init__(self, batch: Optional[BatchResult] = None, build: Optional[Callable[[], List[CascadeResult]]] = None,
                  results: Optional[List[CascadeResult]] = None) -> None:
         self._batch = batch
         self._build = build
         self._items = results
-        self._arrays: Dict[str, np.ndarray] = {}
+        self._arrays: Optional[Dict[str, np.ndarray]] = None
 
     @classmethod
     def of_batch(cls, batch: BatchResult, labels: Optional[Sequence[str]]) -> "Answers":
@@ -266,7 +268,7 @@ class Answers(Sequence[CascadeResult]):
 
     @classmethod
     def of_results(cls, results: List[CascadeResult]) -> "Answers":
-        return cls(results=results)
+        return cls(None, None, results)
 
     def _results(self) -> List[CascadeResult]:
         if self._items is None:
@@ -278,10 +280,10 @@ class Answers(Sequence[CascadeResult]):
         return len(self._batch) if self._batch is not None else len(self._items or ())
 
     def __getitem__(self, i: Any) -> Any:  # an int gives one CascadeResult, a slice a list of them
-        return self._results()[i]
+        return (self._items if self._items is not None else self._results())[i]
 
     def __iter__(self) -> Iterator[CascadeResult]:
-        return iter(self._results())
+        return iter(self._items if self._items is not None else self._results())
 
     def __add__(self, other: Sequence[CascadeResult]) -> List[CascadeResult]:  # as the list it replaces
         return self._results() + list(other)
@@ -300,6 +302,8 @@ class Answers(Sequence[CascadeResult]):
         return "Answers(%d inputs, classes %s)" % (len(self), self.class_ids.tolist()[:8])
 
     def _array(self, name: str, dtype: Any) -> np.ndarray:
+        if self._arrays is None:
+            self._arrays = {}
         got = self._arrays.get(name)
         if got is None:
             got = self._arrays[name] = np.array([getattr(r, name) for r in self._results()], dtype=dtype)
@@ -340,6 +344,8 @@ class Answers(Sequence[CascadeResult]):
         """The kept answer's probabilities, ``(N, classes)``."""
         if self._batch is not None:
             return self._batch.probs
+        if self._arrays is None:
+            self._arrays = {}
         got = self._arrays.get("probs")
         if got is None:
             rows = [np.asarray(r.probs) for r in self._results()]
