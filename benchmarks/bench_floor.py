@@ -11,7 +11,8 @@ threshold or the input is in the doubt band; per batch, the same on the whole ba
 floor runs the bundle's fused graph (``edgeconf fuse``, made here in a temporary copy) with one plain call.
 
 edgeconf runs the same bundle through ``load_bundle(..., memo=False)`` and ``classify``/``classify_batch`` with
-its default threading. All contenders classify the same images in one process, in rotating order over chunks,
+its default threading; at batch > 1 ``edgeconf_staged`` reads the answers' class array (``Answers.class_ids``,
+as the floor returns one) and ``edgeconf_staged_objects`` the class of each per-input answer object. All contenders classify the same images in one process, in rotating order over chunks,
 with the garbage collector paused inside timed windows; cost is process CPU time (``time.process_time``).
 Each round gives one ratio per contender pair; the script prints the median and the range over rounds. It also
 checks that every contender gives the same classes. Prints figures only; asserts nothing.
@@ -143,6 +144,14 @@ def edgeconf_one(cascade: Any) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def edgeconf_batch(cascade: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The answers' class array, as the floor returns one (no per-input objects are built)."""
+    def run(images: np.ndarray) -> np.ndarray:
+        return cascade.classify_batch(images).class_ids
+    return run
+
+
+def edgeconf_batch_objects(cascade: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """The class of each per-input answer object (a caller that iterates the answers)."""
     def run(images: np.ndarray) -> np.ndarray:
         return np.array([r.class_id for r in cascade.classify_batch(images)], np.int64)
     return run
@@ -235,6 +244,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             contenders: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
                 "floor_staged": floor.one if batch == 1 else floor.batch,
                 "edgeconf_staged": edgeconf_one(staged) if batch == 1 else edgeconf_batch(staged)}
+            if batch > 1:
+                contenders["edgeconf_staged_objects"] = edgeconf_batch_objects(staged)
             fused = None
             folder = fused_folders.get(1 if batch == 1 else 0)
             if folder:
@@ -246,6 +257,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             per = res["per_input_s"]
             res["threads"] = staged.threads.to_json()
             res["ratios"] = {"edgeconf_staged / floor_staged": ratio_stats(per["edgeconf_staged"], per["floor_staged"])}
+            if "edgeconf_staged_objects" in per:
+                res["ratios"]["edgeconf_staged_objects / floor_staged"] = ratio_stats(per["edgeconf_staged_objects"],
+                                                                                      per["floor_staged"])
             if fused is not None:
                 res["ratios"]["edgeconf_fused / floor_fused"] = ratio_stats(per["edgeconf_fused"], per["floor_fused"])
                 res["ratios"]["edgeconf_fused / floor_staged"] = ratio_stats(per["edgeconf_fused"], per["floor_staged"])
@@ -266,11 +280,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     for key, res in report["results"].items():
         print("\n%s (edgeconf threads: %s)" % (key, Threads(**res["threads"]).describe()))
         for name, values in res["per_input_s"].items():
-            print("  %-16s %8.1f µs/input (median of rounds; range %.1f–%.1f)   same classes as floor_staged: %.2f %%"
+            print("  %-23s %8.1f µs/input (median of rounds; range %.1f–%.1f)   same classes as floor_staged: %.2f %%"
                   % (name, statistics.median(values) * 1e6, min(values) * 1e6, max(values) * 1e6,
                      100 * res["agreement_with_floor_staged"][name]))
         for name, st in res["ratios"].items():
-            print("  %-32s %.3f  (range over rounds %.3f–%.3f)" % (name, st["median"], st["min"], st["max"]))
+            print("  %-40s %.3f  (range over rounds %.3f–%.3f)" % (name, st["median"], st["min"], st["max"]))
     if report.get("fused"):
         print("\n%s" % report["fused"])
     return 0

@@ -1,6 +1,7 @@
 """Fused vs staged cascade on ONNX Runtime CPU: process CPU per image at batch 1 and batch 256, one thread.
 
-Both forms of the shipped bundle (fused into a temporary copy) classify the same FashionMNIST test images
+Both forms of the shipped bundle (fused into temporary copies: the ``--batch 1`` graph for batch 1, and the
+any-batch graph at batch 1 and 256) classify the same FashionMNIST test images
 (the Debian package; the shipped 300-image sample without it), through ``classify``/``classify_batch`` with
 the memo off, in interleaved chunks so load on the machine falls on both alike. Prints CPU µs per image and
 fused ÷ staged for each batch size (and the raw graph call, the floor of the fused form), plus whether the
@@ -56,14 +57,16 @@ def main(argv: List[str]) -> int:
     x = images(args.limit)
     tmp = tempfile.mkdtemp(prefix="edgeconf-bench-fused-")
     try:
-        folder = os.path.join(tmp, "bundle")
-        shutil.copytree(args.bundle, folder)
-        fuse_bundle(folder, check=False)
-        staged = load_bundle(folder, memo=False, threads=1, form="staged")
-        fused = load_bundle(folder, memo=False, threads=1, form="fused")
+        forms = {}
+        for key, batch in (("1", 1), ("N", None)):  # the batch-1 graph (--batch 1) and the any-batch graph
+            folder = os.path.join(tmp, "bundle" + key)
+            shutil.copytree(args.bundle, folder)
+            fuse_bundle(folder, batch=batch, check=False)
+            forms[key] = load_bundle(folder, memo=False, threads=1, form="fused")
+        staged = load_bundle(args.bundle, memo=False, threads=1, form="staged")
+        want = staged.classify_batch(list(x))
         same = all((a.class_id, a.stage) == (b.class_id, b.stage) and abs(a.confidence - b.confidence) <= 1e-5
-                   for a, b in zip(staged.classify_batch(list(x)), fused.classify_batch(list(x))))
-        runner = fused.fused_runner
+                   for fused in forms.values() for a, b in zip(want, fused.classify_batch(list(x))))
         names = ["class", "confidence", "stage", "stages_run", "probs"]
 
         def one(c: Any) -> Callable[[np.ndarray], None]:
@@ -72,13 +75,15 @@ def main(argv: List[str]) -> int:
         def many(c: Any) -> Callable[[np.ndarray], None]:
             return lambda xs: [c.classify_batch(list(xs[a:a + 256])) for a in range(0, len(xs), 256)]
 
+        def call(c: Any, b: int) -> Callable[[np.ndarray], None]:
+            run = c.fused_runner.run_trusted
+            return lambda xs: [run({"image": xs[a:a + b]}, names) for a in range(0, len(xs), b)]
+
         cases: Dict[str, Dict[str, Callable[[np.ndarray], Any]]] = {
-            "batch 1": {"staged": one(staged), "fused": one(fused),
-                        "fused graph call": lambda xs: [runner.run_trusted({"image": xs[i:i + 1]}, names)
-                                                        for i in range(len(xs))]},
-            "batch 256": {"staged": many(staged), "fused": many(fused),
-                          "fused graph call": lambda xs: [runner.run_trusted({"image": xs[a:a + 256]}, names)
-                                                          for a in range(0, len(xs), 256)]},
+            "batch 1": {"staged": one(staged), "fused": one(forms["1"]), "fused graph call": call(forms["1"], 1)},
+            "batch 1, any-batch graph": {"staged": one(staged), "fused": one(forms["N"]),
+                                         "fused graph call": call(forms["N"], 1)},
+            "batch 256": {"staged": many(staged), "fused": many(forms["N"]), "fused graph call": call(forms["N"], 256)},
         }
         for fns in cases.values():  # warm-up
             for fn in fns.values():
@@ -95,7 +100,8 @@ def main(argv: List[str]) -> int:
                 for k in fns:
                     times[b][k].append(acc[k] / len(x))
         staged.close()
-        fused.close()
+        for fused in forms.values():
+            fused.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result: Dict[str, Any] = {"bundle": args.bundle, "images": int(len(x)), "rounds": args.rounds, "threads": 1,
@@ -110,10 +116,10 @@ def main(argv: List[str]) -> int:
         return 0
     print("fused vs staged, ONNX Runtime CPU, 1 thread, %d images, median of %d interleaved rounds (process CPU)"
           % (len(x), args.rounds))
-    print("%-10s %12s %12s %18s %16s" % ("batch", "staged µs", "fused µs", "fused graph µs", "fused ÷ staged"))
+    print("%-26s %12s %12s %18s %16s" % ("batch", "staged µs", "fused µs", "fused graph µs", "fused ÷ staged"))
     for b in cases:
         u = result["per_image_us"][b]
-        print("%-10s %12.1f %12.1f %18.1f %16.3f" % (b, u["staged"], u["fused"], u["fused graph call"],
+        print("%-26s %12.1f %12.1f %18.1f %16.3f" % (b, u["staged"], u["fused"], u["fused graph call"],
                                                     result["fused_over_staged"][b]))
     print("identical answers (class, stage; confidence within 1e-5): %s" % ("yes" if same else "NO"))
     return 0

@@ -5,7 +5,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -243,6 +243,114 @@ class BatchResult:
         return CascadeResult(cid, float(self.confidence[i]), int(self.stage[i]), self.probs[i], secs, n,
                              label=label_of(cid, labels), unknown=unknown, ood_score=ood,
                              remote_failure=self.remote_failures.get(i))
+
+
+class Answers(Sequence[CascadeResult]):
+    """What ``classify_batch`` returns: the answers in input order, both as arrays (``class_ids``, ``confidence``,
+    ``stage``, ``stages_run``, ``probs``, ``unknown``, ``memo_hit``) and as a sequence of :class:`CascadeResult`.
+
+    The per-input objects are built the first time one is read (all at once, then kept); reading only the
+    arrays builds none, which is the cheap way to take a large batch's answers.
+    """
+
+    __slots__ = ("_batch", "_build", "_items", "_arrays")
+
+    def __init__(self, batch: Optional[BatchResult] = None, build: Optional[Callable[[], List[CascadeResult]]] = None,
+                 results: Optional[List[CascadeResult]] = None) -> None:
+        self._batch = batch
+        self._build = build
+        self._items = results
+        self._arrays: Optional[Dict[str, np.ndarray]] = None
+
+    @classmethod
+    def of_batch(cls, batch: BatchResult, labels: Optional[Sequence[str]]) -> "Answers":
+        return cls(batch, lambda: batch.items(labels))
+
+    @classmethod
+    def of_results(cls, results: List[CascadeResult]) -> "Answers":
+        return cls(None, None, results)
+
+    def _results(self) -> List[CascadeResult]:
+        if self._items is None:
+            self._items = self._build()  # type: ignore[misc]
+            self._build = None
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._batch) if self._batch is not None else len(self._items or ())
+
+    def __getitem__(self, i: Any) -> Any:  # an int gives one CascadeResult, a slice a list of them
+        return (self._items if self._items is not None else self._results())[i]
+
+    def __iter__(self) -> Iterator[CascadeResult]:
+        return iter(self._items if self._items is not None else self._results())
+
+    def __add__(self, other: Sequence[CascadeResult]) -> List[CascadeResult]:  # as the list it replaces
+        return self._results() + list(other)
+
+    def __radd__(self, other: Sequence[CascadeResult]) -> List[CascadeResult]:
+        return list(other) + self._results()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, Answers)):
+            return self._results() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "Answers(%d inputs, classes %s)" % (len(self), self.class_ids.tolist()[:8])
+
+    def _array(self, name: str, dtype: Any) -> np.ndarray:
+        if self._arrays is None:
+            self._arrays = {}
+        got = self._arrays.get(name)
+        if got is None:
+            got = self._arrays[name] = np.array([getattr(r, name) for r in self._results()], dtype=dtype)
+        return got
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        """Class per input (``UNKNOWN`` where the answer is unknown), int64."""
+        return self._batch.class_ids if self._batch is not None else self._array("class_id", np.int64)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return self._batch.confidence if self._batch is not None else self._array("confidence", np.float64)
+
+    @property
+    def stage(self) -> np.ndarray:
+        """Index of the stage whose answer was kept, per input."""
+        return self._batch.stage if self._batch is not None else self._array("stage", np.int64)
+
+    @property
+    def stages_run(self) -> np.ndarray:
+        """Stages that ran per input (0 for a memo hit)."""
+        return self._batch.stages_run if self._batch is not None else self._array("stages_run", np.int64)
+
+    @property
+    def unknown(self) -> np.ndarray:
+        b = self._batch
+        if b is not None:
+            return b.unknown if b.unknown is not None else np.zeros(len(b), bool)
+        return self._array("unknown", bool)
+
+    @property
+    def memo_hit(self) -> np.ndarray:
+        return np.zeros(len(self._batch), bool) if self._batch is not None else self._array("memo_hit", bool)
+
+    @property
+    def probs(self) -> np.ndarray:
+        """The kept answer's probabilities, ``(N, classes)``."""
+        if self._batch is not None:
+            return self._batch.probs
+        if self._arrays is None:
+            self._arrays = {}
+        got = self._arrays.get("probs")
+        if got is None:
+            rows = [np.asarray(r.probs) for r in self._results()]
+            got = self._arrays["probs"] = np.stack(rows) if rows else np.zeros((0, 0))
+        return got
 
 
 def label_of(class_id: int, labels: Optional[Sequence[str]]) -> Optional[str]:
@@ -519,19 +627,22 @@ class Cascade:
             if mean:
                 p, c, summed = _mean_answer(step.stage.score, k, p, c, summed)
             o, unk = step.stage.unknown(out)
-            if probs is None:
-                probs = np.zeros((n, p.shape[1]), dtype=np.float64)
-            stages_run[active] = k + 1
-            if k == 0 or self.combine != "best":
-                take = None
-                idx, pk, ck = active, p, c
-            else:  # best: keep the answer with the higher score (an unknown verdict always stands)
-                take = c > conf[active] if unk is None else (c > conf[active]) | unk
-                idx, pk, ck = active[take], p[take], c[take]
-            probs[idx] = pk
-            conf[idx] = ck
-            class_ids[idx] = pk.argmax(axis=1)
-            stage_of[idx] = k
+            if probs is None:  # stage 1 answers every input: whole-array writes, no index
+                probs = p.astype(np.float64)
+                conf[:] = c
+                class_ids[:] = p.argmax(axis=1)
+                stages_run[:] = 1
+            else:
+                stages_run[active] = k + 1
+                if self.combine != "best":
+                    idx, pk, ck = active, p, c
+                else:  # best: keep the answer with the higher score (an unknown verdict always stands)
+                    take = c > conf[active] if unk is None else (c > conf[active]) | unk
+                    idx, pk, ck = active[take], p[take], c[take]
+                probs[idx] = pk
+                conf[idx] = ck
+                class_ids[idx] = pk.argmax(axis=1)
+                stage_of[idx] = k
             if unk is not None:  # unknown inputs are always among those whose answer is kept
                 ood[active] = o
                 unknown[active[unk]] = True
@@ -688,17 +799,18 @@ class Cascade:
             self._validate(x)
         return x
 
-    def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
-        """Raw images → answers, through preprocessing and the memo cache (when set)."""
+    def classify_batch(self, images: Sequence[np.ndarray]) -> Answers:
+        """Raw images → answers (arrays, and one :class:`CascadeResult` per input when read), through
+        preprocessing and the memo cache (when set)."""
         if self.preprocessing is None:
             raise ConfigError("this cascade has no preprocessing; use run_batch with model-ready arrays")
         if not len(images):
-            return []
+            return Answers.of_results([])
         if len(images) == 1:
-            return [self.classify(images[0])]
+            return Answers.of_results([self.classify(images[0])])
         memo = self.memo
         if memo is None:
-            return self._run_batch(self._model_batch(images)).items(self.labels)
+            return Answers.of_batch(self._run_batch(self._model_batch(images)), self.labels)
         fp = self.fingerprint()
         clock = memo.clock
         t0 = clock()
@@ -723,7 +835,7 @@ class Cascade:
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         memo.observe_batch(found.looked_up, found.looked_up_hits, t1 - t0, len(found.misses), t2 - t1, t3 - t2)
-        return [r for r in results if r is not None]
+        return Answers.of_results([r for r in results if r is not None])
 
     def classify(self, image: np.ndarray) -> CascadeResult:
         """One raw image → its answer (the batch-1 path: memo lookup, then the lean run)."""

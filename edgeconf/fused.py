@@ -20,11 +20,13 @@ time (its batch share), counted on the first stage in ``counters.stage_seconds``
 Which form ``load_bundle(form="auto")`` picks (:func:`choose_form`): the staged form unless the bundle has an
 up-to-date fused graph and the stages run on an ONNX Runtime GPU execution provider (CUDA or TensorRT), where
 each stage boundary of the staged form costs a device-to-host copy and a synchronisation. On ONNX Runtime's
-CPU provider the fused graph measured slower than the staged path at batch 1 (``benchmarks/bench_fused.py``,
-docs/fused.md), so staged stays the default there; the native ``tensorrt`` backend runs one engine per stage.
+CPU provider the fused graph is no cheaper than the staged path (the ``--batch 1`` graph costs about what the
+staged path does at batch 1, the any-batch graph more; ``benchmarks/bench_fused.py``, docs/fused.md), so
+staged stays the default there; the native ``tensorrt`` backend runs one engine per stage.
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -32,8 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeconf.cascade import (_EPOCH, COMBINE_RULES, BatchResult, Cascade, CascadeResult, Stage, _as_memo_hit,
-                              label_of)
+from edgeconf.cascade import (_EPOCH, COMBINE_RULES, Answers, BatchResult, Cascade, CascadeResult, Stage,
+                              _as_memo_hit, label_of)
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, InputValidationError
 from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
@@ -50,6 +52,11 @@ TENSORRT_MIN = "8.5"
 TENSORRT_MIN_BATCH1 = "8.0"
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _OUTPUTS = list(FUSED_OUTPUTS)
+
+
+#: names of the fused graph's initializers a call may override (thresholds, temperatures, OOD thresholds)
+TUNABLE_PREFIXES = ("edgeconf_fused_threshold_", "edgeconf_fused_temperature_", "edgeconf_fused_ood_threshold_",
+                    "edgeconf_fused_ood_escalate_")
 
 
 def threshold_name(stage: int) -> str:
@@ -182,7 +189,7 @@ def choose_form(requested: str, manifest: Any, backend: str, providers: Optional
     gpu = [n for n in names if n in _GPU_PROVIDERS or str(n).lower() in ("cuda", "tensorrt", "trt")]
     if backend == "ort-tensorrt" or gpu:
         return "fused", "stages run on a GPU execution provider: one call per answer saves a host round trip per stage"
-    return "staged", ("ONNX Runtime CPU: the fused graph is slower than the staged path at batch 1 there "
+    return "staged", ("ONNX Runtime CPU: the fused graph is no cheaper than the staged path there "
                       "(benchmarks/bench_fused.py; use --form fused to ask for it)")
 
 
@@ -192,10 +199,8 @@ def runtime_model(path: str) -> bytes:
     * Thresholds and temperatures are also listed as graph inputs: initializers that are inputs are defaults
       a call may override, so ``set_threshold`` needs no rebuild. (On disk they stay plain initializers,
       which is what TensorRT and other consumers expect.)
-    * The any-batch conditionals are inlined: ONNX Runtime does not apply its layout optimisations (NCHWc
-      convolutions) inside ``If`` subgraphs, where a stage ran 1.6–1.9× slower on CPU (measured; see
-      docs/fused.md). Inlined, a stage with no unsure input runs on an empty batch and scatters nothing: the
-      same answers. A batch-1 graph keeps its conditionals (its branches are not valid unconditionally).
+    * Each later stage's weights are moved into its ``If`` branch (:func:`scope_initializers`; graphs fused
+      since that change already have them there).
     """
     import onnx
 
@@ -203,47 +208,49 @@ def runtime_model(path: str) -> bytes:
     g = model.graph
     listed = {i.name for i in g.input}
     for init in g.initializer:
-        if init.name.startswith(("edgeconf_fused_threshold_", "edgeconf_fused_temperature_",
-                                 "edgeconf_fused_ood_threshold_", "edgeconf_fused_ood_escalate_")) \
-                and init.name not in listed:
+        if init.name.startswith(TUNABLE_PREFIXES) and init.name not in listed:
             g.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
-    nodes = _inline(list(g.node), onnx)
-    keep = _live(nodes, {o.name for o in g.output})
-    del g.node[:]
-    g.node.extend(keep)
+    scope_initializers(g)
     return model.SerializeToString()
 
 
-def _inline(nodes: List[Any], onnx: Any) -> List[Any]:
-    out: List[Any] = []
-    for node in nodes:
-        if node.op_type == "If" and node.name.endswith("_many"):
-            then_g = next(a.g for a in node.attribute if a.name == "then_branch")
-            out += _inline(list(then_g.node), onnx)
-            out += [onnx.helper.make_node("Identity", [src.name], [dst]) for src, dst in zip(then_g.output, node.output)]
-        else:
-            out.append(node)
-    return out
-
-
-def _live(nodes: List[Any], outputs: set) -> List[Any]:
-    """Drop nodes whose outputs nothing reads (the inlined conditions)."""
-    def reads(node: Any) -> set:
-        names = set(node.input)
-        for a in node.attribute:
+def _reads(g: Any) -> set:
+    """Every name the nodes of graph ``g`` and of its subgraphs read, and ``g``'s outputs."""
+    names = {o.name for o in g.output}
+    for n in g.node:
+        names.update(n.input)
+        for a in n.attribute:
             if a.type == a.GRAPH:
-                for n in a.g.node:
-                    names |= reads(n)
-        return names
+                names |= _reads(a.g)
+    return names
 
-    while True:
-        used = set(outputs)
-        for n in nodes:
-            used |= reads(n)
-        kept = [n for n in nodes if any(o in used for o in n.output)]
-        if len(kept) == len(nodes):
-            return kept
-        nodes = kept
+
+def scope_initializers(g: Any) -> None:
+    """Move every initializer that only one ``If`` branch reads into that branch (the innermost), in place.
+
+    ONNX Runtime gives a convolution its fast CPU layout (NCHWc) only when the weights are initializers of the
+    convolution's own graph: with a later stage's weights in the outer scope, the stage ran 1.6–1.9× slower
+    inside its branch (docs/fused.md). The tunable values (thresholds, temperatures) stay at the top, where
+    ONNX Runtime can take them as overridable inputs.
+    """
+    subs = [a.g for n in g.node for a in n.attribute if a.type == a.GRAPH]
+    if not subs:
+        return
+    direct = {o.name for o in g.output} | {x for n in g.node for x in n.input}
+    reads = [_reads(s) for s in subs]
+    kept = []
+    for init in g.initializer:
+        users = [s for s, r in zip(subs, reads) if init.name in r]
+        if init.name in direct or len(users) != 1 or init.name.startswith(TUNABLE_PREFIXES):
+            kept.append(init)
+        else:
+            users[0].initializer.add().CopyFrom(init)
+    if len(kept) != len(g.initializer):
+        kept = [copy.deepcopy(t) for t in kept]
+        del g.initializer[:]
+        g.initializer.extend(kept)
+    for s in subs:
+        scope_initializers(s)
 
 
 class FusedCascade(Cascade):
@@ -403,17 +410,17 @@ class FusedCascade(Cascade):
                              (batch.stage_seconds[0] / n,), int(batch.stages_run[i]), label_of(cid, self.labels),
                              unknown=unknown, ood_score=ood)
 
-    def _classify_misses(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
+    def _classify_misses(self, images: Sequence[np.ndarray]) -> Answers:
         if not self._sync():
-            batch = self.run_batch(self.preprocessing.batch(images))
-            return [batch.item(j, self.labels) for j in range(len(images))]
+            return Answers.of_batch(self.run_batch(self.preprocessing.batch(images)), self.labels)
         batch = self._call(self.pixels(images))
-        return [self._answer(batch, j) for j in range(len(images))]
+        return Answers(batch, lambda: [self._answer(batch, j) for j in range(len(images))])
 
-    def classify_batch(self, images: Sequence[np.ndarray]) -> List[CascadeResult]:
-        """Raw images → answers, through the memo cache (when set) and one graph call for the misses."""
+    def classify_batch(self, images: Sequence[np.ndarray]) -> Answers:
+        """Raw images → answers (arrays, and one result per input when read), through the memo cache (when set)
+        and one graph call for the misses."""
         if not len(images):
-            return []
+            return Answers.of_results([])
         memo = self.memo
         if memo is None:
             return self._classify_misses(images)
@@ -429,7 +436,7 @@ class FusedCascade(Cascade):
                 memo.put(found.keys[i], fp, res, found.prekeys[i])
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
-        return [r for r in results if r is not None]
+        return Answers.of_results([r for r in results if r is not None])
 
     def _classify_one(self, image: np.ndarray) -> CascadeResult:
         """One raw image, one graph call: pixels copied into the bound input, only the answer copied out."""
@@ -478,5 +485,6 @@ class FusedCascade(Cascade):
 
 
 __all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
-           "temperature_name", "ood_threshold_name", "ood_escalate_name", "ceil_f32", "floor_f32", "stage_fingerprint", "runtime_model", "FORMS", "FUSED_FILE",
+           "temperature_name", "ood_threshold_name", "ood_escalate_name", "ceil_f32", "floor_f32", "stage_fingerprint",
+           "runtime_model", "scope_initializers", "FORMS", "FUSED_FILE",
            "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN"]

@@ -248,9 +248,9 @@ class Preprocessing:
         h, w = self.size
         fast = self._grey_stack(images)
         if fast is not None:  # the common case (grey, right size): one vectorised pass, same values
-            x = fast.astype(np.float32)
-            x *= self._gain[0]
-            x += self._offset[0]
+            x = np.multiply(fast, self._gain[0], dtype=np.float32)  # cast and scale in one pass
+            if self._offset[0]:  # adding 0 changes no value
+                x += self._offset[0]
             shape = (len(fast), 1, h, w) if self.layout == "NCHW" else (len(fast), h, w, 1)
             return x.reshape(shape).astype(self.dtype, copy=False)
         out = np.empty((len(images), h, w, self.channels), dtype=np.float32)

@@ -40,8 +40,7 @@ from edgeconf.errors import BundleError, ConfigError
 from edgeconf.export.errors import ExportError
 from edgeconf.export.head import HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, default_opset, find_logits_output, load_model
 from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, floor_f32, ood_escalate_name,
-                            ood_threshold_name,
-                            stage_fingerprint, temperature_name, threshold_name)
+                            ood_threshold_name, scope_initializers, stage_fingerprint, temperature_name, threshold_name)
 from edgeconf.hashing import sha256_file
 from edgeconf.preprocess import Preprocessing
 
@@ -328,8 +327,10 @@ def _preprocess_nodes(pre: Preprocessing, b: _Builder) -> Tuple[List[onnx.NodePr
     g = gain.reshape(()) if gain.size == 1 else gain
     o = offset.reshape(()) if offset.size == 1 else offset
     nodes.append(mk("Mul", [cur, b.const(g, np.float32)], ["pre/scaled"], name="pre/scale"))
-    nodes.append(mk("Add", ["pre/scaled", b.const(o, np.float32)], ["pre/norm"], name="pre/shift"))
-    cur = "pre/norm"
+    cur = "pre/scaled"
+    if offset.any():  # adding 0 changes no value (the host path skips it too)
+        nodes.append(mk("Add", [cur, b.const(o, np.float32)], ["pre/norm"], name="pre/shift"))
+        cur = "pre/norm"
     if pre.channels == 1:
         axis = 1 if pre.layout == "NCHW" else 3
         nodes.append(mk("Unsqueeze", [cur, b.const([axis], np.int64)], ["pre/chan"], name="pre/channel_axis"))
@@ -592,14 +593,20 @@ class _Fuser:
         nodes += s_nodes
         summed = p0 if self.combine == "mean" else None
         i64 = lambda v: helper.make_tensor("v", TensorProto.INT64, [1], [v])  # noqa: E731
-        nodes += [mk("Shape", [c0], ["top/n"]),
-                  mk("ConstantOfShape", ["top/n"], ["top/stage0"], value=i64(0)),
-                  mk("ConstantOfShape", ["top/n"], ["top/run0"], value=i64(1))]
-        first = _State(p0, c0, "top/stage0", "top/run0", c0, summed, fwd,
-                       exit_unknown=ood0[1] if ood0 is not None else None, exit_doubt=self.doubt.get((0, "")))
+        if self.batch == 1:  # stage 1's stage and run count are constants: no nodes on every input's path
+            stage0, run0 = b.const([0], np.int64), b.const([1], np.int64)
+        else:
+            nodes += [mk("Shape", [c0], ["top/n"]),
+                      mk("ConstantOfShape", ["top/n"], ["top/stage0"], value=i64(0)),
+                      mk("ConstantOfShape", ["top/n"], ["top/run0"], value=i64(1))]
+            stage0, run0 = "top/stage0", "top/run0"
+        first = _State(p0, c0, stage0, run0, c0, summed, fwd, exit_unknown=ood0[1] if ood0 is not None else None,
+                       exit_doubt=self.doubt.get((0, "")))
         if self.with_ood:
             if ood0 is not None:
                 first.unknown, first.ood = ood0[1], ood0[0]
+            elif self.batch == 1:
+                first.unknown, first.ood = b.const([False], np.bool_), b.const([np.nan], np.float32)
             else:
                 nodes += [mk("ConstantOfShape", ["top/n"], ["top/unknown0"],
                              value=helper.make_tensor("v", TensorProto.BOOL, [1], [False])),
@@ -656,6 +663,7 @@ class _Fuser:
                                   [helper.make_tensor_value_info(FUSED_INPUT, TensorProto.UINT8, in_shape)], outputs,
                                   b.inits)
         _declare_conditions(graph)
+        scope_initializers(graph)  # a later stage's weights into its branch (see edgeconf.fused)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)],
                                   producer_name="edgeconf.fuse")
         model.ir_version = min(8, onnx.IR_VERSION)

@@ -292,3 +292,53 @@ def test_batch_items_keep_unknown_answers(tmp_path, rng, two_models):
         assert (b.class_id, b.unknown, b.label) == (s.class_id, s.unknown, s.label)
         assert (b.label == "unknown") == b.unknown == (b.class_id == UNKNOWN)
         assert b.ood_score == pytest.approx(s.ood_score, rel=1e-6)
+
+
+def _same_as_objects(answers) -> None:
+    """Every array of ``answers`` holds what its per-input objects say."""
+    objs = list(answers)
+    assert len(answers) == len(objs)
+    np.testing.assert_array_equal(answers.class_ids, [r.class_id for r in objs])
+    np.testing.assert_array_equal(answers.confidence, [r.confidence for r in objs])
+    np.testing.assert_array_equal(answers.stage, [r.stage for r in objs])
+    np.testing.assert_array_equal(answers.stages_run, [r.stages_run for r in objs])
+    np.testing.assert_array_equal(answers.unknown, [r.unknown for r in objs])
+    np.testing.assert_array_equal(answers.memo_hit, [r.memo_hit for r in objs])
+    np.testing.assert_array_equal(answers.probs, np.stack([r.probs for r in objs]))
+
+
+def test_classify_batch_answers_are_arrays_and_objects(rng, two_models):
+    """classify_batch's answers: arrays equal to the per-input objects, which are built once, when first read;
+    they behave as the list of results callers iterate, index, slice and extend lists with."""
+    from edgeconf.cascade import Answers
+    from edgeconf.memo import MemoCache
+    from edgeconf.preprocess import Preprocessing
+
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.4), Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, preprocessing=Preprocessing(), labels=[str(i) for i in range(10)])
+    images = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    first_conf = stages[0].answer(stages[0].runner.run(Preprocessing().batch(images)))[1]
+    cascade.set_threshold(0, float(np.median(first_conf)))  # both stages answer some
+    answers = cascade.classify_batch(images)
+    assert isinstance(answers, Answers) and set(answers.stage.tolist()) == {0, 1}
+    classes = answers.class_ids.copy()
+    singles = [cascade.classify(im) for im in images]
+    np.testing.assert_array_equal(classes, [r.class_id for r in singles])
+    _same_as_objects(answers)
+    assert answers[3] is answers[3] and answers[-1] is list(answers)[-1]  # built once, then kept
+    assert [r.class_id for r in answers[2:5]] == classes[2:5].tolist()
+    held = [singles[0]]
+    held += answers
+    assert len(held) == 41 and held[1].label == str(classes[0])
+    assert answers + held[:1] == list(answers) + held[:1] and held[:1] + answers == held and answers == list(answers)
+    # the memo path, a single image and no image answer the same way
+    cascade.memo = MemoCache()
+    cold, warm = cascade.classify_batch(list(images)), cascade.classify_batch(list(images))
+    np.testing.assert_array_equal(cold.class_ids, classes)
+    np.testing.assert_array_equal(warm.class_ids, classes)
+    assert warm.memo_hit.all() and not cold.memo_hit.any()
+    _same_as_objects(warm)
+    one = cascade.classify_batch(images[:1])
+    assert len(one) == 1 and one.class_ids.tolist() == [classes[0]]
+    none = cascade.classify_batch([])
+    assert len(none) == 0 and list(none) == [] and none.class_ids.shape == (0,)

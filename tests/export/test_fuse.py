@@ -15,6 +15,7 @@ from edgeconf import data_path
 from edgeconf.bundle import MANIFEST, StageSpec, load_bundle, read_manifest, save_bundle, write_manifest
 from edgeconf.cli import main
 from edgeconf.errors import BundleError
+from edgeconf.hashing import sha256_file
 from edgeconf.export.fuse import (FuseError, build_fused, check_fused, fuse_bundle, retune_fused, set_fused_values,
                                   tensorrt_check, unfuse_bundle)
 from edgeconf.fused import (FUSED_FILE, FusedCascade, ceil_f32, choose_form, fused_info, ood_threshold_name,
@@ -87,6 +88,70 @@ def test_batch1_graph_answers_as_the_staged_cascade(combine, tmp_path):
     assert_same(staged, fused, _sample()[:120], 40)  # a batch-1 graph answers a batch one input per call
 
 
+def _graph_reads(g: onnx.GraphProto) -> set:
+    return {x for n in g.node for x in n.input} | {x for n in g.node for a in n.attribute if a.type == a.GRAPH
+                                                   for x in _graph_reads(a.g)}
+
+
+def test_runtime_model_moves_weights_of_a_graph_fused_before_into_the_branches(tmp_path):
+    """A graph written with every weight at the top (as fuse did before) gets them moved into its branches at
+    load, in memory; the answers stay the same and the thresholds stay overridable."""
+    from edgeconf.fused import runtime_model
+
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    path = os.path.join(folder, FUSED_FILE)
+    model = onnx.load(path)
+
+    def lift(g):  # every branch initializer back to the top graph
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == a.GRAPH:
+                    lift(a.g)
+                    model.graph.initializer.extend(a.g.initializer)
+                    del a.g.initializer[:]
+    lift(model.graph)
+    assert any(i.name.startswith("s1/") for i in model.graph.initializer)
+    onnx.save(model, path)
+    g = onnx.load_from_string(runtime_model(path)).graph
+    assert not any(i.name.startswith(("s1/", "s2/")) for i in g.initializer)
+    assert threshold_name(0) in {i.name for i in g.input}  # overridable
+    data = json.load(open(os.path.join(folder, MANIFEST)))
+    data["files"][FUSED_FILE].update(sha256=sha256_file(path), bytes=os.path.getsize(path))
+    json.dump(data, open(os.path.join(folder, MANIFEST), "w"))
+    staged, fused = _pair(folder)
+    assert_same(staged, fused, _sample()[:100], 50)
+
+
+@pytest.mark.parametrize("name", ["bundle", "live", "early_exit"])
+def test_batch1_graph_keeps_later_stages_in_their_branches(name, tmp_path):
+    """The path every input takes: preprocessing, stage 1, its confidence, one If (and the class). Everything only
+    escalated inputs need, their weights included, lives in the branches (ONNX Runtime gives a branch's
+    convolutions their fast layout only for weights of the branch's own graph); the tunable values stay at the
+    top, where a call can override them."""
+    folder = _copy(name, tmp_path)
+    fuse_bundle(folder, batch=1, check=False)
+    g = onnx.load(os.path.join(folder, FUSED_FILE)).graph
+    top_ops = [n.op_type for n in g.node]
+    assert top_ops.count("If") == 1
+    assert {"Shape", "ConstantOfShape", "NonZero", "ScatterND", "Range"}.isdisjoint(top_ops)
+    assert not any(n.name == "pre/shift" for n in g.node)  # the shipped preprocessing adds 0: no node for it
+    later = [n.name for n in g.node if n.name.startswith(("s1/", "s2/"))]
+    assert later == []
+    top = {i.name for i in g.initializer}
+    assert not any(t.startswith(("s1/", "s2/")) for t in top)
+    assert {threshold_name(0), threshold_name(1), temperature_name(1), temperature_name(2)} <= top
+    branch2 = next(a.g for n in g.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
+    own2 = {i.name for i in branch2.initializer}
+    assert own2 and all(t.startswith("s1/") or t.startswith("edgeconf_fused_c") for t in own2)
+    assert {t for t in _graph_reads(branch2) if t.startswith("s1/") and "/one/" not in t and "head/" not in t} <= own2
+    branch3 = next(a.g for n in branch2.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
+    own3 = {i.name for i in branch3.initializer}
+    assert own3 and all(t.startswith("s2/") or t.startswith("edgeconf_fused_c") for t in own3)
+    staged, fused = _pair(folder)
+    assert_same(staged, fused, _sample()[:80], 1)
+
+
 @pytest.mark.parametrize("name, extra", [("bundle", []), ("live", ["unknown", "ood"])])
 def test_graph_file_layout(name, extra, tmp_path):
     folder = _copy(name, tmp_path)
@@ -104,6 +169,7 @@ def test_graph_file_layout(name, extra, tmp_path):
     assert inits[temperature_name(2)] == pytest.approx(man.stages[2].temperature, rel=1e-7)
     assert threshold_name(2) not in inits  # the last stage always answers
     assert [n.op_type for n in g.node].count("If") == 1  # stage 2, with stage 3 nested in its branch
+    assert not any(i.name.startswith(("s1/", "s2/")) for i in g.initializer)  # later stages' weights: in the branches
     info = fused_info(man)
     assert man.files[FUSED_FILE]["sha256"] and info is not None and info.tensorrt_min == "8.5"
 
@@ -128,9 +194,10 @@ def test_tensorrt_check(tmp_path):
     assert any("not a 0-d bool" in p for p in res["problems"]) and any("branches differ" in p for p in res["problems"])
 
 
-def test_threshold_changed_at_run_time_is_fed_to_the_graph(tmp_path):
+@pytest.mark.parametrize("batch", [None, 1])
+def test_threshold_changed_at_run_time_is_fed_to_the_graph(batch, tmp_path):
     folder = _copy("bundle", tmp_path)
-    fuse_bundle(folder, check=False)
+    fuse_bundle(folder, batch=batch, check=False)
     staged, fused = _pair(folder)
     images = _sample()
     before = [r.stage for r in fused.classify_batch(list(images))]
@@ -345,9 +412,10 @@ def test_cli(capsys, tmp_path):
 
 # -- the whole test set -------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("name, combine", [("bundle", "last"), ("bundle", "best"), ("bundle", "mean"), ("live", "last"),
-                                           ("early_exit", "last"), ("early_exit", "mean")])
-def test_full_fashion_mnist_test_set(name, combine, tmp_path):
+@pytest.mark.parametrize("name, combine, batch", [
+    ("bundle", "last", None), ("bundle", "best", None), ("bundle", "mean", None), ("live", "last", None),
+    ("early_exit", "last", None), ("early_exit", "mean", None), ("bundle", "last", 1), ("live", "last", 1)])
+def test_full_fashion_mnist_test_set(name, combine, batch, tmp_path):
     from edgeconf.datasets import load_fashion_mnist
     from edgeconf.errors import DataError
 
@@ -356,9 +424,9 @@ def test_full_fashion_mnist_test_set(name, combine, tmp_path):
     except DataError:
         pytest.skip("FashionMNIST is not installed (Debian package dataset-fashion-mnist)")
     folder = _copy(name, tmp_path, combine)
-    fuse_bundle(folder, check=False)
+    fuse_bundle(folder, batch=batch, check=False)
     staged, fused = _pair(folder)
-    assert_same(staged, fused, images, 500)
+    assert_same(staged, fused, images, 500)  # a batch-1 graph answers each input with its own call
 
 
 def test_retune_command_updates_the_fused_graph(capsys, tmp_path):
@@ -395,11 +463,11 @@ def test_cascade_command_chooses_the_rule_and_fuses(capsys, pool, task, tmp_path
     assert rep["fused"]["checked_inputs"] > 0 and rep["runtime_test"]["matches_simulation"]
 
 
-@pytest.mark.parametrize("combine", ["last", "best", "mean"])
-def test_unknown_answers_as_the_staged_cascade(combine, tmp_path):
+@pytest.mark.parametrize("combine, batch", [("last", None), ("best", None), ("mean", None), ("last", 1), ("best", 1)])
+def test_unknown_answers_as_the_staged_cascade(combine, batch, tmp_path):
     """The live bundle's stage 1 has an OOD rule: the fused graph answers "unknown" exactly where the stages do."""
     folder = _copy("live", tmp_path, combine)
-    fuse_bundle(folder, check=False)
+    fuse_bundle(folder, batch=batch, check=False)
     staged, fused = _pair(folder)
     assert fused.stages[0].ood is not None
     noise = np.random.default_rng(5).integers(0, 256, (60, 28, 28), dtype=np.uint8)
