@@ -23,7 +23,7 @@ from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.cascade import Cascade, Stage
 from edgeconf.confidence import score
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
-from edgeconf.memo import DEFAULT_KEY, MemoCache
+from edgeconf.memo import DEFAULT_KEY, MemoCache, Sampling
 from edgeconf.preprocess import Preprocessing
 
 #: Every configuration, in report order.
@@ -125,11 +125,13 @@ class BenchConfig:
     cascade: Cascade
     memo_key: Optional[str] = None
     memo_radius: int = 0
+    memo_sampling: bool = True  # the memo's adaptive sampling (False: every input looked up, as the paper does)
 
     def fresh_memo(self, capacity: int) -> None:
         """Give the cascade an empty memo large enough for the whole stream (the paper's memory is unbounded)."""
         if self.memo_key is not None:
-            self.cascade.memo = MemoCache(max(1, capacity), self.memo_key, self.memo_radius)
+            self.cascade.memo = MemoCache(max(1, capacity), self.memo_key, self.memo_radius,
+                                          sampling=Sampling() if self.memo_sampling else None)
 
     def reset(self, capacity: int) -> None:
         self.cascade.reset_counters()
@@ -164,10 +166,13 @@ def _baseline_preprocessing(runner: Any, fallback: Preprocessing) -> Preprocessi
 
 def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str], names: Sequence[str],
                  threads: Union[None, int, Threads] = None, backend: str = "onnxruntime", form: str = "auto",
-                 batch: int = 1) -> List[BenchConfig]:
+                 batch: int = 1, memo_sampling: bool = True) -> List[BenchConfig]:
     """Load one cascade per configuration (separate sessions, so no configuration warms another's caches).
 
     ``threads``: ONNX Runtime threading of every model (None: chosen for the device and ``batch``).
+    ``memo_sampling``: the memo configurations' adaptive sampling (:class:`edgeconf.memo.Sampling`, on by
+    default as in a bundle's memo); off, every input is looked up, so hit counts do not depend on how the
+    cache priced its lookups on this machine.
     ``form`` (staged, fused or auto) applies to the bundle's cascade configurations; ``first`` is stage 1
     alone and ``big`` the baseline, each one model whatever the form.
     """
@@ -211,7 +216,7 @@ def load_configs(bundle: str, baseline: Optional[str], early_exit: Optional[str]
                     cascade = Cascade(cascade.stages[:1], cascade.combine, cascade.labels, cascade.preprocessing,
                                       None, "first")
                 key, radius = MEMO_KEYS.get(name, (None, 0))
-                configs.append(BenchConfig(name, cascade, key, radius))
+                configs.append(BenchConfig(name, cascade, key, radius, memo_sampling))
     except Exception:
         for c in configs:
             c.close()
@@ -611,6 +616,7 @@ class BenchSettings:
     targets: Optional[Dict[str, float]] = None  # keys of TARGET_KEYS; None: no targets reported
     max_pixels: Optional[int] = None
     form: str = "auto"  # cascade form of the bundle's configurations: auto, staged or fused
+    memo_sampling: bool = True  # adaptive sampling of the memo configurations' lookups (False: every input)
 
 
 @dataclass
@@ -682,7 +688,7 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
     n = len(images)
     threads = choose_threads(settings.threads, settings.batch)
     configs = load_configs(settings.bundle, settings.baseline, settings.early_exit, settings.configs, threads,
-                           form=settings.form, batch=settings.batch)
+                           form=settings.form, batch=settings.batch, memo_sampling=settings.memo_sampling)
     try:
         for c in configs:
             check_fit(data, c.cascade.preprocessing, "the bundle" if c.name != "big" else "the baseline")
@@ -750,6 +756,7 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
                     "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),
                     "batch": settings.batch, "threads": threads.to_json(), "seed": settings.seed,
                     "form": {c.name: c.cascade.form for c in configs},
+                    "memo_sampling": "adaptive" if settings.memo_sampling else "off",
                     "power_source": power_source, "energy_note": power_note,
                     "bundle": settings.bundle, "baseline": settings.baseline, "early_exit": settings.early_exit,
                     "order": "rotating over chunks of %d inputs" % max(settings.batch, (settings.chunk // settings.batch) * settings.batch),

@@ -129,11 +129,16 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
               help="Form of the bundle's cascade configurations: staged (one call per stage), fused (the bundle's "
                    "fused graph, from edgeconf fuse; one call per batch) or auto.")
+@click.option("--memo-sampling", "memo_sampling", type=click.Choice(["adaptive", "off"]), default="adaptive",
+              show_default=True,
+              help="The memo configurations' lookups: adaptive (as a bundle's memo: looks up one input in 8 to 64 "
+                   "while repeats do not pay, docs/runtime.md) or off (every input, the paper's memo; hit counts then "
+                   "do not depend on this machine's timing).")
 def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[str], baseline: Optional[str],
               early_exit: Optional[str], target: Sequence[str], max_pixels: Optional[int], duplicate: str,
               near_duplicate: bool, batch: int, threads: Optional[int], limit: Optional[int], seed: int,
               configs: Optional[str], as_json: bool, json_out: Optional[str], report_dir: Optional[str],
-              pred_out: Optional[str], chunk: int, power: str, form: str) -> None:
+              pred_out: Optional[str], chunk: int, power: str, form: str, memo_sampling: str) -> None:
     """Measure cost and accuracy of big, first, dual and memo configurations of BUNDLE on --data.
 
     edgeconf bench BUNDLE --data DATA [--baseline MODEL] runs your bundle on your labelled data; with no
@@ -157,7 +162,7 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
     settings = BenchSettings(bundle=bundle, baseline=baseline, early_exit=early_exit, duplicates=parse_duplicates(duplicate),
                              near_duplicate=near_duplicate, batch=batch, threads=threads, limit=limit, seed=seed,
                              data=data, configs=names, chunk=chunk, power=power, targets=targets, max_pixels=max_pixels,
-                             form=form)
+                             form=form, memo_sampling=memo_sampling == "adaptive")
     err = Console(stderr=True)
     out = Console()
     if not out.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns

@@ -28,6 +28,7 @@ def run(models, data_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--early-exit", models["early_exit"],
                       "--data", data_dir, "--duplicate", "0,0.5,1", "--limit", 300, "--chunk", 100,
+                      "--memo-sampling", "off",  # every input looked up: hit counts exact on any machine
                       "--target", "dual-drop=50", "--target", "dual-cpu=20", "--target", "cost-model=1.05",
                       "--out", out / "out.json", "--predictions", out / "pred.npz", "--report", out / "rep"])
     with open(out / "out.json") as f:
@@ -82,8 +83,16 @@ def test_accuracies_equal_a_numpy_recomputation(run, sample):
             assert np.array_equal(z["pred_" + name], z["reference"]), name
 
 
+def exact_sampling(obj):
+    """The sampling settings of the exact-key memo configuration in one bench JSON object (None: off)."""
+    return obj["configs"]["dual_memo_exact"]["memo"]["sampling"]
+
+
 def test_exact_memo_hit_rate_equals_the_duplication_ratio(run, sample):
+    """With --memo-sampling off every input is looked up, so the counts are exact whatever the machine's timing
+    (the adaptive sampling prices lookups with a clock; its decisions are tested with an injected one)."""
     images, _ = sample
+    assert all(obj["memo_sampling"] == "off" and exact_sampling(obj) is None for obj in run["json"])
     assert len({im.tobytes() for im in images}) == len(images)  # no repeats in the base samples
     for i, obj in enumerate(run["json"]):
         c = obj["configs"]["dual_memo_exact"]
@@ -269,7 +278,7 @@ def test_shipped_zoo(tmp_path, data_dir):
     if not (os.path.isdir(paths["bundle"]) and os.path.isfile(paths["baseline"])):
         pytest.skip("the shipped zoo (edgeconf/data/zoo) is not installed")
     _invoke(["--data", data_dir, "--duplicate", "0,1", "--limit", 300, "--chunk", 100, "--out", tmp_path / "o.json",
-             "--predictions", tmp_path / "p.npz"])
+             "--predictions", tmp_path / "p.npz", "--memo-sampling", "off"])
     payload = json.loads((tmp_path / "o.json").read_text())
     with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
         arrays = dict(z)
@@ -320,6 +329,8 @@ def test_batches_count_repeats_inside_a_batch(models, data_dir):
                       "--json"])
     obj = json.loads(result.stdout)
     assert obj["batch"] == 8 and obj["stream_length"] == 200
+    # the default memo samples adaptively (200 inputs stay inside its warm-up, so every input is looked up)
+    assert obj["memo_sampling"] == "adaptive" and exact_sampling(obj) is not None
     exact = obj["configs"]["dual_memo_exact"]
     assert exact["memo_hits"] == 100 and exact["memo_hit_rate"] == pytest.approx(0.5)
     assert exact["stage_calls"][0] == 100 and exact["memo_false_hits"] == 0
