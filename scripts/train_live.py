@@ -337,7 +337,7 @@ def write_docs(result: dict, path: str, args: argparse.Namespace) -> None:
     sc = result["scene_calib_accuracy"]
     lines += ["", "Cascade: thresholds %s, temperatures %s; on calibration accuracy %.2f %%, reach %s. Through the "
               "runtime (classes only, no OOD rule): FashionMNIST test split %.2f %% (zoo/bundle: %.2f %%); scene "
-              "calibration crops %.2f %% (zoo/bundle: %.2f %%). With the OOD head, on the shipped sample (300 test "
+              "calibration crops %.2f %% (zoo/bundle: %.2f %%). With its OOD heads (scripts/fit_ood.py), on the shipped sample (300 test "
               "images): %d right, %d unknown." % (
                   [round(t, 4) for t in cal["thresholds"]], [round(s["temperature"], 4) for s in rep["stages"]],
                   100 * cal["accuracy"], [round(r, 3) for r in cal["reach"]], 100 * rt.get("accuracy", float("nan")),
