@@ -3,7 +3,6 @@ on a virtual X display (Xvfb) grabbed back, and the bad URIs."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from xserver import xvfb
 
 from edgeconf.errors import ConfigError, OutputError
 from edgeconf.live.outputs import FfmpegFileOutput, OpenCVFileOutput, ffmpeg_has, ffmpeg_has_muxer, open_output
@@ -108,29 +108,11 @@ def test_rtp_stream_is_received_by_ffmpeg_on_loopback(tmp_path):
     assert abs(float(frames[-1][:, -8:].mean()) - 200) < 20 and abs(float(frames[-1][:, :8].mean()) - 40) < 20
 
 
-def _xvfb():
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed")
-    for n in range(91, 120):
-        if not os.path.exists("/tmp/.X11-unix/X%d" % n) and not os.path.exists("/tmp/.X%d-lock" % n):
-            proc = subprocess.Popen(["Xvfb", ":%d" % n, "-screen", "0", "320x240x24", "-nolisten", "tcp"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 15
-            while not os.path.exists("/tmp/.X11-unix/X%d" % n):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.skip("Xvfb did not start")
-                time.sleep(0.05)
-            return proc, ":%d" % n
-    pytest.skip("no free X display number")
-
-
 @pytest.mark.slow
 def test_display_output_opens_a_window_that_shows_the_frames(tmp_path, monkeypatch):
     if not ffmpeg_has_muxer("sdl2"):
         pytest.skip("ffmpeg with SDL (the window) is not installed")
-    xvfb, display = _xvfb()
-    try:
+    with xvfb("320x240x24") as display:
         monkeypatch.setenv("DISPLAY", display)
         out = open_output("display://0", fps=25)
         assert out.kind == "display"
@@ -151,9 +133,6 @@ def test_display_output_opens_a_window_that_shows_the_frames(tmp_path, monkeypat
         red = (screen[..., 0] > 150) & (screen[..., 1] < 80)
         green = (screen[..., 1] > 150) & (screen[..., 0] < 80)
         assert red.mean() > 0.2 and green.mean() > 0.02  # the window is up and shows the frame
-    finally:
-        xvfb.kill()
-        xvfb.wait()
 
 
 def test_bad_output_uris_fail_at_once_with_what_to_do(tmp_path):
