@@ -13,20 +13,18 @@ rounds, GC paused while timed; the differences are the condition's and the If's 
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import time
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_floor import StagedFloor  # noqa: E402
+from bench_floor import StagedFloor, measure  # noqa: E402
 
 
 def _variant(model_bytes: bytes, keep_condition: bool) -> bytes:
@@ -99,47 +97,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     if floor.ood[0] is not None:
         print("note: stage 1 has an OOD rule; its unknown inputs are not separated here")
 
-    def staged(imgs: np.ndarray) -> None:
-        for img in imgs:
-            f = img.astype(np.float32) * floor.gain
-            if floor.offset:
-                f += floor.offset
-            s1.run(["probs", "confidence"], {name1: f.reshape(1, 1, h, w)})[0][0].argmax()
+    def staged(img: np.ndarray) -> np.ndarray:  # one image, as bench_floor's hand-written loop calls stage 1
+        f = img.astype(np.float32) * floor.gain
+        if floor.offset:
+            f += floor.offset
+        return s1.run(["probs", "confidence"], {name1: f.reshape(1, 1, h, w)})[0].argmax(axis=1)
 
-    def graph(b: bytes, names: List[str]) -> Callable[[np.ndarray], None]:
+    def graph(b: bytes, names: List[str]) -> Callable[[np.ndarray], np.ndarray]:
         s = session(b)
-        return lambda imgs: [s.run(names, {"image": imgs[i:i + 1]}) for i in range(len(imgs))]
+        return lambda img: s.run(names, {"image": img})[0]
 
     cond_variant = _variant(full, True)
     import onnx
 
     cond_name = onnx.load_from_string(cond_variant).graph.output[1].name
-    contenders: Dict[str, Callable[[np.ndarray], None]] = {
+    contenders: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
         "stage1_staged_call": staged,
         "graph_without_if": graph(_variant(full, False), ["class"]),
         "graph_with_condition": graph(cond_variant, ["class", cond_name]),
         "fused_graph": graph(full, ["class"]),
     }
     names = list(contenders)
-    for fn in contenders.values():
-        fn(easy[:50])
-    per: Dict[str, List[float]] = {n: [] for n in names}
-    for r in range(args.rounds):
-        cpu = {n: 0.0 for n in names}
-        for ci, a in enumerate(range(0, len(easy), 250)):
-            part = easy[a:a + 250]
-            gc.collect()
-            gc.disable()
-            try:
-                for k in range(len(names)):
-                    n = names[(ci + r + k) % len(names)]
-                    t0 = time.process_time()
-                    contenders[n](part)
-                    cpu[n] += time.process_time() - t0
-            finally:
-                gc.enable()
-        for n in names:
-            per[n].append(cpu[n] / len(easy))
+    per = measure(contenders, easy, batch=1, chunk=250, rounds=args.rounds)["per_input_s"]
     print("bench_fused_if: %s, %d of %d test images answered by stage 1, %d rounds; process CPU µs per image"
           % (args.bundle, len(easy), len(x), args.rounds))
     base = per["stage1_staged_call"]
