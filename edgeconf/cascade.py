@@ -301,56 +301,60 @@ class Answers(Sequence[CascadeResult]):
     def __repr__(self) -> str:
         return "Answers(%d inputs, classes %s)" % (len(self), self.class_ids.tolist()[:8])
 
-    def _array(self, name: str, dtype: Any) -> np.ndarray:
+    def _from_results(self, name: str, make: Callable[[List[CascadeResult]], np.ndarray]) -> np.ndarray:
+        """An array made once from the per-input results (answers that came without a batch's arrays)."""
         if self._arrays is None:
             self._arrays = {}
         got = self._arrays.get(name)
         if got is None:
-            got = self._arrays[name] = np.array([getattr(r, name) for r in self._results()], dtype=dtype)
+            got = self._arrays[name] = make(self._results())
         return got
+
+    def _column(self, batch_name: str, item_name: str, dtype: Any) -> np.ndarray:
+        """The batch's own array ``batch_name``, or each result's ``item_name`` as one array."""
+        if self._batch is not None:
+            return getattr(self._batch, batch_name)
+        return self._from_results(item_name, lambda rs: np.array([getattr(r, item_name) for r in rs], dtype=dtype))
 
     @property
     def class_ids(self) -> np.ndarray:
         """Class per input (``UNKNOWN`` where the answer is unknown), int64."""
-        return self._batch.class_ids if self._batch is not None else self._array("class_id", np.int64)
+        return self._column("class_ids", "class_id", np.int64)
 
     @property
     def confidence(self) -> np.ndarray:
-        return self._batch.confidence if self._batch is not None else self._array("confidence", np.float64)
+        return self._column("confidence", "confidence", np.float64)
 
     @property
     def stage(self) -> np.ndarray:
         """Index of the stage whose answer was kept, per input."""
-        return self._batch.stage if self._batch is not None else self._array("stage", np.int64)
+        return self._column("stage", "stage", np.int64)
 
     @property
     def stages_run(self) -> np.ndarray:
         """Stages that ran per input (0 for a memo hit)."""
-        return self._batch.stages_run if self._batch is not None else self._array("stages_run", np.int64)
+        return self._column("stages_run", "stages_run", np.int64)
 
     @property
     def unknown(self) -> np.ndarray:
         b = self._batch
-        if b is not None:
-            return b.unknown if b.unknown is not None else np.zeros(len(b), bool)
-        return self._array("unknown", bool)
+        if b is not None and b.unknown is None:
+            return np.zeros(len(b), bool)
+        return self._column("unknown", "unknown", bool)
 
     @property
     def memo_hit(self) -> np.ndarray:
-        return np.zeros(len(self._batch), bool) if self._batch is not None else self._array("memo_hit", bool)
+        if self._batch is not None:  # a batch's answers all come from the models
+            return np.zeros(len(self._batch), bool)
+        return self._from_results("memo_hit", lambda rs: np.array([r.memo_hit for r in rs], dtype=bool))
 
     @property
     def probs(self) -> np.ndarray:
         """The kept answer's probabilities, ``(N, classes)``."""
         if self._batch is not None:
             return self._batch.probs
-        if self._arrays is None:
-            self._arrays = {}
-        got = self._arrays.get("probs")
-        if got is None:
-            rows = [np.asarray(r.probs) for r in self._results()]
-            got = self._arrays["probs"] = np.stack(rows) if rows else np.zeros((0, 0))
-        return got
+        return self._from_results("probs", lambda rs: np.stack([np.asarray(r.probs) for r in rs]) if rs
+                                  else np.zeros((0, 0)))
 
 
 def label_of(class_id: int, labels: Optional[Sequence[str]]) -> Optional[str]:

@@ -140,8 +140,7 @@ class Sampling:
 
     def to_json(self) -> dict:
         return {"every": self.every, "window": self.window, "warmup": self.warmup, "leave": self.leave,
-                "resume": self.resume, "break_even": self.break_even, "max_every": self.max_every,
-}
+                "resume": self.resume, "break_even": self.break_even, "max_every": self.max_every}
 
 
 class _Sampler:
