@@ -12,8 +12,10 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
 - storage is compact: keys in one ``(capacity, words)`` uint64 table, answers in arrays (class, stage,
   confidence, probabilities), the LRU order in two int32 arrays, the Hamming-radius index in sorted arrays;
 - **adaptive sampling** (:class:`Sampling`): the cache measures what a lookup, a store and a miss cost, and
-  its hit rate; when the hit rate stays below the break-even rate it looks up (and stores) only one input in
-  ``every``, backing off to one in ``max_every`` while no hit comes, and it resumes full lookups as soon as
+  its hit rate; when the hit rate is below the break-even rate (judged first after 128 inputs, then every
+  512) it looks up (and stores) only the inputs whose content falls in one part in ``every`` (a CRC-32 of
+  their bytes, so every copy of a repeated input is looked up, or none), plus one input in ``4 × every`` by
+  position; it backs off to one in ``max_every`` while no hit comes, and resumes full lookups as soon as
   the sampled hits say repeats are back.
 """
 from __future__ import annotations
@@ -522,8 +524,8 @@ class MemoCache:
 
         The batch-1 path of the cascade: the exact pre-key, then (when it finds nothing) the key and its
         lookup, and on a miss the cascade and a store; one lookup in eight is priced with :attr:`clock` for
-        the adaptive sampling. While sampling, an input that is not looked up goes straight to ``compute``
-        and is not stored.
+        the adaptive sampling. While sampling, an input that is not looked up (:meth:`skip`) goes straight to
+        ``compute`` and is not stored.
         """
         if self.skip(image):
             return None, compute(image)
