@@ -350,9 +350,11 @@ def test_the_per_track_panel_lists_exactly_the_tracks_on_screen(qtbot, make_wind
     win = make_window(source="demo://?size=640x480&objects=8&seed=2")
     win.start()
     for _ in range(40):
-        res = wait_results(qtbot, win)
+        wait_results(qtbot, win)
         assert win.confidence_panel.shown_ids == [t.id for t in shown_tracks(win.video.result, win.model.overlays)]
-    assert win.confidence_panel.shown_ids and win.video.result is res
+    # (not ``win.video.result is`` the waited result: on a loaded machine several queued results can land in
+    # the event-loop pass that ends the wait, as test_window_opens_on_demo notes)
+    assert win.confidence_panel.shown_ids
     res = pause_and_settle(qtbot, win)
     drawn = [t.id for t in shown_tracks(res, win.model.overlays)]
     assert win.confidence_panel.shown_ids == drawn
