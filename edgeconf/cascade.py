@@ -838,7 +838,8 @@ class Cascade:
             t3 = clock()
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
-        memo.observe_batch(found.looked_up, found.looked_up_hits, t1 - t0, len(found.misses), t2 - t1, t3 - t2)
+        memo.observe_batch(found.looked_up, found.looked_up_hits, t1 - t0, len(found.misses), t2 - t1, t3 - t2,
+                           found.by_position, found.by_position_hits)
         return Answers.of_results([r for r in results if r is not None])
 
     def classify(self, image: np.ndarray) -> CascadeResult:
@@ -846,9 +847,11 @@ class Cascade:
         if self.preprocessing is None:
             raise ConfigError("this cascade has no preprocessing; use run with model-ready arrays")
         memo = self.memo
-        if memo is None or memo.skip():  # no memo, or its sampling skips this input
+        if memo is None:
             return self._classify_one(image)
         try:
+            if memo.skip(image):  # its sampling skips this input
+                return self._classify_one(image)
             hit, res = memo.lookup_answer(image, self.fingerprint(), self._classify_one)
         except InputValidationError:
             raise

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import zlib
 from typing import Any, Dict, Tuple
 
 import numpy as np
@@ -48,6 +49,31 @@ def prekey(image: np.ndarray) -> int:
     """
     a = image if type(image) is np.ndarray else np.asarray(image)
     return hash((a.tobytes(), a.shape, a.dtype))
+
+
+#: :func:`sample_hash` reads at most this many bytes of an input (the middle ones of a larger input).
+SAMPLE_BYTES = 1024
+
+
+def sample_hash(image: np.ndarray) -> int:
+    """CRC-32 of an array's bytes, or of its middle :data:`SAMPLE_BYTES` when it is larger: the memo's
+    sampling picks inputs by it (about 0.5 µs on a 28×28 image, and no more on a large one).
+
+    Deterministic (unlike :func:`prekey`, whose seed changes per process), so a stream is sampled the same
+    way in every run; equal arrays always give equal values.
+    """
+    try:
+        n = image.nbytes
+        if n <= SAMPLE_BYTES:
+            return zlib.crc32(image)
+        a = (n - SAMPLE_BYTES) // 2
+        return zlib.crc32(memoryview(image).cast("B")[a:a + SAMPLE_BYTES])
+    except (AttributeError, BufferError, TypeError, ValueError):  # not C-contiguous, or not an array
+        a = np.ascontiguousarray(image)
+        if a.nbytes <= SAMPLE_BYTES:
+            return zlib.crc32(a)
+        start = (a.nbytes - SAMPLE_BYTES) // 2
+        return zlib.crc32(a.reshape(-1).view(np.uint8)[start:start + SAMPLE_BYTES])
 
 
 def dhash_side(bits: int) -> int:

@@ -12,9 +12,12 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
 - storage is compact: keys in one ``(capacity, words)`` uint64 table, answers in arrays (class, stage,
   confidence, probabilities), the LRU order in two int32 arrays, the Hamming-radius index in sorted arrays;
 - **adaptive sampling** (:class:`Sampling`): the cache measures what a lookup, a store and a miss cost, and
-  its hit rate; when the hit rate stays below the break-even rate it looks up (and stores) only one input in
-  ``every``, backing off to one in ``max_every`` while no hit comes, and it resumes full lookups as soon as
-  the sampled hits say repeats are back.
+  its hit rate; when the hit rate is below the break-even rate (judged first after 128 inputs, then every
+  512) it looks up (and stores) only the inputs whose content falls in one part in ``every`` (a CRC-32 of
+  their bytes, so every copy of a repeated input is looked up, or none), plus one input in ``4 × every`` by
+  position; it backs off to one in ``max_every`` while no hit comes (after four windows there, picked by
+  position only: no hash per input), and resumes full lookups as soon as the sampled hits say repeats are
+  back.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 import numpy as np
 
 from edgeconf.errors import ConfigError
-from edgeconf.hashing import dhash_bytes, exact_digest, hamming, prekey
+from edgeconf.hashing import dhash_bytes, exact_digest, hamming, prekey, sample_hash
 
 Key = Union[bytes, np.ndarray]
 
@@ -89,7 +92,8 @@ class BatchLookup:
     whose key is None was not looked up (sampling) and is not stored. ``prekeys``: each input's exact
     pre-key (None where it was not computed), stored with the answer by :meth:`MemoCache.put`.
     ``looked_up`` inputs were looked up (not skipped by the sampling), ``looked_up_hits`` of them hit or
-    repeat: what :meth:`MemoCache.observe_batch` prices.
+    repeat: what :meth:`MemoCache.observe_batch` prices; ``by_position`` of them (``by_position_hits`` hits)
+    were picked by position while sampling.
     """
 
     keys: List[Optional[bytes]]
@@ -99,6 +103,8 @@ class BatchLookup:
     prekeys: List[Optional[int]]
     looked_up: int = 0
     looked_up_hits: int = 0
+    by_position: int = 0
+    by_position_hits: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,64 +115,82 @@ class Sampling:
     hit, so they pay while the hit rate ``h`` exceeds the break-even rate ``(lookup + store) / (miss + store)``.
     The cache prices lookups, stores and misses as it runs (moving averages over one lookup in eight, the
     first one left out because it pays one-time costs, and each price capped at four times the average, so
-    a descheduled moment does not count as the memo's cost; or ``break_even`` fixes the rate), and every
-    ``window`` inputs it compares the window's hit rate with it:
+    a descheduled moment does not count as the memo's cost; or ``break_even`` fixes the rate) and compares
+    the hit rate with it, first after ``warmup`` inputs, then every ``window`` inputs:
 
-    - full lookups → sampling when the hit rate is below ``leave`` × break-even (not before ``warmup``
-      inputs, so a cache still filling up is not judged by its first, empty windows). While sampling, one
-      input in ``every`` is looked up and stored; the others go straight to the cascade;
+    - full lookups → sampling when the hit rate is below ``leave`` × break-even. While sampling, an input is
+      looked up (and stored) when its content falls in one part in ``every`` (a CRC-32 of its bytes,
+      :func:`edgeconf.hashing.sample_hash`), so both copies of a repeated input are looked up or neither
+      is: the sampled inputs hit as often as the stream's do. One input in ``positional`` × ``every`` is also
+      looked up by its position, whatever its content, so that repeats of inputs the content never picks
+      (a small repeating set) are seen too. The others go straight to the cascade;
     - **backoff**: each sampling window without a hit doubles the interval, up to ``max_every`` (a stream
-      that never repeats costs ever fewer lookups); a window with a hit brings it back to ``every``;
-    - sampling → full lookups when the sampled hit rate × the interval reaches ``resume`` × break-even. A hit
-      while sampling needs the earlier copy to have been sampled too, so the sampled rate understates the
-      stream's by up to the interval; scaling it up errs towards full lookups, which never lose a hit.
+      that never repeats costs ever fewer lookups; the content picked at ``2 × every`` is part of the content
+      picked at ``every``, so stored inputs stay findable). After four windows without a hit at ``max_every``
+      (when it is above ``every``), inputs are picked by position only, one in ``max_every``: a long stretch
+      without repeats then costs no hash per input. A window with a hit brings the interval back to
+      ``every``, picked by content;
+    - sampling → full lookups when the sampled hit rate × the interval reaches ``resume`` × break-even (for
+      the inputs picked by position: × ``positional`` × the interval, since their earlier copy was seldom
+      stored). Scaling up errs towards full lookups, which never lose a hit and store for later: the start of
+      a shuffled stream with repeats has few of them, and what full lookups store there pays later.
     """
 
     every: int = 8
     window: int = 512
-    warmup: int = 512
+    warmup: int = 128
     leave: float = 0.5
     resume: float = 1.25
     break_even: Optional[float] = None
     max_every: int = 64
+    positional: int = 4
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.window < 1 or self.warmup < 0 or self.resume <= 0 or self.leave <= 0:
             raise ConfigError("memo sampling needs every >= 1, window >= 1, warmup >= 0, leave > 0 and resume > 0")
         if self.max_every < self.every:
             raise ConfigError("memo sampling max_every (%d) must be >= every (%d)" % (self.max_every, self.every))
+        if self.positional < 1:
+            raise ConfigError("memo sampling positional must be >= 1, got %d" % self.positional)
         if self.break_even is not None and not 0.0 <= self.break_even <= 1.0:
             raise ConfigError("memo sampling break_even must be a hit rate in [0, 1], got %r" % (self.break_even,))
 
     def to_json(self) -> dict:
         return {"every": self.every, "window": self.window, "warmup": self.warmup, "leave": self.leave,
-                "resume": self.resume, "break_even": self.break_even, "max_every": self.max_every}
+                "resume": self.resume, "break_even": self.break_even, "max_every": self.max_every,
+                "positional": self.positional}
 
 
 class _Sampler:
     """The state of :class:`Sampling` in one cache."""
 
-    __slots__ = ("cfg", "full", "every", "skip", "since", "checks", "hits", "total", "lookup_s", "store_s", "miss_s",
-                 "stats", "to_price", "cold")
+    __slots__ = ("cfg", "full", "every", "skip", "since", "checks", "hits", "pchecks", "phits", "by_position", "total",
+                 "lookup_s", "store_s", "miss_s", "stats", "to_price", "cold", "idle", "deep")
 
     #: lookups between two priced ones (the clock is read around one lookup in this many)
     PRICE_EVERY = 8
     #: a price above this many times its moving average is capped there (a preempted or descheduled moment)
     CAP = 4.0
+    #: windows without a hit at ``max_every`` after which inputs are picked by position only (no hash)
+    DEEP_AFTER = 4
 
     def __init__(self, cfg: Sampling, stats: MemoStats) -> None:
         self.cfg = cfg
         self.stats = stats
         self.full = True
         self.every = cfg.every  # the sampling interval now (backs off up to cfg.max_every)
-        self.skip = 0  # inputs left to skip before the next sampled lookup
+        self.skip = 0  # inputs left before the next one picked by position
         self.since = 0  # inputs since the last decision
-        self.checks = self.hits = self.total = 0
+        self.checks = self.hits = self.total = 0  # looked up (and hits) since the last decision; inputs seen
+        self.pchecks = self.phits = 0  # of those, picked by position while sampling
+        self.by_position = False  # the input being looked up was picked by position
         self.lookup_s: Optional[float] = None
         self.store_s: Optional[float] = None
         self.miss_s: Optional[float] = None
         self.to_price = 0
         self.cold = True  # the first priced lookup pays one-time costs (plans, buffers): not a price
+        self.idle = 0  # windows in a row without a hit at max_every
+        self.deep = False  # idle for DEEP_AFTER windows: picks by position only, one in max_every
 
     def price(self) -> bool:
         """Whether to time this lookup (one in :attr:`PRICE_EVERY`, the first one included)."""
@@ -178,17 +202,11 @@ class _Sampler:
 
     def count(self, hit: bool) -> None:
         """A looked-up input that was not priced."""
-        self.hits += hit
-        self.checks += 1
-        self.since += 1
-        self.total += 1
-        if self.since >= self.cfg.window:
-            self._decide()
+        self._tally(int(hit), 1)
 
-    def check(self) -> bool:
-        """Whether to look this input up (always while the cache does full lookups)."""
-        if self.full:
-            return True
+    def check_position(self) -> bool:
+        """While backed off to ``max_every``: whether to look up this input (one in ``max_every``, by position;
+        an input not looked up is counted as skipped)."""
         if self.skip:
             self.skip -= 1
             self.since += 1
@@ -196,6 +214,23 @@ class _Sampler:
             self.stats.skipped += 1
             return False
         self.skip = self.every - 1
+        self.by_position = False
+        return True
+
+    def check(self, content: int) -> bool:
+        """While sampling: whether to look up an input whose :func:`~edgeconf.hashing.sample_hash` is
+        ``content`` (an input not looked up is counted as skipped)."""
+        if not content % self.every:
+            self.by_position = False
+            return True
+        if self.skip:
+            self.skip -= 1
+            self.since += 1
+            self.total += 1
+            self.stats.skipped += 1
+            return False
+        self.skip = self.cfg.positional * self.every - 1
+        self.by_position = True
         return True
 
     def _avg(self, old: Optional[float], new: float) -> float:
@@ -204,8 +239,9 @@ class _Sampler:
         return old + 0.05 * (min(new, self.CAP * old) - old)
 
     def observe(self, hits: int, lookup_s: float, miss_s: Optional[float] = None, store_s: Optional[float] = None,
-                n: int = 1) -> None:
-        """Costs of ``n`` looked-up inputs (per input), ``hits`` of them hits."""
+                n: int = 1, pos_hits: int = 0, pos_n: int = 0) -> None:
+        """Costs of ``n`` looked-up inputs (per input), ``hits`` of them hits; ``pos_n`` of the inputs (with
+        ``pos_hits`` of the hits) were picked by position while sampling."""
         if self.cold:
             self.cold = False
         else:
@@ -214,11 +250,21 @@ class _Sampler:
                 self.miss_s = self._avg(self.miss_s, miss_s)
             if store_s is not None:
                 self.store_s = self._avg(self.store_s, store_s)
-        self.hits += hits
-        self.checks += n
+        self._tally(hits, n, pos_hits, pos_n)
+
+    def _tally(self, hits: int, n: int, pos_hits: int = 0, pos_n: int = 0) -> None:
+        if self.by_position:  # one input, picked by position by the last check()
+            self.by_position = False
+            if not self.full:
+                pos_hits, pos_n = hits, n
+        self.hits += hits - pos_hits
+        self.checks += n - pos_n
+        self.phits += pos_hits
+        self.pchecks += pos_n
         self.since += n
         self.total += n
-        if self.since >= self.cfg.window:
+        # decisions every window, and a first one after `warmup` inputs when that comes before the first window
+        if self.since >= self.cfg.window or (self.since == self.total and self.total - n < self.cfg.warmup <= self.total):
             self._decide()
 
     def break_even(self) -> Optional[float]:
@@ -231,8 +277,9 @@ class _Sampler:
 
     def _decide(self) -> None:
         rate = self.hits / self.checks if self.checks else 0.0
-        hits = self.hits
-        self.since = self.checks = self.hits = 0
+        by_position = self.phits / self.pchecks if self.pchecks else 0.0
+        hits = self.hits + self.phits
+        self.since = self.checks = self.hits = self.pchecks = self.phits = 0
         be = self.break_even()
         self.stats.break_even = be
         if be is None:
@@ -242,17 +289,25 @@ class _Sampler:
             if self.total >= cfg.warmup and rate < cfg.leave * be:
                 self.full = False
                 self.every = cfg.every
-                self.skip = self.every - 1
+                self.skip = cfg.positional * self.every - 1
                 self.stats.switches += 1
-        elif rate * self.every >= cfg.resume * be:
+        elif max(rate, by_position * cfg.positional) * self.every >= cfg.resume * be:
             self.full = True
             self.skip = 0
             self.stats.switches += 1
         elif hits:
             self.every = cfg.every
-            self.skip = min(self.skip, self.every - 1)
-        else:
+            self.skip = min(self.skip, cfg.positional * self.every - 1)
+        elif self.every < cfg.max_every:
             self.every = min(2 * self.every, cfg.max_every)
+        else:
+            self.idle += 1
+            if self.idle >= self.DEEP_AFTER and not self.deep and cfg.max_every > cfg.every:
+                self.deep = True
+                self.skip = min(self.skip, self.every - 1)
+        if self.full or hits:
+            self.idle = 0
+            self.deep = False
         self.stats.sampling = not self.full
         self.stats.every = 1 if self.full else self.every
 
@@ -498,18 +553,24 @@ class MemoCache:
 
         The batch-1 path of the cascade: the exact pre-key, then (when it finds nothing) the key and its
         lookup, and on a miss the cascade and a store; one lookup in eight is priced with :attr:`clock` for
-        the adaptive sampling. While sampling, an input that is not looked up goes straight to ``compute``
-        and is not stored.
+        the adaptive sampling. While sampling, an input that is not looked up (:meth:`skip`) goes straight to
+        ``compute`` and is not stored.
         """
-        if self.skip():
+        if self.skip(image):
             return None, compute(image)
         return self.lookup_answer(image, fingerprint, compute)
 
-    def skip(self) -> bool:
+    def skip(self, image: np.ndarray) -> bool:
         """True when the sampling skips this input (counted as skipped): compute it, do not store it.
-        Otherwise :meth:`lookup_answer` answers it (:meth:`answer` is the two in one call)."""
+        Otherwise :meth:`lookup_answer` answers it (:meth:`answer` is the two in one call). While sampling,
+        the choice depends on the input's content (:func:`edgeconf.hashing.sample_hash`), so the copies of a
+        repeated input are all looked up or all skipped."""
         sampler = self._sampler
-        return sampler is not None and not sampler.full and not sampler.check()
+        if sampler is None or sampler.full:
+            return False
+        if sampler.deep:  # a long stretch without a hit: picked by position, no hash to compute
+            return not sampler.check_position()
+        return not sampler.check(sample_hash(image))
 
     def lookup_answer(self, image: np.ndarray, fingerprint: str, compute: Callable[[np.ndarray], Any]
                       ) -> Tuple[Optional[Answer], Any]:
@@ -557,12 +618,17 @@ class MemoCache:
         first_of: Dict[bytes, int] = {}
         sampler = self._sampler
         looked_up = found = 0
+        pos_n = pos_hits = 0
         for i, image in enumerate(images):
-            if sampler is not None and not sampler.check():
-                keys.append(None)
-                prekeys.append(None)
-                misses.append(i)
-                continue
+            picked = False
+            if sampler is not None and not sampler.full:
+                if not (sampler.check_position() if sampler.deep else sampler.check(sample_hash(image))):
+                    keys.append(None)
+                    prekeys.append(None)
+                    misses.append(i)
+                    continue
+                picked, sampler.by_position = sampler.by_position, False
+                pos_n += picked
             looked_up += 1
             pre = prekey(image)
             prekeys.append(pre)
@@ -571,6 +637,7 @@ class MemoCache:
                 keys.append(None)
                 hits[i] = hit
                 found += 1
+                pos_hits += picked
                 continue
             kb = self.key(image)
             keys.append(kb)
@@ -578,25 +645,29 @@ class MemoCache:
                 repeats[i] = first_of[kb]
                 self.stats.hits += 1
                 found += 1
+                pos_hits += picked
                 continue
             value = self.get(kb, fingerprint)
             if value is not None:
                 hits[i] = value
                 found += 1
+                pos_hits += picked
             else:
                 first_of[kb] = i
                 misses.append(i)
-        return BatchLookup(keys, hits, repeats, misses, prekeys, looked_up, found)
+        return BatchLookup(keys, hits, repeats, misses, prekeys, looked_up, found, pos_n, pos_hits)
 
     def observe_batch(self, looked_up: int, hits: int, lookup_s: float, misses: int, miss_s: float,
-                      store_s: float) -> None:
+                      store_s: float, by_position: int = 0, by_position_hits: int = 0) -> None:
         """Costs of one batch (totals) for the adaptive sampling: how many inputs were looked up, how many
-        hit, and the seconds spent looking up, computing the misses and storing them."""
+        hit, and the seconds spent looking up, computing the misses and storing them; ``by_position``:
+        how many of the looked-up inputs (and of the hits) were picked by position (:class:`BatchLookup`)."""
         if self._sampler is None or looked_up <= 0:
             return
         per_miss = miss_s / misses if misses else None
         per_store = store_s / misses if misses else None
-        self._sampler.observe(hits, lookup_s / looked_up, per_miss, per_store, n=looked_up)
+        self._sampler.observe(hits, lookup_s / looked_up, per_miss, per_store, looked_up, by_position_hits,
+                              by_position)
 
     # -- storing -------------------------------------------------------------------------------
     def put(self, key: Optional[Key], fingerprint: str, value: Any, pre: Optional[int] = None) -> None:

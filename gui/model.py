@@ -332,12 +332,25 @@ class PowerHistory:
         return list(names)
 
     def energy_per_answer_j(self, seconds: float = 10.0) -> Optional[float]:
-        """Joules the meter measured over the last ``seconds`` divided by the answers given meanwhile."""
+        """Joules the meter measured over the last ``seconds`` divided by the answers given meanwhile.
+
+        The window ends at the last answer count noted at or before the meter's latest sample: answers given
+        since then fall in time the sensor has not covered yet (the meter samples on its own thread).
+        """
         if not self.available or len(self._answers) < 2:
             return None
-        t1, a1 = self._answers[-1]
+        last_sample = getattr(self.meter, "last_timestamp", None)
+        covered_until = last_sample() if callable(last_sample) else None
+        records = reversed(self._answers)
+        t1 = a1 = None
+        for t, a in records:
+            if covered_until is None or t <= covered_until:
+                t1, a1 = t, a
+                break
+        if t1 is None:
+            return None
         t0, a0 = t1, a1
-        for t, a in reversed(self._answers):
+        for t, a in records:
             if t1 - t > seconds:
                 break
             t0, a0 = t, a

@@ -109,3 +109,29 @@ def test_power_history_rails_and_energy_per_answer_from_a_fake_meter():
     assert set(ph.rail_names()) == {"VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"}
     # 5 W over the span, divided by the 50 answers given in it
     assert ph.energy_per_answer_j(10.0) == pytest.approx(5.0 * elapsed / 50, rel=1e-6)
+
+
+def test_energy_per_answer_ends_where_the_meter_has_sampled():
+    """Answers noted after the meter's latest sample are left for the next reading, not a reason for no
+    figure: the GUI used to show "not measured" whenever the newest answer was newer than the newest
+    sample (a window less than 99 % covered), i.e. most of the time on a loaded machine."""
+    import math
+
+    from edgeconf.devices.meter import EnergyMeter
+
+    from fakes import FakePowerSource
+
+    meter = EnergyMeter(FakePowerSource(), rate_hz=100, max_gap_s=math.inf)
+    ph = PowerHistory(meter)
+    meter.sample_now()
+    ph.note_answers(0)
+    time.sleep(0.02)
+    ph.note_answers(10)
+    meter.sample_now()  # the sensor has covered the first 10 answers ...
+    time.sleep(0.05)
+    ph.note_answers(30)  # ... not these 20 yet
+    (t0, _), (t1, _), (t2, _) = ph._answers
+    assert meter.last_timestamp() < t2
+    assert ph.energy_per_answer_j(10.0) == pytest.approx(5.0 * (t1 - t0) / 10, rel=1e-6)
+    meter.sample_now()
+    assert ph.energy_per_answer_j(10.0) == pytest.approx(5.0 * (t2 - t0) / 30, rel=1e-6)

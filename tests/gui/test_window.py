@@ -16,6 +16,7 @@ from PySide6.QtCore import QSettings  # noqa: E402
 
 from edgeconf.gui.window import MainWindow  # noqa: E402
 from edgeconf.live.overlay import confidence_colour  # noqa: E402
+from signals import SignalRecorder  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -45,6 +46,17 @@ def make_window(qtbot, settings, gui_bundle, tmp_path):
         w.close()
 
 
+def applied(win):
+    """The running worker's ``applied`` signal, recorded (see tests/gui/signals.py: never ``qtbot.waitSignal``
+    on a signal a worker thread emits)."""
+    rec = getattr(win, "_test_applied", None)
+    if rec is None or rec.worker is not win.worker:
+        rec = SignalRecorder(win.worker.applied, win)
+        rec.worker = win.worker
+        win._test_applied = rec
+    return rec
+
+
 def wait_results(qtbot, win, n=1):
     for _ in range(n):
         with qtbot.waitSignal(win.resultShown, timeout=WAIT_MS) as blocker:
@@ -63,7 +75,7 @@ def test_window_opens_on_demo_and_results_arrive_through_the_signal(qtbot, make_
     win = make_window()
     assert win.start()
     worker = win.worker
-    with qtbot.waitSignal(worker.resultReady, timeout=WAIT_MS):
+    with SignalRecorder(worker.resultReady, win).expect(qtbot, timeout=WAIT_MS):
         pass
     res = wait_results(qtbot, win, 3)
     assert res.image.shape == (480, 640, 3)
@@ -154,13 +166,13 @@ def test_threshold_slider_changes_the_running_cascade_and_the_escalation_rate(qt
     cascade = win.worker.pipeline.cascade
     fp0 = cascade.fingerprint()
     slider = win.controls.stage_rows[0].slider
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda what, v: what == "threshold"):
+    with applied(win).expect(qtbot, lambda what, v: what == "threshold", timeout=WAIT_MS):
         slider.setValue(100)
     assert cascade.stages[0].threshold == pytest.approx(1.0)
     assert cascade.fingerprint() != fp0  # memo answers follow the new fingerprint
     assert win.model.stages[0].threshold == pytest.approx(1.0)
     high = _escalation_after(qtbot, win)
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda what, v: what == "threshold"):
+    with applied(win).expect(qtbot, lambda what, v: what == "threshold", timeout=WAIT_MS):
         slider.setValue(0)
     assert cascade.stages[0].threshold == 0.0
     low = _escalation_after(qtbot, win)
@@ -175,15 +187,15 @@ def test_score_and_memo_controls_reach_the_cascade(qtbot, make_window):
     win.start()
     wait_results(qtbot, win)
     cascade = win.worker.pipeline.cascade
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "score"):
+    with applied(win).expect(qtbot, lambda w, v: w == "score", timeout=WAIT_MS):
         win.controls.stage_rows[0].score.setCurrentText("maxp")
     assert cascade.stages[0].score == "maxp"
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "memo"):
+    with applied(win).expect(qtbot, lambda w, v: w == "memo", timeout=WAIT_MS):
         win.controls.memo_check.setChecked(False)
     assert cascade.memo is None
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "memo" and v[0]):
+    with applied(win).expect(qtbot, lambda w, v: w == "memo" and v[0], timeout=WAIT_MS):
         win.controls.memo_check.setChecked(True)
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "memo" and v[1] == 6):
+    with applied(win).expect(qtbot, lambda w, v: w == "memo" and v[1] == 6, timeout=WAIT_MS):
         win.controls.radius_spin.setValue(6)
     assert cascade.memo is not None and cascade.memo.radius == 6
 
@@ -203,7 +215,7 @@ def test_pause_resume_and_stop(qtbot, make_window):
     wait_results(qtbot, win, 2)
     assert not win.model.paused
     worker = win.worker
-    with qtbot.waitSignal(worker.finished, timeout=WAIT_MS):
+    with SignalRecorder(worker.finished, win).expect(qtbot, timeout=WAIT_MS):
         win.controls.stop_button.click()
     qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
     assert win.worker is None and not worker.isRunning()
@@ -220,7 +232,7 @@ def test_closing_stops_the_worker_and_finalises_recording_and_event_log(qtbot, m
     win.start()
     wait_results(qtbot, win)
     video = str(tmp_path / "rec.avi")
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "recording"):
+    with applied(win).expect(qtbot, lambda w, v: w == "recording", timeout=WAIT_MS):
         win.set_recording(True, video)
     assert win.model.recording_path == video and win.controls.record_button.isChecked()
     wait_results(qtbot, win, 10)
@@ -244,12 +256,12 @@ def test_recording_toggle_writes_into_the_output_folder(qtbot, make_window, tmp_
     win = make_window(output_dir=str(tmp_path / "out"))
     win.start()
     wait_results(qtbot, win)
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "recording" and v):
+    with applied(win).expect(qtbot, lambda w, v: w == "recording" and v, timeout=WAIT_MS):
         win.controls.record_button.click()
     path = win.model.recording_path
     assert path.startswith(str(tmp_path / "out")) and path.endswith(".avi")
     wait_results(qtbot, win, 5)
-    with qtbot.waitSignal(win.worker.applied, timeout=WAIT_MS, check_params_cb=lambda w, v: w == "recording" and v is None):
+    with applied(win).expect(qtbot, lambda w, v: w == "recording" and v is None, timeout=WAIT_MS):
         win.controls.record_button.click()
     assert win.model.recording_path is None and os.path.getsize(path) > 0
 
@@ -338,9 +350,11 @@ def test_the_per_track_panel_lists_exactly_the_tracks_on_screen(qtbot, make_wind
     win = make_window(source="demo://?size=640x480&objects=8&seed=2")
     win.start()
     for _ in range(40):
-        res = wait_results(qtbot, win)
+        wait_results(qtbot, win)
         assert win.confidence_panel.shown_ids == [t.id for t in shown_tracks(win.video.result, win.model.overlays)]
-    assert win.confidence_panel.shown_ids and win.video.result is res
+    # (not ``win.video.result is`` the waited result: on a loaded machine several queued results can land in
+    # the event-loop pass that ends the wait, as test_window_opens_on_demo notes)
+    assert win.confidence_panel.shown_ids
     res = pause_and_settle(qtbot, win)
     drawn = [t.id for t in shown_tracks(res, win.model.overlays)]
     assert win.confidence_panel.shown_ids == drawn
