@@ -15,8 +15,9 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
   its hit rate; when the hit rate is below the break-even rate (judged first after 128 inputs, then every
   512) it looks up (and stores) only the inputs whose content falls in one part in ``every`` (a CRC-32 of
   their bytes, so every copy of a repeated input is looked up, or none), plus one input in ``4 × every`` by
-  position; it backs off to one in ``max_every`` while no hit comes, and resumes full lookups as soon as
-  the sampled hits say repeats are back.
+  position; it backs off to one in ``max_every`` while no hit comes (after four windows there, picked by
+  position only: no hash per input), and resumes full lookups as soon as the sampled hits say repeats are
+  back.
 """
 from __future__ import annotations
 
@@ -125,7 +126,10 @@ class Sampling:
       (a small repeating set) are seen too. The others go straight to the cascade;
     - **backoff**: each sampling window without a hit doubles the interval, up to ``max_every`` (a stream
       that never repeats costs ever fewer lookups; the content picked at ``2 × every`` is part of the content
-      picked at ``every``, so stored inputs stay findable); a window with a hit brings it back to ``every``;
+      picked at ``every``, so stored inputs stay findable). After four windows without a hit at ``max_every``
+      (when it is above ``every``), inputs are picked by position only, one in ``max_every``: a long stretch
+      without repeats then costs no hash per input. A window with a hit brings the interval back to
+      ``every``, picked by content;
     - sampling → full lookups when the sampled hit rate × the interval reaches ``resume`` × break-even (for
       the inputs picked by position: × ``positional`` × the interval, since their earlier copy was seldom
       stored). Scaling up errs towards full lookups, which never lose a hit and store for later: the start of
@@ -161,12 +165,14 @@ class _Sampler:
     """The state of :class:`Sampling` in one cache."""
 
     __slots__ = ("cfg", "full", "every", "skip", "since", "checks", "hits", "pchecks", "phits", "by_position", "total",
-                 "lookup_s", "store_s", "miss_s", "stats", "to_price", "cold")
+                 "lookup_s", "store_s", "miss_s", "stats", "to_price", "cold", "idle", "deep")
 
     #: lookups between two priced ones (the clock is read around one lookup in this many)
     PRICE_EVERY = 8
     #: a price above this many times its moving average is capped there (a preempted or descheduled moment)
     CAP = 4.0
+    #: windows without a hit at ``max_every`` after which inputs are picked by position only (no hash)
+    DEEP_AFTER = 4
 
     def __init__(self, cfg: Sampling, stats: MemoStats) -> None:
         self.cfg = cfg
@@ -183,6 +189,8 @@ class _Sampler:
         self.miss_s: Optional[float] = None
         self.to_price = 0
         self.cold = True  # the first priced lookup pays one-time costs (plans, buffers): not a price
+        self.idle = 0  # windows in a row without a hit at max_every
+        self.deep = False  # idle for DEEP_AFTER windows: picks by position only, one in max_every
 
     def price(self) -> bool:
         """Whether to time this lookup (one in :attr:`PRICE_EVERY`, the first one included)."""
@@ -195,6 +203,19 @@ class _Sampler:
     def count(self, hit: bool) -> None:
         """A looked-up input that was not priced."""
         self._tally(int(hit), 1)
+
+    def check_position(self) -> bool:
+        """While backed off to ``max_every``: whether to look up this input (one in ``max_every``, by position;
+        an input not looked up is counted as skipped)."""
+        if self.skip:
+            self.skip -= 1
+            self.since += 1
+            self.total += 1
+            self.stats.skipped += 1
+            return False
+        self.skip = self.every - 1
+        self.by_position = False
+        return True
 
     def check(self, content: int) -> bool:
         """While sampling: whether to look up an input whose :func:`~edgeconf.hashing.sample_hash` is
@@ -277,8 +298,16 @@ class _Sampler:
         elif hits:
             self.every = cfg.every
             self.skip = min(self.skip, cfg.positional * self.every - 1)
-        else:
+        elif self.every < cfg.max_every:
             self.every = min(2 * self.every, cfg.max_every)
+        else:
+            self.idle += 1
+            if self.idle >= self.DEEP_AFTER and not self.deep and cfg.max_every > cfg.every:
+                self.deep = True
+                self.skip = min(self.skip, self.every - 1)
+        if self.full or hits:
+            self.idle = 0
+            self.deep = False
         self.stats.sampling = not self.full
         self.stats.every = 1 if self.full else self.every
 
@@ -537,7 +566,11 @@ class MemoCache:
         the choice depends on the input's content (:func:`edgeconf.hashing.sample_hash`), so the copies of a
         repeated input are all looked up or all skipped."""
         sampler = self._sampler
-        return sampler is not None and not sampler.full and not sampler.check(sample_hash(image))
+        if sampler is None or sampler.full:
+            return False
+        if sampler.deep:  # a long stretch without a hit: picked by position, no hash to compute
+            return not sampler.check_position()
+        return not sampler.check(sample_hash(image))
 
     def lookup_answer(self, image: np.ndarray, fingerprint: str, compute: Callable[[np.ndarray], Any]
                       ) -> Tuple[Optional[Answer], Any]:
@@ -589,7 +622,7 @@ class MemoCache:
         for i, image in enumerate(images):
             picked = False
             if sampler is not None and not sampler.full:
-                if not sampler.check(sample_hash(image)):
+                if not (sampler.check_position() if sampler.deep else sampler.check(sample_hash(image))):
                     keys.append(None)
                     prekeys.append(None)
                     misses.append(i)

@@ -533,3 +533,33 @@ def test_sample_hash_is_the_same_for_equal_arrays_in_any_layout():
     corner = big.copy()
     corner[0, 0, 0] ^= 1
     assert sample_hash(corner) == sample_hash(big)
+
+
+def test_sampling_backed_off_to_the_longest_interval_picks_by_position_without_a_hash(monkeypatch):
+    import edgeconf.memo as memo_module
+
+    hashed = []
+    real = memo_module.sample_hash
+    monkeypatch.setattr(memo_module, "sample_hash", lambda img: hashed.append(1) or real(img))
+    clock = FakeClock()
+    cache = MemoCache(capacity=20000, key="exact", sampling=Sampling(every=8, max_every=32, window=256, warmup=256),
+                      clock=clock)
+    fresh = iter(range(40000, 50000))
+    while cache.stats.every < 32:  # no repeats: backs off 8 → 16 → 32
+        _answer_stream(cache, clock, [_img(next(fresh))])
+    n = 0
+    while not cache._sampler.deep:  # four windows at 32 without a hit
+        _answer_stream(cache, clock, [_img(next(fresh))])
+        n += 1
+    assert 4 * 256 <= n <= 5 * 256
+    assert hashed and len(hashed) > 4 * 256  # content picks until then: every input hashed
+    before, lookups = len(hashed), cache.stats.lookups
+    _answer_stream(cache, clock, [_img(next(fresh)) for _ in range(3200)])
+    # idle at the longest interval: one input in 32 by position, and no input hashed for its content
+    assert len(hashed) == before and cache.stats.lookups - lookups == 3200 // 32
+    pool = [_img(60000 + i) for i in range(20)]
+    for _ in range(100):  # repeats come back: found by position, full lookups again
+        _answer_stream(cache, clock, pool)
+        if not cache.stats.sampling:
+            break
+    assert not cache.stats.sampling
