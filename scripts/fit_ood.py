@@ -2,7 +2,7 @@
 this is the last step of the shipped live bundle.
 
     .venv/bin/python scripts/fit_ood.py --bundle CASCADE [--out edgeconf/data/zoo/live] [--data DIR]
-                                        [--seeds 100-129] [--keep 0.998] [--escalate-keep 0.90] [--next-keep 0.998]
+                                        [--seeds 100-199] [--item-seeds SEEDS] [--keep 0.998] [--escalate-keep 0.90] [--next-keep 0.998]
 
 Two bundles ship: ``zoo/bundle`` (written by ``scripts/train_zoo.py``) classifies whole images and carries no OOD
 head, so ``classify`` and ``bench`` on FashionMNIST pay nothing for it; ``zoo/live`` is what ``demo``, ``run`` and
@@ -14,7 +14,10 @@ the same head. What it fits (``edgeconf.export.ood``, method ``learned``, on sta
 * in-distribution: the zoo's held-out calibration split (10 000 FashionMNIST train images, ``default_rng(0)``,
   as ``train_zoo.py`` carves it) and crops of whole objects from demo scenes (exact and jittered boxes);
 * no class: crops of background, of two merged objects, of objects cut by the frame edge and strips of objects
-  (``edgeconf.live.scene_crops``) from demo scenes with seeds outside ``HELD_OUT_SEEDS`` (default 100–129);
+  (``edgeconf.live.scene_crops``) from demo scenes with seeds outside ``HELD_OUT_SEEDS``;
+* the scenes: ``--seeds`` (default 100-199) draw their items from the shipped sample as ``demo://`` does (100 seeds
+  put every one of its 300 items on screen; 30 left some out, and the head called the crops of items it had never
+  seen whole unknown); ``--item-seeds`` (off by default) adds scenes whose items come from the calibration split;
 * stage 1 (the zoo's ``tiny``, the weakest): unknown above the ``--keep`` quantile (99.8 %) of the scores of a
   held-out 30 % of the in-distribution inputs, a lenient threshold; between the ``--escalate-keep`` quantile (90 %)
   and it, a **doubt band**: stage 1 may not answer, the crop goes on to stage 2;
@@ -34,11 +37,12 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
 
 from edgeconf.bundle import read_manifest, write_manifest  # noqa: E402
 from edgeconf.datasets import load_fashion_mnist  # noqa: E402
@@ -49,6 +53,10 @@ from edgeconf.live.scene_crops import KEEP_CLASS, scene_crops  # noqa: E402
 CALIB_SIZE = 10000  # scripts/train_zoo.py: the calibration split held out of the train split
 SPLIT_SEED = 0
 NEGATIVE_KINDS = ("border", "merged", "background", "sliver")
+#: scikit-image pictures used as examples of what is no class: none of them is one of the photographs that
+#: benchmarks/photo_video.py (PHOTOS) measures with (motorcycle_right.png, the other eye of motorcycle_left, left out too)
+PHOTO_NEGATIVES = ("cell.png", "clock_motion.png", "color.png", "ihc.png", "microaneurysms.png", "phantom.png",
+                   "page.png", "text.png", "chessboard_RGB.png", "horse.png", "logo.png")
 
 
 def held_out() -> range:
@@ -63,10 +71,11 @@ def parse_seeds(text: str) -> List[int]:
     return out
 
 
-def scene_data(seeds: List[int], frames: int, step: int):
+def scene_data(seeds: List[int], frames: int, step: int, sample: Optional[Tuple[np.ndarray, np.ndarray]] = None):
+    """Object and no-class crops of demo scenes; ``sample`` replaces the shipped items the scene draws."""
     pos, neg = [], []
     for seed in seeds:
-        scene = demo_scene.DemoScene(seed=seed, objects=6 + 2 * (seed % 3), frames=frames)
+        scene = demo_scene.DemoScene(seed=seed, objects=6 + 2 * (seed % 3), frames=frames, sample=sample)
         for c in scene_crops(scene, range(0, frames, step), seed=10000 + seed, slivers=True):
             if c.kind in KEEP_CLASS:
                 pos.append(c.image)
@@ -74,6 +83,33 @@ def scene_data(seeds: List[int], frames: int, step: int):
                 neg.append(c.image)
         print("[scene] seed %d: %d object crops, %d no-class crops so far" % (seed, len(pos), len(neg)), flush=True)
     return pos, neg
+
+
+def photo_negatives(frames: int = 40, per_frame: int = 6, seed: int = 7) -> List[np.ndarray]:
+    """Random boxes (as benchmarks/bench_unknown.py cuts them) of pan-and-zoom frames of ``PHOTO_NEGATIVES`` and
+    scikit-image's 200 LFW faces, from its installed data folder (never downloaded); [] without scikit-image."""
+    import photo_video
+
+    folder = photo_video.photo_folder()
+    if folder is None:
+        return []
+    paths = [os.path.join(folder, n) for n in PHOTO_NEGATIVES if os.path.isfile(os.path.join(folder, n))]
+    if set(map(os.path.basename, paths)) & set(photo_video.PHOTOS):
+        raise SystemExit("fit_ood: a negative picture is one the benchmark measures with")
+    rng = np.random.default_rng(seed)
+    out: List[np.ndarray] = []
+    for path in paths:
+        for fr in photo_video.pan_zoom(photo_video.read_rgb(path), frames):
+            for _ in range(per_frame):
+                s, ar = int(rng.integers(36, 200)), float(rng.uniform(0.6, 1.6))
+                w, h = min(639, int(s * ar)), min(479, int(s / ar))
+                x, y = int(rng.integers(0, 640 - w)), int(rng.integers(0, 480 - h))
+                out.append(np.ascontiguousarray(fr[y:y + h, x:x + w]))
+    faces = os.path.join(folder, "lfw_subset.npy")
+    if os.path.isfile(faces):
+        for f in np.load(faces, allow_pickle=False):
+            out.append(np.repeat((np.clip(f, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=2))
+    return out
 
 
 def sample_answers(folder: str) -> dict:
@@ -99,7 +135,7 @@ def refresh_sample_answers(folder: str) -> None:
 
 
 @contextlib.contextmanager
-def _target(bundle: str, out: str, name: str, seeds: str) -> Iterator[str]:
+def _target(bundle: str, out: str, name: str, seeds: str, item_seeds: str, photos: int) -> Iterator[str]:
     """The folder to fit in: ``bundle`` itself, or a copy that replaces ``out`` only once the fit succeeded."""
     if not out:
         yield bundle
@@ -112,7 +148,10 @@ def _target(bundle: str, out: str, name: str, seeds: str) -> Iterator[str]:
         manifest = read_manifest(folder, verify=True)
         manifest.name = name
         manifest.provenance = dict(manifest.provenance, derived_from=os.path.basename(os.path.normpath(bundle)),
-                                   ood="OOD heads: scripts/fit_ood.py (learned, seeds %s)" % seeds)
+                                   ood="OOD heads: scripts/fit_ood.py (learned, seeds %s%s%s)"
+                                   % (seeds, ", calibration-item seeds %s" % item_seeds if item_seeds else "",
+                                      ", %d crops of other pictures" % photos if photos else ""),
+                                   ood_seeds={"scenes": seeds, "calibration_items": item_seeds})
         write_manifest(folder, manifest)
         yield folder
         old = out + ".old"
@@ -132,7 +171,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "(replaced atomically); '' fits in place")
     ap.add_argument("--name", default="fashion-cascade3-live", help="the new bundle's name")
     ap.add_argument("--data", default=None, help="FashionMNIST IDX folder (default: the Debian package)")
-    ap.add_argument("--seeds", default="100-129", help="demo scene seeds for object and no-class crops")
+    ap.add_argument("--seeds", default="100-199", help="demo scene seeds for object and no-class crops (items from the "
+                    "shipped sample, as demo:// draws them)")
+    ap.add_argument("--item-seeds", default="", help="more demo scenes whose items are drawn from the calibration "
+                    "split instead of the shipped sample (scene-rendered crops of other shapes; e.g. 200-229; tried, "
+                    "not the default: docs/unknown.md)")
+    ap.add_argument("--no-photo-negatives", action="store_true", help="leave out the crops of scikit-image pictures "
+                    "(PHOTO_NEGATIVES and its LFW faces; none is a benchmark photograph) among the no-class examples")
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--step", type=int, default=12, help="use every STEP-th frame")
     ap.add_argument("--keep", type=float, default=0.998, help="stage 1's OOD threshold: this quantile of held-out "
@@ -143,7 +188,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     seeds = parse_seeds(args.seeds)
-    bad = sorted(set(seeds) & set(held_out()))
+    item_seeds = parse_seeds(args.item_seeds) if args.item_seeds else []
+    bad = sorted(set(seeds + item_seeds) & set(held_out()))
     if bad:
         ap.error("seeds %s are held out for evaluation (HELD_OUT_SEEDS); pick others" % bad)
     t0 = time.time()
@@ -151,10 +197,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     perm = np.random.default_rng(SPLIT_SEED).permutation(len(y))
     calib = np.sort(perm[:CALIB_SIZE])
     pos, neg = scene_data(seeds, args.frames, args.step)
+    if item_seeds:
+        p2, n2 = scene_data(item_seeds, args.frames, args.step, sample=(x[calib], y[calib]))
+        pos, neg = pos + p2, neg + n2
+    photos = [] if args.no_photo_negatives else photo_negatives()
+    if not args.no_photo_negatives and not photos:
+        ap.error("no scikit-image pictures here for the photo negatives (pip install scikit-image, or "
+                 "--no-photo-negatives)")
+    neg = neg + photos
+    print("[photos] %d crops of other pictures as no-class examples" % len(photos), flush=True)
     pre = read_manifest(args.bundle, verify=False).preprocessing  # crops as the bundle's models see them
     pre_pos, pre_neg = pre.batch(pos), pre.batch(neg)
     band = args.escalate_keep or None
-    with _target(args.bundle, args.out, args.name, args.seeds) as folder:
+    with _target(args.bundle, args.out, args.name, args.seeds, args.item_seeds, len(photos)) as folder:
         report = fit_stage_ood(folder, x[calib], y[calib], negatives=pre_neg, extra_positives=pre_pos, stage=0,
                                method="learned", keep=args.keep, seed=0, threads=args.threads, escalate_keep=band)
         reports = [report.to_json()]
@@ -165,6 +220,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         refresh_sample_answers(folder)
     out = dict(reports[0], stages=reports)
     out["scene_seeds"] = args.seeds
+    out["item_seeds"] = args.item_seeds
+    out["photo_negatives"] = len(photos)
     out["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(out, indent=1))
     return 0

@@ -131,6 +131,27 @@ def test_live_bundle_is_its_own_cascade_with_an_ood_head():
     assert "train_live.py" in live.provenance["recipe"] and "fit_ood.py" in live.provenance["ood"]
 
 
+def _seeds(text: str) -> set:
+    """``"100-199,250"`` → the set of seeds (as scripts/fit_ood.py writes them)."""
+    out: set = set()
+    for part in filter(None, text.split(",")):
+        a, _, b = part.partition("-")
+        out |= set(range(int(a), int(b or a) + 1))
+    return out
+
+
+def test_live_bundle_ood_heads_never_saw_an_evaluation_scene():
+    """scripts/fit_ood.py records the demo-scene seeds its heads were fitted on (scenes of the shipped items, and any
+    scenes of calibration-split items); none is a held-out evaluation seed (benchmarks/bench_unknown.py uses those)."""
+    from edgeconf.live.demo_scene import HELD_OUT_SEEDS
+
+    provenance = read_manifest(os.path.join(ZOO, "live")).provenance
+    scenes, items = _seeds(provenance["ood_seeds"]["scenes"]), _seeds(provenance["ood_seeds"]["calibration_items"])
+    assert len(scenes) >= 100 and not scenes & items  # enough scenes to put every item of the sample on screen
+    assert not (scenes | items) & set(HELD_OUT_SEEDS)
+    assert provenance["ood_seeds"]["scenes"] in provenance["ood"]
+
+
 def test_live_bundle_answers_the_shipped_sample_as_recorded():
     from edgeconf.live.demo_scene import load_sample
 
