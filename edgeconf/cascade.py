@@ -838,8 +838,7 @@ class Cascade:
             t3 = clock()
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
-        memo.observe_batch(found.looked_up, found.looked_up_hits, t1 - t0, len(found.misses), t2 - t1, t3 - t2,
-                           found.by_position, found.by_position_hits)
+        memo.observe_batch(found.looked_up, found.looked_up_hits, t1 - t0, len(found.misses), t2 - t1, t3 - t2)
         return Answers.of_results([r for r in results if r is not None])
 
     def classify(self, image: np.ndarray) -> CascadeResult:

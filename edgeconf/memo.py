@@ -92,8 +92,7 @@ class BatchLookup:
     whose key is None was not looked up (sampling) and is not stored. ``prekeys``: each input's exact
     pre-key (None where it was not computed), stored with the answer by :meth:`MemoCache.put`.
     ``looked_up`` inputs were looked up (not skipped by the sampling), ``looked_up_hits`` of them hit or
-    repeat: what :meth:`MemoCache.observe_batch` prices; ``by_position`` of them (``by_position_hits`` hits)
-    were picked by position while sampling.
+    repeat: what :meth:`MemoCache.observe_batch` prices.
     """
 
     keys: List[Optional[bytes]]
@@ -103,8 +102,6 @@ class BatchLookup:
     prekeys: List[Optional[int]]
     looked_up: int = 0
     looked_up_hits: int = 0
-    by_position: int = 0
-    by_position_hits: int = 0
 
 
 @dataclass(frozen=True)
@@ -130,10 +127,10 @@ class Sampling:
       (when it is above ``every``), inputs are picked by position only, one in ``max_every``: a long stretch
       without repeats then costs no hash per input. A window with a hit brings the interval back to
       ``every``, picked by content;
-    - sampling → full lookups when the sampled hit rate × the interval reaches ``resume`` × break-even (for
-      the inputs picked by position: × ``positional`` × the interval, since their earlier copy was seldom
-      stored). Scaling up errs towards full lookups, which never lose a hit and store for later: the start of
-      a shuffled stream with repeats has few of them, and what full lookups store there pays later.
+    - sampling → full lookups when the hit rate of the looked-up inputs (by content and by position) × the
+      interval reaches ``resume`` × break-even. Scaling up errs towards full lookups, which never lose a hit
+      and store for later: the start of a shuffled stream with repeats has few of them, and what full
+      lookups store there pays later.
     """
 
     every: int = 8
@@ -164,8 +161,8 @@ class Sampling:
 class _Sampler:
     """The state of :class:`Sampling` in one cache."""
 
-    __slots__ = ("cfg", "full", "every", "skip", "since", "checks", "hits", "pchecks", "phits", "by_position", "total",
-                 "lookup_s", "store_s", "miss_s", "stats", "to_price", "cold", "idle", "deep")
+    __slots__ = ("cfg", "full", "every", "skip", "since", "checks", "hits", "total", "lookup_s", "store_s", "miss_s",
+                 "stats", "to_price", "cold", "idle", "deep")
 
     #: lookups between two priced ones (the clock is read around one lookup in this many)
     PRICE_EVERY = 8
@@ -182,8 +179,6 @@ class _Sampler:
         self.skip = 0  # inputs left before the next one picked by position
         self.since = 0  # inputs since the last decision
         self.checks = self.hits = self.total = 0  # looked up (and hits) since the last decision; inputs seen
-        self.pchecks = self.phits = 0  # of those, picked by position while sampling
-        self.by_position = False  # the input being looked up was picked by position
         self.lookup_s: Optional[float] = None
         self.store_s: Optional[float] = None
         self.miss_s: Optional[float] = None
@@ -214,14 +209,12 @@ class _Sampler:
             self.stats.skipped += 1
             return False
         self.skip = self.every - 1
-        self.by_position = False
         return True
 
     def check(self, content: int) -> bool:
         """While sampling: whether to look up an input whose :func:`~edgeconf.hashing.sample_hash` is
         ``content`` (an input not looked up is counted as skipped)."""
         if not content % self.every:
-            self.by_position = False
             return True
         if self.skip:
             self.skip -= 1
@@ -230,7 +223,6 @@ class _Sampler:
             self.stats.skipped += 1
             return False
         self.skip = self.cfg.positional * self.every - 1
-        self.by_position = True
         return True
 
     def _avg(self, old: Optional[float], new: float) -> float:
@@ -239,9 +231,8 @@ class _Sampler:
         return old + 0.05 * (min(new, self.CAP * old) - old)
 
     def observe(self, hits: int, lookup_s: float, miss_s: Optional[float] = None, store_s: Optional[float] = None,
-                n: int = 1, pos_hits: int = 0, pos_n: int = 0) -> None:
-        """Costs of ``n`` looked-up inputs (per input), ``hits`` of them hits; ``pos_n`` of the inputs (with
-        ``pos_hits`` of the hits) were picked by position while sampling."""
+                n: int = 1) -> None:
+        """Costs of ``n`` looked-up inputs (per input), ``hits`` of them hits."""
         if self.cold:
             self.cold = False
         else:
@@ -250,17 +241,11 @@ class _Sampler:
                 self.miss_s = self._avg(self.miss_s, miss_s)
             if store_s is not None:
                 self.store_s = self._avg(self.store_s, store_s)
-        self._tally(hits, n, pos_hits, pos_n)
+        self._tally(hits, n)
 
-    def _tally(self, hits: int, n: int, pos_hits: int = 0, pos_n: int = 0) -> None:
-        if self.by_position:  # one input, picked by position by the last check()
-            self.by_position = False
-            if not self.full:
-                pos_hits, pos_n = hits, n
-        self.hits += hits - pos_hits
-        self.checks += n - pos_n
-        self.phits += pos_hits
-        self.pchecks += pos_n
+    def _tally(self, hits: int, n: int) -> None:
+        self.hits += hits
+        self.checks += n
         self.since += n
         self.total += n
         # decisions every window, and a first one after `warmup` inputs when that comes before the first window
@@ -277,9 +262,8 @@ class _Sampler:
 
     def _decide(self) -> None:
         rate = self.hits / self.checks if self.checks else 0.0
-        by_position = self.phits / self.pchecks if self.pchecks else 0.0
-        hits = self.hits + self.phits
-        self.since = self.checks = self.hits = self.pchecks = self.phits = 0
+        hits = self.hits
+        self.since = self.checks = self.hits = 0
         be = self.break_even()
         self.stats.break_even = be
         if be is None:
@@ -291,7 +275,7 @@ class _Sampler:
                 self.every = cfg.every
                 self.skip = cfg.positional * self.every - 1
                 self.stats.switches += 1
-        elif max(rate, by_position * cfg.positional) * self.every >= cfg.resume * be:
+        elif rate * self.every >= cfg.resume * be:
             self.full = True
             self.skip = 0
             self.stats.switches += 1
@@ -618,17 +602,13 @@ class MemoCache:
         first_of: Dict[bytes, int] = {}
         sampler = self._sampler
         looked_up = found = 0
-        pos_n = pos_hits = 0
         for i, image in enumerate(images):
-            picked = False
             if sampler is not None and not sampler.full:
                 if not (sampler.check_position() if sampler.deep else sampler.check(sample_hash(image))):
                     keys.append(None)
                     prekeys.append(None)
                     misses.append(i)
                     continue
-                picked, sampler.by_position = sampler.by_position, False
-                pos_n += picked
             looked_up += 1
             pre = prekey(image)
             prekeys.append(pre)
@@ -637,7 +617,6 @@ class MemoCache:
                 keys.append(None)
                 hits[i] = hit
                 found += 1
-                pos_hits += picked
                 continue
             kb = self.key(image)
             keys.append(kb)
@@ -645,29 +624,25 @@ class MemoCache:
                 repeats[i] = first_of[kb]
                 self.stats.hits += 1
                 found += 1
-                pos_hits += picked
                 continue
             value = self.get(kb, fingerprint)
             if value is not None:
                 hits[i] = value
                 found += 1
-                pos_hits += picked
             else:
                 first_of[kb] = i
                 misses.append(i)
-        return BatchLookup(keys, hits, repeats, misses, prekeys, looked_up, found, pos_n, pos_hits)
+        return BatchLookup(keys, hits, repeats, misses, prekeys, looked_up, found)
 
     def observe_batch(self, looked_up: int, hits: int, lookup_s: float, misses: int, miss_s: float,
-                      store_s: float, by_position: int = 0, by_position_hits: int = 0) -> None:
+                      store_s: float) -> None:
         """Costs of one batch (totals) for the adaptive sampling: how many inputs were looked up, how many
-        hit, and the seconds spent looking up, computing the misses and storing them; ``by_position``:
-        how many of the looked-up inputs (and of the hits) were picked by position (:class:`BatchLookup`)."""
+        hit, and the seconds spent looking up, computing the misses and storing them."""
         if self._sampler is None or looked_up <= 0:
             return
         per_miss = miss_s / misses if misses else None
         per_store = store_s / misses if misses else None
-        self._sampler.observe(hits, lookup_s / looked_up, per_miss, per_store, looked_up, by_position_hits,
-                              by_position)
+        self._sampler.observe(hits, lookup_s / looked_up, per_miss, per_store, n=looked_up)
 
     # -- storing -------------------------------------------------------------------------------
     def put(self, key: Optional[Key], fingerprint: str, value: Any, pre: Optional[int] = None) -> None:

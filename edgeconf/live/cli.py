@@ -592,8 +592,9 @@ def print_demo_summary(s: Dict[str, Any]) -> None:
             s["frames"], s["wall_s"], s["fps"] or 0.0, c["frames_dropped"]),
         "latency       p50 %s ms, p95 %s ms per frame" % (lat["p50"], lat["p95"]),
         ("accuracy      %s of %d class answers on matched track-frames; %s with the %d unknown answers on them counted "
-         "wrong (%d not yet answered)" % (pct(acc["accuracy"]), acc["scored"], pct(acc.get("accuracy_unknown_wrong")),
-                                         acc.get("unknown", 0), acc["unanswered"])
+         "wrong; %s with the %d not yet answered too" % (
+             pct(acc["accuracy"]), acc["scored"], pct(acc.get("accuracy_unknown_wrong")), acc.get("unknown", 0),
+             pct(acc.get("accuracy_all")), acc["unanswered"])
          if not acc.get("note") else "accuracy      %s" % acc["note"]),
         ("tracking      MOTA %s, IDF1 %s, ID switches %d (%d truth objects, %d track ids)" % (
             pct(tr["mota"]), pct(tr["idf1"]), tr["id_switches"], tr["truth_objects"], tr["track_ids"])

@@ -530,7 +530,7 @@ class DemoScene:
                 if ax1 < ax2 and ay1 < ay2:
                     seen[ay1:ay2, ax1:ax2] = False
             truth.append(TruthObject(id=m.id, box=(float(fx1), float(fy1), float(fx2), float(fy2)),
-                                     class_id=m.class_id, visible_fraction=float(seen.mean())))
+                                     class_id=m.class_id, visible_fraction=float(seen.mean()), item=m.item))
         return truth
 
     def render(self, i: int) -> Tuple[np.ndarray, List[TruthObject]]:

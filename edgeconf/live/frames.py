@@ -13,12 +13,14 @@ import numpy as np
 
 @dataclass
 class TruthObject:
-    """Ground truth of one object in a synthetic frame: track id, box (x1, y1, x2, y2) in pixels, class."""
+    """Ground truth of one object in a synthetic frame: track id, box (x1, y1, x2, y2) in pixels, class, and the
+    index of the sample image it shows (``item``; None where unknown)."""
 
     id: int
     box: Tuple[float, float, float, float]
     class_id: int
     visible_fraction: float = 1.0
+    item: Optional[int] = None
 
 
 @dataclass

@@ -8,7 +8,9 @@ Classification policy, so that an object that has not changed costs nothing: a t
 only on frames where it was matched to a detection, and only when its crop's memo key moved more than
 ``track_key_radius`` bits from the key it had at its last classification, or ``refresh_frames`` passed,
 or the cascade's fingerprint changed (a threshold moved). And only from a clear view (``clear_views``):
-not while its box is cut by the frame border (an object coming in or going out) or overlaps another
+not while its box is cut by the frame border (an object coming in or going out: its box within 1 px of an edge, or
+within ``edge_margin`` px once the track shows a class with confidence >= ``edge_keep_confidence``, which it then
+keeps) or overlaps another
 track's box by more than ``overlap_limit`` of its area (crossing or touching objects, whose crop holds
 parts of both); a track that had no clear view for ``refresh_frames`` frames is answered anyway. Crops that do need an answer go to the
 cascade in one ``classify_batch`` call, where the memo cache may still answer them. Both ways of
@@ -231,7 +233,7 @@ class Pipeline:
                  refresh_frames: int = 30, meter: Any = None, track_key_radius: Optional[int] = None,
                  crop_pad: float = -0.03, max_consecutive_errors: int = 100, window: int = 60,
                  classify_lost: bool = False, clear_views: bool = True, overlap_limit: float = 0.1,
-                 crop_from: str = "track") -> None:
+                 crop_from: str = "track", edge_margin: float = 8.0, edge_keep_confidence: float = 0.9) -> None:
         if getattr(cascade, "preprocessing", None) is None:
             raise ConfigError("the pipeline needs a cascade with preprocessing (load it with load_bundle)")
         if refresh_frames < 1:
@@ -260,6 +262,10 @@ class Pipeline:
             raise ConfigError("crop_from must be 'detection' (the matched box) or 'track' (the Kalman-filtered box)")
         self.crop_from = crop_from
         self.overlap_limit = float(overlap_limit)
+        if edge_margin < 1.0:
+            raise ConfigError("edge_margin must be >= 1 pixel, got %r" % edge_margin)
+        self.edge_margin = float(edge_margin)
+        self.edge_keep_confidence = float(edge_keep_confidence)
         self.max_consecutive_errors = int(max_consecutive_errors)
         memo = getattr(cascade, "memo", None)
         self._memo_settings = (memo.capacity, memo.kind) if memo is not None else (4096, "dhash256")
@@ -535,14 +541,22 @@ class Pipeline:
 
     def _unclear(self, tracks: List[Track], shape: Tuple[int, ...]) -> set:
         """Internal ids of matched tracks whose crop would not show the object alone: cut by the frame border on
-        one side, or overlapped by another matched track's box by more than ``overlap_limit`` of its area."""
+        one side (the box within 1 px of it, or within ``edge_margin`` px for a track that shows a class with a
+        confidence of at least ``edge_keep_confidence``), or
+        overlapped by another matched track's box by more than ``overlap_limit`` of its area."""
         h, w = shape[:2]
         live = [t for t in tracks if not t.frames_since_match]
         if not live:
             return set()
         boxes = np.array([t.last_box for t in live], dtype=np.float64)
         out = set()
-        x1, y1, x2, y2 = boxes[:, 0] <= 1.0, boxes[:, 1] <= 1.0, boxes[:, 2] >= w - 1.0, boxes[:, 3] >= h - 1.0
+        # a box within 1 px of an edge is cut; a track that shows a class with confidence >= edge_keep_confidence
+        # keeps it within edge_margin px: the detector's boxes end 1-3 px short of the edge on objects the border
+        # cuts (it sees the frame at half size), and a crop cut there is mostly answered "unknown" or wrongly
+        keep = self.edge_keep_confidence
+        m = np.array([self.edge_margin if t.class_id is not None and (t.confidence or 0.0) >= keep else 1.0
+                      for t in live])
+        x1, y1, x2, y2 = boxes[:, 0] <= m, boxes[:, 1] <= m, boxes[:, 2] >= w - m, boxes[:, 3] >= h - m
         cut = (x1 ^ x2) | (y1 ^ y2)  # touching both sides of an axis is an object as big as the frame, not a cut
         ix = np.clip(np.minimum(boxes[:, None, 2], boxes[None, :, 2]) - np.maximum(boxes[:, None, 0], boxes[None, :, 0]), 0, None)
         iy = np.clip(np.minimum(boxes[:, None, 3], boxes[None, :, 3]) - np.maximum(boxes[:, None, 1], boxes[None, :, 1]), 0, None)

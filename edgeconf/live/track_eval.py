@@ -138,11 +138,18 @@ class ClassificationScore:
         n = self.scored + self.unknown
         return self.correct / n if n else None
 
+    @property
+    def accuracy_all(self) -> Optional[float]:
+        """Right among all matched track-frames, an "unknown" answer or none yet counted as wrong (what a viewer sees:
+        the right class on the object, or not)."""
+        n = self.scored + self.unknown + self.unanswered
+        return self.correct / n if n else None
+
     def to_json(self) -> dict:
-        both = self.accuracy_unknown_wrong
-        return {"accuracy": None if self.accuracy is None else round(self.accuracy, 4),
-                "accuracy_unknown_wrong": None if both is None else round(both, 4), "correct": self.correct,
-                "scored": self.scored, "unknown": self.unknown, "unanswered": self.unanswered}
+        r = lambda v: None if v is None else round(v, 4)  # noqa: E731
+        return {"accuracy": r(self.accuracy), "accuracy_unknown_wrong": r(self.accuracy_unknown_wrong),
+                "accuracy_all": r(self.accuracy_all), "correct": self.correct, "scored": self.scored,
+                "unknown": self.unknown, "unanswered": self.unanswered}
 
 
 class ClassificationEvaluator:
@@ -154,24 +161,31 @@ class ClassificationEvaluator:
         self.score = ClassificationScore(per_class={})
 
     def update(self, truth: Sequence[Any], tracks: Sequence[Any]) -> None:
-        gt = [t for t in truth if float(getattr(t, "visible_fraction", 1.0)) >= self.min_visible]
-        if not gt or not tracks:
-            return
-        iou = iou_matrix([t.box for t in gt], [t.box for t in tracks])
-        pairs, _, _ = assign(1.0 - iou, 1.0 - self.iou_threshold)
         s = self.score
-        for gi, ti in pairs:
-            cid = getattr(tracks[ti], "class_id", None)
+        for gt, track in match_required(truth, tracks, self.iou_threshold, self.min_visible):
+            cid = getattr(track, "class_id", None)
             if cid is None:
-                if getattr(tracks[ti], "unknown", False):
+                if getattr(track, "unknown", False):
                     s.unknown += 1
                 else:
                     s.unanswered += 1
                 continue
-            truth_cls = int(gt[gi].class_id)
+            truth_cls = int(gt.class_id)
             ok = int(cid) == truth_cls
             s.scored += 1
             s.correct += int(ok)
             row = s.per_class.setdefault(truth_cls, [0, 0])  # type: ignore[union-attr]
             row[0] += int(ok)
             row[1] += 1
+
+
+def match_required(truth: Sequence[Any], tracks: Sequence[Any], iou_threshold: float = 0.5,
+                   min_visible: float = REQUIRED_VISIBLE) -> List[Tuple[Any, Any]]:
+    """(truth object, track) pairs of one frame: the truth objects at least ``min_visible`` visible, matched to
+    tracks one to one by the Hungarian method on IoU, pairs below ``iou_threshold`` left out."""
+    gt = [t for t in truth if float(getattr(t, "visible_fraction", 1.0)) >= min_visible]
+    if not gt or not tracks:
+        return []
+    iou = iou_matrix([t.box for t in gt], [t.box for t in tracks])
+    pairs, _, _ = assign(1.0 - iou, 1.0 - iou_threshold)
+    return [(gt[gi], tracks[ti]) for gi, ti in pairs]

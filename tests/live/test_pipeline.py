@@ -261,3 +261,37 @@ def test_tracks_are_answered_from_clear_views_only(fashion_bundle):
     first_off = {}
     off.run(on_result=lambda r: [first_off.setdefault(t.id, r.frame_index) for t in r.tracks if t.classified])
     assert set(first_off.values()) == {1}  # without the policy every track is answered once confirmed
+
+
+def test_a_track_that_shows_a_class_keeps_it_near_the_frame_edge(fashion_bundle):
+    """A detector's box on an object the border cuts ends a few pixels short of the edge: a track that already shows
+    a class with confidence >= edge_keep_confidence is not asked again within edge_margin px of it (its crop would be
+    cut); one less sure, or without a class, is."""
+    from edgeconf.live.demo_scene import load_sample
+    from edgeconf.live.sources import TruthObject
+
+    item = np.repeat(load_sample()[0][0][:, :, None], 3, axis=2)
+
+    def frames():
+        out = []
+        for i in range(8):
+            img = np.full((240, 320, 3), 30, np.uint8)
+            x2 = 300 + 4 * min(i, 4)  # the box's right edge: 300 ... 316, 4 px short of the frame's edge
+            box = (x2 - 60.0, 60.0, float(x2), 120.0)
+            img[60:120, x2 - 60:x2] = np.kron(item, np.ones((3, 3, 1), np.uint8))[12:72, 12:72]
+            out.append(Frame(img, i, i / 30.0, [TruthObject(1, box, 3)]))
+        return out
+
+    def answered(**kw):
+        pipe = Pipeline(load_bundle(fashion_bundle), ListSource(frames()), regions="truth", refresh_frames=1, **kw)
+        got = []
+        pipe.run(on_result=lambda r: got.append([t.classified for t in r.tracks]))
+        return got
+
+    # frames 1-2: asked (box 8+ px clear of the edge); from frame 3 (x2 = 312, 8 px away) the class is kept
+    assert answered(edge_keep_confidence=0.0) == [[], [True], [True], [False], [False], [False], [False], [False]]
+    asked_again = [[], [True]] + [[True]] * 6
+    assert answered(edge_margin=1) == asked_again  # the 1 px test alone asks again on every frame
+    assert answered(edge_keep_confidence=1.01) == asked_again  # a track never sure enough is asked again too
+    with pytest.raises(ConfigError):
+        Pipeline(load_bundle(fashion_bundle), ListSource([]), regions="truth", edge_margin=0.5)

@@ -58,8 +58,9 @@ def test_unknown_answers_on_true_objects_are_counted_apart_and_as_wrong_in_the_s
     ce.update(truth, [T(1, (1, 1, 21, 21), 3), unknown, T(3, (100, 0, 120, 20))])  # the third: not answered yet
     s = ce.score
     assert (s.scored, s.correct, s.unknown, s.unanswered) == (1, 1, 1, 1)
-    assert s.accuracy == 1.0 and s.accuracy_unknown_wrong == 0.5
+    assert s.accuracy == 1.0 and s.accuracy_unknown_wrong == 0.5 and s.accuracy_all == pytest.approx(1 / 3)
     assert s.to_json()["accuracy_unknown_wrong"] == 0.5 and s.to_json()["unknown"] == 1
+    assert s.to_json()["accuracy_all"] == pytest.approx(0.3333)
 
 
 @pytest.mark.slow
