@@ -1,7 +1,7 @@
 """Issue-14 "unknown" figures: crops that are no class must not get a class; real objects must keep theirs.
 
     .venv/bin/python benchmarks/bench_unknown.py [--bundle FOLDER] [--seeds 1,2,3] [--frames 900] [--step 5]
-                                                 [--regions SPEC] [--json]
+                                                 [--regions SPEC] [--items sample|unseen] [--no-photos] [--json]
 
 1. Crops cut from held-out demo scenes (seeds 1-3, 6/8/10 objects; ``edgeconf.live.scene_crops`` says what each
    kind is) are classified one by one by the bundle's cascade (no memo). Targets: background, merged and border
@@ -9,6 +9,10 @@
 2. Real photographs (scikit-image's bundled ones, ``benchmarks/photo_video.py``), panned and zoomed: random boxes
    cut from the frames (crop level), and the whole video through the live pipeline with ``--regions`` (answer
    level). Target: ≥ 99 % of answers unknown.
+
+``--items unseen`` fills the same scenes with 300 FashionMNIST test images that are not in the shipped sample
+(``demo://`` draws its objects from that sample, and ``scripts/fit_ood.py`` fits the OOD heads on scenes of it):
+objects no model or OOD head has seen, i.e. how the "unknown" rule treats a user's own objects.
 Prints measured numbers; asserts nothing.
 """
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -46,10 +50,23 @@ def classify(cascade: Any, crops: List[np.ndarray], batch: int = 256):
     return np.concatenate(unknown), np.concatenate(classes)
 
 
-def scene_figures(cascade: Any, seeds: List[int], objects: List[int], frames: int, step: int) -> Dict[str, Any]:
+def unseen_items(n: int = 300, seed: int = 5) -> Tuple[np.ndarray, np.ndarray]:
+    """``n`` FashionMNIST test images (and labels) that are not in the shipped demo sample, picked with ``seed``."""
+    from edgeconf.datasets import load_fashion_mnist
+    from edgeconf.live.demo_scene import load_sample
+
+    x, y = load_fashion_mnist("test")
+    shipped = {im.tobytes() for im in load_sample()[0]}
+    others = np.array([i for i in range(len(x)) if x[i].tobytes() not in shipped])
+    pick = np.random.default_rng(seed).choice(others, n, replace=False)
+    return x[pick], y[pick]
+
+
+def scene_figures(cascade: Any, seeds: List[int], objects: List[int], frames: int, step: int,
+                  sample: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Dict[str, Any]:
     by_kind: Dict[str, Dict[str, list]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for seed, n_objects in zip(seeds, objects):
-        scene = DemoScene(seed=seed, objects=n_objects, frames=frames)
+        scene = DemoScene(seed=seed, objects=n_objects, frames=frames, sample=sample)
         crops = list(scene_crops(scene, range(0, frames, step), seed=seed))
         unk, cls = classify(cascade, [c.image for c in crops])
         for c, u, k in zip(crops, unk, cls):
@@ -125,6 +142,10 @@ def main() -> None:
     ap.add_argument("--photo-frames", type=int, default=40, help="video frames per photograph")
     ap.add_argument("--regions", default="full,motion",
                     help="region proposers for the photo video through the pipeline (comma-separated specs)")
+    ap.add_argument("--items", choices=("sample", "unseen"), default="sample",
+                    help="the scenes' objects: the shipped sample (as demo:// shows them) or 300 other FashionMNIST test "
+                    "images no model or OOD head has seen")
+    ap.add_argument("--no-photos", action="store_true", help="scene crops only")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -133,18 +154,20 @@ def main() -> None:
         ap.error("give one --objects count per seed")
     cascade = load_bundle(args.bundle, memo=False)
     out: Dict[str, Any] = {"bench": "unknown", "bundle": args.bundle, "seeds": seeds, "objects": objects,
-                           "frames": args.frames,
+                           "frames": args.frames, "items": args.items,
                            "step": args.step,
                            "ood": [s.ood.__dict__ if s.ood else None for s in cascade.stages]}
-    out["scene"] = scene_figures(cascade, seeds, objects, args.frames, args.step)
-    photos = photo_video.find_photos()
+    sample = unseen_items() if args.items == "unseen" else None
+    out["scene"] = scene_figures(cascade, seeds, objects, args.frames, args.step, sample)
+    photos = [] if args.no_photos else photo_video.find_photos()
     out["photos"] = [os.path.basename(p) for p in photos]
     if photos:
         out["photo_crops"] = photo_crops(cascade, photos, args.photo_frames)
         out["photo_pipeline"] = [photo_pipeline(args.bundle, photos, args.photo_frames, r)
                                  for r in args.regions.split(",")]
     else:
-        out["photo_crops"] = out["photo_pipeline"] = "not measured (scikit-image is not installed: pip install scikit-image)"
+        out["photo_crops"] = out["photo_pipeline"] = ("not measured (--no-photos)" if args.no_photos else
+                                                      "not measured (scikit-image is not installed: pip install scikit-image)")
     cascade.close()
     sc = out["scene"]
     no_class = max((sc[k]["answered_class"] for k in NO_CLASS if k in sc), default=None)
@@ -157,7 +180,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print("held-out demo scenes %s (%s objects), frames 0-%d every %d:" % (seeds, objects, args.frames - 1, args.step))
+    print("held-out demo scenes %s (%s objects), frames 0-%d every %d, items: %s:" % (
+        seeds, objects, args.frames - 1, args.step,
+        "the shipped sample" if args.items == "sample" else "300 FashionMNIST test images outside the sample (unseen)"))
     print("  %-14s %6s %9s %14s %9s" % ("kind", "n", "unknown", "with a class", "correct"))
     for kind in ("object", "object_jitter", "partial", "border", "merged", "background"):
         r = sc.get(kind)
