@@ -131,7 +131,8 @@ def main() -> None:
     print("fps is wall-clock on this machine as it is now (shared: load average %.1f on %d cores); CPU ms/frame is "
           "the process's CPU time per frame (all threads: scene rendering, detector, tracker, cascade) and the "
           "pipeline thread's own" % (os.getloadavg()[0], os.cpu_count() or 0))
-    print("targets for %s (MOTA >= 0.90, IDF1 >= 0.90, accuracy >= 95 %%, >= 30 fps, every scene): %s" % (
+    print("targets for %s (MOTA >= 0.90 and IDF1 >= 0.90 in every scene, accuracy of class answers >= 95 %% pooled "
+          "over the scenes, >= 30 fps in every scene): %s" % (
         main_regions, ", ".join("%s %s" % (k, "met" if v else "NOT met") for k, v in met.items())))
 
 
