@@ -202,27 +202,24 @@ class _Sampler:
     def check_position(self) -> bool:
         """While backed off to ``max_every``: whether to look up this input (one in ``max_every``, by position;
         an input not looked up is counted as skipped)."""
-        if self.skip:
-            self.skip -= 1
-            self.since += 1
-            self.total += 1
-            self.stats.skipped += 1
-            return False
-        self.skip = self.every - 1
-        return True
+        return self._by_position(self.every)
 
     def check(self, content: int) -> bool:
         """While sampling: whether to look up an input whose :func:`~edgeconf.hashing.sample_hash` is
         ``content`` (an input not looked up is counted as skipped)."""
         if not content % self.every:
             return True
+        return self._by_position(self.cfg.positional * self.every)
+
+    def _by_position(self, interval: int) -> bool:
+        """One input in ``interval`` by position; the others are counted as skipped."""
         if self.skip:
             self.skip -= 1
             self.since += 1
             self.total += 1
             self.stats.skipped += 1
             return False
-        self.skip = self.cfg.positional * self.every - 1
+        self.skip = interval - 1
         return True
 
     def _avg(self, old: Optional[float], new: float) -> float:
