@@ -63,13 +63,14 @@ class AnswerLog:
         out: Dict[str, Dict[str, int]] = collections.defaultdict(lambda: collections.Counter())
         first_truth: Dict[int, int] = {}
         shown: Dict[Tuple[int, int], List[Optional[int]]] = collections.defaultdict(list)
-        for r in sorted(self.rows, key=lambda r: r.frame):
+        rows = sorted(self.rows, key=lambda r: r.frame)
+        for r in rows:
             first_truth.setdefault(r.track_id, r.truth_id)
             shown[(r.track_id, r.truth_id)].append(r.shown)
         majority = {k: collections.Counter(c for c in v if c is not None).most_common(1) for k, v in shown.items()}
         seen_right: set = set()
         had_class: set = set()
-        for r in sorted(self.rows, key=lambda r: r.frame):
+        for r in rows:
             seg = (r.track_id, r.truth_id)
             if r.shown == r.truth_class:
                 outcome = "right"
