@@ -30,7 +30,7 @@ ORACLE_REGIONS = "truth"
 REGION_CHOICES = (DEFAULT_REGIONS, "motion", "full", ORACLE_REGIONS)
 #: A track on the shipped detector's boxes shows a class only when the mean score of its detections is at least this,
 #: or once CLASS_ANSWERS of its answers named a class; until then it shows "unknown". Chosen on training-side data
-#: (validation scenes 230-244 and a video of the OOD fit's negative pictures, docs/unknown.md).
+#: (validation scenes 230-244 and a video of the OOD fit's negative pictures; docs/pipeline.md).
 DETECTOR_CLASS_SCORE = 0.7
 CLASS_ANSWERS = 6
 ORACLE_NOTE = "oracle regions: boxes from the scene's ground truth, not a proposer"

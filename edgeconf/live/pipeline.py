@@ -15,6 +15,10 @@ track's box by more than ``overlap_limit`` of its area (crossing or touching obj
 parts of both); a track that had no clear view for ``refresh_frames`` frames is answered anyway. Crops that do need an answer go to the
 cascade in one ``classify_batch`` call, where the memo cache may still answer them. Both ways of
 answering without a model are counted as memo hits (``track_key_hits`` and ``cache_hits`` separately).
+
+What a track shows: the class its answers name (an EMA), ``unknown`` when they say no class, and ``unknown`` too while
+it is short of evidence: the mean score of its detections below ``class_min_score`` (the regions' ``class_score``; the
+shipped detector's is ``DETECTOR_CLASS_SCORE``) and fewer than ``class_answers`` of its answers naming a class.
 """
 from __future__ import annotations
 
