@@ -15,7 +15,7 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
   its hit rate; when the hit rate is below the break-even rate (judged first after 128 inputs, then every
   512) it looks up (and stores) only the inputs whose content falls in one part in ``every`` (a CRC-32 of
   their bytes, so every copy of a repeated input is looked up, or none), plus one input in ``4 × every`` by
-  position; it backs off to one in ``max_every`` while no hit comes (after four windows there, picked by
+  position; it backs off to one in ``max_every`` (256) while no hit comes (after four windows there, picked by
   position only: no hash per input), and resumes full lookups as soon as the sampled hits say repeats are
   back.
 """
@@ -139,7 +139,7 @@ class Sampling:
     leave: float = 0.5
     resume: float = 1.25
     break_even: Optional[float] = None
-    max_every: int = 64
+    max_every: int = 256
     positional: int = 4
 
     def __post_init__(self) -> None:
@@ -199,28 +199,24 @@ class _Sampler:
         """A looked-up input that was not priced."""
         self._tally(int(hit), 1)
 
-    def check_position(self) -> bool:
-        """While backed off to ``max_every``: whether to look up this input (one in ``max_every``, by position;
-        an input not looked up is counted as skipped)."""
-        return self._by_position(self.every)
-
-    def check(self, content: int) -> bool:
-        """While sampling: whether to look up an input whose :func:`~edgeconf.hashing.sample_hash` is
-        ``content`` (an input not looked up is counted as skipped)."""
-        if not content % self.every:
-            return True
-        return self._by_position(self.cfg.positional * self.every)
-
-    def _by_position(self, interval: int) -> bool:
-        """One input in ``interval`` by position; the others are counted as skipped."""
+    def skips(self, image: np.ndarray) -> bool:
+        """While sampling: whether to skip this input (counted as skipped). Picked by content (one part in
+        ``every`` of :func:`~edgeconf.hashing.sample_hash`) or by position (one input in ``positional`` ×
+        ``every``); once backed off for long (``deep``), by position only, one in ``every``, with no hash."""
+        if self.deep:
+            interval = self.every
+        elif not sample_hash(image) % self.every:
+            return False
+        else:
+            interval = self.cfg.positional * self.every
         if self.skip:
             self.skip -= 1
             self.since += 1
             self.total += 1
             self.stats.skipped += 1
-            return False
+            return True
         self.skip = interval - 1
-        return True
+        return False
 
     def _avg(self, old: Optional[float], new: float) -> float:
         if old is None:
@@ -547,11 +543,7 @@ class MemoCache:
         the choice depends on the input's content (:func:`edgeconf.hashing.sample_hash`), so the copies of a
         repeated input are all looked up or all skipped."""
         sampler = self._sampler
-        if sampler is None or sampler.full:
-            return False
-        if sampler.deep:  # a long stretch without a hit: picked by position, no hash to compute
-            return not sampler.check_position()
-        return not sampler.check(sample_hash(image))
+        return sampler is not None and not sampler.full and sampler.skips(image)
 
     def lookup_answer(self, image: np.ndarray, fingerprint: str, compute: Callable[[np.ndarray], Any]
                       ) -> Tuple[Optional[Answer], Any]:
@@ -601,7 +593,7 @@ class MemoCache:
         looked_up = found = 0
         for i, image in enumerate(images):
             if sampler is not None and not sampler.full:
-                if not (sampler.check_position() if sampler.deep else sampler.check(sample_hash(image))):
+                if sampler.skips(image):
                     keys.append(None)
                     prekeys.append(None)
                     misses.append(i)
