@@ -462,11 +462,11 @@ class MemoCache:
             self._drop_all()
             self._fingerprint = fingerprint
 
-    def _find(self, kb: bytes) -> Optional[int]:
-        slot = self._slot_of.get(kb)
-        if slot is not None or self._index is None or not self._slot_of:
-            return slot
-        cands = self._index.candidates(kb)
+    def _near(self, kb: bytes) -> Optional[int]:
+        """The slot of a stored key within the radius of ``kb`` (radius index), or None."""
+        if not self._slot_of:
+            return None
+        cands = self._index.candidates(kb)  # type: ignore[union-attr]
         if cands.size:
             cands = cands[self._valid[cands]]
         if not cands.size:
@@ -487,7 +487,10 @@ class MemoCache:
         nxt[slot] = head
         prev[head] = slot
 
-    def _answer(self, slot: int) -> Answer:
+    def _hit(self, slot: int) -> Answer:
+        """Count a hit on ``slot``, make it the most recent entry and return a copy of its answer."""
+        self.stats.hits += 1
+        self._touch(slot)
         probs = self._probs[slot].copy() if self._probs is not None else np.zeros(0, np.float32)
         return _new_answer(Answer, (self._class[slot], self._conf[slot], self._stage[slot], probs))
 
@@ -495,13 +498,14 @@ class MemoCache:
         """The stored answer for ``key`` under ``fingerprint``, or None (counted as hit or miss)."""
         if fingerprint != self._fingerprint:
             self._check_fingerprint(fingerprint)
-        slot = self._find(key if type(key) is bytes and len(key) == self.key_bytes else self._bytes(key))
+        kb = key if type(key) is bytes and len(key) == self.key_bytes else self._bytes(key)
+        slot = self._slot_of.get(kb)
+        if slot is None and self._index is not None:
+            slot = self._near(kb)
         if slot is None:
             self.stats.misses += 1
             return None
-        self.stats.hits += 1
-        self._touch(slot)
-        return self._answer(slot)
+        return self._hit(slot)
 
     def probe(self, pre: int, fingerprint: str) -> Optional[Answer]:
         """The stored answer of the input whose exact pre-key is ``pre``, or None; a hit is counted (a miss
@@ -509,11 +513,7 @@ class MemoCache:
         if fingerprint != self._fingerprint:
             self._check_fingerprint(fingerprint)
         slot = self._pre.get(pre)
-        if slot is None:
-            return None
-        self.stats.hits += 1
-        self._touch(slot)
-        return self._answer(slot)
+        return None if slot is None else self._hit(slot)
 
     def _lookup(self, image: np.ndarray, fingerprint: str) -> Tuple[Optional[Answer], int, Optional[bytes]]:
         """(stored answer or None, pre-key, key): the pre-key first, the key only when it finds nothing."""
