@@ -70,7 +70,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
             yield f
             f.flush()
             os.fsync(f.fileno())
-        _keep_mode(target, tmp)
+        keep_mode(target, tmp)
         os.replace(tmp, target)
     except OSError as exc:
         _remove(tmp)
@@ -80,7 +80,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
         raise
 
 
-def _keep_mode(target: str, tmp: str) -> None:
+def keep_mode(target: str, tmp: str) -> None:
     """Give the new file the old file's permissions, or the usual ones (mkstemp makes it 0600)."""
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)

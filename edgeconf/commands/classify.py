@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ import click
 import numpy as np
 
 from edgeconf.atomic import atomic_write
-from edgeconf.bundle import load_bundle
+from edgeconf import data_path
+from edgeconf.bundle import MANIFEST, load_bundle
 from edgeconf.commands import threads_option
 from edgeconf.datasets import FORMATS_HELP, Dataset, Sample, open_dataset
 from edgeconf.errors import DataError
@@ -164,9 +166,19 @@ def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
     echo("summary: %s" % json.dumps({k: v for k, v in s.items() if k not in ("per_class", "skipped_inputs")}))
 
 
+def split_bundle(args: Sequence[str]) -> Tuple[str, List[str]]:
+    """``[BUNDLE] INPUTS...``: the first argument is the bundle when it is a bundle folder (it holds the
+    manifest); otherwise every argument is an input and the shipped FashionMNIST cascade answers."""
+    if args and os.path.isfile(os.path.join(args[0], MANIFEST)):
+        if len(args) == 1:
+            raise DataError("%s is a bundle; give the images to classify after it: edgeconf classify %s INPUTS..."
+                            % (args[0], args[0]))
+        return args[0], list(args[1:])
+    return data_path("zoo", "bundle"), list(args)
+
+
 @click.command("classify")
-@click.argument("bundle", type=click.Path(file_okay=False))
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("args", nargs=-1, required=True, metavar="[BUNDLE] INPUTS...")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
               help="Write the JSON lines to this file (atomically: complete or not at all) instead of stdout.")
 @click.option("--batch", "batch_size", type=click.IntRange(1, 4096), default=DEFAULT_BATCH, show_default=True,
@@ -183,9 +195,10 @@ def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
 @click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
               help="staged: one call per stage; fused: the bundle's fused graph (edgeconf fuse), one call per "
                    "batch; auto: fused only on a GPU execution provider ('edgeconf inspect BUNDLE' says why).")
-def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], batch_size: int, skip_errors: bool,
+def classify_cmd(args: Sequence[str], out_path: Optional[str], batch_size: int, skip_errors: bool,
                  max_pixels: Optional[int], no_memo: bool, threads: Optional[int], backend: str, form: str) -> None:
-    """Classify INPUTS with BUNDLE: one JSON object per input on stdout (or --out FILE).
+    """Classify INPUTS with BUNDLE: one JSON object per input on stdout (or --out FILE). Without a BUNDLE
+    (the first argument is not a bundle folder) the shipped FashionMNIST cascade answers.
 
     INPUTS are image files, folders of images, ImageFolders (one subfolder per class), .npy/.npz uint8
     arrays (.npz y = labels), IDX files (fashion-mnist[:train|test]) or CSV / JSON-lines lists of
@@ -195,6 +208,7 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
     The summary (stderr) counts every input, repeats included; with labels it gives accuracy and
     per-class accuracy, plus escalation and memo hits. Its last line is 'summary: {JSON}'.
     """
+    bundle, inputs = split_bundle(args)
     datasets = _open_all(inputs, max_pixels)
     cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, form=form,
                           batch=batch_size)
@@ -227,4 +241,4 @@ def classify_cmd(bundle: str, inputs: Sequence[str], out_path: Optional[str], ba
     _print_summary(summary, labels)
 
 
-__all__ = ["classify_cmd", "Tally", "FORMATS_HELP"]
+__all__ = ["classify_cmd", "split_bundle", "Tally", "FORMATS_HELP"]

@@ -296,7 +296,7 @@ def run_cmd(bundle: Optional[str], source_uri: str, regions: str, events_path: O
 
     if telemetry_uri:
         parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
-    bundle = bundle or _shipped_bundle()
+    bundle = _bundle_argument(bundle, source_uri)
     cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None, form=form)
     meter, power_note = open_meter()
     source = telemetry = None
@@ -334,6 +334,21 @@ def exit_if_interrupted(summary: Dict[str, Any]) -> None:
     """A run ended by a signal exits 128 + its number (130 for Ctrl-C) once its logs are closed."""
     if summary.get("interrupted"):
         raise SystemExit(128 + int(summary.get("signal") or 2))
+
+
+def _bundle_argument(bundle: Optional[str], source_uri: str) -> str:
+    """The BUNDLE argument of ``run``, or the shipped bundle; a video, URI or camera index given there instead
+    (``edgeconf run clip.mp4``) is refused with the command that was meant."""
+    if not bundle:
+        return _shipped_bundle()
+    if os.path.isdir(bundle):
+        return bundle
+    looks_like_source = os.path.isfile(bundle) or "://" in bundle or bundle.strip().isdigit()
+    if looks_like_source:
+        hint = "" if source_uri == DEFAULT_SOURCE else " (and drop --source %s)" % source_uri
+        raise ConfigError("%s is a source, not a bundle folder: BUNDLE is run's optional first argument; run "
+                          "`edgeconf run --source %s`%s" % (bundle, bundle, hint))
+    return bundle
 
 
 def _shipped_bundle() -> str:

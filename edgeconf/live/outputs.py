@@ -31,7 +31,7 @@ from typing import Any, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from edgeconf.atomic import describe_os_error
+from edgeconf.atomic import describe_os_error, keep_mode
 from edgeconf.errors import ConfigError, OutputError
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ class _AtomicFile:
 
     def commit(self) -> None:
         try:
+            keep_mode(self.target, self.tmp)  # mkstemp made it 0600; a video is shared like any file
             os.replace(self.tmp, self.target)
         except OSError as exc:
             self.discard()

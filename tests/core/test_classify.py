@@ -122,3 +122,24 @@ def test_out_is_atomic_a_failed_run_keeps_the_old_file(tmp_path, bundle, images,
     assert code == 1 and "9.png" in err
     assert out_file.read_text() == good
     assert sorted(os.listdir(tmp_path)) == sorted(["bundle", "f", "rows.jsonl", "a.onnx", "b.onnx"])
+
+
+def test_without_a_bundle_the_shipped_cascade_answers_and_a_lone_bundle_asks_for_inputs(tmp_path, bundle, capsys):
+    from edgeconf import data_path
+    from edgeconf.bundle import read_manifest
+    from edgeconf.datasets import load_fashion_mnist
+
+    x, y = load_fashion_mnist("test")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):  # a user's folder of images, larger than 28x28, in colour
+        cv2.imwrite(str(folder / ("%d.png" % i)), cv2.cvtColor(cv2.resize(x[i], (84, 84)), cv2.COLOR_GRAY2BGR))
+    code, out, err = run(capsys, "classify", folder)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["input"] for r in rows] == [str(folder / ("%d.png" % i)) for i in range(8)]
+    shipped = read_manifest(data_path("zoo", "bundle")).labels
+    assert all(r["label"] == shipped[r["class"]] for r in rows)
+    assert sum(r["class"] == int(t) for r, t in zip(rows, y[:8])) >= 7  # the shipped cascade, not random weights
+    code, out, err = run(capsys, "classify", bundle)
+    assert code == 1 and "is a bundle; give the images to classify after it" in err and out == ""

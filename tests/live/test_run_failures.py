@@ -109,3 +109,19 @@ def test_frame_sizes_over_the_pixel_limit_are_refused_before_allocating(uri, siz
 
     with pytest.raises(DataError, match="frame size 100000x100000 is 100000×100000 = 10000000000 pixels, over the limit"):
         open_source(uri, size=size)
+
+
+@pytest.mark.parametrize("given", ["clip", "rtsp://127.0.0.1:9/cam", "0"])
+def test_a_source_given_as_the_bundle_argument_names_the_option_to_use(tmp_path, given):
+    # what a new user types first: `edgeconf run clip.mp4`; BUNDLE is the optional first argument
+    if given == "clip":
+        given = str(tmp_path / "clip.mp4")
+        (tmp_path / "clip.mp4").write_bytes(b"\0" * 16)  # a file, not a folder: never opened as a bundle
+    proc = _edgeconf("run", given, "--no-live", "--frames", 1)
+    _one_line_error(proc, "%s is a source, not a bundle folder" % given)
+    assert "edgeconf run --source %s" % given in proc.stderr
+
+
+def test_a_missing_bundle_folder_is_still_named_as_one(tmp_path):
+    proc = _edgeconf("run", tmp_path / "no_such_bundle", "--no-live", "--frames", 1)
+    _one_line_error(proc, "bundle folder %s does not exist" % (tmp_path / "no_such_bundle"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -50,6 +51,9 @@ def test_file_output_is_h264_through_ffmpeg_and_appears_only_when_closed(tmp_pat
                            capture_output=True, text=True)
     assert probe.stdout.strip() == "h264"
     assert sorted(os.listdir(tmp_path)) == ["out.mp4"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # a file like any other, not the temporary's 0600
 
 
 def test_mjpg_file_output_without_ffmpeg_and_frames_of_another_size_are_resized(tmp_path):
@@ -64,6 +68,11 @@ def test_mjpg_file_output_without_ffmpeg_and_frames_of_another_size_are_resized(
     cap.release()
     assert fourcc == "MJPG" and size == (96, 64)
     assert _read_back(str(target)) == list(range(12))
+    target.chmod(0o640)
+    again = OpenCVFileOutput(str(target), str(target), fps=20)
+    again.write(_frame(0))
+    again.close()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640  # a replaced file keeps its permissions
 
 
 def test_a_failed_file_output_leaves_nothing_and_says_why(tmp_path):
