@@ -834,7 +834,7 @@ class Cascade:
             for i, res in zip(found.misses, answers):
                 results[i] = res
                 if res.remote_failure is None:  # a fallback answer is never remembered
-                    memo.put(found.keys[i], fp, res, found.prekeys[i])
+                    memo.put(found.keys[i], fp, res, found.prekeys[i], found.check(i))
             t3 = clock()
         for i, first in found.repeats.items():
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]

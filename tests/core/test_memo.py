@@ -61,6 +61,19 @@ def test_dhash_matches_the_definition(shape, bits):
         dhash(_img(0), 100)
 
 
+@pytest.mark.parametrize("shape", [(28, 28), (32, 32, 3), (100, 120)])
+def test_dhash_check_is_the_key_and_the_grids_vertical_comparisons(shape):
+    from edgeconf.hashing import _dhash_grid, dhash_bytes, dhash_check
+
+    for seed in range(5):
+        img = _img(seed, shape)
+        key, check = dhash_check(img, 64)
+        grid = _dhash_grid(img, 64)
+        assert key == dhash_bytes(img, 64) and grid.shape == (8, 9)
+        want = [int(grid[r + 1, c] > grid[r, c]) for r in range(7) for c in range(9)] + [0]  # 63 bits, padded
+        assert check == bytes(int("".join(map(str, want[i:i + 8])), 2) for i in range(0, 64, 8))
+
+
 def test_large_images_hash_through_opencv_with_the_same_layout():
     import cv2
 
@@ -317,13 +330,13 @@ def test_invalid_sampling():
 def _counting_keys(cache):
     """Count the cache's key computations (the dHash or digest a pre-key hit skips)."""
     calls = []
-    key = cache.key
+    key = cache.key_check
 
     def counted(image):
         calls.append(1)
         return key(image)
 
-    cache.key = counted
+    cache.key_check = counted
     return calls
 
 
@@ -563,3 +576,88 @@ def test_sampling_backed_off_to_the_longest_interval_picks_by_position_without_a
         if not cache.stats.sampling:
             break
     assert not cache.stats.sampling
+
+
+def test_default_sampling_backs_off_to_one_in_256_and_comes_back():
+    """The defaults a bundle's memo runs with: a first judgement after 128 inputs and a long backoff (one
+    lookup in 256 once it has been idle), and full lookups again when repeats return."""
+    clock = FakeClock()
+    cache = MemoCache(capacity=20000, key="exact", clock=clock)
+    fresh = iter(range(70000, 90000))
+    modes = []
+    for _ in range(128):
+        _answer_stream(cache, clock, [_img(next(fresh))])
+        modes.append(cache.stats.sampling)
+    assert not any(modes[:127]) and modes[127] and cache.stats.lookups == 128
+    while not cache._sampler.deep:
+        _answer_stream(cache, clock, [_img(next(fresh))])
+    assert cache.stats.every == 256
+    lookups = cache.stats.lookups
+    _answer_stream(cache, clock, [_img(next(fresh)) for _ in range(256 * 12)])
+    assert cache.stats.lookups - lookups == 12  # one input in 256, by position
+    pool = [_img(95000 + i) for i in range(20)]
+    for _ in range(100):
+        _answer_stream(cache, clock, pool)
+        if not cache.stats.sampling:
+            break
+    assert not cache.stats.sampling and cache.stats.hits > 0
+
+
+def _collision_pair(pattern):
+    """Two 8×9 images (their own 64-bit dHash grid) with the same key, ``pattern``'s bits in every row, but
+    opposite vertical gradients: a collision, not a repeat."""
+    row = [50]
+    for j in range(8):
+        row.append(row[-1] + (5 if pattern >> (7 - j) & 1 else -5))
+    row = np.array(row)
+    up = np.stack([row + 20 * r for r in range(8)]).astype(np.uint8)
+    down = np.stack([row + 20 * (7 - r) for r in range(8)]).astype(np.uint8)
+    return up, down
+
+
+def test_short_key_collisions_are_answered_but_not_taken_for_repeats():
+    pairs = [_collision_pair(p) for p in range(256)]
+    cache = MemoCache(capacity=1000, key="dhash64", sampling=None)
+    assert cache.key(pairs[7][0]) == cache.key(pairs[7][1]) != cache.key(pairs[8][0])
+    assert cache.check_bytes == 8 and MemoCache(key="dhash256").check_bytes == 0
+    # every input looked up even while sampling (every=1): only what counts as a repeat is under test
+    cfg = Sampling(every=1, max_every=1, window=64, warmup=128, break_even=0.2)
+    cache = MemoCache(capacity=1000, key="dhash64", sampling=cfg, clock=FakeClock())
+    clock = cache.clock
+    _answer_stream(cache, clock, [up for up, _ in pairs])  # no repeats: sampling after 128 inputs
+    assert cache.stats.sampling and cache.stats.switches == 1
+    hits = _answer_stream(cache, clock, [down for _, down in pairs])
+    # the paper's memo answers every collision from memory, but they are not repeats: still sampling
+    assert all(hits) and cache.stats.sampling and cache.stats.switches == 1
+    hits = _answer_stream(cache, clock, [up.copy() for up, _ in pairs[:128]])  # true repeats
+    assert all(hits) and not cache.stats.sampling and cache.stats.switches == 2
+
+
+def test_batches_tell_short_key_collisions_from_repeats():
+    pairs = [_collision_pair(p) for p in range(40)]
+    cache = MemoCache(capacity=1000, key="dhash64", sampling=None)
+    found = cache.lookup_batch([up for up, _ in pairs[:20]], "fp")
+    assert len(found.misses) == 20 and found.looked_up_hits == 0
+    for i in found.misses:
+        cache.put(found.keys[i], "fp", _ans(i), found.prekeys[i], found.check(i))
+    found = cache.lookup_batch([down for _, down in pairs[:20]], "fp")
+    assert len(found.hits) == 20 and found.looked_up_hits == 0  # answered, not repeats
+    found = cache.lookup_batch([up.copy() for up, _ in pairs[:20]], "fp")
+    assert len(found.hits) == 20 and found.looked_up_hits == 20
+    up, down = pairs[30]
+    found = cache.lookup_batch([up, down, up.copy()], "fp")  # inside one batch: a collision, then a repeat
+    assert found.repeats == {1: 0, 2: 0} and found.looked_up_hits == 1
+
+
+def test_short_key_checks_agree_within_the_radius():
+    up, _ = _collision_pair(3)
+    cache = MemoCache(capacity=10, key="dhash64", radius=2, sampling=None)
+    key, check = cache.key_check(up)
+    cache.put(key, "fp", _ans(1), None, check)
+    slot = cache._slot_of[key]
+    flipped = [bytes([check[0] ^ mask]) + check[1:] for mask in (0b1, 0b11, 0b111)]
+    assert cache._agrees(slot, check) and cache._agrees(slot, flipped[0]) and cache._agrees(slot, flipped[1])
+    assert not cache._agrees(slot, flipped[2])
+    exact = MemoCache(capacity=10, key="dhash64", sampling=None)
+    exact.put(key, "fp", _ans(1), None, check)
+    assert exact._agrees(0, check) and not exact._agrees(0, flipped[0])
