@@ -30,7 +30,7 @@ STATE_STYLE = {
 LEGEND = ("<b>Box colour = confidence</b>: <span style='color:#e63c28'>■ low</span> → "
           "<span style='color:#e6e628'>■ 0.5</span> → <span style='color:#28e628'>■ high</span>; "
           "<span style='color:#ba8cff'>■ unknown</span>: no class the models know (background, merged objects, "
-          "slivers: OOD score past its threshold) &nbsp;·&nbsp; "
+          "slivers: OOD score past its threshold; or a class the detector is not yet sure is an object) &nbsp;·&nbsp; "
           "label <i>#track class confidence S<sub>stage that answered</sub></i> &nbsp;·&nbsp; "
           "<span style='background:#dc00dc;color:white'>&nbsp;M&nbsp;</span> memo cache answered (no model ran) "
           "&nbsp;·&nbsp; <span style='color:#50c8ff'>◯</span> tracker 2σ position uncertainty &nbsp;·&nbsp; "
