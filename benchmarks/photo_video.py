@@ -15,6 +15,10 @@ import numpy as np
 #: photographs in scikit-image's wheel (drawings, microscopy and scans of text left out)
 PHOTOS = ("astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "grass.png",
           "gravel.png", "hubble_deep_field.jpg", "moon.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg")
+#: other pictures of the wheel: ``scripts/fit_ood.py`` fits the OOD heads with them as no-class examples, and
+#: ``benchmarks/bench_class_evidence.py`` makes its training-side video of them; none is one of ``PHOTOS``
+NEGATIVES = ("cell.png", "clock_motion.png", "color.png", "ihc.png", "microaneurysms.png", "phantom.png",
+             "page.png", "text.png", "chessboard_RGB.png", "horse.png", "logo.png")
 
 
 def photo_folder() -> Optional[str]:

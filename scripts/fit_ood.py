@@ -44,6 +44,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
 
+import photo_video  # noqa: E402
 from edgeconf.bundle import read_manifest, write_manifest  # noqa: E402
 from edgeconf.datasets import load_fashion_mnist  # noqa: E402
 from edgeconf.export.ood import fit_stage_ood  # noqa: E402
@@ -55,8 +56,7 @@ SPLIT_SEED = 0
 NEGATIVE_KINDS = ("border", "merged", "background", "sliver")
 #: scikit-image pictures used as examples of what is no class: none of them is one of the photographs that
 #: benchmarks/photo_video.py (PHOTOS) measures with (motorcycle_right.png, the other eye of motorcycle_left, left out too)
-PHOTO_NEGATIVES = ("cell.png", "clock_motion.png", "color.png", "ihc.png", "microaneurysms.png", "phantom.png",
-                   "page.png", "text.png", "chessboard_RGB.png", "horse.png", "logo.png")
+PHOTO_NEGATIVES = photo_video.NEGATIVES
 
 
 def held_out() -> range:
@@ -88,8 +88,6 @@ def scene_data(seeds: List[int], frames: int, step: int, sample: Optional[Tuple[
 def photo_negatives(frames: int = 40, per_frame: int = 6, seed: int = 7) -> List[np.ndarray]:
     """Random boxes (as benchmarks/bench_unknown.py cuts them) of pan-and-zoom frames of ``PHOTO_NEGATIVES`` and
     scikit-image's 200 LFW faces, from its installed data folder (never downloaded); [] without scikit-image."""
-    import photo_video
-
     folder = photo_video.photo_folder()
     if folder is None:
         return []

@@ -6,7 +6,10 @@
   default to ``zoo/bundle``, which does not pay for it);
 * the regions: the shipped detector (``detector``: a tiny CenterNet trained on demo scenes by
   ``scripts/train_detector.py``, ``edgeconf/data/detector/detector.onnx``);
-* the source: the built-in synthetic scene (``demo://``).
+* the source: the built-in synthetic scene (``demo://``);
+* the evidence a track needs before it shows a class (:data:`DETECTOR_CLASS_SCORE`, :data:`CLASS_ANSWERS`): the
+  shipped detector's mean score on it, or that many answers naming a class (docs/pipeline.md, "When a track shows a
+  class").
 
 ``truth`` (the scene's own boxes) stays available as an explicit oracle for diagnosis and is always labelled
 as such (:func:`regions_note`).
@@ -25,6 +28,11 @@ DEFAULT_SOURCE = "demo://"
 ORACLE_REGIONS = "truth"
 #: The choices offered by the GUI and named in ``--help``: the default first, the oracle last.
 REGION_CHOICES = (DEFAULT_REGIONS, "motion", "full", ORACLE_REGIONS)
+#: A track on the shipped detector's boxes shows a class only when the mean score of its detections is at least this,
+#: or once CLASS_ANSWERS of its answers named a class; until then it shows "unknown". Chosen on training-side data
+#: (validation scenes 230-244 and a video of the OOD fit's negative pictures; docs/pipeline.md).
+DETECTOR_CLASS_SCORE = 0.7
+CLASS_ANSWERS = 6
 ORACLE_NOTE = "oracle regions: boxes from the scene's ground truth, not a proposer"
 
 
@@ -39,4 +47,4 @@ def regions_note(regions: object) -> Optional[str]:
 
 
 __all__ = ["DEFAULT_BUNDLE", "DEFAULT_BASELINE", "DETECTOR_MODEL", "DEFAULT_REGIONS", "DEFAULT_SOURCE",
-           "ORACLE_REGIONS", "REGION_CHOICES", "ORACLE_NOTE", "is_oracle", "regions_note"]
+           "ORACLE_REGIONS", "REGION_CHOICES", "ORACLE_NOTE", "DETECTOR_CLASS_SCORE", "CLASS_ANSWERS", "is_oracle", "regions_note"]

@@ -15,6 +15,10 @@ track's box by more than ``overlap_limit`` of its area (crossing or touching obj
 parts of both); a track that had no clear view for ``refresh_frames`` frames is answered anyway. Crops that do need an answer go to the
 cascade in one ``classify_batch`` call, where the memo cache may still answer them. Both ways of
 answering without a model are counted as memo hits (``track_key_hits`` and ``cache_hits`` separately).
+
+What a track shows: the class its answers name (an EMA), ``unknown`` when they say no class, and ``unknown`` too while
+it is short of evidence: the mean score of its detections below ``class_min_score`` (the regions' ``class_score``; the
+shipped detector's is ``DETECTOR_CLASS_SCORE``) and fewer than ``class_answers`` of its answers naming a class.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import numpy as np
 
 from edgeconf.cascade import UNKNOWN_LABEL
 from edgeconf.errors import ConfigError, EdgeconfError
-from edgeconf.live.defaults import DEFAULT_REGIONS
+from edgeconf.live.defaults import CLASS_ANSWERS, DEFAULT_REGIONS
 from edgeconf.live.tracking import Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -233,7 +237,8 @@ class Pipeline:
                  refresh_frames: int = 30, meter: Any = None, track_key_radius: Optional[int] = None,
                  crop_pad: float = -0.03, max_consecutive_errors: int = 100, window: int = 60,
                  classify_lost: bool = False, clear_views: bool = True, overlap_limit: float = 0.1,
-                 crop_from: str = "track", edge_margin: float = 8.0, edge_keep_confidence: float = 0.9) -> None:
+                 crop_from: str = "track", edge_margin: float = 8.0, edge_keep_confidence: float = 0.9,
+                 class_min_score: Optional[float] = None, class_answers: int = CLASS_ANSWERS) -> None:
         if getattr(cascade, "preprocessing", None) is None:
             raise ConfigError("the pipeline needs a cascade with preprocessing (load it with load_bundle)")
         if refresh_frames < 1:
@@ -249,6 +254,12 @@ class Pipeline:
             raise ConfigError("regions 'truth' use the ground-truth boxes that only demo:// frames carry; %s has none: "
                               "use --regions motion, full or detector:MODEL.onnx" % getattr(source, "uri", "this source"))
         self.regions = regions
+        # evidence before a track shows a class: its detections' mean score, or class_answers answers naming a class
+        if class_answers < 1:
+            raise ConfigError("class_answers must be >= 1, got %d" % class_answers)
+        score = class_min_score if class_min_score is not None else getattr(regions, "class_score", None)
+        self.class_min_score: Optional[float] = float(score) if score else None
+        self.class_answers = int(class_answers)
         # Unrelated stills (a folder of photos): every image is its own scene, so each object is answered on the
         # image it is in, instead of after the two sightings a video track needs to be confirmed.
         self.stills = bool(getattr(source, "stills", False))
@@ -500,7 +511,8 @@ class Pipeline:
         c = self.counters
         n_answers = len(fresh)
         c.answers += n_answers
-        c.unknown += sum(1 for t in tracks if t.internal_id in fresh and t.unknown)
+        shown_unknown = {t.internal_id for t in tracks if t.unknown or self._short_of_evidence(t)}
+        c.unknown += sum(1 for t in tracks if t.internal_id in fresh and t.internal_id in shown_unknown)
         c.track_key_hits += track_hits
         c.cache_hits += cache_hits
         c.model_inputs += len(todo) - cache_hits
@@ -525,8 +537,8 @@ class Pipeline:
         labels = cascade.labels
         out = []
         for t in tracks:
-            cid = t.class_id
-            unknown = t.unknown
+            unknown = t.internal_id in shown_unknown
+            cid = None if unknown else t.class_id
             if unknown:
                 label: Optional[str] = UNKNOWN_LABEL
             else:
@@ -538,6 +550,10 @@ class Pipeline:
                 ellipse=t.ellipse(2.0), classified=t.internal_id in fresh, score=t.score,
                 remote_failure=fallback.get(t.internal_id), unknown=unknown))
         return out
+
+    def _short_of_evidence(self, t: Track) -> bool:
+        """The track's answers name a class but it may not show one yet (``class_min_score``, ``class_answers``)."""
+        return t.short_of_evidence(self.class_min_score, self.class_answers)
 
     def _unclear(self, tracks: List[Track], shape: Tuple[int, ...]) -> set:
         """Internal ids of matched tracks whose crop would not show the object alone: cut by the frame border on

@@ -452,7 +452,10 @@ class DetectorRegions(RegionProposer):
     means YOLOv5, channels-first YOLOv8), ``yolov5`` or ``yolov8``. Boxes are (cx, cy, w, h) in input pixels, or
     normalised to [0, 1] (detected, or ``normalized=true``). ``conf`` and ``iou`` default to the operating point
     stored in the model's ``edgeconf.detector`` metadata, else 0.25 and 0.45. A one-class detector proposes
-    regions without a class (the cascade gives the class).
+    regions without a class (the cascade gives the class). ``class_score``: a track on this detector's boxes shows a
+    class only once the mean score of its detections reaches it, or enough answers named a class (the pipeline's
+    ``class_answers``); None (the default for your own model; the shipped one's is ``DETECTOR_CLASS_SCORE``) or 0: no
+    such rule.
     """
 
     name = "detector"
@@ -460,7 +463,8 @@ class DetectorRegions(RegionProposer):
     def __init__(self, path: str, conf: Optional[float] = None, iou: Optional[float] = None, layout: str = "auto",
                  classes: Optional[int] = None, imgsz: Optional[Sequence[int]] = None, max_det: int = 100,
                  backend: str = "onnxruntime", threads: Optional[int] = None, output: Optional[str] = None,
-                 normalized: Optional[bool] = None, class_agnostic: bool = False, runner: Any = None) -> None:
+                 normalized: Optional[bool] = None, class_agnostic: bool = False, runner: Any = None,
+                 class_score: Optional[float] = None) -> None:
         if layout not in ("auto",) + LAYOUTS:
             raise ConfigError("detector layout must be auto, yolov5 or yolov8, got %r" % layout)
         if runner is None and not os.path.isfile(path):
@@ -471,6 +475,9 @@ class DetectorRegions(RegionProposer):
         self.conf = float(conf if conf is not None else tuned.get("conf", 0.25))
         self.iou = float(iou if iou is not None else tuned.get("iou", 0.45))
         self.max_det = int(max_det)
+        if class_score is not None and not 0.0 <= float(class_score) <= 1.0:
+            raise ConfigError("detector class_score must be in [0, 1] (a detection score), got %r" % (class_score,))
+        self.class_score: Optional[float] = float(class_score) if class_score else None
         self.class_agnostic = bool(class_agnostic)
         self.normalized = normalized
         self._layout_hint = layout
@@ -659,9 +666,10 @@ def make_regions(spec: str, **options: Any) -> RegionProposer:
     factories: Dict[str, Any] = {"full": FullFrame, "motion": MotionRegions, "truth": TruthRegions}
     if kind == "detector":
         if not target:
-            from edgeconf.live.defaults import DETECTOR_MODEL
+            from edgeconf.live.defaults import DETECTOR_CLASS_SCORE, DETECTOR_MODEL
 
             target = DETECTOR_MODEL
+            opts.setdefault("class_score", DETECTOR_CLASS_SCORE)
             if not os.path.isfile(target):
                 raise ModelLoadError("the shipped detector is missing at %s; reinstall edgeconf, retrain it with "
                                      "scripts/train_detector.py, or pass detector:PATH.onnx" % target)

@@ -113,6 +113,7 @@ class Track:
         self.age = 1  # frames since birth, including this one
         self.frames_since_match = 0
         self.score = float(score)
+        self.score_sum = float(score)  # of every detection matched to this track, its first included (mean: /hits)
         self.detector_class = class_id
         self.last_box: Box = tuple(float(v) for v in box)  # type: ignore[assignment]
         # smoothed cascade answer
@@ -120,6 +121,7 @@ class Track:
         self.confidence: Optional[float] = None
         self.stage: Optional[int] = None
         self.answers = 0
+        self.class_answers = 0  # answers that named a class (not "unknown")
         self.unknown_rate: Optional[float] = None  # EMA of the cascade's "unknown" verdicts (1: no class)
         self._last_unknown = False
         self.user: dict = {}  # free slot for the pipeline's per-track bookkeeping
@@ -156,6 +158,17 @@ class Track:
         major = vecs[:, 1]
         angle = float(np.degrees(np.arctan2(major[1], major[0])))
         return float(sigmas * np.sqrt(vals[1])), float(sigmas * np.sqrt(vals[0])), angle
+
+    @property
+    def mean_score(self) -> float:
+        """Mean score of the detections matched to this track (its objectness, by the region proposer)."""
+        return self.score_sum / max(1, self.hits)
+
+    def short_of_evidence(self, min_score: Optional[float], min_answers: int) -> bool:
+        """True while this track may not show a class: it has answers, fewer than ``min_answers`` of them named a
+        class, and the mean score of its detections is below ``min_score`` (None: never short)."""
+        return (min_score is not None and self.answers > 0 and self.class_answers < min_answers
+                and self.mean_score < min_score)
 
     @property
     def is_confirmed(self) -> bool:
@@ -196,6 +209,7 @@ class Track:
         self._last_unknown = False
         self.stage = stage
         self.answers += 1
+        self.class_answers += 1
 
     def __repr__(self) -> str:
         return "Track(id=%d, state=%s, box=%s, lost=%d)" % (self.id, self.state, tuple(round(v, 1) for v in self.box),
@@ -362,6 +376,7 @@ class Tracker:
         t.hits += 1
         t.frames_since_match = 0
         t.score = float(score)
+        t.score_sum += float(score)
         t.last_box = tuple(float(v) for v in box)  # type: ignore[assignment]
         if class_id is not None:
             t.detector_class = class_id
