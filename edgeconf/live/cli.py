@@ -19,8 +19,9 @@ from edgeconf.live.defaults import (DEFAULT_BASELINE, DEFAULT_BUNDLE, DEFAULT_RE
 
 OUTPUT_HELP = ("Send the annotated video to URI (repeatable): file://out.mp4 or a path (H.264 through ffmpeg, else "
                "MJPG), rtp://HOST:PORT (H.264 in MPEG-TS; play with ffplay rtp://HOST:PORT), display://0 (a window).")
-REGIONS_HELP = ("%s (the shipped detector) | detector:MODEL.onnx | motion | full | truth (oracle: the demo "
-                "scene's own boxes, for diagnosis)" % DEFAULT_REGIONS)
+REGIONS_HELP = ("%s (the shipped detector; detector:class_score=0 drops its evidence rule, docs/pipeline.md) | "
+                "detector:MODEL.onnx | motion | full | truth (oracle: the demo scene's own boxes, for diagnosis)"
+                % DEFAULT_REGIONS)
 __all__ = ["DEFAULT_BUNDLE", "DEFAULT_BASELINE", "DEFAULT_REGIONS", "DEFAULT_SOURCE", "REGION_CHOICES", "run_demo",
            "drive", "run_cmd", "demo_cmd"]
 
