@@ -1,7 +1,8 @@
 """Issue-14 "unknown" figures: crops that are no class must not get a class; real objects must keep theirs.
 
     .venv/bin/python benchmarks/bench_unknown.py [--bundle FOLDER] [--seeds 1,2,3] [--frames 900] [--step 5]
-                                                 [--regions SPEC] [--items sample|unseen] [--no-photos] [--json]
+                                                 [--regions SPEC] [--items sample|unseen] [--unseen-seed N]
+                                                 [--no-ood-rules] [--no-photos] [--json]
 
 1. Crops cut from held-out demo scenes (seeds 1-3, 6/8/10 objects; ``edgeconf.live.scene_crops`` says what each
    kind is) are classified one by one by the bundle's cascade (no memo). Targets: background, merged and border
@@ -12,7 +13,9 @@
 
 ``--items unseen`` fills the same scenes with 300 FashionMNIST test images that are not in the shipped sample
 (``demo://`` draws its objects from that sample, and ``scripts/fit_ood.py`` fits the OOD heads on scenes of it):
-objects no model or OOD head has seen, i.e. how the "unknown" rule treats a user's own objects.
+objects no model or OOD head has seen, i.e. how the "unknown" rule treats a user's own objects; ``--unseen-seed``
+draws another 300, and ``--no-ood-rules`` (with ``--no-photos``) classifies with the OOD rules off, so the
+classifier's share of a difference can be told from the rules' share.
 Prints measured numbers; asserts nothing.
 """
 from __future__ import annotations
@@ -145,6 +148,9 @@ def main() -> None:
     ap.add_argument("--items", choices=("sample", "unseen"), default="sample",
                     help="the scenes' objects: the shipped sample (as demo:// shows them) or 300 other FashionMNIST test "
                     "images no model or OOD head has seen")
+    ap.add_argument("--unseen-seed", type=int, default=5, help="which 300 unseen images --items unseen draws (default 5)")
+    ap.add_argument("--no-ood-rules", action="store_true",
+                    help="classify with the bundle's OOD rules off (load_bundle(ood=False)): the classifier alone")
     ap.add_argument("--no-photos", action="store_true", help="scene crops only")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -152,12 +158,15 @@ def main() -> None:
     objects = [int(s) for s in args.objects.split(",")]
     if len(objects) != len(seeds):
         ap.error("give one --objects count per seed")
-    cascade = load_bundle(args.bundle, memo=False)
+    if args.no_ood_rules and not args.no_photos:
+        ap.error("--no-ood-rules measures the classifier on scene crops; add --no-photos")
+    cascade = load_bundle(args.bundle, memo=False, ood=not args.no_ood_rules)
     out: Dict[str, Any] = {"bench": "unknown", "bundle": args.bundle, "seeds": seeds, "objects": objects,
-                           "frames": args.frames, "items": args.items,
+                           "frames": args.frames, "items": args.items, "ood_rules": not args.no_ood_rules,
+                           "unseen_seed": args.unseen_seed if args.items == "unseen" else None,
                            "step": args.step,
                            "ood": [s.ood.__dict__ if s.ood else None for s in cascade.stages]}
-    sample = unseen_items() if args.items == "unseen" else None
+    sample = unseen_items(seed=args.unseen_seed) if args.items == "unseen" else None
     out["scene"] = scene_figures(cascade, seeds, objects, args.frames, args.step, sample)
     photos = [] if args.no_photos else photo_video.find_photos()
     out["photos"] = [os.path.basename(p) for p in photos]
@@ -180,9 +189,11 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print("held-out demo scenes %s (%s objects), frames 0-%d every %d, items: %s:" % (
+    print("held-out demo scenes %s (%s objects), frames 0-%d every %d, items: %s%s:" % (
         seeds, objects, args.frames - 1, args.step,
-        "the shipped sample" if args.items == "sample" else "300 FashionMNIST test images outside the sample (unseen)"))
+        "the shipped sample" if args.items == "sample" else
+        "300 FashionMNIST test images outside the sample (unseen, draw %d)" % args.unseen_seed,
+        "; OOD rules OFF (the classifier alone)" if args.no_ood_rules else ""))
     print("  %-14s %6s %9s %14s %9s" % ("kind", "n", "unknown", "with a class", "correct"))
     for kind in ("object", "object_jitter", "partial", "border", "merged", "background"):
         r = sc.get(kind)
@@ -206,6 +217,9 @@ def main() -> None:
     else:
         print("real photographs: %s" % out["photo_crops"])
     r = out["results"]
+    if args.no_ood_rules:
+        print("targets: not judged (OOD rules off)")
+        return
     print("targets: no-class crops with a class <= 1 %% (worst kind %s); objects kept >= 99 %% (worst %s); "
           "photo answers unknown >= 99 %% (%s)" % tuple("n/a" if v is None else "%.2f %%" % (100 * v) for v in
                                                       (r["no_class_answered_max"], r["objects_kept_min"], r["photo_unknown"])))

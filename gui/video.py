@@ -5,7 +5,7 @@ Colours follow :func:`edgeconf.live.overlay.confidence_colour`, the same as the 
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, QRectF, Qt
@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 from edgeconf.atomic import write_bytes
 from edgeconf.errors import OutputError
 from edgeconf.gui.model import OverlayToggles, shown_tracks
-from edgeconf.live.overlay import track_colour
+from edgeconf.live.overlay import place_label, track_colour
 
 UNCERTAINTY_RGB = (80, 200, 255)
 MEMO_RGB = (220, 0, 220)
@@ -74,6 +74,7 @@ def paint_overlays(p: QPainter, result: Any, toggles: OverlayToggles, target: QR
         p.setBrush(Qt.BrushStyle.NoBrush)
         for obj in result.truth:
             p.drawRect(rect(obj.box))
+    taken: List[Tuple[float, float, float, float]] = []  # labels drawn so far: the next one avoids them
     for t in shown_tracks(result, toggles):
         coasting = bool(t.frames_since_match)
         r = rect(t.box)
@@ -115,8 +116,9 @@ def paint_overlays(p: QPainter, result: Any, toggles: OverlayToggles, target: QR
             tw, th = fm.horizontalAdvance(text) + 8, fm.height() + 2
             memo = toggles.memo_marker and bool(getattr(t, "memo_hit", False))
             mw = th if memo else 0.0
-            x = min(max(target.left(), r.left()), target.right() - tw - mw)
-            y = r.top() - th - 1 if r.top() - th - 1 >= target.top() else min(r.bottom() + 1, target.bottom() - th)
+            x, y, _, _ = place_label((r.left(), r.top(), r.width(), r.height()), (tw + mw, th),
+                                     (target.left(), target.top(), target.width(), target.height()), taken)
+            taken.append((x, y, tw + mw, th))
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(QColor(0, 0, 0, 190))
             p.drawRect(QRectF(x, y, tw, th))

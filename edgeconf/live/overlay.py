@@ -8,11 +8,12 @@ drawn as an ellipse. Works on RGB uint8 images and never modifies its input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 Colour = Tuple[int, int, int]
+Rect = Tuple[float, float, float, float]  # x, y, width, height
 
 
 @dataclass
@@ -62,6 +63,28 @@ def track_label(track: Any) -> str:
     return "#%d %s %s%s" % (track.id, name, conf, stage)
 
 
+def _overlaps(a: Rect, b: Rect) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def place_label(box: Rect, size: Tuple[float, float], bounds: Rect, taken: Sequence[Rect] = ()) -> Rect:
+    """Where a box's label goes: just above the box, else just below it, else inside its top edge, the first of
+    those inside ``bounds`` that covers no label in ``taken`` (touching objects would otherwise hide each other's
+    labels); when every place is taken, the first one inside ``bounds``. Returns the label's rectangle."""
+    bx, by, bw, bh = box
+    w, h = size
+    left, top, width, height = bounds
+    x = min(max(left, bx), left + width - w)
+    places = [(x, by - h - 1), (x, by + bh + 1), (x, by + 1)]
+    inside = [(px, py, w, h) for px, py in places if top <= py and py + h <= top + height]
+    if not inside:  # a frame too small for any: the bottom row
+        inside = [(x, max(top, top + height - h), w, h)]
+    for r in inside:
+        if not any(_overlaps(r, t) for t in taken):
+            return r
+    return inside[0]
+
+
 def draw_overlays(image: np.ndarray, frame_result: Any, options: Optional[OverlayOptions] = None) -> np.ndarray:
     """A copy of ``image`` (RGB uint8) with the tracks of ``frame_result`` drawn on it."""
     import cv2
@@ -70,6 +93,7 @@ def draw_overlays(image: np.ndarray, frame_result: Any, options: Optional[Overla
     out = np.ascontiguousarray(image).copy()
     h, w = out.shape[:2]
     font = cv2.FONT_HERSHEY_SIMPLEX
+    taken: List[Rect] = []
     for t in getattr(frame_result, "tracks", []):
         if t.frames_since_match and not opt.coasting:
             continue
@@ -89,11 +113,14 @@ def draw_overlays(image: np.ndarray, frame_result: Any, options: Optional[Overla
         if opt.labels:
             text = track_label(t)
             (tw, th), base = cv2.getTextSize(text, font, opt.font_scale, 1)
-            ty = y1 - 4 if y1 - th - 6 >= 0 else min(h - 2, y2 + th + 4)
-            tx = min(max(0, x1), max(0, w - tw - 14))
+            memo = opt.memo_marker and getattr(t, "memo_hit", False)
+            lw, lh = tw + 2 + (13 if memo else 0), th + base + 2  # the label's black plate (and its memo marker)
+            lx, ly, _, _ = place_label((x1, y1, x2 - x1, y2 - y1), (lw, lh), (0, 0, w, h), taken)
+            taken.append((lx, ly, lw, lh))
+            tx, ty = int(lx), int(ly) + th + 3  # the text's baseline
             cv2.rectangle(out, (tx, ty - th - 3), (tx + tw + 2, ty + base - 1), (0, 0, 0), -1)
             cv2.putText(out, text, (tx + 1, ty - 1), font, opt.font_scale, colour, 1, cv2.LINE_AA)
-            if opt.memo_marker and getattr(t, "memo_hit", False):
+            if memo:
                 mx = tx + tw + 4
                 cv2.rectangle(out, (mx, ty - th - 3), (mx + 11, ty + base - 1), (255, 0, 255), -1)
                 cv2.putText(out, "M", (mx + 1, ty - 1), font, opt.font_scale * 0.8, (255, 255, 255), 1, cv2.LINE_AA)
