@@ -15,7 +15,7 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
   its hit rate; when the hit rate is below the break-even rate (judged first after 128 inputs, then every
   512) it looks up (and stores) only the inputs whose content falls in one part in ``every`` (a CRC-32 of
   their bytes, so every copy of a repeated input is looked up, or none), plus one input in ``4 × every`` by
-  position; it backs off to one in ``max_every`` (256) while no hit comes (after four windows there, picked by
+  position; it backs off to one in ``max_every`` (64) while no hit comes (after four windows there, picked by
   position only: no hash per input), and resumes full lookups as soon as the sampled hits say repeats are
   back. A hit on a short key (``dhash64``, the paper's) counts as a repeat for these decisions only when a
   check stored beside the entry (the grid's vertical comparisons) agrees as well: distinct images that share
@@ -151,7 +151,7 @@ class Sampling:
     leave: float = 0.5
     resume: float = 1.25
     break_even: Optional[float] = None
-    max_every: int = 256
+    max_every: int = 64
     positional: int = 4
 
     def __post_init__(self) -> None:
