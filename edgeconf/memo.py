@@ -549,9 +549,12 @@ class MemoCache:
         hit = self.probe(pre, fingerprint)
         if hit is not None:
             return hit, True, pre, None, None
-        kb, check = self.key_check(image)
-        hit = self.get(kb, fingerprint)
-        return hit, hit is not None and self._agrees(self._last, check), pre, kb, check
+        if self.check_bytes:
+            kb, check = self.key_check(image)
+            hit = self.get(kb, fingerprint)
+            return hit, hit is not None and self._agrees(self._last, check), pre, kb, check
+        kb = self.key(image)  # (no check: the same calls as before checks existed, on the path every miss takes)
+        return self.get(kb, fingerprint), True, pre, kb, None
 
     def _agrees(self, slot: int, check: Optional[bytes]) -> bool:
         """Whether an input with this check repeats the one stored in ``slot``: the checks agree within the

@@ -330,13 +330,18 @@ def test_invalid_sampling():
 def _counting_keys(cache):
     """Count the cache's key computations (the dHash or digest a pre-key hit skips)."""
     calls = []
-    key = cache.key_check
+    key, key_check = cache.key, cache.key_check
 
     def counted(image):
         calls.append(1)
         return key(image)
 
-    cache.key_check = counted
+    def counted_check(image):
+        calls.append(1)
+        return key_check(image)
+
+    cache.key = counted
+    cache.key_check = counted_check
     return calls
 
 
