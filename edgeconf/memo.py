@@ -15,7 +15,7 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
   its hit rate; when the hit rate is below the break-even rate (judged first after 128 inputs, then every
   512) it looks up (and stores) only the inputs whose content falls in one part in ``every`` (a CRC-32 of
   their bytes, so every copy of a repeated input is looked up, or none), plus one input in ``4 × every`` by
-  position; it backs off to one in ``max_every`` (256) while no hit comes (after four windows there, picked by
+  position; it backs off to one in ``max_every`` (64) while no hit comes (after four windows there, picked by
   position only: no hash per input), and resumes full lookups as soon as the sampled hits say repeats are
   back. A hit on a short key (``dhash64``, the paper's) counts as a repeat for these decisions only when a
   check stored beside the entry (the grid's vertical comparisons) agrees as well: distinct images that share
@@ -151,7 +151,7 @@ class Sampling:
     leave: float = 0.5
     resume: float = 1.25
     break_even: Optional[float] = None
-    max_every: int = 256
+    max_every: int = 64
     positional: int = 4
 
     def __post_init__(self) -> None:
@@ -435,18 +435,22 @@ class MemoCache:
         self._pre: Dict[int, int] = {}
         self._pre_of = array.array("q", bytes(8 * cap))
         self._has_pre = bytearray(cap)
-        # a short key's check per slot (CHECKED_BELOW_BITS); _has_check is 0 where the entry was stored without one
-        self.check_bytes = (-(-(dhash_side(self.bits) - 1) * (dhash_side(self.bits) + 1) // 8)
-                            if 0 < self.bits < CHECKED_BELOW_BITS else 0)
-        self._checks = bytearray(cap * self.check_bytes)
-        self._has_check = bytearray(cap if self.check_bytes else 0)
-        self._last = -1  # the slot of the last hit
+        # a short key's check per slot (CHECKED_BELOW_BITS): check_bytes bytes and a flag byte (0 where the entry
+        # was stored without one); empty for other keys. (No more attributes here: above 30 instance attributes
+        # CPython 3.11 stops sharing the instance dict's keys and every attribute read gets slower.)
+        n = -(-(dhash_side(self.bits) - 1) * (dhash_side(self.bits) + 1) // 8) if 0 < self.bits < CHECKED_BELOW_BITS else 0
+        self._checks = bytearray(cap * (n + 1) if n else 0)
         self._high = 0  # slots below this one hold entries (the cache fills up from slot 0, then evicts)
         self._fingerprint: Optional[str] = None
         self._index = _RadiusIndex(_byte_parts(self.key_bytes, self.radius + 1)) if self.radius else None
 
     def __len__(self) -> int:
         return len(self._slot_of)
+
+    @property
+    def check_bytes(self) -> int:
+        """Bytes of a stored key's check (0: this key kind has none)."""
+        return len(self._checks) // self.capacity - 1 if self._checks else 0
 
     # -- keys ----------------------------------------------------------------------------------
     def key(self, image: np.ndarray) -> bytes:
@@ -456,7 +460,7 @@ class MemoCache:
     def key_check(self, image: np.ndarray) -> Tuple[bytes, Optional[bytes]]:
         """(:meth:`key`, its check): a short dHash key's check (:data:`CHECKED_BELOW_BITS`) from the same grid,
         else None."""
-        if self.check_bytes:
+        if self._checks:
             return dhash_check(image, self.bits)
         return self.key(image), None
 
@@ -515,7 +519,6 @@ class MemoCache:
     def _hit(self, slot: int) -> Answer:
         """Count a hit on ``slot``, make it the most recent entry and return a copy of its answer."""
         self.stats.hits += 1
-        self._last = slot
         self._touch(slot)
         probs = self._probs[slot].copy() if self._probs is not None else np.zeros(0, np.float32)
         return _new_answer(Answer, (self._class[slot], self._conf[slot], self._stage[slot], probs))
@@ -524,14 +527,17 @@ class MemoCache:
         """The stored answer for ``key`` under ``fingerprint``, or None (counted as hit or miss)."""
         if fingerprint != self._fingerprint:
             self._check_fingerprint(fingerprint)
-        kb = key if type(key) is bytes and len(key) == self.key_bytes else self._bytes(key)
+        slot = self._found(key if type(key) is bytes and len(key) == self.key_bytes else self._bytes(key))
+        return None if slot is None else self._hit(slot)
+
+    def _found(self, kb: bytes) -> Optional[int]:
+        """The slot of key ``kb`` (exact, else within the radius), or None (counted as a miss)."""
         slot = self._slot_of.get(kb)
         if slot is None and self._index is not None:
             slot = self._near(kb)
         if slot is None:
             self.stats.misses += 1
-            return None
-        return self._hit(slot)
+        return slot
 
     def probe(self, pre: int, fingerprint: str) -> Optional[Answer]:
         """The stored answer of the input whose exact pre-key is ``pre``, or None; a hit is counted (a miss
@@ -549,17 +555,22 @@ class MemoCache:
         hit = self.probe(pre, fingerprint)
         if hit is not None:
             return hit, True, pre, None, None
-        kb, check = self.key_check(image)
-        hit = self.get(kb, fingerprint)
-        return hit, hit is not None and self._agrees(self._last, check), pre, kb, check
+        if self._checks:
+            kb, check = self.key_check(image)
+            slot = self._found(kb)
+            if slot is None:
+                return None, False, pre, kb, check
+            return self._hit(slot), self._agrees(slot, check), pre, kb, check
+        kb = self.key(image)  # (no check: the same calls as before checks existed, on the path every miss takes)
+        return self.get(kb, fingerprint), True, pre, kb, None
 
     def _agrees(self, slot: int, check: Optional[bytes]) -> bool:
         """Whether an input with this check repeats the one stored in ``slot``: the checks agree within the
         cache's radius (True where either has no check)."""
-        if check is None or not self._has_check[slot]:
+        n = self.check_bytes + 1
+        if check is None or not self._checks[slot * n + n - 1]:
             return True
-        n = self.check_bytes
-        stored = self._checks[slot * n:slot * n + n]
+        stored = self._checks[slot * n:slot * n + n - 1]
         if stored == check:
             return True
         return bool(self.radius) and bin(int.from_bytes(stored, "big") ^ int.from_bytes(check, "big")).count("1") <= self.radius
@@ -659,10 +670,10 @@ class MemoCache:
                 self.stats.hits += 1
                 found += check is None or check == checks[first]
                 continue
-            value = self.get(kb, fingerprint)
-            if value is not None:
-                hits[i] = value
-                found += self._agrees(self._last, check)
+            slot = self._found(kb)
+            if slot is not None:
+                hits[i] = self._hit(slot)
+                found += self._agrees(slot, check)
             else:
                 first_of[kb] = i
                 misses.append(i)
@@ -719,17 +730,16 @@ class MemoCache:
         self._stage[slot] = int(value.stage)
         if pre is not None:
             self._set_pre(slot, pre)
-        if self.check_bytes:
+        if self._checks:
             self._set_check(slot, check)
         self._touch(slot)
 
     def _set_check(self, slot: int, check: Optional[bytes]) -> None:
         n = self.check_bytes
         if check is not None and len(check) == n:
-            self._checks[slot * n:slot * n + n] = check
-            self._has_check[slot] = 1
+            self._checks[slot * (n + 1):slot * (n + 1) + n + 1] = check + b"\x01"
         else:
-            self._has_check[slot] = 0
+            self._checks[slot * (n + 1) + n] = 0
 
     def _set_pre(self, slot: int, pre: int) -> None:
         """``slot`` holds the answer of the input whose pre-key is ``pre`` (one pre-key per slot)."""
@@ -789,6 +799,6 @@ class MemoCache:
         arrays = [self._table, self._valid, self._gen] + ([self._probs] if self._probs is not None else [])
         # (_table, _valid and _gen are views of the bytearrays/arrays that hold the data: counted once)
         lists = [self._class, self._stage, self._conf, self._prev, self._next, self._pre_of]
-        index = len(self._has_pre) + len(self._checks) + len(self._has_check) + (
+        index = len(self._has_pre) + len(self._checks) + (
             self._index.nbytes() if self._index is not None else 0)
         return int(sum(a.nbytes for a in arrays) + sum(a.itemsize * len(a) for a in lists) + index)

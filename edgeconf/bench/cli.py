@@ -131,7 +131,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
                    "fused graph, from edgeconf fuse; one call per batch) or auto.")
 @click.option("--memo-sampling", "memo_sampling", type=click.Choice(["adaptive", "off"]), default="adaptive",
               show_default=True,
-              help="The memo configurations' lookups: adaptive (as a bundle's memo: looks up one input in 8 to 256 "
+              help="The memo configurations' lookups: adaptive (as a bundle's memo: looks up one input in 8 to 64 "
                    "while repeats do not pay, docs/runtime.md) or off (every input, the paper's memo; hit counts then "
                    "do not depend on this machine's timing).")
 def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[str], baseline: Optional[str],

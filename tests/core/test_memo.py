@@ -330,13 +330,18 @@ def test_invalid_sampling():
 def _counting_keys(cache):
     """Count the cache's key computations (the dHash or digest a pre-key hit skips)."""
     calls = []
-    key = cache.key_check
+    key, key_check = cache.key, cache.key_check
 
     def counted(image):
         calls.append(1)
         return key(image)
 
-    cache.key_check = counted
+    def counted_check(image):
+        calls.append(1)
+        return key_check(image)
+
+    cache.key = counted
+    cache.key_check = counted_check
     return calls
 
 
@@ -578,31 +583,6 @@ def test_sampling_backed_off_to_the_longest_interval_picks_by_position_without_a
     assert not cache.stats.sampling
 
 
-def test_default_sampling_backs_off_to_one_in_256_and_comes_back():
-    """The defaults a bundle's memo runs with: a first judgement after 128 inputs and a long backoff (one
-    lookup in 256 once it has been idle), and full lookups again when repeats return."""
-    clock = FakeClock()
-    cache = MemoCache(capacity=20000, key="exact", clock=clock)
-    fresh = iter(range(70000, 90000))
-    modes = []
-    for _ in range(128):
-        _answer_stream(cache, clock, [_img(next(fresh))])
-        modes.append(cache.stats.sampling)
-    assert not any(modes[:127]) and modes[127] and cache.stats.lookups == 128
-    while not cache._sampler.deep:
-        _answer_stream(cache, clock, [_img(next(fresh))])
-    assert cache.stats.every == 256
-    lookups = cache.stats.lookups
-    _answer_stream(cache, clock, [_img(next(fresh)) for _ in range(256 * 12)])
-    assert cache.stats.lookups - lookups == 12  # one input in 256, by position
-    pool = [_img(95000 + i) for i in range(20)]
-    for _ in range(100):
-        _answer_stream(cache, clock, pool)
-        if not cache.stats.sampling:
-            break
-    assert not cache.stats.sampling and cache.stats.hits > 0
-
-
 def _collision_pair(pattern):
     """Two 8×9 images (their own 64-bit dHash grid) with the same key, ``pattern``'s bits in every row, but
     opposite vertical gradients: a collision, not a repeat."""
@@ -661,3 +641,13 @@ def test_short_key_checks_agree_within_the_radius():
     exact = MemoCache(capacity=10, key="dhash64", sampling=None)
     exact.put(key, "fp", _ans(1), None, check)
     assert exact._agrees(0, check) and not exact._agrees(0, flipped[0])
+
+
+@pytest.mark.parametrize("kind", ["dhash256", "dhash64", "exact"])
+def test_a_cache_keeps_at_most_30_instance_attributes(kind):
+    """CPython 3.11 shares an instance dict's keys among instances up to 30 attributes; past that every
+    attribute read on the cache's hot paths gets slower (measured: 10.8 against 9.6 ns per read)."""
+    cache = MemoCache(capacity=4, key=kind, radius=0)
+    cache.put(cache.key(_img(1)), "fp", _ans(1), 7, cache.key_check(_img(1))[1])
+    assert cache.get(cache.key(_img(1)), "fp").class_id == 1
+    assert len(vars(cache)) <= 30
