@@ -583,6 +583,31 @@ def test_sampling_backed_off_to_the_longest_interval_picks_by_position_without_a
     assert not cache.stats.sampling
 
 
+def test_default_sampling_backs_off_to_one_in_64_and_comes_back():
+    """The defaults a bundle's memo runs with: a first judgement after 128 inputs, a backoff to one lookup in
+    64 once it has been idle, and full lookups again when repeats return."""
+    clock = FakeClock()
+    cache = MemoCache(capacity=20000, key="exact", clock=clock)
+    fresh = iter(range(70000, 90000))
+    modes = []
+    for _ in range(128):
+        _answer_stream(cache, clock, [_img(next(fresh))])
+        modes.append(cache.stats.sampling)
+    assert not any(modes[:127]) and modes[127] and cache.stats.lookups == 128
+    while not cache._sampler.deep:
+        _answer_stream(cache, clock, [_img(next(fresh))])
+    assert cache.stats.every == 64
+    lookups = cache.stats.lookups
+    _answer_stream(cache, clock, [_img(next(fresh)) for _ in range(64 * 12)])
+    assert cache.stats.lookups - lookups == 12  # one input in 64, by position
+    pool = [_img(95000 + i) for i in range(20)]
+    for _ in range(100):
+        _answer_stream(cache, clock, pool)
+        if not cache.stats.sampling:
+            break
+    assert not cache.stats.sampling and cache.stats.hits > 0
+
+
 def _collision_pair(pattern):
     """Two 8×9 images (their own 64-bit dHash grid) with the same key, ``pattern``'s bits in every row, but
     opposite vertical gradients: a collision, not a repeat."""
