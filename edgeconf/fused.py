@@ -418,9 +418,11 @@ class FusedCascade(Cascade):
 
     def classify_batch(self, images: Sequence[np.ndarray]) -> Answers:
         """Raw images → answers (arrays, and one result per input when read), through the memo cache (when set)
-        and one graph call for the misses."""
+        and one graph call for the misses. A single image takes :meth:`classify` (the bound batch-1 call)."""
         if not len(images):
             return Answers.of_results([])
+        if len(images) == 1:
+            return Answers.of_results([self.classify(images[0])])
         memo = self.memo
         if memo is None:
             return self._classify_misses(images)
