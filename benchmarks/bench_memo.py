@@ -102,6 +102,28 @@ def key_times(images: np.ndarray) -> Dict[str, float]:
     return out
 
 
+def interleaved_cpu(cascades: Dict[str, Any], order: List[str], stream: np.ndarray, chunk: int = 500) -> Dict[str, float]:
+    """Process CPU seconds of each cascade's ``classify`` over ``stream``, chunk by chunk: each chunk runs every
+    cascade, starting one further along ``order`` each time, with the garbage collector paused in the chunk."""
+    cpu = {n: 0.0 for n in cascades}
+    order = list(order)
+    for a in range(0, len(stream), chunk):
+        part = stream[a:a + chunk]
+        gc.collect()
+        gc.disable()
+        try:
+            for name in order:
+                classify = cascades[name].classify
+                t = time.process_time()
+                for img in part:
+                    classify(img)
+                cpu[name] += time.process_time() - t
+        finally:
+            gc.enable()
+        order = order[1:] + order[:1]
+    return cpu
+
+
 def stream_costs(images: np.ndarray, rounds: int) -> Dict[str, Any]:
     """Process CPU per input of classify: no memo, memo with sampling, memo without; no repeats and 50 % repeats."""
     from edgeconf import data_path
@@ -127,19 +149,7 @@ def stream_costs(images: np.ndarray, rounds: int) -> Dict[str, Any]:
                 elif name == "memo, every input":
                     c.memo = MemoCache(len(stream), "dhash256", 0, sampling=None)
             order = list(cascades) if r % 2 == 0 else list(cascades)[::-1]
-            cpu = {n: 0.0 for n in cascades}
-            for a in range(0, len(stream), 500):
-                part = stream[a:a + 500]
-                gc.collect()
-                gc.disable()
-                for name in order:
-                    classify = cascades[name].classify
-                    t = time.process_time()
-                    for img in part:
-                        classify(img)
-                    cpu[name] += time.process_time() - t
-                gc.enable()
-                order = order[1:] + order[:1]
+            cpu = interleaved_cpu(cascades, order, stream)
             for n in cascades:
                 per[n].append(cpu[n] / len(stream))
             stats = {n: c.memo.stats.to_json() for n, c in cascades.items() if c.memo is not None}

@@ -16,7 +16,8 @@ sessions and no variant carries another session's speed; only the memo attached 
   512: what a lookup costs when the one before it was moments ago;
 * ``sampling every=64`` — ``Sampling(every=64)``: fewer sampled lookups, the same machinery.
 
-FashionMNIST test images, interleaved in chunks of 500 with the order reversed every round, process CPU per
+FashionMNIST test images, interleaved in chunks of 500 (each chunk starts one variant further along; the order is
+reversed every round), process CPU per
 input, ratios to ``no memo`` per round (median and range). A fresh cache per round. Prints figures only;
 asserts nothing.
 """
@@ -24,18 +25,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gc
 import json
 import os
 import statistics
 import sys
-import time
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from bench_memo import interleaved_cpu  # noqa: E402
 from edgeconf.memo import MemoCache, Sampling  # noqa: E402
 
 
@@ -98,20 +98,7 @@ def measure(images: np.ndarray, rounds: int, chunk: int = 500) -> Dict[str, Any]
         for name, make in makers.items():
             cascades[name].memo = make()
         order = list(makers) if r % 2 == 0 else list(makers)[::-1]
-        cpu = {name: 0.0 for name in makers}
-        for a in range(0, len(images), chunk):
-            part = images[a:a + chunk]
-            gc.collect()
-            gc.disable()
-            try:
-                for name in order:
-                    classify = cascades[name].classify
-                    t = time.process_time()
-                    for img in part:
-                        classify(img)
-                    cpu[name] += time.process_time() - t
-            finally:
-                gc.enable()
+        cpu = interleaved_cpu(cascades, order, images, chunk)
         for name in makers:
             per[name].append(cpu[name] / len(images))
     for name, c in cascades.items():

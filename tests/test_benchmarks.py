@@ -1,0 +1,69 @@
+"""The memo and floor benchmark scripts run end to end on tiny inputs and report what they measured.
+
+Times are never asserted (the machine is shared); what is asserted is what the scripts count and check: lookups per
+variant, answers agreeing with the hand-written floor, the shape of the report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytest.importorskip("onnxruntime")
+
+
+def _run(script: str, *args: str) -> dict:
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), *args, "--json"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def _fashion_or_skip() -> None:
+    from edgeconf.datasets import load_fashion_mnist
+
+    try:
+        load_fashion_mnist("test")
+    except Exception as exc:  # the Debian package is missing
+        pytest.skip("FashionMNIST is not installed: %s" % exc)
+
+
+def test_bench_memo_parts_counts_each_variants_lookups():
+    _fashion_or_skip()
+    res = _run("bench_memo_parts.py", "--rounds", "1", "--stream", "300")
+    v = res["variants"]
+    assert res["inputs"] == 300
+    assert v["no memo"]["lookups_last_round"] is None and v["no memo"]["ratio_median"] == 1.0
+    assert v["every input"]["lookups_last_round"] == 300
+    assert v["skip only"]["lookups_last_round"] == 0
+    assert v["countdown 1/64"]["lookups_last_round"] == 300 // 64
+    assert v["countdown 1/16"]["lookups_last_round"] == 300 // 16
+    assert v["burst 8 in 512"]["lookups_last_round"] == 7  # inputs 1-7 of the first 512 (the count starts at 1)
+    assert 128 <= v["adaptive"]["lookups_last_round"] < 300  # the warm-up, then sampled
+    assert all(r["us_per_input"] > 0 for r in v.values())
+
+
+def test_bench_memo_reports_storage_and_streams():
+    _fashion_or_skip()
+    res = _run("bench_memo.py", "--entries", "2000", "--stream", "300", "--rounds", "1")
+    kinds = {(c["key"], c["radius"]) for c in res["caches"]}
+    assert ("dhash256", 0) in kinds and ("dhash256", 4) in kinds and ("exact", 0) in kinds
+    # (resident memory moves in pages, so 2000 entries may show 0 B; the arrays are counted exactly)
+    assert all(c["entries"] == 2000 and c["arrays_bytes_per_entry"] > 0 for c in res["caches"])
+    near = [c for c in res["caches"] if c["radius"]]
+    assert near and all(c["near_found"] == 1.0 for c in near)  # a key 2 bits off is found within radius 4
+    assert set(res["streams"]) == {"no repeats", "every image twice"}
+
+
+def test_bench_floor_answers_agree_with_the_hand_written_loop():
+    _fashion_or_skip()
+    res = _run("bench_floor.py", "--limit", "64", "--rounds", "1", "--batches", "1,16", "--no-fused")
+    for batch in ("batch 1", "batch 16"):
+        r = res["results"][batch]
+        assert set(r["agreement_with_floor_staged"].values()) == {1.0}
+        assert "edgeconf_staged / floor_staged" in r["ratios"]
