@@ -154,9 +154,11 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
 
     if bundle_arg and bundle and not _same(bundle_arg, bundle):
         raise ConfigError("two bundles given (%s and --bundle %s); give one" % (bundle_arg, bundle))
-    names = parse_configs(configs)
-    bundle, baseline, early_exit, names, targets = resolve_inputs(bundle_arg or bundle, baseline, early_exit, names,
+    asked = parse_configs(configs)
+    bundle, baseline, early_exit, names, targets = resolve_inputs(bundle_arg or bundle, baseline, early_exit, asked,
                                                                   data, target)
+    no_big = ("no --baseline for bundle %s: 'big' is left out, so there are no ratios to it (give --baseline "
+              "MODEL.onnx, your most accurate single model)" % bundle) if "big" in asked and "big" not in names else None
     if not names:
         raise ConfigError("no configuration left to run; check --configs")
     settings = BenchSettings(bundle=bundle, baseline=baseline, early_exit=early_exit, duplicates=parse_duplicates(duplicate),
@@ -183,6 +185,9 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
                 bar.refresh()
 
         runs = run_bench(settings, progress)
+    if no_big:
+        for run in runs:
+            run.info["notes"] = list(run.info.get("notes") or []) + [no_big]
     from edgeconf.bench.report import print_tables, write_report
 
     payload: Any = runs[0].to_json() if len(runs) == 1 else [r.to_json() for r in runs]

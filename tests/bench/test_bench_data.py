@@ -52,6 +52,10 @@ def test_no_targets_and_no_big_without_a_baseline(models, data_dir):
     assert result.exit_code == 0, result.output
     assert "need" not in result.stdout and "MET" not in result.stdout  # the zoo's targets belong to the zoo
     assert "│ big" not in result.stdout and "│ dual" in result.stdout
+    assert "note: no --baseline for bundle" in result.stdout and "'big' is left out" in result.stdout
+    as_json = CliRunner().invoke(cli, ["bench", models["bundle"], "--data", data_dir, "--limit", 40,
+                                       "--configs", "first,dual", "--json"], catch_exceptions=False)
+    assert not any("--baseline" in n for n in json.loads(as_json.stdout)["notes"])  # 'big' not asked for: no note
 
 
 def test_a_user_bundle_needs_its_data(models, capsys):
