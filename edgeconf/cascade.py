@@ -814,7 +814,7 @@ class Cascade:
             return Answers.of_results([self.classify(images[0])])
         memo = self.memo
         if memo is None:
-            return Answers.of_batch(self._run_batch(self._model_batch(images)), self.labels)
+            return self._classify_misses(images)
         fp = self.fingerprint()
         clock = memo.clock
         t0 = clock()
@@ -829,7 +829,7 @@ class Cascade:
             results[i] = self._memo_result(hit)
         t2 = t3 = t1
         if found.misses:
-            answers = self._run_batch(self._model_batch([images[i] for i in found.misses])).items(self.labels)
+            answers = self._classify_misses([images[i] for i in found.misses])
             t2 = clock()
             for i, res in zip(found.misses, answers):
                 results[i] = res
@@ -840,6 +840,10 @@ class Cascade:
             results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
         memo.observe_batch(found.looked_up, found.looked_up_hits, t1 - t0, len(found.misses), t2 - t1, t3 - t2)
         return Answers.of_results([r for r in results if r is not None])
+
+    def _classify_misses(self, images: Sequence[np.ndarray]) -> Answers:
+        """Raw images the memo did not answer (or all, without a memo) → answers, in one batch run."""
+        return Answers.of_batch(self._run_batch(self._model_batch(images)), self.labels)
 
     def classify(self, image: np.ndarray) -> CascadeResult:
         """One raw image → its answer (the batch-1 path: memo lookup, then the lean run)."""

@@ -34,8 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeconf.cascade import (_EPOCH, COMBINE_RULES, Answers, BatchResult, Cascade, CascadeResult, Stage,
-                              _as_memo_hit, label_of)
+from edgeconf.cascade import _EPOCH, COMBINE_RULES, Answers, BatchResult, Cascade, CascadeResult, Stage, label_of
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, InputValidationError
 from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
@@ -415,30 +414,6 @@ class FusedCascade(Cascade):
             return Answers.of_batch(self.run_batch(self.preprocessing.batch(images)), self.labels)
         batch = self._call(self.pixels(images))
         return Answers(batch, lambda: [self._answer(batch, j) for j in range(len(images))])
-
-    def classify_batch(self, images: Sequence[np.ndarray]) -> Answers:
-        """Raw images → answers (arrays, and one result per input when read), through the memo cache (when set)
-        and one graph call for the misses. A single image takes :meth:`classify` (the bound batch-1 call)."""
-        if not len(images):
-            return Answers.of_results([])
-        if len(images) == 1:
-            return Answers.of_results([self.classify(images[0])])
-        memo = self.memo
-        if memo is None:
-            return self._classify_misses(images)
-        fp = self.fingerprint()
-        found = memo.lookup_batch(images, fp)
-        results: List[Optional[CascadeResult]] = [None] * len(images)
-        for i, hit in found.hits.items():
-            results[i] = self._memo_result(hit)
-        if found.misses:
-            answers = self._classify_misses([images[i] for i in found.misses])
-            for i, res in zip(found.misses, answers):
-                results[i] = res
-                memo.put(found.keys[i], fp, res, found.prekeys[i])
-        for i, first in found.repeats.items():
-            results[i] = _as_memo_hit(results[first])  # type: ignore[arg-type]
-        return Answers.of_results([r for r in results if r is not None])
 
     def _classify_one(self, image: np.ndarray) -> CascadeResult:
         """One raw image, one graph call: pixels copied into the bound input, only the answer copied out."""

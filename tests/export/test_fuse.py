@@ -257,6 +257,26 @@ def test_a_batch_of_one_takes_the_bound_single_image_call(batch, tmp_path):
     assert plain
 
 
+def test_a_fused_batch_goes_through_the_memo_as_a_staged_one(tmp_path):
+    """The fused form's batches take the cascade's memo path: the sampling is priced (it had never been for a fused
+    batch), a short key's check is stored with each entry, and the answers equal the staged form's."""
+    from edgeconf.memo import MemoCache, Sampling
+
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    staged, fused = _pair(folder)
+    images = list(_sample()[:64])
+    for c in (staged, fused):
+        c.memo = MemoCache(capacity=256, key="dhash64", sampling=Sampling(warmup=16, window=32))
+        for a in range(0, len(images), 16):
+            c.classify_batch(images[a:a + 16])
+    assert fused.memo.stats.break_even is not None and staged.memo.stats.break_even is not None
+    assert fused.memo.stats.lookups == staged.memo.stats.lookups
+    n = fused.memo.check_bytes + 1
+    assert all(fused.memo._checks[slot * n + n - 1] for slot in range(len(fused.memo)))  # every entry has its check
+    assert_same(staged, fused, _sample()[64:128], 16)
+
+
 def test_tampered_fused_graph_is_refused(tmp_path):
     folder = _copy("bundle", tmp_path)
     fuse_bundle(folder, check=False)
