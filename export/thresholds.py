@@ -301,6 +301,45 @@ def select(curve: TradeoffCurve, policy: str = "max-accuracy") -> OperatingPoint
     return curve.point(best, policy=str(policy))
 
 
+def grid_three_stage(stage_logits: Sequence[np.ndarray], labels: np.ndarray, temperatures: Sequence[float],
+                     costs: Sequence[float], target: float, n: int = 501) -> Tuple[List[float], bool]:
+    """Thresholds (t1, t2) of a three-stage ``last`` cascade with margin scores, searched on an n×n grid over
+    [0, 1]: the cheapest pair whose accuracy on the given data reaches ``target`` (the most accurate among
+    equal costs), and True; when no pair reaches it, the most accurate pair and False.
+
+    Every (t1, t2) is tried, not only the sweep families of :func:`tradeoff_curve`; for a fixed t1 all t2
+    are priced at once from cumulative sums over the escalated samples sorted by stage-2 confidence.
+    """
+    if len(stage_logits) != 3:
+        raise ConfigError("grid_three_stage needs 3 stages, got %d" % len(stage_logits))
+    c = _check_costs(costs, 3)
+    confs, preds, yy, _, _ = stage_outputs(stage_logits, labels, "margin", temperatures)
+    right = (preds == yy[None, :]).astype(np.float64)
+    total = float(yy.size)
+    grid = np.linspace(0.0, 1.0, n)
+    best = None  # (key: (reached, -cost or accuracy, ...), thresholds)
+    for t1 in grid:
+        esc = confs[0] < t1
+        base = right[0][~esc].sum()
+        c2 = confs[1][esc]
+        order = np.argsort(c2, kind="stable")
+        cum2 = np.concatenate([[0.0], np.cumsum(right[1][esc][order])])
+        cum3 = np.concatenate([[0.0], np.cumsum(right[2][esc][order])])
+        m = np.searchsorted(c2[order], grid, side="left")  # escalated samples with c2 < t2 go on to stage 3
+        acc = (base + cum3[m] + cum2[-1] - cum2[m]) / total
+        cost = c[0] + esc.sum() / total * c[1] + m / total * c[2]
+        ok = acc >= target - 1e-12
+        if ok.any():
+            i = int(np.lexsort((-acc, np.where(ok, cost, np.inf)))[0])
+            key = (1, -cost[i], acc[i])
+        else:
+            i = int(np.lexsort((cost, -acc))[0])
+            key = (0, acc[i], -cost[i])
+        if best is None or key > best[0]:
+            best = (key, [float(t1), float(grid[i])])
+    return best[1], bool(best[0][0])
+
+
 def evaluate(stage_logits: Sequence[np.ndarray], labels: np.ndarray, thresholds: Sequence[float],
              costs: Sequence[float], scores: Scores = "margin", temperatures: Optional[Sequence[float]] = None,
              combine: str = "last", policy: str = "") -> OperatingPoint:
@@ -352,5 +391,5 @@ def choose_combine(stage_logits: Sequence[np.ndarray], labels: np.ndarray, costs
     return best[0], best[1], best[2], found
 
 
-__all__ = ["TradeoffCurve", "choose_combine", "OperatingPoint", "tradeoff_curve", "select", "evaluate", "simulate", "parse_policy",
+__all__ = ["TradeoffCurve", "choose_combine", "OperatingPoint", "tradeoff_curve", "select", "evaluate", "grid_three_stage", "simulate", "parse_policy",
            "stage_outputs"]

@@ -29,6 +29,7 @@ from torch import nn  # noqa: E402
 
 import zoo_models  # noqa: E402
 from edgeconf.datasets import FASHION_LABELS, load_fashion_mnist  # noqa: E402
+from edgeconf.export.thresholds import grid_three_stage  # noqa: E402,F401 (quantize_zoo and zoo_cheaper import it from here)
 
 CALIB_SIZE = 10000
 SPLIT_SEED = 0
@@ -359,39 +360,6 @@ def _multi_row(chain, combine, search, thresholds, feasible, op, lt, yt, costs, 
             "calib_cost_us": round(op.cost, 2), "calib_reach": [round(r, 4) for r in op.reach],
             "test_accuracy": round(te.accuracy, 5), "test_reach": [round(r, 4) for r in te.reach],
             "test_cost_us": round(te.cost, 2), "test_cost_ratio": round(te.cost / big_cost, 4)}
-
-
-def grid_three_stage(logits: List[np.ndarray], y: np.ndarray, temps: List[float], costs: List[float], target: float,
-                     n: int = 501) -> Tuple[List[float], bool]:
-    """Thresholds (t1, t2) of a three-stage ``last`` cascade on an n×n grid over [0, 1] (calibration data): the
-    cheapest pair whose accuracy reaches ``target`` (most accurate among ties); when none does, the most accurate."""
-    from edgeconf.export.thresholds import stage_outputs
-
-    confs, preds, yy, _, _ = stage_outputs(logits, y, "margin", temps)
-    right = (preds == yy[None, :]).astype(np.float64)
-    total = float(yy.size)
-    grid = np.linspace(0.0, 1.0, n)
-    best = None  # (feasible, -cost or acc key, ...)
-    for t1 in grid:
-        esc = confs[0] < t1
-        base = right[0][~esc].sum()
-        c2 = confs[1][esc]
-        order = np.argsort(c2, kind="stable")
-        cum2 = np.concatenate([[0.0], np.cumsum(right[1][esc][order])])
-        cum3 = np.concatenate([[0.0], np.cumsum(right[2][esc][order])])
-        m = np.searchsorted(c2[order], grid, side="left")  # escalated samples with c2 < t2 go on to stage 3
-        acc = (base + cum3[m] + cum2[-1] - cum2[m]) / total
-        cost = costs[0] + esc.sum() / total * costs[1] + m / total * costs[2]
-        ok = acc >= target - 1e-12
-        if ok.any():
-            i = int(np.lexsort((-acc, np.where(ok, cost, np.inf)))[0])
-            key = (1, -cost[i], acc[i])
-        else:
-            i = int(np.lexsort((cost, -acc))[0])
-            key = (0, acc[i], -cost[i])
-        if best is None or key > best[0]:
-            best = (key, [float(t1), float(grid[i])])
-    return best[1], bool(best[0][0])
 
 
 def write_fixed_cascade(paths: List[str], thresholds: List[float], temps: List[float], costs_ms: List[float],

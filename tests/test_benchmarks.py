@@ -67,3 +67,28 @@ def test_bench_floor_answers_agree_with_the_hand_written_loop():
         r = res["results"][batch]
         assert set(r["agreement_with_floor_staged"].values()) == {1.0}
         assert "edgeconf_staged / floor_staged" in r["ratios"]
+
+
+def test_bench_cascade_bound_reports_the_cheapest_chains_that_reach_the_target():
+    _fashion_or_skip()
+    res = _run("bench_cascade_bound.py", "--rounds", "1", "--limit", "300")
+    with open(os.path.join(ROOT, "edgeconf", "data", "zoo", "zoo.json"), encoding="utf-8") as f:
+        zoo = json.load(f)
+    assert res["images"] == 300
+    assert set(res["models"]) == set(zoo["models"]) and res["models"]["big"]["ratio"] == 1.0
+    assert res["target_accuracy"] == pytest.approx(res["big_test_accuracy"] - 0.001, abs=1e-5)
+    chains = res["chains"]
+    assert ["tiny", "student", "big"] in [c["stages"] for c in chains]
+    for c in chains:
+        assert c["reach"][0] == 1.0 and all(a >= b for a, b in zip(c["reach"], c["reach"][1:]))
+        if c["reached"]:
+            assert c["accuracy"] >= res["target_accuracy"] - 1e-5
+    reached = [c["ratio"] for c in chains if c["reached"]]
+    assert reached == sorted(reached) and res["cheapest_reaching"] == (reached[0] if reached else None)
+    ship = res["shipped_bundle"]
+    assert ship["stages"] == zoo["bundle"]["stages"] and ship["thresholds"] == zoo["bundle"]["thresholds"]
+    # the bundle's own graphs (their `exit` outputs) escalate exactly the inputs the simulation does
+    calls = res["shipped_stage_calls"]
+    assert [c["stage"] for c in calls] == [1, 2, 3]
+    assert [c["reach"] for c in calls] == pytest.approx(ship["reach"], abs=1e-4)
+    assert all(c["inside_median_us"] > 0 and c["alone_median_us"] > 0 for c in calls)

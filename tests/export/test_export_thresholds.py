@@ -149,3 +149,46 @@ def test_choose_combine():
     assert choose_combine(same, y, costs, "margin", None, "max-accuracy", n=200)[0] == "last"
     with pytest.raises(PolicyError, match="no threshold reaches accuracy"):
         choose_combine(logits, y, costs, "margin", None, "match:0.9999", n=200)
+
+
+def _three_stage_logits(n: int = 400, classes: int = 4, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, classes, n)
+    logits = []
+    for strength in (1.0, 2.0, 4.0):  # ever stronger stages
+        z = rng.normal(size=(n, classes))
+        z[np.arange(n), y] += strength * rng.random(n) * 2
+        logits.append(z.astype(np.float32))
+    return logits, y
+
+
+def test_grid_three_stage_is_the_cheapest_grid_point_that_reaches_the_target():
+    from edgeconf.export.thresholds import evaluate, grid_three_stage
+
+    logits, y = _three_stage_logits()
+    temps, costs = [1.0, 1.2, 0.9], [1.0, 4.0, 20.0]
+    n = 21
+    grid = np.linspace(0.0, 1.0, n)
+    points = {(a, b): evaluate(logits, y, [a, b], costs, temperatures=temps) for a in grid for b in grid}
+    target = float(np.median([p.accuracy for p in points.values()]))
+    thr, reached = grid_three_stage(logits, y, temps, costs, target, n=n)
+    assert reached
+    got = evaluate(logits, y, thr, costs, temperatures=temps)
+    assert got.accuracy >= target - 1e-12
+    cheapest = min(p.cost for p in points.values() if p.accuracy >= target - 1e-12)
+    assert got.cost == pytest.approx(cheapest)
+
+
+def test_grid_three_stage_falls_back_to_the_most_accurate_point_when_the_target_is_out_of_reach():
+    from edgeconf.export.thresholds import evaluate, grid_three_stage
+
+    logits, y = _three_stage_logits()
+    temps, costs = [1.0, 1.0, 1.0], [1.0, 2.0, 3.0]
+    n = 11
+    thr, reached = grid_three_stage(logits, y, temps, costs, 1.01, n=n)
+    assert not reached
+    best = max(evaluate(logits, y, [a, b], costs, temperatures=temps).accuracy
+               for a in np.linspace(0, 1, n) for b in np.linspace(0, 1, n))
+    assert evaluate(logits, y, thr, costs, temperatures=temps).accuracy == pytest.approx(best)
+    with pytest.raises(ConfigError):
+        grid_three_stage(logits[:2], y, temps[:2], costs[:2], 0.5)
