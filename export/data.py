@@ -149,6 +149,12 @@ def input_spec(sess) -> InputSpec:
         raise ModelLoadError("the model has %d inputs (%s); the exporter handles single-input classifiers"
                              % (len(inputs), ", ".join(i.name for i in inputs)))
     i = inputs[0]
+    batch = i.shape[0] if i.shape else None
+    if isinstance(batch, int):
+        raise ModelLoadError("the model's input %r has a fixed batch size of %d; edgeconf runs a model on batches of "
+                             "any size: export it with a dynamic batch axis (torch: torch.onnx.export(..., "
+                             "dynamic_axes={%r: {0: \"batch\"}, <each output>: {0: \"batch\"}})) and try again"
+                             % (i.name, batch, i.name))
     dtype = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}.get(i.type, i.type)
     return InputSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape[1:]), dtype)
 

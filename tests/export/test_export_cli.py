@@ -120,7 +120,8 @@ def test_pair_and_cascade(capsys, pool, data, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["int8_no_calib", "calib_no_int8", "several_outputs", "labels", "wrong_shape",
-                                  "one_class", "few", "no_y", "policy", "not_classifier", "temp_conflict"])
+                                  "one_class", "few", "no_y", "policy", "not_classifier", "temp_conflict",
+                                  "fixed_batch", "fixed_batch_pair"])
 def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     x, y = task.data(400, 31)
     out = tmp_path / "o.onnx"
@@ -158,6 +159,16 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
         path = tmp_path / "nc.onnx"
         onnx.save(m, str(path))
         args, msg = ["export", path, "--out", out], "not a classifier"
+    elif case.startswith("fixed_batch"):  # torch.onnx.export without dynamic_axes fixes the batch at 1
+        m = onnx.load(pool[0])
+        for v in list(m.graph.input) + list(m.graph.output):
+            v.type.tensor_type.shape.dim[0].dim_value = 1
+        path = save(m, tmp_path / "fixed.onnx")
+        if case == "fixed_batch":
+            args = ["export", path, "--out", out, "--calibrate", data]
+        else:
+            args = ["pair", pool[1], path, "--data", data]
+        msg = "input 'input' has a fixed batch size of 1; edgeconf runs a model on batches of any size"
     else:
         args, msg = ["export", pool[0], "--out", out, "--temperature", "2", "--calibrate", data], "conflict"
     code, stdout, err = run(capsys, *args)
