@@ -816,6 +816,8 @@ class Cascade:
         if memo is None:
             return self._classify_misses(images)
         fp = self.fingerprint()
+        if not all(_raw_image_ok(img) for img in images):  # before the memo, as in classify
+            images = [img if _raw_image_ok(img) else _raw_image(img, i) for i, img in enumerate(images)]
         clock = memo.clock
         t0 = clock()
         try:
@@ -852,6 +854,8 @@ class Cascade:
         memo = self.memo
         if memo is None:
             return self._classify_one(image)
+        if not _raw_image_ok(image):  # before the memo: a near-duplicate key must never answer a bad image
+            image = _raw_image(image)
         try:
             if memo.skip(image):  # its sampling skips this input
                 return self._classify_one(image)
@@ -940,6 +944,24 @@ def _as_memo_hit(res: CascadeResult) -> CascadeResult:
     """A stored answer served again: an unknown one stays unknown (the memo never turns it into a class)."""
     return CascadeResult(res.class_id, res.confidence, res.stage, res.probs, (), 0, res.label, memo_hit=True,
                          unknown=res.unknown, ood_score=res.ood_score)
+
+
+_UINT8 = np.dtype(np.uint8)
+
+
+def _raw_image_ok(image: Any) -> bool:
+    """A cheap test of the raw-image contract (uint8 H×W or H×W×{1,3,4}, at least one pixel), made before a memo
+    lookup: the memo's near-duplicate keys would otherwise answer an image the cascade refuses (a float32 or
+    channels-first copy of a stored one). False sends the image to :func:`_raw_image`, which says what is wrong."""
+    return (type(image) is np.ndarray and image.dtype is _UINT8 and image.size > 0
+            and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))))
+
+
+def _raw_image(image: Any, index: Optional[int] = None) -> np.ndarray:
+    """The image as a raw-image array, or the one-line :class:`InputValidationError` saying what is wrong."""
+    from edgeconf.preprocess import check_image
+
+    return check_image(image, index)
 
 
 def _check_images(images: Sequence[Any], single: bool = False) -> None:

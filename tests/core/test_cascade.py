@@ -342,3 +342,28 @@ def test_classify_batch_answers_are_arrays_and_objects(rng, two_models):
     assert len(one) == 1 and one.class_ids.tolist() == [classes[0]]
     none = cascade.classify_batch([])
     assert len(none) == 0 and list(none) == [] and none.class_ids.shape == (0,)
+
+
+@pytest.mark.parametrize("bad", ["float32", "channels_first", "two_channels", "int8"])
+def test_the_memo_never_answers_an_image_the_cascade_refuses(rng, two_models, bad):
+    """A near-duplicate key is blind to dtype and layout (a black float32 image has a black uint8 image's dHash):
+    the raw-image check comes before the lookup, on both paths, whatever the memo holds."""
+    from edgeconf.errors import InputValidationError
+    from edgeconf.memo import MemoCache
+    from edgeconf.preprocess import Preprocessing
+
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.4), Stage("b", prepare(two_models[1]), "margin", 0.0)]
+    cascade = Cascade(stages, preprocessing=Preprocessing(), labels=[str(i) for i in range(10)])
+    cascade.memo = MemoCache(sampling=None)
+    black = np.zeros((28, 28, 3), np.uint8)
+    assert not cascade.classify(black).memo_hit and cascade.classify(black).memo_hit  # stored, then found
+    image = {"float32": black.astype(np.float32), "channels_first": np.zeros((3, 28, 28), np.uint8),
+             "two_channels": np.zeros((28, 28, 2), np.uint8), "int8": black.astype(np.int8)}[bad]
+    with pytest.raises(InputValidationError) as err:
+        cascade.classify(image)
+    assert "the image has" in str(err.value)
+    with pytest.raises(InputValidationError) as err:
+        cascade.classify_batch([black, image])
+    assert "image 1 has" in str(err.value)
+    # a grey image given as H×W×1 is a raw image: answered through the memo
+    assert cascade.classify(black[:, :, :1]).class_id == cascade.classify(black[:, :, 0]).class_id
