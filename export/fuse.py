@@ -70,16 +70,18 @@ class FuseReport:
     combine: str
     batch: Optional[int]
     nodes: int
-    tensorrt_min: str
+    tensorrt_min: str  # as in the manifest: "none" when no TensorRT parses the graph (tensorrt_reason says why)
     checked_inputs: int
     max_confidence_diff: float
     notes: List[str] = field(default_factory=list)
+    tensorrt_reason: Optional[str] = None  # why no TensorRT version's parser takes the graph (None: one does)
 
     def to_json(self) -> Dict[str, Any]:
         return {"bundle": self.bundle, "path": self.path, "sha256": self.sha256, "bytes": self.bytes,
                 "opset": self.opset, "stages": self.stages, "combine": self.combine, "batch": self.batch,
                 "nodes": self.nodes,
-                "tensorrt_min": self.tensorrt_min, "checked_inputs": self.checked_inputs,
+                "tensorrt_min": None if self.tensorrt_min == NO_TENSORRT else self.tensorrt_min,
+                "tensorrt_reason": self.tensorrt_reason, "checked_inputs": self.checked_inputs,
                 "max_confidence_diff": self.max_confidence_diff, "notes": list(self.notes)}
 
 
@@ -698,6 +700,31 @@ def _version_key(v: str) -> Tuple[int, ...]:
     return tuple(int(p) for p in v.split(".") if p.isdigit())
 
 
+#: the manifest's ``tensorrt_min`` when no TensorRT version's parser takes the fused graph
+NO_TENSORRT = "none"
+
+
+def tensorrt_verdict(trt: Dict[str, Any]) -> Tuple[str, Optional[str]]:
+    """(the manifest's ``tensorrt_min``, why no version parses the graph or None) for a :func:`tensorrt_check`."""
+    why = []
+    if trt["unknown_ops"]:
+        why.append("ops: %s" % ", ".join(trt["unknown_ops"]))
+    if trt["problems"]:
+        why.append("; ".join(trt["problems"][:3]) + ("; …" if len(trt["problems"]) > 3 else ""))
+    if not why:
+        return trt["min_version"], None
+    return NO_TENSORRT, "no version's ONNX parser takes this graph (%s)" % "; ".join(why)
+
+
+def fused_tensorrt_reason(path: str) -> Optional[str]:
+    """Why no TensorRT parser takes the fused graph at ``path`` (None when one does or it cannot be read)."""
+    try:
+        model = onnx.load(path)
+    except Exception:  # a missing or unreadable file: inspect reports the bundle without the op list
+        return None
+    return tensorrt_verdict(tensorrt_check(model))[1]
+
+
 def tensorrt_check(model: onnx.ModelProto) -> Dict[str, Any]:
     """What TensorRT's ONNX parser needs for this graph, checked without TensorRT (it cannot run here).
 
@@ -766,7 +793,7 @@ def build_fused(folder: str, batch: Optional[int] = None) -> Tuple[onnx.ModelPro
     trt = tensorrt_check(model)
     info = FusedInfo(model=FUSED_FILE, combine=manifest.combine, opset=opset, classes=classes, batch=batch,
                      stages=[stage_fingerprint(s, manifest.files[s.model]["sha256"]) for s in manifest.stages],
-                     tensorrt_min=trt["min_version"] if not trt["unknown_ops"] and not trt["problems"] else "none")
+                     tensorrt_min=tensorrt_verdict(trt)[0])
     meta = {"fused": {"schema": FUSED_SCHEMA, "combine": manifest.combine, "classes": classes, "batch": batch,
                       "stages": [{"name": s.name, "score": s.score, "threshold": s.threshold,
                                   "temperature": s.temperature, "input": s.input,
@@ -838,8 +865,9 @@ def fuse_bundle(folder: str, batch: Optional[int] = None, check: bool = True) ->
     notes = []
     if any(s.input != IMAGE for s in manifest.stages):
         notes.append("early-exit stages: each later stage gathers the features of the stage before it")
+    reason = tensorrt_verdict(tensorrt_check(model))[1] if info.tensorrt_min == NO_TENSORRT else None
     return FuseReport(folder, path, sha, size, info.opset, len(manifest.stages), manifest.combine, batch,
-                      len(model.graph.node), info.tensorrt_min, n, worst, notes)
+                      len(model.graph.node), info.tensorrt_min, n, worst, notes, reason)
 
 
 def set_fused_values(model: onnx.ModelProto, stage: int, threshold: Optional[float] = None,
@@ -901,4 +929,5 @@ def unfuse_bundle(folder: str) -> bool:
 
 
 __all__ = ["fuse_bundle", "build_fused", "check_fused", "set_fused_values", "retune_fused", "unfuse_bundle",
-           "FuseError", "FuseReport", "HEAD_OUTPUTS"]
+           "FuseError", "FuseReport", "HEAD_OUTPUTS", "NO_TENSORRT", "tensorrt_check", "tensorrt_verdict",
+           "fused_tensorrt_reason"]

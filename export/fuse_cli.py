@@ -43,7 +43,10 @@ def fuse_cmd(bundle: str, batch: str, remove: bool, no_check: bool, as_json: boo
     click.echo("wrote %s (%d bytes, sha256 %s…, opset %d, %d stages, combine %s, batch %s, %d top-level nodes)"
                % (report.path, report.bytes, report.sha256[:16], report.opset, report.stages, report.combine,
                   "any" if report.batch is None else report.batch, report.nodes))
-    click.echo("TensorRT: the ONNX parser needs version %s or newer (checked statically)" % report.tensorrt_min)
+    if report.tensorrt_reason:
+        click.echo("TensorRT: %s; the staged bundle is used there (checked statically)" % report.tensorrt_reason)
+    else:
+        click.echo("TensorRT: the ONNX parser needs version %s or newer (checked statically)" % report.tensorrt_min)
     if report.checked_inputs:
         click.echo("checked: %d probe images answered identically staged and fused (largest confidence "
                    "difference %.2g)" % (report.checked_inputs, report.max_confidence_diff))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import click
 
@@ -67,14 +67,17 @@ def describe_bundle(folder: str) -> Dict[str, Any]:
     data["kind"] = "bundle"
     data["path"] = folder
     data["verified"] = True
-    data["form"] = describe_form(manifest)
+    data["form"] = describe_form(manifest, folder)
     # what load_bundle picks on this device for batch-1 work (override with --threads / threads=)
     data["threads"] = choose_threads(None, 1).to_json()
     return data
 
 
-def describe_form(manifest: Any) -> Dict[str, Any]:
-    """Which cascade form load_bundle(form="auto") uses here and why, and what TensorRT needs for the fused graph."""
+def describe_form(manifest: Any, folder: Optional[str] = None) -> Dict[str, Any]:
+    """Which cascade form load_bundle(form="auto") uses here and why, and what TensorRT needs for the fused graph.
+
+    ``fused.tensorrt_min`` is None when no TensorRT version's parser takes the fused graph; ``fused.tensorrt_reason``
+    then says why (the ops or conditionals it does not know, read from the graph in ``folder``)."""
     from edgeconf.fused import choose_form, fused_info
 
     form, why = choose_form("auto", manifest, "onnxruntime", None)
@@ -90,9 +93,15 @@ def describe_form(manifest: Any) -> Dict[str, Any]:
         board_trt = profile_for(detect_board()).tensorrt
     except Exception:  # detection is best effort here: inspect must still describe the bundle
         board_trt = None
-    need = info.tensorrt_min
-    if need == "none":
-        trt = {"form": "staged", "why": "the fused graph uses ops TensorRT's parser does not know"}
+    need: Optional[str] = info.tensorrt_min
+    reason = None
+    if need == "none":  # the manifest's mark for a graph no TensorRT parser takes
+        need = None
+        from edgeconf.export.fuse import fused_tensorrt_reason
+
+        reason = (fused_tensorrt_reason(os.path.join(folder, info.model)) if folder else None) or \
+            "no version's ONNX parser takes this graph (ops or conditionals it does not know)"
+        trt = {"form": "staged", "why": "%s; the staged bundle is used" % reason}
     elif board_trt is None:
         trt = {"form": "staged", "why": "this board has no TensorRT (the fused graph needs %s or newer)" % need}
     elif _vkey(board_trt) >= _vkey(need):
@@ -104,6 +113,8 @@ def describe_form(manifest: Any) -> Dict[str, Any]:
     out["tensorrt"] = trt
     out["fused"] = {"model": info.model, "batch": "any" if info.batch is None else info.batch,
                     "tensorrt_min": need, "combine": info.combine}
+    if reason:
+        out["fused"]["tensorrt_reason"] = reason
     return out
 
 
@@ -157,8 +168,9 @@ def _print_human(info: Dict[str, Any]) -> None:
         form = info.get("form", {})
         if form.get("fused"):
             f = form["fused"]
-            console.print("fused graph: %s (batch %s, combine %s, TensorRT %s+)" % (f["model"], f["batch"], f["combine"],
-                                                                                 f["tensorrt_min"]))
+            trt = ("TensorRT %s+" % f["tensorrt_min"] if f.get("tensorrt_min")
+                   else "no TensorRT version parses it, see below")
+            console.print("fused graph: %s (batch %s, combine %s, %s)" % (f["model"], f["batch"], f["combine"], trt))
         for where, label in (("onnxruntime_cpu", "form (ONNX Runtime CPU)"), ("tensorrt", "form (TensorRT)")):
             if where in form:
                 console.print("%s: %s — %s" % (label, form[where]["form"], form[where]["why"]))

@@ -559,3 +559,26 @@ def test_doubt_band_answers_as_the_staged_cascade(combine, tmp_path):
             c.set_ood_threshold(0, rule["threshold"], escalate=None)
         assert not fused.graph_active
         assert_same(staged, fused, images[:30], 30)
+
+
+def test_a_graph_no_tensorrt_parses_says_so(capsys, tmp_path):
+    """Celu is a standard op the fused form carries but TensorRT's parser tables do not list: fuse and inspect say
+    no version parses the graph and name the op (not "version none"); the JSON has null and the reason."""
+    celu = _with_node(random_classifier(2), helper.make_node("Celu", ["raw"], ["logits"]))
+    folder = _bundle(tmp_path, [random_classifier(1), celu])
+    code, out, err = run(capsys, "fuse", folder)
+    assert code == 0, err
+    assert "TensorRT: no version's ONNX parser takes this graph (ops: Celu); the staged bundle is used" in out
+    assert "none" not in out
+    code, out, err = run(capsys, "fuse", folder, "--json", "--no-check")
+    rep = json.loads(out)
+    assert rep["tensorrt_min"] is None and "Celu" in rep["tensorrt_reason"]
+    assert fused_info(read_manifest(folder)).tensorrt_min == "none"  # the manifest's mark is unchanged
+    code, out, err = run(capsys, "inspect", folder, "--json")
+    form = json.loads(out)["form"]
+    assert form["fused"]["tensorrt_min"] is None and "ops: Celu" in form["fused"]["tensorrt_reason"]
+    assert form["tensorrt"]["form"] == "staged" and "ops: Celu" in form["tensorrt"]["why"]
+    code, out, err = run(capsys, "inspect", folder)
+    text = " ".join(out.split())
+    assert code == 0 and "none+" not in text and "TensorRT none" not in text
+    assert "no TensorRT version parses it" in text and "ops: Celu); the staged bundle is used" in text
