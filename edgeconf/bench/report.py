@@ -17,6 +17,12 @@ def _f(v: Optional[float], fmt: str = "%.3f") -> str:
     return "—" if v is None else fmt % v
 
 
+def _signed(v: float, digits: int = 2) -> str:
+    """A difference with its sign (+0.25, −0.10 as -0.10); one that rounds to zero is 0.00, never -0.00."""
+    text = "%+.*f" % (digits, v)
+    return "%.*f" % (digits, 0.0) if float(text) == 0 else text
+
+
 def _pct(v: Optional[float], digits: int = 1) -> str:
     return "—" if v is None else "%.*f %%" % (digits, v * 100)
 
@@ -63,9 +69,10 @@ def target_lines(run: RunResult) -> List[str]:
     met = lambda x: "MET" if x["met"] else "not met"  # noqa: E731
     if "dual_vs_big" in t:
         x = t["dual_vs_big"]
-        parts = ["accuracy %+.2f points" % -x["accuracy_drop_points"]]
+        parts = ["accuracy %s points" % _signed(-x["accuracy_drop_points"])]
         if x.get("max_drop_points") is not None:
-            parts[0] += " (need ≥ %s)" % ("%.2f" % -x["max_drop_points"]).replace("-", "−")
+            need = _signed(-x["max_drop_points"])
+            parts[0] += " (need ≥ %s)" % (need if need.startswith("-") else need.lstrip("+")).replace("-", "−")
         parts.append("cpu ratio %s" % _f(x["cpu_ratio"]))
         if x.get("max_cpu_ratio") is not None:
             parts[1] += " (need ≤ %g)" % x["max_cpu_ratio"]
@@ -272,8 +279,8 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
                 continue
             cpu, wall = r.cpu_s / r.inputs * 1e6, r.wall_s / r.inputs * 1e6
             model = sum(r.stage_model_s) / r.inputs * 1e6
-            lines.append("| %s | %.1f | %.1f | %.1f | %.1f | %s | %s |" % (
-                name, cpu, wall, model, wall - model, _f(r.latency_ms.get("hit_mean")), _f(r.latency_ms.get("miss_mean"))))
+            lines.append("| %s | %.1f | %.1f | %.1f | %s | %s | %s |" % (
+                name, cpu, wall, model, _signed(wall - model, 1).lstrip("+"), _f(r.latency_ms.get("hit_mean")), _f(r.latency_ms.get("miss_mean"))))
         lines.append("")
     t = next((r.tradeoff for r in runs if r.tradeoff is not None), None)
     if t is not None:

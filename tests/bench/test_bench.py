@@ -358,3 +358,18 @@ def test_memo_overhead_target_at_duplicate_0(memo_cpu, met):
     assert out["dual_memo_at_duplicate_0"]["met"] is met
     # evaluated on a stream without repeats only
     assert "dual_memo_at_duplicate_0" not in targets(configs, {}, 1.0, {"memo-overhead": 1.03})
+
+
+def test_equal_accuracies_print_no_negative_zero():
+    from types import SimpleNamespace
+
+    from edgeconf.bench.report import target_lines
+
+    run = SimpleNamespace(targets={"dual_vs_big": {"accuracy_drop_points": 0.0, "max_drop_points": 0.0,
+                                                   "cpu_ratio": 0.5, "max_cpu_ratio": 0.6, "met": True}})
+    line = target_lines(run)[0]
+    assert "accuracy 0.00 points (need ≥ 0.00)" in line and "-0.00" not in line and "−0.00" not in line
+    run.targets["dual_vs_big"].update(accuracy_drop_points=0.25, max_drop_points=0.1)
+    assert "accuracy -0.25 points (need ≥ −0.10)" in target_lines(run)[0]
+    run.targets["dual_vs_big"].update(accuracy_drop_points=-0.5)
+    assert "accuracy +0.50 points" in target_lines(run)[0]
