@@ -683,7 +683,8 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
     if settings.batch < 1:
         raise ConfigError("--batch must be >= 1")
     manifest = read_manifest(settings.bundle, verify=False)
-    data = load_bench_data(settings.data, manifest.labels, len(manifest.labels), settings.limit, settings.max_pixels)
+    data = load_bench_data(settings.data, manifest.labels, len(manifest.labels), settings.limit, settings.max_pixels,
+                           settings.seed)
     images, labels = data.images, data.labels
     n = len(images)
     threads = choose_threads(settings.threads, settings.batch)

@@ -111,7 +111,8 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
               help="Perturb the copies (1-pixel shift, small noise, JPEG re-encode) so exact keys miss.")
 @click.option("--batch", type=click.IntRange(1, 4096), default=1, show_default=True, help="Inputs per classify call.")
 @threads_option()
-@click.option("--limit", type=click.IntRange(1, None), default=None, help="Use only the first N test samples.")
+@click.option("--limit", type=click.IntRange(1, None), default=None, help="Use N of the samples: a random sample drawn with --seed, stratified by class (each class keeps "
+                   "its share, so data stored class by class is not cut to its first classes); the report notes it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
 @click.option("--configs", "configs", default=None,
               help="Comma-separated subset of: %s [default: all]." % ", ".join(CONFIG_NAMES))

@@ -57,9 +57,42 @@ def check_fit(data: BenchData, pre: Optional[Preprocessing], what: str) -> None:
                                                                        pre.size[0], pre.size[1], pre.resize))
 
 
+def limit_sample(labels: np.ndarray, limit: int, seed: int = 0) -> np.ndarray:
+    """Indices (ascending) of a seeded, class-stratified random sample of ``limit`` of the samples whose class
+    indices are ``labels``: each class gets its share of ``limit`` (largest remainders first), at least one
+    sample while ``limit`` allows, so a data set stored class by class is not cut to its first classes."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * (limit / n)
+    take = np.floor(share).astype(np.int64)
+    if limit >= len(classes):
+        take = np.maximum(take, 1)
+    # hand out what is left by largest remainder (ties broken by the seed), or take back from the largest shares
+    order = np.lexsort((rng.random(len(classes)), -(share - np.floor(share))))
+    k = 0
+    while take.sum() < limit:
+        c = order[k % len(order)]
+        if take[c] < counts[c]:
+            take[c] += 1
+        k += 1
+    while take.sum() > limit:
+        c = int(np.argmax(np.where(take > 1, take - share, -np.inf)))  # never below one sample
+        take[c] -= 1
+    picked = [rng.choice(np.flatnonzero(labels == c), size=int(t), replace=False) for c, t in zip(classes, take) if t]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
 def load_bench_data(spec: Optional[str], labels: Sequence[str], classes: int, limit: Optional[int] = None,
-                    max_pixels: Optional[int] = None) -> BenchData:
-    """The first ``limit`` labelled samples of ``spec`` (default: the FashionMNIST test split)."""
+                    max_pixels: Optional[int] = None, seed: int = 0) -> BenchData:
+    """The labelled samples of ``spec`` (default: the FashionMNIST test split).
+
+    ``limit``: a seeded (``seed``), class-stratified random sample of that many samples, in the data's order,
+    noted in the result's notes; every class keeps its share (at least one sample while ``limit`` allows).
+    """
     ds = open_dataset(spec or DEFAULT_DATA, max_pixels=max_pixels)
     if ds.model_ready:
         raise DataError("%s holds model-ready float arrays; the benchmark runs raw uint8 images through the bundle's "
@@ -69,11 +102,23 @@ def load_bench_data(spec: Optional[str], labels: Sequence[str], classes: int, li
                         "files, a labelled list)" % ds.source)
     if limit is not None and limit < 1:
         raise ConfigError("--limit must be >= 1, got %d" % limit)
-    y = ds.labels_for(list(labels), classes)
-    images, _ = ds.load(limit)
-    n = len(images)
+    y = np.asarray(ds.labels_for(list(labels), classes), dtype=np.int64)
     name = "FashionMNIST test" if spec is None else ds.source
-    return BenchData(images, np.asarray(y[:n], dtype=np.int64), name)
+    notes: List[str] = []
+    if limit is None or limit >= len(ds):
+        images, _ = ds.load()
+        if limit is not None:
+            notes.append("--limit %d: all %d samples used (the data holds no more)" % (limit, len(ds)))
+        return BenchData(images, y[:len(images)], name, notes)
+    idx = limit_sample(y, limit, seed)
+    imgs = [ds.image(int(i)) for i in idx]
+    images: Images = np.stack(imgs) if len({(im.shape, im.dtype) for im in imgs}) == 1 else imgs
+    sub = y[idx]
+    notes.append("--limit %d: a seeded random sample of %d of %d samples (seed %d, stratified by class: %d of %d "
+                 "classes, %d to %d samples each)" % (limit, len(idx), len(ds), seed, len(np.unique(sub)),
+                                                     len(np.unique(y)), np.bincount(sub)[np.unique(sub)].min(),
+                                                     np.bincount(sub).max()))
+    return BenchData(images, sub, name, notes)
 
 
 def baseline_fit(runner: Any, logits: str, labels: Sequence[str], classes: int, path: str) -> None:
@@ -95,4 +140,4 @@ def baseline_fit(runner: Any, logits: str, labels: Sequence[str], classes: int, 
                                  ", ".join(list(labels)[:5]) + ("…" if len(labels) > 5 else "")))
 
 
-__all__ = ["BenchData", "DEFAULT_DATA", "check_fit", "load_bench_data", "baseline_fit", "FASHION_LABELS"]
+__all__ = ["BenchData", "DEFAULT_DATA", "check_fit", "limit_sample", "load_bench_data", "baseline_fit", "FASHION_LABELS"]

@@ -106,3 +106,51 @@ def test_bad_targets(models, data_dir, capsys, target, words):
 def test_help_describes_the_new_form():
     out = CliRunner().invoke(cli, ["bench", "--help"]).output
     assert "[BUNDLE]" in out and "--target" in out and "ImageFolder" in out
+
+
+def test_limit_samples_every_class_of_data_stored_class_by_class(models, tmp_path, sample, image_folder):
+    """An .npz sorted by class and an ImageFolder (read class folder by class folder): --limit below one class's
+    size still measures every class, with the same seeded sample each time, and the notes say what was taken."""
+    images, labels = sample
+    order = np.argsort(labels, kind="stable")
+    np.savez(tmp_path / "sorted.npz", x=images[order], y=labels[order])
+    assert np.bincount(labels).min() > 20  # so the first 20 would hold class 0 only
+    args = ["bench", models["bundle"], "--data", str(tmp_path / "sorted.npz"), "--limit", "20", "--configs", "first",
+            "--json", "--predictions", str(tmp_path / "p.npz")]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.stdout)
+    with np.load(tmp_path / "p.npz") as z:
+        got = z["d0_labels"]
+    assert obj["n"] == 20 and sorted(set(got.tolist())) == list(range(10))
+    assert ("--limit 20: a seeded random sample of 20 of %d samples (seed 0, stratified by class: 10 of 10 classes"
+            % len(labels)) in " ".join(obj["notes"])
+    again = CliRunner().invoke(cli, args, catch_exceptions=False)
+    with np.load(tmp_path / "p.npz") as z:
+        assert np.array_equal(np.sort(z["d0_labels"]), np.sort(got))
+    assert json.loads(again.stdout)["notes"] == obj["notes"]
+
+    from edgeconf.bench.data import load_bench_data
+    from edgeconf.datasets import FASHION_LABELS
+
+    folder_labels = labels[:60]
+    data = load_bench_data(str(image_folder), FASHION_LABELS, 10, limit=len(set(folder_labels.tolist())), seed=3)
+    assert sorted(data.labels.tolist()) == sorted(set(folder_labels.tolist()))  # one of each class in the folder
+    assert data.notes and data.notes[0].startswith("--limit %d: a seeded random sample" % len(data))
+    whole = load_bench_data(str(image_folder), FASHION_LABELS, 10)
+    assert whole.notes == [] and len(whole) == 60
+
+
+def test_limit_sample_shares():
+    from edgeconf.bench.data import limit_sample
+
+    y = np.repeat(np.arange(4), [300, 300, 300, 300])
+    for limit in (4, 7, 100):
+        idx = limit_sample(y, limit, seed=0)
+        counts = np.bincount(y[idx], minlength=4)
+        assert len(idx) == len(set(idx.tolist())) == limit and counts.min() >= 1 and counts.max() - counts.min() <= 1
+    assert not np.array_equal(limit_sample(y, 100, 0), limit_sample(y, 100, 1))  # the seed picks the sample
+    assert np.array_equal(limit_sample(y, 100, 5), limit_sample(y, 100, 5))
+    uneven = np.repeat(np.arange(3), [1, 2, 297])
+    assert np.bincount(uneven[limit_sample(uneven, 10, 0)]).tolist() == [1, 1, 8]  # a rare class still gets one
+
