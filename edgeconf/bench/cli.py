@@ -45,6 +45,17 @@ def parse_configs(text: Optional[str]) -> List[str]:
     return [n for n in CONFIG_NAMES if n in names]
 
 
+def check_power(name: str) -> str:
+    """The --power name, refused in one line before anything runs when no power source has that name."""
+    from edgeconf.devices.power import _ALIASES, SOURCE_NAMES
+
+    key = _ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key != "auto" and key not in SOURCE_NAMES:
+        raise ConfigError("unknown --power source %r; choose auto or one of %s (or an alias: %s)"
+                          % (name, ", ".join(SOURCE_NAMES), ", ".join(sorted(_ALIASES))))
+    return name
+
+
 def _same(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
@@ -155,13 +166,24 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
 
     if bundle_arg and bundle and not _same(bundle_arg, bundle):
         raise ConfigError("two bundles given (%s and --bundle %s); give one" % (bundle_arg, bundle))
+    check_power(power)
     asked = parse_configs(configs)
+    skip_early = early_exit == "none"
     bundle, baseline, early_exit, names, targets = resolve_inputs(bundle_arg or bundle, baseline, early_exit, asked,
                                                                   data, target)
     no_big = ("no --baseline for bundle %s: 'big' is left out, so there are no ratios to it (give --baseline "
               "MODEL.onnx, your most accurate single model)" % bundle) if "big" in asked and "big" not in names else None
+    no_early = None
+    if "early_exit" in names and early_exit is None:
+        names = [n for n in names if n != "early_exit"]
+        no_early = ("'early_exit' is left out: --early-exit none skips it" if skip_early else
+                    "'early_exit' is left out: no multi-exit bundle to run for bundle %s (give --early-exit "
+                    "MULTI_EXIT_BUNDLE)" % bundle)
     if not names:
-        raise ConfigError("no configuration left to run; check --configs")
+        why = [w for w in (no_big, no_early) if w]
+        raise ConfigError("no configuration left to run of --configs %s: %s; ask for others with --configs"
+                          % (",".join(asked), "; ".join(why) if why else "check --configs"))
+    notes = [w for w in (no_big, no_early if (configs or not skip_early) else None) if w]
     settings = BenchSettings(bundle=bundle, baseline=baseline, early_exit=early_exit, duplicates=parse_duplicates(duplicate),
                              near_duplicate=near_duplicate, batch=batch, threads=threads, limit=limit, seed=seed,
                              data=data, configs=names, chunk=chunk, power=power, targets=targets, max_pixels=max_pixels,
@@ -186,9 +208,9 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
                 bar.refresh()
 
         runs = run_bench(settings, progress)
-    if no_big:
+    if notes:
         for run in runs:
-            run.info["notes"] = list(run.info.get("notes") or []) + [no_big]
+            run.info["notes"] = list(run.info.get("notes") or []) + notes
     from edgeconf.bench.report import print_tables, write_report
 
     payload: Any = runs[0].to_json() if len(runs) == 1 else [r.to_json() for r in runs]

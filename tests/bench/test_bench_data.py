@@ -154,3 +154,27 @@ def test_limit_sample_shares():
     uneven = np.repeat(np.arange(3), [1, 2, 297])
     assert np.bincount(uneven[limit_sample(uneven, 10, 0)]).tolist() == [1, 1, 8]  # a rare class still gets one
 
+
+def test_an_unknown_power_source_is_refused_before_running(models, data_dir, capsys):
+    err = _fail(capsys, models["bundle"], "--data", data_dir, "--limit", 10, "--power", "bogus")
+    assert "unknown --power source 'bogus'; choose auto or one of" in err and "ina3221-iio" in err and "jtop" in err
+    # refused before anything is read: data that does not exist is not even looked at
+    err = _fail(capsys, models["bundle"], "--data", os.path.join(models["root"], "nowhere.npz"), "--power", "Bogus")
+    assert "unknown --power source 'Bogus'" in err
+    assert "nvml" in _fail(capsys, models["bundle"], "--data", data_dir, "--power", "")
+
+
+@pytest.mark.parametrize("extra, why", [([], "no multi-exit bundle to run for bundle"),
+                                        (["--early-exit", "none"], "--early-exit none skips it")])
+def test_only_early_exit_without_a_multi_exit_bundle_is_refused(models, data_dir, capsys, extra, why):
+    err = _fail(capsys, models["bundle"], "--data", data_dir, "--limit", 10, "--configs", "early_exit", *extra)
+    assert "no configuration left to run of --configs early_exit: 'early_exit' is left out" in err and why in err
+
+
+def test_early_exit_left_out_is_noted(models, data_dir):
+    result = CliRunner().invoke(cli, ["bench", models["bundle"], "--data", data_dir, "--limit", 20, "--configs",
+                                      "first,early_exit", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.stdout)
+    assert list(obj["configs"]) == ["first"]
+    assert any("'early_exit' is left out: no multi-exit bundle" in n for n in obj["notes"])
