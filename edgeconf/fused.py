@@ -192,6 +192,102 @@ def choose_form(requested: str, manifest: Any, backend: str, providers: Optional
                       "(benchmarks/bench_fused.py; use --form fused to ask for it)")
 
 
+# -- TensorRT's parser, checked statically ----------------------------------------------------------------
+#: Oldest TensorRT whose ONNX parser imports each op the fused graph (or a typical CNN stage) uses, from the
+#: onnx-tensorrt operator support tables. Ops not listed are reported as unknown, never assumed to work.
+TENSORRT_OPS = {op: "8.0" for op in (
+    "Add", "And", "ArgMax", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape",
+    "Conv", "ConvTranspose", "Div", "Dropout", "Equal", "Erf", "Exp", "Flatten", "Gather", "Gemm",
+    "GlobalAveragePool", "GlobalMaxPool", "Greater", "HardSigmoid", "HardSwish", "Identity", "If", "LeakyRelu",
+    "Less", "Log", "LogSoftmax", "Or", "ReduceLogSumExp", "Xor", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Pad", "Pow", "PRelu",
+    "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape",
+    "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "TopK", "Transpose",
+    "Unsqueeze", "Where", "QuantizeLinear", "DequantizeLinear")}
+TENSORRT_OPS.update({"ScatterND": "8.2", "NonZero": "8.5"})
+
+
+def _version_key(v: str) -> Tuple[int, ...]:
+    return tuple(int(p) for p in v.split(".") if p.isdigit())
+
+
+#: the manifest's ``tensorrt_min`` when no TensorRT version's parser takes the fused graph
+NO_TENSORRT = "none"
+
+
+def tensorrt_verdict(trt: Dict[str, Any]) -> Tuple[str, Optional[str]]:
+    """(the manifest's ``tensorrt_min``, why no version parses the graph or None) for a :func:`tensorrt_check`."""
+    why = []
+    if trt["unknown_ops"]:
+        why.append("ops: %s" % ", ".join(trt["unknown_ops"]))
+    if trt["problems"]:
+        why.append("; ".join(trt["problems"][:3]) + ("; …" if len(trt["problems"]) > 3 else ""))
+    if not why:
+        return trt["min_version"], None
+    return NO_TENSORRT, "no version's ONNX parser takes this graph (%s)" % "; ".join(why)
+
+
+def fused_tensorrt_reason(path: str) -> Optional[str]:
+    """Why no TensorRT parser takes the fused graph at ``path`` (None when one does or it cannot be read)."""
+    import onnx
+
+    try:
+        model = onnx.load(path)
+    except Exception:  # a missing or unreadable file: inspect reports the bundle without the op list
+        return None
+    return tensorrt_verdict(tensorrt_check(model))[1]
+
+
+def tensorrt_check(model: Any) -> Dict[str, Any]:
+    """What TensorRT's ONNX parser needs for this graph, checked without TensorRT (it cannot run here).
+
+    Returns ``{"min_version", "unknown_ops", "problems"}``: the oldest TensorRT whose parser knows every op,
+    ops missing from :data:`TENSORRT_OPS`, and conditionals TensorRT would refuse (a condition that is not a
+    0-d bool, branches whose outputs differ in number or element type).
+    """
+    import onnx
+    from onnx import TensorProto
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes: Dict[str, Any] = {}
+
+    def collect(g: onnx.GraphProto) -> None:
+        for vi in list(g.value_info) + list(g.input) + list(g.output):
+            t = vi.type.tensor_type
+            shapes[vi.name] = (t.elem_type, [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+                               if t.HasField("shape") else None)
+        for n in g.node:
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    collect(a.g)
+
+    collect(inferred.graph)
+    need, unknown, problems = "8.0", set(), []
+
+    def walk(g: onnx.GraphProto) -> None:
+        nonlocal need
+        for n in g.node:
+            v = TENSORRT_OPS.get(n.op_type)
+            if v is None:
+                unknown.add(n.op_type)
+            elif _version_key(v) > _version_key(need):
+                need = v
+            if n.op_type == "If":
+                cond = shapes.get(n.input[0])
+                if cond is None or cond[0] != TensorProto.BOOL or cond[1] != []:
+                    problems.append("If %s: condition %s is not a 0-d bool" % (n.name, n.input[0]))
+                br = {a.name: a.g for a in n.attribute}
+                t_out, e_out = br["then_branch"].output, br["else_branch"].output
+                if len(t_out) != len(e_out) or any(
+                        a.type.tensor_type.elem_type != b.type.tensor_type.elem_type for a, b in zip(t_out, e_out)):
+                    problems.append("If %s: branches differ in their outputs" % n.name)
+            for a in n.attribute:
+                if a.type == onnx.AttributeProto.GRAPH:
+                    walk(a.g)
+
+    walk(model.graph)
+    return {"min_version": need, "unknown_ops": sorted(unknown), "problems": problems}
+
+
 def runtime_model(path: str) -> bytes:
     """The fused graph as ONNX Runtime gets it, serialised; the file on disk is not changed.
 
@@ -464,4 +560,5 @@ class FusedCascade(Cascade):
 __all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
            "temperature_name", "ood_threshold_name", "ood_escalate_name", "ceil_f32", "floor_f32", "stage_fingerprint",
            "runtime_model", "scope_initializers", "FORMS", "FUSED_FILE",
-           "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN"]
+           "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN", "TENSORRT_OPS", "NO_TENSORRT", "tensorrt_check",
+           "tensorrt_verdict", "fused_tensorrt_reason"]

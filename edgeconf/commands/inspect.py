@@ -97,7 +97,7 @@ def describe_form(manifest: Any, folder: Optional[str] = None) -> Dict[str, Any]
     reason = None
     if need == "none":  # the manifest's mark for a graph no TensorRT parser takes
         need = None
-        from edgeconf.export.fuse import fused_tensorrt_reason
+        from edgeconf.fused import fused_tensorrt_reason
 
         reason = (fused_tensorrt_reason(os.path.join(folder, info.model)) if folder else None) or \
             "no version's ONNX parser takes this graph (ops or conditionals it does not know)"
