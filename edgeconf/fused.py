@@ -200,7 +200,7 @@ TENSORRT_OPS = {op: "8.0" for op in (
     "Conv", "ConvTranspose", "Div", "Dropout", "Equal", "Erf", "Exp", "Flatten", "Gather", "Gemm",
     "GlobalAveragePool", "GlobalMaxPool", "Greater", "HardSigmoid", "HardSwish", "Identity", "If", "LeakyRelu",
     "Less", "Log", "LogSoftmax", "Or", "ReduceLogSumExp", "Xor", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Pad", "Pow", "PRelu",
-    "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape",
+    "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Resize", "Shape",
     "Sigmoid", "Slice", "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "TopK", "Transpose",
     "Unsqueeze", "Where", "QuantizeLinear", "DequantizeLinear")}
 TENSORRT_OPS.update({"ScatterND": "8.2", "NonZero": "8.5"})
@@ -218,12 +218,12 @@ def tensorrt_verdict(trt: Dict[str, Any]) -> Tuple[str, Optional[str]]:
     """(the manifest's ``tensorrt_min``, why no version parses the graph or None) for a :func:`tensorrt_check`."""
     why = []
     if trt["unknown_ops"]:
-        why.append("ops: %s" % ", ".join(trt["unknown_ops"]))
+        why.append("ops not in its operator tables: %s" % ", ".join(trt["unknown_ops"]))
     if trt["problems"]:
         why.append("; ".join(trt["problems"][:3]) + ("; …" if len(trt["problems"]) > 3 else ""))
     if not why:
         return trt["min_version"], None
-    return NO_TENSORRT, "no version's ONNX parser takes this graph (%s)" % "; ".join(why)
+    return NO_TENSORRT, "no TensorRT version is known to parse this graph (%s)" % "; ".join(why)
 
 
 def fused_tensorrt_reason(path: str) -> Optional[str]:

@@ -100,7 +100,7 @@ def describe_form(manifest: Any, folder: Optional[str] = None) -> Dict[str, Any]
         from edgeconf.fused import fused_tensorrt_reason
 
         reason = (fused_tensorrt_reason(os.path.join(folder, info.model)) if folder else None) or \
-            "no version's ONNX parser takes this graph (ops or conditionals it does not know)"
+            "no TensorRT version is known to parse this graph (ops or conditionals its parser does not list)"
         trt = {"form": "staged", "why": "%s; the staged bundle is used" % reason}
     elif board_trt is None:
         trt = {"form": "staged", "why": "this board has no TensorRT (the fused graph needs %s or newer)" % need}
@@ -169,7 +169,7 @@ def _print_human(info: Dict[str, Any]) -> None:
         if form.get("fused"):
             f = form["fused"]
             trt = ("TensorRT %s+" % f["tensorrt_min"] if f.get("tensorrt_min")
-                   else "no TensorRT version parses it, see below")
+                   else "no TensorRT version known to parse it, see below")
             console.print("fused graph: %s (batch %s, combine %s, %s)" % (f["model"], f["batch"], f["combine"], trt))
         for where, label in (("onnxruntime_cpu", "form (ONNX Runtime CPU)"), ("tensorrt", "form (TensorRT)")):
             if where in form:
