@@ -227,7 +227,7 @@ def calibrate(model: str, data: Any, preprocessing: Any = None, output: Optional
 # ------------------------------------------------------------------------------------------ pair
 @dataclass
 class PairingResult:
-    """Every model alone and every ordered pair as a two-stage cascade; ``pairs[0]`` is the recommendation."""
+    """Every model alone and every ordered pair as a two-stage cascade; the first buildable pair is recommended."""
 
     names: List[str]
     models: Dict[str, Dict[str, Any]]
@@ -242,11 +242,15 @@ class PairingResult:
 
     @property
     def recommended(self) -> Any:
-        return self.pairs[0]
+        """The best pair ``edgeconf cascade`` can build, or None when no pair can be built."""
+        from edgeconf.export.pairing import recommended_pair
+
+        return recommended_pair(self.pairs)
 
     def to_json(self) -> Dict[str, Any]:
+        best = self.recommended
         return {"models": self.models, "costs": self.costs, "complementarity": self.complementarity.to_json(),
-                "pairs": [p.to_json() for p in self.pairs], "recommended": self.pairs[0].to_json(),
+                "pairs": [p.to_json() for p in self.pairs], "recommended": best.to_json() if best else None,
                 "calibration_samples": self.calibration_samples, "test_samples": self.test_samples,
                 "policy": self.policy, "cost_unit": self.cost_unit, "notes": list(self.notes)}
 
@@ -263,6 +267,21 @@ def model_names(paths: Sequence[str]) -> List[str]:
     return names
 
 
+def _pair_refusals(names: Sequence[str], sources: Sequence[Any], shapes: Sequence[Any], given: Any,
+                   image_shape: Any) -> Dict[Tuple[str, str], str]:
+    """Why each ordered pair that ``edgeconf cascade FIRST SECOND`` would refuse cannot be built."""
+    from edgeconf.export.build import stage_refusal
+
+    out = {}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            why = None if i == j else stage_refusal([sources[i], sources[j]], [shapes[i], shapes[j]], given,
+                                                    image_shape)
+            if why is not None:
+                out[(a, b)] = why
+    return out
+
+
 def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", score: str = "margin",
                 combine: str = "last", calib_fraction: float = 0.5, costs: Optional[Sequence[float]] = None,
                 preprocessing: Any = None, output: Optional[str] = None, repeats: int = 200,
@@ -273,7 +292,10 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     ranking too (accuracy, then the cheaper pair among ties); accuracy, cost and escalation are also reported
     on the test part. Each model prepares images its own way (``preprocessing`` for all, else each model's
     metadata, else inferred). Costs default to measured ms per image (ONNX Runtime, 1 thread, batch 1).
+    A pair :func:`~edgeconf.export.build.build_cascade` would refuse (the two models prepare images differently,
+    or name their classes differently) is reported with ``buildable`` False and ``why``, and never recommended.
     """
+    from edgeconf.export.build import _Source
     from edgeconf.export.pairing import complementarity_matrix, rank_pairs
     from edgeconf.export.thresholds import parse_policy
 
@@ -284,6 +306,7 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     cal, tst = split_data(as_data(data, "pairing data", max_pixels, need_labels=True), calib_fraction)
     names = model_names(models)
     cal_logits, test_logits, ready, notes = [], [], [], []
+    sources, shapes = [], []
     model_labels = None
     for path in models:
         proto, _ = load_model(path)
@@ -291,6 +314,8 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
         meta = read_head_metadata(proto)
         model_labels = model_labels or meta.get("labels")
         spec = input_spec(_session(path))
+        sources.append(_Source(str(path), logits, _classes, meta, given=str(path)))
+        shapes.append(spec.shape)
         pre = None
         if cal.raw:  # model-ready arrays need no preprocessing
             pre, _, more = resolve_preprocessing(given, meta.get("preprocessing") if given is None else None,
@@ -329,8 +354,9 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     cost_values = {n: float(c.get("ms", c.get("value", 0.0))) for n, c in zip(names, cost_info)}
     temps = {n: fit_temperature(z, yc).temperature for n, z in zip(names, cal_logits)}
     comp = complementarity_matrix({n: z.argmax(1) for n, z in zip(names, test_logits)}, yt)
+    refusals = _pair_refusals(names, sources, shapes, given, cal.image_shape())
     pairs = rank_pairs(dict(zip(names, cal_logits)), yc, cost_values, policy, score, temps, combine,
-                       test=(dict(zip(names, test_logits)), yt))
+                       test=(dict(zip(names, test_logits)), yt), refusals=refusals)
     singles = {n: {"calib_accuracy": float((zc.argmax(1) == yc).mean()),
                    "test_accuracy": float((zt.argmax(1) == yt).mean()), "cost": cost_values[n],
                    "temperature": temps[n]}

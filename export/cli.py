@@ -316,7 +316,8 @@ def pair_cmd(models: Sequence[str], data: str, policy: str, score: str, combine:
     ordered pair with the threshold chosen by --policy on the calibration part of --data. Pairs are
     ranked on the calibration part: by accuracy, the cheapest pair among ties (max-accuracy and
     budget), or by cost (match); the test columns report the other part. The first row is the
-    recommended pair.
+    recommended pair. A pair 'edgeconf cascade' would refuse (the models prepare images differently or
+    name their classes differently) is ranked last, marked ✗ with the reason, and never recommended.
     """
     from edgeconf.export.api import pair_models
 
@@ -364,14 +365,22 @@ def print_pairing(res: Any, top: int = 10) -> None:
     for col in cols:
         p.add_column(col, justify="left" if col == "pair" else "right", overflow="fold")
     for i, r in enumerate(res.pairs[:top]):
-        row = [str(i + 1), "%s → %s" % (r.first, r.second), "%.4f" % r.threshold, "%.4f" % r.calib_accuracy,
+        row = [str(i + 1) if r.buildable else "✗", "%s → %s" % (r.first, r.second), "%.4f" % r.threshold,
+               "%.4f" % r.calib_accuracy,
                "%.4f" % r.accuracy, "%.4g" % r.cost, "%.3f" % r.escalation, "%.3f" % r.complementarity]
         if not res.policy.startswith("max"):
             row.append("yes" if r.feasible else "no")
         p.add_row(*row)
     con.print(p)
+    for r in res.pairs[:top]:
+        if not r.buildable:
+            con.print("✗ %s → %s cannot be built as a cascade: %s" % (r.first, r.second, r.why), markup=False)
     best = res.recommended
-    con.print("recommended: [bold]%s → %s[/] (λ = %.4f)" % (best.first, best.second, best.threshold))
+    if best is None:
+        con.print("recommended: none: no pair of these models can be built as a cascade (each ✗ line says why); "
+                  "re-export the models with one preprocessing and the same class names")
+    else:
+        con.print("recommended: [bold]%s → %s[/] (λ = %.4f)" % (best.first, best.second, best.threshold))
     for note in res.notes:
         con.print("note: %s" % note)
 

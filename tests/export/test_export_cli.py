@@ -213,3 +213,57 @@ def test_pair_ranks_the_cheapest_among_ties_and_fits_80_columns(capsys, pool, da
     lines = stdout.splitlines()
     assert lines[0].strip() and max(len(line) for line in lines) <= 80, stdout
     assert "…" not in stdout  # no header cut short
+
+
+def _with_meta(path, dest, **meta):
+    """A copy of the model at ``path`` whose edgeconf.* metadata records ``meta`` (values as JSON)."""
+    m = onnx.load(path)
+    for key, value in meta.items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = "edgeconf." + key, json.dumps(value)
+    return save(m, dest)
+
+
+@pytest.mark.parametrize("clash", ["preprocessing", "labels"])
+def test_pair_marks_the_pairs_cascade_refuses_and_never_recommends_them(capsys, clash, pool, data, tmp_path):
+    if clash == "preprocessing":  # same size and channels, other normalisation: the cascade cannot share one
+        a = dict(preprocessing={"size": [6, 6], "channels": 1, "mean": [0.5], "std": [0.25]})
+        b = dict(preprocessing={"size": [6, 6], "channels": 1, "mean": [0.4], "std": [0.25]})
+    else:  # the same classes named in another order
+        a = dict(labels=["a", "b", "c", "d", "e"])
+        b = dict(labels=["e", "d", "c", "b", "a"])
+    models = [pool[0], _with_meta(pool[1], tmp_path / "ma.onnx", **a), _with_meta(pool[2], tmp_path / "mb.onnx", **b)]
+    code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2,3", "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    paths = dict(zip(["m0", "ma", "mb"], models))
+    verdicts = {}
+    for p in rep["pairs"]:
+        code, _, err = run(capsys, "cascade", paths[p["first"]], paths[p["second"]], "--data", data, "--costs", "1,2",
+                           "--out", tmp_path / ("b_%s_%s" % (p["first"], p["second"])))
+        assert (code == 0) == p["buildable"], (p, err)
+        if not p["buildable"]:
+            assert p["why"] and p["why"] in err
+        verdicts[(p["first"], p["second"])] = p["buildable"]
+    assert verdicts[("ma", "mb")] is False and verdicts[("mb", "ma")] is False
+    assert rep["recommended"]["buildable"] and rep["recommended"] == next(p for p in rep["pairs"] if p["buildable"])
+    ranks = [p["buildable"] for p in rep["pairs"]]
+    assert ranks == sorted(ranks, reverse=True)  # every buildable pair ranks above every refused one
+    code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2,3")
+    assert code == 0, err
+    assert "✗ ma → mb cannot be built as a cascade: " in stdout
+    best = rep["recommended"]
+    assert "recommended: %s → %s" % (best["first"], best["second"]) in stdout
+
+
+def test_pair_says_when_no_pair_can_be_built(capsys, pool, data, tmp_path):
+    models = [_with_meta(pool[1], tmp_path / "ma.onnx", labels=["a", "b", "c", "d", "e"]),
+              _with_meta(pool[2], tmp_path / "mb.onnx", labels=["v", "w", "x", "y", "z"])]
+    code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2", "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    assert rep["recommended"] is None and not any(p["buildable"] for p in rep["pairs"])
+    assert all("names its classes" in p["why"] for p in rep["pairs"])
+    code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2")
+    assert code == 0, err
+    assert "recommended: none: no pair of these models can be built as a cascade" in stdout
