@@ -109,6 +109,13 @@ def _torch_source(model: Any, folder: str, data: Optional[Data], pre: Any, input
     return path, info, notes
 
 
+def _check_label_count(labels: Optional[Sequence[str]], classes: Optional[int], logits: str) -> None:
+    """One class name per class, checked before the names meet the data's classes (whose errors would mislead)."""
+    if labels is not None and classes is not None and len(labels) != classes:
+        raise ConfigError("%d labels given but the model's output %r has %d classes; give one label per class"
+                          % (len(labels), logits, classes))
+
+
 def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = None,
                  labels: Optional[Sequence[str]] = None, score: str = "margin", threshold: float = 0.5,
                  temperature: Optional[float] = None, output: Optional[str] = None, output_kind: str = "auto",
@@ -158,6 +165,7 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
             os.path.basename(source) if torch_info is None else "the exported model")
         notes += more
         labels = [str(v) for v in labels] if labels is not None else meta.get("labels")
+        _check_label_count(labels, classes, logits)
         kind = output_kind
         if kind == "auto" and (ends_in_softmax(proto, logits) or meta.get("output_kind") == "probs"):
             kind = "probs"
@@ -171,6 +179,7 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
                 notes.append("the output %r holds probabilities (rows sum to 1 on the calibration data): the head is "
                              "built on their logarithm (output_kind='logits' to override)" % logits)
             z = as_logits(raw, "probs" if kind == "probs" else "logits")
+            _check_label_count(labels, int(z.shape[1]), logits)
             samples = int(z.shape[0])
             if labels is None and cal.dataset is not None and cal.dataset.classes \
                     and len(cal.dataset.classes) == z.shape[1]:

@@ -121,7 +121,7 @@ def test_pair_and_cascade(capsys, pool, data, tmp_path):
 
 @pytest.mark.parametrize("case", ["int8_no_calib", "calib_no_int8", "several_outputs", "labels", "wrong_shape",
                                   "one_class", "few", "no_y", "policy", "not_classifier", "temp_conflict",
-                                  "fixed_batch", "fixed_batch_pair"])
+                                  "fixed_batch", "fixed_batch_pair", "labels_calibrate"])
 def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     x, y = task.data(400, 31)
     out = tmp_path / "o.onnx"
@@ -135,6 +135,11 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     elif case == "labels":
         (tmp_path / "l.txt").write_text("a\nb\n")
         args, msg = ["export", pool[0], "--out", out, "--labels", tmp_path / "l.txt"], "2 labels given"
+    elif case == "labels_calibrate":  # too few names: said before the names meet the data's class names
+        (tmp_path / "l.txt").write_text("c0\nc1\nc2\n")
+        np.savez(tmp_path / "d.npz", x=x, y=y, classes=np.array(["c0", "c1", "c2", "c3", "c4"]))
+        args, msg = ["export", pool[0], "--out", out, "--labels", tmp_path / "l.txt", "--calibrate",
+                     tmp_path / "d.npz"], "3 labels given but the model's output 'logits' has 5 classes"
     elif case == "wrong_shape":
         np.savez(tmp_path / "d.npz", x=x[:, :, :4, :4], y=y)
         args, msg = ["export", pool[0], "--out", out, "--calibrate", tmp_path / "d.npz"], "expects (1,6,6)"
