@@ -116,6 +116,25 @@ def _check_label_count(labels: Optional[Sequence[str]], classes: Optional[int], 
                           % (len(labels), logits, classes))
 
 
+def _near_chance(accuracy: float, chance: float, pre: Optional[Preprocessing], labels: Optional[Sequence[str]],
+                 label_origin: str, cal: Data) -> str:
+    """The one-line warning for an accuracy near chance: its usual causes, the class-name order among them."""
+    text = ("accuracy on the calibration labels is %.1f %%, near chance (%.1f %%): wrong preprocessing is the usual "
+            "cause; check size, channels, color, layout, scale and mean/std against how the model was trained "
+            "(recorded: %s)" % (100 * accuracy, 100 * chance, pre.describe() if pre else "none"))
+    names = list(cal.dataset.classes or []) if cal.dataset is not None else []
+    if labels is None or not names or not all(n in labels for n in names):
+        return text + "; or the data's labels are not in the order of the model's outputs"
+    where = "folders" if cal.dataset is not None and cal.dataset.kind == "imagefolder" else "class names"
+    shown = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
+    if label_origin == "data":
+        return text + ("; or the model's outputs are not in the order of the data's %s (%s, sorted by name), which "
+                       "named the classes: give --labels in the order of the model's outputs" % (where, shown))
+    return text + ("; or the class names are not in the order of the model's outputs: the data's %s (%s) are matched "
+                   "by name to the class names of %s (%s), which must name the model's outputs in order"
+                   % (where, shown, label_origin, ", ".join(list(labels)[:10]) + (", …" if len(labels) > 10 else "")))
+
+
 def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = None,
                  labels: Optional[Sequence[str]] = None, score: str = "margin", threshold: float = 0.5,
                  temperature: Optional[float] = None, output: Optional[str] = None, output_kind: str = "auto",
@@ -126,7 +145,8 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
     ``model``: a ``torch.nn.Module``, ``"module:function"`` / ``"file.py:function"`` (with ``weights``), an
     ``.onnx`` path or an ``onnx.ModelProto``. ``data``: calibration data (any format of
     :func:`edgeconf.datasets.open_dataset`, a Dataset or ``(x, y)``): with labels it fits the temperature and
-    reports the model's accuracy (a warning when it is near chance: wrong preprocessing is the usual cause).
+    reports the model's accuracy (a warning when it is near chance: wrong preprocessing is the usual cause, class
+    names in another order than the model's outputs another).
     ``preprocessing``: a Preprocessing, its dict or JSON, ``"none"`` (model-ready arrays), or None: the model's
     metadata, else inferred from its input shape (and noted). Outputs that are already probabilities (a
     trailing Softmax, or rows summing to 1 on the data) get a head on their logarithm; ``output_kind``
@@ -164,6 +184,7 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
             cal.image_shape() if cal is not None else None,
             os.path.basename(source) if torch_info is None else "the exported model")
         notes += more
+        label_origin = "--labels" if labels is not None else "the model's metadata"
         labels = [str(v) for v in labels] if labels is not None else meta.get("labels")
         _check_label_count(labels, classes, logits)
         kind = output_kind
@@ -184,16 +205,14 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
             if labels is None and cal.dataset is not None and cal.dataset.classes \
                     and len(cal.dataset.classes) == z.shape[1]:
                 labels = list(cal.dataset.classes)
+                label_origin = "data"
             y = cal.labels(labels, z.shape[1], need=False)
             if y is not None:
                 check_logits_labels(z, y, cal.what)
                 accuracy = float((z.argmax(axis=1) == y).mean())
                 chance = 1.0 / z.shape[1]
                 if accuracy <= NEAR_CHANCE * chance:
-                    warnings.append("accuracy on the calibration labels is %.1f %%, near chance (%.1f %%): wrong "
-                                    "preprocessing is the usual cause; check size, channels, color, layout, scale and "
-                                    "mean/std against how the model was trained (recorded: %s)"
-                                    % (100 * accuracy, 100 * chance, pre.describe() if pre else "none"))
+                    warnings.append(_near_chance(accuracy, chance, pre, labels, label_origin, cal))
                 if temperature is None:
                     cal_report = fit_temperature(z, y)
                     temperature = cal_report.temperature

@@ -151,8 +151,11 @@ def export_cmd(model: str, out: str, score: str, threshold: float, temperature: 
     the preprocessing and the class names. The preprocessing is --preprocessing, else the model's
     metadata, else inferred from its input shape (said in the report; never written as null unless
     --preprocessing none). With labelled --calibrate data the report gives the model's accuracy on it and
-    warns when it is near chance (wrong preprocessing is the usual cause).
+    warns when it is near chance (wrong preprocessing is the usual cause; class names in another order
+    than the model's outputs, as --labels or the model's metadata give them, another).
     """
+    from rich.markup import escape
+
     from edgeconf.export.api import export_model
 
     if int8 and not (int8_calib or calibrate):
@@ -207,8 +210,8 @@ def export_cmd(model: str, out: str, score: str, threshold: float, temperature: 
                   % (c.samples, c.ece_before, c.ece_after, c.nll_before, c.nll_after))
     for note in res.notes:
         con.print("note: %s" % note)
-    for warning in res.warnings:
-        err.print("[yellow]warning:[/] %s" % warning)
+    for warning in res.warnings:  # one line each, however long
+        err.print("[yellow]warning:[/] %s" % escape(warning), soft_wrap=True)
     if "int8" in report:
         q = report["int8"]
         _print_int8(con, q)

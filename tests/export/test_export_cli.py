@@ -272,3 +272,46 @@ def test_pair_says_when_no_pair_can_be_built(capsys, pool, data, tmp_path):
     code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2")
     assert code == 0, err
     assert "recommended: none: no pair of these models can be built as a cascade" in stdout
+
+
+def _row_folder(root, classes, per_class=6, skip=()):
+    """An ImageFolder of 6×6 grey PNGs: class k has row k bright (a linear model reads it); ``skip``: empty folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(0 if name in skip else per_class):
+            img = rng.integers(0, 40, (6, 6)).astype(np.uint8)
+            img[k] = 250
+            Image.fromarray(img).save(root / name / ("%d.png" % i))
+    return root
+
+
+def _row_model(tmp_path, classes=5):
+    w = np.zeros((36, classes), np.float32)
+    for k in range(classes):
+        w[6 * k:6 * k + 6, k] = 1.0
+    from onnx_models import linear_classifier
+
+    return save(linear_classifier(w, input_shape=(1, 6, 6)), tmp_path / "rows.onnx")
+
+
+def test_near_chance_warning_names_the_order_of_the_class_names(capsys, tmp_path):
+    names = ["c0", "c1", "c2", "c3", "c4"]
+    folder = _row_folder(tmp_path / "imgs", names)
+    model = _row_model(tmp_path)
+    (tmp_path / "ok.txt").write_text("\n".join(names) + "\n")
+    (tmp_path / "rev.txt").write_text("\n".join(reversed(names)) + "\n")
+    code, stdout, err = run(capsys, "export", model, "--out", tmp_path / "a.onnx", "--calibrate", folder,
+                            "--labels", tmp_path / "ok.txt")
+    assert code == 0, err
+    assert "accuracy on the 30 calibration samples: 100.00 %" in stdout and "warning" not in err
+    code, stdout, err = run(capsys, "export", model, "--out", tmp_path / "b.onnx", "--calibrate", folder,
+                            "--labels", tmp_path / "rev.txt")
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.strip()]
+    assert len(warning) == 1 and warning[0].startswith("warning: accuracy on the calibration labels is 20.0 %")
+    assert "wrong preprocessing is the usual cause" in warning[0]
+    assert ("the class names are not in the order of the model's outputs: the data's folders (c0, c1, c2, c3, c4) "
+            "are matched by name to the class names of --labels (c4, c3, c2, c1, c0)") in warning[0]
