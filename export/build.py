@@ -415,8 +415,9 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
                 raise ConfigError("%s outputs %s logits but the first model has %d classes; all stages must share the "
                                   "classes" % (s.given, z.shape, classes))
         names = _labels_for(labels, sources, classes, cal)
-        yc = cal.labels(names, classes)
-        yt = tst.labels(names, classes) if tst is not None else None
+        known = None if names == [str(i) for i in range(classes)] else names  # class indices are not names
+        yc = cal.labels(known, classes)
+        yt = tst.labels(known, classes) if tst is not None else None
         check_logits_labels(calib_logits[0], yc, cal.what)
         notes += ["%s outputs probabilities: its head is built on their logarithm" % os.path.basename(s.given)
                   for s in sources if s.kind == "probs"]

@@ -121,7 +121,8 @@ def test_pair_and_cascade(capsys, pool, data, tmp_path):
 
 @pytest.mark.parametrize("case", ["int8_no_calib", "calib_no_int8", "several_outputs", "labels", "wrong_shape",
                                   "one_class", "few", "no_y", "policy", "not_classifier", "temp_conflict",
-                                  "fixed_batch", "fixed_batch_pair", "labels_calibrate"])
+                                  "fixed_batch", "fixed_batch_pair", "labels_calibrate", "empty_class_export",
+                                  "empty_class_cascade"])
 def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     x, y = task.data(400, 31)
     out = tmp_path / "o.onnx"
@@ -135,6 +136,13 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     elif case == "labels":
         (tmp_path / "l.txt").write_text("a\nb\n")
         args, msg = ["export", pool[0], "--out", out, "--labels", tmp_path / "l.txt"], "2 labels given"
+    elif case.startswith("empty_class"):  # c2/ holds no images: 4 classes left for a 5-class model without names
+        folder = _row_folder(tmp_path / "imgs", ["c0", "c1", "c2", "c3", "c4"], skip=("c2",))
+        model = _row_model(tmp_path)
+        args = ["export", model, "--out", out, "--calibrate", folder] if case == "empty_class_export" else \
+            ["cascade", model, model, "--data", folder, "--costs", "1,2", "--out", tmp_path / "b"]
+        msg = ("has 4 classes (c0, c1, c3, c4) but the model answers over 5 (the folder c2/ holds no images); add "
+               "images to it, or give the model's class names")
     elif case == "labels_calibrate":  # too few names: said before the names meet the data's class names
         (tmp_path / "l.txt").write_text("c0\nc1\nc2\n")
         np.savez(tmp_path / "d.npz", x=x, y=y, classes=np.array(["c0", "c1", "c2", "c3", "c4"]))
