@@ -122,7 +122,8 @@ def test_pair_and_cascade(capsys, pool, data, tmp_path):
 @pytest.mark.parametrize("case", ["int8_no_calib", "calib_no_int8", "several_outputs", "labels", "wrong_shape",
                                   "one_class", "few", "no_y", "policy", "not_classifier", "temp_conflict",
                                   "fixed_batch", "fixed_batch_pair", "labels_calibrate", "empty_class_export",
-                                  "empty_class_cascade"])
+                                  "empty_class_cascade", "grey_for_colour_export", "grey_for_colour_cascade",
+                                  "colour_for_grey_pair"])
 def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     x, y = task.data(400, 31)
     out = tmp_path / "o.onnx"
@@ -143,6 +144,22 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
             ["cascade", model, model, "--data", folder, "--costs", "1,2", "--out", tmp_path / "b"]
         msg = ("has 4 classes (c0, c1, c3, c4) but the model answers over 5 (the folder c2/ holds no images); add "
                "images to it, or give the model's class names")
+    elif "_for_" in case:  # images of the other kind than the model's preprocessing: refused as bench refuses them
+        from onnx_models import random_classifier
+
+        colour = save(random_classifier(1, (3, 6, 6), classes=5), tmp_path / "rgb.onnx")
+        imgs = np.random.default_rng(0).integers(0, 256, (60, 6, 6) + ((3,) if case.startswith("colour") else ()))
+        np.savez(tmp_path / "d.npz", x=imgs.astype(np.uint8), y=np.arange(60) % 5)
+        if case == "grey_for_colour_export":
+            args = ["export", colour, "--out", out, "--calibrate", tmp_path / "d.npz"]
+        elif case == "grey_for_colour_cascade":
+            args = ["cascade", colour, colour, "--data", tmp_path / "d.npz", "--costs", "1,2", "--out", tmp_path / "b"]
+        else:
+            args = ["pair", pool[0], pool[1], "--data", tmp_path / "d.npz", "--costs", "1,2"]
+        msg = ("the model takes %s images (preprocessing channels %d) but " % (
+            ("grey", 1) if case.startswith("colour") else ("colour", 3)))
+        msg = (msg, "holds %s images; calibrate it on the kind of images it was trained on"
+               % ("colour" if case.startswith("colour") else "grey"))
     elif case == "labels_calibrate":  # too few names: said before the names meet the data's class names
         (tmp_path / "l.txt").write_text("c0\nc1\nc2\n")
         np.savez(tmp_path / "d.npz", x=x, y=y, classes=np.array(["c0", "c1", "c2", "c3", "c4"]))
@@ -186,7 +203,8 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
         args, msg = ["export", pool[0], "--out", out, "--temperature", "2", "--calibrate", data], "conflict"
     code, stdout, err = run(capsys, *args)
     assert code == 1
-    assert err.startswith("edgeconf: error:") and msg in err and err.count("\n") == 1
+    msgs = msg if isinstance(msg, tuple) else (msg,)
+    assert err.startswith("edgeconf: error:") and all(m in err for m in msgs) and err.count("\n") == 1, err
     assert "Traceback" not in err
 
 
