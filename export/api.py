@@ -109,6 +109,32 @@ def _torch_source(model: Any, folder: str, data: Optional[Data], pre: Any, input
     return path, info, notes
 
 
+def _check_label_count(labels: Optional[Sequence[str]], classes: Optional[int], logits: str) -> None:
+    """One class name per class, checked before the names meet the data's classes (whose errors would mislead)."""
+    if labels is not None and classes is not None and len(labels) != classes:
+        raise ConfigError("%d labels given but the model's output %r has %d classes; give one label per class"
+                          % (len(labels), logits, classes))
+
+
+def _near_chance(accuracy: float, chance: float, pre: Optional[Preprocessing], labels: Optional[Sequence[str]],
+                 label_origin: str, cal: Data) -> str:
+    """The one-line warning for an accuracy near chance: its usual causes, the class-name order among them."""
+    text = ("accuracy on the calibration labels is %.1f %%, near chance (%.1f %%): wrong preprocessing is the usual "
+            "cause; check size, channels, color, layout, scale and mean/std against how the model was trained "
+            "(recorded: %s)" % (100 * accuracy, 100 * chance, pre.describe() if pre else "none"))
+    names = list(cal.dataset.classes or []) if cal.dataset is not None else []
+    if labels is None or not names or not all(n in labels for n in names):
+        return text + "; or the data's labels are not in the order of the model's outputs"
+    where = "folders" if cal.dataset is not None and cal.dataset.kind == "imagefolder" else "class names"
+    shown = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
+    if label_origin == "data":
+        return text + ("; or the model's outputs are not in the order of the data's %s (%s, sorted by name), which "
+                       "named the classes: give --labels in the order of the model's outputs" % (where, shown))
+    return text + ("; or the class names are not in the order of the model's outputs: the data's %s (%s) are matched "
+                   "by name to the class names of %s (%s), which must name the model's outputs in order"
+                   % (where, shown, label_origin, ", ".join(list(labels)[:10]) + (", …" if len(labels) > 10 else "")))
+
+
 def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = None,
                  labels: Optional[Sequence[str]] = None, score: str = "margin", threshold: float = 0.5,
                  temperature: Optional[float] = None, output: Optional[str] = None, output_kind: str = "auto",
@@ -119,7 +145,8 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
     ``model``: a ``torch.nn.Module``, ``"module:function"`` / ``"file.py:function"`` (with ``weights``), an
     ``.onnx`` path or an ``onnx.ModelProto``. ``data``: calibration data (any format of
     :func:`edgeconf.datasets.open_dataset`, a Dataset or ``(x, y)``): with labels it fits the temperature and
-    reports the model's accuracy (a warning when it is near chance: wrong preprocessing is the usual cause).
+    reports the model's accuracy (a warning when it is near chance: wrong preprocessing is the usual cause, class
+    names in another order than the model's outputs another).
     ``preprocessing``: a Preprocessing, its dict or JSON, ``"none"`` (model-ready arrays), or None: the model's
     metadata, else inferred from its input shape (and noted). Outputs that are already probabilities (a
     trailing Softmax, or rows summing to 1 on the data) get a head on their logarithm; ``output_kind``
@@ -157,7 +184,9 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
             cal.image_shape() if cal is not None else None,
             os.path.basename(source) if torch_info is None else "the exported model")
         notes += more
+        label_origin = "--labels" if labels is not None else "the model's metadata"
         labels = [str(v) for v in labels] if labels is not None else meta.get("labels")
+        _check_label_count(labels, classes, logits)
         kind = output_kind
         if kind == "auto" and (ends_in_softmax(proto, logits) or meta.get("output_kind") == "probs"):
             kind = "probs"
@@ -171,20 +200,19 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
                 notes.append("the output %r holds probabilities (rows sum to 1 on the calibration data): the head is "
                              "built on their logarithm (output_kind='logits' to override)" % logits)
             z = as_logits(raw, "probs" if kind == "probs" else "logits")
+            _check_label_count(labels, int(z.shape[1]), logits)
             samples = int(z.shape[0])
             if labels is None and cal.dataset is not None and cal.dataset.classes \
                     and len(cal.dataset.classes) == z.shape[1]:
                 labels = list(cal.dataset.classes)
+                label_origin = "data"
             y = cal.labels(labels, z.shape[1], need=False)
             if y is not None:
                 check_logits_labels(z, y, cal.what)
                 accuracy = float((z.argmax(axis=1) == y).mean())
                 chance = 1.0 / z.shape[1]
                 if accuracy <= NEAR_CHANCE * chance:
-                    warnings.append("accuracy on the calibration labels is %.1f %%, near chance (%.1f %%): wrong "
-                                    "preprocessing is the usual cause; check size, channels, color, layout, scale and "
-                                    "mean/std against how the model was trained (recorded: %s)"
-                                    % (100 * accuracy, 100 * chance, pre.describe() if pre else "none"))
+                    warnings.append(_near_chance(accuracy, chance, pre, labels, label_origin, cal))
                 if temperature is None:
                     cal_report = fit_temperature(z, y)
                     temperature = cal_report.temperature
@@ -227,7 +255,7 @@ def calibrate(model: str, data: Any, preprocessing: Any = None, output: Optional
 # ------------------------------------------------------------------------------------------ pair
 @dataclass
 class PairingResult:
-    """Every model alone and every ordered pair as a two-stage cascade; ``pairs[0]`` is the recommendation."""
+    """Every model alone and every ordered pair as a two-stage cascade; the first buildable pair is recommended."""
 
     names: List[str]
     models: Dict[str, Dict[str, Any]]
@@ -242,11 +270,15 @@ class PairingResult:
 
     @property
     def recommended(self) -> Any:
-        return self.pairs[0]
+        """The best pair ``edgeconf cascade`` can build, or None when no pair can be built."""
+        from edgeconf.export.pairing import recommended_pair
+
+        return recommended_pair(self.pairs)
 
     def to_json(self) -> Dict[str, Any]:
+        best = self.recommended
         return {"models": self.models, "costs": self.costs, "complementarity": self.complementarity.to_json(),
-                "pairs": [p.to_json() for p in self.pairs], "recommended": self.pairs[0].to_json(),
+                "pairs": [p.to_json() for p in self.pairs], "recommended": best.to_json() if best else None,
                 "calibration_samples": self.calibration_samples, "test_samples": self.test_samples,
                 "policy": self.policy, "cost_unit": self.cost_unit, "notes": list(self.notes)}
 
@@ -263,6 +295,21 @@ def model_names(paths: Sequence[str]) -> List[str]:
     return names
 
 
+def _pair_refusals(names: Sequence[str], sources: Sequence[Any], shapes: Sequence[Any], given: Any,
+                   image_shape: Any) -> Dict[Tuple[str, str], str]:
+    """Why each ordered pair that ``edgeconf cascade FIRST SECOND`` would refuse cannot be built."""
+    from edgeconf.export.build import stage_refusal
+
+    out = {}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            why = None if i == j else stage_refusal([sources[i], sources[j]], [shapes[i], shapes[j]], given,
+                                                    image_shape)
+            if why is not None:
+                out[(a, b)] = why
+    return out
+
+
 def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", score: str = "margin",
                 combine: str = "last", calib_fraction: float = 0.5, costs: Optional[Sequence[float]] = None,
                 preprocessing: Any = None, output: Optional[str] = None, repeats: int = 200,
@@ -273,7 +320,10 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     ranking too (accuracy, then the cheaper pair among ties); accuracy, cost and escalation are also reported
     on the test part. Each model prepares images its own way (``preprocessing`` for all, else each model's
     metadata, else inferred). Costs default to measured ms per image (ONNX Runtime, 1 thread, batch 1).
+    A pair :func:`~edgeconf.export.build.build_cascade` would refuse (the two models prepare images differently,
+    or name their classes differently) is reported with ``buildable`` False and ``why``, and never recommended.
     """
+    from edgeconf.export.build import _Source
     from edgeconf.export.pairing import complementarity_matrix, rank_pairs
     from edgeconf.export.thresholds import parse_policy
 
@@ -284,6 +334,7 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     cal, tst = split_data(as_data(data, "pairing data", max_pixels, need_labels=True), calib_fraction)
     names = model_names(models)
     cal_logits, test_logits, ready, notes = [], [], [], []
+    sources, shapes = [], []
     model_labels = None
     for path in models:
         proto, _ = load_model(path)
@@ -291,6 +342,8 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
         meta = read_head_metadata(proto)
         model_labels = model_labels or meta.get("labels")
         spec = input_spec(_session(path))
+        sources.append(_Source(str(path), logits, _classes, meta, given=str(path)))
+        shapes.append(spec.shape)
         pre = None
         if cal.raw:  # model-ready arrays need no preprocessing
             pre, _, more = resolve_preprocessing(given, meta.get("preprocessing") if given is None else None,
@@ -329,8 +382,9 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     cost_values = {n: float(c.get("ms", c.get("value", 0.0))) for n, c in zip(names, cost_info)}
     temps = {n: fit_temperature(z, yc).temperature for n, z in zip(names, cal_logits)}
     comp = complementarity_matrix({n: z.argmax(1) for n, z in zip(names, test_logits)}, yt)
+    refusals = _pair_refusals(names, sources, shapes, given, cal.image_shape())
     pairs = rank_pairs(dict(zip(names, cal_logits)), yc, cost_values, policy, score, temps, combine,
-                       test=(dict(zip(names, test_logits)), yt))
+                       test=(dict(zip(names, test_logits)), yt), refusals=refusals)
     singles = {n: {"calib_accuracy": float((zc.argmax(1) == yc).mean()),
                    "test_accuracy": float((zt.argmax(1) == yt).mean()), "cost": cost_values[n],
                    "temperature": temps[n]}

@@ -127,6 +127,78 @@ def _sources(models: Sequence[str], output: Optional[str], output_kind: str = "a
     return out
 
 
+def plan_stages(sources: Sequence[_Source], given: Optional[Preprocessing], image_shape: Any,
+                shapes: Sequence[Sequence[Any]]) -> Tuple[Preprocessing, List[str], List[bool]]:
+    """The bundle's one preprocessing, notes, and which stages need a Transpose in front (their layout differs).
+
+    ``shapes``: each source's model input shape without the batch axis. The bundle takes ``given``, else the first
+    model's recorded preprocessing, else one inferred from the first model's input. :class:`ConfigError` for a model
+    whose own recorded preprocessing differs (other than in layout) or whose input takes it in neither layout.
+    """
+    from edgeconf.export.preprocessing import resolve_preprocessing
+
+    first = sources[0]
+    pre, origin, notes = resolve_preprocessing(given, first.meta.get("preprocessing") if given is None else None,
+                                               shapes[0], image_shape, first.path)
+    assert pre is not None
+    flips = []
+    for src, shape in zip(sources, shapes):
+        _check_recorded(src, pre, origin)
+        if pre.model_input_problem(shape) is None:
+            flips.append(False)
+            continue
+        flipped = pre.replace(layout="NHWC" if pre.layout == "NCHW" else "NCHW")
+        if flipped.model_input_problem(shape) is not None:
+            raise ConfigError("%s: %s" % (src.given, pre.model_input_problem(shape)))
+        flips.append(True)
+    return pre, list(notes), flips
+
+
+def _check_recorded(src: _Source, pre: Preprocessing, origin: str) -> None:
+    """Refuse a source whose recorded preprocessing differs from the bundle's ``pre`` other than in layout."""
+    own_raw = src.meta.get("preprocessing")
+    own = Preprocessing.from_json(own_raw) if isinstance(own_raw, dict) else None
+    if own is None:
+        return
+    diff = [k for k in own.differences(pre) if k != "layout"]
+    if diff:
+        a, b = own.values(), pre.values()
+        raise ConfigError("%s was exported with preprocessing %s but the cascade's is %s (%s): every stage must "
+                          "prepare images the same way; re-export it or build with a matching --preprocessing"
+                          % (src.given, ", ".join("%s %s" % (k, json.dumps(a[k])) for k in diff),
+                             ", ".join("%s %s" % (k, json.dumps(b[k])) for k in diff), origin))
+
+
+def check_stage_labels(sources: Sequence[_Source]) -> None:
+    """Refuse stages whose recorded class names differ (other names, or the same in another order)."""
+    named = [s for s in sources if isinstance(s.meta.get("labels"), list)]
+    for s in named[1:]:
+        a, b = named[0].meta["labels"], s.meta["labels"]
+        if [str(v) for v in a] != [str(v) for v in b]:
+            raise ConfigError("%s names its classes %s but %s names them %s: every stage must answer over the same "
+                              "classes in the same order; re-export one with the other's class names (edgeconf export "
+                              "--labels)" % (named[0].given, _short(a), s.given, _short(b)))
+
+
+def _short(names: Sequence[Any], most: int = 6) -> str:
+    shown = ", ".join(str(v) for v in names[:most])
+    return "[%s%s]" % (shown, ", …" if len(names) > most else "")
+
+
+def stage_refusal(sources: Sequence[_Source], shapes: Sequence[Sequence[Any]], given: Any = None,
+                  image_shape: Any = None) -> Optional[str]:
+    """Why :func:`build_cascade` would refuse ``sources`` as the stages of one cascade (in this order), or None.
+
+    The same checks the build makes: a preprocessing every stage can take, and the same class names.
+    """
+    try:
+        check_stage_labels(sources)
+        plan_stages(sources, _as_preprocessing(given), image_shape, shapes)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 def stage_preprocessing(sources: List[_Source], given: Optional[Preprocessing], image_shape: Any,
                         folder: str) -> Tuple[Preprocessing, List[str]]:
     """The bundle's one preprocessing, and notes; every stage must prepare images the same way.
@@ -135,37 +207,18 @@ def stage_preprocessing(sources: List[_Source], given: Optional[Preprocessing], 
     model's input. A model whose own recorded preprocessing differs is refused; one that differs only in the
     layout (an NHWC model among NCHW ones) gets a Transpose in front (a copy in ``folder``) and is noted.
     """
-    from edgeconf.export.preprocessing import resolve_preprocessing, with_input_layout
+    from edgeconf.export.preprocessing import with_input_layout
 
-    notes: List[str] = []
-    first = sources[0]
-    shape0 = input_spec(_session(first.path)).shape
-    pre, origin, more = resolve_preprocessing(given, first.meta.get("preprocessing") if given is None else None,
-                                              shape0, image_shape, first.path)
-    notes += more
-    assert pre is not None
-    for i, src in enumerate(sources):
-        own_raw = src.meta.get("preprocessing")
-        own = Preprocessing.from_json(own_raw) if isinstance(own_raw, dict) else None
-        if own is not None:
-            diff = [k for k in own.differences(pre) if k != "layout"]
-            if diff:
-                a, b = own.values(), pre.values()
-                raise ConfigError("%s was exported with preprocessing %s but the cascade's is %s (%s): every stage must "
-                                  "prepare images the same way; re-export it or build with a matching --preprocessing"
-                                  % (src.given, ", ".join("%s %s" % (k, json.dumps(a[k])) for k in diff),
-                                     ", ".join("%s %s" % (k, json.dumps(b[k])) for k in diff), origin))
-        shape = input_spec(_session(src.path)).shape
-        if pre.model_input_problem(shape) is None:
+    shapes = [input_spec(_session(src.path)).shape for src in sources]
+    pre, notes, flips = plan_stages(sources, given, image_shape, shapes)
+    for i, (src, flip) in enumerate(zip(sources, flips)):
+        if not flip:
             continue
-        flipped = pre.replace(layout="NHWC" if pre.layout == "NCHW" else "NCHW")
-        if flipped.model_input_problem(shape) is not None:
-            raise ConfigError("%s: %s" % (src.given, pre.model_input_problem(shape)))
         adapted = with_input_layout(load_model(src.path)[0], pre.layout)
         src.path = os.path.join(folder, "adapted%d.onnx" % i)
         onnx.save(adapted, src.path)
         notes.append("%s takes %s input: a Transpose in front of it makes it take the bundle's %s"
-                     % (os.path.basename(src.given), flipped.layout, pre.layout))
+                     % (os.path.basename(src.given), "NHWC" if pre.layout == "NCHW" else "NCHW", pre.layout))
     return pre, notes
 
 
@@ -349,6 +402,7 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
         cal, tst = split_data(cal, calib_fraction)
     with tempfile.TemporaryDirectory(prefix="edgeconf-cascade-") as tmp:
         sources = _sources(models, output, output_kind)
+        check_stage_labels(sources)
         given = _as_preprocessing(preprocessing)
         pre, notes = stage_preprocessing(sources, given, cal.image_shape(), tmp)
         spec0 = input_spec(_session(sources[0].path))
@@ -361,8 +415,9 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
                 raise ConfigError("%s outputs %s logits but the first model has %d classes; all stages must share the "
                                   "classes" % (s.given, z.shape, classes))
         names = _labels_for(labels, sources, classes, cal)
-        yc = cal.labels(names, classes)
-        yt = tst.labels(names, classes) if tst is not None else None
+        known = None if names == [str(i) for i in range(classes)] else names  # class indices are not names
+        yc = cal.labels(known, classes)
+        yt = tst.labels(known, classes) if tst is not None else None
         check_logits_labels(calib_logits[0], yc, cal.what)
         notes += ["%s outputs probabilities: its head is built on their logarithm" % os.path.basename(s.given)
                   for s in sources if s.kind == "probs"]
@@ -393,4 +448,4 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
 
 
 __all__ = ["build_cascade", "BuildReport", "StageReport", "assemble_bundle", "runtime_check", "infer_preprocessing",
-           "stage_preprocessing"]
+           "stage_preprocessing", "plan_stages", "check_stage_labels", "stage_refusal"]

@@ -151,8 +151,11 @@ def export_cmd(model: str, out: str, score: str, threshold: float, temperature: 
     the preprocessing and the class names. The preprocessing is --preprocessing, else the model's
     metadata, else inferred from its input shape (said in the report; never written as null unless
     --preprocessing none). With labelled --calibrate data the report gives the model's accuracy on it and
-    warns when it is near chance (wrong preprocessing is the usual cause).
+    warns when it is near chance (wrong preprocessing is the usual cause; class names in another order
+    than the model's outputs, as --labels or the model's metadata give them, another).
     """
+    from rich.markup import escape
+
     from edgeconf.export.api import export_model
 
     if int8 and not (int8_calib or calibrate):
@@ -207,8 +210,8 @@ def export_cmd(model: str, out: str, score: str, threshold: float, temperature: 
                   % (c.samples, c.ece_before, c.ece_after, c.nll_before, c.nll_after))
     for note in res.notes:
         con.print("note: %s" % note)
-    for warning in res.warnings:
-        err.print("[yellow]warning:[/] %s" % warning)
+    for warning in res.warnings:  # one line each, however long
+        err.print("[yellow]warning:[/] %s" % escape(warning), soft_wrap=True)
     if "int8" in report:
         q = report["int8"]
         _print_int8(con, q)
@@ -316,7 +319,8 @@ def pair_cmd(models: Sequence[str], data: str, policy: str, score: str, combine:
     ordered pair with the threshold chosen by --policy on the calibration part of --data. Pairs are
     ranked on the calibration part: by accuracy, the cheapest pair among ties (max-accuracy and
     budget), or by cost (match); the test columns report the other part. The first row is the
-    recommended pair.
+    recommended pair. A pair 'edgeconf cascade' would refuse (the models prepare images differently or
+    name their classes differently) is ranked last, marked ✗ with the reason, and never recommended.
     """
     from edgeconf.export.api import pair_models
 
@@ -364,14 +368,22 @@ def print_pairing(res: Any, top: int = 10) -> None:
     for col in cols:
         p.add_column(col, justify="left" if col == "pair" else "right", overflow="fold")
     for i, r in enumerate(res.pairs[:top]):
-        row = [str(i + 1), "%s → %s" % (r.first, r.second), "%.4f" % r.threshold, "%.4f" % r.calib_accuracy,
+        row = [str(i + 1) if r.buildable else "✗", "%s → %s" % (r.first, r.second), "%.4f" % r.threshold,
+               "%.4f" % r.calib_accuracy,
                "%.4f" % r.accuracy, "%.4g" % r.cost, "%.3f" % r.escalation, "%.3f" % r.complementarity]
         if not res.policy.startswith("max"):
             row.append("yes" if r.feasible else "no")
         p.add_row(*row)
     con.print(p)
+    for r in res.pairs[:top]:
+        if not r.buildable:
+            con.print("✗ %s → %s cannot be built as a cascade: %s" % (r.first, r.second, r.why), markup=False)
     best = res.recommended
-    con.print("recommended: [bold]%s → %s[/] (λ = %.4f)" % (best.first, best.second, best.threshold))
+    if best is None:
+        con.print("recommended: none: no pair of these models can be built as a cascade (each ✗ line says why); "
+                  "re-export the models with one preprocessing and the same class names")
+    else:
+        con.print("recommended: [bold]%s → %s[/] (λ = %.4f)" % (best.first, best.second, best.threshold))
     for note in res.notes:
         con.print("note: %s" % note)
 

@@ -159,9 +159,30 @@ def input_spec(sess) -> InputSpec:
     return InputSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape[1:]), dtype)
 
 
+def image_channels(images: Images) -> List[int]:
+    """The channel counts raw images have: 1 (grey: H×W or H×W×1) and/or 3 (colour: H×W×3, or H×W×4 with alpha)."""
+    if not isinstance(images, list):
+        a = np.asarray(images)
+        return [1 if a.ndim == 3 or a.shape[-1] == 1 else 3]
+    return sorted({1 if im.ndim == 2 or im.shape[2] == 1 else 3 for im in images})
+
+
+def check_channels(images: Images, preprocessing: Preprocessing, what: str) -> None:
+    """Refuse grey images for a colour preprocessing, or the reverse, as ``edgeconf bench`` does: the
+    preprocessing would convert them, and calibrating on images unlike the model's would mean nothing."""
+    chans = image_channels(images)
+    if chans != [preprocessing.channels]:
+        kind = {1: "grey", 3: "colour"}
+        raise DataError("the model takes %s images (preprocessing channels %d) but %s holds %s images; calibrate it "
+                        "on the kind of images it was trained on, or give a --preprocessing with the channels it takes"
+                        % (kind[preprocessing.channels], preprocessing.channels, what,
+                           " and ".join(kind[c] for c in chans)))
+
+
 def model_ready(x: Images, spec: InputSpec, preprocessing: Optional[Preprocessing] = None,
                 what: str = "data") -> np.ndarray:
-    """Raw uint8 images → preprocessing; float arrays → float32. Check the shape against the model input."""
+    """Raw uint8 images → preprocessing; float arrays → float32. Check the shape against the model input, and
+    raw images' channels against the preprocessing's."""
     if isinstance(x, list) or np.asarray(x).dtype == np.uint8:
         if preprocessing is None:
             raise InputValidationError("%s holds raw uint8 images but no preprocessing is known; give model-ready "
@@ -169,6 +190,7 @@ def model_ready(x: Images, spec: InputSpec, preprocessing: Optional[Preprocessin
         problem = preprocessing.model_input_problem(spec.shape)
         if problem:
             raise InputValidationError("%s: %s" % (what, problem))
+        check_channels(x, preprocessing, what)
         images = list(x)
         x = np.concatenate([preprocessing.batch(images[i:i + 1024]) for i in range(0, len(images), 1024)])
     else:
@@ -270,4 +292,4 @@ def read_labels(path: str) -> List[str]:
 
 
 __all__ = ["Data", "as_data", "split_data", "load_npz", "run_outputs", "measure_cost", "model_ready", "input_spec", "split",
-           "read_labels", "DATA_HELP"]
+           "read_labels", "DATA_HELP", "check_channels", "image_channels"]

@@ -73,6 +73,8 @@ class PairReport:
     calib_cost: float
     feasible: bool  # the policy could be met on the calibration data
     evaluated_on: str  # "test" or "calibration"
+    buildable: bool = True  # ``edgeconf cascade FIRST SECOND`` would build it
+    why: Optional[str] = None  # why it would not (other preprocessing, other class names)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -94,12 +96,14 @@ def rank_pairs(logits_by_model: Mapping[str, np.ndarray], labels: np.ndarray,
                costs: Union[Mapping[str, float], Sequence[float]], policy: str = "max-accuracy",
                score: str = "margin", temperatures: Optional[Mapping[str, float]] = None, combine: str = "last",
                test: Optional[Tuple[Mapping[str, np.ndarray], np.ndarray]] = None, n: int = 2000,
-               ordered: bool = True) -> List[PairReport]:
-    """Every (ordered) pair's cascade under ``policy``, best first; ``[0]`` is the recommended pair.
+               ordered: bool = True, refusals: Optional[Mapping[Tuple[str, str], str]] = None) -> List[PairReport]:
+    """Every (ordered) pair's cascade under ``policy``, best first; the first buildable one is recommended.
 
-    Ranking uses the calibration data (``logits_by_model``/``labels``) only: feasible pairs first, then
-    by the policy (max-accuracy and budget: accuracy, then cost; match: cost, then accuracy).
-    ``ordered=False`` keeps only the cheaper-first order of each pair.
+    Ranking uses the calibration data (``logits_by_model``/``labels``) only: buildable pairs first, then feasible
+    ones, then by the policy (max-accuracy and budget: accuracy, then cost; match: cost, then accuracy).
+    ``refusals`` maps an ordered pair ``(first, second)`` to why it cannot be built as a cascade; such a pair is
+    reported (``buildable`` False, ``why``) but ranked last. ``ordered=False`` keeps only the cheaper-first order
+    of each pair.
     """
     names = list(logits_by_model)
     if len(names) < 2:
@@ -129,13 +133,20 @@ def rank_pairs(logits_by_model: Mapping[str, np.ndarray], labels: np.ndarray,
                           [temps[a], temps[b]], combine)
             where = "test"
         i, j = idx[a], idx[b]
+        why = (refusals or {}).get((a, b))
         reports.append(PairReport(a, b, float(comp.exactly_one[i, j]), float(comp.paper[i, j]), op.thresholds[0],
-                                  ev.accuracy, ev.cost, ev.escalation, op.accuracy, op.cost, feasible, where))
+                                  ev.accuracy, ev.cost, ev.escalation, op.accuracy, op.cost, feasible, where,
+                                  why is None, why))
     if kind == "match":
-        reports.sort(key=lambda r: (not r.feasible, r.calib_cost, -r.calib_accuracy))
+        reports.sort(key=lambda r: (not r.buildable, not r.feasible, r.calib_cost, -r.calib_accuracy))
     else:
-        reports.sort(key=lambda r: (not r.feasible, -r.calib_accuracy, r.calib_cost))
+        reports.sort(key=lambda r: (not r.buildable, not r.feasible, -r.calib_accuracy, r.calib_cost))
     return reports
 
 
-__all__ = ["ComplementarityMatrix", "complementarity_matrix", "PairReport", "rank_pairs"]
+def recommended_pair(reports: Sequence[PairReport]) -> Optional[PairReport]:
+    """The best pair that can be built as a cascade, or None when none can."""
+    return next((r for r in reports if r.buildable), None)
+
+
+__all__ = ["ComplementarityMatrix", "complementarity_matrix", "PairReport", "rank_pairs", "recommended_pair"]

@@ -111,6 +111,22 @@ def _ort_run(path: str, input_name: str, x: np.ndarray, names: Sequence[str]) ->
     return sess.run(list(names), {input_name: x})
 
 
+def _last_line(exc: BaseException, most: int = 300) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:most]
+
+
+def _check_forward(torch: Any, model: Any, one: Any) -> None:
+    """Run the model once on a one-sample batch; its failure (usually a wrong input shape) as one ExportError."""
+    try:
+        with torch.no_grad():
+            model(one)
+    except Exception as exc:
+        raise ExportError("the model failed on an input of shape %s (%s: %s); check the input shape (CLI --input-shape "
+                          "C,H,W, or the preprocessing's size and channels) against the input the model was built for"
+                          % (tuple(one.shape), type(exc).__name__, _last_line(exc))) from None
+
+
 def export_torch(model: Any, example: Any, path: str, input_name: str = "input",
                  output_names: Sequence[str] = ("logits",), opset: int = 17, tolerance: float = TOLERANCE,
                  exporter: str = "auto") -> ExportReport:
@@ -128,6 +144,7 @@ def export_torch(model: Any, example: Any, path: str, input_name: str = "input",
     example = _to_tensor(torch, example).float()
     output_names = [str(n) for n in output_names]
     model = model.eval()
+    _check_forward(torch, model, example[:1])
     with torch.no_grad():
         ref = _outputs(torch, model(example))
         ref2 = _outputs(torch, model(torch.cat([example, example])))
@@ -247,6 +264,17 @@ def load_weights(path: str) -> Dict[str, Any]:
     return obj
 
 
+def _state_dict_problem(exc: BaseException, most: int = 300) -> str:
+    """torch's load_state_dict error in one line: its first problem (missing, unexpected or mismatched), and how many
+    more there are."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) < 2:
+        return (lines[0] if lines else type(exc).__name__)[:most]
+    first = lines[1] if len(lines[1]) <= most else lines[1][:most - 1] + "…"
+    more = len(lines) - 2
+    return "%s %s%s" % (lines[0], first, " (and %d more problem%s)" % (more, "s" if more > 1 else "") if more else "")
+
+
 def load_factory(spec: str, weights: Optional[str] = None) -> Any:
     """Build the model ``module:function`` returns and load ``weights`` into it (strict)."""
     torch = _torch()
@@ -262,7 +290,8 @@ def load_factory(spec: str, weights: Optional[str] = None) -> Any:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise ModelLoadError("weights %s do not fit %s: %s" % (weights, spec, str(exc).splitlines()[0][:300])) from None
+            raise ModelLoadError("weights %s do not fit %s: %s; give the weights saved from the model %s builds"
+                                 % (weights, spec, _state_dict_problem(exc), spec)) from None
     return model.eval()
 
 

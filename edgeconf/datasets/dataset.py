@@ -54,14 +54,15 @@ class Dataset:
     """Raw images (or model-ready arrays) with optional labels and class names, read on demand.
 
     ``targets`` are class indices (int64); ``classes`` names them when the source does (ImageFolder
-    subfolders, a list's names, an .npz ``classes`` array, FashionMNIST). Use :meth:`labels_for` to
-    express the targets in a model's classes.
+    subfolders, a list's names, an .npz ``classes`` array, FashionMNIST). ``empty_classes``: an ImageFolder's
+    subfolders that hold no images (not classes of the data set; named when the class count does not fit a
+    model). Use :meth:`labels_for` to express the targets in a model's classes.
     """
 
     def __init__(self, source: str, kind: str, size: int, get: Callable[[int], np.ndarray],
                  name: Callable[[int], str], targets: Optional[np.ndarray] = None,
                  classes: Optional[List[str]] = None, model_ready: bool = False,
-                 array: Optional[np.ndarray] = None) -> None:
+                 array: Optional[np.ndarray] = None, empty_classes: Sequence[str] = ()) -> None:
         if size == 0:
             raise DataError("%s holds no samples; the data set is empty" % source)
         if targets is not None and targets.shape != (size,):
@@ -71,6 +72,7 @@ class Dataset:
         self._get, self._name = get, name
         self.targets, self.classes, self.model_ready = targets, classes, model_ready
         self._array = array
+        self.empty_classes = list(empty_classes)
 
     # -- access ------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -143,12 +145,26 @@ class Dataset:
                                 "classes like the model's labels, or use class indices"
                                 % (self.source, ", ".join(repr(n) for n in unknown[:5]), ", ".join(model_labels)))
             elif num_classes is not None and len(names) != num_classes:
-                raise DataError("%s has %d classes (%s) but the model answers over %d; the data does not fit the "
-                                "model" % (self.source, len(names), ", ".join(names[:10]), num_classes))
+                raise DataError("%s has %d classes (%s) but the model answers over %d%s"
+                                % (self.source, len(names), ", ".join(names[:10]), num_classes, self._empty_hint()))
         if num_classes is not None and y.size and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise DataError("%s has labels %d..%d but the model answers over %d classes (0..%d); the labels do not "
                             "fit the model" % (self.source, int(y.min()), int(y.max()), num_classes, num_classes - 1))
         return y
+
+
+    def _empty_hint(self) -> str:
+        """The end of a class-count error: the empty class folders and what to do, or that the data does not fit."""
+        if not self.empty_classes:
+            return "; the data does not fit the model"
+        many = len(self.empty_classes) > 1
+        return (" (the folder%s %s hold%s no images); add images to %s, or give the model's class names (export "
+                "or cascade --labels): the data's classes are then matched by name"
+                % ("s" if many else "", _folders(self.empty_classes), "" if many else "s", "them" if many else "it"))
+
+
+def _folders(names: Sequence[str]) -> str:
+    return ", ".join("%s/" % d for d in names[:10]) + (", …" if len(names) > 10 else "")
 
 
 # ---------------------------------------------------------------------------------------- opening
@@ -211,11 +227,13 @@ def _open_idx(images: str, labels: Optional[str], source: str, fashion: bool, ma
 
 
 def _path_dataset(source: str, kind: str, paths: List[str], targets: Optional[np.ndarray],
-                  classes: Optional[List[str]], max_pixels: Optional[int], root: str) -> Dataset:
+                  classes: Optional[List[str]], max_pixels: Optional[int], root: str,
+                  empty_classes: Sequence[str] = ()) -> Dataset:
     def name(i: int) -> str:
         return os.path.relpath(paths[i], root) if root else paths[i]
 
-    return Dataset(source, kind, len(paths), lambda i: read_image(paths[i], max_pixels), name, targets, classes)
+    return Dataset(source, kind, len(paths), lambda i: read_image(paths[i], max_pixels), name, targets, classes,
+                   empty_classes=empty_classes)
 
 
 def _walk_images(folder: str) -> List[str]:
@@ -237,20 +255,23 @@ def _open_folder(folder: str, split: Optional[str], max_pixels: Optional[int]) -
     subdirs = [e for e in entries if os.path.isdir(os.path.join(folder, e))]
     loose = [e for e in entries if is_image_path(e) and os.path.isfile(os.path.join(folder, e))]
     classes = [d for d in subdirs if _walk_images(os.path.join(folder, d))]
+    empty = [d for d in subdirs if d not in classes]
     if classes:
         if loose:
             raise DataError("%s holds both class subfolders (%s) and loose images (%s); an ImageFolder keeps every "
                             "image inside its class's subfolder" % (folder, ", ".join(classes[:3]), loose[0]))
         if len(classes) < 2:
-            raise DataError("ImageFolder %s has one class folder (%s); a labelled data set needs at least two classes, "
-                            "one subfolder each" % (folder, classes[0]))
+            raise DataError("ImageFolder %s has one class folder (%s)%s; a labelled data set needs at least two "
+                            "classes, one subfolder each" % (folder, classes[0], " (%s hold%s no images)" % (
+                                _folders(empty), "s" if len(empty) == 1 else "") if empty else ""))
         paths: List[str] = []
         targets: List[int] = []
         for k, c in enumerate(classes):
             found = _walk_images(os.path.join(folder, c))
             paths += found
             targets += [k] * len(found)
-        return _path_dataset(folder, "imagefolder", paths, np.asarray(targets, np.int64), classes, max_pixels, folder)
+        return _path_dataset(folder, "imagefolder", paths, np.asarray(targets, np.int64), classes, max_pixels, folder,
+                             empty)
     if loose:
         return _path_dataset(folder, "folder", [os.path.join(folder, e) for e in loose], None, None, max_pixels, "")
     raise DataError("folder %s holds no images, no class subfolders with images and no IDX files; expected %s"

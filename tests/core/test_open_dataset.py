@@ -181,6 +181,23 @@ def test_labels_map_by_name_onto_the_models_classes(image_folder):
         ds.labels_for(None, 10)
 
 
+def test_empty_class_folders_are_named_when_the_class_count_does_not_fit(image_folder):
+    os.makedirs(str(image_folder / "bat"))  # sorts first: the data's classes shift by one
+    os.makedirs(str(image_folder / "fox"))
+    ds = open_dataset(str(image_folder))
+    assert ds.classes == ["cat", "dog", "eel"] and ds.empty_classes == ["bat", "fox"]
+    with pytest.raises(DataError, match="has 3 classes \\(cat, dog, eel\\) but the model answers over 5 \\(the folders "
+                                        "bat/, fox/ hold no images\\); add images to them, or give the model's class "
+                                        "names") as err:
+        ds.labels_for(None, 5)
+    assert "\n" not in str(err.value)
+    assert ds.labels_for(["bat", "cat", "dog", "eel", "fox"], 5).tolist() == [1, 1, 2, 3, 3, 3]  # by name
+    os.makedirs(str(image_folder.parent / "two" / "ant"))
+    _png(image_folder.parent / "two" / "cat" / "a.png", 1)
+    with pytest.raises(DataError, match="has one class folder \\(cat\\) \\(ant/ holds no images\\)"):
+        open_dataset(str(image_folder.parent / "two"))
+
+
 def test_integer_folder_names_are_indices_and_ranges_are_checked(tmp_path):
     for cls in ("3", "7"):
         _png(tmp_path / "d" / cls / "a.png", 1)

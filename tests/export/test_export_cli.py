@@ -121,7 +121,9 @@ def test_pair_and_cascade(capsys, pool, data, tmp_path):
 
 @pytest.mark.parametrize("case", ["int8_no_calib", "calib_no_int8", "several_outputs", "labels", "wrong_shape",
                                   "one_class", "few", "no_y", "policy", "not_classifier", "temp_conflict",
-                                  "fixed_batch", "fixed_batch_pair"])
+                                  "fixed_batch", "fixed_batch_pair", "labels_calibrate", "empty_class_export",
+                                  "empty_class_cascade", "grey_for_colour_export", "grey_for_colour_cascade",
+                                  "colour_for_grey_pair"])
 def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     x, y = task.data(400, 31)
     out = tmp_path / "o.onnx"
@@ -135,6 +137,34 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
     elif case == "labels":
         (tmp_path / "l.txt").write_text("a\nb\n")
         args, msg = ["export", pool[0], "--out", out, "--labels", tmp_path / "l.txt"], "2 labels given"
+    elif case.startswith("empty_class"):  # c2/ holds no images: 4 classes left for a 5-class model without names
+        folder = _row_folder(tmp_path / "imgs", ["c0", "c1", "c2", "c3", "c4"], skip=("c2",))
+        model = _row_model(tmp_path)
+        args = ["export", model, "--out", out, "--calibrate", folder] if case == "empty_class_export" else \
+            ["cascade", model, model, "--data", folder, "--costs", "1,2", "--out", tmp_path / "b"]
+        msg = ("has 4 classes (c0, c1, c3, c4) but the model answers over 5 (the folder c2/ holds no images); add "
+               "images to it, or give the model's class names")
+    elif "_for_" in case:  # images of the other kind than the model's preprocessing: refused as bench refuses them
+        from onnx_models import random_classifier
+
+        colour = save(random_classifier(1, (3, 6, 6), classes=5), tmp_path / "rgb.onnx")
+        imgs = np.random.default_rng(0).integers(0, 256, (60, 6, 6) + ((3,) if case.startswith("colour") else ()))
+        np.savez(tmp_path / "d.npz", x=imgs.astype(np.uint8), y=np.arange(60) % 5)
+        if case == "grey_for_colour_export":
+            args = ["export", colour, "--out", out, "--calibrate", tmp_path / "d.npz"]
+        elif case == "grey_for_colour_cascade":
+            args = ["cascade", colour, colour, "--data", tmp_path / "d.npz", "--costs", "1,2", "--out", tmp_path / "b"]
+        else:
+            args = ["pair", pool[0], pool[1], "--data", tmp_path / "d.npz", "--costs", "1,2"]
+        msg = ("the model takes %s images (preprocessing channels %d) but " % (
+            ("grey", 1) if case.startswith("colour") else ("colour", 3)))
+        msg = (msg, "holds %s images; calibrate it on the kind of images it was trained on"
+               % ("colour" if case.startswith("colour") else "grey"))
+    elif case == "labels_calibrate":  # too few names: said before the names meet the data's class names
+        (tmp_path / "l.txt").write_text("c0\nc1\nc2\n")
+        np.savez(tmp_path / "d.npz", x=x, y=y, classes=np.array(["c0", "c1", "c2", "c3", "c4"]))
+        args, msg = ["export", pool[0], "--out", out, "--labels", tmp_path / "l.txt", "--calibrate",
+                     tmp_path / "d.npz"], "3 labels given but the model's output 'logits' has 5 classes"
     elif case == "wrong_shape":
         np.savez(tmp_path / "d.npz", x=x[:, :, :4, :4], y=y)
         args, msg = ["export", pool[0], "--out", out, "--calibrate", tmp_path / "d.npz"], "expects (1,6,6)"
@@ -173,7 +203,8 @@ def test_errors_are_one_line(capsys, case, pool, data, task, tmp_path):
         args, msg = ["export", pool[0], "--out", out, "--temperature", "2", "--calibrate", data], "conflict"
     code, stdout, err = run(capsys, *args)
     assert code == 1
-    assert err.startswith("edgeconf: error:") and msg in err and err.count("\n") == 1
+    msgs = msg if isinstance(msg, tuple) else (msg,)
+    assert err.startswith("edgeconf: error:") and all(m in err for m in msgs) and err.count("\n") == 1, err
     assert "Traceback" not in err
 
 
@@ -213,3 +244,100 @@ def test_pair_ranks_the_cheapest_among_ties_and_fits_80_columns(capsys, pool, da
     lines = stdout.splitlines()
     assert lines[0].strip() and max(len(line) for line in lines) <= 80, stdout
     assert "…" not in stdout  # no header cut short
+
+
+def _with_meta(path, dest, **meta):
+    """A copy of the model at ``path`` whose edgeconf.* metadata records ``meta`` (values as JSON)."""
+    m = onnx.load(path)
+    for key, value in meta.items():
+        entry = m.metadata_props.add()
+        entry.key, entry.value = "edgeconf." + key, json.dumps(value)
+    return save(m, dest)
+
+
+@pytest.mark.parametrize("clash", ["preprocessing", "labels"])
+def test_pair_marks_the_pairs_cascade_refuses_and_never_recommends_them(capsys, clash, pool, data, tmp_path):
+    if clash == "preprocessing":  # same size and channels, other normalisation: the cascade cannot share one
+        a = dict(preprocessing={"size": [6, 6], "channels": 1, "mean": [0.5], "std": [0.25]})
+        b = dict(preprocessing={"size": [6, 6], "channels": 1, "mean": [0.4], "std": [0.25]})
+    else:  # the same classes named in another order
+        a = dict(labels=["a", "b", "c", "d", "e"])
+        b = dict(labels=["e", "d", "c", "b", "a"])
+    models = [pool[0], _with_meta(pool[1], tmp_path / "ma.onnx", **a), _with_meta(pool[2], tmp_path / "mb.onnx", **b)]
+    code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2,3", "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    paths = dict(zip(["m0", "ma", "mb"], models))
+    verdicts = {}
+    for p in rep["pairs"]:
+        code, _, err = run(capsys, "cascade", paths[p["first"]], paths[p["second"]], "--data", data, "--costs", "1,2",
+                           "--out", tmp_path / ("b_%s_%s" % (p["first"], p["second"])))
+        assert (code == 0) == p["buildable"], (p, err)
+        if not p["buildable"]:
+            assert p["why"] and p["why"] in err
+        verdicts[(p["first"], p["second"])] = p["buildable"]
+    assert verdicts[("ma", "mb")] is False and verdicts[("mb", "ma")] is False
+    assert rep["recommended"]["buildable"] and rep["recommended"] == next(p for p in rep["pairs"] if p["buildable"])
+    ranks = [p["buildable"] for p in rep["pairs"]]
+    assert ranks == sorted(ranks, reverse=True)  # every buildable pair ranks above every refused one
+    code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2,3")
+    assert code == 0, err
+    assert "✗ ma → mb cannot be built as a cascade: " in stdout
+    best = rep["recommended"]
+    assert "recommended: %s → %s" % (best["first"], best["second"]) in stdout
+
+
+def test_pair_says_when_no_pair_can_be_built(capsys, pool, data, tmp_path):
+    models = [_with_meta(pool[1], tmp_path / "ma.onnx", labels=["a", "b", "c", "d", "e"]),
+              _with_meta(pool[2], tmp_path / "mb.onnx", labels=["v", "w", "x", "y", "z"])]
+    code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2", "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    assert rep["recommended"] is None and not any(p["buildable"] for p in rep["pairs"])
+    assert all("names its classes" in p["why"] for p in rep["pairs"])
+    code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2")
+    assert code == 0, err
+    assert "recommended: none: no pair of these models can be built as a cascade" in stdout
+
+
+def _row_folder(root, classes, per_class=6, skip=()):
+    """An ImageFolder of 6×6 grey PNGs: class k has row k bright (a linear model reads it); ``skip``: empty folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(0 if name in skip else per_class):
+            img = rng.integers(0, 40, (6, 6)).astype(np.uint8)
+            img[k] = 250
+            Image.fromarray(img).save(root / name / ("%d.png" % i))
+    return root
+
+
+def _row_model(tmp_path, classes=5):
+    w = np.zeros((36, classes), np.float32)
+    for k in range(classes):
+        w[6 * k:6 * k + 6, k] = 1.0
+    from onnx_models import linear_classifier
+
+    return save(linear_classifier(w, input_shape=(1, 6, 6)), tmp_path / "rows.onnx")
+
+
+def test_near_chance_warning_names_the_order_of_the_class_names(capsys, tmp_path):
+    names = ["c0", "c1", "c2", "c3", "c4"]
+    folder = _row_folder(tmp_path / "imgs", names)
+    model = _row_model(tmp_path)
+    (tmp_path / "ok.txt").write_text("\n".join(names) + "\n")
+    (tmp_path / "rev.txt").write_text("\n".join(reversed(names)) + "\n")
+    code, stdout, err = run(capsys, "export", model, "--out", tmp_path / "a.onnx", "--calibrate", folder,
+                            "--labels", tmp_path / "ok.txt")
+    assert code == 0, err
+    assert "accuracy on the 30 calibration samples: 100.00 %" in stdout and "warning" not in err
+    code, stdout, err = run(capsys, "export", model, "--out", tmp_path / "b.onnx", "--calibrate", folder,
+                            "--labels", tmp_path / "rev.txt")
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if line.strip()]
+    assert len(warning) == 1 and warning[0].startswith("warning: accuracy on the calibration labels is 20.0 %")
+    assert "wrong preprocessing is the usual cause" in warning[0]
+    assert ("the class names are not in the order of the model's outputs: the data's folders (c0, c1, c2, c3, c4) "
+            "are matched by name to the class names of --labels (c4, c3, c2, c1, c0)") in warning[0]

@@ -182,3 +182,33 @@ def test_cli_module_function_form(capsys, task, tmp_path):
     assert code == 1 and "refused" in err and "this must never run" not in out + err
     code, out, err = run("export", spec, "--out", tmp_path / "e.onnx")
     assert code == 1 and "--input-shape" in err
+
+
+@pytest.mark.parametrize("case", ["input_shape", "other_weights"])
+def test_cli_torch_failures_are_one_line(capsys, case, tmp_path):
+    from edgeconf.cli import main
+
+    (tmp_path / "one_mod.py").write_text(textwrap.dedent("""
+        from torch import nn
+        def build():
+            return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 5))
+    """))
+    if case == "input_shape":  # the Linear takes 6×6 feature maps: 5×5 inputs fail inside the forward
+        torch.save(_cnn().state_dict(), tmp_path / "w.pt")
+        shape, words = "1,5,5", ["the model failed on an input of shape (1, 1, 5, 5) (RuntimeError: mat1 and mat2 "
+                                 "shapes cannot be multiplied", "check the input shape (CLI --input-shape"]
+    else:  # weights of a wider model: the first size mismatch is named, not only torch's header line
+        other = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5))
+        torch.save(other.state_dict(), tmp_path / "w.pt")
+        shape, words = "1,6,6", ["do not fit", "Error(s) in loading state_dict for Sequential: size mismatch for "
+                                 "0.weight: copying a param with shape torch.Size([8, 1, 3, 3])", "more problems"]
+    try:
+        main(["export", "%s:build" % (tmp_path / "one_mod.py"), "--weights", str(tmp_path / "w.pt"),
+              "--input-shape", shape, "--out", str(tmp_path / "m.onnx")])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    assert code == 1 and err.startswith("edgeconf: error:") and err.count("\n") == 1, err
+    assert all(w in err for w in words), err
+    assert "Traceback" not in err and not (tmp_path / "m.onnx").exists()
