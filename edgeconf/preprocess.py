@@ -327,6 +327,23 @@ def _fmt(values: Sequence[float]) -> str:
     return "[" + ", ".join("%.4g" % v for v in values) + "]"
 
 
+_KIND = {1: "grey", 3: "colour"}
+
+
+def channel_mismatch(images: Any, preprocessing: "Preprocessing") -> Optional[Tuple[str, str]]:
+    """(what the preprocessing takes, what the images are) — e.g. ``("colour", "grey")`` — when raw images are of
+    another kind than ``preprocessing.channels`` says, else None. Grey: H×W or H×W×1; colour: H×W×3 (or ×4 with
+    alpha). ``images``: a list of images (the first 256 are looked at) or a stack (N, H, W[, C])."""
+    if isinstance(images, list):
+        shapes = {tuple(np.shape(im)) for im in images[:256]}
+    else:
+        shapes = {tuple(np.shape(images)[1:])}
+    chans = sorted({1 if len(s) == 2 or s[2] == 1 else 3 for s in shapes})
+    if chans == [preprocessing.channels]:
+        return None
+    return _KIND[preprocessing.channels], " and ".join(_KIND[c] for c in chans)
+
+
 def check_image(image: Any, index: Optional[int] = None) -> np.ndarray:
     """A raw image as a numpy array, or :class:`InputValidationError` saying what is wrong with it.
 
@@ -360,4 +377,4 @@ def check_image(image: Any, index: Optional[int] = None) -> np.ndarray:
     return image
 
 
-__all__ = ["Preprocessing", "check_image", "stage_problem", "LAYOUTS", "COLORS", "RESIZES", "MAX_MODEL_PIXELS"]
+__all__ = ["Preprocessing", "channel_mismatch", "check_image", "stage_problem", "LAYOUTS", "COLORS", "RESIZES", "MAX_MODEL_PIXELS"]

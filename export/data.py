@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeconf.datasets import FORMATS_HELP, Dataset, open_dataset
 from edgeconf.errors import DataError, InputValidationError, ModelLoadError
-from edgeconf.preprocess import Preprocessing
+from edgeconf.preprocess import Preprocessing, channel_mismatch
 
 DATA_HELP = FORMATS_HELP
 Images = Union[np.ndarray, List[np.ndarray]]
@@ -159,24 +159,14 @@ def input_spec(sess) -> InputSpec:
     return InputSpec(i.name, tuple(d if isinstance(d, int) else None for d in i.shape[1:]), dtype)
 
 
-def image_channels(images: Images) -> List[int]:
-    """The channel counts raw images have: 1 (grey: H×W or H×W×1) and/or 3 (colour: H×W×3, or H×W×4 with alpha)."""
-    if not isinstance(images, list):
-        a = np.asarray(images)
-        return [1 if a.ndim == 3 or a.shape[-1] == 1 else 3]
-    return sorted({1 if im.ndim == 2 or im.shape[2] == 1 else 3 for im in images})
-
-
 def check_channels(images: Images, preprocessing: Preprocessing, what: str) -> None:
     """Refuse grey images for a colour preprocessing, or the reverse, as ``edgeconf bench`` does: the
     preprocessing would convert them, and calibrating on images unlike the model's would mean nothing."""
-    chans = image_channels(images)
-    if chans != [preprocessing.channels]:
-        kind = {1: "grey", 3: "colour"}
+    wrong = channel_mismatch(images, preprocessing)
+    if wrong:
         raise DataError("the model takes %s images (preprocessing channels %d) but %s holds %s images; calibrate it "
                         "on the kind of images it was trained on, or give a --preprocessing with the channels it takes"
-                        % (kind[preprocessing.channels], preprocessing.channels, what,
-                           " and ".join(kind[c] for c in chans)))
+                        % (wrong[0], preprocessing.channels, what, wrong[1]))
 
 
 def model_ready(x: Images, spec: InputSpec, preprocessing: Optional[Preprocessing] = None,
@@ -292,4 +282,4 @@ def read_labels(path: str) -> List[str]:
 
 
 __all__ = ["Data", "as_data", "split_data", "load_npz", "run_outputs", "measure_cost", "model_ready", "input_spec", "split",
-           "read_labels", "DATA_HELP", "check_channels", "image_channels"]
+           "read_labels", "DATA_HELP", "check_channels"]

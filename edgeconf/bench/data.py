@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeconf.datasets import FASHION_LABELS, open_dataset
 from edgeconf.errors import ConfigError, DataError
-from edgeconf.preprocess import Preprocessing
+from edgeconf.preprocess import Preprocessing, channel_mismatch
 
 #: the data ``edgeconf bench`` uses when none is given (with the shipped zoo only)
 DEFAULT_DATA = "fashion-mnist:test"
@@ -36,21 +36,14 @@ class BenchData:
         return len(self.images)
 
 
-def _channels(images: Images) -> List[int]:
-    shapes = {tuple(np.shape(im)) for im in (images[:256] if isinstance(images, list) else images[:1])}
-    return sorted({1 if len(s) == 2 or s[2] == 1 else 3 for s in shapes})
-
-
 def check_fit(data: BenchData, pre: Optional[Preprocessing], what: str) -> None:
     """Refuse images whose channels do not fit ``pre``; note a size that the preprocessing changes."""
     if pre is None:
         raise ConfigError("%s has no preprocessing; the benchmark classifies raw images" % what)
-    chans = _channels(data.images)
-    if chans != [pre.channels]:
-        kind = {1: "grey", 3: "colour"}
+    wrong = channel_mismatch(data.images, pre)
+    if wrong:
         raise DataError("%s takes %s images (preprocessing channels %d) but %s holds %s images; benchmark it on the "
-                        "data it was built for (--data)" % (what, kind[pre.channels], pre.channels, data.name,
-                                                            " and ".join(kind[c] for c in chans)))
+                        "data it was built for (--data)" % (what, wrong[0], pre.channels, data.name, wrong[1]))
     sizes = {tuple(np.shape(im)[:2]) for im in (data.images[:256] if isinstance(data.images, list) else data.images[:1])}
     if sizes != {pre.size}:
         data.notes.append("%s resizes the images (%s) to %d×%d (%s)" % (what, ", ".join("%d×%d" % s for s in sorted(sizes)),

@@ -116,3 +116,15 @@ def test_model_input_problem_names_the_key_to_change():
     assert 'set "layout": "NCHW"' in msg and "(3, 40, 40)" in msg
     assert 'set "channels": 1' in Preprocessing(size=(28, 28), channels=3).model_input_problem((1, 28, 28))
     assert 'set "size"' in Preprocessing(size=(28, 28)).model_input_problem((1, 32, 32))
+
+
+def test_channel_mismatch_names_what_the_preprocessing_takes_and_what_the_images_are():
+    from edgeconf.preprocess import Preprocessing, channel_mismatch
+
+    grey, colour = Preprocessing(channels=1), Preprocessing(channels=3)
+    g, c, a = np.zeros((4, 5), np.uint8), np.zeros((4, 5, 3), np.uint8), np.zeros((4, 5, 4), np.uint8)
+    assert channel_mismatch([g, g[:, :, None]], grey) is None and channel_mismatch([c, a], colour) is None
+    assert channel_mismatch([c], grey) == ("grey", "colour")
+    assert channel_mismatch([g, c], colour) == ("colour", "grey and colour")
+    assert channel_mismatch(np.stack([g, g]), colour) == ("colour", "grey")  # a stack (N, H, W)
+    assert channel_mismatch(np.stack([c, c]), colour) is None  # a stack (N, H, W, 3)
