@@ -464,8 +464,10 @@ def cascade_cmd(models: Sequence[str], data: str, test_data: Optional[str], poli
         return
     print_build(report, policy, "ms" if given is None else "cost")
     if fused is not None:
-        _stdout_console().print("fused graph: %s (TensorRT %s+; %d probe images answered as the staged cascade)"
-                                % (fused.path, fused.tensorrt_min, fused.checked_inputs))
+        trt = ("TensorRT %s+" % fused.tensorrt_min if fused.tensorrt_reason is None
+               else "TensorRT: %s, the staged bundle is used there" % fused.tensorrt_reason)
+        _stdout_console().print("fused graph: %s (%s; %d probe images answered as the staged cascade)"
+                                % (fused.path, trt, fused.checked_inputs))
 
 
 def print_build(report: Any, policy: str, unit: str) -> None:
