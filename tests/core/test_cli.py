@@ -136,3 +136,14 @@ def test_help_version_and_bare_command_still_work():
     assert out.returncode == 0 and "edgeconf, version" in out.stdout
     out = edgeconf()
     assert "Usage: edgeconf" in out.stdout + out.stderr and "Commands:" in out.stdout + out.stderr
+
+
+def test_devices_watch_json_without_a_sensor_is_one_json_line(tmp_path):
+    out = edgeconf("devices", "--watch", "--json", "--root", tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1, out.stdout
+    doc = json.loads(lines[0])
+    assert doc["power"]["available"] is False and doc["readings"] is None
+    # without --watch, --json stays one (indented) object
+    assert json.loads(edgeconf("devices", "--json", "--root", tmp_path).stdout)["power"]["available"] is False
