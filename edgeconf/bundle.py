@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -27,6 +29,8 @@ from edgeconf.preprocess import Preprocessing, stage_problem
 from edgeconf.schema import (Any_, Bool, DictOf, Float, Int, ListOf, Optional_, Path, Str, Struct, entry, from_json,
                              load_value, read_json, to_json)
 from edgeconf.schema.fields import show
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "edgeconf.json"
 FORMAT = "edgeconf.bundle"
@@ -336,7 +340,8 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
 
     Stages with an ``ood`` rule answer "unknown" for inputs past its threshold; ``ood=False`` ignores the rules.
 
-    ``backend="tensorrt"`` runs each stage's engine (ONNX with a warning where a stage has none);
+    ``backend="tensorrt"`` runs each stage's engine (ONNX where a stage has none, said once for the bundle by a
+    warning on the ``edgeconf.bundle`` logger, which the CLI prints as a notice and ``-q`` silences);
     ``"auto"`` uses an engine only where TensorRT is importable and the engine matches this device.
     ``threads``: ONNX Runtime intra-op threads per model (>= 1); None lets
     :func:`~edgeconf.backends.threads.choose_threads` pick them for this device and ``batch`` (the inputs per
@@ -360,12 +365,17 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
         chosen, why = "staged", "the OOD rules are off (ood=False); the fused graph computes them"
     stages = []
     fused_runner = None
+    no_engine: List[str] = []  # stages that run their ONNX model on onnxruntime under backend="tensorrt"
     try:
         for spec in manifest.stages:
             if spec.is_remote:
                 runner, sha = _prepare_remote(spec, manifest)
             else:
-                path, stage_backend = stage_model_path(spec, backend, folder)
+                with warnings.catch_warnings():  # said once for the whole bundle below, not as a warning per stage
+                    warnings.filterwarnings("ignore", message=r"bundle stage .* has no TensorRT engine")
+                    path, stage_backend = stage_model_path(spec, backend, folder)
+                if backend == "tensorrt" and stage_backend != "tensorrt":
+                    no_engine.append(spec.name)
                 runner = prepare(path, backend=stage_backend, providers=providers, threads=plan)
                 sha = manifest.files[spec.model]["sha256"]
             stages.append(Stage(spec.name, runner, spec.score, spec.threshold, spec.temperature, spec.input,
@@ -375,6 +385,11 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
             if problem:
                 raise BundleError("%s: stage %s (%s) does not fit the bundle's preprocessing: %s"
                                   % (folder, spec.name, spec.model, problem))
+        if no_engine:
+            log.warning("%s %s of bundle %s %s no TensorRT engine; running %s ONNX model%s on onnxruntime. Build "
+                        "engines with: edgeconf engine %s --out %s", "stage" if len(no_engine) == 1 else "stages",
+                        ", ".join(no_engine), folder, "has" if len(no_engine) == 1 else "have",
+                        "its" if len(no_engine) == 1 else "their", "" if len(no_engine) == 1 else "s", folder, folder)
         use_memo = manifest.memo.enabled if memo is None else memo
         cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity,
                              manifest.memo.adaptive).build() if use_memo else None

@@ -117,8 +117,16 @@ def cli(verbose: int, quiet: int) -> None:
     configure_logging(verbose, quiet)
 
 
+def usage_message(exc: click.UsageError) -> str:
+    """Click's message for a usage error on one line, with where to look: ``... (see 'edgeconf CMD --help')``."""
+    message = " ".join(exc.format_message().split())
+    path = exc.ctx.command_path if exc.ctx is not None else "edgeconf"
+    return "%s (see '%s --help')" % (message, path)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point: user errors print one line on stderr and exit non-zero."""
+    """Console entry point: user errors print one line on stderr (``edgeconf: error: ...``) and exit 1; usage errors
+    (click's: a bad option value, a missing option) print one line too and exit 2; Ctrl-C exits 130."""
     try:
         rv = cli.main(args=argv, prog_name="edgeconf", standalone_mode=False)
     except (EdgeconfError, DeviceError) as exc:
@@ -127,8 +135,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     except click.exceptions.Abort:
         click.echo("edgeconf: aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click.exceptions.NoArgsIsHelpError as exc:  # bare 'edgeconf': the help text, as click prints it
         exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:  # a bad option value, a missing option or argument, an unknown option/command
+        click.echo("edgeconf: error: %s" % usage_message(exc), err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo("edgeconf: error: %s" % exc.format_message().replace("\n", " "), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("edgeconf: interrupted", err=True)

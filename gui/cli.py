@@ -11,7 +11,27 @@ from typing import Any, Optional, Tuple
 
 import click
 
-from edgeconf.errors import DataError, MissingDependencyError
+from edgeconf.errors import DataError, EdgeconfError, MissingDependencyError
+
+
+class NoDisplayError(EdgeconfError):
+    """There is no display for the window (Linux without X11 or Wayland, and no Qt platform chosen)."""
+
+
+def check_display(environ: Optional[Any] = None, platform: Optional[str] = None) -> None:
+    """Refuse, in one line, to open a window where Qt would abort for want of a display.
+
+    On Linux Qt needs an X server (``DISPLAY``) or a Wayland compositor (``WAYLAND_DISPLAY``); without one, and
+    without a platform plugin chosen by ``QT_QPA_PLATFORM``, creating the QApplication aborts the process.
+    """
+    env = os.environ if environ is None else environ
+    if not (platform or sys.platform).startswith("linux"):
+        return
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM"):
+        return
+    raise NoDisplayError("no display to open the window on (DISPLAY and WAYLAND_DISPLAY are not set); run edgeconf "
+                         "gui in a desktop session, under a virtual X server (xvfb-run -a edgeconf gui ...), or with "
+                         "QT_QPA_PLATFORM=offscreen for --screenshot without a display")
 
 
 def shipped_bundle() -> str:
@@ -76,6 +96,7 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
         from edgeconf.gui.fleet_model import parse_fleet_uri
 
         parse_fleet_uri(fleet_uri)
+        check_display()
         sys.exit(run_fleet_window(fleet_uri, screenshot_path=screenshot_path, quit_after=quit_after))
     if telemetry_uri:
         from edgeconf.live.telemetry import parse_telemetry_uri
@@ -88,6 +109,7 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
         source_uri = source_uri or "demo://"
     elif not os.path.isdir(bundle):
         raise DataError("bundle folder %s does not exist; pass a folder with edgeconf.json" % bundle)
+    check_display()
     sys.exit(run_window(bundle, source_uri or "demo://", regions=regions, events_path=events_path,
                         power_name=power_name, autostart=not no_start, screenshot_path=screenshot_path,
                         quit_after=quit_after, telemetry_uri=telemetry_uri))

@@ -29,6 +29,9 @@ from edgeconf.errors import DataError
 #: JSON lines included; --batch 1 costs 1.5x, as the Python between two model calls evicts their weights from cache.
 DEFAULT_BATCH = 64
 
+#: What --backend accepts: the runners a bundle's local stages can load on (Triton stages are named in the bundle).
+BACKENDS = ("onnxruntime", "tensorrt", "ort-tensorrt", "auto")
+
 #: Seconds between flushes of the JSON lines (a reader of stdout gets them as they come, without a write per input).
 FLUSH_S = 0.2
 
@@ -169,6 +172,11 @@ def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
 def split_bundle(args: Sequence[str]) -> Tuple[str, List[str]]:
     """``[BUNDLE] INPUTS...``: the first argument is the bundle when it is a bundle folder (it holds the
     manifest); otherwise every argument is an input and the shipped FashionMNIST cascade answers."""
+    if args and args[0].lower().endswith(".onnx") and os.path.isfile(args[0]):
+        raise DataError("%s is an ONNX model, not a bundle folder; classify runs a bundle (a folder with %s and its "
+                        "stages): build one from your models with 'edgeconf cascade MODEL_A.onnx [MODEL_B.onnx ...] "
+                        "--data LABELLED_DATA --out BUNDLE' (see 'edgeconf cascade --help'), then run 'edgeconf "
+                        "classify BUNDLE INPUTS...'" % (args[0], MANIFEST))
     if args and os.path.isfile(os.path.join(args[0], MANIFEST)):
         if len(args) == 1:
             raise DataError("%s is a bundle; give the images to classify after it: edgeconf classify %s INPUTS..."
@@ -191,19 +199,29 @@ def split_bundle(args: Sequence[str]) -> Tuple[str, List[str]]:
                    "[default: $EDGECONF_MAX_IMAGE_PIXELS or 50000000].")
 @click.option("--no-memo", is_flag=True, help="Disable the bundle's memo cache.")
 @threads_option()
-@click.option("--backend", default="onnxruntime", show_default=True, help="Runner backend (onnxruntime, tensorrt).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
+              help="How the bundle's local stages run: onnxruntime; tensorrt (each stage's engine, its ONNX model on "
+                   "onnxruntime where a stage has none); ort-tensorrt (ONNX Runtime's TensorRT execution provider); "
+                   "auto (a stage's engine where it runs on this device, else onnxruntime). Remote (Triton) stages "
+                   "are set in the bundle.")
+@click.option("--json", "json_lines", is_flag=True,
+              help="JSON lines on stdout, one object per input: the default output; --json says so explicitly.")
 @click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
               help="staged: one call per stage; fused: the bundle's fused graph (edgeconf fuse), one call per "
                    "batch; auto: fused only on a GPU execution provider ('edgeconf inspect BUNDLE' says why).")
 def classify_cmd(args: Sequence[str], out_path: Optional[str], batch_size: int, skip_errors: bool,
-                 max_pixels: Optional[int], no_memo: bool, threads: Optional[int], backend: str, form: str) -> None:
-    """Classify INPUTS with BUNDLE: one JSON object per input on stdout (or --out FILE). Without a BUNDLE
-    (the first argument is not a bundle folder) the shipped FashionMNIST cascade answers.
+                 max_pixels: Optional[int], no_memo: bool, threads: Optional[int], backend: str, json_lines: bool,
+                 form: str) -> None:
+    """Classify INPUTS with BUNDLE: one JSON object per input on stdout (JSON lines, with or without --json;
+    or --out FILE). Without a BUNDLE (the first argument is not a bundle folder) the shipped FashionMNIST
+    cascade answers. BUNDLE is a bundle folder; 'edgeconf cascade' builds one from ONNX models.
 
     INPUTS are image files, folders of images, ImageFolders (one subfolder per class), .npy/.npz uint8
     arrays (.npz y = labels), IDX files (fashion-mnist[:train|test]) or CSV / JSON-lines lists of
-    path,label. Each row: input, class, label, confidence, the stage that answered, whether the memo cache
-    answered, each invoked stage's time in ms, and with labels the true class and whether it was right.
+    path,label. Each row: input, class, label, confidence, stage (the stage that answered, counted from 0:
+    0 is the first stage, which 'edgeconf inspect' and 'retune --stage' call stage 1), stages_run (how many
+    stages ran: 0 for a memo hit), memo_hit, unknown, ood, stage_ms (each invoked stage's time in ms), and
+    with labels truth, truth_label and correct.
 
     The summary (stderr) counts every input, repeats included; with labels it gives accuracy and
     per-class accuracy, plus escalation and memo hits. Its last line is 'summary: {JSON}'.

@@ -117,7 +117,8 @@ def _watch(source: PowerSource, interval: float, count: Optional[int], as_json: 
 
 
 @click.command("devices")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with --watch: one JSON line per reading).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with --watch: JSON lines, one per reading; without a power "
+              "sensor to watch, one line with the device facts).")
 @click.option("--watch", is_flag=True, help="Keep printing live readings until Ctrl-C (or --count readings).")
 @click.option("--interval", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
               help="Seconds between readings.")
@@ -166,7 +167,8 @@ def _show(board: Board, profile: DeviceProfile, source: PowerSource, notes: List
                          "counter": source.counter if source.available else None,
                          "candidates": [p.to_json() for p in source.probes]},
                "readings": readings, "warnings": notes}
-        click.echo(json.dumps(doc, indent=2))
+        # --watch --json is JSON lines: without a sensor to watch, the device facts are its one line
+        click.echo(json.dumps(doc) if watching else json.dumps(doc, indent=2))
         return
     from rich.console import Console
 

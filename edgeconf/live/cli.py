@@ -321,7 +321,7 @@ def run_cmd(bundle: Optional[str], source_uri: str, regions: str, events_path: O
         close_meter(meter)
         cascade.close()
     summary.update(bundle=bundle, source=source_uri, regions=regions, regions_note=regions_note(regions),
-                   form=cascade.form)
+                   form=cascade.form, threads=cascade.threads.to_json())
     if summary["source_state"] == "failed":
         raise SourceError(source.error or "source %s failed" % source_uri)
     if as_json:
@@ -511,6 +511,9 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
     if telemetry_uri:
         parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
     bundle = bundle_path or DEFAULT_BUNDLE
+    if bundle_path and not os.path.isdir(bundle_path):
+        raise DataError("bundle folder %s does not exist; pass --bundle a folder with edgeconf.json, or leave "
+                        "--bundle out to run the shipped bundle" % bundle_path)
     if not os.path.isdir(bundle):
         raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
     uri = source if source is not None else demo_uri(seed, objects, size, fps, frames, realtime)
@@ -577,7 +580,7 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
         track_json = {"note": tracking_note or truth_note}
     summary.update(
         bundle=bundle, source=uri, regions=regions, regions_note=regions_note(regions), form=cascade.form,
-        mota=track_json.get("mota"), idf1=track_json.get("idf1"),
+        threads=cascade.threads.to_json(), mota=track_json.get("mota"), idf1=track_json.get("idf1"),
         accuracy=None if classes.score.accuracy is None else round(classes.score.accuracy, 4),
         unknown_rate=c.get("unknown_rate"), memo_hit_rate=c["memo_hit_rate"], escalation_rate=c["escalation_rate"],
         classification=dict(classes.score.to_json(), note=truth_note) if truth_note else classes.score.to_json(),

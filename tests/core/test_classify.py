@@ -143,3 +143,60 @@ def test_without_a_bundle_the_shipped_cascade_answers_and_a_lone_bundle_asks_for
     assert sum(r["class"] == int(t) for r, t in zip(rows, y[:8])) >= 7  # the shipped cascade, not random weights
     code, out, err = run(capsys, "classify", bundle)
     assert code == 1 and "is a bundle; give the images to classify after it" in err and out == ""
+
+
+def test_json_is_the_explicit_form_of_the_default_json_lines(tmp_path, bundle, images, capsys):
+    np.save(tmp_path / "a.npy", images[:3])
+    code, plain, err = run(capsys, "classify", bundle, tmp_path / "a.npy")
+    assert code == 0, err
+    code, out, err = run(capsys, "classify", bundle, tmp_path / "a.npy", "--json")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["input"] for r in rows] == ["a.npy[0]", "a.npy[1]", "a.npy[2]"]
+    assert [r["class"] for r in rows] == [json.loads(line)["class"] for line in plain.splitlines()]
+
+
+def test_help_says_stage_counts_from_0_and_lists_the_backends(capsys):
+    code, out, _ = run(capsys, "classify", "--help")
+    text = " ".join(out.split())
+    assert code == 0
+    assert "counted from 0: 0 is the first stage" in text and "'retune --stage' call stage 1" in text
+    assert "--json" in text and "stages_run" in text
+    for name in ("onnxruntime", "tensorrt", "ort-tensorrt", "auto"):
+        assert name in text.split("--backend", 1)[1]
+    code, _, err = run(capsys, "classify", "--backend", "nope", "x.png")
+    assert code == 2 and "'nope' is not one of" in err and err.count("\n") == 1
+
+
+def test_stage_field_counts_from_0(tmp_path, two_models, images, capsys):
+    folder = tmp_path / "b1"  # a first stage that answers everything: every row says stage 0, stages_run 1
+    save_bundle(str(folder), [StageSpec("a", "a.onnx", "margin", 0.0), StageSpec("b", "b.onnx", "margin", 0.0)],
+                {"a.onnx": two_models[0], "b.onnx": two_models[1]}, LABELS, Preprocessing())
+    np.save(tmp_path / "a.npy", images[:2])
+    code, out, err = run(capsys, "classify", folder, tmp_path / "a.npy", "--no-memo")
+    assert code == 0, err
+    assert [(json.loads(r)["stage"], json.loads(r)["stages_run"]) for r in out.splitlines()] == [(0, 1), (0, 1)]
+
+
+def test_an_onnx_model_where_a_bundle_belongs_says_to_build_one(tmp_path, two_models, images, capsys):
+    np.save(tmp_path / "a.npy", images[:2])
+    code, out, err = run(capsys, "classify", two_models[0], tmp_path / "a.npy")
+    assert code == 1 and out == ""
+    assert "is an ONNX model, not a bundle folder" in err and "edgeconf cascade" in err
+    assert err.count("\n") == 1 and "cannot tell the format" not in err
+
+
+def test_tensorrt_without_engines_is_one_notice_and_quiet_silences_it(tmp_path, bundle, images):
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "a.npy", images[:2])
+    cmd = [sys.executable, "-m", "edgeconf", "classify", str(bundle), str(tmp_path / "a.npy"), "--backend", "tensorrt"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    notes = [line for line in out.stderr.splitlines() if "no TensorRT engine" in line]
+    assert len(notes) == 1 and notes[0].startswith("edgeconf: WARNING: stages a, b of bundle "), out.stderr
+    assert "UserWarning" not in out.stderr and "stage_model_path" not in out.stderr
+    assert len(out.stdout.splitlines()) == 2
+    quiet = subprocess.run(cmd[:3] + ["-q"] + cmd[3:], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and "TensorRT" not in quiet.stderr and "Warning" not in quiet.stderr, quiet.stderr

@@ -110,3 +110,40 @@ def test_classify_an_empty_npy_is_an_error_not_an_abort(tmp_path, bundle):
     out = edgeconf("classify", bundle, tmp_path / "empty.npy")
     assert out.returncode == 1 and "aborted" not in out.stderr
     assert out.stderr.count("\n") == 1 and "empty" in out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["classify", "BUNDLE", "x.png", "--batch", "0"], "Invalid value for '--batch': 0 is not in the range"),
+    (["retune", "BUNDLE", "--stage", "1", "--threshold", "1.5"], "Invalid value for '--threshold'"),
+    (["devices", "--interval", "0"], "Invalid value for '--interval'"),
+    (["export", "small.onnx"], "Missing option '--out'"),
+    (["classify", "--jsn"], "No such option '--jsn'"),
+    (["nosuchverb"], "No such command 'nosuchverb'"),
+])
+def test_usage_errors_are_one_line_and_exit_2(tmp_path, bundle, args, message):
+    args = [str(bundle) if a == "BUNDLE" else a for a in args]
+    out = edgeconf(*args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("edgeconf: error: "), out.stderr
+    assert message in out.stderr and "Usage:" not in out.stderr
+    verb = "edgeconf %s" % args[0] if args[0] != "nosuchverb" else "edgeconf"
+    assert out.stderr.rstrip().endswith("(see '%s --help')" % verb), out.stderr
+
+
+def test_help_version_and_bare_command_still_work():
+    assert edgeconf("classify", "--help").returncode == 0
+    out = edgeconf("--version")
+    assert out.returncode == 0 and "edgeconf, version" in out.stdout
+    out = edgeconf()
+    assert "Usage: edgeconf" in out.stdout + out.stderr and "Commands:" in out.stdout + out.stderr
+
+
+def test_devices_watch_json_without_a_sensor_is_one_json_line(tmp_path):
+    out = edgeconf("devices", "--watch", "--json", "--root", tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1, out.stdout
+    doc = json.loads(lines[0])
+    assert doc["power"]["available"] is False and doc["readings"] is None
+    # without --watch, --json stays one (indented) object
+    assert json.loads(edgeconf("devices", "--json", "--root", tmp_path).stdout)["power"]["available"] is False

@@ -65,3 +65,23 @@ def test_window_runs_under_xvfb_and_saves_a_screenshot(tmp_path, gui_bundle):
         if artifacts:
             os.makedirs(artifacts, exist_ok=True)
             shutil.copy(shot, os.path.join(artifacts, shot.name))
+
+
+@pytest.mark.parametrize("args", [["--quit-after", "2"], ["--fleet", "mqtt://localhost/edgeconf", "--quit-after", "2"]])
+def test_no_display_is_one_line_error_not_a_qt_abort(tmp_path, args):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    out = subprocess.run([sys.executable, "-m", "edgeconf", "gui", *args], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=str(tmp_path))
+    assert out.returncode == 1, (out.returncode, out.stderr[-2000:])
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("edgeconf: error: no display"), out.stderr
+    assert "xvfb-run -a edgeconf gui" in out.stderr and "QT_QPA_PLATFORM=offscreen" in out.stderr
+
+
+def test_check_display_lets_any_display_or_platform_through():
+    from edgeconf.gui.cli import NoDisplayError, check_display
+
+    for env in ({"DISPLAY": ":0"}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "offscreen"}):
+        check_display(env, "linux")
+    check_display({}, "darwin")
+    with pytest.raises(NoDisplayError):
+        check_display({"DISPLAY": ""}, "linux")

@@ -83,3 +83,14 @@ def test_one_definition_of_defaults_for_demo_run_and_gui():
     assert shipped_bundle() == defaults.DEFAULT_BUNDLE
     assert GuiModel().regions == defaults.DEFAULT_REGIONS and GuiModel().source_uri == defaults.DEFAULT_SOURCE
     assert WorkerConfig(bundle="b", source="s").regions == defaults.DEFAULT_REGIONS
+
+
+@pytest.mark.parametrize("verb", ["demo", "run"])
+def test_demo_and_run_json_record_the_onnx_runtime_threads(verb, fashion_bundle):
+    where = ["--bundle", fashion_bundle] if verb == "demo" else [fashion_bundle, "--source",
+                                                                 "demo://?seed=3&objects=3&frames=8&realtime=0"]
+    res = _edgeconf(verb, *where, "--frames", "8", "--no-live", "--json", "--threads", "2")
+    assert res.returncode == 0, res.stderr[-2000:]
+    threads = json.loads(res.stdout)["threads"]
+    assert threads["intra_op"] == 2 and threads["reason"] == "--threads 2"
+    assert set(threads) >= {"intra_op", "inter_op", "spinning", "sequential", "reason"}

@@ -125,3 +125,9 @@ def test_a_source_given_as_the_bundle_argument_names_the_option_to_use(tmp_path,
 def test_a_missing_bundle_folder_is_still_named_as_one(tmp_path):
     proc = _edgeconf("run", tmp_path / "no_such_bundle", "--no-live", "--frames", 1)
     _one_line_error(proc, "bundle folder %s does not exist" % (tmp_path / "no_such_bundle"))
+
+
+def test_demo_names_a_missing_bundle_folder_it_was_given(tmp_path):
+    proc = _edgeconf("demo", "--bundle", tmp_path / "nothere", "--frames", 5, "--no-live")
+    _one_line_error(proc, "bundle folder %s does not exist" % (tmp_path / "nothere"))
+    assert "shipped" not in proc.stderr.split("does not exist")[0] and "reinstall" not in proc.stderr
