@@ -785,16 +785,25 @@ def _open_demo(uri: str, size: Optional[Size], fps: Optional[float], opts: Dict[
     params.update(opts)
     allowed = ("seed", "objects", "size", "fps", "frames", "noise", "lighting", "clutter", "realtime", "loop")
     _check_options("demo", params, allowed)
+
+    def number(key: str, kind: type, default: Any) -> Any:
+        value = params.get(key, default)
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError("bad demo option in %r: %s must be %s, got %r"
+                              % (uri, key, "an integer" if kind is int else "a number", value)) from None
+
     try:
         scene_size = size or (parse_size(params["size"]) if isinstance(params.get("size"), str)
                               else _check_size(params["size"]) if "size" in params else (640, 480))
         frames = params.get("frames")
-        frames = None if frames in (None, "", "0", 0, "none", "inf") else int(frames)
+        frames = None if frames in (None, "", "0", 0, "none", "inf") else number("frames", int, None)
         scene = DemoScene(
-            seed=int(params.get("seed", 0)), objects=int(params.get("objects", 6)), size=scene_size,
-            fps=float(fps or params.get("fps", 30.0)), frames=frames,
-            noise=float(params.get("noise", 4.0)), lighting=float(params.get("lighting", 0.15)),
-            clutter=None if params.get("clutter") in (None, "") else int(params["clutter"]),
+            seed=number("seed", int, 0), objects=number("objects", int, 6), size=scene_size,
+            fps=float(fps) if fps else number("fps", float, 30.0), frames=frames,
+            noise=number("noise", float, 4.0), lighting=number("lighting", float, 0.15),
+            clutter=None if params.get("clutter") in (None, "") else number("clutter", int, None),
         )
     except ValueError as exc:
         raise ConfigError("bad demo option in %r: %s" % (uri, exc)) from None

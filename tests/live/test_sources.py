@@ -235,8 +235,12 @@ def test_demo_options_and_kwargs():
         open_source("demo://?sede=1")
     with pytest.raises(ConfigError, match="WIDTHxHEIGHT"):
         open_source("demo://?size=big")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="objects must be an integer, got 'many'"):
         open_source("demo://?objects=many")
+    with pytest.raises(ConfigError, match="seed must be an integer, got 'abc'"):
+        open_source("demo://?seed=abc")
+    with pytest.raises(ConfigError, match="noise must be a number, got 'loud'"):
+        open_source("demo://?noise=loud")
 
 
 def test_latest_frame_semantics_with_a_slow_consumer_on_demo():
