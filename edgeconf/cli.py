@@ -124,6 +124,10 @@ def usage_message(exc: click.UsageError) -> str:
     return "%s (see '%s --help')" % (message, path)
 
 
+#: click >= 8.2 raises this for a bare group (older clicks print the help and exit 0 themselves; () matches nothing)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: user errors print one line on stderr (``edgeconf: error: ...``) and exit 1; usage errors
     (click's: a bad option value, a missing option) print one line too and exit 2; Ctrl-C exits 130."""
@@ -135,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     except click.exceptions.Abort:
         click.echo("edgeconf: aborted", err=True)
         sys.exit(130)
-    except click.exceptions.NoArgsIsHelpError as exc:  # bare 'edgeconf': the help text, as click prints it
+    except _NO_ARGS_IS_HELP as exc:  # bare 'edgeconf': the help text, as click prints it
         exc.show()
         sys.exit(exc.exit_code)
     except click.UsageError as exc:  # a bad option value, a missing option or argument, an unknown option/command

@@ -117,7 +117,7 @@ def test_classify_an_empty_npy_is_an_error_not_an_abort(tmp_path, bundle):
     (["retune", "BUNDLE", "--stage", "1", "--threshold", "1.5"], "Invalid value for '--threshold'"),
     (["devices", "--interval", "0"], "Invalid value for '--interval'"),
     (["export", "small.onnx"], "Missing option '--out'"),
-    (["classify", "--jsn"], "No such option '--jsn'"),
+    (["classify", "--jsn"], ("No such option", "--jsn")),  # click 8.0 writes "No such option: --jsn", 8.2 "'--jsn'"
     (["nosuchverb"], "No such command 'nosuchverb'"),
 ])
 def test_usage_errors_are_one_line_and_exit_2(tmp_path, bundle, args, message):
@@ -125,7 +125,8 @@ def test_usage_errors_are_one_line_and_exit_2(tmp_path, bundle, args, message):
     out = edgeconf(*args, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("edgeconf: error: "), out.stderr
-    assert message in out.stderr and "Usage:" not in out.stderr
+    assert all(m in out.stderr for m in ((message,) if isinstance(message, str) else message))
+    assert "Usage:" not in out.stderr
     verb = "edgeconf %s" % args[0] if args[0] != "nosuchverb" else "edgeconf"
     assert out.stderr.rstrip().endswith("(see '%s --help')" % verb), out.stderr
 
