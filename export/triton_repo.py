@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -216,46 +217,90 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
         served.append(_fused_model(bundle, manifest, name))
     if len({m.name for m in served}) != len(served):
         raise ConfigError("two served stages would share the model name %s" % served[0].name)
+    tri_kind = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}[kind]
+    for m in served:  # refuse before writing anything
+        folder = os.path.join(out, m.name)
+        if os.path.exists(folder) and not force:
+            raise OutputError("%s already exists; pass --force to replace that model" % folder)
+    result: Dict[str, Any] = {"repository": os.path.abspath(out), "models": [m.to_json() for m in served],
+                              "max_batch_size": max_batch, "max_queue_delay_us": queue_delay_us, "kind": tri_kind}
+    # Everything is written to temporaries first (each model folder beside its final place, the edge bundle beside
+    # EDGE) and renamed into place only once all of it is complete: a failed run leaves nothing new behind.
+    created_out = not os.path.isdir(out)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
         raise OutputError("cannot create the repository folder %s: %s" % (out, exc.strerror or exc)) from None
-    tri_kind = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}[kind]
-    for m in served:
-        folder = os.path.join(out, m.name)
-        if os.path.exists(folder):
-            if not force:
-                raise OutputError("%s already exists; pass --force to replace that model" % folder)
-            shutil.rmtree(folder)
-        try:
-            os.makedirs(os.path.join(folder, "1"))
-        except OSError as exc:
-            raise OutputError("cannot create %s: %s" % (folder, exc.strerror or exc)) from None
-        write_bytes(os.path.join(folder, "1", "model.onnx"),
-                    _fused_bytes(m.onnx, manifest) if m.stage == FUSED_STAGE else _read(m.onnx))
-        write_text(os.path.join(folder, "config.pbtxt"), config_pbtxt(m, max_batch, queue_delay_us, instances, tri_kind))
-    result: Dict[str, Any] = {"repository": os.path.abspath(out), "models": [m.to_json() for m in served],
-                              "max_batch_size": max_batch, "max_queue_delay_us": queue_delay_us, "kind": tri_kind}
-    if edge is not None:
-        names = {m.stage: m.name for m in served}
-        new_stages = []
-        for spec in manifest.stages:
-            if spec.name in names and not spec.is_remote:
-                spec = replace(spec, model=names[spec.name], backend="triton", url=url, onnx=spec.model, engine=None,
-                               deadline_ms=None if deadline_ms is None else float(deadline_ms))
-            elif spec.name in names:
-                spec = replace(spec, url=url, deadline_ms=spec.deadline_ms if deadline_ms is None else float(deadline_ms))
-            new_stages.append(spec)
-        files = {}
-        for spec in new_stages:
-            for rel in (spec.local_file, spec.engine):
-                if rel:
-                    files[rel] = os.path.join(bundle, rel)
-        save_bundle(edge, new_stages, files, manifest.labels, manifest.preprocessing, manifest.combine, manifest.memo,
-                    manifest.name + "-edge", dict(manifest.provenance, edge_of=os.path.abspath(bundle)), manifest.extra)
-        result["edge_bundle"] = os.path.abspath(edge)
-        result["url"] = url
+    staged: List[Tuple[str, str]] = []  # (temporary folder, final folder)
+    try:
+        for m in served:
+            try:
+                tmp = tempfile.mkdtemp(prefix=".%s." % m.name, suffix=".tmp", dir=out)
+                staged.append((tmp, os.path.join(out, m.name)))
+                os.makedirs(os.path.join(tmp, "1"))
+            except OSError as exc:
+                raise OutputError("cannot create a model folder in %s: %s" % (out, exc.strerror or exc)) from None
+            write_bytes(os.path.join(tmp, "1", "model.onnx"),
+                        _fused_bytes(m.onnx, manifest) if m.stage == FUSED_STAGE else _read(m.onnx))
+            write_text(os.path.join(tmp, "config.pbtxt"),
+                       config_pbtxt(m, max_batch, queue_delay_us, instances, tri_kind))
+        if edge is not None:
+            _write_edge(bundle, manifest, {m.stage: m.name for m in served}, edge, url, deadline_ms)
+            result["edge_bundle"] = os.path.abspath(edge)
+            result["url"] = url
+        for tmp, final in staged:
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+    except OSError as exc:
+        _discard(staged, out if created_out else None)
+        raise OutputError("cannot write the repository %s: %s" % (out, exc.strerror or exc)) from None
+    except BaseException:
+        _discard(staged, out if created_out else None)
+        raise
     return result
+
+
+def _discard(staged: Sequence[Tuple[str, str]], out: Optional[str]) -> None:
+    """Remove the temporaries of a failed run (and the repository folder it created, when that is left empty)."""
+    for tmp, _ in staged:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if out is not None:
+        try:
+            os.rmdir(out)
+        except OSError:
+            pass
+
+
+def _write_edge(bundle: str, manifest: Any, names: Dict[str, str], edge: str, url: Optional[str],
+                deadline_ms: Optional[float]) -> None:
+    """The edge half: a copy of the bundle whose served stages call the server at ``url``, written atomically.
+
+    Every file the manifest lists comes along with its sha256 (OOD parameters included), except the TensorRT engines
+    of stages now served remotely and the fused graph (a fused graph holds local models only).
+    """
+    from edgeconf.engine_format import sidecar_path
+    from edgeconf.export.build import write_bundle
+    from edgeconf.fused import fused_info
+
+    dropped = set()
+    new_stages = []
+    for spec in manifest.stages:
+        if spec.name in names and not spec.is_remote:
+            if spec.engine:
+                dropped.update((spec.engine, sidecar_path(spec.engine)))
+            spec = replace(spec, model=names[spec.name], backend="triton", url=url, onnx=spec.model, engine=None,
+                           deadline_ms=None if deadline_ms is None else float(deadline_ms))
+        elif spec.name in names:
+            spec = replace(spec, url=url, deadline_ms=spec.deadline_ms if deadline_ms is None else float(deadline_ms))
+        new_stages.append(spec)
+    info = fused_info(manifest)
+    if info is not None:
+        dropped.add(info.model)
+    kept = {spec.engine for spec in new_stages if spec.engine}
+    files = {rel: os.path.join(bundle, rel) for rel in manifest.files if rel not in dropped or rel in kept}
+    write_bundle(edge, new_stages, files, manifest.labels, manifest.preprocessing, manifest.combine, manifest.memo,
+                 manifest.name + "-edge", dict(manifest.provenance, edge_of=os.path.abspath(bundle)), manifest.extra)
 
 
 @click.command("triton-repo")

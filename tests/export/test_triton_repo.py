@@ -202,3 +202,42 @@ def test_fused_refusals(bundle, tmp_path):
     write_manifest(bundle, m)
     with pytest.raises(BundleError, match="no longer matches its stages"):
         build_repo(bundle, str(tmp_path / "r"), fused=True)
+
+
+LIVE = os.path.join(os.path.dirname(__file__), "..", "..", "edgeconf", "data", "zoo", "live")
+
+
+def test_edge_bundle_of_the_shipped_live_bundle_keeps_its_ood_params(tmp_path):
+    # the live bundle's stages 1 and 2 carry OOD parameters (ood/stage*.npz): the edge half must list them too
+    res = build_repo(LIVE, str(tmp_path / "R"), stages=["3"], kind="cpu", edge=str(tmp_path / "EDGE"),
+                     url="grpc://127.0.0.1:18011")
+    m = read_manifest(res["edge_bundle"], verify=True)
+    src = read_manifest(LIVE)
+    for rel in ("ood/stage1.npz", "ood/stage2.npz"):
+        assert m.files[rel]["sha256"] == src.files[rel]["sha256"]
+    assert [s.ood.params if s.ood else None for s in m.stages] == ["ood/stage1.npz", "ood/stage2.npz", None]
+    assert m.stages[2].is_remote and m.stages[2].local_file == "stage3.onnx"
+    assert sorted(os.listdir(tmp_path / "R")) == ["stage3"]  # no temporaries left beside the model
+    assert sorted(os.listdir(tmp_path)) == ["EDGE", "R"]
+
+
+def test_a_failed_run_leaves_nothing_new(tmp_path):
+    # the edge half cannot be written (EDGE is a folder that is not a bundle): no repository, no model folder
+    (tmp_path / "EDGE").mkdir()
+    (tmp_path / "EDGE" / "notes.txt").write_text("mine")
+    with pytest.raises(OutputError, match="not a bundle folder"):
+        build_repo(LIVE, str(tmp_path / "R"), stages=["3"], kind="cpu", edge=str(tmp_path / "EDGE"),
+                   url="grpc://127.0.0.1:18011")
+    assert sorted(os.listdir(tmp_path)) == ["EDGE"]
+    assert os.listdir(tmp_path / "EDGE") == ["notes.txt"]
+    # an existing repository keeps its earlier model, even with --force, and a rerun needs no --force
+    build_repo(LIVE, str(tmp_path / "R"), stages=["3"], kind="cpu")
+    before = (tmp_path / "R" / "stage3" / "config.pbtxt").read_text()
+    with pytest.raises(OutputError, match="not a bundle folder"):
+        build_repo(LIVE, str(tmp_path / "R"), stages=["3"], kind="gpu", force=True, edge=str(tmp_path / "EDGE"),
+                   url="grpc://127.0.0.1:18011")
+    assert sorted(os.listdir(tmp_path / "R")) == ["stage3"]
+    assert (tmp_path / "R" / "stage3" / "config.pbtxt").read_text() == before
+    build_repo(LIVE, str(tmp_path / "R2"), stages=["3"], kind="cpu", edge=str(tmp_path / "EDGE2"),
+               url="grpc://127.0.0.1:18011")
+    assert read_manifest(str(tmp_path / "EDGE2")).stages[2].is_remote
