@@ -518,6 +518,7 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
         raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
     uri = source if source is not None else demo_uri(seed, objects, size, fps, frames, realtime)
     cascade = load_bundle(bundle, threads=threads, form=form)
+    remote_stages = [st.name for st in cascade.stages if getattr(getattr(st, "runner", None), "remote", False)]
     meter, power_note = open_meter()
     try:
         tracking: Optional[TrackEvaluator] = TrackEvaluator(iou_threshold=0.5)
@@ -566,6 +567,10 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
         cascade.close()
     c = summary["counters"]
     compute: Dict[str, Any] = {"baseline": base_path if os.path.isfile(base_path) else None}
+    if remote_stages:  # their time is the server's work plus the network: not this board's compute
+        compute.update(remote_stages=remote_stages, remote_wait_s=round(c.get("remote_seconds", 0.0), 4),
+                       note="cascade_model_s and saved count this board's (local) stages only; the remote stages' "
+                            "wait is remote_wait_s")
     if baseline is None:
         compute["saved"] = "not measured" if not os.path.isfile(base_path) else "not measured (no crops)"
     else:
@@ -601,6 +606,9 @@ def print_demo_summary(s: Dict[str, Any]) -> None:
             100 * comp["saved"], comp["cascade_model_s"], comp["baseline_model_s"], comp["baseline_ms_per_crop"])
     else:
         saved = str(comp.get("saved"))
+    if "remote_wait_s" in comp:
+        saved = saved.replace("of model time", "of this board's model time")
+        saved += "; remote stage wait %.3f s, not this board's compute" % comp["remote_wait_s"]
     regions = s["regions"] + ("  (%s)" % s["regions_note"] if s.get("regions_note") else "")
     pct = lambda v: "--" if v is None else "%.1f %%" % (100 * v)  # noqa: E731
     lines = [

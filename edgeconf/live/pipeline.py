@@ -108,7 +108,7 @@ class PipelineCounters:
     track_key_hits: int = 0  # answered because the track's key had not changed
     exits: List[int] = field(default_factory=list)  # model answers kept from each stage
     stage_calls: List[int] = field(default_factory=list)  # inputs each stage ran on
-    model_seconds: float = 0.0  # model time of all stage invocations
+    model_seconds: float = 0.0  # model time of the local stages' invocations (this board's compute)
     escalation_rate_recent: Optional[float] = None
     memo_hit_rate_recent: Optional[float] = None
     frames_dropped: int = 0  # by the source (newest-frame policy)
@@ -117,6 +117,7 @@ class PipelineCounters:
     remote_failures: int = 0  # of those, answered by the last local stage instead
     remote_reasons: Dict[str, int] = field(default_factory=dict)  # why (timeout, unavailable, error, circuit_open)
     unknown: int = 0  # track answers that were "unknown" (no class), whichever way they were answered
+    remote_seconds: float = 0.0  # wall time waiting on remote stages (the server's work and the network, not this board's)
 
     @property
     def unknown_rate(self) -> Optional[float]:
@@ -156,6 +157,7 @@ class PipelineCounters:
                 "stage_calls": list(self.stage_calls), "escalation_rate": r(self.escalation_rate),
                 "escalation_rate_recent": r(self.escalation_rate_recent),
                 "model_calls_saved": self.model_calls_saved, "model_seconds": round(self.model_seconds, 6),
+                "remote_seconds": round(self.remote_seconds, 6),
                 "frames_dropped": self.frames_dropped, "power_w": r(self.power_w), "remote_calls": self.remote_calls,
                 "remote_failures": self.remote_failures, "remote_reasons": dict(self.remote_reasons),
                 "unknown": self.unknown, "unknown_rate": r(self.unknown_rate)}
@@ -292,6 +294,8 @@ class Pipeline:
         self.last_result: Optional[FrameResult] = None
         n = len(cascade.stages)
         self.counters = PipelineCounters(exits=[0] * n, stage_calls=[0] * n)
+        self._remote_stages = frozenset(k for k, st in enumerate(cascade.stages)
+                                        if getattr(getattr(st, "runner", None), "remote", False))
         self._base = self._cascade_totals()
         self._remote_base = self._remote_totals()
         self._frame_times: Deque[float] = collections.deque(maxlen=max(2, window))
@@ -522,7 +526,9 @@ class Pipeline:
         prev_calls = list(c.stage_calls)
         c.exits = [a - b for a, b in zip(exits, b_exits)]
         c.stage_calls = [a - b for a, b in zip(calls, b_calls)]
-        c.model_seconds = float(sum(a - b for a, b in zip(secs, b_secs)))
+        remote = self._remote_stages
+        c.model_seconds = float(sum(a - b for k, (a, b) in enumerate(zip(secs, b_secs)) if k not in remote))
+        c.remote_seconds = float(sum(a - b for k, (a, b) in enumerate(zip(secs, b_secs)) if k in remote))
         r_calls, r_fail, r_reasons = self._remote_totals()
         rb_calls, rb_fail, rb_reasons = self._remote_base
         c.remote_calls, c.remote_failures = r_calls - rb_calls, r_fail - rb_fail
@@ -590,7 +596,8 @@ class Pipeline:
         return PipelineCounters(c.frames, c.errors, c.fps, c.tracks, c.answers, c.model_inputs, c.cache_hits,
                                 c.track_key_hits, list(c.exits), list(c.stage_calls), c.model_seconds,
                                 c.escalation_rate_recent, c.memo_hit_rate_recent, c.frames_dropped, c.power_w,
-                                c.remote_calls, c.remote_failures, dict(c.remote_reasons), c.unknown)
+                                c.remote_calls, c.remote_failures, dict(c.remote_reasons), c.unknown,
+                                c.remote_seconds)
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self, max_frames: Optional[int] = None, on_result: Optional[Callable[[FrameResult], Any]] = None,

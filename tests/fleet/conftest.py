@@ -17,6 +17,8 @@ from fleet_servers import MosquittoProcess, TritonProcess  # noqa: E402
 from onnx_models import random_classifier, save  # noqa: E402
 
 LABELS = ["c%d" % i for i in range(10)]
+LIVE_BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "edgeconf", "data", "zoo", "live")
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +67,7 @@ def triton_server(fleet_bundle, fused_fleet_bundle, tmp_path_factory):
     repo = str(work / "repo")
     build_repo(fleet_bundle, repo, kind="cpu")
     build_repo(fused_fleet_bundle, repo, kind="cpu", fused=True, name="cascade")  # the whole cascade as one model
+    build_repo(LIVE_BUNDLE, repo, stages=["3"], kind="cpu")  # the shipped live bundle's last stage ('stage3')
     for name, model in (("wrong_shape", random_classifier(3, input_shape=(1, 32, 32))),
                         ("wrong_classes", random_classifier(4, classes=5))):
         src = save(model, work / (name + ".onnx"))
