@@ -73,6 +73,9 @@ class Tally:
         out.update({"model_inputs": c.inputs, "stage_calls": list(c.calls), "exits": list(c.exits),
                     "escalation_rate": c.escalation_rate,
                     "stage_seconds": [round(s, 6) for s in c.stage_seconds]})
+        if getattr(c, "remote_inputs", 0):  # a remote stage: how many inputs it was sent, and which fell back
+            out.update({"remote_inputs": c.remote_inputs, "remote_failures": c.remote_failures,
+                        "remote_reasons": dict(c.remote_reasons)})
         if cascade.memo is not None:
             out["memo"] = cascade.memo.stats.to_json()
         if self.skipped:
@@ -159,6 +162,10 @@ def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
     if s["escalation_rate"] is not None:
         line += "; escalation %.1f %% of %d model inputs" % (100 * s["escalation_rate"], s["model_inputs"])
     echo(line)
+    if s.get("remote_failures"):
+        echo("remote stage: %d of %d inputs sent to it were answered by the last local stage instead (%s); their "
+             "rows carry remote_failure" % (s["remote_failures"], s["remote_inputs"],
+                                            ", ".join("%s %d" % kv for kv in sorted(s["remote_reasons"].items()))))
     if s["accuracy"] is not None:
         echo("accuracy %.2f %% on %d labelled inputs" % (100 * s["accuracy"], s["labelled"]))
         width = max(len(n) for n in s["per_class"])
@@ -224,7 +231,8 @@ def classify_cmd(args: Sequence[str], out_path: Optional[str], batch_size: int, 
     with labels truth, truth_label and correct.
 
     The summary (stderr) counts every input, repeats included; with labels it gives accuracy and
-    per-class accuracy, plus escalation and memo hits. Its last line is 'summary: {JSON}'.
+    per-class accuracy, plus escalation and memo hits; with a remote stage, the inputs sent to it and those
+    answered by the last local stage instead (remote_failures, remote_reasons). Its last line is 'summary: {JSON}'.
     """
     bundle, inputs = split_bundle(args)
     datasets = _open_all(inputs, max_pixels)
