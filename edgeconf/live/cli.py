@@ -320,6 +320,7 @@ def run_cmd(bundle: Optional[str], source_uri: str, regions: str, events_path: O
             source.close()
         close_meter(meter)
         cascade.close()
+    _final_telemetry(summary, telemetry)
     summary.update(bundle=bundle, source=source_uri, regions=regions, regions_note=regions_note(regions),
                    form=cascade.form, threads=cascade.threads.to_json())
     if summary["source_state"] == "failed":
@@ -388,9 +389,20 @@ def _fleet_lines(s: Dict[str, Any]) -> List[str]:
             ", ".join("%s %d" % kv for kv in sorted(c["remote_reasons"].items())) or "no failures"))
     tel = s.get("telemetry")
     if tel:
-        out.append("telemetry     %s: %d messages sent, %d dropped (queue %d)" % (
-            tel["broker"], tel["sent"], tel["dropped"], tel["queue_size"]))
+        line = "telemetry     %s: %d messages sent, %d dropped (queue %d)" % (
+            tel["broker"], tel["sent"], tel["dropped"], tel["queue_size"])
+        if tel.get("not_sent"):
+            line += "; %d not sent (still queued when the run ended: the broker was not reachable)" % tel["not_sent"]
+        if tel.get("unacknowledged"):
+            line += "; %d sent but not acknowledged by the broker" % tel["unacknowledged"]
+        out.append(line)
     return out
+
+
+def _final_telemetry(summary: Dict[str, Any], telemetry: Any) -> None:
+    """The telemetry counts after close: what was still queued then was never sent, and is counted as such."""
+    if telemetry is not None and "telemetry" in summary:
+        summary["telemetry"] = dict(telemetry.stats(), broker=telemetry.config.describe())
 
 
 # -- edgeconf demo ----------------------------------------------------------------------------------
@@ -565,6 +577,7 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
             src.close()
         close_meter(meter)
         cascade.close()
+    _final_telemetry(summary, telemetry)
     c = summary["counters"]
     compute: Dict[str, Any] = {"baseline": base_path if os.path.isfile(base_path) else None}
     if remote_stages:  # their time is the server's work plus the network: not this board's compute

@@ -151,6 +151,10 @@ class Telemetry:
         self.sent = 0  # handed to the MQTT client while connected (it resends unacknowledged QoS 1 messages)
         self.connects = 0
         self.seq = 0
+        #: set by close(): messages still queued then (never handed to the broker, discarded), and messages handed
+        #: over that the broker had not acknowledged by then; None while open
+        self.not_sent: Optional[int] = None
+        self.unacknowledged: Optional[int] = None
         self._threads: list = []
         self._client: Any = None
         self._infos: Deque[Any] = collections.deque(maxlen=max(64, config.queue_size))
@@ -196,8 +200,11 @@ class Telemetry:
 
     def stats(self) -> Dict[str, Any]:
         with self._lock:
-            return {"queued": len(self._queue), "queue_size": self.config.queue_size, "dropped": self.dropped,
-                    "sent": self.sent, "connected": self._connected.is_set(), "connects": self.connects}
+            out = {"queued": len(self._queue), "queue_size": self.config.queue_size, "dropped": self.dropped,
+                   "sent": self.sent, "connected": self._connected.is_set(), "connects": self.connects}
+            if self.not_sent is not None:  # closed: what never reached the broker is counted, not silently lost
+                out.update(not_sent=self.not_sent, unacknowledged=self.unacknowledged)
+            return out
 
     # -- connection ---------------------------------------------------------------------------------------
     def _make_client(self) -> Any:
@@ -307,6 +314,14 @@ class Telemetry:
             if not self.queued and all(i.is_published() for i in list(self._infos)):
                 break
             time.sleep(0.02)
+        unacked = sum(1 for i in list(self._infos) if not _published(i))
+        with self._lock:
+            self.not_sent = len(self._queue)
+            self.unacknowledged = unacked
+            self._queue.clear()
+        if self.not_sent or unacked:
+            log.warning("telemetry: closed with %d messages not sent and %d not acknowledged by the broker at %s:%d",
+                        self.not_sent, unacked, self.config.host, self.config.port)
         self._shutdown_client()
 
     def _shutdown_client(self) -> None:
@@ -323,6 +338,13 @@ class Telemetry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _published(info: Any) -> bool:
+    try:
+        return bool(info.is_published())
+    except Exception:  # paho raises for a message it refused; it was never published
+        return False
 
 
 _CONNACK = {1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",

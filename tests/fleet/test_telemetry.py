@@ -237,3 +237,40 @@ def test_tls_with_the_brokers_ca(tmp_path):
             plain.close(timeout_s=0.5)
     finally:
         broker.stop()
+
+
+def test_messages_still_queued_at_close_are_counted_not_sent():
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    from fleet_servers import free_port
+
+    tel = Telemetry(parse_telemetry_uri("mqtt://127.0.0.1:%d/edgeconf/away" % free_port()))  # nobody listens there
+    tel.start()
+    assert not tel.connected
+    for i in range(7):
+        tel.publish_event("frame", frame=i)
+    assert "not_sent" not in tel.stats()  # still open: they are queued, not lost
+    tel.close(timeout_s=0.2)
+    stats = tel.stats()
+    assert stats["sent"] == 0 and stats["dropped"] == 0
+    assert stats["not_sent"] == 8  # the 7 events and the goodbye state: never handed to the broker, and said so
+    assert stats["queued"] == 0
+
+
+def test_demo_with_the_broker_down_says_what_was_not_sent():
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    from click.testing import CliRunner
+
+    from edgeconf.cli import cli
+    from fleet_servers import free_port
+
+    uri = "mqtt://127.0.0.1:%d/edgeconf/x" % free_port()
+    args = ["demo", "--frames", "6", "--objects", "2", "--size", "160x120", "--no-live", "--telemetry", uri]
+    r = CliRunner().invoke(cli, args + ["--json"])
+    assert r.exit_code == 0, r.output
+    tel = json.loads(r.output)["telemetry"]
+    assert tel["sent"] == 0 and tel["queued"] == 0
+    assert tel["not_sent"] >= 6  # at least the 6 frame events; all of them counted
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    line = [x for x in r.output.splitlines() if x.startswith("telemetry")][0]
+    assert "0 messages sent" in line and "not sent (still queued when the run ended" in line
