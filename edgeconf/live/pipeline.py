@@ -118,11 +118,19 @@ class PipelineCounters:
     remote_reasons: Dict[str, int] = field(default_factory=dict)  # why (timeout, unavailable, error, circuit_open)
     unknown: int = 0  # track answers that were "unknown" (no class), whichever way they were answered
     remote_seconds: float = 0.0  # wall time waiting on remote stages (the server's work and the network, not this board's)
+    unknown_evidence: int = 0  # of ``unknown``: shown unknown only by the evidence rule (the answers named a class)
 
     @property
     def unknown_rate(self) -> Optional[float]:
-        """Share of track answers that were "unknown"."""
+        """Share of track answers shown as "unknown", for any reason: the cascade's unknown verdict (an OOD head) or
+        the evidence rule (a track short of evidence shows "unknown" though its answers name a class), so it is
+        measured for every bundle, with or without an OOD head; None before the first answer."""
         return self.unknown / self.answers if self.answers else None
+
+    @property
+    def unknown_evidence_rate(self) -> Optional[float]:
+        """Share of track answers shown as "unknown" only by the evidence rule (part of :attr:`unknown_rate`)."""
+        return self.unknown_evidence / self.answers if self.answers else None
 
     @property
     def memo_hits(self) -> int:
@@ -160,7 +168,8 @@ class PipelineCounters:
                 "remote_seconds": round(self.remote_seconds, 6),
                 "frames_dropped": self.frames_dropped, "power_w": r(self.power_w), "remote_calls": self.remote_calls,
                 "remote_failures": self.remote_failures, "remote_reasons": dict(self.remote_reasons),
-                "unknown": self.unknown, "unknown_rate": r(self.unknown_rate)}
+                "unknown": self.unknown, "unknown_rate": r(self.unknown_rate),
+                "unknown_evidence": self.unknown_evidence, "unknown_evidence_rate": r(self.unknown_evidence_rate)}
 
 
 def _round_opt(v: Optional[float], nd: int = 4) -> Optional[float]:
@@ -515,8 +524,10 @@ class Pipeline:
         c = self.counters
         n_answers = len(fresh)
         c.answers += n_answers
-        shown_unknown = {t.internal_id for t in tracks if t.unknown or self._short_of_evidence(t)}
+        by_evidence = {t.internal_id for t in tracks if not t.unknown and self._short_of_evidence(t)}
+        shown_unknown = {t.internal_id for t in tracks if t.unknown} | by_evidence
         c.unknown += sum(1 for t in tracks if t.internal_id in fresh and t.internal_id in shown_unknown)
+        c.unknown_evidence += sum(1 for t in tracks if t.internal_id in fresh and t.internal_id in by_evidence)
         c.track_key_hits += track_hits
         c.cache_hits += cache_hits
         c.model_inputs += len(todo) - cache_hits
@@ -597,7 +608,7 @@ class Pipeline:
                                 c.track_key_hits, list(c.exits), list(c.stage_calls), c.model_seconds,
                                 c.escalation_rate_recent, c.memo_hit_rate_recent, c.frames_dropped, c.power_w,
                                 c.remote_calls, c.remote_failures, dict(c.remote_reasons), c.unknown,
-                                c.remote_seconds)
+                                c.remote_seconds, c.unknown_evidence)
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self, max_frames: Optional[int] = None, on_result: Optional[Callable[[FrameResult], Any]] = None,

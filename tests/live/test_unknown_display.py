@@ -1,6 +1,8 @@
 """Unknown answers in tracks, overlays and pipeline counters."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from edgeconf.live.overlay import UNKNOWN_COLOUR, confidence_colour, draw_overlays, track_colour, track_label
@@ -51,3 +53,36 @@ def test_counters_report_the_unknown_rate():
     c = PipelineCounters(answers=8, unknown=2)
     assert c.unknown_rate == 0.25 and c.to_json()["unknown_rate"] == 0.25
     assert PipelineCounters().unknown_rate is None
+
+
+def _run_zoo(regions, frames=150):
+    from edgeconf.bundle import load_bundle
+    from edgeconf.live.pipeline import Pipeline
+    from edgeconf.live.sources import open_source
+    from edgeconf.live.telemetry import StatusBuilder
+
+    bundle = os.path.join(os.path.dirname(__file__), "..", "..", "edgeconf", "data", "zoo", "bundle")
+    cascade = load_bundle(bundle)
+    source = open_source("demo://?frames=%d&realtime=0" % frames)
+    try:
+        assert all(s.ood is None for s in cascade.stages)  # no OOD head: the cascade never answers "unknown"
+        pipe = Pipeline(cascade, source, regions=regions)
+        c = pipe.run(max_frames=frames)
+        return c, StatusBuilder(pipe)()
+    finally:
+        source.close()
+        cascade.close()
+
+
+def test_unknown_rate_without_an_ood_head_counts_the_evidence_rule():
+    # docs/pipeline.md and docs/fleet.md: unknown_rate is the share of answers shown "unknown" for any reason; without
+    # an OOD head the evidence rule is the only reason, and unknown_evidence_rate says so
+    c, status = _run_zoo("detector")
+    assert c.answers > 0 and c.unknown > 0
+    assert c.unknown_evidence == c.unknown
+    assert c.unknown_rate == c.unknown / c.answers and c.unknown_evidence_rate == c.unknown_rate
+    assert status["unknown_rate"] == round(c.unknown_rate, 4) == c.to_json()["unknown_rate"]
+    assert status["unknown_evidence_rate"] == status["unknown_rate"]
+    off, status_off = _run_zoo("detector:class_score=0")  # the rule off: nothing is shown unknown, and that is measured
+    assert off.answers > 0 and off.unknown == 0 and off.unknown_evidence == 0
+    assert off.unknown_rate == 0.0 and status_off["unknown_rate"] == 0.0
