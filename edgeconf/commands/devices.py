@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
+from dataclasses import replace
 from typing import Any, Dict, List, Optional
 
 import click
@@ -77,16 +79,17 @@ def _board_text(b: Board) -> str:
 
 
 def _rails_table(reading: Dict[str, Any], source: PowerSource) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title="power (%s)" % source.name, show_header=True)
+    table = Table(title="power (%s)" % escape(source.name), show_header=True)
     table.add_column("rail")
     table.add_column("mW", justify="right")
     if reading.get("error"):
-        table.add_row("[red]read failed[/red]", reading["error"])
+        table.add_row("[red]read failed[/red]", escape(reading["error"]))
         return table
     for name, mw in reading["rails_mw"].items():
-        table.add_row(name, "%.1f" % mw)
+        table.add_row(escape(name), "%.1f" % mw)
     total = reading["total_mw"]
     table.add_row("[bold]total[/bold]", "[bold]%s[/bold]" % ("%.1f" % total if total is not None else "-"))
     return table
@@ -132,8 +135,16 @@ def _watch(source: PowerSource, interval: float, count: Optional[int], as_json: 
 def devices_cmd(as_json: bool, watch: bool, interval: float, count: Optional[int], source_name: str,
                 profile_id: Optional[str], root: str) -> None:
     """Show the board, its device profile, the power sources found and a few live readings."""
+    if not os.path.isdir(root):
+        raise ConfigError("--root %s: no such folder; give the folder that holds the board's /proc, /etc and /sys "
+                          "(a copy of a board's tree), or leave --root out for this machine" % root)
+    # under another root the tree is not this machine's: the host's architecture (platform.machine()) says
+    # nothing about the board the tree describes, so it is left out
+    other_root = os.path.realpath(root) != os.path.realpath(os.sep)
     try:
         board = detect_board(root)
+        if other_root:
+            board = replace(board, machine="")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             profile = get_profile(profile_id) if profile_id else profile_for(board)
@@ -160,7 +171,7 @@ def _show(board: Board, profile: DeviceProfile, source: PowerSource, notes: List
     if as_json:
         if watching and source.available:
             return  # the JSON lines of the readings follow
-        doc = {"board": board.to_json(), "profile": profile.to_json(),
+        doc = {"board": dict(board.to_json(), machine=board.machine or None), "profile": profile.to_json(),
                "threads": {k: t.to_json() for k, t in _threads(profile).items()},
                "power": {"source": source.name, "available": source.available, "reason": source.reason,
                          "whole_board": source.whole_board if source.available else None,
@@ -171,25 +182,27 @@ def _show(board: Board, profile: DeviceProfile, source: PowerSource, notes: List
         click.echo(json.dumps(doc) if watching else json.dumps(doc, indent=2))
         return
     from rich.console import Console
+    from rich.markup import escape
 
     con = Console()
     for n in notes:
-        con.print("[yellow]warning:[/yellow] %s" % n)
-    con.print("[bold]board[/bold]    %s" % _board_text(board))
+        con.print("[yellow]warning:[/yellow] %s" % escape(n))
+    con.print("[bold]board[/bold]    %s" % escape(_board_text(board)))
     lines = _profile_text(profile)
-    con.print("[bold]profile[/bold]  %s" % lines[0])
+    con.print("[bold]profile[/bold]  %s" % escape(lines[0]))
     for line in lines[1:]:
-        con.print("         %s" % line)
+        con.print("         %s" % escape(line))
     plans = _threads(profile)
-    con.print("[bold]threads[/bold]  ONNX Runtime threads: batch 1: %s; batches of %d+: %s"
-              % (plans["batch1"].describe(), BATCHED_FROM, plans["batched"].describe()))
+    con.print("[bold]threads[/bold]  %s" % escape("ONNX Runtime threads: batch 1: %s; batches of %d+: %s"
+                                                   % (plans["batch1"].describe(), BATCHED_FROM,
+                                                      plans["batched"].describe())))
     if source.available:
-        con.print("[bold]power[/bold]    %s: %s" % (source.name, source.reason))
+        con.print("[bold]power[/bold]    %s: %s" % (escape(source.name), escape(source.reason or "")))
     else:
         con.print("[bold]power[/bold]    [yellow]%s[/yellow]" % NO_SENSOR)
     for p in source.probes:
         mark = "[green]yes[/green]" if p.available else "[red]no[/red]"
-        con.print("         %s %s: %s" % (mark, p.name, p.reason))
+        con.print("         %s %s: %s" % (mark, escape(p.name), escape(p.reason or "")))
     if watching:
         if not source.available:
             con.print("[bold]watch[/bold]    nothing to watch without a power sensor")
@@ -199,8 +212,8 @@ def _show(board: Board, profile: DeviceProfile, source: PowerSource, notes: List
         return
     for r in readings:
         if r["error"]:
-            con.print("[bold]reading[/bold]  [red]failed[/red]: %s" % r["error"])
+            con.print("[bold]reading[/bold]  [red]failed[/red]: %s" % escape(r["error"]))
         else:
             total = "%.1f mW" % r["total_mw"] if r["total_mw"] is not None else "-"
             rails = ", ".join("%s %.1f" % kv for kv in r["rails_mw"].items())
-            con.print("[bold]reading[/bold]  t=%.2fs total %s (%s)" % (r["t_s"], total, rails or "no rails"))
+            con.print("[bold]reading[/bold]  t=%.2fs total %s (%s)" % (r["t_s"], total, escape(rails or "no rails")))

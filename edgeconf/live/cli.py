@@ -68,10 +68,12 @@ def _fmt_rate(v: Optional[float]) -> str:
 
 def panel(pipeline: Any, result: Any, power_note: str) -> Any:
     """A rich table with the live numbers."""
+    from rich.markup import escape
     from rich.table import Table
 
     c = result.counters
-    t = Table(title="edgeconf run — %s" % getattr(pipeline.source, "uri", "source"), show_header=False, expand=False)
+    t = Table(title="edgeconf run — %s" % escape(str(getattr(pipeline.source, "uri", "source"))), show_header=False,
+              expand=False)
     t.add_column(style="bold cyan")
     t.add_column()
     state = pipeline.source_state
@@ -85,7 +87,7 @@ def panel(pipeline: Any, result: Any, power_note: str) -> Any:
     t.add_row("exits per stage", " / ".join(str(x) for x in c.exits) + "  + memo %d" % c.memo_hits)
     t.add_row("escalation", "%s (recent %s)" % (_fmt_rate(c.escalation_rate), _fmt_rate(c.escalation_rate_recent)))
     t.add_row("memo hit rate", "%s (recent %s)" % (_fmt_rate(c.memo_hit_rate), _fmt_rate(c.memo_hit_rate_recent)))
-    t.add_row("power", "%.2f W" % c.power_w if c.power_w is not None else power_note)
+    t.add_row("power", "%.2f W" % c.power_w if c.power_w is not None else escape(power_note))
     return t
 
 

@@ -76,3 +76,33 @@ def test_this_machine_runs(tmp_path):
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert (doc["readings"] is None) == (not doc["power"]["available"])
+
+
+def test_a_root_that_does_not_exist_is_refused_in_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "edgeconf", "devices", "--root", str(tmp_path / "nonexistent")],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeconf: error: --root ") and "no such folder" in lines[0]
+
+
+def test_a_fake_jetson_tree_shows_its_board_and_the_jtop_hint_whole(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("jtop") is not None:
+        pytest.skip("jetson-stats is installed here: there is no install hint to print")
+    root = BOARDS["jetson-nano-4gb"].write(tmp_path)
+    res = CliRunner().invoke(devices_cmd, ["--root", str(root), "--source", "jtop", "--count", "1"],
+                             env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    board = [x for x in res.output.splitlines() if x.startswith("board")][0]
+    assert "NVIDIA Jetson Nano Developer Kit" in board
+    import platform
+
+    assert platform.machine() not in board.split(" · ")  # the host's architecture is not the tree's board
+    # rich markup must not eat "[jetson]" out of the install hint
+    assert "pip install 'edgeconf[jetson]' on the board" in res.output
+    doc = json.loads(CliRunner().invoke(devices_cmd, ["--json", "--root", str(root), "--source", "none"]).output)
+    assert doc["board"]["machine"] is None and doc["board"]["model"] == "NVIDIA Jetson Nano Developer Kit"
