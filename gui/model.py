@@ -154,6 +154,9 @@ class StatsPoint:
     stage_calls: Tuple[int, ...]  # cumulative, per stage
     memo_hit_rate_recent: Optional[float]
     escalation_rate_recent: Optional[float]
+    remote_calls: int = 0  # cumulative: crops sent to a remote stage
+    remote_failures: int = 0  # cumulative: of those, answered by the last local stage instead (fallbacks)
+    remote_reasons: Dict[str, int] = field(default_factory=dict)  # why (timeout, unavailable, error, circuit_open)
 
 
 class LiveStats:
@@ -177,7 +180,9 @@ class LiveStats:
             latency_ms=float(result.timings.processing_ms), answers=int(c.answers), model_inputs=int(c.model_inputs),
             memo_hits=int(c.cache_hits + c.track_key_hits), exits=tuple(int(x) for x in c.exits),
             stage_calls=tuple(int(x) for x in c.stage_calls), memo_hit_rate_recent=c.memo_hit_rate_recent,
-            escalation_rate_recent=c.escalation_rate_recent)
+            escalation_rate_recent=c.escalation_rate_recent, remote_calls=int(getattr(c, "remote_calls", 0) or 0),
+            remote_failures=int(getattr(c, "remote_failures", 0) or 0),
+            remote_reasons=dict(getattr(c, "remote_reasons", None) or {}))
         if self.points and p.answers < self.points[-1].answers:
             self.points.clear()  # a new pipeline started: counters restarted
         self.points.append(p)
@@ -405,6 +410,7 @@ class StageInfo:
     name: str
     threshold: float
     score: str
+    remote: bool = False  # served by a remote server (Triton); a failed call falls back to the last local stage
 
 
 @dataclass

@@ -288,9 +288,25 @@ class CascadePanel(Panel):
         exits = " · ".join("stage %d: %d" % (k + 1, e) for k, e in enumerate(p.exits))
         memo_rate = p.memo_hits / p.answers if p.answers else None
         self.summary.setText("Model answers kept — %s · escalation (5 s) <b>%s</b> · memo hits <b>%s</b> "
-                             "(recent %s) of %d answers" % (exits, fmt_pct(model.stats.escalation_rate(5.0)),
-                                                             fmt_pct(memo_rate), fmt_pct(p.memo_hit_rate_recent),
-                                                             p.answers))
+                             "(recent %s) of %d answers%s" % (exits, fmt_pct(model.stats.escalation_rate(5.0)),
+                                                               fmt_pct(memo_rate), fmt_pct(p.memo_hit_rate_recent),
+                                                               p.answers, remote_text(model, p)))
+
+
+def remote_text(model: GuiModel, p: Any) -> str:
+    """`` · stage 3 remote: 112 fallbacks of 130 crops sent (unavailable 112)``: a remote stage's failed calls, whose
+    crops the last local stage answered instead (empty without a remote stage)."""
+    stages = [k + 1 for k, s in enumerate(model.stages) if getattr(s, "remote", False)]
+    if not stages and not p.remote_calls:
+        return ""
+    name = "stage %s remote" % "/".join(str(k) for k in stages) if stages else "remote stage"
+    if not p.remote_calls:
+        return " · %s: no crop sent yet" % name
+    if not p.remote_failures:
+        return " · %s: %d crops sent, no fallback" % (name, p.remote_calls)
+    reasons = ", ".join("%s %d" % kv for kv in sorted(p.remote_reasons.items()))
+    return (" · <span style='color:#c00'>%s: <b>%d fallbacks</b></span> of %d crops sent%s (answered by the last "
+            "local stage)" % (name, p.remote_failures, p.remote_calls, " (%s)" % _esc(reasons) if reasons else ""))
 
 
 class SpeedPanel(Panel):

@@ -336,7 +336,8 @@ class MainWindow(QMainWindow):
 
     # -- worker signals -------------------------------------------------------------------------------------
     def _on_ready(self, info: Dict[str, Any]) -> None:
-        stages = [StageInfo(n, t, s) for n, t, s in info["stages"]]
+        remote = set(info.get("remote_stages", ()))
+        stages = [StageInfo(n, t, s, k in remote) for k, (n, t, s) in enumerate(info["stages"])]
         self.model.set_stages(stages, info.get("labels", ()), *info.get("memo", (None, None)))
         self.model.set_memo(*info.get("memo", (self.model.memo_enabled, self.model.memo_radius)))
         self.setWindowTitle("edgeconf operator — %s on %s" % (info.get("name") or info["bundle"], info["source"]))
