@@ -133,9 +133,16 @@ class MainWindow(QMainWindow):
         pl.setContentsMargins(2, 2, 2, 2)
         for p in self.panels:
             pl.addWidget(p, 1)
+        # in a scroll area: on a screen too low for every panel's plot, key and summary the panels scroll
+        # instead of being squeezed on top of one another
+        panels_scroll = QScrollArea()
+        panels_scroll.setWidget(pw)
+        panels_scroll.setWidgetResizable(True)
+        panels_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        panels_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.panels_dock = QDockWidget("Live panels")
         self.panels_dock.setObjectName("panels-dock")
-        self.panels_dock.setWidget(pw)
+        self.panels_dock.setWidget(panels_scroll)
         self.panels_dock.setMinimumWidth(420)
         self.panels_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                                      | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
