@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 
 import click
 
-from edgeconf.errors import DataError, EdgeconfError, MissingDependencyError
+from edgeconf.errors import ConfigError, DataError, EdgeconfError, MissingDependencyError
 
 
 class NoDisplayError(EdgeconfError):
@@ -73,24 +73,32 @@ def open_meter(name: str) -> Tuple[Any, str]:
               help="demo://, a video path, an image folder, rtsp://…, v4l2:///dev/videoN, a camera index or csi://N "
                    "(default: demo://).")
 @click.option("--regions", default=None, help="detector (the shipped detector; the default, as in demo and run) | "
-              "detector:MODEL.onnx | motion | full | truth (oracle: the demo scene's own boxes).")
+              "detector:MODEL.onnx | motion | full | truth (oracle: the demo scene's own boxes). Checked before "
+              "anything is saved; a bad value kept in the settings falls back to detector.")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
 @click.option("--power", "power_name", default="auto", show_default=True,
               help="Power source: auto, ina3221-hwmon, ina3221-iio, jtop, nvml, rapl or none.")
 @click.option("--no-start", is_flag=True, help="Open the window without starting the pipeline.")
 @click.option("--screenshot", "screenshot_path", type=click.Path(dir_okay=False),
-              help="Save a PNG of the whole window before quitting (with --quit-after; for docs and CI).")
+              help="Save a PNG of the whole window when --quit-after closes it (needs --quit-after; for docs and CI).")
 @click.option("--quit-after", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Close the window after this many seconds.")
 @click.option("--telemetry", "telemetry_uri", default=None,
-              help="Publish status and events over MQTT: mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC/DEVICE (docs/fleet.md).")
+              help="Publish status and events over MQTT: mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC/DEVICE"
+                   "[?OPTIONS]; mqtts:// (port 8883) for TLS. Options: tls=1, ca=FILE, cert=FILE&key=FILE, "
+                   "insecure=1, queue=N, interval=S, frames=0, client_id=ID (docs/fleet.md).")
 @click.option("--fleet", "fleet_uri", default=None,
-              help="Open the fleet view instead: every device publishing under mqtt://HOST[:1883]/TOPIC (e.g. /edgeconf).")
+              help="Open the fleet view instead, on a broker and the topic base the devices publish under: "
+                   "mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC (e.g. mqtt://HOST:1883/edgeconf, no DEVICE level); "
+                   "mqtts:// and the ?options as for --telemetry.")
 def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[str], events_path: Optional[str],
             power_name: str, no_start: bool, screenshot_path: Optional[str], quit_after: Optional[float],
             telemetry_uri: Optional[str], fleet_uri: Optional[str]) -> None:
     """Open the operator window on BUNDLE (default: the shipped bundle) and a source (default: demo://),
     or with --fleet the fleet view of every device publishing telemetry to a broker."""
+    if screenshot_path and quit_after is None:
+        raise ConfigError("--screenshot is taken when --quit-after closes the window; add --quit-after SECONDS "
+                          "(e.g. --quit-after 12 --screenshot %s)" % screenshot_path)
     _require_qt()
     if fleet_uri:
         from edgeconf.gui.fleet_model import parse_fleet_uri
@@ -102,6 +110,7 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
         from edgeconf.live.telemetry import parse_telemetry_uri
 
         parse_telemetry_uri(telemetry_uri)
+    check_arguments(regions, power_name, source_uri)  # before the window opens, and so before anything is saved
     if bundle is None:
         bundle = shipped_bundle()
         if not os.path.isdir(bundle):
@@ -113,6 +122,23 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
     sys.exit(run_window(bundle, source_uri or "demo://", regions=regions, events_path=events_path,
                         power_name=power_name, autostart=not no_start, screenshot_path=screenshot_path,
                         quit_after=quit_after, telemetry_uri=telemetry_uri))
+
+
+def check_arguments(regions: Optional[str], power_name: str, source_uri: Optional[str]) -> None:
+    """Refuse a bad --regions, --power or (when opening it is cheap: not a camera or stream) --source in one line,
+    with the parsers ``edgeconf demo``/``run`` (regions, sources) and ``bench``/``devices`` (power) use."""
+    from edgeconf.bench.cli import check_power
+    from edgeconf.gui.model import check_regions
+
+    if regions is not None:
+        check_regions(regions)
+    check_power(power_name)
+    if source_uri:
+        from edgeconf.live.cli import is_live_uri
+        from edgeconf.live.sources import open_source
+
+        if not is_live_uri(source_uri):
+            open_source(source_uri).close()
 
 
 def _screenshot(win: Any, path: str) -> list:

@@ -130,8 +130,19 @@ class FleetModel:
 
 def parse_fleet_uri(uri: str) -> Tuple[Any, str]:
     """``mqtt://HOST:1883/edgeconf`` -> (telemetry config of the broker, topic base the devices publish under)."""
+    from urllib.parse import urlsplit
+
     from edgeconf.live.telemetry import parse_telemetry_uri
 
+    takes = ("--fleet takes an MQTT broker and the topic base the devices publish under: mqtt://[USER[:PASS]@]HOST"
+             "[:1883]/TOPIC, e.g. mqtt://HOST:1883/edgeconf (mqtts:// for TLS; docs/fleet.md)")
+    parts = urlsplit(uri.strip())
+    if parts.scheme.lower() not in ("mqtt", "mqtts"):
+        raise ConfigError("fleet URI %r is not an MQTT URI; %s" % (uri, takes))
+    if not parts.hostname:
+        raise ConfigError("fleet URI %r names no broker host; %s" % (uri, takes))
+    if not parts.path.strip("/"):
+        raise ConfigError("fleet URI %r has no topic base; %s" % (uri, takes))
     cfg = parse_telemetry_uri(uri)
     if cfg.topic.endswith("/#"):
         cfg = replace(cfg, topic=cfg.topic[:-2])

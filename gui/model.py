@@ -18,6 +18,34 @@ from edgeconf.live.defaults import DEFAULT_REGIONS, DEFAULT_SOURCE
 MAX_RECENT_SOURCES = 10
 
 
+# -- checks -------------------------------------------------------------------------------------------
+def check_regions(spec: str) -> str:
+    """The regions spec, refused in one line (ConfigError) when ``edgeconf demo``/``run`` could not build it.
+
+    The same parser as the pipeline's (:func:`edgeconf.live.regions.parse_spec`), the same kinds and the same
+    options per kind, without loading a model: cheap enough for the command line and for settings read at start.
+    """
+    import inspect
+    import os
+
+    from edgeconf.errors import ConfigError
+    from edgeconf.live.regions import _KINDS, DetectorRegions, FullFrame, MotionRegions, TruthRegions, parse_spec
+
+    kind, target, opts = parse_spec(spec)
+    classes = {"detector": DetectorRegions, "full": FullFrame, "motion": MotionRegions, "truth": TruthRegions}
+    if kind not in classes:
+        raise ConfigError("unknown regions %r; use one of %s" % (spec, ", ".join(_KINDS)))
+    if target and not os.path.isfile(os.path.expanduser(target)):
+        raise ConfigError("regions %r: no such detector model %s; pass an existing .onnx file or plain 'detector' "
+                          "(the shipped one)" % (spec, target))
+    allowed = [p for p in inspect.signature(classes[kind].__init__).parameters if p not in ("self", "path", "runner")]
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise ConfigError("unknown option(s) %s for regions %r; valid options: %s"
+                          % (", ".join(unknown), kind, ", ".join(allowed) or "none"))
+    return spec
+
+
 # -- events -------------------------------------------------------------------------------------------
 @dataclass
 class Event:
@@ -126,6 +154,9 @@ class StatsPoint:
     stage_calls: Tuple[int, ...]  # cumulative, per stage
     memo_hit_rate_recent: Optional[float]
     escalation_rate_recent: Optional[float]
+    remote_calls: int = 0  # cumulative: crops sent to a remote stage
+    remote_failures: int = 0  # cumulative: of those, answered by the last local stage instead (fallbacks)
+    remote_reasons: Dict[str, int] = field(default_factory=dict)  # why (timeout, unavailable, error, circuit_open)
 
 
 class LiveStats:
@@ -149,7 +180,9 @@ class LiveStats:
             latency_ms=float(result.timings.processing_ms), answers=int(c.answers), model_inputs=int(c.model_inputs),
             memo_hits=int(c.cache_hits + c.track_key_hits), exits=tuple(int(x) for x in c.exits),
             stage_calls=tuple(int(x) for x in c.stage_calls), memo_hit_rate_recent=c.memo_hit_rate_recent,
-            escalation_rate_recent=c.escalation_rate_recent)
+            escalation_rate_recent=c.escalation_rate_recent, remote_calls=int(getattr(c, "remote_calls", 0) or 0),
+            remote_failures=int(getattr(c, "remote_failures", 0) or 0),
+            remote_reasons=dict(getattr(c, "remote_reasons", None) or {}))
         if self.points and p.answers < self.points[-1].answers:
             self.points.clear()  # a new pipeline started: counters restarted
         self.points.append(p)
@@ -377,6 +410,7 @@ class StageInfo:
     name: str
     threshold: float
     score: str
+    remote: bool = False  # served by a remote server (Triton); a failed call falls back to the last local stage
 
 
 @dataclass

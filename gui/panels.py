@@ -1,7 +1,8 @@
 """The live panels (pyqtgraph): power, confidence per track, cascade exits and memo hits, speed.
 
-Each panel has ``refresh(model)``, called by the window a few times a second (not per frame), and a
-one-line summary label under its plot so the numbers can be read without the axes.
+Each panel has ``refresh(model)``, called by the window a few times a second (not per frame), a key line
+above its plot (what each line is, the thresholds, the time axis: outside the plot, so it is complete at any
+size and covers no data) and a summary label under it so the numbers can be read without the axes.
 """
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QFont
-from PySide6.QtWidgets import QFrame, QLabel, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget
 
 from edgeconf.gui.model import GuiModel, OverlayToggles, shown_tracks
 from edgeconf.live.overlay import track_colour
@@ -23,17 +24,29 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
 PLOT_SECONDS = 120.0
 
 
-def _plot(title: str, left: str, bottom: str = "seconds ago") -> pg.PlotWidget:
-    w = pg.PlotWidget()
+#: the time axis' title, said in each panel's key line (an axis title under the plot costs a line of height)
+TIME_AXIS = "x: seconds ago"
+PLOT_MIN_HEIGHT = 80
+
+
+class _PlotWidget(pg.PlotWidget):
+    """A plot that asks for little height (pyqtgraph's asks 480 px): the panels share the dock's height by their
+    stretch, and in its scroll area they scroll only when not even their minimum fits."""
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(300, PLOT_MIN_HEIGHT)
+
+
+def _plot(title: str, left: str, time_axis: bool = True) -> pg.PlotWidget:
+    w = _PlotWidget()
     w.setTitle(title, size="10pt")
     w.setLabel("left", left)
-    w.setLabel("bottom", bottom)
     w.showGrid(x=True, y=True, alpha=0.25)
     w.setMenuEnabled(False)
     w.setMouseEnabled(x=False, y=False)
     w.hideButtons()
-    w.setMinimumHeight(120)
-    if bottom == "seconds ago":
+    w.setMinimumHeight(PLOT_MIN_HEIGHT)
+    if time_axis:
         # a time axis that changes rarely: its ticks are cached (re-laying out axes costs ~5 ms a plot)
         set_x_span(w, np.zeros(0))
     return w
@@ -72,6 +85,12 @@ def set_x_span(plot: pg.PlotWidget, t: np.ndarray) -> None:
         plot._x_span = span  # type: ignore[attr-defined]
 
 
+def key_entry(colour: str, text: str, style: str = "solid") -> str:
+    """One entry of a key line: a line sample in ``colour`` (solid, dashed or dotted) and its text."""
+    mark = {"solid": "━━", "dashed": "╍╍", "dotted": "┈┈"}[style]
+    return "<span style='color:%s'><b>%s</b></span>&nbsp;%s" % (colour, mark, _esc(text).replace(" ", "&nbsp;"))
+
+
 def _summary_label() -> QLabel:
     lab = QLabel("")
     lab.setWordWrap(True)
@@ -106,7 +125,15 @@ class Panel(QFrame):
         f.setBold(True)
         head.setFont(f)
         self.layout_.addWidget(head)
+        self.key = _summary_label()  # what each line is: above the plot, wrapped, never cut by the plot's height
+        self.key.setStyleSheet("QLabel { font-size: 11px; }")
+        self.layout_.addWidget(self.key)
         self.summary = _summary_label()
+
+    def set_key(self, entries: List[str]) -> None:
+        text = " &nbsp; ".join(entries)
+        if self.key.text() != text:
+            self.key.setText(text)
 
     def refresh(self, model: GuiModel) -> None:  # pragma: no cover - every panel overrides it
         """Redraw from the model; the base panel has nothing of its own to draw."""
@@ -123,8 +150,8 @@ class PowerPanel(Panel):
         self.no_sensor.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.no_sensor.setStyleSheet("QLabel { background: #f4f4f4; color: #333; padding: 8px; font-size: 13px; }")
         self.plot = _plot("", "W")
-        self.plot.addLegend(offset=(8, 4), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210))
         self.curves: Dict[str, Any] = {}
+        self._key: List[str] = []
         self.stack.addWidget(self.no_sensor)
         self.stack.addWidget(self.plot)
         self.layout_.addWidget(self.stack, 1)
@@ -140,13 +167,18 @@ class PowerPanel(Panel):
         self.no_sensor.setText("<b>No power sensor on this machine</b><br>Power and energy are not measured."
                                "<br><small>%s</small>" % _esc(reason))
         self.stack.setCurrentWidget(self.no_sensor)
+        self.key.hide()
+        # the message takes its own height only: the plots below get the rest
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.summary.setText("Power: <b>not measured</b>")
 
     def _curve(self, name: str, i: int, width: float) -> Any:
         c = self.curves.get(name)
         if c is None:
-            c = self.plot.plot([], [], pen=pg.mkPen(PALETTE[i % len(PALETTE)], width=width), name=name)
+            c = self.plot.plot([], [], pen=pg.mkPen(PALETTE[i % len(PALETTE)], width=width))
             self.curves[name] = c
+            self._key.append(key_entry(PALETTE[i % len(PALETTE)], name))
+            self.set_key(self._key + [TIME_AXIS])
         return c
 
     def refresh(self, model: GuiModel) -> None:
@@ -157,6 +189,8 @@ class PowerPanel(Panel):
             return
         if not self.showing_plot:
             self.stack.setCurrentWidget(self.plot)
+            self.key.show()
+            self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         readings = list(ph.readings)
         if not readings:
             self.summary.setText("Power: waiting for the first reading from %s" % _esc(ph.reason))
@@ -186,7 +220,7 @@ class ConfidencePanel(Panel):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("Confidence per track", parent)
-        self.plot = _plot("", "confidence", "track")
+        self.plot = _plot("", "confidence", time_axis=False)
         self.plot.setYRange(0, 1.02, padding=0)
         self.bars = pg.BarGraphItem(x=[0.0], height=[0.0], width=0.7, brush="w", pen=pg.mkPen("#444"))
         self.bars.setVisible(False)
@@ -204,25 +238,23 @@ class ConfidencePanel(Panel):
         for ln in self.lines:
             self.plot.removeItem(ln)
         self.lines = []
+        key = []
         for k, v in enumerate(th):
             colour = PALETTE[k % len(PALETTE)]
-            # side by side (stage k's label starts at k/len of the width), below a line near the top of the plot
-            # and above one lower down: two close thresholds never stack their labels or push them out of view
-            anchor = (0, 0) if v > 0.75 else (0, 1)
-            ln = pg.InfiniteLine(pos=v, angle=0, pen=pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DashLine),
-                                 label="stage %d exits at ≥ %.2f" % (k + 1, v),
-                                 labelOpts={"position": 0.02 + 0.96 * k / len(th), "anchors": [anchor, anchor],
-                                            "color": colour, "fill": pg.mkBrush(255, 255, 255, 225),
-                                            "border": pg.mkPen(colour)})
-            ln.setZValue(self.bars.zValue() + 10)  # line and label drawn over the bars, never hidden behind one
-            ln.label.setZValue(self.bars.zValue() + 11)
+            # the dashed line crosses the bars; its label is in the key line above the plot, so no label ever
+            # covers a bar, however close the thresholds or high the bars
+            ln = pg.InfiniteLine(pos=v, angle=0, pen=pg.mkPen(colour, width=1.5, style=Qt.PenStyle.DashLine))
+            ln.setZValue(self.bars.zValue() + 10)  # the line is drawn over the bars, never hidden behind one
             self.plot.addItem(ln)
             self.lines.append(ln)
+            key.append(key_entry(colour, "stage %d exits at ≥ %.2f" % (k + 1, v), "dashed"))
+        self.set_key(key + ["<i>?</i>&nbsp;not&nbsp;answered&nbsp;yet"])
         self._thresholds = th
 
     def refresh(self, model: GuiModel, toggles: Optional[OverlayToggles] = None) -> None:
-        """Bars for exactly the tracks the video shows on ``model.latest`` (an empty slot: no answer yet, or
-        "unknown", marked ``?`` and coloured as on the video)."""
+        """Bars for exactly the tracks the video shows on ``model.latest``, coloured and marked as on the video:
+        an empty slot marked ``?`` for a track not answered yet, ``unknown`` (violet) for an answer that is no
+        class (docs/gui.md)."""
         self._set_thresholds(model)
         tracks = shown_tracks(model.latest, toggles or model.overlays)
         self.shown_ids = [t.id for t in tracks]
@@ -233,7 +265,7 @@ class ConfidencePanel(Panel):
             self.bars.setOpts(x=x, height=h, width=0.7, brushes=brushes, pen=pg.mkPen("#444"))
         self.bars.setVisible(bool(tracks))
         ax = self.plot.getAxis("bottom")
-        ax.setTicks([[(i, "#%d%s" % (t.id, " ?" if getattr(t, "unknown", False) else "")) for i, t in enumerate(tracks)]])
+        ax.setTicks([[(i, tick_text(t)) for i, t in enumerate(tracks)]])
         self.plot.setXRange(-0.6, max(4.6, len(tracks) - 0.4), padding=0)
         if not tracks:
             self.summary.setText("No track on screen")
@@ -249,7 +281,7 @@ class ConfidencePanel(Panel):
         if unknown:
             text += " · %d unknown (no class)" % unknown
         if waiting:
-            text += " · %d not answered yet" % waiting
+            text += " · %d not answered yet (?)" % waiting
         self.summary.setText(text.lstrip(" ·"))
 
 
@@ -258,11 +290,11 @@ class CascadePanel(Panel):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("Cascade exits and memo hits", parent)
-        self.plot = _plot("", "% of answers")
+        self.plot = _plot("", "% answers")
         self.plot.setYRange(0, 102, padding=0)
-        self.plot.addLegend(offset=(8, 4), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210))
-        self.memo_curve = self.plot.plot([], [], pen=pg.mkPen("#CC79A7", width=2.5), name="memo hits")
+        self.memo_curve = self.plot.plot([], [], pen=pg.mkPen("#CC79A7", width=2.5))
         self.stage_curves: List[Any] = []
+        self.set_key([key_entry("#CC79A7", "memo hits"), TIME_AXIS])
         self.layout_.addWidget(self.plot, 1)
         self.layout_.addWidget(self.summary)
 
@@ -271,8 +303,11 @@ class CascadePanel(Panel):
         while len(self.stage_curves) < n:
             k = len(self.stage_curves)
             name = model.stages[k].name if k < len(model.stages) else str(k + 1)
-            self.stage_curves.append(self.plot.plot([], [], pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.8),
-                                                    name="exit at stage %d (%s)" % (k + 1, name)))
+            self.stage_curves.append(self.plot.plot([], [], pen=pg.mkPen(PALETTE[k % len(PALETTE)], width=1.8)))
+        names = ["stage %d%s" % (k + 1, "" if k >= len(model.stages) or model.stages[k].name in ("stage%d" % (k + 1), "")
+                                 else " (%s)" % model.stages[k].name) for k in range(len(self.stage_curves))]
+        self.set_key([key_entry("#CC79A7", "memo hits")]
+                     + [key_entry(PALETTE[k % len(PALETTE)], "exit at " + n) for k, n in enumerate(names)] + [TIME_AXIS])
         s = model.stats.series(1.0)
         bt = s["t"]
         if bt.size:
@@ -288,9 +323,25 @@ class CascadePanel(Panel):
         exits = " · ".join("stage %d: %d" % (k + 1, e) for k, e in enumerate(p.exits))
         memo_rate = p.memo_hits / p.answers if p.answers else None
         self.summary.setText("Model answers kept — %s · escalation (5 s) <b>%s</b> · memo hits <b>%s</b> "
-                             "(recent %s) of %d answers" % (exits, fmt_pct(model.stats.escalation_rate(5.0)),
-                                                             fmt_pct(memo_rate), fmt_pct(p.memo_hit_rate_recent),
-                                                             p.answers))
+                             "(recent %s) of %d answers%s" % (exits, fmt_pct(model.stats.escalation_rate(5.0)),
+                                                               fmt_pct(memo_rate), fmt_pct(p.memo_hit_rate_recent),
+                                                               p.answers, remote_text(model, p)))
+
+
+def remote_text(model: GuiModel, p: Any) -> str:
+    """`` · stage 3 remote: 112 fallbacks of 130 crops sent (unavailable 112)``: a remote stage's failed calls, whose
+    crops the last local stage answered instead (empty without a remote stage)."""
+    stages = [k + 1 for k, s in enumerate(model.stages) if getattr(s, "remote", False)]
+    if not stages and not p.remote_calls:
+        return ""
+    name = "stage %s remote" % "/".join(str(k) for k in stages) if stages else "remote stage"
+    if not p.remote_calls:
+        return " · %s: no crop sent yet" % name
+    if not p.remote_failures:
+        return " · %s: %d crops sent, no fallback" % (name, p.remote_calls)
+    reasons = ", ".join("%s %d" % kv for kv in sorted(p.remote_reasons.items()))
+    return (" · <span style='color:#c00'>%s: <b>%d fallbacks</b></span> of %d crops sent%s (answered by the last "
+            "local stage)" % (name, p.remote_failures, p.remote_calls, " (%s)" % _esc(reasons) if reasons else ""))
 
 
 class SpeedPanel(Panel):
@@ -299,9 +350,8 @@ class SpeedPanel(Panel):
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("Speed", parent)
         self.plot = _plot("", "fps")
-        legend = self.plot.addLegend(offset=(8, 4), labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210))
-        self.fps_curve = self.plot.plot([], [], pen=pg.mkPen("#0072B2", width=2), name="pipeline fps")
-        self.disp_curve = self.plot.plot([], [], pen=pg.mkPen("#009E73", width=1.5), name="display fps")
+        self.fps_curve = self.plot.plot([], [], pen=pg.mkPen("#0072B2", width=2))
+        self.disp_curve = self.plot.plot([], [], pen=pg.mkPen("#009E73", width=1.5))
         # latency on a second y axis (right), sharing the time axis
         item = self.plot.getPlotItem()
         self.lat_view = pg.ViewBox()
@@ -315,8 +365,9 @@ class SpeedPanel(Panel):
         self.lat_max_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#E69F00", width=1, style=Qt.PenStyle.DotLine))
         self.lat_view.addItem(self.lat_curve)
         self.lat_view.addItem(self.lat_max_curve)
-        legend.addItem(self.lat_curve, "latency ms (mean)")
-        legend.addItem(self.lat_max_curve, "latency ms (max)")
+        self.set_key([key_entry("#0072B2", "pipeline fps"), key_entry("#009E73", "display fps"),
+                      key_entry("#D55E00", "latency ms, mean (right axis)"),
+                      key_entry("#E69F00", "latency ms, max", "dotted"), TIME_AXIS])
         item.vb.sigResized.connect(self._sync_views)
         self.layout_.addWidget(self.plot, 1)
         self.layout_.addWidget(self.summary)
@@ -347,6 +398,16 @@ class SpeedPanel(Panel):
                              "frames dropped by the source %d" % (
                                  p.pipeline_fps, "--" if disp is None else "%.1f fps" % disp,
                                  float(np.percentile(lat, 50)), float(np.percentile(lat, 95)), dropped))
+
+
+def tick_text(track: Any) -> str:
+    """A bar's tick, marked as the video labels the track: ``#9 unknown`` for an answer that is no class, ``#16 ?``
+    for a track not answered yet (edgeconf.live.overlay.track_label), plain ``#12`` otherwise."""
+    if getattr(track, "unknown", False):
+        return "#%d unknown" % track.id
+    if track.confidence is None:
+        return "#%d ?" % track.id
+    return "#%d" % track.id
 
 
 def _esc(text: str) -> str:

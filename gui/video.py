@@ -9,7 +9,7 @@ from typing import Any, List, Optional, Tuple
 
 import numpy as np
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QPointF, QRectF, Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QPainter, QPen, QTextOption
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from edgeconf.atomic import write_bytes
@@ -171,6 +171,10 @@ class VideoView(QWidget):
             self._qimage = to_qimage(self._array).convertToFormat(QImage.Format.Format_RGB32)
         self.update()
 
+    def placeholder_rect(self) -> Any:
+        """Where the message is drawn when there is no frame: the view less a margin on every side."""
+        return self.rect().adjusted(16, 16, -16, -16)
+
     def set_placeholder(self, text: str) -> None:
         self.placeholder = text
         if self.result is None:
@@ -198,7 +202,10 @@ class VideoView(QWidget):
                 f = p.font()
                 f.setPixelSize(16)
                 p.setFont(f)
-                p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.placeholder)
+                # wrapped inside a margin: a long message (a failure, a path) is shown whole, not cut at both ends
+                opt = QTextOption(Qt.AlignmentFlag.AlignCenter)
+                opt.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+                p.drawText(QRectF(self.placeholder_rect()), self.placeholder, opt)
                 return
             target = self.image_rect()
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, target.width() < self._qimage.width())

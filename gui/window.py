@@ -7,6 +7,7 @@ Closing it stops the worker (which finalises the recording and the event log) an
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import Any, Dict, List, Optional
 
@@ -14,9 +15,9 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
-from edgeconf.errors import OutputError
+from edgeconf.errors import EdgeconfError, OutputError
 from edgeconf.gui.controls import ControlPanel
-from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo
+from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo, check_regions
 from edgeconf.gui.panels import ConfidencePanel, CascadePanel, PowerPanel, SpeedPanel
 from edgeconf.gui.video import VideoView, render_annotated, save_png
 from edgeconf.gui.worker import PipelineWorker, WorkerConfig
@@ -78,6 +79,8 @@ class MainWindow(QMainWindow):
         self.worker: Optional[PipelineWorker] = None
         self._old_workers: List[PipelineWorker] = []
         self.last_snapshot: Optional[str] = None
+        #: what was wrong with the saved settings (shown in the status bar when the window opens)
+        self.settings_notice = ""
         self._load_settings()
         if bundle:
             self.model.bundle_path = bundle
@@ -130,9 +133,16 @@ class MainWindow(QMainWindow):
         pl.setContentsMargins(2, 2, 2, 2)
         for p in self.panels:
             pl.addWidget(p, 1)
+        # in a scroll area: on a screen too low for every panel's plot, key and summary the panels scroll
+        # instead of being squeezed on top of one another
+        panels_scroll = QScrollArea()
+        panels_scroll.setWidget(pw)
+        panels_scroll.setWidgetResizable(True)
+        panels_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        panels_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.panels_dock = QDockWidget("Live panels")
         self.panels_dock.setObjectName("panels-dock")
-        self.panels_dock.setWidget(pw)
+        self.panels_dock.setWidget(panels_scroll)
         self.panels_dock.setMinimumWidth(420)
         self.panels_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                                      | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
@@ -168,6 +178,8 @@ class MainWindow(QMainWindow):
         QShortcut(QKeySequence("Ctrl+S"), self, activated=lambda: self.snapshot())
         self._restore_layout()
         self.refresh_panels()
+        if self.settings_notice:
+            self.show_message(self.settings_notice, error=True, ms=20000)
 
     # -- settings -------------------------------------------------------------------------------------------
     def _load_settings(self) -> None:
@@ -175,6 +187,12 @@ class MainWindow(QMainWindow):
         m.bundle_path = str(s.value("bundle", "") or "")
         m.source_uri = str(s.value("source", DEFAULT_SOURCE) or DEFAULT_SOURCE)
         m.regions = str(s.value("regions", DEFAULT_REGIONS) or DEFAULT_REGIONS)
+        try:
+            check_regions(m.regions)
+        except EdgeconfError as exc:  # a value an older version (or a hand edit) left: start on the default
+            self.settings_notice = "Saved regions ignored, using %s: %s" % (DEFAULT_REGIONS, exc)
+            sys.stderr.write("edgeconf: note: %s\n" % self.settings_notice)
+            m.regions = DEFAULT_REGIONS
         recent = _to_list(s.value("recent_sources"))
         m.recent_sources = (recent or [DEFAULT_SOURCE])[:MAX_RECENT_SOURCES]
         for name in OverlayToggles.names():
@@ -217,6 +235,11 @@ class MainWindow(QMainWindow):
             return False
         if not source:
             self.show_message("Enter a source URI (e.g. demo://) first", error=True)
+            return False
+        try:
+            check_regions(self.controls.regions_text())
+        except EdgeconfError as exc:
+            self.show_message(str(exc), error=True)
             return False
         m = self.model
         m.set_bundle(bundle)
@@ -320,7 +343,8 @@ class MainWindow(QMainWindow):
 
     # -- worker signals -------------------------------------------------------------------------------------
     def _on_ready(self, info: Dict[str, Any]) -> None:
-        stages = [StageInfo(n, t, s) for n, t, s in info["stages"]]
+        remote = set(info.get("remote_stages", ()))
+        stages = [StageInfo(n, t, s, k in remote) for k, (n, t, s) in enumerate(info["stages"])]
         self.model.set_stages(stages, info.get("labels", ()), *info.get("memo", (None, None)))
         self.model.set_memo(*info.get("memo", (self.model.memo_enabled, self.model.memo_radius)))
         self.setWindowTitle("edgeconf operator — %s on %s" % (info.get("name") or info["bundle"], info["source"]))

@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
@@ -74,6 +75,8 @@ class PipelineWorker(QThread):
         self._events: Any = None
         self._telemetry: Any = None
         self._last_state: Optional[str] = None
+        self._remote_failures = 0  # remote failures already reported in a remote_failure event
+        self._t_start: Optional[float] = None  # perf_counter, process_time and thread_time when the loop started
 
     # -- called from the UI thread ------------------------------------------------------------------
     def take_result(self) -> Any:
@@ -174,6 +177,7 @@ class PipelineWorker(QThread):
             "bundle": cfg.bundle, "source": cfg.source,
             "name": getattr(getattr(self.cascade, "manifest", None), "name", "") or os.path.basename(os.path.normpath(cfg.bundle)),
             "stages": [(s.name, float(s.threshold), s.score) for s in self.cascade.stages],
+            "remote_stages": [k for k, s in enumerate(self.cascade.stages) if getattr(s.runner, "remote", False)],
             "labels": list(self.cascade.labels or []),
             "memo": (memo is not None, int(memo.radius) if memo is not None else int(cfg.memo_radius or 0)),
         }
@@ -188,6 +192,7 @@ class PipelineWorker(QThread):
 
     def _loop(self) -> None:
         pipe = self.pipeline
+        self._t_start = (time.perf_counter(), time.process_time(), time.thread_time())
         while not self._stop.is_set():
             self._drain_commands()
             if self._paused.is_set():
@@ -217,6 +222,13 @@ class PipelineWorker(QThread):
             self._events.emit("frame", **res.to_json())
             if res.error:
                 self._events.emit("error", frame=res.frame_index, message=res.error)
+            # as edgeconf demo and run (edgeconf.live.cli.drive): one event per frame whose remote calls failed
+            failed = res.counters.remote_failures
+            if failed > self._remote_failures:
+                self._events.emit("remote_failure", frame=res.frame_index, inputs=failed - self._remote_failures,
+                                  total=failed, calls=res.counters.remote_calls,
+                                  reasons=dict(res.counters.remote_reasons))
+                self._remote_failures = failed
         rec = self._recorder
         if rec is not None:
             try:
@@ -287,8 +299,36 @@ class PipelineWorker(QThread):
         self._last_state = state
         self.sourceState.emit(state, detail)
 
+    def summary(self) -> Dict[str, Any]:
+        """The run's summary, with the keys of ``edgeconf demo``/``run``'s ``summary`` event (edgeconf.live.cli.drive):
+        only numbers this run measured (power is "not measured" without a sensor reading)."""
+        pipe = self.pipeline
+        counters = pipe.counters
+        t0, cpu0, thread0 = self._t_start or (time.perf_counter(), time.process_time(), time.thread_time())
+        wall = time.perf_counter() - t0
+        frames = int(counters.frames)
+        return {"frames": frames, "wall_s": round(wall, 3), "fps": round(frames / wall, 2) if wall > 0 else None,
+                "cpu": {"process_s": round(time.process_time() - cpu0, 3),
+                        "pipeline_thread_s": round(time.thread_time() - thread0, 3)},
+                "interrupted": self.end_reason == "stopped", "signal": None, "counters": counters.to_json(),
+                "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipe.latency_percentiles().items()},
+                "source_state": getattr(pipe.source_state, "value", str(pipe.source_state)),
+                "source_detail": getattr(pipe.source, "detail", "") or "",
+                "power": "not measured" if counters.power_w is None else "%.2f W" % counters.power_w,
+                "end_reason": self.end_reason or "stopped", "gui": True}
+
     def _finish(self, source: Any) -> None:
         """Close everything this thread opened, in order: recording, source, events, models."""
+        if self._events is not None and self.pipeline is not None and self._t_start is not None:
+            try:
+                self._events.emit("summary", **self.summary())
+            except Exception:
+                log.exception("writing the summary event failed")
+        if self._telemetry is not None:
+            try:
+                self._telemetry.publish_status()  # the last status, as demo and run publish it
+            except Exception:
+                log.exception("publishing the last status failed")
         self._close_recorder()
         if self.pipeline is not None:
             try:

@@ -358,8 +358,11 @@ def test_the_per_track_panel_lists_exactly_the_tracks_on_screen(qtbot, make_wind
     res = pause_and_settle(qtbot, win)
     drawn = [t.id for t in shown_tracks(res, win.model.overlays)]
     assert win.confidence_panel.shown_ids == drawn
+    from edgeconf.gui.panels import tick_text
+
     ticks = [label for _, label in win.confidence_panel.plot.getAxis("bottom")._tickLevels[0]]
-    assert ticks == ["#%d" % i for i in drawn]
+    assert ticks == [tick_text(t) for t in shown_tracks(res, win.model.overlays)]
+    assert all(tk.split()[0] == "#%d" % i for tk, i in zip(ticks, drawn))
     win.controls.overlay_checks["coasting"].setChecked(False)  # hiding coasting tracks hides their bars too
     assert win.confidence_panel.shown_ids == [t.id for t in res.tracks if not t.frames_since_match]
 
@@ -380,15 +383,18 @@ def test_shown_tracks_leaves_out_what_the_video_does_not_draw():
     assert shown_tracks(None, OverlayToggles()) == []
 
 
-def test_threshold_labels_are_drawn_above_the_bars(qtbot, make_window):
+def test_threshold_labels_sit_in_the_key_above_the_plot_never_over_a_bar(qtbot, make_window):
     win = make_window()
+    win.resize(1052, 708)  # the size a restored window had under xvfb-run -a in QA
     win.start()
     wait_results(qtbot, win, 3)
     panel = win.confidence_panel
     qtbot.waitUntil(lambda: bool(panel.lines), timeout=WAIT_MS)
     for line in panel.lines:
-        assert line.zValue() > panel.bars.zValue() and line.label.zValue() > panel.bars.zValue()
-        assert "exits at" in line.label.toPlainText()
+        assert line.zValue() > panel.bars.zValue() and getattr(line, "label", None) is None  # the dashed line only, over the bars
+    assert "stage 1 exits at ≥ %.2f" % win.model.stages[0].threshold in panel.key.text().replace("&nbsp;", " ")
+    key, plot = panel.key.geometry(), panel.plot.geometry()
+    assert key.isValid() and key.bottom() < plot.top()  # the key is above the plot, so above every bar
 
 
 def test_the_window_starts_on_the_shared_defaults(qtbot, settings, gui_bundle):
@@ -403,7 +409,54 @@ def test_the_window_starts_on_the_shared_defaults(qtbot, settings, gui_bundle):
     win.close()
 
 
-def test_close_thresholds_near_the_top_keep_their_labels_apart_and_in_view(qtbot):
+def test_no_panel_overlaps_its_key_or_summary_at_1052x708_nor_1920x1080(qtbot, make_window):
+    """The QA finding: at 1052×708 the axis titles ran into the summary text and the legends lost entries."""
+    win = make_window()
+    win.start()
+    wait_results(qtbot, win, 3)
+    for size in ((1052, 708), (1920, 1080)):
+        win.resize(*size)
+        qtbot.wait(700)  # two panel refreshes
+        win.refresh_panels()
+        qtbot.wait(50)
+        for panel in win.panels:
+            if not panel.plot.isVisible():
+                continue  # the power panel without a sensor shows its message instead of a plot
+            key, plot, summary = panel.key.geometry(), panel.plot.geometry(), panel.summary.geometry()
+            assert key.bottom() < plot.top() and plot.bottom() < summary.top(), (type(panel).__name__, size)
+            assert summary.height() >= panel.summary.heightForWidth(summary.width()), (type(panel).__name__, size)
+            assert key.height() >= panel.key.heightForWidth(key.width()), (type(panel).__name__, size)
+    cascade = win.cascade_panel.key.text().replace("&nbsp;", " ")
+    for k in range(len(win.model.stages)):  # every stage in the key, not only those a small legend had room for
+        assert "exit at stage %d" % (k + 1) in cascade
+    speed = win.speed_panel.key.text().replace("&nbsp;", " ")
+    for name in ("pipeline fps", "display fps", "latency ms, mean", "latency ms, max"):
+        assert name in speed
+
+
+def test_the_video_message_wraps_inside_the_view(qtbot):
+    from PySide6.QtCore import QRectF, Qt
+    from PySide6.QtGui import QFont, QFontMetricsF
+
+    from edgeconf.gui.model import OverlayToggles
+    from edgeconf.gui.video import VideoView
+
+    view = VideoView(OverlayToggles())
+    qtbot.addWidget(view)
+    view.resize(320, 400)
+    view.show()
+    text = ("Could not run: unknown regions 'foo'; use one of detector (the shipped one), detector:PATH.onnx, "
+            "motion, full, truth (oracle)")
+    view.set_placeholder(text)
+    rect = view.placeholder_rect()
+    assert view.rect().contains(rect) and rect.width() < view.width()
+    f = QFont(view.font())
+    f.setPixelSize(16)
+    need = QFontMetricsF(f).boundingRect(QRectF(rect), int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), text)
+    assert QRectF(rect).contains(need)  # wrapped: every word inside the view, none cut at either end
+
+
+def test_close_thresholds_near_the_top_are_both_named_in_the_key(qtbot):
     from types import SimpleNamespace
 
     from edgeconf.gui.panels import ConfidencePanel
@@ -414,12 +467,6 @@ def test_close_thresholds_near_the_top_keep_their_labels_apart_and_in_view(qtbot
     panel.show()
     stage = lambda t: SimpleNamespace(threshold=t)  # noqa: E731
     panel._set_thresholds(SimpleNamespace(stages=[stage(0.93), stage(0.91), stage(0.0)]))
-    panel.plot.setXRange(-0.6, 4.6, padding=0)  # as refresh() sets it
-    qtbot.waitExposed(panel)
-    qtbot.wait(50)
-    for ln in panel.lines:
-        ln.label.updatePosition()
-    a, b = (ln.label.sceneBoundingRect() for ln in panel.lines)
-    assert not a.intersects(b)  # side by side, not stacked on one another
-    view = panel.plot.getViewBox().sceneBoundingRect()
-    assert all(view.contains(r) for r in (a, b))  # below their lines, inside the plot, not cut at its top
+    assert [ln.value() for ln in panel.lines] == [0.93, 0.91]
+    text = panel.key.text()
+    assert "stage 1 exits at ≥ 0.93" in text.replace("&nbsp;", " ") and "stage 2 exits at ≥ 0.91" in text.replace("&nbsp;", " ")
