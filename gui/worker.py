@@ -20,6 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 from PySide6.QtCore import QThread, Signal
 
 from edgeconf.live.defaults import DEFAULT_REGIONS
+from edgeconf.live.events import emit_frame, run_summary
 
 log = logging.getLogger(__name__)
 
@@ -219,16 +220,7 @@ class PipelineWorker(QThread):
 
     def _handle(self, res: Any) -> None:
         if self._events is not None:
-            self._events.emit("frame", **res.to_json())
-            if res.error:
-                self._events.emit("error", frame=res.frame_index, message=res.error)
-            # as edgeconf demo and run (edgeconf.live.cli.drive): one event per frame whose remote calls failed
-            failed = res.counters.remote_failures
-            if failed > self._remote_failures:
-                self._events.emit("remote_failure", frame=res.frame_index, inputs=failed - self._remote_failures,
-                                  total=failed, calls=res.counters.remote_calls,
-                                  reasons=dict(res.counters.remote_reasons))
-                self._remote_failures = failed
+            self._remote_failures = emit_frame(self._events, res, self._remote_failures)
         rec = self._recorder
         if rec is not None:
             try:
@@ -302,20 +294,13 @@ class PipelineWorker(QThread):
     def summary(self) -> Dict[str, Any]:
         """The run's summary, with the keys of ``edgeconf demo``/``run``'s ``summary`` event (edgeconf.live.cli.drive):
         only numbers this run measured (power is "not measured" without a sensor reading)."""
-        pipe = self.pipeline
-        counters = pipe.counters
         t0, cpu0, thread0 = self._t_start or (time.perf_counter(), time.process_time(), time.thread_time())
-        wall = time.perf_counter() - t0
-        frames = int(counters.frames)
-        return {"frames": frames, "wall_s": round(wall, 3), "fps": round(frames / wall, 2) if wall > 0 else None,
-                "cpu": {"process_s": round(time.process_time() - cpu0, 3),
-                        "pipeline_thread_s": round(time.thread_time() - thread0, 3)},
-                "interrupted": self.end_reason == "stopped", "signal": None, "counters": counters.to_json(),
-                "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipe.latency_percentiles().items()},
-                "source_state": getattr(pipe.source_state, "value", str(pipe.source_state)),
-                "source_detail": getattr(pipe.source, "detail", "") or "",
-                "power": "not measured" if counters.power_w is None else "%.2f W" % counters.power_w,
-                "end_reason": self.end_reason or "stopped", "gui": True}
+        cpu = {"process_s": round(time.process_time() - cpu0, 3),
+               "pipeline_thread_s": round(time.thread_time() - thread0, 3)}
+        out = run_summary(self.pipeline, time.perf_counter() - t0, cpu, self.end_reason == "stopped", None,
+                          "not measured")
+        out.update(end_reason=self.end_reason or "stopped", gui=True)
+        return out
 
     def _finish(self, source: Any) -> None:
         """Close everything this thread opened, in order: recording, source, events, models."""

@@ -100,7 +100,7 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
 
     ``telemetry``: a started :class:`edgeconf.live.telemetry.Telemetry` that gets every event too (its status
     thread publishes the pipeline's status on its own)."""
-    from edgeconf.live.events import EventLog, install_stop_signals
+    from edgeconf.live.events import EventLog, emit_frame, install_stop_signals, run_summary
     from edgeconf.live.outputs import open_output
     from edgeconf.live.overlay import draw_overlays
     from edgeconf.live.recording import Recorder
@@ -139,14 +139,7 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
                 if st != state["last_state"]:
                     state["last_state"] = st
                     events.emit("source", state=getattr(st, "value", str(st)))
-                events.emit("frame", **res.to_json())
-                if res.error:
-                    events.emit("error", frame=res.frame_index, message=res.error)
-                failed = res.counters.remote_failures
-                if failed > state["remote_failures"]:
-                    events.emit("remote_failure", frame=res.frame_index, inputs=failed - state["remote_failures"],
-                                total=failed, calls=res.counters.remote_calls, reasons=dict(res.counters.remote_reasons))
-                    state["remote_failures"] = failed
+                state["remote_failures"] = emit_frame(events, res, state["remote_failures"])
             if recorder is not None:
                 recorder.write(res)
             if opened:
@@ -165,17 +158,11 @@ def drive(pipeline: Any, frames: Optional[int], events_path: Optional[str], reco
             pipeline.stop()
 
         with install_stop_signals(stop, on_signal=on_signal):
-            counters = pipeline.run(max_frames=frames, on_result=handle, stop_event=stop)
+            pipeline.run(max_frames=frames, on_result=handle, stop_event=stop)
         wall = time.perf_counter() - t_start
         cpu = {"process_s": round(time.process_time() - cpu_start, 3),  # every thread: source, pipeline, models
                "pipeline_thread_s": round(time.thread_time() - thread_start, 3)}
-        summary = {"frames": counters.frames, "wall_s": round(wall, 3),
-                   "fps": round(counters.frames / wall, 2) if wall > 0 else None, "cpu": cpu,
-                   "interrupted": stop.is_set(), "signal": state.get("signal"), "counters": counters.to_json(),
-                   "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
-                   "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
-                   "source_detail": getattr(pipeline.source, "detail", "") or "",
-                   "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
+        summary = run_summary(pipeline, wall, cpu, stop.is_set(), state.get("signal"), power_note)
         if opened:
             summary["outputs"] = [{"uri": o.uri, "kind": o.kind, "codec": getattr(o, "codec", None),
                                    "frames": o.frames_given} for o in opened]

@@ -29,6 +29,35 @@ def json_default(obj: Any) -> Any:
     return str(obj)
 
 
+def emit_frame(events: Any, res: Any, reported_failures: int) -> int:
+    """The events of one pipeline frame result, as ``demo``, ``run`` and the GUI write them: ``frame``, ``error``
+    when it has one, and ``remote_failure`` when remote calls failed since the last one reported. Returns the
+    remote failures reported so far (pass it back in with the next frame)."""
+    events.emit("frame", **res.to_json())
+    if res.error:
+        events.emit("error", frame=res.frame_index, message=res.error)
+    failed = res.counters.remote_failures
+    if failed > reported_failures:
+        events.emit("remote_failure", frame=res.frame_index, inputs=failed - reported_failures, total=failed,
+                    calls=res.counters.remote_calls, reasons=dict(res.counters.remote_reasons))
+        return failed
+    return reported_failures
+
+
+def run_summary(pipeline: Any, wall_s: float, cpu: Dict[str, float], interrupted: bool, signal_name: Optional[str],
+                power_note: str) -> Dict[str, Any]:
+    """The ``summary`` of a live run (``demo``, ``run``, the GUI): only numbers the run measured; power is
+    ``power_note`` (e.g. "not measured") without a sensor reading."""
+    counters = pipeline.counters
+    frames = int(counters.frames)
+    return {"frames": frames, "wall_s": round(wall_s, 3), "fps": round(frames / wall_s, 2) if wall_s > 0 else None,
+            "cpu": cpu, "interrupted": interrupted, "signal": signal_name, "counters": counters.to_json(),
+            "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
+            "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
+            "source_detail": getattr(pipeline.source, "detail", "") or "",
+            "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
+
+
 class EventLog:
     """Append-only JSON-lines file; ``emit(type, **fields)`` writes one line with a wall-clock time."""
 
