@@ -854,11 +854,11 @@ class Cascade:
         memo = self.memo
         if memo is None:
             return self._classify_one(image)
-        if not _raw_image_ok(image):  # before the memo: a near-duplicate key must never answer a bad image
-            image = _raw_image(image)
         try:
-            if memo.skip(image):  # its sampling skips this input
+            if memo.skip(image):  # its sampling skips this input (the cascade's own run validates it)
                 return self._classify_one(image)
+            if not _raw_image_ok(image):  # before a lookup: a near-duplicate key must never answer a bad image
+                image = _raw_image(image)
             hit, res = memo.lookup_answer(image, self.fingerprint(), self._classify_one)
         except InputValidationError:
             raise
