@@ -528,6 +528,9 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
         tracking, tracking_note = None, "not measured (motmetrics is not installed: pip install motmetrics)"
     classes = ClassificationEvaluator(iou_threshold=0.5)
     base_path = baseline_path or DEFAULT_BASELINE
+    if baseline_path and not os.path.isfile(baseline_path):  # a path the user gave (the shipped one may be left out)
+        raise ConfigError("baseline model %s does not exist; give an ONNX classifier file, or leave --baseline out for "
+                          "the zoo's big model" % baseline_path)
     probe: Optional[BaselineProbe] = None
     src = telemetry = None
     scored = {"frames": 0}

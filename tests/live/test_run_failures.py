@@ -131,3 +131,9 @@ def test_demo_names_a_missing_bundle_folder_it_was_given(tmp_path):
     proc = _edgeconf("demo", "--bundle", tmp_path / "nothere", "--frames", 5, "--no-live")
     _one_line_error(proc, "bundle folder %s does not exist" % (tmp_path / "nothere"))
     assert "shipped" not in proc.stderr.split("does not exist")[0] and "reinstall" not in proc.stderr
+
+
+def test_demo_refuses_a_baseline_file_that_does_not_exist(tmp_path):
+    """A --baseline the user gave that is not there is an error, not a silent 'not measured' comparison."""
+    proc = _edgeconf("demo", "--frames", 3, "--no-live", "--baseline", tmp_path / "big.onnx")
+    _one_line_error(proc, "baseline model %s does not exist" % (tmp_path / "big.onnx"))
