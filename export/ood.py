@@ -486,7 +486,13 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
     if method == "mahalanobis":
         params = fit_mahalanobis(feats[fit_i], ys[fit_i])
     else:
-        assert neg_fit is not None
+        assert neg_fit is not None and negatives is not None
+        if len(neg_fit) < MIN_NEGATIVES:  # say what the hold-out took, or the count in fit_learned's message puzzles
+            need = next(n for n in range(MIN_NEGATIVES, 100 * MIN_NEGATIVES) if n - int(round(n * holdout)) >= MIN_NEGATIVES)
+            raise OodCalibrationError("a learned OOD head needs at least %d negatives (crops that are no class) to fit "
+                                      "on; %d of the %d given are held out (holdout %g) for the threshold, leaving %d: "
+                                      "give at least %d negatives, or use --method mahalanobis"
+                                      % (MIN_NEGATIVES, len(neg_cal), len(negatives), holdout, len(neg_fit), need))
         params = fit_learned(np.concatenate(pos_fit), neg_fit, seed=seed, threads=threads)
     fit = OodFit(method, feature, params)
     cal_scores = fit.score(np.concatenate(pos_cal))

@@ -112,6 +112,10 @@ def test_fit_stage_refuses_one_class_and_missing_negatives(tmp_path, rng):
         fit_stage_ood(folder, x, np.arange(200) % 10, method="learned")
     with pytest.raises(OodCalibrationError, match="at least 20 negatives"):
         fit_stage_ood(folder, x, np.arange(200) % 10, negatives=x[:10], method="learned")
+    # 20 negatives are enough in number, but the hold-out leaves 14 to fit on: the message says so and what is enough
+    with pytest.raises(OodCalibrationError, match=r"6 of the 20 given are held out \(holdout 0.3\) for the threshold, "
+                                                  r"leaving 14: give at least 28 negatives"):
+        fit_stage_ood(folder, x, np.arange(200) % 10, negatives=x[:20], method="learned")
 
 
 @pytest.mark.slow
