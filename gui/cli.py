@@ -27,7 +27,16 @@ def check_display(environ: Optional[Any] = None, platform: Optional[str] = None)
     env = os.environ if environ is None else environ
     if not (platform or sys.platform).startswith("linux"):
         return
-    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM"):
+    if env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM"):
+        return
+    display = env.get("DISPLAY")
+    if display:
+        from edgeconf.live.outputs import x_display_running
+
+        if x_display_running(display) is False:
+            raise NoDisplayError("no X server is running for DISPLAY=%s; start the desktop session, run edgeconf gui "
+                                 "under a virtual X server (xvfb-run -a edgeconf gui ...), or use "
+                                 "QT_QPA_PLATFORM=offscreen for --screenshot without a display" % display)
         return
     raise NoDisplayError("no display to open the window on (DISPLAY and WAYLAND_DISPLAY are not set); run edgeconf "
                          "gui in a desktop session, under a virtual X server (xvfb-run -a edgeconf gui ...), or with "

@@ -375,6 +375,22 @@ def _rtp_output(uri: str, rest: str, fps: float) -> VideoOutput:
                         lossless=False, kind="rtp")
 
 
+def x_display_running(display: str) -> Optional[bool]:
+    """Whether the local X display ``display`` (``:0``, ``unix:1.0``) has a server: its socket in /tmp/.X11-unix or
+    in the abstract namespace (/proc/net/unix). None when that cannot be told (a remote ``host:N``, another form)."""
+    m = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display.strip())
+    if not m:
+        return None
+    path = "/tmp/.X11-unix/X%s" % m.group(1)
+    if os.path.exists(path):
+        return True
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+            return any(line.rstrip().endswith("@" + path) for line in f)
+    except OSError:
+        return None
+
+
 def _display_output(uri: str, rest: str, fps: float) -> VideoOutput:
     if not re.fullmatch(r"\d*/?", rest):
         raise ConfigError("--output %s: expected display://N (N: the display number, e.g. display://0)" % uri)
@@ -386,7 +402,7 @@ def _display_output(uri: str, rest: str, fps: float) -> VideoOutput:
         raise OutputError("--output %s needs a window system: this OpenCV has no GUI (opencv-python-headless) and "
                           "ffmpeg with SDL is not installed; install ffmpeg, use the operator window (edgeconf gui), "
                           "or stream with --output rtp://HOST:PORT" % uri)
-    if not os.path.exists("/tmp/.X11-unix/X%s" % display.lstrip(":").split(".")[0]) and not os.environ.get("WAYLAND_DISPLAY"):
+    if x_display_running(display) is False and not os.environ.get("WAYLAND_DISPLAY"):
         raise OutputError("--output %s: no X display %s is running here; run on the desktop, set DISPLAY, or stream "
                           "with --output rtp://HOST:PORT" % (uri, display))
     return FfmpegOutput(uri, fps, ["-pix_fmt", "yuv420p", "-window_title", "edgeconf", "-f", "sdl2", "edgeconf"],

@@ -80,8 +80,19 @@ def test_no_display_is_one_line_error_not_a_qt_abort(tmp_path, args):
 def test_check_display_lets_any_display_or_platform_through():
     from edgeconf.gui.cli import NoDisplayError, check_display
 
-    for env in ({"DISPLAY": ":0"}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "offscreen"}):
-        check_display(env, "linux")
+    for env in ({"DISPLAY": "remote-host:0"}, {"WAYLAND_DISPLAY": "wayland-0"}, {"QT_QPA_PLATFORM": "offscreen"}):
+        check_display(env, "linux")  # a remote X server cannot be checked from here: let Qt try
     check_display({}, "darwin")
     with pytest.raises(NoDisplayError):
         check_display({"DISPLAY": ""}, "linux")
+
+
+def test_check_display_refuses_a_local_display_with_no_x_server_and_takes_a_running_one():
+    from edgeconf.gui.cli import NoDisplayError, check_display
+
+    with xvfb() as display:
+        check_display({"DISPLAY": display}, "linux")
+        check_display({"DISPLAY": "unix%s.0" % display}, "linux")
+    # the server is gone now (Xvfb removed its socket): Qt would abort, the check says so in one line
+    with pytest.raises(NoDisplayError, match="no X server is running for DISPLAY=%s; " % display):
+        check_display({"DISPLAY": display}, "linux")
