@@ -263,7 +263,7 @@ class Pipeline:
             regions = make_regions(regions)
         if getattr(regions, "name", "") == "truth" and getattr(source, "has_truth", True) is False:
             raise ConfigError("regions 'truth' use the ground-truth boxes that only demo:// frames carry; %s has none: "
-                              "use --regions motion, full or detector:MODEL.onnx" % getattr(source, "uri", "this source"))
+                              "use --regions detector (the default), motion, full or detector:MODEL.onnx" % getattr(source, "uri", "this source"))
         self.regions = regions
         # evidence before a track shows a class: its detections' mean score, or class_answers answers naming a class
         if class_answers < 1:
