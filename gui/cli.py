@@ -137,10 +137,10 @@ def check_arguments(regions: Optional[str], power_name: str, source_uri: Optiona
     """Refuse a bad --regions, --power or (when opening it is cheap: not a camera or stream) --source in one line,
     with the parsers ``edgeconf demo``/``run`` (regions, sources) and ``bench``/``devices`` (power) use."""
     from edgeconf.bench.cli import check_power
-    from edgeconf.gui.model import check_regions
+    from edgeconf.live.regions import check_spec
 
     if regions is not None:
-        check_regions(regions)
+        check_spec(regions)
     check_power(power_name)
     if source_uri:
         from edgeconf.live.cli import is_live_uri

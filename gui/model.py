@@ -18,34 +18,6 @@ from edgeconf.live.defaults import DEFAULT_REGIONS, DEFAULT_SOURCE
 MAX_RECENT_SOURCES = 10
 
 
-# -- checks -------------------------------------------------------------------------------------------
-def check_regions(spec: str) -> str:
-    """The regions spec, refused in one line (ConfigError) when ``edgeconf demo``/``run`` could not build it.
-
-    The same parser as the pipeline's (:func:`edgeconf.live.regions.parse_spec`), the same kinds and the same
-    options per kind, without loading a model: cheap enough for the command line and for settings read at start.
-    """
-    import inspect
-    import os
-
-    from edgeconf.errors import ConfigError
-    from edgeconf.live.regions import _KINDS, DetectorRegions, FullFrame, MotionRegions, TruthRegions, parse_spec
-
-    kind, target, opts = parse_spec(spec)
-    classes = {"detector": DetectorRegions, "full": FullFrame, "motion": MotionRegions, "truth": TruthRegions}
-    if kind not in classes:
-        raise ConfigError("unknown regions %r; use one of %s" % (spec, ", ".join(_KINDS)))
-    if target and not os.path.isfile(os.path.expanduser(target)):
-        raise ConfigError("regions %r: no such detector model %s; pass an existing .onnx file or plain 'detector' "
-                          "(the shipped one)" % (spec, target))
-    allowed = [p for p in inspect.signature(classes[kind].__init__).parameters if p not in ("self", "path", "runner")]
-    unknown = sorted(set(opts) - set(allowed))
-    if unknown:
-        raise ConfigError("unknown option(s) %s for regions %r; valid options: %s"
-                          % (", ".join(unknown), kind, ", ".join(allowed) or "none"))
-    return spec
-
-
 # -- events -------------------------------------------------------------------------------------------
 @dataclass
 class Event:

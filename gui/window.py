@@ -17,7 +17,8 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QScrollArea, QVB
 
 from edgeconf.errors import EdgeconfError, OutputError
 from edgeconf.gui.controls import ControlPanel
-from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo, check_regions
+from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo
+from edgeconf.live.regions import check_spec
 from edgeconf.gui.panels import ConfidencePanel, CascadePanel, PowerPanel, SpeedPanel
 from edgeconf.gui.video import VideoView, render_annotated, save_png
 from edgeconf.gui.worker import PipelineWorker, WorkerConfig
@@ -188,7 +189,7 @@ class MainWindow(QMainWindow):
         m.source_uri = str(s.value("source", DEFAULT_SOURCE) or DEFAULT_SOURCE)
         m.regions = str(s.value("regions", DEFAULT_REGIONS) or DEFAULT_REGIONS)
         try:
-            check_regions(m.regions)
+            check_spec(m.regions)
         except EdgeconfError as exc:  # a value an older version (or a hand edit) left: start on the default
             self.settings_notice = "Saved regions ignored, using %s: %s" % (DEFAULT_REGIONS, exc)
             sys.stderr.write("edgeconf: note: %s\n" % self.settings_notice)
@@ -237,7 +238,7 @@ class MainWindow(QMainWindow):
             self.show_message("Enter a source URI (e.g. demo://) first", error=True)
             return False
         try:
-            check_regions(self.controls.regions_text())
+            check_spec(self.controls.regions_text())
         except EdgeconfError as exc:
             self.show_message(str(exc), error=True)
             return False

@@ -659,10 +659,36 @@ def parse_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, Any]]:
     return kind, target, opts
 
 
-def make_regions(spec: str, **options: Any) -> RegionProposer:
-    """Build the region proposer named by ``spec`` (see the module docstring); ``options`` override spec options."""
+def _checked(spec: str, options: Dict[str, Any]) -> Tuple[str, Optional[str], Dict[str, Any]]:
+    """``parse_spec`` with ``options`` merged in, refused in one line (ConfigError) for an unknown kind or an
+    option the kind's proposer does not take."""
     kind, target, opts = parse_spec(spec)
     opts.update(options)
+    classes = {"detector": DetectorRegions, "full": FullFrame, "motion": MotionRegions, "truth": TruthRegions}
+    if kind not in classes:
+        raise ConfigError("unknown regions %r; use one of %s" % (spec, ", ".join(_KINDS)))
+    allowed = [p for p in inspect.signature(classes[kind].__init__).parameters if p not in ("self", "path", "runner")]
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise ConfigError("unknown option(s) %s for regions %r; valid options: %s"
+                          % (", ".join(unknown), kind, ", ".join(allowed) or "none"))
+    return kind, target, opts
+
+
+def check_spec(spec: str) -> str:
+    """``spec`` when :func:`make_regions` could build it, else the one-line ConfigError it would give, without
+    loading a model: the kind, its options and, for ``detector:PATH``, that the file exists. Cheap enough for a
+    command line or for settings read at start."""
+    _, target, _ = _checked(spec, {})
+    if target and not os.path.isfile(os.path.expanduser(target)):
+        raise ConfigError("regions %r: no such detector model %s; pass an existing .onnx file or plain 'detector' "
+                          "(the shipped one)" % (spec, target))
+    return spec
+
+
+def make_regions(spec: str, **options: Any) -> RegionProposer:
+    """Build the region proposer named by ``spec`` (see the module docstring); ``options`` override spec options."""
+    kind, target, opts = _checked(spec, options)
     factories: Dict[str, Any] = {"full": FullFrame, "motion": MotionRegions, "truth": TruthRegions}
     if kind == "detector":
         if not target:
@@ -674,18 +700,10 @@ def make_regions(spec: str, **options: Any) -> RegionProposer:
                 raise ModelLoadError("the shipped detector is missing at %s; reinstall edgeconf, retrain it with "
                                      "scripts/train_detector.py, or pass detector:PATH.onnx" % target)
         factory: Any = lambda **kw: DetectorRegions(target, **kw)  # noqa: E731
-    elif kind in factories:
-        factory = factories[kind]
     else:
-        raise ConfigError("unknown regions %r; use one of %s" % (spec, ", ".join(_KINDS)))
-    cls = DetectorRegions if kind == "detector" else factory
-    allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "path", "runner")]
-    unknown = sorted(set(opts) - set(allowed))
-    if unknown:
-        raise ConfigError("unknown option(s) %s for regions %r; valid options: %s"
-                          % (", ".join(unknown), kind, ", ".join(allowed) or "none"))
+        factory = factories[kind]
     return factory(**opts)
 
 
 __all__ = ["Detection", "RegionProposer", "FullFrame", "MotionRegions", "TruthRegions", "DetectorRegions",
-           "make_regions", "parse_spec", "letterbox", "ACCEPTED_LAYOUTS"]
+           "make_regions", "check_spec", "parse_spec", "letterbox", "ACCEPTED_LAYOUTS"]
