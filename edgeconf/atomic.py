@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import shutil
 import stat
 import tempfile
-from typing import IO, Iterator, Union
+import time
+from typing import IO, Iterator, List, Optional, Tuple, Union
 
 from edgeconf.errors import OutputError
 
@@ -110,4 +113,168 @@ def write_bytes(path: PathLike, data: bytes) -> None:
         f.write(data)
 
 
-__all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error"]
+class FileSet:
+    """Several files replaced together, as one change: all of them, or (when anything fails) none.
+
+    ``with FileSet() as fs: fs.write(a, data); fs.write(b, text); fs.commit()``. :meth:`write` puts each new
+    file complete on disk beside its target (a temporary file, fsynced) and returns its sha256 and size;
+    :meth:`commit` then renames them over their targets in the order written, keeping the old files aside
+    (hard links, or copies where the file system has none). When a rename fails, the targets already replaced
+    get their old files back and the error becomes an :class:`~edgeconf.errors.OutputError`. A block that
+    raises after :meth:`commit` (a check of the result that fails) restores the old files too; a block that
+    ends normally drops them. Write a manifest that lists the others last, so a reader never sees it point at a
+    file that is not there yet. (A process killed in the middle of :meth:`commit` can still leave a mix: the
+    renames are atomic one by one, not together.)
+    """
+
+    def __init__(self) -> None:
+        self._staged: List[Tuple[str, str]] = []  # (target, temporary file), in commit order
+        self._saved: List[Tuple[str, Optional[str]]] = []  # (target, its old file kept aside, or None: was absent)
+        self.committed = False
+
+    def write(self, path: PathLike, data: Union[bytes, str]) -> Tuple[str, int]:
+        """Put ``data`` (bytes, or text as UTF-8) on disk beside ``path``; (sha256 hex, bytes) of it."""
+        target = os.fspath(path)
+        raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+        if os.path.isdir(target):
+            raise OutputError("cannot write %s: it is a folder; give a file name" % target)
+        folder = os.path.dirname(os.path.abspath(target))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(target), suffix=".tmp", dir=folder)
+        except OSError as exc:
+            raise OutputError(describe_os_error(target, exc)) from None
+        self._staged.append((target, tmp))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            keep_mode(target, tmp)
+        except OSError as exc:
+            raise OutputError(describe_os_error(target, exc)) from None
+        return hashlib.sha256(raw).hexdigest(), len(raw)
+
+    def commit(self) -> None:
+        """Replace every target with its new file, in the order written; all or none (see the class)."""
+        if self.committed:
+            raise RuntimeError("FileSet.commit called twice")
+        target = ""
+        try:
+            for target, tmp in self._staged:
+                saved = _set_aside(target) if os.path.lexists(target) else None
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    if saved is not None:  # this target was not replaced: its old file is still in place
+                        _remove(saved)
+                    raise
+                self._saved.append((target, saved))
+        except OSError as exc:
+            self._restore()
+            raise OutputError(describe_os_error(target, exc)) from None
+        except BaseException:
+            self._restore()
+            raise
+        self.committed = True
+        self._staged = []
+
+    def _restore(self) -> None:
+        """Put every target's old file back (or remove a target that did not exist), newest first."""
+        for target, saved in reversed(self._saved):
+            try:
+                if saved is not None:
+                    os.replace(saved, target)
+                elif os.path.lexists(target):
+                    os.unlink(target)
+            except OSError:
+                pass
+        self._saved = []
+        self._discard()
+
+    def _discard(self) -> None:
+        for _, tmp in self._staged:
+            _remove(tmp)
+        self._staged = []
+
+    def __enter__(self) -> "FileSet":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._restore()
+            return
+        self._discard()
+        for _, saved in self._saved:
+            if saved is not None:
+                _remove(saved)
+        self._saved = []
+
+
+def new_folder_beside(target: PathLike, suffix: str = ".tmp") -> str:
+    """A new, empty hidden folder beside ``target`` (same file system, so it can be renamed into place), with
+    the usual permissions (``mkdtemp`` alone makes it 0700, which a server running as another user cannot
+    read). OS errors become an :class:`~edgeconf.errors.OutputError` that names ``target``."""
+    out = os.path.abspath(os.fspath(target))
+    try:
+        tmp = tempfile.mkdtemp(prefix=".%s." % os.path.basename(out), suffix=suffix, dir=os.path.dirname(out))
+    except OSError as exc:
+        raise OutputError(describe_os_error(out, exc)) from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
+def _set_aside(path: str) -> str:
+    """A copy of ``path``'s current file beside it (a hard link where the file system allows): its old content
+    stays there whatever replaces ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, aside = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".old", dir=folder)
+    os.close(fd)
+    os.unlink(aside)
+    try:
+        os.link(path, aside)
+    except OSError:
+        try:
+            shutil.copy2(path, aside)
+        except BaseException:
+            _remove(aside)
+            raise
+    return aside
+
+
+@contextlib.contextmanager
+def folder_lock(folder: PathLike, what: str, wait_s: float = 60.0) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``flock`` on the folder itself: no lock file) for a
+    read-change-write of the files in it, so two commands that change the same bundle take turns instead of
+    losing one's change. Waits up to ``wait_s`` seconds for another holder, then raises an
+    :class:`~edgeconf.errors.OutputError`. Where ``flock`` does not exist (not Linux), no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = os.fspath(folder)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise OutputError(describe_os_error(path, exc, "open")) from None
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise OutputError(describe_os_error(path, exc, "lock")) from None
+                if time.monotonic() >= deadline:
+                    raise OutputError("another process has been changing %s for over %.0f s; wait for it to finish, "
+                                      "then run this again" % (what, wait_s)) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+__all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error", "FileSet", "folder_lock", "new_folder_beside"]

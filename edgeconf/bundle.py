@@ -419,13 +419,20 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     return cascade
 
 
+def manifest_text(manifest: Manifest) -> str:
+    """``manifest`` as the text of an ``edgeconf.json``, after checking that it would be read back."""
+    doc = manifest.to_json()
+    parse_manifest(doc)  # never write a manifest we would refuse to read
+    return json.dumps(doc, indent=2) + "\n"
+
+
 def write_manifest(folder: str, manifest: Manifest) -> None:
     """Validate ``manifest`` and every file it lists, then write it as the folder's ``edgeconf.json`` atomically."""
     from edgeconf.atomic import write_text
 
-    parse_manifest(manifest.to_json())  # never write a manifest we would refuse to read
+    text = manifest_text(manifest)
     verify_files(folder, manifest)
-    write_text(os.path.join(folder, MANIFEST), json.dumps(manifest.to_json(), indent=2) + "\n")
+    write_text(os.path.join(folder, MANIFEST), text)
 
 
 def _prepare_remote(spec: StageSpec, manifest: Manifest) -> Any:

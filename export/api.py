@@ -449,49 +449,75 @@ def _stage_index(manifest: Any, stage: Any, folder: str) -> int:
     return k - 1
 
 
-def _retune_bundle(folder: str, k: int, threshold: Optional[float], temperature: Optional[float]) -> RetuneResult:
-    """Change stage ``k``'s threshold/temperature in its ONNX file and in the manifest, hashes included."""
-    import json
+def _retune_bundle(folder: str, k: Any, threshold: Optional[float], temperature: Optional[float]) -> RetuneResult:
+    """Change stage ``k``'s threshold/temperature in its ONNX file and in the manifest, hashes included.
 
-    from edgeconf.atomic import atomic_write
-    from edgeconf.bundle import MANIFEST, parse_manifest, read_manifest
+    ``k``: the stage index, or a callable that picks it from the manifest. The bundle is locked while it is read
+    and changed (:func:`edgeconf.atomic.folder_lock`: two retunes take turns, neither change is lost), and the
+    stage file, the fused graph (when the bundle has one) and the manifest are replaced together
+    (:class:`edgeconf.atomic.FileSet`): a run that fails leaves the bundle as it was."""
+    from edgeconf.atomic import FileSet, folder_lock
+    from edgeconf.bundle import MANIFEST, manifest_text, read_manifest
     from edgeconf.export.head import set_head_values, validate_head
-    from edgeconf.hashing import sha256_file
 
-    manifest = read_manifest(folder, verify=True)
-    spec = manifest.stages[k]
-    path = os.path.join(folder, spec.model)
-    proto, _ = load_model(path)
-    set_head_values(proto, threshold, temperature)
-    validate_head(proto)
-    if threshold is not None:
-        spec.threshold = float(threshold)
-    if temperature is not None:
-        spec.temperature = float(temperature)
-    notes = []
-    if k == len(manifest.stages) - 1 and threshold is not None:
-        notes.append("stage %s is the last stage: it always answers, its threshold only matters if stages are added"
-                     % spec.name)
-    if spec.engine:
-        notes.append("stage %s has a TensorRT engine (%s) built with the old values; edgeconf reads the threshold from "
-                     "the manifest, but rebuild the engine (edgeconf engine) to refresh its own outputs"
-                     % (spec.name, spec.engine))
-    data = proto.SerializeToString()
-    # both files are complete on disk before either replaces its original; the manifest is replaced last
-    with atomic_write(path, "wb") as f:
-        f.write(data)
-    manifest.files[spec.model] = dict(manifest.files[spec.model], sha256=sha256_file(path), bytes=len(data))
-    if manifest.fused is not None:  # the fused graph holds the same values as initializers: change them too
-        from edgeconf.export.fuse import retune_fused
+    with folder_lock(folder, "bundle %s" % folder), FileSet() as files:
+        manifest = read_manifest(folder, verify=True)
+        if callable(k):
+            k = k(manifest)
+        spec = manifest.stages[k]
+        path = os.path.join(folder, spec.model)
+        proto, _ = load_model(path)
+        set_head_values(proto, threshold, temperature)
+        validate_head(proto)
+        if threshold is not None:
+            spec.threshold = float(threshold)
+        if temperature is not None:
+            spec.temperature = float(temperature)
+        notes = []
+        if k == len(manifest.stages) - 1 and threshold is not None:
+            notes.append("stage %s is the last stage: it always answers, its threshold only matters if stages are "
+                         "added" % spec.name)
+        if spec.engine:
+            notes.append("stage %s has a TensorRT engine (%s) built with the old values; edgeconf reads the threshold "
+                         "from the manifest, but rebuild the engine (edgeconf engine) to refresh its own outputs"
+                         % (spec.name, spec.engine))
+        sha, size = files.write(path, proto.SerializeToString())
+        manifest.files[spec.model] = dict(manifest.files[spec.model], sha256=sha, bytes=size)
+        if manifest.fused is not None:  # the fused graph holds the same values as initializers: change them too
+            from edgeconf.export.fuse import retune_fused
 
-        retune_fused(folder, manifest, k, threshold, temperature)
-        notes.append("the bundle's fused graph (%s) was updated with the stage" % manifest.fused.model)
-    doc = manifest.to_json()
-    parse_manifest(doc)  # never write a manifest that would be refused
-    with atomic_write(os.path.join(folder, MANIFEST), "w") as f:
-        f.write(json.dumps(doc, indent=2) + "\n")
-    read_manifest(folder, verify=True)
+            retune_fused(folder, manifest, k, threshold, temperature, files)
+            notes.append("the bundle's fused graph (%s) was updated with the stage" % manifest.fused.model)
+        files.write(os.path.join(folder, MANIFEST), manifest_text(manifest))  # last: it lists the others
+        files.commit()
+        read_manifest(folder, verify=True)  # raises (and the old files come back) if anything does not match
     return RetuneResult(path, float(spec.threshold), float(spec.temperature), folder, spec.name, notes)
+
+
+def _copy_bundle(src: str, out: str) -> str:
+    """A copy of bundle ``src`` in a new hidden folder beside ``out``, to be changed and then renamed to ``out``."""
+    from edgeconf.atomic import describe_os_error, new_folder_beside
+    from edgeconf.errors import OutputError
+
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise OutputError("cannot write %s: the folder %s does not exist; create it first" % (out, parent))
+    tmp = new_folder_beside(out)
+    try:
+        for name in os.listdir(src):  # the files, not the source folder's own permissions
+            full = os.path.join(src, name)
+            if os.path.isdir(full):
+                shutil.copytree(full, os.path.join(tmp, name))
+            else:
+                shutil.copy2(full, os.path.join(tmp, name))
+    except (OSError, shutil.Error) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, shutil.Error):  # copytree gathers the errors of its files: report the first one
+            first = exc.args[0][0] if exc.args and exc.args[0] else None
+            reason = first[2] if first else str(exc)
+            raise OutputError("cannot write %s: %s" % (out, str(reason).lower())) from None
+        raise OutputError(describe_os_error(out, exc)) from None
+    return tmp
 
 
 def retune(target: str, threshold: Optional[float] = None, temperature: Optional[float] = None,
@@ -512,15 +538,28 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
         if not os.path.isfile(os.path.join(target, MANIFEST)):
             raise ConfigError("%s is a folder without %s; retune takes a bundle folder or an .onnx file"
                               % (target, MANIFEST))
-        manifest = read_manifest(target, verify=True)
-        k = _stage_index(manifest, stage, target)
-        folder = target
-        if out:
-            if os.path.exists(out):
-                raise ConfigError("%s exists; give a new folder for the retuned bundle" % out)
-            shutil.copytree(target, out)
-            folder = out
-        return _retune_bundle(folder, k, threshold, temperature)
+        _stage_index(read_manifest(target, verify=True), stage, target)  # a bad stage is refused before any copy
+        pick = lambda m: _stage_index(m, stage, target)  # noqa: E731 - on the manifest read under the lock
+        if not out:
+            return _retune_bundle(target, pick, threshold, temperature)
+        if os.path.lexists(out):
+            raise ConfigError("%s exists; give a new folder for the retuned bundle" % out)
+        tmp = _copy_bundle(target, out)
+        try:
+            res = _retune_bundle(tmp, pick, threshold, temperature)
+            os.rename(tmp, out)
+        except OSError as exc:
+            from edgeconf.atomic import describe_os_error
+            from edgeconf.errors import OutputError
+
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OutputError(describe_os_error(out, exc)) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        res.model = os.path.join(out, os.path.relpath(res.model, tmp))
+        res.bundle = out
+        return res
     if stage is not None:
         raise ConfigError("stage= applies to a bundle folder; %s is a model file" % target)
     if not os.path.isfile(target):
@@ -528,14 +567,20 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
     owner = _bundle_of(target) if out is None else None
     if owner is not None:
         folder, rel = owner
-        manifest = read_manifest(folder, verify=True)
-        ks = [i for i, s in enumerate(manifest.stages) if s.model == rel]
-        if len(ks) != 1:
-            raise ConfigError("%s belongs to bundle %s but is not exactly one stage's model; retune the bundle "
-                              "(edgeconf retune %s --stage K ...) or write a copy with --out" % (target, folder, folder))
-        res = _retune_bundle(folder, ks[0], threshold, temperature)
+        chosen: List[int] = []
+
+        def only_stage(manifest: Any) -> int:
+            ks = [i for i, s in enumerate(manifest.stages) if s.model == rel]
+            chosen[:] = ks
+            if len(ks) != 1:
+                raise ConfigError("%s belongs to bundle %s but is not exactly one stage's model; retune the bundle "
+                                  "(edgeconf retune %s --stage K ...) or write a copy with --out"
+                                  % (target, folder, folder))
+            return ks[0]
+
+        res = _retune_bundle(folder, only_stage, threshold, temperature)
         res.notes.insert(0, "%s is stage %d of bundle %s: the bundle's manifest and hashes were updated with it"
-                         % (rel, ks[0] + 1, folder))
+                         % (rel, chosen[0] + 1, folder))
         return res
     proto, _ = load_model(target)
     set_head_values(proto, threshold, temperature)

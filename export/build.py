@@ -236,14 +236,14 @@ def write_bundle(out: str, *args: Any) -> None:
                                                             or not os.listdir(out))):
         raise OutputError("cannot write the bundle to %s: it exists and is not a bundle folder; choose a new folder"
                           % out)
+    from edgeconf.atomic import describe_os_error, new_folder_beside
+
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".%s." % os.path.basename(out), suffix=".tmp", dir=parent)
     except OSError as exc:
-        from edgeconf.atomic import describe_os_error
-
         raise OutputError(describe_os_error(out, exc)) from None
+    tmp = new_folder_beside(out)
     try:
         save_bundle(tmp, *args)
         if os.path.isdir(out):

@@ -33,8 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeconf.atomic import atomic_write
-from edgeconf.bundle import Manifest, read_manifest, write_manifest
+from edgeconf.atomic import FileSet, atomic_write
+from edgeconf.bundle import MANIFEST, Manifest, manifest_text, read_manifest, write_manifest
 from edgeconf.cascade import COMBINE_RULES, IMAGE
 from edgeconf.errors import BundleError, ConfigError
 from edgeconf.export.errors import ExportError
@@ -765,15 +765,20 @@ def check_fused(folder: str, images: Optional[np.ndarray] = None, atol: float = 
 def fuse_bundle(folder: str, batch: Optional[int] = None, check: bool = True) -> FuseReport:
     """Write the fused graph into the bundle (``fused.onnx``, listed and hashed in the manifest), then check it
     against the staged cascade on probe images (class and stage identical, confidence within 1e-5)."""
-    model, manifest, info = build_fused(folder, batch)
+    from edgeconf.atomic import folder_lock
+
     path = os.path.join(folder, FUSED_FILE)
-    with atomic_write(path, "wb") as f:
-        f.write(model.SerializeToString())
-    sha, size = sha256_file(path), os.path.getsize(path)
-    manifest.files[FUSED_FILE] = {"sha256": sha, "bytes": size}
-    manifest.fused = info
-    write_manifest(folder, manifest)
-    n, worst = check_fused(folder) if check else (0, 0.0)
+    # locked while read and changed; the graph and the manifest are replaced together, and a failed check puts
+    # the earlier files back, so a run that fails leaves the bundle as it was
+    with folder_lock(folder, "bundle %s" % folder), FileSet() as files:
+        model, manifest, info = build_fused(folder, batch)
+        sha, size = files.write(path, model.SerializeToString())
+        manifest.files[FUSED_FILE] = {"sha256": sha, "bytes": size}
+        manifest.fused = info
+        files.write(os.path.join(folder, MANIFEST), manifest_text(manifest))
+        files.commit()
+        read_manifest(folder, verify=True)
+        n, worst = check_fused(folder) if check else (0, 0.0)
     notes = []
     if any(s.input != IMAGE for s in manifest.stages):
         notes.append("early-exit stages: each later stage gathers the features of the stage before it")
@@ -806,19 +811,26 @@ def set_fused_values(model: onnx.ModelProto, stage: int, threshold: Optional[flo
 
 
 def retune_fused(folder: str, manifest: Manifest, stage: int, threshold: Optional[float] = None,
-                 temperature: Optional[float] = None) -> Optional[str]:
+                 temperature: Optional[float] = None, files: Optional[FileSet] = None) -> Optional[str]:
     """Bring a bundle's fused graph in line after ``retune`` changed one stage (call it after the stage file and
     before the manifest are written). Updates ``manifest`` in place: the fused file's hash and the stage's
-    recorded fingerprint. Returns the fused file's path, or None when the bundle has no fused graph."""
+    recorded fingerprint. ``files``: the :class:`edgeconf.atomic.FileSet` that replaces the stage file and the
+    manifest, so the fused graph changes with them (else it is written at once). Returns the fused file's path,
+    or None when the bundle has no fused graph."""
     info = manifest.fused
     if info is None:
         return None
     path = os.path.join(folder, info.model)
     model, _ = load_model(path)
     set_fused_values(model, stage, threshold, temperature)
-    with atomic_write(path, "wb") as f:
-        f.write(model.SerializeToString())
-    manifest.files[info.model] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+    data = model.SerializeToString()
+    if files is not None:
+        sha, size = files.write(path, data)
+    else:
+        with atomic_write(path, "wb") as f:
+            f.write(data)
+        sha, size = sha256_file(path), len(data)
+    manifest.files[info.model] = {"sha256": sha, "bytes": size}
     spec = manifest.stages[stage]
     if stage < len(info.stages):
         info.stages[stage] = stage_fingerprint(spec, manifest.files[spec.model]["sha256"])
@@ -827,16 +839,19 @@ def retune_fused(folder: str, manifest: Manifest, stage: int, threshold: Optiona
 
 def unfuse_bundle(folder: str) -> bool:
     """Remove the fused graph from a bundle (file and manifest entries). Returns whether there was one."""
-    manifest = read_manifest(folder, verify=True)
-    if manifest.fused is None:
-        return False
-    model = manifest.fused.model
-    manifest.fused = None
-    manifest.files.pop(model, None)
-    write_manifest(folder, manifest)
-    path = os.path.join(folder, model)
-    if os.path.exists(path):
-        os.remove(path)
+    from edgeconf.atomic import folder_lock
+
+    with folder_lock(folder, "bundle %s" % folder):
+        manifest = read_manifest(folder, verify=True)
+        if manifest.fused is None:
+            return False
+        model = manifest.fused.model
+        manifest.fused = None
+        manifest.files.pop(model, None)
+        write_manifest(folder, manifest)  # first: a manifest that no longer lists the graph, then the graph goes
+        path = os.path.join(folder, model)
+        if os.path.exists(path):
+            os.remove(path)
     return True
 
 

@@ -26,7 +26,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgeconf.export.errors import CalibrationError, ExportError
-from edgeconf.hashing import sha256_file
 
 METHODS = ("mahalanobis", "learned")
 OOD_OUTPUT = "ood"
@@ -426,7 +425,7 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
     fits a doubt band: its lower edge is that quantile of the same held-out scores, so a share ``keep -
     escalate_keep`` of in-distribution inputs goes on to the next stage, whose own rule judges them.
     """
-    from edgeconf.bundle import read_manifest, write_manifest
+    from edgeconf.bundle import read_manifest
     from edgeconf.export.data import _session, input_spec, model_ready
 
     manifest = read_manifest(folder, verify=True)
@@ -511,16 +510,48 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
     headed = add_ood_head(proto, fit)
     validate_ood_head(headed, fit, xs[cal_i[:64]])
     params_rel = "ood/%s.npz" % spec.name
-    fit.save_params(os.path.join(folder, params_rel))
-    from edgeconf.atomic import write_bytes
-
-    write_bytes(path, headed.SerializeToString())
-    spec.ood = fit.manifest(params_rel)
-    for rel in (spec.model, params_rel):
-        full = os.path.join(folder, rel)
-        manifest.files[rel] = {"sha256": sha256_file(full), "bytes": os.path.getsize(full)}
-    write_manifest(folder, manifest)
+    _write_ood(folder, manifest, stage, path, headed, fit, params_rel)
     return OodReport(spec.name, fit, spec.model, params_rel, known, neg_rate)
+
+
+def _write_ood(folder: str, manifest: Any, stage: int, path: str, headed: onnx.ModelProto, fit: OodFit,
+               params_rel: str) -> None:
+    """Put the fitted head into the bundle: its arrays, the stage's graph and the manifest, replaced together
+    (:class:`edgeconf.atomic.FileSet`) while the bundle is locked; the manifest must still be the one the fit
+    started from (another command that changed the bundle meanwhile is not overwritten)."""
+    import io
+
+    from edgeconf.atomic import FileSet, folder_lock
+    from edgeconf.bundle import MANIFEST, manifest_text, read_manifest
+    from edgeconf.errors import OutputError
+
+    spec = manifest.stages[stage]
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v, np.float32) for k, v in fit.params.items()})
+    ood_dir = os.path.dirname(os.path.join(folder, params_rel))
+    made = not os.path.isdir(ood_dir)
+    with folder_lock(folder, "bundle %s" % folder):
+        if read_manifest(folder, verify=True).to_json() != manifest.to_json():
+            raise OutputError("bundle %s was changed by another command while the OOD score was fitted; run "
+                              "edgeconf ood again" % folder)
+        try:
+            os.makedirs(ood_dir, exist_ok=True)
+            with FileSet() as files:
+                params = files.write(os.path.join(folder, params_rel), buf.getvalue())
+                model = files.write(path, headed.SerializeToString())
+                spec.ood = fit.manifest(params_rel)
+                for rel, (sha, size) in ((spec.model, model), (params_rel, params)):
+                    manifest.files[rel] = {"sha256": sha, "bytes": size}
+                files.write(os.path.join(folder, MANIFEST), manifest_text(manifest))
+                files.commit()
+                read_manifest(folder, verify=True)
+        except BaseException:
+            if made:
+                try:
+                    os.rmdir(ood_dir)
+                except OSError:
+                    pass
+            raise
 
 
 def load_params(path: str) -> Dict[str, np.ndarray]:

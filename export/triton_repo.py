@@ -19,13 +19,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
-from edgeconf.atomic import write_bytes, write_text
+from edgeconf.atomic import new_folder_beside, write_bytes, write_text
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError, OutputError
 
 #: ONNX element type -> Triton config data type
@@ -235,7 +234,7 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
     try:
         for m in served:
             try:
-                tmp = tempfile.mkdtemp(prefix=".%s." % m.name, suffix=".tmp", dir=out)
+                tmp = new_folder_beside(os.path.join(out, m.name))
                 staged.append((tmp, os.path.join(out, m.name)))
                 os.makedirs(os.path.join(tmp, "1"))
             except OSError as exc:

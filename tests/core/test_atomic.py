@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from edgeconf.atomic import atomic_write, write_bytes, write_text
+from edgeconf.atomic import FileSet, atomic_write, folder_lock, write_bytes, write_text
 from edgeconf.errors import OutputError
 
 
@@ -58,3 +58,57 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_file_set_replaces_all_its_files_or_none(tmp_path):
+    a, b, c = tmp_path / "a.onnx", tmp_path / "b.npz", tmp_path / "edgeconf.json"
+    a.write_bytes(b"old a")
+    c.write_text("old manifest")
+    with FileSet() as files:
+        assert files.write(a, b"new a")[1] == 5
+        files.write(b, b"new b")  # a file that did not exist
+        files.write(c, "new manifest")
+        assert a.read_bytes() == b"old a" and not b.exists()  # nothing replaced before commit
+        files.commit()
+    assert (a.read_bytes(), b.read_bytes(), c.read_text()) == (b"new a", b"new b", "new manifest")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.npz", "edgeconf.json"]  # no temporaries
+
+    # the third rename fails for real (its target became a folder meanwhile): the first two come back as they were,
+    # the fourth never happens
+    with pytest.raises(OutputError, match="late: is a directory"):
+        with FileSet() as files:
+            files.write(a, b"newer a")
+            files.write(b, b"newer b")
+            files.write(tmp_path / "late", "x")
+            (tmp_path / "late").mkdir()
+            (tmp_path / "late" / "inside").write_text("keeps the folder non-empty")
+            files.write(c, "newer manifest")
+            files.commit()
+    assert (a.read_bytes(), b.read_bytes(), c.read_text()) == (b"new a", b"new b", "new manifest")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx", "b.npz", "edgeconf.json", "late"]
+
+
+def test_a_file_set_puts_the_old_files_back_when_a_check_after_commit_fails(tmp_path):
+    a, new = tmp_path / "a.onnx", tmp_path / "fused.onnx"
+    a.write_bytes(b"old a")
+    with pytest.raises(ValueError, match="check failed"):
+        with FileSet() as files:
+            files.write(a, b"new a")
+            files.write(new, b"fused")
+            files.commit()
+            assert a.read_bytes() == b"new a" and new.read_bytes() == b"fused"
+            raise ValueError("check failed")
+    assert a.read_bytes() == b"old a" and not new.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.onnx"]
+
+
+def test_a_held_folder_lock_makes_the_next_one_wait_then_give_up_in_one_line(tmp_path):
+    with folder_lock(tmp_path, "bundle b"):
+        with pytest.raises(OutputError, match=r"another process has been changing bundle b for over 0 s; wait"):
+            with folder_lock(tmp_path, "bundle b", wait_s=0.1):
+                pass
+    with folder_lock(tmp_path, "bundle b", wait_s=0.1):  # released: taken at once
+        pass
+    with pytest.raises(OutputError, match="cannot open"):
+        with folder_lock(tmp_path / "missing", "bundle m"):
+            pass

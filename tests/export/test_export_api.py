@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -15,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 import edgeconf.export as api
 from edgeconf.bundle import MANIFEST, load_bundle, read_manifest
 from edgeconf.confidence import score, softmax
-from edgeconf.errors import ConfigError, DataError, InputValidationError, ModelLoadError
+from edgeconf.errors import ConfigError, DataError, InputValidationError, ModelLoadError, OutputError
 from edgeconf.export.head import head_values, read_head_metadata
 from edgeconf.preprocess import Preprocessing
 from onnx_models import linear_classifier, save
@@ -277,6 +279,60 @@ def test_retune_out_copies_the_bundle(bundle, tmp_path):
     assert read_manifest(out).stages[1].temperature == 2.5 and read_manifest(bundle).stages[1].temperature != 2.5
     with pytest.raises(ModelLoadError, match="does not exist"):
         api.retune(str(tmp_path / "missing.onnx"), threshold=0.5)
+
+
+def _files(folder):
+    return {name: open(os.path.join(folder, name), "rb").read() for name in sorted(os.listdir(folder))}
+
+
+def test_a_retune_that_cannot_write_the_manifest_leaves_the_bundle_as_it_was(bundle, monkeypatch):
+    before = _files(bundle)
+    real = os.replace
+
+    def replace(src, dst):  # the disk fills up just as the manifest is replaced
+        if os.path.basename(dst) == MANIFEST:
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputError, match="edgeconf.json: no space left on device; free some space"):
+        api.retune(bundle, stage=1, threshold=0.3)
+    monkeypatch.undo()
+    assert _files(bundle) == before  # stage1.onnx is back too, and no temporary file is left
+    read_manifest(bundle, verify=True)
+
+
+def test_two_retunes_of_one_bundle_at_once_keep_both_changes(bundle):
+    """Two processes retune different stages of one bundle, many times, at the same time: the bundle lock makes
+    them take turns, so each one's last value is what the bundle holds and every hash matches."""
+    code = ("import sys, edgeconf.export as api\n"
+            "for i in range(6):\n"
+            "    api.retune(sys.argv[1], stage=int(sys.argv[2]), temperature=1.0 + int(sys.argv[2]) + i / 10)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, bundle, str(k)], stderr=subprocess.PIPE) for k in (1, 2)]
+    errs = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    man = read_manifest(bundle, verify=True)
+    assert [s.temperature for s in man.stages] == [2.5, 3.5]
+    assert [head_values(os.path.join(bundle, s.model))[0] for s in man.stages] == [pytest.approx(2.5), pytest.approx(3.5)]
+
+
+def test_retune_out_that_fails_leaves_no_partial_copy(bundle, tmp_path):
+    with pytest.raises(OutputError, match="does not exist; create it first"):
+        api.retune(bundle, stage=1, threshold=0.4, out=str(tmp_path / "no" / "copy"))
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(ConfigError, match="threshold"):  # refused while changing the copy
+        api.retune(bundle, stage=1, threshold=1.5, out=str(tmp_path / "copy"))
+    assert sorted(os.listdir(tmp_path)) == before  # no copy, no hidden temporary folder
+    res = api.retune(bundle, stage=1, threshold=0.4, out=str(tmp_path / "copy"))
+    assert res.bundle == str(tmp_path / "copy") and res.model == str(tmp_path / "copy" / "stage1.onnx")
+    assert oct(os.stat(tmp_path / "copy").st_mode & 0o777) == oct(0o777 & ~_umask())
+    assert read_manifest(res.bundle, verify=True).stages[0].threshold == 0.4
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_public_api_is_documented():

@@ -9,6 +9,7 @@ import onnx
 import pytest
 
 from edgeconf.bundle import StageSpec, load_bundle, read_manifest, save_bundle
+from edgeconf.errors import OutputError
 from edgeconf.export.ood import (OodCalibrationError, OodFit, add_ood_head, check_labelled, choose_threshold,
                                  default_feature, fit_mahalanobis, fit_stage_ood, load_params, validate_ood_head)
 from edgeconf.preprocess import Preprocessing
@@ -161,6 +162,27 @@ def test_ood_command_end_to_end_and_one_line_errors(tmp_path, rng, capsys):
     code, out, err = _run(capsys, "ood", folder, "--data", good, "--method", "mahalanobis", "--keep", "0.99",
                           "--escalate-keep", "0.9")  # one stage: no next stage for a doubt band
     assert code == 1 and "stage 1 is the last" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_ood_fit_that_cannot_write_the_manifest_leaves_the_bundle_as_it_was(tmp_path, rng, monkeypatch):
+    folder = _bundle(tmp_path)
+    x, y = _blobs(rng, 200)
+    before = {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+    real = os.replace
+
+    def replace(src, dst):  # the disk fills up just as the manifest is replaced
+        if os.path.basename(dst) == "edgeconf.json":
+            raise OSError(28, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OutputError, match="no space left on device"):
+        fit_stage_ood(folder, x, y, method="mahalanobis", keep=0.99)
+    monkeypatch.undo()
+    assert {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))} == before  # no ood/
+    read_manifest(folder, verify=True)
+    fit_stage_ood(folder, x, y, method="mahalanobis", keep=0.99)  # and the bundle still takes a fit
+    assert read_manifest(folder, verify=True).stages[0].ood is not None
 
 
 def test_fit_stage_refuses_a_doubt_band_it_cannot_use(tmp_path, rng):
