@@ -83,6 +83,28 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
         raise
 
 
+def same_path(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name the same file or folder (links, ``..`` and relative paths resolved): an output
+    must never be written over one of the run's own inputs."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
+
+
+def refuse_overwriting_inputs(out: Optional[PathLike], option: str, inputs: "List[Optional[PathLike]]") -> None:
+    """Raise a :class:`~edgeconf.errors.ConfigError` when ``out`` (the value of ``option``) names one of
+    ``inputs`` (those that are not paths on disk are ignored)."""
+    from edgeconf.errors import ConfigError
+
+    if not out:
+        return
+    for src in inputs:
+        if src and os.path.exists(os.fspath(src)) and same_path(out, src):
+            raise ConfigError("%s %s is one of this run's inputs; writing there would destroy it: choose another "
+                              "path" % (option, os.fspath(out)))
+
+
 def keep_mode(target: str, tmp: str) -> None:
     """Give the new file the old file's permissions, or the usual ones (mkstemp makes it 0600)."""
     try:
@@ -277,4 +299,5 @@ def folder_lock(folder: PathLike, what: str, wait_s: float = 60.0) -> Iterator[N
         os.close(fd)
 
 
-__all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error", "FileSet", "folder_lock", "new_folder_beside"]
+__all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error", "FileSet", "folder_lock", "new_folder_beside", "same_path",
+           "refuse_overwriting_inputs"]

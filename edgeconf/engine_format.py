@@ -299,7 +299,9 @@ def read_plan(path: str, verify: bool = True) -> Tuple[Optional[EngineHeader], b
 def strip_header(src: str, dst: str) -> int:
     """Write the bare TensorRT plan of ``src`` to ``dst`` (for trtexec and other tools); returns its size."""
     engine = read_engine(src, verify=True, warn_plain=False)
-    if os.path.abspath(src) == os.path.abspath(dst):
+    from edgeconf.atomic import same_path
+
+    if same_path(src, dst):
         raise EngineFormatError("--strip would overwrite %s with its own plan; choose another --out" % src)
     plan = engine.read_plan()
     write_bytes(dst, plan)

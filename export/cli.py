@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import click
 import numpy as np
 
+from edgeconf.commands import finite_range
 from edgeconf.errors import ConfigError
 from edgeconf.export.data import DATA_HELP, read_labels
 from edgeconf.export.preprocessing import PREPROCESSING_HELP
@@ -71,10 +72,10 @@ def int8_options(f: Any) -> Any:
         click.option("--int8-method", type=INT8_METHODS, default="auto", show_default=True,
                      help="Activation calibration; auto picks the most accurate of minmax, entropy and percentile on "
                           "a held-out part of the calibration data (needs labels)."),
-        click.option("--int8-budget", type=click.FloatRange(0.0, 100.0), default=0.5, show_default=True,
+        click.option("--int8-budget", type=finite_range(0.0, 100.0), default=0.5, show_default=True,
                      help="Accuracy points INT8 may lose on held-out calibration data; the layers that add the most "
                           "quantization noise are kept in float until it holds."),
-        click.option("--int8-ece-budget", type=click.FloatRange(0.0, 100.0), default=0.5, show_default=True,
+        click.option("--int8-ece-budget", type=finite_range(0.0, 100.0), default=0.5, show_default=True,
                      help="ECE points INT8 may add (each model at its own re-fitted temperature)."),
         click.option("--calib-samples", type=click.IntRange(1, 10_000_000), default=2000, show_default=True,
                      help="Calibration samples (stratified by class) that set the activation ranges; the rest of the "
@@ -108,9 +109,9 @@ def _input_shape(value: Optional[str]) -> Optional[List[int]]:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--score", type=SCORE_CHOICES, default="margin", show_default=True,
               help="Confidence score: maxp, margin (top-1 minus top-2) or entropy (1 - H / log C).")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
+@click.option("--threshold", type=finite_range(0.0, 1.0), default=0.5, show_default=True,
               help="Exit threshold: exit = confidence >= threshold. Change later with 'edgeconf retune'.")
-@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True), default=None,
+@click.option("--temperature", type=finite_range(min=0.0, min_open=True), default=None,
               help="Fixed softmax temperature (default 1, or fitted with --calibrate).")
 @click.option("--calibrate", "calibrate", default=None,
               help="Held-out data: fits the temperature (minimum NLL) and reports the model's accuracy when labelled; "
@@ -253,8 +254,8 @@ def _print_int8(con: Any, q: Dict[str, Any]) -> None:
 @click.argument("target", type=click.Path(exists=True))
 @click.option("--stage", default=None,
               help="For a bundle: the stage to change, 1-based (1 = the first stage) or its name.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=None, help="New exit threshold.")
-@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True), default=None, help="New temperature.")
+@click.option("--threshold", type=finite_range(0.0, 1.0), default=None, help="New exit threshold.")
+@click.option("--temperature", type=finite_range(min=0.0, min_open=True), default=None, help="New temperature.")
 @click.option("--out", default=None, type=click.Path(),
               help="Write a changed copy here (a new folder for a bundle, a file for a model) instead of in place.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored values as JSON.")
@@ -296,7 +297,7 @@ def _num(v: float, given: bool) -> str:
 @click.option("--combine", type=click.Choice(["last", "best", "mean"]), default="last", show_default=True,
               help="last: the second model's answer replaces the first's; best: keep the higher-scored answer; mean: "
                    "average the two models' calibrated probabilities.")
-@click.option("--calib-fraction", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
+@click.option("--calib-fraction", type=finite_range(0.05, 0.95), default=0.5, show_default=True,
               help="Share of --data (random, seed 0) used to fit temperatures and thresholds and to rank; the rest "
                    "reports.")
 @click.option("--costs", default=None, help="Comma-separated cost per model (default: measured ms per image).")
@@ -403,7 +404,7 @@ def print_pairing(res: Any, top: int = 10) -> None:
                    "rule on the calibration data and keep the one the policy prefers (ties: last).")
 @click.option("--fuse", "fuse", is_flag=True,
               help="Also write the cascade as one ONNX graph into the bundle (as 'edgeconf fuse OUT' does).")
-@click.option("--calib-fraction", type=click.FloatRange(0.05, 0.95), default=0.5, show_default=True,
+@click.option("--calib-fraction", type=finite_range(0.05, 0.95), default=0.5, show_default=True,
               help="Share of --data (random, seed 0) used for calibration when --test is not given.")
 @click.option("--labels", "labels_file", type=click.Path(dir_okay=False), default=None,
               help="Class names: one per line, or a JSON list (default: the models' metadata, else the data's "

@@ -7,6 +7,7 @@ from typing import Optional
 
 import click
 
+from edgeconf.commands import finite_range
 from edgeconf.export.data import DATA_HELP, load_npz
 
 
@@ -21,12 +22,12 @@ from edgeconf.export.data import DATA_HELP, load_npz
 @click.option("--stage", type=click.IntRange(min=1), default=1, show_default=True, help="Stage to fit (1 = first).")
 @click.option("--method", type=click.Choice(["auto", "mahalanobis", "learned"]), default="auto", show_default=True,
               help="auto: learned with --negatives, mahalanobis without.")
-@click.option("--keep", type=click.FloatRange(0.5, 1.0, max_open=True), default=0.995, show_default=True,
+@click.option("--keep", type=finite_range(0.5, 1.0, max_open=True), default=0.995, show_default=True,
               help="Share of held-out in-distribution inputs that must stay below the threshold.")
-@click.option("--escalate-keep", type=click.FloatRange(0.5, 1.0, max_open=True), default=None,
+@click.option("--escalate-keep", type=finite_range(0.5, 1.0, max_open=True), default=None,
               help="Also fit a doubt band: held-out inputs above this quantile (below --keep) may not be answered by "
                    "this stage and go on to the next, whose own OOD rule judges them.")
-@click.option("--holdout", type=click.FloatRange(0.05, 0.8), default=0.3, show_default=True,
+@click.option("--holdout", type=finite_range(0.05, 0.8), default=0.3, show_default=True,
               help="Share of each data set kept out of the fit to choose the threshold on.")
 @click.option("--feature", default=None, help="Graph tensor the score reads (default: the logits layer's input).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -24,7 +24,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
-from edgeconf.atomic import new_folder_beside, write_bytes, write_text
+from edgeconf.atomic import new_folder_beside, same_path, write_bytes, write_text
+from edgeconf.commands import finite_range
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError, OutputError
 
 #: ONNX element type -> Triton config data type
@@ -196,6 +197,10 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
         from edgeconf.backends.triton import parse_url
 
         parse_url(url)
+    for path, option in ((out, "--out"), (edge, "--edge")):
+        if path is not None and os.path.exists(path) and same_path(path, bundle):
+            raise ConfigError("%s %s is the bundle itself; writing there would replace it: give a new folder"
+                              % (option, path))
     manifest = read_manifest(bundle, verify=True)
     chosen = [] if fused else _pick(manifest, stages)
     if chosen and chosen[0] is manifest.stages[0]:
@@ -316,7 +321,7 @@ def _write_edge(bundle: str, manifest: Any, names: Dict[str, str], edge: str, ur
 @click.option("--edge", type=click.Path(file_okay=False), default=None,
               help="Also write the edge bundle here: served stages become remote stages calling --url.")
 @click.option("--url", default=None, help="Server the edge bundle calls: grpc://HOST:8001 or http://HOST:8000.")
-@click.option("--deadline-ms", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--deadline-ms", type=finite_range(min=0, min_open=True), default=None,
               help="Deadline of the edge's remote requests (default: the backend's, 50 ms).")
 @click.option("--fused", is_flag=True, help="Serve the whole cascade as one model: the bundle's fused graph "
               "(write it first with 'edgeconf fuse BUNDLE'); raw uint8 images in, answers out.")

@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple
 
 import click
 
+from edgeconf.commands import finite_range
 from edgeconf.errors import ConfigError, DataError, EdgeconfError, MissingDependencyError
 
 
@@ -90,7 +91,7 @@ def open_meter(name: str) -> Tuple[Any, str]:
 @click.option("--no-start", is_flag=True, help="Open the window without starting the pipeline.")
 @click.option("--screenshot", "screenshot_path", type=click.Path(dir_okay=False),
               help="Save a PNG of the whole window when --quit-after closes it (needs --quit-after; for docs and CI).")
-@click.option("--quit-after", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--quit-after", type=finite_range(min=0, min_open=True), default=None,
               help="Close the window after this many seconds.")
 @click.option("--telemetry", "telemetry_uri", default=None,
               help="Publish status and events over MQTT: mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC/DEVICE"

@@ -10,7 +10,7 @@ from typing import Any, List, Optional, Sequence
 
 import click
 
-from edgeconf.atomic import atomic_write, write_text
+from edgeconf.atomic import atomic_write, refuse_overwriting_inputs, same_path, write_text
 from edgeconf.bench.benchmark import (CONFIG_NAMES, TARGET_KEYS, ZOO_TARGETS, BenchSettings, default_paths, parse_targets,
                                       run_bench)
 from edgeconf.commands import threads_option
@@ -57,7 +57,7 @@ def check_power(name: str) -> str:
 
 
 def _same(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
+    return same_path(a, b)
 
 
 def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: Optional[str], configs: List[str],
@@ -167,6 +167,8 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
     if bundle_arg and bundle and not _same(bundle_arg, bundle):
         raise ConfigError("two bundles given (%s and --bundle %s); give one" % (bundle_arg, bundle))
     check_power(power)
+    for value, option in ((json_out, "--out"), (pred_out, "--predictions"), (report_dir, "--report")):
+        refuse_overwriting_inputs(value, option, [data, bundle_arg, bundle, baseline, early_exit])
     asked = parse_configs(configs)
     skip_early = early_exit == "none"
     bundle, baseline, early_exit, names, targets = resolve_inputs(bundle_arg or bundle, baseline, early_exit, asked,

@@ -17,7 +17,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import click
 import numpy as np
 
-from edgeconf.atomic import atomic_write
+from edgeconf.atomic import atomic_write, refuse_overwriting_inputs
 from edgeconf import data_path
 from edgeconf.bundle import MANIFEST, load_bundle
 from edgeconf.commands import threads_option
@@ -235,6 +235,7 @@ def classify_cmd(args: Sequence[str], out_path: Optional[str], batch_size: int, 
     answered by the last local stage instead (remote_failures, remote_reasons). Its last line is 'summary: {JSON}'.
     """
     bundle, inputs = split_bundle(args)
+    refuse_overwriting_inputs(out_path, "--out", list(inputs))
     datasets = _open_all(inputs, max_pixels)
     cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, form=form,
                           batch=batch_size)

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 import click
 
 from edgeconf.backends.threads import BATCHED_FROM, Threads, choose_threads
+from edgeconf.commands import finite_range
 from edgeconf.devices.detect import Board, detect_board
 from edgeconf.devices.errors import DeviceError
 from edgeconf.devices.power import SOURCE_NAMES, PowerSample, PowerSource, open_power_source
@@ -123,7 +124,7 @@ def _watch(source: PowerSource, interval: float, count: Optional[int], as_json: 
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (with --watch: JSON lines, one per reading; without a power "
               "sensor to watch, one line with the device facts).")
 @click.option("--watch", is_flag=True, help="Keep printing live readings until Ctrl-C (or --count readings).")
-@click.option("--interval", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+@click.option("--interval", type=finite_range(min=0.01), default=0.5, show_default=True,
               help="Seconds between readings.")
 @click.option("--count", type=click.IntRange(min=0), default=None,
               help="Number of readings (default: 3, or unlimited with --watch).")

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import click
 import numpy as np
 
-from edgeconf.commands import threads_option
+from edgeconf.commands import finite_range, threads_option
 from edgeconf.errors import ConfigError, DataError, MissingDependencyError, OutputError, SourceError
 from edgeconf.live.defaults import (DEFAULT_BASELINE, DEFAULT_BUNDLE, DEFAULT_REGIONS, DEFAULT_SOURCE, REGION_CHOICES,
                                     regions_note)
@@ -254,7 +254,7 @@ def _echo_json(data: dict) -> None:
 @click.option("--output", "outputs", multiple=True, metavar="URI", help=OUTPUT_HELP)
 @click.option("--frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
 @click.option("--size", help="Resize frames to WxH (e.g. 640x480).")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Source frame rate (cameras, folders, demo).")
+@click.option("--fps", type=finite_range(min=0, min_open=True), help="Source frame rate (cameras, folders, demo).")
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True, help="Re-classify a track at least every N frames.")
 @threads_option()
 @click.option("--no-memo", is_flag=True, help="Disable the memo cache (every matched track is classified every frame).")
@@ -263,7 +263,7 @@ def _echo_json(data: dict) -> None:
 @click.option("--telemetry", "telemetry_uri", default=None, help=TELEMETRY_HELP)
 @click.option("--retry", "retries", type=click.IntRange(min=0), default=DEFAULT_RETRIES, show_default=True,
               help="Cameras and streams: failed (re)connection attempts in a row before giving up.")
-@click.option("--retry-timeout", "retry_timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--retry-timeout", "retry_timeout", type=finite_range(min=0, min_open=True),
               default=DEFAULT_RETRY_TIMEOUT, show_default=True,
               help="Cameras and streams: seconds without frames (connecting or reconnecting) before giving up.")
 @click.option("--no-live", is_flag=True, help="No live panel.")
@@ -445,7 +445,7 @@ _SCENE_OPTIONS = ("objects", "size", "fps", "seed", "realtime")
 @click.option("--objects", type=click.IntRange(min=0, max=64), default=8, show_default=True,
               help="Objects on screen at most (some travel in touching pairs).")
 @click.option("--size", default="640x480", show_default=True)
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Frame rate of the synthetic camera.")
+@click.option("--fps", type=finite_range(min=0, min_open=True), default=30.0, show_default=True, help="Frame rate of the synthetic camera.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Scene seed (1-99 are never used to train the detector).")
 @click.option("--source", "source_uri", default=None,
               help="Score any source that carries ground truth instead (e.g. demo://?seed=3&objects=10&frames=900); "

@@ -148,3 +148,17 @@ def test_devices_watch_json_without_a_sensor_is_one_json_line(tmp_path):
     assert doc["power"]["available"] is False and doc["readings"] is None
     # without --watch, --json stays one (indented) object
     assert json.loads(edgeconf("devices", "--json", "--root", tmp_path).stdout)["power"]["available"] is False
+
+
+def test_an_output_that_names_an_input_is_refused_and_the_input_kept(tmp_path, bundle):
+    data = tmp_path / "small.npz"
+    np.savez(data, x=np.zeros((4, 28, 28), np.uint8), y=np.zeros(4, np.int64))
+    before = data.read_bytes()
+    for args in (("classify", bundle, data, "--out", data),
+                 ("classify", bundle, data, "--out", tmp_path / "." / "small.npz"),
+                 ("bench", "--bundle", bundle, "--data", data, "--limit", 4, "--out", data),
+                 ("bench", "--bundle", bundle, "--data", data, "--limit", 4, "--predictions", data)):
+        res = edgeconf(*args)
+        assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+        assert "is one of this run's inputs; writing there would destroy it" in res.stderr
+        assert data.read_bytes() == before

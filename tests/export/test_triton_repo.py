@@ -86,6 +86,12 @@ def test_refusals(bundle, tmp_path):
     with pytest.raises(OutputError, match="--force"):
         build_repo(bundle, str(tmp_path / "r2"))
     build_repo(bundle, str(tmp_path / "r2"), force=True)
+    before = read_manifest(bundle, verify=True).to_json()
+    with pytest.raises(ConfigError, match="--edge .* is the bundle itself; writing there would replace it"):
+        build_repo(bundle, str(tmp_path / "r3"), stages=["2"], edge=os.path.join(bundle, "."), url="grpc://h:8001")
+    with pytest.raises(ConfigError, match="--out .* is the bundle itself"):
+        build_repo(bundle, bundle, force=True)
+    assert read_manifest(bundle, verify=True).to_json() == before
 
 
 def test_fixed_batch_axis_is_refused(tmp_path):

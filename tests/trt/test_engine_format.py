@@ -58,6 +58,11 @@ def test_strip_writes_the_bare_plan(tmp_path):
     assert plain.plain and plain.read_plan() == PLAN
     with pytest.raises(ModelLoadError, match="overwrite"):
         strip_header(path, path)
+    os.symlink(path, str(tmp_path / "link.engine"))  # the same file by another name: refused too
+    with pytest.raises(ModelLoadError, match="overwrite"):
+        strip_header(str(tmp_path / "link.engine"), path)
+    kept = read_engine(path)
+    assert kept.header.is_edgeconf and kept.read_plan() == PLAN  # the source keeps its header
 
 
 def test_foreign_header_is_kept(tmp_path):
