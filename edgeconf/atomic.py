@@ -52,7 +52,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
     """
     if mode not in ("w", "wb"):
         raise ValueError("atomic_write mode must be 'w' or 'wb', got %r" % mode)
-    target = os.fspath(path)
+    target = os.path.expanduser(os.fspath(path))  # '--out=~/x' reaches us unexpanded: the shell leaves it
     kwargs = {} if "b" in mode else {"encoding": encoding, "newline": ""}
     if os.path.isdir(target):
         raise OutputError("cannot write %s: it is a folder; give a file name" % target)

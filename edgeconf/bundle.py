@@ -25,6 +25,7 @@ from edgeconf.errors import BundleError, ConfigError, OutputError
 from edgeconf.fused import FusedInfo
 from edgeconf.hashing import sha256_file
 from edgeconf.memo import MemoCache, Sampling, parse_key_kind
+from edgeconf.pathcheck import not_a_file
 from edgeconf.preprocess import Preprocessing, stage_problem
 from edgeconf.schema import (Any_, Bool, DictOf, Float, Int, ListOf, Optional_, Path, Str, Struct, entry, from_json,
                              load_value, read_json, to_json)
@@ -290,7 +291,7 @@ def verify_files(folder: str, manifest: Manifest) -> None:
     for rel, info in manifest.files.items():
         full = _inside(folder, rel, "file")
         if not os.path.isfile(full):
-            raise BundleError("bundle file %s is missing" % full)
+            raise BundleError("bundle file %s %s" % (full, "is missing" if not os.path.lexists(full) else not_a_file(full)))
         size = info.get("bytes")
         if size is not None and os.path.getsize(full) != size:
             raise BundleError("bundle file %s has %d bytes but the manifest says %d; the file was changed or "

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 
@@ -128,11 +129,28 @@ def usage_message(exc: click.UsageError) -> str:
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised from the signal handler so that every ``with`` block unwinds (a half-written output's
+    temporary file is removed, an earlier file stays as it was), then the command exits 143."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: user errors print one line on stderr (``edgeconf: error: ...``) and exit 1; usage errors
-    (click's: a bad option value, a missing option) print one line too and exit 2; Ctrl-C exits 130."""
+    (click's: a bad option value, a missing option) print one line too and exit 2; Ctrl-C exits 130, SIGTERM 143
+    (both after cleaning up, as a failed run does: no temporary file is left behind)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (main() called from a thread): leave SIGTERM alone
+        previous = None
     try:
         rv = cli.main(args=argv, prog_name="edgeconf", standalone_mode=False)
+    except Terminated:
+        click.echo("edgeconf: terminated", err=True)
+        sys.exit(143)
     except (EdgeconfError, DeviceError) as exc:
         click.echo("edgeconf: error: %s" % str(exc).replace("\n", " "), err=True)
         sys.exit(1)
@@ -159,4 +177,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             raise
         click.echo("edgeconf: error: %s is not installed; %s" % (top, install_hint(top)), err=True)
         sys.exit(1)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -25,6 +25,7 @@ from edgeconf import __version__
 from edgeconf.atomic import atomic_write, describe_os_error, write_bytes, write_text
 from edgeconf.errors import BackendUnavailableError, ModelLoadError, OutputError
 from edgeconf.hashing import sha256_file  # noqa: F401  (re-exported)
+from edgeconf.pathcheck import not_a_file
 from edgeconf.schema import loads
 
 FORMAT = "edgeconf.engine"
@@ -221,7 +222,7 @@ def read_engine(path: str, verify: bool = True, warn_plain: bool = True) -> Engi
     the plan's size (and sha256, when the header has it) must match the header.
     """
     if not os.path.isfile(path):
-        raise ModelLoadError("engine file %s does not exist" % path)
+        raise ModelLoadError("engine file %s %s" % (path, not_a_file(path)))
     size = os.path.getsize(path)
     if size == 0:
         raise NotAnEngineError("%s is empty, not a TensorRT engine; %s" % (path, _rebuild_hint(path)))

@@ -560,10 +560,10 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
         res.model = os.path.join(out, os.path.relpath(res.model, tmp))
         res.bundle = out
         return res
-    if stage is not None:
-        raise ConfigError("stage= applies to a bundle folder; %s is a model file" % target)
     if not os.path.isfile(target):
         raise ModelLoadError("%s does not exist; retune takes a bundle folder or an exported .onnx file" % target)
+    if stage is not None:
+        raise ConfigError("stage= applies to a bundle folder; %s is a model file" % target)
     owner = _bundle_of(target) if out is None else None
     if owner is not None:
         folder, rel = owner

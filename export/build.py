@@ -231,7 +231,7 @@ def write_bundle(out: str, *args: Any) -> None:
     from edgeconf.bundle import MANIFEST
     from edgeconf.errors import OutputError
 
-    out = os.path.abspath(out)
+    out = os.path.abspath(os.path.expanduser(out))  # '--out=~/x' reaches us unexpanded: never make a folder named ~
     if os.path.exists(out) and not (os.path.isdir(out) and (os.path.isfile(os.path.join(out, MANIFEST))
                                                             or not os.listdir(out))):
         raise OutputError("cannot write the bundle to %s: it exists and is not a bundle folder; choose a new folder"

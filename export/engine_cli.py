@@ -22,6 +22,7 @@ from edgeconf.errors import ConfigError, DataError
 from edgeconf.export.errors import ParityError
 from edgeconf.export.tensorrt_build import (BuildOptions, build_engine, load_model_inputs, preprocessing_from_metadata,
                                             resolve_options)
+from edgeconf.pathcheck import not_a_file
 
 ENGINE_DIR = "engines"
 
@@ -176,7 +177,7 @@ def build_model(onnx_path: str, out: str, options: BuildOptions, force: bool = F
                 builder: Optional[Callable[..., Any]] = None, log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Build one engine (skipped when an up-to-date one exists); returns a summary row."""
     if not os.path.isfile(onnx_path):
-        raise DataError("model %s does not exist" % onnx_path)
+        raise DataError("model %s %s" % (onnx_path, not_a_file(onnx_path)))
     if os.path.isdir(out):
         out = os.path.join(out, os.path.splitext(os.path.basename(onnx_path))[0] + ".engine")
     if not force and up_to_date(out, onnx_path, options):

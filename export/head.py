@@ -21,6 +21,7 @@ from edgeconf.backends.onnx_file import numpy_dtype
 from edgeconf.confidence import SCORES, score as np_score, softmax
 from edgeconf.errors import ConfigError, ModelLoadError
 from edgeconf.export.errors import ExportError, NotAClassifierError, UnsupportedOpsetError
+from edgeconf.pathcheck import not_a_file
 
 SCHEMA = 1
 PREFIX = "edgeconf."
@@ -44,7 +45,7 @@ def load_model(model: ModelLike) -> Tuple[onnx.ModelProto, str]:
         return copy, hashlib.sha256(model.SerializeToString()).hexdigest()
     path = os.fspath(model)
     if not os.path.isfile(path):
-        raise ModelLoadError("model file %s does not exist" % path)
+        raise ModelLoadError("model file %s %s" % (path, not_a_file(path)))
     with open(path, "rb") as f:
         data = f.read()
     try:

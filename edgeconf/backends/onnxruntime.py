@@ -12,6 +12,7 @@ from edgeconf.backends.onnx_file import read_onnx_facts
 from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.errors import BackendUnavailableError, ModelLoadError
 from edgeconf.lazy import require
+from edgeconf.pathcheck import not_a_file
 
 #: Short names accepted for execution providers.
 PROVIDER_ALIASES = {
@@ -151,7 +152,7 @@ class OnnxRuntimeRunner(Runner):
         ort = _import_ort()
         if isinstance(model, str):
             if not os.path.isfile(model):
-                raise ModelLoadError("model file %s does not exist" % model)
+                raise ModelLoadError("model file %s %s" % (model, not_a_file(model)))
             self.path: Optional[str] = model
         else:
             self.path = None

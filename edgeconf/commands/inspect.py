@@ -11,6 +11,7 @@ from edgeconf.backends.onnx_file import numpy_dtype
 from edgeconf.backends.threads import Threads, choose_threads
 from edgeconf.bundle import MANIFEST, read_manifest, sha256_file
 from edgeconf.errors import ModelLoadError
+from edgeconf.pathcheck import not_a_file
 from edgeconf.schema import loads
 
 META_PREFIX = "edgeconf."
@@ -22,7 +23,7 @@ def describe_onnx(path: str) -> Dict[str, Any]:
     from google.protobuf.message import DecodeError
 
     if not os.path.isfile(path):
-        raise ModelLoadError("model file %s does not exist" % path)
+        raise ModelLoadError("model file %s %s" % (path, not_a_file(path)))
     try:
         model = onnx.load(path, load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
@@ -129,7 +130,7 @@ def describe(path: str) -> Dict[str, Any]:
     if os.path.basename(path) == MANIFEST:
         return describe_bundle(os.path.dirname(path) or ".")
     if not os.path.isfile(path):
-        raise ModelLoadError("%s does not exist" % path)
+        raise ModelLoadError("%s %s" % (path, not_a_file(path)))
     with open(path, "rb") as f:
         head = f.read(8)
     if path.endswith((".engine", ".plan", ".trt")) or _looks_like_engine(head):

@@ -112,3 +112,9 @@ def test_a_held_folder_lock_makes_the_next_one_wait_then_give_up_in_one_line(tmp
     with pytest.raises(OutputError, match="cannot open"):
         with folder_lock(tmp_path / "missing", "bundle m"):
             pass
+
+
+def test_a_tilde_the_shell_left_alone_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_text("~/out.json", "{}\n")  # as '--out=~/out.json' arrives: the shell expands no ~ after '='
+    assert (tmp_path / "out.json").read_text() == "{}\n" and not os.path.exists("~")

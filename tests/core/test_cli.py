@@ -162,3 +162,37 @@ def test_an_output_that_names_an_input_is_refused_and_the_input_kept(tmp_path, b
         assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
         assert "is one of this run's inputs; writing there would destroy it" in res.stderr
         assert data.read_bytes() == before
+
+
+def test_sigterm_mid_run_cleans_up_and_exits_143(tmp_path):
+    """SIGTERM while classify writes --out: the earlier file stays as it was, no temporary file is left, exit 143.
+    The signal is sent once the temporary output exists (the run is under way), not after a sleep."""
+    import glob
+    import signal
+    import time
+
+    out = tmp_path / "c.jsonl"
+    out.write_text("EARLIER\n")
+    proc = subprocess.Popen([sys.executable, "-m", "edgeconf", "classify", "fashion-mnist:train", "--batch", "1",
+                             "--no-memo", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not glob.glob(str(tmp_path / ".c.jsonl.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "edgeconf: terminated", err
+    assert out.read_text() == "EARLIER\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def test_a_model_path_that_is_a_folder_or_a_dangling_link_is_named_as_such(tmp_path):
+    import os
+
+    (tmp_path / "dir.onnx").mkdir()
+    os.symlink("loop.onnx", str(tmp_path / "loop.onnx"))
+    os.symlink("gone.onnx", str(tmp_path / "dangling.onnx"))
+    for name, words in (("dir.onnx", "is a folder, not a file"), ("loop.onnx", "is a link to nothing"),
+                        ("dangling.onnx", "is a link to nothing"), ("missing.onnx", "does not exist")):
+        res = edgeconf("inspect", tmp_path / name)
+        assert res.returncode == 1 and words in res.stderr and res.stderr.count("\n") == 1, res.stderr

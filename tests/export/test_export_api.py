@@ -279,6 +279,8 @@ def test_retune_out_copies_the_bundle(bundle, tmp_path):
     assert read_manifest(out).stages[1].temperature == 2.5 and read_manifest(bundle).stages[1].temperature != 2.5
     with pytest.raises(ModelLoadError, match="does not exist"):
         api.retune(str(tmp_path / "missing.onnx"), threshold=0.5)
+    with pytest.raises(ModelLoadError, match="does not exist"):  # not "stage= applies to a bundle folder"
+        api.retune(str(tmp_path / "missing"), stage=1, threshold=0.5)
 
 
 def _files(folder):
