@@ -192,7 +192,9 @@ def test_a_model_path_that_is_a_folder_or_a_dangling_link_is_named_as_such(tmp_p
     (tmp_path / "dir.onnx").mkdir()
     os.symlink("loop.onnx", str(tmp_path / "loop.onnx"))
     os.symlink("gone.onnx", str(tmp_path / "dangling.onnx"))
-    for name, words in (("dir.onnx", "is a folder, not a file"), ("loop.onnx", "is a link to nothing"),
-                        ("dangling.onnx", "is a link to nothing"), ("missing.onnx", "does not exist")):
+    res = edgeconf("engine", "--strip", tmp_path / "dir.onnx", "--out", tmp_path / "x.plan")
+    assert res.returncode == 1 and "is a folder, not a file" in res.stderr, res.stderr
+    for name, words in (("loop.onnx", "is a link to nothing"), ("dangling.onnx", "is a link to nothing"),
+                        ("missing.onnx", "does not exist")):
         res = edgeconf("inspect", tmp_path / name)
         assert res.returncode == 1 and words in res.stderr and res.stderr.count("\n") == 1, res.stderr
