@@ -254,6 +254,12 @@ def write_bundle(out: str, *args: Any) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out)
+    except OutputError as exc:  # name the bundle the user asked for, not the hidden folder it was built in
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(str(exc).replace(tmp, out)) from None
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(describe_os_error(out, exc)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import click
 
-from edgeconf.atomic import new_folder_beside, same_path, write_bytes, write_text
+from edgeconf.atomic import describe_os_error, new_folder_beside, same_path, write_bytes, write_text
 from edgeconf.commands import finite_range
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError, OutputError
 
@@ -234,7 +234,7 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as exc:
-        raise OutputError("cannot create the repository folder %s: %s" % (out, exc.strerror or exc)) from None
+        raise OutputError(describe_os_error(out, exc, "create the repository folder")) from None
     staged: List[Tuple[str, str]] = []  # (temporary folder, final folder)
     try:
         for m in served:
@@ -243,7 +243,7 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
                 staged.append((tmp, os.path.join(out, m.name)))
                 os.makedirs(os.path.join(tmp, "1"))
             except OSError as exc:
-                raise OutputError("cannot create a model folder in %s: %s" % (out, exc.strerror or exc)) from None
+                raise OutputError(describe_os_error(out, exc, "create a model folder in")) from None
             write_bytes(os.path.join(tmp, "1", "model.onnx"),
                         _fused_bytes(m.onnx, manifest) if m.stage == FUSED_STAGE else _read(m.onnx))
             write_text(os.path.join(tmp, "config.pbtxt"),
@@ -258,7 +258,7 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
             os.rename(tmp, final)
     except OSError as exc:
         _discard(staged, out if created_out else None)
-        raise OutputError("cannot write the repository %s: %s" % (out, exc.strerror or exc)) from None
+        raise OutputError(describe_os_error(out, exc, "write the repository")) from None
     except BaseException:
         _discard(staged, out if created_out else None)
         raise

@@ -331,6 +331,24 @@ def test_retune_out_that_fails_leaves_no_partial_copy(bundle, tmp_path):
     assert read_manifest(res.bundle, verify=True).stages[0].threshold == 0.4
 
 
+def test_a_bundle_build_that_fills_the_disk_names_the_bundle_not_its_hidden_folder(tmp_path, data, monkeypatch):
+    import edgeconf.bundle
+
+    a = _exported(tmp_path, "a", "NCHW", 1, PRE, data)
+    b = _exported(tmp_path, "b", "NCHW", 2, PRE, data)
+    (tmp_path / "out").mkdir()
+
+    def full(src, dst):  # the disk fills up while the models are copied in
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(edgeconf.bundle.shutil, "copyfile", full)
+    out = str(tmp_path / "out" / "cb")
+    with pytest.raises(OutputError) as err:
+        api.build_cascade([a, b], data, out=out, costs=[1, 2], n=100)
+    assert out in str(err.value) and ".tmp" not in str(err.value) and "free some space" in str(err.value)
+    assert os.listdir(str(tmp_path / "out")) == []
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
