@@ -7,12 +7,14 @@ verb whose optional extra is missing says what to install when it is run.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import logging
 import os
 import signal
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import click
 
@@ -138,6 +140,44 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+def _verbose(args: List[str]) -> bool:
+    """Whether the group's -v/--verbose is among the arguments before the command's name."""
+    for a in args:
+        if a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}):
+            return True
+        if not a.startswith("-"):
+            return False
+    return False
+
+
+@contextlib.contextmanager
+def _native_stdout_on_stderr(active: bool) -> Iterator[None]:
+    """With -v, OpenCV prints FFmpeg's messages on the process's stdout (file descriptor 1), where they would break
+    --json output: point descriptor 1 at stderr for native code, and give Python's ``sys.stdout`` the real stdout."""
+    try:
+        real_fd = sys.stdout.fileno() if active else -1
+    except (AttributeError, OSError, ValueError):  # a stdout without a descriptor (a test's capture): nothing to do
+        real_fd = -1
+    if real_fd != 1:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    old = sys.stdout
+    os.dup2(2, 1)
+    sys.stdout = io.TextIOWrapper(io.FileIO(saved, "w", closefd=False), encoding=old.encoding,
+                                  errors=old.errors, line_buffering=True)
+    try:
+        yield
+    finally:
+        try:
+            sys.stdout.flush()
+        finally:
+            sys.stdout = old
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: user errors print one line on stderr (``edgeconf: error: ...``) and exit 1; usage errors
     (click's: a bad option value, a missing option) print one line too and exit 2; Ctrl-C exits 130, SIGTERM 143
@@ -147,7 +187,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     except ValueError:  # not the main thread (main() called from a thread): leave SIGTERM alone
         previous = None
     try:
-        rv = cli.main(args=argv, prog_name="edgeconf", standalone_mode=False)
+        with _native_stdout_on_stderr(_verbose(sys.argv[1:] if argv is None else list(argv))):
+            rv = cli.main(args=argv, prog_name="edgeconf", standalone_mode=False)
     except Terminated:
         click.echo("edgeconf: terminated", err=True)
         sys.exit(143)

@@ -198,3 +198,11 @@ def test_a_model_path_that_is_a_folder_or_a_dangling_link_is_named_as_such(tmp_p
                         ("missing.onnx", "does not exist")):
         res = edgeconf("inspect", tmp_path / name)
         assert res.returncode == 1 and words in res.stderr and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_verbose_json_keeps_native_library_lines_off_stdout(tmp_path):
+    """With -v, OpenCV prints FFmpeg's own lines on the process's stdout; --json must still be the only thing there."""
+    res = edgeconf("-v", "demo", "--json", "--frames", 3, "--no-live", "--threads", 1, "--record", tmp_path / "r.avi",
+                   cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["frames"] == 3
