@@ -187,9 +187,8 @@ _SIGNATURES: Sequence[Tuple[bytes, str]] = (
 
 
 def _sniff_other(path: str, head: bytes) -> Optional[str]:
-    """Name the kind of a file that is certainly not a TensorRT plan, or None."""
-    if path.lower().endswith(".onnx"):
-        return "an ONNX model"
+    """Name the kind of a file that is certainly not a TensorRT plan, or None (what its bytes say first; a name
+    ending in .onnx only where the bytes say nothing)."""
     for sig, what in _SIGNATURES:
         if head.startswith(sig):
             return what
@@ -201,6 +200,8 @@ def _sniff_other(path: str, head: bytes) -> Optional[str]:
     low = head[:96].lower()
     if head[:1] == b"\x08" and (b"onnx" in low or b"pytorch" in low or b"tf2onnx" in low):
         return "an ONNX model"
+    if path.lower().endswith(".onnx"):
+        return "an ONNX model"
     return None
 
 
@@ -210,7 +211,9 @@ def looks_like_header(head: bytes) -> bool:
 
 
 def _rebuild_hint(path: str) -> str:
-    return "build one with: edgeconf engine MODEL.onnx --out %s" % path
+    # never suggest writing an engine over a file named .onnx
+    return "build one with: edgeconf engine MODEL.onnx --out %s" % ("MODEL.engine" if path.lower().endswith(".onnx")
+                                                                      else path)
 
 
 def read_engine(path: str, verify: bool = True, warn_plain: bool = True) -> EngineFile:

@@ -142,6 +142,8 @@ def test_corrupt_header_and_corrupt_plan(tmp_path):
     ("ckpt.engine", b"PK\x03\x04" + bytes(200), "a zip archive"),
     ("arr.engine", b"\x93NUMPY" + bytes(200), "a numpy"),
     ("tiny.engine", b"\x01\x02\x03\x04\x05\x06\x07\x08", "too small"),
+    ("notes.onnx", b"hello, this is a README and not a model at all\n" * 4, "a text file"),  # bytes before the name
+    ("empty.onnx", b"", "empty.*--out MODEL.engine"),  # never 'write an engine over empty.onnx'
 ])
 def test_non_engine_files_are_named(tmp_path, two_models, name, content, what):
     path = tmp_path / name
