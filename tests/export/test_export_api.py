@@ -374,7 +374,7 @@ def test_a_failed_cascade_build_keeps_the_earlier_bundle_whole(tmp_path, data, m
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(build, "save_bundle", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="cannot write %s: no space left on device" % out):
         api.build_cascade([b, a], data, out=out, costs=[1, 2], n=100)
     assert {n: open(os.path.join(out, n), "rb").read() for n in os.listdir(out)} == before
     assert sorted(os.listdir(tmp_path)) == sorted(n for n in os.listdir(tmp_path) if not n.startswith("."))
