@@ -13,10 +13,10 @@ from typing import Any, Dict, List, Optional, Sequence
 import click
 import numpy as np
 
-from edgeconf.commands import finite_range
+from edgeconf.commands import checked_by, finite_range
 from edgeconf.errors import ConfigError
 from edgeconf.export.data import DATA_HELP, read_labels
-from edgeconf.export.preprocessing import PREPROCESSING_HELP
+from edgeconf.export.preprocessing import PREPROCESSING_HELP, parse_preprocessing
 
 SCORE_CHOICES = click.Choice(["maxp", "margin", "entropy"])
 OUTPUT_KIND = click.Choice(["auto", "logits", "probs"])
@@ -32,6 +32,15 @@ def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True)
+
+
+def _policy(value: str) -> None:
+    from edgeconf.export.thresholds import parse_policy
+
+    parse_policy(value)
+
+
+_check_policy = checked_by(_policy)
 
 
 def _stdout_console():
@@ -127,7 +136,8 @@ def _input_shape(value: Optional[str]) -> Optional[List[int]]:
 @click.option("--input-shape", default=None,
               help="For MODEL=module:function: one input's shape without the batch, e.g. 3,40,40 (default: from "
                    "--preprocessing, or from the --calibrate images, trying channels first, then last).")
-@click.option("--preprocessing", "preprocessing", default=None, help=PREPROCESSING_HELP)
+@click.option("--preprocessing", "preprocessing", default=None, help=PREPROCESSING_HELP,
+              callback=checked_by(lambda v: parse_preprocessing(v)))
 @click.option("--opset", type=click.IntRange(11, 30), default=17, show_default=True,
               help="ONNX opset for MODEL=module:function.")
 @click.option("--int8", is_flag=True, help="Also write a static INT8 (QDQ) copy, OUT with .int8.onnx; needs --calib.")
@@ -292,7 +302,7 @@ def _num(v: float, given: bool) -> str:
 @click.command("pair")
 @click.argument("models", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--data", required=True, help="Labelled data: " + DATA_HELP + ".")
-@click.option("--policy", default="max-accuracy", show_default=True, help=POLICY_HELP)
+@click.option("--policy", default="max-accuracy", show_default=True, help=POLICY_HELP, callback=_check_policy)
 @click.option("--score", type=SCORE_CHOICES, default="margin", show_default=True, help="Confidence score.")
 @click.option("--combine", type=click.Choice(["last", "best", "mean"]), default="last", show_default=True,
               help="last: the second model's answer replaces the first's; best: keep the higher-scored answer; mean: "
@@ -395,7 +405,7 @@ def print_pairing(res: Any, top: int = 10) -> None:
 @click.option("--data", required=True,
               help="Labelled data: " + DATA_HELP + ". Split into calibration and test parts unless --test is given.")
 @click.option("--test", "test_data", default=None, help="Separate labelled test data; then all of --data calibrates.")
-@click.option("--policy", default="max-accuracy", show_default=True, help=POLICY_HELP)
+@click.option("--policy", default="max-accuracy", show_default=True, help=POLICY_HELP, callback=_check_policy)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
 @click.option("--score", type=SCORE_CHOICES, default="margin", show_default=True, help="Confidence score.")
 @click.option("--combine", type=click.Choice(["auto", "last", "best", "mean"]), default="auto", show_default=True,

@@ -7,10 +7,30 @@ THREADS_HELP = ("ONNX Runtime intra-op threads per model [default: chosen for th
                 "1 for batch-1 work, spinning off; `edgeconf devices` shows the choice].")
 
 
+def checked_by(check: Callable[[Any], Any]) -> Callable[[Any, Any, Any], Any]:
+    """A click option callback: ``check(value)`` raises a ConfigError for a bad value, which becomes a usage error
+    naming the option (exit 2, "see 'edgeconf CMD --help'"); a good value passes on unchanged."""
+
+    def callback(ctx: Any, param: Any, value: Any) -> Any:
+        import click
+
+        from edgeconf.errors import ConfigError
+
+        if value is None or value == ():
+            return value
+        try:
+            check(value)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+        return value
+
+    return callback
+
+
 def _check_threads(ctx: Any, param: Any, value: Optional[int]) -> Optional[int]:
     from edgeconf.backends.threads import check_threads
 
-    return None if value is None else check_threads(value, "--threads")
+    return None if value is None else checked_by(lambda v: check_threads(v, "--threads"))(ctx, param, value)
 
 
 def finite_range(*args: Any, **kwargs: Any) -> Any:

@@ -15,10 +15,10 @@ from edgeconf.preprocess import Preprocessing
 from onnx_models import random_classifier, save
 
 
-def _fail(capsys, *args):
+def _fail(capsys, *args, code=1):
     with pytest.raises(SystemExit) as exc:
         main(["bench"] + [str(a) for a in args])
-    assert exc.value.code == 1
+    assert exc.value.code == code
     err = capsys.readouterr().err
     assert err.startswith("edgeconf: error:") and err.count("\n") == 1, err
     return err
@@ -100,7 +100,7 @@ def test_an_rgb_bundle_on_grey_data_is_refused(tmp_path, capsys, data_dir):
 
 @pytest.mark.parametrize("target, words", [("speed=1", "KEY one of dual-drop"), ("dual-cpu=fast", "needs a number")])
 def test_bad_targets(models, data_dir, capsys, target, words):
-    assert words in _fail(capsys, models["bundle"], "--data", data_dir, "--target", target)
+    assert words in _fail(capsys, models["bundle"], "--data", data_dir, "--target", target, code=2)  # usage error
 
 
 def test_help_describes_the_new_form():
@@ -156,12 +156,13 @@ def test_limit_sample_shares():
 
 
 def test_an_unknown_power_source_is_refused_before_running(models, data_dir, capsys):
-    err = _fail(capsys, models["bundle"], "--data", data_dir, "--limit", 10, "--power", "bogus")
+    err = _fail(capsys, models["bundle"], "--data", data_dir, "--limit", 10, "--power", "bogus", code=2)
     assert "unknown --power source 'bogus'; choose auto or one of" in err and "ina3221-iio" in err and "jtop" in err
-    # refused before anything is read: data that does not exist is not even looked at
-    err = _fail(capsys, models["bundle"], "--data", os.path.join(models["root"], "nowhere.npz"), "--power", "Bogus")
+    # refused before anything is read (a usage error): data that does not exist is not even looked at
+    err = _fail(capsys, models["bundle"], "--data", os.path.join(models["root"], "nowhere.npz"), "--power", "Bogus",
+                code=2)
     assert "unknown --power source 'Bogus'" in err
-    assert "nvml" in _fail(capsys, models["bundle"], "--data", data_dir, "--power", "")
+    assert "nvml" in _fail(capsys, models["bundle"], "--data", data_dir, "--power", "", code=2)
 
 
 @pytest.mark.parametrize("extra, why", [([], "no multi-exit bundle to run for bundle"),
