@@ -162,9 +162,13 @@ def graph_head(runner: Runner) -> Optional[Tuple[str, float]]:
     return head if head[0] in SCORES else None
 
 
-@dataclass
+@dataclass(eq=False)
 class CascadeResult:
-    """The answer for one input."""
+    """The answer for one input.
+
+    ``==`` compares every field but ``stage_seconds`` (a measurement, different on every run), arrays by value
+    (:func:`numpy.array_equal`); a result is mutable and so not hashable.
+    """
 
     class_id: int
     confidence: float
@@ -180,6 +184,17 @@ class CascadeResult:
     #: the input is no class the model knows: ``class_id`` is ``UNKNOWN`` and ``label`` is ``"unknown"``
     unknown: bool = False
     ood_score: Optional[float] = None  # OOD score of the last stage with an OOD rule that ran on this input
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CascadeResult):
+            return NotImplemented
+        return (self.class_id == other.class_id and self.confidence == other.confidence
+                and self.stage == other.stage and self.stages_run == other.stages_run and self.label == other.label
+                and self.memo_hit == other.memo_hit and self.remote_failure == other.remote_failure
+                and self.unknown == other.unknown and self.ood_score == other.ood_score
+                and np.array_equal(self.probs, other.probs))
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def seconds(self) -> float:
