@@ -889,14 +889,47 @@ class Cascade:
                              memo_hit=True, unknown=cid == UNKNOWN)
 
     def close(self) -> None:
+        """Free the models. Every later call (``classify``, ``classify_batch``, ``run``, ``run_batch``) raises a
+        :class:`ConfigError`: load the bundle again. Safe to call twice."""
         for st in self.stages:
-            st.runner.close()
+            if not isinstance(st.runner, _ClosedRunner):
+                st.runner.close()
+                st.runner = _ClosedRunner(st.runner)  # (a stage change: the next call rebuilds its plan from it)
+        fused = getattr(self, "fused_runner", None)  # a FusedCascade's graph (its own close closes it)
+        if fused is not None and not isinstance(fused, _ClosedRunner):
+            fused.close()
+            self.fused_runner = _ClosedRunner(fused)
+            self._bound = None
+        self._calls.clear()  # bound calls hold the closed sessions' buffers
+        self._writer = None
+        if self.memo is not None:
+            self.memo.clear()  # no stored answer either (its counters stay readable)
 
     def __enter__(self) -> "Cascade":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _ClosedRunner:
+    """What a closed cascade's stages hold instead of their runner: its description (inputs, outputs, metadata…)
+    stays readable, and every call raises the one error that says what to do."""
+
+    def __init__(self, runner: Any) -> None:
+        self._closed = runner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_closed"], name)
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("this cascade was closed (close(), or the end of its `with` block); load the bundle again "
+                          "to classify")
+
+    run = run_trusted = bind = _refuse
+
+    def close(self) -> None:
+        pass
 
 
 def _static_classes(stage: Stage) -> Optional[int]:
