@@ -886,7 +886,7 @@ class Cascade:
         """A stored answer served again; an unknown one (class ``UNKNOWN``) stays unknown, never a class."""
         cid = hit.class_id
         return CascadeResult(cid, hit.confidence, hit.stage, hit.probs, (), 0, label_of(cid, self.labels),
-                             memo_hit=True, unknown=cid == UNKNOWN)
+                             memo_hit=True, unknown=cid == UNKNOWN, ood_score=hit.ood_score)
 
     def close(self) -> None:
         """Free the models. Every later call (``classify``, ``classify_batch``, ``run``, ``run_batch``) raises a
