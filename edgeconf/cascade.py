@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -56,6 +57,41 @@ class OodRule:
             raise ConfigError("stage %s: OOD score %r is not computed by the runtime (%s); name the model output "
                               "that holds it" % (stage, self.score, ", ".join(OOD_SCORES)))
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_threshold(value: Any, where: str) -> float:
+    """An exit threshold as a float: a finite number in [0, 1] (the last stage's too: it has no effect there),
+    or a one-line :class:`ConfigError`."""
+    if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError("%s: threshold must be in [0, 1], a number (an input leaves at this stage when its "
+                          "confidence reaches it), got %r" % (where, value))
+    return float(value)
+
+
+def _check_temperature(value: Any, where: str) -> Any:
+    if not _is_number(value) or not 0.0 < float(value) < float("inf"):
+        raise ConfigError("%s: temperature must be a finite number > 0, got %r" % (where, value))
+    return value
+
+
+def _check_score(value: Any, where: str) -> Any:
+    if not isinstance(value, str) or value not in SCORES:
+        raise ConfigError("%s: unknown score %r; choose one of %s" % (where, value, ", ".join(SCORES)))
+    return value
+
+
+def check_combine(value: Any) -> str:
+    if not isinstance(value, str) or value not in COMBINE_RULES:
+        raise ConfigError("unknown combine rule %r; choose one of %s" % (value, ", ".join(COMBINE_RULES)))
+    return value
+
+
+#: a Stage field's check, run whenever the field is set (at construction and on every later change)
+_STAGE_CHECKS: Dict[str, Callable[[Any, str], Any]] = {
+    "threshold": check_threshold, "temperature": _check_temperature, "score": _check_score}
+
 #: Bumped whenever a stage or a cascade changes anything that decides an answer. A cascade rebuilds its
 #: call plan and fingerprint only when this moved, so the per-input cost of checking is one comparison.
 _EPOCH = [0]
@@ -92,6 +128,9 @@ class Stage:
         self.validate()
 
     def __setattr__(self, name: str, value: Any) -> None:
+        check = _STAGE_CHECKS.get(name)
+        if check is not None:  # checked when set, so a bad value never reaches a run
+            value = check(value, "stage %s" % self.__dict__.get("name", "?"))
         object.__setattr__(self, name, value)
         _bump()  # any field may decide answers (model, score, threshold, temperature, input, head)
 
@@ -99,12 +138,9 @@ class Stage:
         return self.head is not None and self.head[0] == self.score and self.head[1] == float(self.temperature)
 
     def validate(self) -> None:
-        if self.score not in SCORES:
-            raise ConfigError("stage %s: unknown score %r; choose one of %s" % (self.name, self.score, ", ".join(SCORES)))
-        if not (0.0 <= float(self.threshold) <= 1.0):
-            raise ConfigError("stage %s: threshold must be in [0, 1], got %r" % (self.name, self.threshold))
-        if not float(self.temperature) > 0:
-            raise ConfigError("stage %s: temperature must be > 0, got %r" % (self.name, self.temperature))
+        where = "stage %s" % self.name
+        for name, check in _STAGE_CHECKS.items():
+            check(getattr(self, name), where)
         outs = {s.name for s in self.runner.outputs}
         if self.logits not in outs:
             raise ConfigError("stage %s: the model has no output %r (outputs: %s)" % (self.name, self.logits, ", ".join(sorted(outs))))
@@ -446,8 +482,7 @@ class Cascade:
                  name: str = "cascade") -> None:
         if not stages:
             raise ConfigError("a cascade needs at least one stage")
-        if combine not in COMBINE_RULES:
-            raise ConfigError("unknown combine rule %r; choose one of %s" % (combine, ", ".join(COMBINE_RULES)))
+        check_combine(combine)
         if stages[0].input != IMAGE:
             raise ConfigError("the first stage must take the image as input, not %r" % stages[0].input)
         for prev, st in zip(stages, stages[1:]):
@@ -480,6 +515,8 @@ class Cascade:
         self._writer: Optional[Callable[[np.ndarray], None]] = None  # preprocesses into stage 1's bound input
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "combine":  # checked when set, so a bad rule never reaches a run
+            check_combine(value)
         object.__setattr__(self, name, value)
         if name in ("stages", "combine", "preprocessing"):
             _bump()
@@ -489,23 +526,48 @@ class Cascade:
         n = len(self.stages)
         self.counters = CascadeCounters(0, [0] * n, [0] * n, [0.0] * n)
 
-    def set_threshold(self, stage: int, threshold: float) -> None:
-        """Change one stage's exit threshold at run time (the memo fingerprint follows)."""
-        if not (0.0 <= float(threshold) <= 1.0):
-            raise ConfigError("threshold must be in [0, 1], got %r" % (threshold,))
-        self.stages[stage].threshold = float(threshold)
+    def stage_index(self, stage: Any) -> int:
+        """The index of ``stage``: its position counted from 0 (``retune --stage`` counts from 1), or its name;
+        a one-line :class:`ConfigError` naming the valid stages otherwise."""
+        n = len(self.stages)
+        if isinstance(stage, str):
+            for k, st in enumerate(self.stages):
+                if st.name == stage:
+                    return k
+        elif isinstance(stage, numbers.Integral) and not isinstance(stage, bool) and 0 <= stage < n:
+            return int(stage)
+        raise ConfigError("no stage %r in this cascade: give a stage's index, counted from 0 here (0..%d; `edgeconf "
+                          "retune --stage` counts from 1), or its name (%s)"
+                          % (stage, n - 1, ", ".join(st.name for st in self.stages)))
 
-    def set_ood_threshold(self, stage: int, threshold: Optional[float], escalate: Any = "keep") -> None:
+    def set_threshold(self, stage: Any, threshold: float) -> None:
+        """Change one stage's exit threshold at run time (the memo fingerprint follows).
+
+        ``stage``: the stage's index, counted from 0 (``edgeconf retune --stage`` counts from 1), or its name.
+        ``threshold``: a number in [0, 1]."""
+        st = self.stages[self.stage_index(stage)]
+        st.threshold = check_threshold(threshold, "stage %s" % st.name)
+
+    def set_ood_threshold(self, stage: Any, threshold: Optional[float], escalate: Any = "keep") -> None:
         """Change (or, with None, switch off) one stage's OOD threshold at run time (the memo fingerprint follows).
 
-        ``escalate``: the doubt band's lower edge (None: no band); by default the stage's band is kept (its edge
+        ``stage``: the stage's index, counted from 0 (``edgeconf retune --stage`` counts from 1), or its name.
+        ``threshold``: a number (inf or None: never unknown). ``escalate``: the doubt band's lower edge, a number
+        no higher than the threshold (None: no band); by default (``"keep"``) the stage's band is kept (its edge
         lowered to the new threshold when that is below it)."""
-        st = self.stages[stage]
+        st = self.stages[self.stage_index(stage)]
         if st.ood is None:
             raise ConfigError("stage %s has no OOD rule; add one with `edgeconf ood`" % st.name)
+        if threshold is not None and (not _is_number(threshold) or threshold != threshold):
+            raise ConfigError("stage %s: the OOD threshold must be a number (None or inf: never unknown), got %r"
+                              % (st.name, threshold))
+        keep = isinstance(escalate, str) and escalate == "keep"
+        if not keep and escalate is not None and (not _is_number(escalate) or escalate != escalate):
+            raise ConfigError("stage %s: escalate must be a number no higher than the OOD threshold, None (no doubt "
+                              "band) or 'keep' (the stage's band), got %r" % (st.name, escalate))
         value = float("inf") if threshold is None else float(threshold)
         band = escalate
-        if isinstance(escalate, str) and escalate == "keep":
+        if keep:
             band = None if st.ood.escalate is None else min(st.ood.escalate, value)
         rule = OodRule(value, st.ood.score, st.ood.output, None if band is None else float(band))
         rule.validate(st.name)
