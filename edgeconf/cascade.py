@@ -756,7 +756,9 @@ class Cascade:
 
     def run(self, x: np.ndarray) -> CascadeResult:
         """Run one model-ready input (no batch axis). A lean path of ``run_batch`` for batch 1."""
-        x = np.asarray(x)[None]
+        if not isinstance(x, np.ndarray):
+            raise InputValidationError("the cascade needs a numpy array, got %s" % type(x).__name__)
+        x = x[None]
         self._validate(x)
         return self._run_one(x)
 
@@ -882,9 +884,14 @@ class Cascade:
 
     def classify_batch(self, images: Sequence[np.ndarray]) -> Answers:
         """Raw images → answers (arrays, and one :class:`CascadeResult` per input when read), through
-        preprocessing and the memo cache (when set)."""
+        preprocessing and the memo cache (when set).
+
+        ``images``: a list or tuple of images, an ``(N, H, W[, C])`` uint8 array, or any other iterable of images
+        (a generator: read into a list first)."""
         if self.preprocessing is None:
             raise ConfigError("this cascade has no preprocessing; use run_batch with model-ready arrays")
+        if not isinstance(images, (list, tuple, np.ndarray)):
+            images = _image_list(images)
         if not len(images):
             return Answers.of_results([])
         if len(images) == 1:
@@ -1072,6 +1079,14 @@ def _raw_image(image: Any, index: Optional[int] = None) -> np.ndarray:
     from edgeconf.preprocess import check_image
 
     return check_image(image, index)
+
+
+def _image_list(images: Any) -> List[Any]:
+    """Any iterable of images as a list; anything else (None, a string, a mapping) a one-line error."""
+    if images is None or isinstance(images, (str, bytes, dict)) or not hasattr(images, "__iter__"):
+        raise InputValidationError("classify_batch needs a sequence of raw images (a list, or a uint8 array of shape "
+                                   "(N, H, W[, C])), got %s; for one image use classify" % type(images).__name__)
+    return list(images)
 
 
 def _check_images(images: Sequence[Any], single: bool = False) -> None:
