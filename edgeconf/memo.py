@@ -24,6 +24,7 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
 from __future__ import annotations
 
 import array
+import numbers
 import re
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ EXACT_BYTES = 16
 #: images share a 64-bit key often enough (563 of the 10,000 FashionMNIST test images share one with an earlier
 #: image; none share a 256-bit key) that the sampling counts a hit as a repeat only when the check agrees too.
 CHECKED_BELOW_BITS = 128
+#: Most entries a memo cache may hold (its table is allocated up front); a bundle's manifest has the same cap
+#: (``edgeconf.bundle.MAX_MEMO_CAPACITY``).
+MAX_CAPACITY = 1 << 20
 
 
 class Answer(NamedTuple):
@@ -400,9 +404,21 @@ class MemoCache:
 
     def __init__(self, capacity: int = 4096, key: str = DEFAULT_KEY, radius: int = 0,
                  sampling: Optional[Sampling] = Sampling(), clock: Callable[[], float] = time.perf_counter) -> None:
-        if capacity < 1:
-            raise ConfigError("memo capacity must be >= 1, got %d" % capacity)
+        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) \
+                or not 1 <= capacity <= MAX_CAPACITY:
+            raise ConfigError("memo capacity must be a whole number of entries in [1, %d] (its table is allocated up "
+                              "front), got %r" % (MAX_CAPACITY, capacity))
+        if not isinstance(key, str):
+            raise ConfigError("memo key must be a key kind: 'exact', 'dhash64', 'dhash256' or 'dhash1024', got %r"
+                              % (key,))
         self.bits = parse_key_kind(key)
+        if isinstance(radius, bool) or not isinstance(radius, numbers.Integral):
+            raise ConfigError("memo radius must be a whole number of bits >= 0, got %r" % (radius,))
+        if sampling is not None and not isinstance(sampling, Sampling):
+            raise ConfigError("memo sampling must be an edgeconf.memo.Sampling (Sampling() for the default) or None "
+                              "(look up every input), got %r" % (sampling,))
+        if not callable(clock):
+            raise ConfigError("memo clock must be a function returning seconds, got %r" % (clock,))
         if radius < 0 or (self.bits == 0 and radius):
             raise ConfigError("memo radius must be >= 0, and 0 for exact keys (got %d with %s)" % (radius, key))
         if self.bits and radius >= self.bits:
