@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 from edgeconf import __version__
 from edgeconf.atomic import describe_os_error, write_text
-from edgeconf.backends.threads import Threads, choose_threads
+from edgeconf.backends.threads import Threads, check_batch, choose_threads
 from edgeconf.backends.onnx_file import read_onnx_facts
 from edgeconf.cascade import COMBINE_RULES, IMAGE, Cascade, OodRule, Stage, graph_head
 from edgeconf.confidence import OOD_SCORES, SCORES
@@ -29,7 +29,7 @@ from edgeconf.pathcheck import not_a_file
 from edgeconf.preprocess import Preprocessing, stage_problem
 from edgeconf.schema import (Any_, Bool, DictOf, Float, Int, ListOf, Optional_, Path, Str, Struct, entry, from_json,
                              load_value, read_json, to_json)
-from edgeconf.schema.fields import show
+from edgeconf.schema.fields import declared, show
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +263,24 @@ def _inside(folder: str, rel: str, what: str) -> str:
 
 def read_manifest(folder: str, verify: bool = True) -> Manifest:
     """Read and validate a bundle's manifest; with ``verify``, check every file's presence and sha256."""
+    if not isinstance(folder, (str, os.PathLike)) or not os.fspath(folder):
+        raise BundleError("a bundle is given by the path of its folder (the folder with %s), got %r"
+                          % (MANIFEST, folder))
+    folder = os.fspath(folder)
+    if isinstance(folder, bytes):
+        folder = os.fsdecode(folder)
+    if os.path.isfile(folder):
+        model = "n ONNX model" if folder.lower().endswith(".onnx") else ""
+        raise BundleError("%s is a%s file, not a bundle folder (a folder with %s and its stages): give the bundle's "
+                          "folder; for a single model use edgeconf.backends.prepare(MODEL.onnx).run(x), or build a "
+                          "bundle from models with: edgeconf cascade MODEL_A.onnx [MODEL_B.onnx ...] --data "
+                          "LABELLED_DATA --out BUNDLE" % (folder, model, MANIFEST))
     if not os.path.isdir(folder):
         raise BundleError("bundle folder %s does not exist" % folder)
     path = os.path.join(folder, MANIFEST)
+    if os.path.isdir(path):
+        raise BundleError("%s is a folder, not the bundle's manifest file; a bundle folder holds %s as a JSON file "
+                          "(re-export the bundle)" % (path, MANIFEST))
     if not os.path.isfile(path):
         raise BundleError("%s has no %s; is it a bundle folder?" % (folder, MANIFEST))
     data = read_json(path, path, BundleError, MAX_MANIFEST_BYTES, MAX_MANIFEST_DEPTH)
@@ -334,10 +349,25 @@ def external_data_locations(model_path: str) -> List[str]:
     return read_onnx_facts(model_path).external
 
 
+def memo_settings(value: Any, where: str = "memo") -> MemoSettings:
+    """A :class:`MemoSettings` (checked like a manifest's), or its dict (the manifest's ``memo`` object); anything
+    else is a one-line :class:`ConfigError`."""
+    if isinstance(value, MemoSettings):
+        value = {k: getattr(value, f.name) for k, f in declared(MemoSettings)}
+    elif not isinstance(value, dict):
+        raise ConfigError("%s must be an edgeconf.bundle.MemoSettings (e.g. MemoSettings(key=\"exact\", "
+                          "capacity=1024)) or its dict, got %r" % (where, value))
+    return from_json(MemoSettings, value, where, ConfigError)
+
+
 def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[Sequence[Any]] = None,
-                threads: Union[None, int, Threads] = None, memo: Optional[bool] = None, form: str = "auto",
-                batch: int = 1, ood: bool = True) -> Cascade:
+                threads: Union[None, int, Threads] = None, memo: Union[None, bool, MemoSettings] = None,
+                form: str = "auto", batch: int = 1, ood: bool = True) -> Cascade:
     """Validate a bundle folder and return a ready :class:`Cascade` (memo cache as the manifest says).
+
+    ``memo``: None for the manifest's memo cache, False for none, True for the manifest's settings even where
+    the manifest switches the memo off, or a :class:`MemoSettings` (or its dict) to use instead of the
+    manifest's. ``providers``: ONNX Runtime execution providers, a list (``["cuda", "cpu"]``) or one name.
 
     Stages with an ``ood`` rule answer "unknown" for inputs past its threshold; ``ood=False`` ignores the rules.
 
@@ -356,7 +386,12 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
     from edgeconf.backends.tensorrt import stage_model_path  # pure: imports no TensorRT
     from edgeconf.fused import FusedCascade, choose_form, runtime_model
 
+    check_batch(batch)
     plan = choose_threads(threads, batch)
+    if isinstance(providers, str):  # one provider, not a list of one-letter names
+        providers = [providers]
+    if memo is not None and not isinstance(memo, bool):
+        memo = memo_settings(memo)
     manifest = read_manifest(folder, verify=True)
     chosen, why = choose_form(form, manifest, backend, providers)
     if chosen == "fused" and not ood and any(s.ood is not None for s in manifest.stages):
@@ -391,9 +426,12 @@ def load_bundle(folder: str, backend: str = "onnxruntime", providers: Optional[S
                         "engines with: edgeconf engine %s --out %s", "stage" if len(no_engine) == 1 else "stages",
                         ", ".join(no_engine), folder, "has" if len(no_engine) == 1 else "have",
                         "its" if len(no_engine) == 1 else "their", "" if len(no_engine) == 1 else "s", folder, folder)
-        use_memo = manifest.memo.enabled if memo is None else memo
-        cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity,
-                             manifest.memo.adaptive).build() if use_memo else None
+        if isinstance(memo, MemoSettings):
+            cache = memo.build()
+        else:
+            use_memo = manifest.memo.enabled if memo is None else memo
+            cache = MemoSettings(True, manifest.memo.key, manifest.memo.radius, manifest.memo.capacity,
+                                 manifest.memo.adaptive).build() if use_memo else None
         if chosen == "fused":
             path = _inside(folder, manifest.fused.model, "fused graph")  # type: ignore[union-attr]
             fused_runner = prepare(runtime_model(path), backend="onnxruntime", providers=providers,

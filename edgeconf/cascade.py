@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -56,6 +57,41 @@ class OodRule:
             raise ConfigError("stage %s: OOD score %r is not computed by the runtime (%s); name the model output "
                               "that holds it" % (stage, self.score, ", ".join(OOD_SCORES)))
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_threshold(value: Any, where: str) -> float:
+    """An exit threshold as a float: a finite number in [0, 1] (the last stage's too: it has no effect there),
+    or a one-line :class:`ConfigError`."""
+    if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError("%s: threshold must be in [0, 1], a number (an input leaves at this stage when its "
+                          "confidence reaches it), got %r" % (where, value))
+    return float(value)
+
+
+def _check_temperature(value: Any, where: str) -> Any:
+    if not _is_number(value) or not 0.0 < float(value) < float("inf"):
+        raise ConfigError("%s: temperature must be a finite number > 0, got %r" % (where, value))
+    return value
+
+
+def _check_score(value: Any, where: str) -> Any:
+    if not isinstance(value, str) or value not in SCORES:
+        raise ConfigError("%s: unknown score %r; choose one of %s" % (where, value, ", ".join(SCORES)))
+    return value
+
+
+def check_combine(value: Any) -> str:
+    if not isinstance(value, str) or value not in COMBINE_RULES:
+        raise ConfigError("unknown combine rule %r; choose one of %s" % (value, ", ".join(COMBINE_RULES)))
+    return value
+
+
+#: a Stage field's check, run whenever the field is set (at construction and on every later change)
+_STAGE_CHECKS: Dict[str, Callable[[Any, str], Any]] = {
+    "threshold": check_threshold, "temperature": _check_temperature, "score": _check_score}
+
 #: Bumped whenever a stage or a cascade changes anything that decides an answer. A cascade rebuilds its
 #: call plan and fingerprint only when this moved, so the per-input cost of checking is one comparison.
 _EPOCH = [0]
@@ -92,6 +128,9 @@ class Stage:
         self.validate()
 
     def __setattr__(self, name: str, value: Any) -> None:
+        check = _STAGE_CHECKS.get(name)
+        if check is not None:  # checked when set, so a bad value never reaches a run
+            value = check(value, "stage %s" % self.__dict__.get("name", "?"))
         object.__setattr__(self, name, value)
         _bump()  # any field may decide answers (model, score, threshold, temperature, input, head)
 
@@ -99,12 +138,9 @@ class Stage:
         return self.head is not None and self.head[0] == self.score and self.head[1] == float(self.temperature)
 
     def validate(self) -> None:
-        if self.score not in SCORES:
-            raise ConfigError("stage %s: unknown score %r; choose one of %s" % (self.name, self.score, ", ".join(SCORES)))
-        if not (0.0 <= float(self.threshold) <= 1.0):
-            raise ConfigError("stage %s: threshold must be in [0, 1], got %r" % (self.name, self.threshold))
-        if not float(self.temperature) > 0:
-            raise ConfigError("stage %s: temperature must be > 0, got %r" % (self.name, self.temperature))
+        where = "stage %s" % self.name
+        for name, check in _STAGE_CHECKS.items():
+            check(getattr(self, name), where)
         outs = {s.name for s in self.runner.outputs}
         if self.logits not in outs:
             raise ConfigError("stage %s: the model has no output %r (outputs: %s)" % (self.name, self.logits, ", ".join(sorted(outs))))
@@ -162,9 +198,13 @@ def graph_head(runner: Runner) -> Optional[Tuple[str, float]]:
     return head if head[0] in SCORES else None
 
 
-@dataclass
+@dataclass(eq=False)
 class CascadeResult:
-    """The answer for one input."""
+    """The answer for one input.
+
+    ``==`` compares every field but ``stage_seconds`` (a measurement, different on every run), arrays by value
+    (:func:`numpy.array_equal`); a result is mutable and so not hashable.
+    """
 
     class_id: int
     confidence: float
@@ -180,6 +220,17 @@ class CascadeResult:
     #: the input is no class the model knows: ``class_id`` is ``UNKNOWN`` and ``label`` is ``"unknown"``
     unknown: bool = False
     ood_score: Optional[float] = None  # OOD score of the last stage with an OOD rule that ran on this input
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CascadeResult):
+            return NotImplemented
+        return (self.class_id == other.class_id and self.confidence == other.confidence
+                and self.stage == other.stage and self.stages_run == other.stages_run and self.label == other.label
+                and self.memo_hit == other.memo_hit and self.remote_failure == other.remote_failure
+                and self.unknown == other.unknown and self.ood_score == other.ood_score
+                and np.array_equal(self.probs, other.probs))
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def seconds(self) -> float:
@@ -431,8 +482,7 @@ class Cascade:
                  name: str = "cascade") -> None:
         if not stages:
             raise ConfigError("a cascade needs at least one stage")
-        if combine not in COMBINE_RULES:
-            raise ConfigError("unknown combine rule %r; choose one of %s" % (combine, ", ".join(COMBINE_RULES)))
+        check_combine(combine)
         if stages[0].input != IMAGE:
             raise ConfigError("the first stage must take the image as input, not %r" % stages[0].input)
         for prev, st in zip(stages, stages[1:]):
@@ -465,6 +515,8 @@ class Cascade:
         self._writer: Optional[Callable[[np.ndarray], None]] = None  # preprocesses into stage 1's bound input
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name == "combine":  # checked when set, so a bad rule never reaches a run
+            check_combine(value)
         object.__setattr__(self, name, value)
         if name in ("stages", "combine", "preprocessing"):
             _bump()
@@ -474,23 +526,48 @@ class Cascade:
         n = len(self.stages)
         self.counters = CascadeCounters(0, [0] * n, [0] * n, [0.0] * n)
 
-    def set_threshold(self, stage: int, threshold: float) -> None:
-        """Change one stage's exit threshold at run time (the memo fingerprint follows)."""
-        if not (0.0 <= float(threshold) <= 1.0):
-            raise ConfigError("threshold must be in [0, 1], got %r" % (threshold,))
-        self.stages[stage].threshold = float(threshold)
+    def stage_index(self, stage: Any) -> int:
+        """The index of ``stage``: its position counted from 0 (``retune --stage`` counts from 1), or its name;
+        a one-line :class:`ConfigError` naming the valid stages otherwise."""
+        n = len(self.stages)
+        if isinstance(stage, str):
+            for k, st in enumerate(self.stages):
+                if st.name == stage:
+                    return k
+        elif isinstance(stage, numbers.Integral) and not isinstance(stage, bool) and 0 <= stage < n:
+            return int(stage)
+        raise ConfigError("no stage %r in this cascade: give a stage's index, counted from 0 here (0..%d; `edgeconf "
+                          "retune --stage` counts from 1), or its name (%s)"
+                          % (stage, n - 1, ", ".join(st.name for st in self.stages)))
 
-    def set_ood_threshold(self, stage: int, threshold: Optional[float], escalate: Any = "keep") -> None:
+    def set_threshold(self, stage: Any, threshold: float) -> None:
+        """Change one stage's exit threshold at run time (the memo fingerprint follows).
+
+        ``stage``: the stage's index, counted from 0 (``edgeconf retune --stage`` counts from 1), or its name.
+        ``threshold``: a number in [0, 1]."""
+        st = self.stages[self.stage_index(stage)]
+        st.threshold = check_threshold(threshold, "stage %s" % st.name)
+
+    def set_ood_threshold(self, stage: Any, threshold: Optional[float], escalate: Any = "keep") -> None:
         """Change (or, with None, switch off) one stage's OOD threshold at run time (the memo fingerprint follows).
 
-        ``escalate``: the doubt band's lower edge (None: no band); by default the stage's band is kept (its edge
+        ``stage``: the stage's index, counted from 0 (``edgeconf retune --stage`` counts from 1), or its name.
+        ``threshold``: a number (inf or None: never unknown). ``escalate``: the doubt band's lower edge, a number
+        no higher than the threshold (None: no band); by default (``"keep"``) the stage's band is kept (its edge
         lowered to the new threshold when that is below it)."""
-        st = self.stages[stage]
+        st = self.stages[self.stage_index(stage)]
         if st.ood is None:
             raise ConfigError("stage %s has no OOD rule; add one with `edgeconf ood`" % st.name)
+        if threshold is not None and (not _is_number(threshold) or threshold != threshold):
+            raise ConfigError("stage %s: the OOD threshold must be a number (None or inf: never unknown), got %r"
+                              % (st.name, threshold))
+        keep = isinstance(escalate, str) and escalate == "keep"
+        if not keep and escalate is not None and (not _is_number(escalate) or escalate != escalate):
+            raise ConfigError("stage %s: escalate must be a number no higher than the OOD threshold, None (no doubt "
+                              "band) or 'keep' (the stage's band), got %r" % (st.name, escalate))
         value = float("inf") if threshold is None else float(threshold)
         band = escalate
-        if isinstance(escalate, str) and escalate == "keep":
+        if keep:
             band = None if st.ood.escalate is None else min(st.ood.escalate, value)
         rule = OodRule(value, st.ood.score, st.ood.output, None if band is None else float(band))
         rule.validate(st.name)
@@ -679,7 +756,9 @@ class Cascade:
 
     def run(self, x: np.ndarray) -> CascadeResult:
         """Run one model-ready input (no batch axis). A lean path of ``run_batch`` for batch 1."""
-        x = np.asarray(x)[None]
+        if not isinstance(x, np.ndarray):
+            raise InputValidationError("the cascade needs a numpy array, got %s" % type(x).__name__)
+        x = x[None]
         self._validate(x)
         return self._run_one(x)
 
@@ -805,9 +884,14 @@ class Cascade:
 
     def classify_batch(self, images: Sequence[np.ndarray]) -> Answers:
         """Raw images → answers (arrays, and one :class:`CascadeResult` per input when read), through
-        preprocessing and the memo cache (when set)."""
+        preprocessing and the memo cache (when set).
+
+        ``images``: a list or tuple of images, an ``(N, H, W[, C])`` uint8 array, or any other iterable of images
+        (a generator: read into a list first)."""
         if self.preprocessing is None:
             raise ConfigError("this cascade has no preprocessing; use run_batch with model-ready arrays")
+        if not isinstance(images, (list, tuple, np.ndarray)):
+            images = _image_list(images)
         if not len(images):
             return Answers.of_results([])
         if len(images) == 1:
@@ -871,17 +955,50 @@ class Cascade:
         """A stored answer served again; an unknown one (class ``UNKNOWN``) stays unknown, never a class."""
         cid = hit.class_id
         return CascadeResult(cid, hit.confidence, hit.stage, hit.probs, (), 0, label_of(cid, self.labels),
-                             memo_hit=True, unknown=cid == UNKNOWN)
+                             memo_hit=True, unknown=cid == UNKNOWN, ood_score=hit.ood_score)
 
     def close(self) -> None:
+        """Free the models. Every later call (``classify``, ``classify_batch``, ``run``, ``run_batch``) raises a
+        :class:`ConfigError`: load the bundle again. Safe to call twice."""
         for st in self.stages:
-            st.runner.close()
+            if not isinstance(st.runner, _ClosedRunner):
+                st.runner.close()
+                st.runner = _ClosedRunner(st.runner)  # (a stage change: the next call rebuilds its plan from it)
+        fused = getattr(self, "fused_runner", None)  # a FusedCascade's graph (its own close closes it)
+        if fused is not None and not isinstance(fused, _ClosedRunner):
+            fused.close()
+            self.fused_runner = _ClosedRunner(fused)
+            self._bound = None
+        self._calls.clear()  # bound calls hold the closed sessions' buffers
+        self._writer = None
+        if self.memo is not None:
+            self.memo.clear()  # no stored answer either (its counters stay readable)
 
     def __enter__(self) -> "Cascade":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _ClosedRunner:
+    """What a closed cascade's stages hold instead of their runner: its description (inputs, outputs, metadata…)
+    stays readable, and every call raises the one error that says what to do."""
+
+    def __init__(self, runner: Any) -> None:
+        self._closed = runner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["_closed"], name)
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("this cascade was closed (close(), or the end of its `with` block); load the bundle again "
+                          "to classify")
+
+    run = run_trusted = bind = _refuse
+
+    def close(self) -> None:
+        pass
 
 
 def _static_classes(stage: Stage) -> Optional[int]:
@@ -962,6 +1079,14 @@ def _raw_image(image: Any, index: Optional[int] = None) -> np.ndarray:
     from edgeconf.preprocess import check_image
 
     return check_image(image, index)
+
+
+def _image_list(images: Any) -> List[Any]:
+    """Any iterable of images as a list; anything else (None, a string, a mapping) a one-line error."""
+    if images is None or isinstance(images, (str, bytes, dict)) or not hasattr(images, "__iter__"):
+        raise InputValidationError("classify_batch needs a sequence of raw images (a list, or a uint8 array of shape "
+                                   "(N, H, W[, C])), got %s; for one image use classify" % type(images).__name__)
+    return list(images)
 
 
 def _check_images(images: Sequence[Any], single: bool = False) -> None:

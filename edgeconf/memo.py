@@ -10,7 +10,7 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
   dict lookup; only otherwise is the key computed (for a small image a numpy dHash, no OpenCV: 9–12 µs alone,
   about 25 µs between model calls) and looked up, so a near-duplicate still hits;
 - storage is compact: keys in one ``(capacity, words)`` uint64 table, answers in arrays (class, stage,
-  confidence, probabilities), the LRU order in two int32 arrays, the Hamming-radius index in sorted arrays;
+  confidence and OOD score, probabilities), the LRU order in two int32 arrays, the Hamming-radius index in sorted arrays;
 - **adaptive sampling** (:class:`Sampling`): the cache measures what a lookup, a store and a miss cost, and
   its hit rate; when the hit rate is below the break-even rate (judged first after 128 inputs, then every
   512) it looks up (and stores) only the inputs whose content falls in one part in ``every`` (a CRC-32 of
@@ -24,6 +24,7 @@ Lean by design, because a memo that costs more than it saves makes the cascade d
 from __future__ import annotations
 
 import array
+import numbers
 import re
 import time
 from dataclasses import dataclass, field
@@ -44,6 +45,9 @@ EXACT_BYTES = 16
 #: images share a 64-bit key often enough (563 of the 10,000 FashionMNIST test images share one with an earlier
 #: image; none share a 256-bit key) that the sampling counts a hit as a repeat only when the check agrees too.
 CHECKED_BELOW_BITS = 128
+#: Most entries a memo cache may hold (its table is allocated up front); a bundle's manifest has the same cap
+#: (``edgeconf.bundle.MAX_MEMO_CAPACITY``).
+MAX_CAPACITY = 1 << 20
 
 
 class Answer(NamedTuple):
@@ -53,6 +57,7 @@ class Answer(NamedTuple):
     confidence: float
     stage: int
     probs: np.ndarray
+    ood_score: Optional[float] = None  # the answer's OOD score (None: no stage with an OOD rule ran)
 
 
 _new_answer = tuple.__new__  # builds an Answer from a tuple without the Python-level __new__ of a NamedTuple
@@ -399,9 +404,21 @@ class MemoCache:
 
     def __init__(self, capacity: int = 4096, key: str = DEFAULT_KEY, radius: int = 0,
                  sampling: Optional[Sampling] = Sampling(), clock: Callable[[], float] = time.perf_counter) -> None:
-        if capacity < 1:
-            raise ConfigError("memo capacity must be >= 1, got %d" % capacity)
+        if isinstance(capacity, bool) or not isinstance(capacity, numbers.Integral) \
+                or not 1 <= capacity <= MAX_CAPACITY:
+            raise ConfigError("memo capacity must be a whole number of entries in [1, %d] (its table is allocated up "
+                              "front), got %r" % (MAX_CAPACITY, capacity))
+        if not isinstance(key, str):
+            raise ConfigError("memo key must be a key kind: 'exact', 'dhash64', 'dhash256' or 'dhash1024', got %r"
+                              % (key,))
         self.bits = parse_key_kind(key)
+        if isinstance(radius, bool) or not isinstance(radius, numbers.Integral):
+            raise ConfigError("memo radius must be a whole number of bits >= 0, got %r" % (radius,))
+        if sampling is not None and not isinstance(sampling, Sampling):
+            raise ConfigError("memo sampling must be an edgeconf.memo.Sampling (Sampling() for the default) or None "
+                              "(look up every input), got %r" % (sampling,))
+        if not callable(clock):
+            raise ConfigError("memo clock must be a function returning seconds, got %r" % (clock,))
         if radius < 0 or (self.bits == 0 and radius):
             raise ConfigError("memo radius must be >= 0, and 0 for exact keys (got %d with %s)" % (radius, key))
         if self.bits and radius >= self.bits:
@@ -424,7 +441,7 @@ class MemoCache:
         self._gen = np.frombuffer(self._gens, dtype=np.uint32)
         self._class = array.array("i", bytes(4 * cap))
         self._stage = array.array("b", bytes(cap))
-        self._conf = array.array("d", bytes(8 * cap))
+        self._conf = array.array("d", bytes(16 * cap))  # per slot: confidence, OOD score (NaN: none)
         self._probs: Optional[np.ndarray] = None  # (capacity, classes) float32, made at the first store
         # LRU order: a doubly linked list over slots; node `cap` is the head (its next is the oldest entry)
         self._prev = array.array("i", range(cap + 1))
@@ -521,7 +538,10 @@ class MemoCache:
         self.stats.hits += 1
         self._touch(slot)
         probs = self._probs[slot].copy() if self._probs is not None else np.zeros(0, np.float32)
-        return _new_answer(Answer, (self._class[slot], self._conf[slot], self._stage[slot], probs))
+        conf = self._conf
+        ood = conf[slot + slot + 1]
+        return _new_answer(Answer, (self._class[slot], conf[slot + slot], self._stage[slot], probs,
+                                    None if ood != ood else ood))
 
     def get(self, key: Key, fingerprint: str) -> Optional[Answer]:
         """The stored answer for ``key`` under ``fingerprint``, or None (counted as hit or miss)."""
@@ -692,7 +712,8 @@ class MemoCache:
     # -- storing -------------------------------------------------------------------------------
     def put(self, key: Optional[Key], fingerprint: str, value: Any, pre: Optional[int] = None,
             check: Optional[bytes] = None) -> None:
-        """Store ``value`` (anything with ``class_id``, ``confidence``, ``stage``, ``probs``) for ``key``;
+        """Store ``value`` (anything with ``class_id``, ``confidence``, ``stage``, ``probs``, and optionally
+        ``ood_score``) for ``key``;
         evicts the least recently used entry when full. A None key (an input sampling skipped) is ignored.
         ``pre``: the input's exact pre-key (:func:`edgeconf.hashing.prekey`), so that an exact repeat of this
         input is found without its key. ``check``: a short key's check (:func:`edgeconf.hashing.dhash_check`),
@@ -726,7 +747,9 @@ class MemoCache:
             raise ConfigError("memo answers must all have %d class probabilities, got shape %s"
                               % (self._probs.shape[1], np.shape(value.probs))) from None
         self._class[slot] = int(value.class_id)
-        self._conf[slot] = float(value.confidence)
+        ood = getattr(value, "ood_score", None)
+        self._conf[slot + slot] = float(value.confidence)
+        self._conf[slot + slot + 1] = float("nan") if ood is None else float(ood)
         self._stage[slot] = int(value.stage)
         if pre is not None:
             self._set_pre(slot, pre)

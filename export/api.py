@@ -327,8 +327,10 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     from edgeconf.export.pairing import complementarity_matrix, rank_pairs
     from edgeconf.export.thresholds import parse_policy
 
+    if isinstance(models, (str, os.PathLike)):  # one path, not a list of one-letter names
+        models = [models]
     if len(models) < 2:
-        raise ConfigError("pairing needs at least 2 models, got %d" % len(models))
+        raise ConfigError("pairing needs at least 2 models (a list of .onnx paths), got %d" % len(models))
     parse_policy(policy)
     given = parse_preprocessing(preprocessing)
     cal, tst = split_data(as_data(data, "pairing data", max_pixels, need_labels=True), calib_fraction)

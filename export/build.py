@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import onnx
 
-from edgeconf.bundle import MemoSettings, StageSpec, load_bundle, save_bundle
+from edgeconf.bundle import MemoSettings, StageSpec, load_bundle, memo_settings, save_bundle
 from edgeconf.cascade import IMAGE
 from edgeconf.errors import ConfigError
 from edgeconf.export.calibration import CalibrationReport, check_logits_labels, fit_temperature
@@ -398,8 +398,13 @@ def build_cascade(models: Sequence[str], calib: Any, test: Any = None, out: str 
     :func:`~edgeconf.export.quantize.quantize_int8`, ``{}`` for its defaults): every stage is quantized on the
     calibration data first, so temperatures, thresholds and costs are those of the INT8 stages the bundle holds.
     """
+    if isinstance(models, (str, os.PathLike)):  # one path, not a list of one-letter names
+        models = [models]
     if len(models) < 2:
-        raise ConfigError("a cascade needs at least 2 models, got %d" % len(models))
+        raise ConfigError("a cascade needs at least 2 models (a list of .onnx paths, cheapest first), got %d"
+                          % len(models))
+    if memo is not None:
+        memo = memo_settings(memo)
     from edgeconf.export.data import as_data, split_data
 
     cal = as_data(calib, "calibration data", max_pixels, need_labels=True)

@@ -41,7 +41,11 @@ def _resolve(name: str) -> Callable[..., Runner]:
 
 
 def prepare(model_path: str, backend: str = "onnxruntime", **options: object) -> Runner:
-    """Load ``model_path`` on ``backend`` and return a ready :class:`Runner`."""
+    """Load ``model_path`` on ``backend`` and return a ready :class:`Runner`.
+
+    ``providers`` (ONNX Runtime execution providers) is a list, or one name (``"cuda"``)."""
+    if isinstance(options.get("providers"), str):  # one provider, not a list of one-letter names
+        options["providers"] = [options["providers"]]
     return _resolve(backend)(model_path, **options)
 
 

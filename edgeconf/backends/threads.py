@@ -11,6 +11,7 @@ Every runner, the exporter's sessions included, builds its ``SessionOptions`` wi
 from __future__ import annotations
 
 import functools
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Optional, Union
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
 
 #: Inputs per call from which work counts as a batch (and a profile's ``batched`` thread count applies).
 BATCHED_FROM = 32
+#: Most intra-op threads a user may ask for. ONNX Runtime starts every thread of a session's pool at once, each
+#: with its own stack, per model: a mistyped count (10**6) exhausted memory or crashed the process instead of
+#: failing. 256 is above every board's core count (Jetson AGX Orin: 12; the largest servers: 256 and fewer),
+#: and a fixed number, so a command that works on one machine works on another.
+MAX_THREADS = 256
 
 
 @dataclass(frozen=True)
@@ -59,13 +65,25 @@ class Threads:
 
 
 def check_threads(value: Any, what: str = "threads") -> int:
-    """A user's thread count as an int >= 1, or a one-line :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """A user's thread count as an int in [1, :data:`MAX_THREADS`], or a one-line :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ConfigError("%s must be a whole number >= 1, got %r" % (what, value))
     if value < 1:
         raise ConfigError("%s must be >= 1, got %d; leave it out to let edgeconf choose (1 thread for batch-1 work)"
                           % (what, value))
-    return value
+    if value > MAX_THREADS:
+        raise ConfigError("%s must be at most %d, got %d: ONNX Runtime starts every thread of each model's pool at "
+                          "once, and more threads than cores only cost memory and wake-ups; leave it out to let "
+                          "edgeconf choose (1 thread for batch-1 work)" % (what, MAX_THREADS, value))
+    return int(value)
+
+
+def check_batch(value: Any, what: str = "batch") -> int:
+    """The inputs per call a user expects, as an int >= 1, or a one-line :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError("%s must be a whole number of inputs per call >= 1 (1: one input at a time), got %r"
+                          % (what, value))
+    return int(value)
 
 
 @functools.lru_cache(maxsize=1)

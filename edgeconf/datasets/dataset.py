@@ -305,9 +305,20 @@ def _split_spec(spec: str) -> Tuple[str, Optional[str]]:
 def open_dataset(spec: Any, max_pixels: Optional[int] = None) -> Dataset:
     """Open a data set from a path or name (see the module doc for the formats); one-line :class:`DataError`
     naming what was expected when it is none of them."""
-    spec = os.fspath(spec)
+    if isinstance(spec, np.ndarray) or (isinstance(spec, (list, tuple)) and spec):
+        raise DataError("data given as %s: arrays are given as a pair (x, y) of images and integer labels (y None "
+                        "where there are none), anything else by its path or name: %s"
+                        % ("an array" if isinstance(spec, np.ndarray) else "a %s of %d items" % (type(spec).__name__,
+                                                                                                   len(spec)),
+                           FORMATS_HELP))
+    if isinstance(spec, (str, bytes, os.PathLike)):
+        spec = os.fspath(spec)
+        if isinstance(spec, bytes):
+            spec = os.fsdecode(spec)
     if not isinstance(spec, str) or not spec:
-        raise DataError("no data given; expected %s" % FORMATS_HELP)
+        raise DataError("no data given (got %s); expected the path or name of %s, or a pair (x, y) of arrays"
+                        % (repr(spec) if spec is None or isinstance(spec, str) else "type " + type(spec).__name__,
+                           FORMATS_HELP))
     path, split = _split_spec(spec)
     if path == FASHION:
         root = resolve_root(None)

@@ -291,3 +291,50 @@ def test_a_stage_whose_input_does_not_match_the_layout_is_refused(tmp_path, two_
                 Preprocessing(size=(28, 28), channels=1, layout="NHWC"))
     with pytest.raises(BundleError, match=r'stage a takes 1x28x28; set "layout": "NCHW"'):
         load_bundle(folder)
+
+
+# -- load_bundle's arguments (QA pass f25) ----------------------------------------------------------------------
+def test_memo_argument_takes_settings_or_refuses(bundle):
+    from edgeconf.errors import ConfigError
+
+    assert load_bundle(str(bundle)).memo.settings()["key"] == "dhash256"  # the manifest's
+    assert load_bundle(str(bundle), memo=False).memo is None
+    got = load_bundle(str(bundle), memo=MemoSettings(key="exact", capacity=10)).memo
+    assert (got.kind, got.capacity, got.radius) == ("exact", 10, 0)
+    got = load_bundle(str(bundle), memo={"key": "dhash64", "radius": 3, "adaptive": False}).memo
+    assert (got.kind, got.radius, got.capacity, got.sampling) == ("dhash64", 3, 4096, None)
+    assert load_bundle(str(bundle), memo=MemoSettings(enabled=False)).memo is None
+    for bad, match in [("exact", "memo must be an edgeconf.bundle.MemoSettings"),
+                       (1, "memo must be an edgeconf.bundle.MemoSettings"),
+                       ({"kee": "exact"}, "memo has unknown key 'kee'"),
+                       ({"capacity": 10 ** 12}, r"memo.capacity must be an integer in \[1, 1048576\]"),
+                       (MemoSettings(capacity=0), r"memo.capacity must be an integer in \[1, 1048576\]")]:
+        with pytest.raises(ConfigError, match=match):
+            load_bundle(str(bundle), memo=bad)
+
+
+def test_a_single_provider_name_is_a_list_of_one(bundle):
+    c = load_bundle(str(bundle), providers="cpu")
+    assert c.stages[0].runner.providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("folder", [None, 3, "", ["a"]])
+def test_a_bundle_is_given_by_its_path(folder):
+    with pytest.raises(BundleError, match="a bundle is given by the path of its folder"):
+        load_bundle(folder)
+
+
+def test_a_file_given_as_the_bundle_folder_says_so(bundle, tmp_path):
+    with pytest.raises(BundleError, match=r"a\.onnx is an ONNX model file, not a bundle folder \(a folder with "
+                                          r"edgeconf\.json.*edgeconf\.backends\.prepare.*edgeconf cascade"):
+        load_bundle(str(bundle / "a.onnx"))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(BundleError, match=r"notes\.txt is a file, not a bundle folder"):
+        read_manifest(str(text))
+    with pytest.raises(BundleError, match="does not exist"):
+        load_bundle(str(tmp_path / "nope"))
+    odd = tmp_path / "odd"
+    (odd / MANIFEST).mkdir(parents=True)
+    with pytest.raises(BundleError, match=r"edgeconf\.json is a folder, not the bundle's manifest file"):
+        load_bundle(str(odd))

@@ -367,3 +367,146 @@ def test_the_memo_never_answers_an_image_the_cascade_refuses(rng, two_models, ba
     assert "image 1 has" in str(err.value)
     # a grey image given as H×W×1 is a raw image: answered through the memo
     assert cascade.classify(black[:, :, :1]).class_id == cascade.classify(black[:, :, 0]).class_id
+
+
+# -- the Python API's argument checks and contracts (QA pass f25) ---------------------------------------------
+def _fashion(n):
+    from edgeconf.datasets import load_fashion_mnist
+
+    x, _ = load_fashion_mnist("test")
+    return x[:n]
+
+
+def _shipped(name="bundle", **kw):
+    from edgeconf import data_path
+    from edgeconf.bundle import load_bundle
+
+    return load_bundle(data_path("zoo", name), **kw)
+
+
+def test_results_and_answers_compare_by_value():
+    x = _fashion(4)
+    with _shipped(memo=False) as c:
+        a, b = c.classify(x[0]), c.classify(x[0])
+        assert a == b and not a != b  # the same answer (timings differ, and are not compared)
+        assert a != c.classify(x[1])
+        assert a != b.__class__(**dict(vars(b), probs=b.probs + 1e-3))  # probabilities compared by value
+        assert a != "not a result"
+        with pytest.raises(TypeError):
+            hash(a)
+        one, two = c.classify_batch(list(x)), c.classify_batch(list(x))
+        assert one == two and one == list(two) and not one != two
+        assert one != c.classify_batch(list(x[::-1]))
+    with _shipped() as c:  # a memo hit says so: another result than the computed one, still comparable
+        first, again = c.classify(x[2]), c.classify(x[2])
+        assert again.memo_hit and first != again and first.class_id == again.class_id
+
+
+def test_a_closed_cascade_refuses_every_call():
+    from edgeconf.errors import ConfigError
+
+    x = _fashion(3)
+    with _shipped() as c:
+        c.classify(x[1])  # bound calls made and the answer remembered: neither may answer after close
+        c.classify_batch(list(x))
+        ready = c.preprocessing(x[0])
+    for call in (lambda: c.classify(x[1]), lambda: c.classify(x[0]), lambda: c.classify_batch(list(x)),
+                 lambda: c.run(ready), lambda: c.run_batch(ready[None])):
+        with pytest.raises(ConfigError, match="this cascade was closed.*load the bundle again"):
+            call()
+    c.close()  # twice is fine
+    assert c.stages[0].runner.inputs[0].name  # what the stages describe stays readable
+
+
+def test_set_threshold_names_the_valid_stages(two_models):
+    c = Cascade([Stage("a", prepare(two_models[0])), Stage("b", prepare(two_models[1]))])
+    for stage in (7, 2, -1, "c", None, 1.0, True):
+        with pytest.raises(ConfigError, match=r"counted from 0 here \(0\.\.1.*\(a, b\)"):
+            c.set_threshold(stage, 0.5)
+    for value in (None, "abc", "0.5", 1.5, -0.1, float("nan"), float("inf"), True):
+        with pytest.raises(ConfigError, match="stage a: threshold must be in \\[0, 1\\]"):
+            c.set_threshold(0, value)
+    assert c.thresholds == [0.5, 0.5]
+    c.set_threshold("b", 0.25)
+    c.set_threshold(np.int64(0), np.float32(0.75))
+    assert c.thresholds == [0.75, 0.25] and all(type(t) is float for t in c.thresholds)
+
+
+def test_set_ood_threshold_checks_stage_threshold_and_band():
+    c = _shipped("live", memo=False)
+    rule = c.stages[0].ood
+    assert rule is not None and rule.escalate is not None
+    with pytest.raises(ConfigError, match=r"no stage 9 .*counted from 0 here \(0\.\.2"):
+        c.set_ood_threshold(9, 1.0)
+    with pytest.raises(ConfigError, match="OOD threshold must be a number"):
+        c.set_ood_threshold(0, "a")
+    with pytest.raises(ConfigError, match="OOD threshold must be a number"):
+        c.set_ood_threshold(0, float("nan"))
+    with pytest.raises(ConfigError, match="escalate must be a number"):
+        c.set_ood_threshold(0, 1.0, escalate="x")
+    with pytest.raises(ConfigError, match="no higher than"):
+        c.set_ood_threshold(0, 1.0, escalate=2.0)
+    with pytest.raises(ConfigError, match="stage stage3 has no OOD rule"):
+        c.set_ood_threshold("stage3", 1.0)
+    assert c.stages[0].ood == rule  # nothing changed by a refused call
+    c.set_ood_threshold("stage1", None)
+    assert c.stages[0].ood.threshold == float("inf")
+
+
+def test_wrong_argument_types_get_typed_errors(two_models):
+    from edgeconf.errors import InputValidationError
+    from edgeconf.preprocess import Preprocessing
+
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.4), Stage("b", prepare(two_models[1]))]
+    c = Cascade(stages, preprocessing=Preprocessing(), labels=[str(i) for i in range(10)])
+    images = list(_fashion(5))
+    assert c.classify_batch(img for img in images) == c.classify_batch(images)  # any iterable is read
+    assert c.classify_batch(iter(tuple(images))).class_ids.tolist() == c.classify_batch(images).class_ids.tolist()
+    for bad in (None, 3, "abc", {"a": images[0]}):
+        with pytest.raises(InputValidationError, match="classify_batch needs a sequence of raw images"):
+            c.classify_batch(bad)
+    for bad in (None, "abc", [[0.0] * 28] * 28):
+        with pytest.raises(InputValidationError, match="needs a numpy array, got"):
+            c.run(bad)
+        with pytest.raises(InputValidationError, match="needs a numpy array, got"):
+            c.run_batch(bad)
+
+
+def test_an_ood_score_survives_a_memo_hit_from_an_earlier_call():
+    x = _fashion(50)
+    noise = [np.random.default_rng(i).integers(0, 256, (28, 28), dtype=np.uint8) for i in range(4)]
+    with _shipped("live", memo={"adaptive": False}) as c:  # every input looked up
+        batch = c.classify_batch(list(x) + noise)
+        assert not any(r.memo_hit for r in batch) and batch[-1].ood_score is not None
+        again = c.classify(noise[0])
+        assert again.memo_hit and again.ood_score == batch[50].ood_score
+        assert again.to_json()["ood"] == batch[50].to_json()["ood"] and again.unknown == batch[50].unknown
+        hits = c.classify_batch(noise + noise[:1])  # hits from the earlier call, and a repeat inside this one
+        assert all(r.memo_hit for r in hits)
+        assert [r.ood_score for r in hits] == [r.ood_score for r in batch[50:]] + [batch[50].ood_score]
+    with _shipped() as c:  # a bundle without OOD rules: no score, before or after a hit
+        c.classify(x[0])
+        assert c.classify(x[0]).memo_hit and c.classify(x[0]).ood_score is None
+
+
+def test_stage_fields_and_combine_are_checked_when_set(two_models):
+    stages = [Stage("a", prepare(two_models[0]), "margin", 0.4), Stage("b", prepare(two_models[1]))]
+    c = Cascade(stages)
+    fp = c.fingerprint()
+    for value in (5, -0.5, float("nan"), "0.5", None):
+        with pytest.raises(ConfigError, match="stage a: threshold must be in"):
+            c.stages[0].threshold = value
+    for value in (0, -1.0, float("inf"), "1"):
+        with pytest.raises(ConfigError, match="stage a: temperature must be a finite number > 0"):
+            c.stages[0].temperature = value
+    with pytest.raises(ConfigError, match="stage b: unknown score 'bogus'"):
+        c.stages[1].score = "bogus"
+    with pytest.raises(ConfigError, match="unknown combine rule 'bogus'"):
+        c.combine = "bogus"
+    assert (c.stages[0].threshold, c.stages[0].temperature, c.stages[1].score, c.combine) == (0.4, 1.0, "margin", "last")
+    assert c.fingerprint() == fp
+    with pytest.raises(ConfigError, match="stage z: threshold must be in"):
+        Stage("z", prepare(two_models[0]), threshold=2)
+    c.stages[1].threshold = 1  # the last stage's threshold has no effect, but is checked the same way
+    c.combine = "mean"
+    assert c.fingerprint() != fp and c.stages[1].threshold == 1.0

@@ -226,9 +226,9 @@ def test_answers_are_stored_compactly_and_come_back_equal():
     np.testing.assert_array_equal(got.probs, want.probs)
     got.probs[:] = 0  # the caller owns the returned array
     np.testing.assert_array_equal(cache.get(keys[120], "fp").probs, want.probs)
-    # everything in arrays: keys (16 B), answer (class, stage, confidence, 10 float32), LRU links, generation,
-    # pre-key (8 B and a flag)
-    assert cache.nbytes() <= 100 * (16 + 4 + 1 + 8 + 40 + 8 + 4 + 1 + 9) + 8
+    # everything in arrays: keys (16 B), answer (class, stage, confidence, OOD score, 10 float32), LRU links,
+    # generation, pre-key (8 B and a flag)
+    assert cache.nbytes() <= 100 * (16 + 4 + 1 + 8 + 8 + 40 + 8 + 4 + 1 + 9) + 8
 
 
 class FakeClock:
@@ -676,3 +676,41 @@ def test_a_cache_keeps_at_most_30_instance_attributes(kind):
     cache.put(cache.key(_img(1)), "fp", _ans(1), 7, cache.key_check(_img(1))[1])
     assert cache.get(cache.key(_img(1)), "fp").class_id == 1
     assert len(vars(cache)) <= 30
+
+
+# -- the constructor's checks and the OOD score (QA pass f25) ---------------------------------------------------
+@pytest.mark.parametrize("kwargs, match", [
+    ({"capacity": "16"}, r"capacity must be a whole number of entries in \[1, 1048576\]"),
+    ({"capacity": 0}, r"capacity must be a whole number"),
+    ({"capacity": 10 ** 12}, r"capacity must be a whole number of entries in \[1, 1048576\].*got 1000000000000"),
+    ({"capacity": 16.0}, r"capacity must be a whole number"),
+    ({"capacity": True}, r"capacity must be a whole number"),
+    ({"sampling": True}, r"sampling must be an edgeconf.memo.Sampling"),
+    ({"sampling": {"every": 8}}, r"sampling must be an edgeconf.memo.Sampling"),
+    ({"key": 256}, r"memo key must be a key kind"),
+    ({"key": "dhash100"}, r"dHash bits must be"),
+    ({"radius": "2"}, r"radius must be a whole number"),
+    ({"clock": 3}, r"clock must be a function"),
+])
+def test_constructor_arguments_are_checked(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        MemoCache(**kwargs)
+
+
+def test_the_capacity_cap_is_the_bundles():
+    from edgeconf.bundle import MAX_MEMO_CAPACITY
+    from edgeconf.memo import MAX_CAPACITY
+
+    assert MAX_CAPACITY == MAX_MEMO_CAPACITY
+    assert MemoCache(np.int64(2), sampling=None).capacity == 2
+
+
+def test_the_ood_score_is_stored_with_the_answer():
+    cache = MemoCache(capacity=4, key="exact", sampling=None)
+    probs = np.full(10, 0.1, np.float32)
+    cache.put(cache.key(_img(1)), "fp", Answer(3, 0.5, 1, probs, -19.392004123))
+    cache.put(cache.key(_img(2)), "fp", Answer(4, 0.5, 0, probs))  # none: no stage with an OOD rule ran
+    assert cache.get(cache.key(_img(1)), "fp").ood_score == -19.392004123  # float64, exactly
+    assert cache.get(cache.key(_img(2)), "fp").ood_score is None
+    cache.put(cache.key(_img(1)), "fp", Answer(3, 0.5, 1, probs))  # a slot reused: the old score goes
+    assert cache.get(cache.key(_img(1)), "fp").ood_score is None

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgeconf.backends import prepare
-from edgeconf.backends.threads import BATCHED_FROM, Threads, check_threads, choose_threads
+from edgeconf.backends.threads import BATCHED_FROM, MAX_THREADS, Threads, check_threads, choose_threads
 from edgeconf.devices.errors import ProfileError
 from edgeconf.devices.profiles import ThreadHints, get_profile, parse_profile
 from edgeconf.errors import ConfigError
@@ -105,3 +105,29 @@ def test_devices_shows_the_threading(tmp_path):
     assert doc["threads"]["batch1"]["intra_op"] == 1 and doc["threads"]["batched"]["spinning"] is False
     human = _cli("devices", "--root", tmp_path, "--count", "0")
     assert "ONNX Runtime threads" in human.stdout
+
+
+@pytest.mark.parametrize("value", [MAX_THREADS + 1, 100000, 10 ** 6])
+def test_more_threads_than_the_cap_are_refused_before_any_session(value, two_models):
+    with pytest.raises(ConfigError, match="threads must be at most %d, got %d" % (MAX_THREADS, value)):
+        check_threads(value)
+    with pytest.raises(ConfigError, match="at most %d" % MAX_THREADS):
+        prepare(two_models[0], threads=value)
+    assert check_threads(MAX_THREADS) == MAX_THREADS and check_threads(np.int64(3)) == 3
+
+
+def test_load_bundle_refuses_too_many_threads_and_a_bad_batch():
+    from edgeconf import data_path
+    from edgeconf.bundle import load_bundle
+
+    with pytest.raises(ConfigError, match="threads must be at most %d" % MAX_THREADS):
+        load_bundle(data_path("zoo", "bundle"), threads=10 ** 6)
+    for batch in ("x", 0, -3, 1.5, None, True):
+        with pytest.raises(ConfigError, match="batch must be a whole number of inputs per call >= 1"):
+            load_bundle(data_path("zoo", "bundle"), batch=batch)
+
+
+def test_threads_above_the_cap_is_one_line_on_the_command_line():
+    out = _cli("classify", "nonexistent", "x.png", "--threads", "100000")
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.count("\n") == 1 and "--threads must be at most %d" % MAX_THREADS in out.stderr

@@ -384,3 +384,43 @@ def test_a_failed_cascade_build_keeps_the_earlier_bundle_whole(tmp_path, data, m
     with pytest.raises(Exception, match="exists and is not a bundle folder"):
         api.build_cascade([a, b], data, out=str(tmp_path / "mine"), costs=[1, 2], n=100)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+# -- argument checks (QA pass f25) ------------------------------------------------------------------------------
+def test_an_array_given_as_data_says_what_data_is(tmp_path, data):
+    src = save(image_model("NCHW", 1), tmp_path / "m.onnx")
+    x, y = image_task(40, 5)
+    want = r"data given as an array: arrays are given as a pair \(x, y\) of images and integer labels"
+    with pytest.raises(DataError, match=want):
+        api.calibrate(src, x, preprocessing=PRE.to_json())
+    with pytest.raises(DataError, match=want):
+        api.export_model(src, str(tmp_path / "out.onnx"), data=x, preprocessing=PRE.to_json())
+    with pytest.raises(DataError, match=want):
+        api.build_cascade([src, src], x, out=str(tmp_path / "b"), costs=[1, 2])
+    with pytest.raises(DataError, match=r"data given as a list of 3 items"):
+        api.calibrate(src, [x, y, y], preprocessing=PRE.to_json())
+    with pytest.raises(DataError, match=r"no data given \(got type int\)"):
+        api.calibrate(src, 5, preprocessing=PRE.to_json())
+    rep = api.calibrate(src, (x, y), preprocessing=PRE.to_json())  # the pair is what works
+    assert rep.temperature > 0
+
+
+def test_one_model_path_is_not_read_as_letters(tmp_path, data):
+    with pytest.raises(ConfigError, match=r"a cascade needs at least 2 models \(a list of .onnx paths"):
+        api.build_cascade("tiny.onnx", data, out=str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match=r"pairing needs at least 2 models \(a list of .onnx paths\), got 1"):
+        api.pair_models("tiny.onnx", data)
+
+
+def test_build_cascade_memo_takes_settings_or_their_dict(tmp_path, data):
+    a = _exported(tmp_path, "a", "NCHW", 1, PRE, data)
+    b = _exported(tmp_path, "b", "NCHW", 2, PRE, data)
+    for bad, match in [({"kee": "exact"}, "memo has unknown key 'kee'"),
+                       ("exact", "memo must be an edgeconf.bundle.MemoSettings")]:
+        with pytest.raises(ConfigError, match=match):
+            api.build_cascade([a, b], data, out=str(tmp_path / "x"), costs=[1, 2], memo=bad)
+    assert not os.path.exists(tmp_path / "x")
+    out = str(tmp_path / "bundle")
+    api.build_cascade([a, b], data, out=out, costs=[1, 2], n=100, memo={"key": "exact", "capacity": 64})
+    m = read_manifest(out).memo
+    assert (m.key, m.capacity) == ("exact", 64)
