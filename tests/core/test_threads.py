@@ -129,5 +129,5 @@ def test_load_bundle_refuses_too_many_threads_and_a_bad_batch():
 
 def test_threads_above_the_cap_is_one_line_on_the_command_line():
     out = _cli("classify", "nonexistent", "x.png", "--threads", "100000")
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 2, out.stderr  # a usage error
     assert out.stderr.count("\n") == 1 and "--threads must be at most %d" % MAX_THREADS in out.stderr
