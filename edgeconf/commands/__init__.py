@@ -8,13 +8,20 @@ THREADS_HELP = ("ONNX Runtime intra-op threads per model [default: chosen for th
 
 
 def _check_threads(ctx: Any, param: Any, value: Optional[int]) -> Optional[int]:
-    from edgeconf.backends.threads import check_threads
+    """``--threads``: 0 or negative is a usage error (exit 2, naming the command's --help)."""
+    import click
 
-    return None if value is None else check_threads(value, "--threads")
+    from edgeconf.backends.threads import check_threads
+    from edgeconf.errors import ConfigError
+
+    try:
+        return None if value is None else check_threads(value, "--threads")
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 def threads_option(help_text: str = THREADS_HELP) -> Callable[[Any], Any]:
-    """``--threads N`` (N >= 1; 0 or negative is refused in one line)."""
+    """``--threads N`` (N >= 1; 0 or negative is refused in one line, as a usage error)."""
     import click
 
     return click.option("--threads", type=int, default=None, callback=_check_threads, help=help_text)

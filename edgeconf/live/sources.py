@@ -32,7 +32,8 @@ from urllib.parse import parse_qsl, urlsplit
 import cv2
 import numpy as np
 
-from edgeconf.datasets.limits import check_pixels
+from edgeconf.datasets.limits import ENV_VAR as PIXELS_ENV
+from edgeconf.datasets.limits import max_image_pixels
 from edgeconf.errors import ConfigError, SourceError
 from edgeconf.live.frames import Frame, TruthObject
 
@@ -680,7 +681,7 @@ class DemoSource(Source):
 
 # ---- URI parsing -----------------------------------------------------------------------------------------
 
-_FILE_OPTIONS = ("realtime", "loop")
+_FILE_OPTIONS = ("realtime", "loop", "fps")  # fps is read before the others are checked
 _CAPTURE_OPTIONS = ("retries", "retry_timeout", "backoff", "backoff_max", "open_timeout", "read_timeout", "fail_reads")
 
 
@@ -691,7 +692,10 @@ def _check_size(size: Any) -> Size:
         raise ConfigError("size must be (width, height), got %r" % (size,)) from None
     if width <= 0 or height <= 0:
         raise ConfigError("size must be positive, got %dx%d" % (width, height))
-    check_pixels(width, height, "frame size %dx%d" % (width, height))  # frames are allocated at this size
+    limit = max_image_pixels()  # frames are allocated at this size
+    if width * height > limit:
+        raise ConfigError("frame size %dx%d = %d pixels is over the limit of %d; choose a smaller size (or raise the "
+                          "limit with the environment variable %s)" % (width, height, width * height, limit, PIXELS_ENV))
     return width, height
 
 

@@ -25,6 +25,8 @@ def _gui(tmp_path, *args):
     (["--regions", "foo"], ["unknown regions 'foo'", "motion"]),
     (["--regions", "motion:bogus=1"], ["unknown option(s) bogus", "min_area"]),
     (["--regions", "detector:/nope/model.onnx"], ["no such detector model", "/nope/model.onnx"]),
+    (["--regions", "detector:class_score=abc"], ["class_score must be a number in [0, 1]", "'abc'"]),  # a value
+    (["--regions", "motion:guided=maybe"], ["guided must be true or false"]),
     (["--power", "bogus"], ["unknown --power source 'bogus'", "rapl"]),
     (["--source", "/nope/clip.mp4"], ["no such video file", "/nope/clip.mp4"]),
     (["--source", "demo://?seed=abc"], ["seed must be an integer"]),
