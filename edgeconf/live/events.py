@@ -144,16 +144,23 @@ class EventLog:
 
 
 class StopSignals:
-    """SIGINT/SIGTERM set ``event`` (and run ``on_signal``); a second SIGINT raises KeyboardInterrupt.
+    """SIGINT/SIGTERM set ``event`` (and run ``on_signal``); a second SIGINT, ``insist_after_s`` seconds or more
+    after the first, raises KeyboardInterrupt (the user insists). One that comes sooner is the same interrupt
+    delivered twice (``timeout -s INT`` signals the process and then its group) and is ignored.
 
     Restores the previous handlers on :meth:`restore`. Only the main thread can install handlers;
-    elsewhere this does nothing (the caller's own stop event still works).
+    elsewhere this does nothing (the caller's own stop event still works). ``clock``: seconds, monotonic
+    (injectable for tests).
     """
 
-    def __init__(self, event: threading.Event, on_signal: Optional[Callable[[int], None]] = None) -> None:
+    def __init__(self, event: threading.Event, on_signal: Optional[Callable[[int], None]] = None,
+                 insist_after_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.event = event
         self.on_signal = on_signal
+        self.insist_after_s = float(insist_after_s)
+        self.clock = clock
         self.received: List[int] = []
+        self._first_at: Optional[float] = None
         self._old: Dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return
@@ -164,9 +171,14 @@ class StopSignals:
                 pass
 
     def _handle(self, signum: int, frame: Any) -> None:
+        now = self.clock()
         self.received.append(signum)
-        if self.event.is_set() and signum == signal.SIGINT and len(self.received) > 1:
-            raise KeyboardInterrupt  # the user insists; finally blocks still close files
+        if self._first_at is None:
+            self._first_at = now
+        elif self.event.is_set() and signum == signal.SIGINT:
+            if now - self._first_at >= self.insist_after_s:
+                raise KeyboardInterrupt  # the user insists; finally blocks still close files
+            return  # the first interrupt again: the run is already ending
         self.event.set()
         if self.on_signal is not None:
             self.on_signal(signum)
@@ -187,4 +199,5 @@ class StopSignals:
 
 
 def install_stop_signals(event: threading.Event, on_signal: Optional[Callable[[int], None]] = None) -> StopSignals:
+    """:class:`StopSignals` for ``event`` (use it as a context manager)."""
     return StopSignals(event, on_signal)

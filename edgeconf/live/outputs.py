@@ -191,8 +191,11 @@ class FfmpegOutput(VideoOutput):
                 "-s", "%dx%d" % size, "-r", "%g" % self.fps, "-i", "pipe:0"] + self.args
 
     def _start(self, size: Tuple[int, int]) -> None:
+        # ffmpeg runs in its own session (process group): Ctrl-C in a terminal signals the whole foreground group,
+        # and ffmpeg would die of it with the video unfinished; this way only edgeconf gets it, ends the run, and
+        # finalises the video by closing ffmpeg's stdin. ffmpeg still ends when edgeconf dies (its stdin closes).
         self._proc = subprocess.Popen(self.command(size), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._log, env=self.env)
+                                      stderr=self._log, env=self.env, start_new_session=True)
 
     def _write(self, frame: np.ndarray) -> None:
         assert self._proc is not None and self._proc.stdin is not None

@@ -125,3 +125,26 @@ def test_recorder_writes_a_playable_file(tmp_path):
     while cap.read()[0]:
         count += 1
     assert count == 5
+
+
+def test_a_signal_delivered_twice_at_once_is_one_interrupt_and_a_later_one_insists():
+    """``timeout -s INT`` signals the process and then its group: the same Ctrl-C twice within microseconds must
+    end the run like one (summary printed), while a second Ctrl-C a second later still aborts at once."""
+    import threading
+
+    from edgeconf.live.events import StopSignals
+
+    now = [100.0]
+    stop = threading.Event()
+    seen = []
+    signals = StopSignals(stop, on_signal=seen.append, insist_after_s=1.0, clock=lambda: now[0])
+    try:
+        signals._handle(signal.SIGINT, None)
+        now[0] += 0.001
+        signals._handle(signal.SIGINT, None)  # the same interrupt again: ignored
+        assert stop.is_set() and seen == [signal.SIGINT]
+        now[0] += 1.0
+        with pytest.raises(KeyboardInterrupt):
+            signals._handle(signal.SIGINT, None)  # the user insists
+    finally:
+        signals.restore()
