@@ -227,7 +227,10 @@ class FfmpegOutput(VideoOutput):
         self._log.close()
 
 
-H264_LOW_LATENCY = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]
+#: H.264 in yuv420p needs an even width and height: an odd frame (641x479, ``--size 333x177``) gets one black
+#: column or row added on the right or bottom, rather than libx264 refusing it
+EVEN_SIZE = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+H264_LOW_LATENCY = EVEN_SIZE + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]
 
 
 # ---- files ---------------------------------------------------------------------------------------------------
@@ -274,7 +277,7 @@ class FfmpegFileOutput(FfmpegOutput):
     def __init__(self, uri: str, path: str, fps: float) -> None:
         self.file = _AtomicFile(path)
         fmt = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi"}[os.path.splitext(path)[1].lower()]
-        args = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p"]
+        args = EVEN_SIZE + ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p"]
         if fmt in ("mp4", "mov"):
             args += ["-movflags", "+faststart"]
         super().__init__(uri, fps, args + ["-f", fmt, "-y", self.file.tmp], lossless=True, kind="file")

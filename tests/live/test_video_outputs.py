@@ -255,3 +255,22 @@ def test_ctrl_c_on_the_process_group_finalises_the_output_and_prints_the_summary
     if kind == "file":
         assert len(_read_back(str(target))) == summary["outputs"][0]["frames"]  # finalised, every frame in it
         assert sorted(os.listdir(tmp_path)) == ["int.mp4"]
+
+
+@H264
+@pytest.mark.parametrize("kind", ["file", "rtp"])
+def test_odd_frame_sizes_are_padded_to_even_for_h264(tmp_path, kind):
+    """yuv420p H.264 needs an even width and height; a 641x479 frame (or --size 333x177) gets one black column and
+    row instead of ffmpeg refusing the whole output."""
+    target = tmp_path / "odd.mp4"
+    out = open_output(str(target) if kind == "file" else "rtp://127.0.0.1:%d" % _free_udp_port(), fps=25)
+    for i in range(12):
+        out.write(_frame(i, w=641, h=479))
+    out.close()  # raised "ffmpeg exited with status ..." before: width not divisible by 2
+    assert out.error is None and out.frames_written + out.frames_dropped == 12  # a stream may drop, never fail
+    if kind == "file":
+        assert _read_back(str(target)) == list(range(12))
+        cap = cv2.VideoCapture(str(target))
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        cap.release()
+        assert size == (642, 480)
