@@ -1,5 +1,9 @@
 """A JSON-lines event log that loses nothing: flushed at least every second and on SIGINT/SIGTERM.
 
+The log is a live file, readable while the run goes (``tail -f``), so it is not written atomically like the
+other outputs: each run starts it anew (an earlier file at that path is replaced, never appended to), and a run
+that crashes leaves every event up to its last flush.
+
 Writers append whole lines under a lock; a background thread flushes the file every ``flush_s``
 seconds, and :meth:`close` flushes and fsyncs. Signal handlers never write themselves (a handler
 may run while the lock is held); :func:`install_stop_signals` makes SIGINT/SIGTERM only set a stop
@@ -59,7 +63,8 @@ def run_summary(pipeline: Any, wall_s: float, cpu: Dict[str, float], interrupted
 
 
 class EventLog:
-    """Append-only JSON-lines file; ``emit(type, **fields)`` writes one line with a wall-clock time."""
+    """A new JSON-lines file (an earlier one at ``path`` is truncated, so one file holds one run);
+    ``emit(type, **fields)`` writes one line with a wall-clock time."""
 
     def __init__(self, path: str, flush_s: float = 0.5) -> None:
         if flush_s <= 0 or flush_s > 1.0:
@@ -68,7 +73,7 @@ class EventLog:
         if not os.path.isdir(folder):
             raise OutputError("cannot write the event log %s: folder %s does not exist; create it first" % (path, folder))
         try:
-            self._f = open(path, "a", encoding="utf-8")
+            self._f = open(path, "w", encoding="utf-8")
         except OSError as exc:
             raise OutputError(describe_os_error(path, exc, "write the event log")) from None
         self.path = path

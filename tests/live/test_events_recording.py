@@ -148,3 +148,17 @@ def test_a_signal_delivered_twice_at_once_is_one_interrupt_and_a_later_one_insis
             signals._handle(signal.SIGINT, None)  # the user insists
     finally:
         signals.restore()
+
+
+def test_each_run_starts_the_event_log_anew(tmp_path):
+    """A second run does not append to the first run's log, nor keep an unrelated line that was in the file."""
+    path = tmp_path / "e.jsonl"
+    path.write_text("an unrelated line\n")
+    for run in (1, 2):
+        log = EventLog(str(path))
+        log.emit("start", run=run)
+        log.emit("summary", run=run)
+        log.emit("stop", run=run)
+        log.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(rec["type"], rec["run"]) for rec in lines] == [("start", 2), ("summary", 2), ("stop", 2)]
