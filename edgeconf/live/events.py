@@ -62,6 +62,18 @@ def run_summary(pipeline: Any, wall_s: float, cpu: Dict[str, float], interrupted
             "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
 
 
+def check_log_path(path: str) -> None:
+    """Refuse, in one line (OutputError), an event log path that cannot be written: a missing folder, a folder
+    in the way, no write permission. Checked without creating anything (the GUI checks before its window opens)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError("cannot write the event log %s: folder %s does not exist; create it first" % (path, folder))
+    if os.path.isdir(path):
+        raise OutputError("cannot write the event log %s: it is a folder; give a file name" % path)
+    if not os.access(folder if not os.path.exists(path) else path, os.W_OK):
+        raise OutputError("cannot write the event log %s: permission denied; choose a folder you can write to" % path)
+
+
 class EventLog:
     """A new JSON-lines file (an earlier one at ``path`` is truncated, so one file holds one run);
     ``emit(type, **fields)`` writes one line with a wall-clock time."""
@@ -69,9 +81,7 @@ class EventLog:
     def __init__(self, path: str, flush_s: float = 0.5) -> None:
         if flush_s <= 0 or flush_s > 1.0:
             raise ConfigError("event log flush interval must be in (0, 1] seconds, got %r" % flush_s)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise OutputError("cannot write the event log %s: folder %s does not exist; create it first" % (path, folder))
+        check_log_path(path)
         try:
             self._f = open(path, "w", encoding="utf-8")
         except OSError as exc:
