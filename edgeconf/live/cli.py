@@ -240,7 +240,7 @@ def _check_size_option(ctx: click.Context, param: click.Parameter, value: Option
     within the pixel limit; the text is passed on as given."""
     try:
         _parse_size(value)
-    except ConfigError as exc:
+    except (ConfigError, DataError) as exc:  # not WxH, not positive, over the pixel limit
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
     return value
 

@@ -83,7 +83,9 @@ def test_bad_demo_option_values_are_usage_errors(args, words):
 
 
 def test_the_pixel_limit_of_a_frame_size_names_what_run_takes(tmp_path):
-    with pytest.raises(ConfigError) as info:
+    from edgeconf.errors import DataError
+
+    with pytest.raises(DataError) as info:
         open_source(str(tmp_path), size=(99999, 99999))
     assert "--max-pixels" not in str(info.value) and "EDGECONF_MAX_IMAGE_PIXELS" in str(info.value)
 
