@@ -370,7 +370,7 @@ def print_run_summary(s: Dict[str, Any]) -> None:
     lines = [
         "regions       %s%s" % (s["regions"], "  (%s)" % s["regions_note"] if s.get("regions_note") else ""),
         "frames        %d in %.1f s (%.1f fps)%s" % (s["frames"], s["wall_s"], s["fps"] or 0.0, "  [interrupted]" if s.get("interrupted") else ""),
-        "latency       p50 %s ms, p95 %s ms" % (lat["p50"], lat["p95"]),
+        "latency       %s" % _latency_text(lat),
         "answers       %d (models ran on %d, memo %d: cache %d + unchanged tracks %d)" % (
             c["answers"], c["model_inputs"], c["cache_hits"] + c["track_key_hits"], c["cache_hits"], c["track_key_hits"]),
         "exits/stage   %s" % " / ".join(str(x) for x in c["exits"]),
@@ -381,8 +381,17 @@ def print_run_summary(s: Dict[str, Any]) -> None:
     ]
     if s.get("source_detail"):
         lines.append("source        %s: %s" % (s.get("source_state"), s["source_detail"]))
+    if s.get("source_corrupt") and "did not decode" not in s.get("source_detail", ""):
+        lines.append("corrupt       %d frames skipped by the source" % s["source_corrupt"])
     lines += _fleet_lines(s)
     click.echo("\n".join(lines))
+
+
+def _latency_text(lat: Dict[str, Any]) -> str:
+    """``p50 3.1 ms, p95 5.0 ms``, or "not measured" when no frame was processed (never "None ms")."""
+    if lat.get("p50") is None:
+        return "not measured (no frame processed)"
+    return "p50 %s ms, p95 %s ms" % (lat["p50"], lat["p95"])
 
 
 def _fleet_lines(s: Dict[str, Any]) -> List[str]:
@@ -639,7 +648,8 @@ def print_demo_summary(s: Dict[str, Any]) -> None:
         "regions       %s" % regions,
         "frames        %d in %.1f s: %.1f fps end to end (dropped by source %d)" % (
             s["frames"], s["wall_s"], s["fps"] or 0.0, c["frames_dropped"]),
-        "latency       p50 %s ms, p95 %s ms per frame" % (lat["p50"], lat["p95"]),
+        "latency       %s per frame" % _latency_text(lat) if lat.get("p50") is not None else
+        "latency       %s" % _latency_text(lat),
         ("accuracy      %s of %d class answers on matched track-frames; %s with the %d unknown answers on them counted "
          "wrong; %s with the %d not yet answered too" % (
              pct(acc["accuracy"]), acc["scored"], pct(acc.get("accuracy_unknown_wrong")), acc.get("unknown", 0),

@@ -59,6 +59,7 @@ def run_summary(pipeline: Any, wall_s: float, cpu: Dict[str, float], interrupted
             "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
             "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
             "source_detail": getattr(pipeline.source, "detail", "") or "",
+            "source_corrupt": int(getattr(pipeline.source, "frames_corrupt", 0) or 0),  # frames/images skipped
             "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
 
 

@@ -453,6 +453,7 @@ class FolderSource(Source):
 
     def _run(self) -> None:
         pacer = _Pacer(self.fps if self.realtime else None)
+        bad: List[str] = []  # files that did not decode (each counted once, also when looping)
         while not self._stopping:
             good = 0
             for name in self.files:
@@ -460,15 +461,24 @@ class FolderSource(Source):
                     return
                 rgb = self._to_rgb(_imread(name))
                 if rgb is None:
-                    self._corrupt("cannot decode image %s" % name)
+                    if name not in bad:
+                        bad.append(name)
+                        self._corrupt(self._bad_detail(bad))
                     continue
                 good += 1
                 if not pacer.wait(self) or not self._emit(rgb):
                     return
             if not self.loop or good == 0:
                 break
-        if not self._stopping:
-            self._set_state(SourceState.ENDED)
+        if self._stopping:
+            return
+        if self._frames_read == 0:  # like a video without frames: an error, not an empty run
+            raise SourceError("no image in folder %s decodes (%d file%s, e.g. %s); check the files"
+                              % (self.path, len(self.files), "" if len(self.files) == 1 else "s", bad[0]))
+        self._set_state(SourceState.ENDED)
+
+    def _bad_detail(self, bad: List[str]) -> str:
+        return "%d of %d images did not decode and were skipped (e.g. %s)" % (len(bad), len(self.files), bad[0])
 
 
 def _imread(path: str) -> Optional[np.ndarray]:

@@ -137,3 +137,30 @@ def test_demo_refuses_a_baseline_file_that_does_not_exist(tmp_path):
     """A --baseline the user gave that is not there is an error, not a silent 'not measured' comparison."""
     proc = _edgeconf("demo", "--frames", 3, "--no-live", "--baseline", tmp_path / "big.onnx")
     _one_line_error(proc, "baseline model %s does not exist" % (tmp_path / "big.onnx"))
+
+
+def test_run_on_a_folder_with_corrupt_images_counts_them_and_fails_when_none_decodes(fashion_bundle, tmp_path):
+    good = tmp_path / "imgs"
+    good.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(good / ("%02d.png" % (i + 2))), np.full((48, 64, 3), 60 * i, np.uint8))
+    (good / "00.jpg").write_bytes(b"")
+    (good / "01.png").write_bytes(b"garbage")
+    proc = _edgeconf("run", fashion_bundle, "--source", good, "--regions", "full", "--no-live", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] == 3 and summary["source_corrupt"] == 2
+    assert summary["source_detail"].startswith("2 of 5 images did not decode")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"")
+    (bad / "b.png").write_bytes(b"garbage")
+    _one_line_error(_edgeconf("run", fashion_bundle, "--source", bad, "--regions", "full", "--no-live"),
+                    "no image in folder %s decodes" % bad)
+
+
+def test_the_summary_says_not_measured_for_a_latency_without_frames(capsys):
+    from edgeconf.live.cli import _latency_text
+
+    assert _latency_text({"p50": None, "p95": None}) == "not measured (no frame processed)"
+    assert _latency_text({"p50": 3.1, "p95": 5.0}) == "p50 3.1 ms, p95 5.0 ms"

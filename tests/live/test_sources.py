@@ -621,3 +621,32 @@ def test_the_retry_detail_is_cleared_when_frames_resume():
     assert src.reconnects == 1 and src.frames_read == 5
     assert src.sleeps == [0.25, 0.5, 1.0]  # back-off after the drop, then after each failed reopen
     assert src.detail == ""  # not "no frames from ...; retrying ..." while live again
+
+
+def _folder_with_bad_images(folder, good=3):
+    folder.mkdir()
+    for i in range(good):
+        cv2.imwrite(str(folder / ("%02d.png" % (i + 2))), np.full((48, 64, 3), 50 * i, np.uint8))
+    (folder / "00.jpg").write_bytes(b"")  # 0 bytes
+    (folder / "01.png").write_bytes(b"garbage, not a PNG\n")
+    return str(folder)
+
+
+def test_a_folder_counts_its_corrupt_images_and_names_one(tmp_path):
+    src = open_source(_folder_with_bad_images(tmp_path / "imgs"))
+    with src:
+        frames = list(src.frames(timeout=10))
+    assert len(frames) == 3 and src.frames_corrupt == 2 and src.state is SourceState.ENDED
+    assert src.detail == "2 of 5 images did not decode and were skipped (e.g. %s)" % (tmp_path / "imgs" / "00.jpg")
+
+
+def test_a_folder_where_no_image_decodes_fails_like_an_empty_video(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"")
+    (folder / "b.png").write_bytes(b"x")
+    src = open_source(str(folder))
+    with src:
+        assert list(src.frames(timeout=10)) == []
+    assert src.state is SourceState.FAILED and src.frames_corrupt == 2
+    assert "no image in folder %s decodes (2 files, e.g. %s)" % (folder, folder / "a.jpg") in src.error
