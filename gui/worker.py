@@ -334,7 +334,10 @@ class PipelineWorker(QThread):
                 self._telemetry.publish_status()  # the last status, as demo and run publish it
             except Exception:
                 log.exception("publishing the last status failed")
-        self._close_recorder()
+        try:
+            self._close_recorder()
+        except Exception as exc:  # the recording could not be finalised (disk full): say so, close the rest
+            self.problem.emit("recording failed: %s" % _one_line(exc), False)
         if self.pipeline is not None:
             try:
                 self.pipeline.close()

@@ -312,6 +312,10 @@ class OpenCVFileOutput(VideoOutput):
     def _finish(self) -> None:
         if self._writer is not None:
             self._writer.release()
+            if self.error is None:  # OpenCV only logs a failed write (disk full): read the file's frame count back
+                from edgeconf.live.recording import incomplete_video
+
+                self.error = incomplete_video(self.file.tmp, self.frames_written)
         self.file.close(self.error is None and self._size is not None)
 
 
