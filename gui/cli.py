@@ -120,7 +120,7 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
         from edgeconf.live.telemetry import parse_telemetry_uri
 
         parse_telemetry_uri(telemetry_uri)
-    check_arguments(regions, power_name, source_uri)  # before the window opens, and so before anything is saved
+    check_arguments(regions, power_name, source_uri, events_path)  # before the window opens, so before anything is saved
     if bundle is None:
         bundle = shipped_bundle()
         if not os.path.isdir(bundle):
@@ -134,21 +134,38 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
                         quit_after=quit_after, telemetry_uri=telemetry_uri))
 
 
-def check_arguments(regions: Optional[str], power_name: str, source_uri: Optional[str]) -> None:
-    """Refuse a bad --regions, --power or (when opening it is cheap: not a camera or stream) --source in one line,
-    with the parsers ``edgeconf demo``/``run`` (regions, sources) and ``bench``/``devices`` (power) use."""
+def check_arguments(regions: Optional[str], power_name: str, source_uri: Optional[str],
+                    events_path: Optional[str] = None) -> None:
+    """Refuse what ``edgeconf run`` refuses before it starts, in one line, with the same parsers: a bad --regions
+    (kind, options, values), --power (as ``bench``/``devices``), --source (opened when that is cheap: not a camera
+    or stream), ``truth`` regions on a source without ground truth, and an --events file that cannot be written."""
     from edgeconf.bench.cli import check_power
-    from edgeconf.live.regions import check_spec
+    from edgeconf.live.events import check_log_path
+    from edgeconf.live.regions import check_spec, parse_spec
 
     if regions is not None:
         check_spec(regions)
     check_power(power_name)
+    has_truth = True  # the default source is demo://
     if source_uri:
         from edgeconf.live.cli import is_live_uri
         from edgeconf.live.sources import open_source
 
-        if not is_live_uri(source_uri):
-            open_source(source_uri).close()
+        if is_live_uri(source_uri):
+            has_truth = False  # cameras and streams carry no ground truth
+        else:
+            source = open_source(source_uri)
+            has_truth = bool(getattr(source, "has_truth", False))
+            source.close()
+    if regions is not None and parse_spec(regions)[0] == "truth" and not has_truth:
+        raise ConfigError("regions 'truth' use the ground-truth boxes that only demo:// frames carry; %s has none: use "
+                          "--regions detector (the default), motion, full or detector:MODEL.onnx" % source_uri)
+    if events_path:
+        check_log_path(events_path)
+
+
+class RunFailedError(EdgeconfError):
+    """The window's last run failed (the bundle, the source or the pipeline); raised after the window closed."""
 
 
 def _screenshot(win: Any, path: str) -> list:
@@ -219,7 +236,11 @@ def run_window(bundle: str, source_uri: str, regions: Optional[str] = None, even
         win.show()
         if autostart:
             QTimer.singleShot(0, win.start)
-        return _exec(app, win, quit_after, screenshot_path)
+        code = _exec(app, win, quit_after, screenshot_path)
+        app.processEvents()  # the worker has ended: deliver what it signalled last (a failure) to the window
+        if win.model.error:  # the window said "Could not run ..."; the exit status says it too
+            raise RunFailedError("the run failed: %s" % win.model.error)
+        return code
     finally:
         if meter is not None:
             meter.stop()

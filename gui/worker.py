@@ -76,6 +76,8 @@ class PipelineWorker(QThread):
         self._events: Any = None
         self._telemetry: Any = None
         self._last_state: Optional[str] = None
+        self._started = False  # the start event was written
+        self._failure = ""  # why the start failed
         self._remote_failures = 0  # remote failures already reported in a remote_failure event
         self._t_start: Optional[float] = None  # perf_counter, process_time and thread_time when the loop started
 
@@ -133,8 +135,10 @@ class PipelineWorker(QThread):
             try:
                 source = self._open()
             except Exception as exc:  # bundle or source failed: say why, end cleanly
-                self._emit_state("failed", _one_line(exc))
-                self.problem.emit(_one_line(exc), True)
+                self._emit_start()  # the log of a failed start is complete too: start, source failed, summary, stop
+                self._failure = _one_line(exc)
+                self._emit_state("failed", self._failure)
+                self.problem.emit(self._failure, True)
                 self.end_reason = "failed"
                 return
             self._loop()
@@ -152,14 +156,13 @@ class PipelineWorker(QThread):
 
         if cfg.telemetry_uri:
             parse_telemetry_uri(cfg.telemetry_uri)  # a wrong URI fails before anything loads
-        self.cascade = load_bundle(cfg.bundle, threads=cfg.threads, memo=cfg.memo)
         log_file = None
-        if cfg.events_path:
+        if cfg.events_path:  # first, so that a bundle or source that fails is in the log
             from edgeconf.live.events import EventLog
 
             log_file = EventLog(cfg.events_path)
-        if log_file is not None:
             self._events = EventFanout(log_file)
+        self.cascade = load_bundle(cfg.bundle, threads=cfg.threads, memo=cfg.memo)
         source = open_source(cfg.source, **cfg.source_options)
         source.add_state_listener(lambda st: self._emit_state(getattr(st, "value", str(st)), getattr(source, "detail", "") or ""))
         self.pipeline = Pipeline(self.cascade, source, regions=cfg.regions, refresh_frames=cfg.refresh_frames,
@@ -182,14 +185,27 @@ class PipelineWorker(QThread):
             "labels": list(self.cascade.labels or []),
             "memo": (memo is not None, int(memo.radius) if memo is not None else int(cfg.memo_radius or 0)),
         }
-        if self._events is not None:
-            self._events.emit("start", bundle=os.path.abspath(cfg.bundle), source=cfg.source,
-                              regions=self.pipeline.regions_spec, stages=[s.name for s in self.cascade.stages],
-                              thresholds=self.cascade.thresholds, memo=memo is not None, gui=True)
+        self._emit_start()
         source.start()
         self._emit_state(getattr(source.state, "value", str(source.state)), "")
         self.ready.emit(info)
         return source
+
+    def _emit_start(self) -> None:
+        """The ``start`` event (once): with the cascade's stages when it loaded, the pipeline's regions when built."""
+        if self._events is None or self._started:
+            return
+        self._started = True
+        cfg = self.config
+        fields: Dict[str, Any] = {"bundle": os.path.abspath(cfg.bundle), "source": cfg.source}
+        if self.pipeline is not None:
+            fields["regions"] = self.pipeline.regions_spec
+        else:
+            fields["regions"] = cfg.regions if isinstance(cfg.regions, str) else type(cfg.regions).__name__
+        if self.cascade is not None:
+            fields.update(stages=[s.name for s in self.cascade.stages], thresholds=self.cascade.thresholds,
+                          memo=self.cascade.memo is not None)
+        self._events.emit("start", gui=True, **fields)
 
     def _loop(self) -> None:
         pipe = self.pipeline
@@ -304,9 +320,13 @@ class PipelineWorker(QThread):
 
     def _finish(self, source: Any) -> None:
         """Close everything this thread opened, in order: recording, source, events, models."""
-        if self._events is not None and self.pipeline is not None and self._t_start is not None:
+        if self._events is not None:
             try:
-                self._events.emit("summary", **self.summary())
+                if self.pipeline is not None and self._t_start is not None:
+                    self._events.emit("summary", **self.summary())
+                else:  # it failed before the first frame: nothing was measured
+                    self._events.emit("summary", frames=0, source_state="failed", source_detail=self._failure,
+                                      end_reason=self.end_reason or "failed", gui=True)
             except Exception:
                 log.exception("writing the summary event failed")
         if self._telemetry is not None:
@@ -314,7 +334,10 @@ class PipelineWorker(QThread):
                 self._telemetry.publish_status()  # the last status, as demo and run publish it
             except Exception:
                 log.exception("publishing the last status failed")
-        self._close_recorder()
+        try:
+            self._close_recorder()
+        except Exception as exc:  # the recording could not be finalised (disk full): say so, close the rest
+            self.problem.emit("recording failed: %s" % _one_line(exc), False)
         if self.pipeline is not None:
             try:
                 self.pipeline.close()

@@ -28,6 +28,7 @@ def checked_by(check: Callable[[Any], Any]) -> Callable[[Any, Any, Any], Any]:
 
 
 def _check_threads(ctx: Any, param: Any, value: Optional[int]) -> Optional[int]:
+    """``--threads``: 0, negative or above the cap is a usage error (exit 2, naming the command's --help)."""
     from edgeconf.backends.threads import check_threads
 
     return None if value is None else checked_by(lambda v: check_threads(v, "--threads"))(ctx, param, value)
@@ -51,7 +52,7 @@ def finite_range(*args: Any, **kwargs: Any) -> Any:
 
 
 def threads_option(help_text: str = THREADS_HELP) -> Callable[[Any], Any]:
-    """``--threads N`` (N >= 1; 0 or negative is refused in one line)."""
+    """``--threads N`` (N >= 1; 0 or negative is refused in one line, as a usage error)."""
     import click
 
     return click.option("--threads", type=int, default=None, callback=_check_threads, help=help_text)

@@ -227,16 +227,32 @@ TELEMETRY_HELP = ("Publish status (once a second) and events to an MQTT broker: 
 
 
 def _parse_size(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """``"640x480"`` → (640, 480) (None for no size); a bad size is a one-line ConfigError."""
     if not text:
         return None
+    from edgeconf.live.sources import parse_size
+
+    return parse_size(text)
+
+
+def _check_size_option(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    """``--size``: refused as a usage error (exit 2, naming the command's --help) unless it is a WxH frame size
+    within the pixel limit; the text is passed on as given."""
     try:
-        w, h = text.lower().split("x")
-        size = (int(w), int(h))
-    except ValueError:
-        raise ConfigError("size must look like 640x480, got %r" % text) from None
-    if min(size) < 1:
-        raise ConfigError("size must be positive, got %r" % text)
-    return size
+        _parse_size(value)
+    except (ConfigError, DataError) as exc:  # not WxH, not positive, over the pixel limit
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
+
+
+def _check_regions_option(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--regions``: the kind, its option names and values checked before anything loads, as a usage error."""
+    from edgeconf.live.regions import check_spec
+
+    try:
+        return check_spec(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 def _echo_json(data: dict) -> None:
@@ -248,12 +264,12 @@ def _echo_json(data: dict) -> None:
 @click.argument("bundle", type=click.Path(), required=False)
 @click.option("--source", "source_uri", default=DEFAULT_SOURCE, show_default=True,
               help="demo://, a video path or file://, a folder, rtsp://, v4l2:///dev/videoN, a camera index, csi://N.")
-@click.option("--regions", default=DEFAULT_REGIONS, show_default=True, help=REGIONS_HELP)
+@click.option("--regions", default=DEFAULT_REGIONS, show_default=True, callback=_check_regions_option, help=REGIONS_HELP)
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
 @click.option("--record", "record_path", type=click.Path(dir_okay=False), help="Record the annotated video (MJPG .avi).")
 @click.option("--output", "outputs", multiple=True, metavar="URI", help=OUTPUT_HELP)
 @click.option("--frames", type=click.IntRange(min=1), help="Stop after this many processed frames.")
-@click.option("--size", help="Resize frames to WxH (e.g. 640x480).")
+@click.option("--size", callback=_check_size_option, help="Resize frames to WxH (e.g. 640x480).")
 @click.option("--fps", type=finite_range(min=0, min_open=True), help="Source frame rate (cameras, folders, demo).")
 @click.option("--refresh", type=click.IntRange(min=1), default=30, show_default=True, help="Re-classify a track at least every N frames.")
 @threads_option()
@@ -354,7 +370,7 @@ def print_run_summary(s: Dict[str, Any]) -> None:
     lines = [
         "regions       %s%s" % (s["regions"], "  (%s)" % s["regions_note"] if s.get("regions_note") else ""),
         "frames        %d in %.1f s (%.1f fps)%s" % (s["frames"], s["wall_s"], s["fps"] or 0.0, "  [interrupted]" if s.get("interrupted") else ""),
-        "latency       p50 %s ms, p95 %s ms" % (lat["p50"], lat["p95"]),
+        "latency       %s" % _latency_text(lat),
         "answers       %d (models ran on %d, memo %d: cache %d + unchanged tracks %d)" % (
             c["answers"], c["model_inputs"], c["cache_hits"] + c["track_key_hits"], c["cache_hits"], c["track_key_hits"]),
         "exits/stage   %s" % " / ".join(str(x) for x in c["exits"]),
@@ -365,8 +381,17 @@ def print_run_summary(s: Dict[str, Any]) -> None:
     ]
     if s.get("source_detail"):
         lines.append("source        %s: %s" % (s.get("source_state"), s["source_detail"]))
+    if s.get("source_corrupt") and "did not decode" not in s.get("source_detail", ""):
+        lines.append("corrupt       %d frames skipped by the source" % s["source_corrupt"])
     lines += _fleet_lines(s)
     click.echo("\n".join(lines))
+
+
+def _latency_text(lat: Dict[str, Any]) -> str:
+    """``p50 3.1 ms, p95 5.0 ms``, or "not measured" when no frame was processed (never "None ms")."""
+    if lat.get("p50") is None:
+        return "not measured (no frame processed)"
+    return "p50 %s ms, p95 %s ms" % (lat["p50"], lat["p95"])
 
 
 def _fleet_lines(s: Dict[str, Any]) -> List[str]:
@@ -444,13 +469,14 @@ _SCENE_OPTIONS = ("objects", "size", "fps", "seed", "realtime")
               help="Frames of the scene (with --source: the most frames to process).")
 @click.option("--objects", type=click.IntRange(min=0, max=64), default=8, show_default=True,
               help="Objects on screen at most (some travel in touching pairs).")
-@click.option("--size", default="640x480", show_default=True)
+@click.option("--size", default="640x480", show_default=True, callback=_check_size_option,
+              help="Frame size of the scene, WxH.")
 @click.option("--fps", type=finite_range(min=0, min_open=True), default=30.0, show_default=True, help="Frame rate of the synthetic camera.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Scene seed (1-99 are never used to train the detector).")
 @click.option("--source", "source_uri", default=None,
               help="Score any source that carries ground truth instead (e.g. demo://?seed=3&objects=10&frames=900); "
                    "the scene options above then do not apply.")
-@click.option("--regions", default=DEFAULT_REGIONS, show_default=True, help=REGIONS_HELP)
+@click.option("--regions", default=DEFAULT_REGIONS, show_default=True, callback=_check_regions_option, help=REGIONS_HELP)
 @click.option("--bundle", "bundle_path", type=click.Path(), default=None, help="Bundle to run (default: the shipped zoo bundle).")
 @click.option("--baseline", "baseline_path", type=click.Path(), default=None, help="Baseline ONNX for the compute comparison (default: the zoo's big model).")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False))
@@ -474,8 +500,8 @@ def demo_cmd(ctx: click.Context, frames: int, objects: int, size: str, fps: floa
     if source_uri is not None:
         given = [n for n in _SCENE_OPTIONS if ctx.get_parameter_source(n) is click.core.ParameterSource.COMMANDLINE]
         if given:
-            raise ConfigError("--%s set the built-in scene, but --source names the source; put scene settings in the "
-                              "URI instead (e.g. demo://?seed=3&objects=10)" % ", --".join(given))
+            raise click.UsageError("--%s set the built-in scene, but --source names the source; put scene settings in "
+                                   "the URI instead (e.g. demo://?seed=3&objects=10)" % ", --".join(given), ctx=ctx)
     summary = run_demo(frames=frames, objects=objects, size=size, fps=fps, seed=seed, regions=regions,
                        bundle_path=bundle_path, baseline_path=baseline_path, events_path=events_path,
                        record_path=record_path, refresh=refresh, realtime=realtime, live=not no_live and not as_json,
@@ -622,7 +648,8 @@ def print_demo_summary(s: Dict[str, Any]) -> None:
         "regions       %s" % regions,
         "frames        %d in %.1f s: %.1f fps end to end (dropped by source %d)" % (
             s["frames"], s["wall_s"], s["fps"] or 0.0, c["frames_dropped"]),
-        "latency       p50 %s ms, p95 %s ms per frame" % (lat["p50"], lat["p95"]),
+        "latency       %s per frame" % _latency_text(lat) if lat.get("p50") is not None else
+        "latency       %s" % _latency_text(lat),
         ("accuracy      %s of %d class answers on matched track-frames; %s with the %d unknown answers on them counted "
          "wrong; %s with the %d not yet answered too" % (
              pct(acc["accuracy"]), acc["scored"], pct(acc.get("accuracy_unknown_wrong")), acc.get("unknown", 0),

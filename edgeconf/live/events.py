@@ -1,5 +1,9 @@
 """A JSON-lines event log that loses nothing: flushed at least every second and on SIGINT/SIGTERM.
 
+The log is a live file, readable while the run goes (``tail -f``), so it is not written atomically like the
+other outputs: each run starts it anew (an earlier file at that path is replaced, never appended to), and a run
+that crashes leaves every event up to its last flush.
+
 Writers append whole lines under a lock; a background thread flushes the file every ``flush_s``
 seconds, and :meth:`close` flushes and fsyncs. Signal handlers never write themselves (a handler
 may run while the lock is held); :func:`install_stop_signals` makes SIGINT/SIGTERM only set a stop
@@ -55,20 +59,32 @@ def run_summary(pipeline: Any, wall_s: float, cpu: Dict[str, float], interrupted
             "latency_ms": {k: (None if v is None else round(v, 3)) for k, v in pipeline.latency_percentiles().items()},
             "source_state": getattr(pipeline.source_state, "value", str(pipeline.source_state)),
             "source_detail": getattr(pipeline.source, "detail", "") or "",
+            "source_corrupt": int(getattr(pipeline.source, "frames_corrupt", 0) or 0),  # frames/images skipped
             "power": power_note if counters.power_w is None else "%.2f W" % counters.power_w}
 
 
+def check_log_path(path: str) -> None:
+    """Refuse, in one line (OutputError), an event log path that cannot be written: a missing folder, a folder
+    in the way, no write permission. Checked without creating anything (the GUI checks before its window opens)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError("cannot write the event log %s: folder %s does not exist; create it first" % (path, folder))
+    if os.path.isdir(path):
+        raise OutputError("cannot write the event log %s: it is a folder; give a file name" % path)
+    if not os.access(folder if not os.path.exists(path) else path, os.W_OK):
+        raise OutputError("cannot write the event log %s: permission denied; choose a folder you can write to" % path)
+
+
 class EventLog:
-    """Append-only JSON-lines file; ``emit(type, **fields)`` writes one line with a wall-clock time."""
+    """A new JSON-lines file (an earlier one at ``path`` is truncated, so one file holds one run);
+    ``emit(type, **fields)`` writes one line with a wall-clock time."""
 
     def __init__(self, path: str, flush_s: float = 0.5) -> None:
         if flush_s <= 0 or flush_s > 1.0:
             raise ConfigError("event log flush interval must be in (0, 1] seconds, got %r" % flush_s)
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise OutputError("cannot write the event log %s: folder %s does not exist; create it first" % (path, folder))
+        check_log_path(path)
         try:
-            self._f = open(path, "a", encoding="utf-8")
+            self._f = open(path, "w", encoding="utf-8")
         except OSError as exc:
             raise OutputError(describe_os_error(path, exc, "write the event log")) from None
         self.path = path
@@ -144,16 +160,23 @@ class EventLog:
 
 
 class StopSignals:
-    """SIGINT/SIGTERM set ``event`` (and run ``on_signal``); a second SIGINT raises KeyboardInterrupt.
+    """SIGINT/SIGTERM set ``event`` (and run ``on_signal``); a second SIGINT, ``insist_after_s`` seconds or more
+    after the first, raises KeyboardInterrupt (the user insists). One that comes sooner is the same interrupt
+    delivered twice (``timeout -s INT`` signals the process and then its group) and is ignored.
 
     Restores the previous handlers on :meth:`restore`. Only the main thread can install handlers;
-    elsewhere this does nothing (the caller's own stop event still works).
+    elsewhere this does nothing (the caller's own stop event still works). ``clock``: seconds, monotonic
+    (injectable for tests).
     """
 
-    def __init__(self, event: threading.Event, on_signal: Optional[Callable[[int], None]] = None) -> None:
+    def __init__(self, event: threading.Event, on_signal: Optional[Callable[[int], None]] = None,
+                 insist_after_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.event = event
         self.on_signal = on_signal
+        self.insist_after_s = float(insist_after_s)
+        self.clock = clock
         self.received: List[int] = []
+        self._first_at: Optional[float] = None
         self._old: Dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return
@@ -164,9 +187,14 @@ class StopSignals:
                 pass
 
     def _handle(self, signum: int, frame: Any) -> None:
+        now = self.clock()
         self.received.append(signum)
-        if self.event.is_set() and signum == signal.SIGINT and len(self.received) > 1:
-            raise KeyboardInterrupt  # the user insists; finally blocks still close files
+        if self._first_at is None:
+            self._first_at = now
+        elif self.event.is_set() and signum == signal.SIGINT:
+            if now - self._first_at >= self.insist_after_s:
+                raise KeyboardInterrupt  # the user insists; finally blocks still close files
+            return  # the first interrupt again: the run is already ending
         self.event.set()
         if self.on_signal is not None:
             self.on_signal(signum)
@@ -187,4 +215,5 @@ class StopSignals:
 
 
 def install_stop_signals(event: threading.Event, on_signal: Optional[Callable[[int], None]] = None) -> StopSignals:
+    """:class:`StopSignals` for ``event`` (use it as a context manager)."""
     return StopSignals(event, on_signal)

@@ -191,8 +191,11 @@ class FfmpegOutput(VideoOutput):
                 "-s", "%dx%d" % size, "-r", "%g" % self.fps, "-i", "pipe:0"] + self.args
 
     def _start(self, size: Tuple[int, int]) -> None:
+        # ffmpeg runs in its own session (process group): Ctrl-C in a terminal signals the whole foreground group,
+        # and ffmpeg would die of it with the video unfinished; this way only edgeconf gets it, ends the run, and
+        # finalises the video by closing ffmpeg's stdin. ffmpeg still ends when edgeconf dies (its stdin closes).
         self._proc = subprocess.Popen(self.command(size), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=self._log, env=self.env)
+                                      stderr=self._log, env=self.env, start_new_session=True)
 
     def _write(self, frame: np.ndarray) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -224,7 +227,10 @@ class FfmpegOutput(VideoOutput):
         self._log.close()
 
 
-H264_LOW_LATENCY = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]
+#: H.264 in yuv420p needs an even width and height: an odd frame (641x479, ``--size 333x177``) gets one black
+#: column or row added on the right or bottom, rather than libx264 refusing it
+EVEN_SIZE = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+H264_LOW_LATENCY = EVEN_SIZE + ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p"]
 
 
 # ---- files ---------------------------------------------------------------------------------------------------
@@ -271,7 +277,7 @@ class FfmpegFileOutput(FfmpegOutput):
     def __init__(self, uri: str, path: str, fps: float) -> None:
         self.file = _AtomicFile(path)
         fmt = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi"}[os.path.splitext(path)[1].lower()]
-        args = ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p"]
+        args = EVEN_SIZE + ["-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p"]
         if fmt in ("mp4", "mov"):
             args += ["-movflags", "+faststart"]
         super().__init__(uri, fps, args + ["-f", fmt, "-y", self.file.tmp], lossless=True, kind="file")
@@ -306,6 +312,10 @@ class OpenCVFileOutput(VideoOutput):
     def _finish(self) -> None:
         if self._writer is not None:
             self._writer.release()
+            if self.error is None:  # OpenCV only logs a failed write (disk full): read the file's frame count back
+                from edgeconf.live.recording import incomplete_video
+
+                self.error = incomplete_video(self.file.tmp, self.frames_written)
         self.file.close(self.error is None and self._size is not None)
 
 

@@ -92,11 +92,46 @@ class Recorder:
             atexit.unregister(self.close)
         except Exception:
             pass
+        problem = incomplete_video(self._tmp, self.frames)
+        if problem is not None:  # OpenCV's writer does not report failed writes: the file is checked instead
+            _remove(self._tmp)
+            raise OutputError("cannot record to %s: %s; free some space or choose another location (an earlier "
+                              "file there is left as it was)" % (self.path, problem))
         try:
             os.replace(self._tmp, self.path)
         except OSError as exc:
             _remove(self._tmp)
             raise OutputError(describe_os_error(self.path, exc)) from None
+
+    def __enter__(self) -> "Recorder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def incomplete_video(path: str, frames: int) -> Optional[str]:
+    """Why the finalised video at ``path`` does not hold the ``frames`` frames written to it (the disk filled up,
+    a file size limit), or None when it does. OpenCV's VideoWriter only logs failed writes, so its file is read
+    back: its header's frame count (no decoding), which a write that failed leaves short or unreadable."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    try:
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else -1
+    finally:
+        cap.release()
+    if count == frames:
+        return None
+    reason = "the video could not be written completely (%s of %d frames in the file)" % (
+        "none" if count <= 0 else count, frames)
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        if st.f_bavail * st.f_frsize < 1 << 20:
+            reason += ": no space left on the device"
+    except OSError:
+        pass
+    return reason
 
 
 def _remove(path: str) -> None:
@@ -104,9 +139,3 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-    def __enter__(self) -> "Recorder":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

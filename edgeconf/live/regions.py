@@ -21,6 +21,7 @@ import inspect
 import json
 import logging
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -660,19 +661,100 @@ def parse_spec(spec: str) -> Tuple[str, Optional[str], Dict[str, Any]]:
 
 
 def _checked(spec: str, options: Dict[str, Any]) -> Tuple[str, Optional[str], Dict[str, Any]]:
-    """``parse_spec`` with ``options`` merged in, refused in one line (ConfigError) for an unknown kind or an
-    option the kind's proposer does not take."""
+    """``parse_spec`` with ``options`` merged in, refused in one line (ConfigError) for an unknown kind, an
+    option the kind's proposer does not take, or a value the option does not take (a type or a range)."""
     kind, target, opts = parse_spec(spec)
     opts.update(options)
     classes = {"detector": DetectorRegions, "full": FullFrame, "motion": MotionRegions, "truth": TruthRegions}
     if kind not in classes:
         raise ConfigError("unknown regions %r; use one of %s" % (spec, ", ".join(_KINDS)))
-    allowed = [p for p in inspect.signature(classes[kind].__init__).parameters if p not in ("self", "path", "runner")]
+    params = inspect.signature(classes[kind].__init__).parameters.values()
+    allowed = [p.name for p in params if p.name not in ("self", "path", "runner")
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]  # FullFrame has object's (*args, **kwargs)
     unknown = sorted(set(opts) - set(allowed))
     if unknown:
         raise ConfigError("unknown option(s) %s for regions %r; valid options: %s"
                           % (", ".join(unknown), kind, ", ".join(allowed) or "none"))
-    return kind, target, opts
+    return kind, target, {key: _checked_value(kind, key, value) for key, value in opts.items()}
+
+
+# What each option of a proposer takes: (type, low, high, low_open, none_ok) for numbers, or the allowed words.
+# ``_checked_value`` checks a value against it, so a wrong value is refused before anything runs, in one line.
+_NUMBER_OPTIONS: Dict[Tuple[str, str], Tuple[type, Optional[float], Optional[float], bool, bool]] = {
+    ("detector", "conf"): (float, 0.0, 1.0, False, True),
+    ("detector", "iou"): (float, 0.0, 1.0, False, True),
+    ("detector", "class_score"): (float, 0.0, 1.0, False, True),
+    ("detector", "classes"): (int, 1, None, False, True),
+    ("detector", "max_det"): (int, 1, None, False, False),
+    ("detector", "threads"): (int, 1, None, False, True),
+    ("motion", "min_area"): (float, 0.0, None, False, False),
+    ("motion", "max_area"): (float, 0.0, 1.0, True, False),
+    ("motion", "scale"): (float, 0.0, 1.0, True, False),
+    ("motion", "history"): (int, 1, None, False, False),
+    ("motion", "threshold"): (float, 0.0, None, True, True),
+    ("motion", "learning_rate"): (float, -1.0, 1.0, False, False),
+    ("motion", "dilate"): (int, 0, None, False, False),
+    ("motion", "warmup"): (int, 0, None, False, False),
+    ("motion", "close"): (int, 1, None, False, False),
+    ("motion", "merge_gap"): (float, 0.0, None, False, False),
+    ("motion", "light_grid"): (int, 0, None, False, False),
+    ("truth", "min_visible"): (float, 0.0, 1.0, False, False),
+}
+_WORD_OPTIONS: Dict[Tuple[str, str], Tuple[str, ...]] = {
+    ("detector", "layout"): ("auto",) + LAYOUTS,
+    ("motion", "method"): ("mog2", "knn"),
+}
+_BOOL_OPTIONS = {("detector", "normalized"), ("detector", "class_agnostic"), ("motion", "shadows"),
+                 ("motion", "fill"), ("motion", "guided")}
+
+
+def _checked_value(kind: str, key: str, value: Any) -> Any:
+    """``value`` (as :func:`parse_spec` converted it) when option ``key`` of regions ``kind`` takes it, else a
+    one-line ConfigError naming the option, the value and what it takes."""
+    def refuse(takes: str) -> ConfigError:
+        return ConfigError("regions %s option %s must be %s, got %r" % (kind, key, takes, value))
+
+    if (kind, key) in _BOOL_OPTIONS:
+        if key == "normalized" and value is None:
+            return None
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1) and isinstance(value, int):
+            return bool(value)
+        raise refuse("true or false")
+    if (kind, key) in _WORD_OPTIONS:
+        words = _WORD_OPTIONS[kind, key]
+        if isinstance(value, str) and value.lower() in words:
+            return value.lower()
+        raise refuse("one of %s" % ", ".join(words))
+    if (kind, key) in _NUMBER_OPTIONS:
+        cast, low, high, low_open, none_ok = _NUMBER_OPTIONS[kind, key]
+        if value is None and none_ok:
+            return None
+        whole = cast is int
+        if low is None or high is None:
+            span = "%s %s" % (">" if low_open else ">=", _fmt(low)) if low is not None else ""
+        else:
+            span = "in %s%s, %s]" % ("(" if low_open else "[", _fmt(low), _fmt(high))
+        takes = "%s %s%s" % ("a whole number" if whole else "a number", span, " (or none)" if none_ok else "")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+            raise refuse(takes.strip())
+        if value != value or (low is not None and (value <= low if low_open else value < low)) or \
+                (high is not None and value > high):
+            raise refuse(takes.strip())
+        return cast(value)
+    if (kind, key) == ("detector", "imgsz"):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return (value, value)
+        match = re.fullmatch(r"(\d+)x(\d+)", str(value).strip().lower())
+        if match and min(int(match.group(1)), int(match.group(2))) >= 1:
+            return (int(match.group(1)), int(match.group(2)))
+        raise refuse("a positive size: N or HEIGHTxWIDTH (e.g. 640 or 384x640)")
+    return value  # free text (backend, output): checked where it is used
+
+
+def _fmt(number: Optional[float]) -> str:
+    return "%g" % number if number is not None else ""
 
 
 def check_spec(spec: str) -> str:

@@ -32,8 +32,9 @@ from urllib.parse import parse_qsl, urlsplit
 import cv2
 import numpy as np
 
-from edgeconf.datasets.limits import check_pixels
-from edgeconf.errors import ConfigError, SourceError
+from edgeconf.datasets.limits import ENV_VAR as PIXELS_ENV
+from edgeconf.datasets.limits import max_image_pixels
+from edgeconf.errors import ConfigError, DataError, SourceError
 from edgeconf.live.frames import Frame, TruthObject
 
 log = logging.getLogger(__name__)
@@ -452,6 +453,7 @@ class FolderSource(Source):
 
     def _run(self) -> None:
         pacer = _Pacer(self.fps if self.realtime else None)
+        bad: List[str] = []  # files that did not decode (each counted once, also when looping)
         while not self._stopping:
             good = 0
             for name in self.files:
@@ -459,15 +461,24 @@ class FolderSource(Source):
                     return
                 rgb = self._to_rgb(_imread(name))
                 if rgb is None:
-                    self._corrupt("cannot decode image %s" % name)
+                    if name not in bad:
+                        bad.append(name)
+                        self._corrupt(self._bad_detail(bad))
                     continue
                 good += 1
                 if not pacer.wait(self) or not self._emit(rgb):
                     return
             if not self.loop or good == 0:
                 break
-        if not self._stopping:
-            self._set_state(SourceState.ENDED)
+        if self._stopping:
+            return
+        if self._frames_read == 0:  # like a video without frames: an error, not an empty run
+            raise SourceError("no image in folder %s decodes (%d file%s, e.g. %s); check the files"
+                              % (self.path, len(self.files), "" if len(self.files) == 1 else "s", bad[0]))
+        self._set_state(SourceState.ENDED)
+
+    def _bad_detail(self, bad: List[str]) -> str:
+        return "%d of %d images did not decode and were skipped (e.g. %s)" % (len(bad), len(self.files), bad[0])
 
 
 def _imread(path: str) -> Optional[np.ndarray]:
@@ -491,7 +502,10 @@ class CaptureSource(Source):
 
     When reads fail (the stream dropped, the camera was unplugged) the source goes RECONNECTING, releases the
     capture and reopens it with exponential back-off (``backoff`` s doubling up to ``backoff_max`` s), then goes
-    LIVE again when frames resume. ``retries`` bounds consecutive failed attempts (None: forever).
+    LIVE again when frames resume. ``retries`` bounds consecutive failed attempts: FAILED after that many (None:
+    forever; 0 behaves as 1). ``retry_timeout`` bounds the seconds without frames: each back-off pause and each
+    open and read timeout is cut to the time left, and the source is FAILED when none is left. ``clock``
+    (monotonic seconds) is injectable for tests.
     """
 
     def __init__(self, uri: str, target: Union[int, str], api: int = cv2.CAP_ANY, kind: str = "camera",
@@ -499,8 +513,9 @@ class CaptureSource(Source):
                  retries: Optional[int] = None, backoff: float = 0.25, backoff_max: float = 4.0,
                  open_timeout: float = 5.0, read_timeout: float = 3.0, ffmpeg_options: Optional[str] = None,
                  fourcc: Optional[str] = None, fail_reads: int = 2, set_size: bool = True,
-                 retry_timeout: Optional[float] = None) -> None:
+                 retry_timeout: Optional[float] = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(uri, size=size, fps=fps, lossless=False, finite=False)
+        self.clock = clock
         self.kind = kind
         self.retry_timeout = None if retry_timeout is None else float(retry_timeout)
         self.target = target
@@ -532,11 +547,14 @@ class CaptureSource(Source):
                     "and restart the camera daemon (sudo systemctl restart nvargus-daemon)" % self.uri)
         return "cannot open %s" % self.uri
 
-    def _open(self) -> Optional[Any]:
+    def _open(self, time_left: Optional[float] = None) -> Optional[Any]:
+        """A new capture, or None; its open and read timeouts are cut to ``time_left`` seconds (FFMPEG streams)."""
         params: List[int] = []
         if self.api == cv2.CAP_FFMPEG:
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout * 1000),
-                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout * 1000)]
+            cap_s = max(0.05, time_left) if time_left is not None else None
+            open_s = self.open_timeout if cap_s is None else min(self.open_timeout, cap_s)
+            read_s = self.read_timeout if cap_s is None else min(self.read_timeout, cap_s)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_s * 1000), cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_s * 1000)]
         with _ENV_LOCK:
             saved = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
             if self.ffmpeg_options is not None and saved is None:
@@ -563,26 +581,50 @@ class CaptureSource(Source):
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return cap
 
+    def _time_left(self, down_since: float) -> Optional[float]:
+        """Seconds left of ``retry_timeout`` since frames stopped at ``down_since`` (None: no bound)."""
+        if self.retry_timeout is None:
+            return None
+        return self.retry_timeout - (self.clock() - down_since)
+
+    def _give_up(self, tries: int, down_since: float, opened: bool) -> None:
+        """FAILED, saying why: the source did not open, or (``opened``) it opened but gave no frames."""
+        why = "no frames from %s" % self.uri if opened else self._open_failure_message()
+        self._set_state(SourceState.FAILED, "%s; gave up after %d attempt%s in %.1f s" % (
+            why, tries, "" if tries == 1 else "s", self.clock() - down_since))
+
     def _run(self) -> None:
-        attempts = 0
+        failures = 0  # failed (re)connection attempts in a row
+        tries = 0  # (re)connection attempts since the last frame
+        opened = False  # the last attempt opened the source (but frames may not have come)
+        lost = False  # frames stopped after the source was live: pause before the first reopen too
         failed_reads = 0
         was_live = False
-        down_since = time.monotonic()  # when frames stopped coming (or the first open began)
+        limit = None if self.retries is None else max(1, self.retries)
+        down_since = self.clock()  # when frames stopped coming (or the first open began)
         while not self._stopping:
             if self._cap is None:
-                if attempts and self.backoff > 0:
-                    delay = min(self.backoff_max, self.backoff * (2 ** (attempts - 1)))
-                    self.detail = "no frames from %s; retrying in %.2f s (attempt %d)" % (self.uri, delay, attempts + 1)
+                step = failures + (1 if lost else 0)
+                if step and self.backoff > 0:
+                    delay = min(self.backoff_max, self.backoff * (2 ** (step - 1)))
+                    left = self._time_left(down_since)
+                    if left is not None:
+                        delay = min(delay, max(0.0, left))
+                    self.detail = "no frames from %s; retrying in %.2f s (attempt %d)" % (self.uri, delay, failures + 1)
                     if not self._sleep(delay):
                         return
-                self._cap = self._open()
+                left = self._time_left(down_since)
+                if left is not None and left <= 0:
+                    self._give_up(tries, down_since, opened)
+                    return
+                self._cap = self._open(left)
+                tries += 1
+                opened = self._cap is not None
                 if self._cap is None:
-                    attempts += 1
-                    waited = time.monotonic() - down_since
-                    if (self.retries is not None and attempts > self.retries) or \
-                            (self.retry_timeout is not None and waited >= self.retry_timeout):
-                        self._set_state(SourceState.FAILED, "%s; gave up after %d attempt%s in %.1f s"
-                                        % (self._open_failure_message(), attempts, "" if attempts == 1 else "s", waited))
+                    failures += 1
+                    left = self._time_left(down_since)
+                    if (limit is not None and failures >= limit) or (left is not None and left <= 0):
+                        self._give_up(tries, down_since, opened)
                         return
                     if was_live:
                         self._set_state(SourceState.RECONNECTING)
@@ -592,12 +634,12 @@ class CaptureSource(Source):
                 return
             if not ok or image is None:
                 failed_reads += 1
-                if failed_reads >= self.fail_reads:
+                left = self._time_left(down_since)
+                if failed_reads >= self.fail_reads or (left is not None and left <= 0):
                     self.detail = "lost %s; reconnecting" % self.uri
-                    down_since = time.monotonic()
                     self._release()
                     failed_reads = 0
-                    attempts = max(attempts, 1)
+                    lost = lost or was_live
                     if self._state is SourceState.LIVE or was_live:
                         self._set_state(SourceState.RECONNECTING)
                 continue
@@ -606,8 +648,12 @@ class CaptureSource(Source):
             if rgb is None:
                 self._corrupt("a frame from %s has an unusable shape or type" % self.uri)
                 continue
-            attempts = 0
+            if failures or lost:  # frames again: the retry message is history
+                self.detail = ""
+            failures = tries = 0
+            lost = False
             was_live = True
+            down_since = self.clock()  # seconds without frames count from the last frame
             if not self._emit(rgb):
                 return
 
@@ -680,7 +726,7 @@ class DemoSource(Source):
 
 # ---- URI parsing -----------------------------------------------------------------------------------------
 
-_FILE_OPTIONS = ("realtime", "loop")
+_FILE_OPTIONS = ("realtime", "loop", "fps")  # fps is read before the others are checked
 _CAPTURE_OPTIONS = ("retries", "retry_timeout", "backoff", "backoff_max", "open_timeout", "read_timeout", "fail_reads")
 
 
@@ -691,7 +737,10 @@ def _check_size(size: Any) -> Size:
         raise ConfigError("size must be (width, height), got %r" % (size,)) from None
     if width <= 0 or height <= 0:
         raise ConfigError("size must be positive, got %dx%d" % (width, height))
-    check_pixels(width, height, "frame size %dx%d" % (width, height))  # frames are allocated at this size
+    limit = max_image_pixels()  # frames are allocated at this size
+    if width * height > limit:
+        raise DataError("frame size %dx%d = %d pixels is over the limit of %d; choose a smaller size (or raise the "
+                          "limit with the environment variable %s)" % (width, height, width * height, limit, PIXELS_ENV))
     return width, height
 
 

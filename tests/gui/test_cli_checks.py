@@ -25,6 +25,8 @@ def _gui(tmp_path, *args):
     (["--regions", "foo"], ["unknown regions 'foo'", "motion"]),
     (["--regions", "motion:bogus=1"], ["unknown option(s) bogus", "min_area"]),
     (["--regions", "detector:/nope/model.onnx"], ["no such detector model", "/nope/model.onnx"]),
+    (["--regions", "detector:class_score=abc"], ["class_score must be a number in [0, 1]", "'abc'"]),  # a value
+    (["--regions", "motion:guided=maybe"], ["guided must be true or false"]),
     (["--power", "bogus"], ["unknown --power source 'bogus'", "rapl"]),
     (["--source", "/nope/clip.mp4"], ["no such video file", "/nope/clip.mp4"]),
     (["--source", "demo://?seed=abc"], ["seed must be an integer"]),
@@ -79,3 +81,44 @@ def test_a_bad_regions_value_in_the_settings_falls_back_to_the_default_with_a_no
     assert win.start() is False and win.worker is None
     assert "unknown regions 'foo'" in win.statusBar().currentMessage()
     win.close()
+
+
+def _clip(path, frames=4):
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    return str(path)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--regions", "truth", "--source", "CLIP"], ["regions 'truth'", "clip.avi has none", "--regions detector"]),
+    (["--regions", "truth", "--source", "rtsp://127.0.0.1:9/cam"], ["regions 'truth'", "rtsp://127.0.0.1:9/cam has none"]),
+    (["--source", "CLIP", "--events", "/nonexistent-folder/e.jsonl"], ["cannot write the event log", "does not exist"]),
+])
+def test_what_run_refuses_before_it_starts_is_refused_before_the_window(tmp_path, args, words):
+    clip = _clip(tmp_path / "clip.avi")
+    out = _gui(tmp_path, *[clip if a == "CLIP" else a for a in args], "--quit-after", "3")
+    assert out.returncode == 1, (out.returncode, out.stderr[-2000:])
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("edgeconf: error: "), out.stderr
+    for w in words:
+        assert w in out.stderr, (w, out.stderr)
+    assert not (tmp_path / "config" / "edgeconf" / "edgeconf-gui.conf").exists()
+
+
+def test_a_run_that_fails_in_the_window_exits_non_zero_with_a_complete_event_log(tmp_path):
+    import json
+
+    events = tmp_path / "e.jsonl"
+    out = _gui(tmp_path, "--source", "v4l2:///dev/edgeconf-no-such-camera", "--events", str(events), "--quit-after", "1")
+    errors = [line for line in out.stderr.splitlines() if line.startswith("edgeconf:")]
+    assert out.returncode == 1, (out.returncode, out.stderr[-2000:])
+    assert len(errors) == 1 and "the run failed: no such camera device /dev/edgeconf-no-such-camera" in errors[0]
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [r["type"] for r in records] == ["start", "source", "summary", "stop"], records
+    assert records[0]["source"] == "v4l2:///dev/edgeconf-no-such-camera" and records[0]["gui"] is True
+    assert records[1]["state"] == "failed" and records[2]["frames"] == 0 and records[2]["source_state"] == "failed"
+    assert records[3]["reason"] == "failed"

@@ -47,7 +47,7 @@ def test_demo_source_scores_any_source_with_ground_truth(fashion_bundle, tmp_pat
     limited = json.loads(_edgeconf("demo", "--bundle", fashion_bundle, "--source", uri, "--frames", "10", "--json").stdout)
     assert limited["frames"] == 10
     clash = _edgeconf("demo", "--bundle", fashion_bundle, "--source", uri, "--seed", "3", "--objects", "2")
-    assert clash.returncode == 1 and "--objects, --seed set the built-in scene" in clash.stderr
+    assert clash.returncode == 2 and "--objects, --seed set the built-in scene" in clash.stderr  # a usage error
     assert len(clash.stderr.strip().splitlines()) == 1
     video = tmp_path / "clip.avi"  # a source without ground truth: the figures are "not measured", never invented
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 120))

@@ -125,3 +125,67 @@ def test_recorder_writes_a_playable_file(tmp_path):
     while cap.read()[0]:
         count += 1
     assert count == 5
+
+
+def test_a_signal_delivered_twice_at_once_is_one_interrupt_and_a_later_one_insists():
+    """``timeout -s INT`` signals the process and then its group: the same Ctrl-C twice within microseconds must
+    end the run like one (summary printed), while a second Ctrl-C a second later still aborts at once."""
+    import threading
+
+    from edgeconf.live.events import StopSignals
+
+    now = [100.0]
+    stop = threading.Event()
+    seen = []
+    signals = StopSignals(stop, on_signal=seen.append, insist_after_s=1.0, clock=lambda: now[0])
+    try:
+        signals._handle(signal.SIGINT, None)
+        now[0] += 0.001
+        signals._handle(signal.SIGINT, None)  # the same interrupt again: ignored
+        assert stop.is_set() and seen == [signal.SIGINT]
+        now[0] += 1.0
+        with pytest.raises(KeyboardInterrupt):
+            signals._handle(signal.SIGINT, None)  # the user insists
+    finally:
+        signals.restore()
+
+
+def test_each_run_starts_the_event_log_anew(tmp_path):
+    """A second run does not append to the first run's log, nor keep an unrelated line that was in the file."""
+    path = tmp_path / "e.jsonl"
+    path.write_text("an unrelated line\n")
+    for run in (1, 2):
+        log = EventLog(str(path))
+        log.emit("start", run=run)
+        log.emit("summary", run=run)
+        log.emit("stop", run=run)
+        log.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(rec["type"], rec["run"]) for rec in lines] == [("start", 2), ("summary", 2), ("stop", 2)]
+
+
+def _with_file_size_limit(limit: int):
+    """For a child process: files it writes stop growing at ``limit`` bytes (RLIMIT_FSIZE; works as root, unlike
+    a read-only folder). Python ignores SIGXFSZ, so a write past it fails with EFBIG, as on a full disk."""
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("option", ["--record", "--output"])
+def test_a_recording_that_could_not_be_written_is_an_error_and_keeps_the_earlier_file(fashion_bundle, tmp_path, option):
+    target = tmp_path / ("r.avi" if option == "--record" else "o.avi")
+    target.write_bytes(b"an earlier recording")
+    env = dict(os.environ, PATH="/nonexistent") if option == "--output" else None  # --output: MJPG through OpenCV
+    proc = subprocess.run([sys.executable, "-m", "edgeconf", "run", fashion_bundle, "--source",
+                           "demo://?seed=2&objects=3&frames=60&realtime=0", "--regions", "truth", "--no-live",
+                           "--threads", "1", option, str(target)],
+                          capture_output=True, text=True, timeout=240, preexec_fn=_with_file_size_limit(150_000), env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("edgeconf: error: ") and "could not be written completely" in lines[0]
+    assert target.read_bytes() == b"an earlier recording"  # untouched
+    assert sorted(os.listdir(tmp_path)) == [target.name]  # no temporary file left

@@ -105,7 +105,7 @@ def test_motion_min_area_knn_reset_and_options():
     assert any(found[16:])
     knn.reset()
     assert knn.propose(frames[0][0]) == []
-    with pytest.raises(ConfigError, match="mog2 or knn"):
+    with pytest.raises(ConfigError, match="method must be one of mog2, knn"):
         make_regions("motion:method=optical")
     with pytest.raises(ConfigError, match="unknown option.*min_aera"):
         make_regions("motion:min_aera=5")

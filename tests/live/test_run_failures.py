@@ -48,7 +48,7 @@ def test_run_gives_up_on_a_dead_stream_with_one_line(fashion_bundle, tmp_path):
     events = tmp_path / "events.jsonl"
     proc = _edgeconf("run", fashion_bundle, "--source", uri, "--retry", 2, "--retry-timeout", 60, "--no-live",
                      "--events", events)
-    _one_line_error(proc, "cannot open %s; gave up after 3 attempts in" % uri)
+    _one_line_error(proc, "cannot open %s; gave up after 2 attempts in" % uri)  # at most --retry failed attempts
     types = [json.loads(line)["type"] for line in events.read_text().splitlines()]
     assert types[0] == "start" and types[-1] == "stop"  # the log is complete
 
@@ -107,7 +107,7 @@ def test_verbosity_flags_set_the_log_level(monkeypatch):
 def test_frame_sizes_over_the_pixel_limit_are_refused_before_allocating(uri, size):
     from edgeconf.errors import DataError
 
-    with pytest.raises(DataError, match="frame size 100000x100000 is 100000×100000 = 10000000000 pixels, over the limit"):
+    with pytest.raises(DataError, match="frame size 100000x100000 = 10000000000 pixels is over the limit"):
         open_source(uri, size=size)
 
 
@@ -137,3 +137,30 @@ def test_demo_refuses_a_baseline_file_that_does_not_exist(tmp_path):
     """A --baseline the user gave that is not there is an error, not a silent 'not measured' comparison."""
     proc = _edgeconf("demo", "--frames", 3, "--no-live", "--baseline", tmp_path / "big.onnx")
     _one_line_error(proc, "baseline model %s does not exist" % (tmp_path / "big.onnx"))
+
+
+def test_run_on_a_folder_with_corrupt_images_counts_them_and_fails_when_none_decodes(fashion_bundle, tmp_path):
+    good = tmp_path / "imgs"
+    good.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(good / ("%02d.png" % (i + 2))), np.full((48, 64, 3), 60 * i, np.uint8))
+    (good / "00.jpg").write_bytes(b"")
+    (good / "01.png").write_bytes(b"garbage")
+    proc = _edgeconf("run", fashion_bundle, "--source", good, "--regions", "full", "--no-live", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["frames"] == 3 and summary["source_corrupt"] == 2
+    assert summary["source_detail"].startswith("2 of 5 images did not decode")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"")
+    (bad / "b.png").write_bytes(b"garbage")
+    _one_line_error(_edgeconf("run", fashion_bundle, "--source", bad, "--regions", "full", "--no-live"),
+                    "no image in folder %s decodes" % bad)
+
+
+def test_the_summary_says_not_measured_for_a_latency_without_frames(capsys):
+    from edgeconf.live.cli import _latency_text
+
+    assert _latency_text({"p50": None, "p95": None}) == "not measured (no frame processed)"
+    assert _latency_text({"p50": 3.1, "p95": 5.0}) == "p50 3.1 ms, p95 5.0 ms"

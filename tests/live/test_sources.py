@@ -318,7 +318,7 @@ def test_stream_that_never_connects_fails_after_its_retries():
     with src:
         assert src.read(timeout=15) is None
     assert src.state is SourceState.FAILED and states[-1] is SourceState.FAILED
-    assert "gave up after 3 attempts" in src.error
+    assert "gave up after 2 attempts" in src.error  # --retry 2: at most 2 failed attempts
     assert src.stats()["state"] == "failed"
 
 
@@ -541,3 +541,112 @@ def test_pulled_network_stream_reconnects_with_backoff(tmp_path):
                 proc.kill()
                 proc.wait(5)
         src.close(timeout=10)
+
+
+# ---- retry policy, on a simulated clock ------------------------------------------------------------------
+
+
+class _FakeCapture:
+    """What cv2.VideoCapture gives for a stream that delivers ``frames`` frames and then stops (reads fail)."""
+
+    def __init__(self, frames: int, then=None) -> None:
+        self.frames = frames
+        self.then = then  # called when the frames run out (the test ends the run there)
+
+    def read(self):
+        if self.frames > 0:
+            self.frames -= 1
+            return True, np.full((8, 8, 3), 100, np.uint8)
+        if self.then is not None:
+            self.then()
+        return False, None
+
+    def release(self) -> None:
+        pass
+
+
+class _ScriptedStream(CaptureSource):
+    """A stream source on a simulated clock: ``script`` says what each open gives (None: it fails after taking
+    ``open_cost(time_left)`` seconds), back-off pauses advance the clock instead of sleeping. Run on the test's
+    own thread (``_run``), so nothing depends on timing."""
+
+    def __init__(self, script, open_cost=lambda left: 0.0, **options) -> None:
+        self.now = 0.0
+        self.script = list(script)
+        self.open_cost = open_cost
+        self.opens = []  # (time, time_left) of each open
+        self.sleeps = []
+        super().__init__("rtsp://127.0.0.1:9/cam", "rtsp://127.0.0.1:9/cam", api=cv2.CAP_FFMPEG, kind="stream",
+                         open_now=False, clock=lambda: self.now, **options)
+
+    def _sleep(self, seconds: float) -> bool:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        return not self._stopping
+
+    def _open(self, time_left=None):
+        self.opens.append((self.now, time_left))
+        cap = self.script.pop(0) if self.script else None
+        if cap is None:
+            self.now += self.open_cost(time_left)
+        return cap
+
+
+@pytest.mark.parametrize("retries, attempts", [(8, 8), (2, 2), (1, 1), (0, 1)])
+def test_retry_gives_up_after_at_most_that_many_failed_attempts(retries, attempts):
+    src = _ScriptedStream([], retries=retries)
+    src._run()
+    assert src.state is SourceState.FAILED and len(src.opens) == attempts
+    assert "gave up after %d attempt%s in" % (attempts, "" if attempts == 1 else "s") in src.error
+
+
+@pytest.mark.parametrize("open_cost", [lambda left: 0.0, lambda left: min(5.0, left)],
+                         ids=["refused at once", "a listener that never answers"])
+def test_retry_timeout_cuts_pauses_and_open_timeouts_to_the_time_left(open_cost):
+    src = _ScriptedStream([], open_cost=open_cost, retries=1000, retry_timeout=2.0)
+    src._run()
+    assert src.state is SourceState.FAILED and "in 2.0 s" in src.error
+    assert src.now <= 2.0 + 1e-9  # never more than --retry-timeout without frames
+    assert all(left is not None and left <= 2.0 - at + 1e-9 for at, left in src.opens)  # each open bounded too
+
+
+def test_the_retry_detail_is_cleared_when_frames_resume():
+    holder = {}
+    script = [_FakeCapture(3), None, None, _FakeCapture(2, then=lambda: holder["src"]._stop.set())]
+    src = holder["src"] = _ScriptedStream(script, retries=8, backoff=0.25)
+    states = []
+    src.add_state_listener(states.append)
+    src._run()
+    assert SourceState.RECONNECTING in states and states[-1] is SourceState.LIVE
+    assert src.reconnects == 1 and src.frames_read == 5
+    assert src.sleeps == [0.25, 0.5, 1.0]  # back-off after the drop, then after each failed reopen
+    assert src.detail == ""  # not "no frames from ...; retrying ..." while live again
+
+
+def _folder_with_bad_images(folder, good=3):
+    folder.mkdir()
+    for i in range(good):
+        cv2.imwrite(str(folder / ("%02d.png" % (i + 2))), np.full((48, 64, 3), 50 * i, np.uint8))
+    (folder / "00.jpg").write_bytes(b"")  # 0 bytes
+    (folder / "01.png").write_bytes(b"garbage, not a PNG\n")
+    return str(folder)
+
+
+def test_a_folder_counts_its_corrupt_images_and_names_one(tmp_path):
+    src = open_source(_folder_with_bad_images(tmp_path / "imgs"))
+    with src:
+        frames = list(src.frames(timeout=10))
+    assert len(frames) == 3 and src.frames_corrupt == 2 and src.state is SourceState.ENDED
+    assert src.detail == "2 of 5 images did not decode and were skipped (e.g. %s)" % (tmp_path / "imgs" / "00.jpg")
+
+
+def test_a_folder_where_no_image_decodes_fails_like_an_empty_video(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"")
+    (folder / "b.png").write_bytes(b"x")
+    src = open_source(str(folder))
+    with src:
+        assert list(src.frames(timeout=10)) == []
+    assert src.state is SourceState.FAILED and src.frames_corrupt == 2
+    assert "no image in folder %s decodes (2 files, e.g. %s)" % (folder, folder / "a.jpg") in src.error

@@ -200,3 +200,77 @@ def test_run_writes_the_annotated_video_and_refuses_a_bad_output_before_running(
     bad = subprocess.run(cmd + ["--output", "rtp://127.0.0.1"], capture_output=True, text=True, timeout=240)
     assert bad.returncode == 1 and "no port" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def _ffmpeg_child(pid: int):
+    """The pid of the encoding ffmpeg ``pid`` started (it reads frames from pipe:0), once it runs ffmpeg (so past
+    its own session setup), else None."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat_line = f.read()
+        except OSError:
+            continue
+        comm = stat_line[stat_line.index("(") + 1:stat_line.rindex(")")]
+        ppid = int(stat_line[stat_line.rindex(")") + 2:].split()[1])
+        if ppid == pid and comm == "ffmpeg":
+            try:
+                with open("/proc/%s/cmdline" % entry, "rb") as f:
+                    if b"pipe:0" in f.read().split(b"\0"):
+                        return int(entry)
+            except OSError:
+                continue
+    return None
+
+
+@H264
+@pytest.mark.parametrize("kind", ["file", "rtp"])
+def test_ctrl_c_on_the_process_group_finalises_the_output_and_prints_the_summary(fashion_bundle, tmp_path, kind):
+    """A terminal's Ctrl-C signals the whole foreground process group; ffmpeg must not die of it mid-video."""
+    import json
+    import signal
+
+    target = tmp_path / "int.mp4"
+    uri = str(target) if kind == "file" else "rtp://127.0.0.1:%d" % _free_udp_port()
+    cmd = [sys.executable, "-m", "edgeconf", "run", fashion_bundle, "--source", "demo://?seed=2&objects=3&frames=0&realtime=0",
+           "--regions", "truth", "--no-live", "--json", "--output", uri]
+    # its own process group, as a shell gives a foreground job: killpg reaches edgeconf and all it did not detach
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120  # only a bound for a broken run; the signal waits for ffmpeg to run
+        while _ffmpeg_child(proc.pid) is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "error" not in err, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["outputs"][0]["frames"] > 0
+    if kind == "file":
+        assert len(_read_back(str(target))) == summary["outputs"][0]["frames"]  # finalised, every frame in it
+        assert sorted(os.listdir(tmp_path)) == ["int.mp4"]
+
+
+@H264
+@pytest.mark.parametrize("kind", ["file", "rtp"])
+def test_odd_frame_sizes_are_padded_to_even_for_h264(tmp_path, kind):
+    """yuv420p H.264 needs an even width and height; a 641x479 frame (or --size 333x177) gets one black column and
+    row instead of ffmpeg refusing the whole output."""
+    target = tmp_path / "odd.mp4"
+    out = open_output(str(target) if kind == "file" else "rtp://127.0.0.1:%d" % _free_udp_port(), fps=25)
+    for i in range(12):
+        out.write(_frame(i, w=641, h=479))
+    out.close()  # raised "ffmpeg exited with status ..." before: width not divisible by 2
+    assert out.error is None and out.frames_written + out.frames_dropped == 12  # a stream may drop, never fail
+    if kind == "file":
+        assert _read_back(str(target)) == list(range(12))
+        cap = cv2.VideoCapture(str(target))
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        cap.release()
+        assert size == (642, 480)
