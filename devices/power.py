@@ -394,8 +394,8 @@ class JtopSource(PowerSource):
         try:
             make = factory or _jtop_factory()
         except ImportError as exc:
-            self.reason = ("jetson-stats is not installed (%s): pip install 'edgeconf[jetson]' on the board, "
-                           "then 'sudo jtop --install-service'" % exc)
+            self.reason = ("jetson-stats is not installed (%s): pip install 'jetson-stats>=4.2' on the board "
+                           "(edgeconf's [jetson] extra), then 'sudo jtop --install-service'" % exc)
             return
         try:
             client = make(interval=self.interval_s)

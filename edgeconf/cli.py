@@ -21,7 +21,7 @@ import click
 from edgeconf import __version__
 from edgeconf.devices.errors import DeviceError
 from edgeconf.errors import EdgeconfError, MissingDependencyError
-from edgeconf.lazy import INSTALL_HINTS, install_hint
+from edgeconf.lazy import MODULES, extra_hint, install_hint, python_too_old
 
 #: verb -> (module, attribute, one-line help, extra that provides it)
 COMMANDS: Dict[str, Tuple[str, str, str, str]] = {
@@ -64,8 +64,10 @@ def load_command(name: str) -> click.Command:
     except MissingDependencyError as exc:
         return _placeholder(name, help_text, str(exc))
     except ImportError as exc:
-        hint = " install it with: pip install 'edgeconf[%s]'" % extra if extra else ""
-        return _placeholder(name, help_text, "cannot import %s (%s);%s" % (module, exc, hint))
+        hint = ""
+        if extra:
+            hint = "; %s" % (python_too_old(extra) or "install it with: %s" % extra_hint(extra))
+        return _placeholder(name, help_text, "cannot import %s (%s)%s" % (module, exc, hint))
     except AttributeError:
         return _placeholder(name, help_text, "%s has no command %s in this version" % (module, attr))
 
@@ -214,7 +216,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(0)
     except ModuleNotFoundError as exc:  # an optional dependency imported directly (cv2, onnxruntime, ...)
         top = (exc.name or "").split(".")[0]
-        if top not in INSTALL_HINTS:
+        if top not in MODULES:
             raise
         click.echo("edgeconf: error: %s is not installed; %s" % (top, install_hint(top)), err=True)
         sys.exit(1)

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # xcb libraries: the Qt window under Xvfb (PySide6 wheels bundle Qt but not these)
 # mosquitto: the MQTT broker the fleet tests start on 127.0.0.1 (never left running as a service here)
-apt_packages="dataset-fashion-mnist ffmpeg mosquitto xvfb libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0"
+# python3, python3-venv: `python3 -m venv` (without python3-venv, Debian's Python has no ensurepip)
+apt_packages="python3 python3-venv dataset-fashion-mnist ffmpeg mosquitto xvfb libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-shape0"
 missing=""
 for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -26,6 +27,15 @@ python=${PYTHON:-python3}
 stamp=.venv/.edgeconf-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/constraints.txt -nt "$stamp" ]; then
     echo "setup: installing edgeconf and its extras into .venv"
+    # torch first, alone: the CPU build the constraints pin (PyPI has only the CUDA build, with GBs of nvidia-*
+    # packages). From the local wheels or indexes pip is configured with where they hold it; else from PyTorch's
+    # CPU index, which is asked only then.
+    torch_pin=$(grep -E '^torch==' requirements/constraints.txt)
+    if ! .venv/bin/pip install -q --disable-pip-version-check --no-deps "$torch_pin" 2>/dev/null; then
+        echo "setup: $torch_pin is not in pip's configured sources; from https://download.pytorch.org/whl/cpu"
+        .venv/bin/pip install -q --disable-pip-version-check --no-deps --index-url https://download.pytorch.org/whl/cpu \
+            "$torch_pin"
+    fi
     .venv/bin/pip install -q --disable-pip-version-check -c requirements/constraints.txt \
         -e '.[cpu,dev,torch,gui,pipeline,bench,fleet]'
     touch "$stamp"

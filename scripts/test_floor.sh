@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The runtime's tests (tests/core, tests/devices) under a real Python 3.8 with exactly the declared floor
-# versions (requirements/floor.txt) in their own virtual environment, .venv38. The wheel is built by the
-# main .venv (setuptools >= 77, which needs Python >= 3.9) and installed there, as on a JetPack 5 board.
+# versions (requirements/floor.txt) in their own virtual environment, .venv38. The wheel is built there too, by
+# Python 3.8 with the oldest setuptools pyproject.toml allows on it (62.3.0), as `pip install .` builds it on a
+# JetPack 5 board; and installed there.
 # Skips, saying why, where no Python 3.8 exists. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +34,7 @@ fi
 
 wheels=$(mktemp -d)
 trap 'rm -rf "$wheels"' EXIT
-.venv/bin/pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$wheels" . >/dev/null
+"$venv/bin/pip" wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$wheels" . >/dev/null
 "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$wheels"/edgeconf-*.whl
 "$venv/bin/pip" check --disable-pip-version-check
 echo "floor: $("$venv/bin/python" -c 'import sys, numpy, onnx, onnxruntime, cv2, click, rich

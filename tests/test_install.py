@@ -124,11 +124,12 @@ def test_missing_onnxruntime_and_opencv_name_what_to_install(tmp_path):
     """At first use: the Jetson wheels on a Jetson (fake /etc/nv_tegra_release), the [cpu] extra elsewhere."""
     from edgeconf.lazy import install_hint
 
-    assert "pip install 'edgeconf[cpu]'" in install_hint("onnxruntime", root=str(tmp_path))
+    assert "pip install 'onnxruntime>=1.12.0' (edgeconf's [cpu] extra" in install_hint("onnxruntime", root=str(tmp_path))
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "nv_tegra_release").write_text("# R35 (release), REVISION: 4.1, GCID: 1, BOARD: t186ref\n")
     hint = install_hint("onnxruntime", root=str(tmp_path))
-    assert "L4T 35.4.1" in hint and "onnxruntime-gpu wheel" in hint and "Jetson Zoo" in hint and "not 'edgeconf[cpu]'" in hint
+    assert "L4T 35.4.1" in hint and "onnxruntime-gpu wheel" in hint and "Jetson Zoo" in hint
+    assert "not pip's onnxruntime (the [cpu] extra)" in hint
     assert "JetPack's OpenCV" in install_hint("cv2", root=str(tmp_path))
     env = dict(os.environ, PYTHONPATH=str(tmp_path / "hide"))
     (tmp_path / "hide" / "cv2").mkdir(parents=True)
@@ -145,8 +146,26 @@ def test_missing_onnxruntime_and_opencv_name_what_to_install(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edgeconf", "classify", str(ROOT / "edgeconf/data/zoo/bundle"),
                           str(tmp_path / "x.png")], capture_output=True, text=True, env=env, cwd=str(tmp_path))
     assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith("edgeconf: error: cv2 is not installed; pip install 'edgeconf[cpu]'")
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "edgeconf: error: cv2 is not installed; pip install 'opencv-python-headless>=4.5.1' (edgeconf's [cpu] extra")
 
+
+
+def test_the_hints_name_exactly_the_extras_packages():
+    """edgeconf.lazy.EXTRAS (what the install hints name, edgeconf not being on PyPI) is pyproject.toml's extras,
+    and EXTRA_MIN_PYTHON names exactly the extras that install nothing below Python 3.10."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        import tomli as tomllib
+    from edgeconf.lazy import EXTRA_MIN_PYTHON, EXTRAS, MODULES
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared = {k: v for k, v in declared.items() if k != "dev"}
+    assert {k: tuple(r.split(";")[0].strip() for r in v) for k, v in declared.items()} == EXTRAS
+    newer = {k for k, v in declared.items() if all("python_version >= '3.10'" in r for r in v)}
+    assert newer == set(EXTRA_MIN_PYTHON) and set(EXTRA_MIN_PYTHON.values()) == {(3, 10)}
+    assert {extra for extra, _ in MODULES.values() if extra} == set(EXTRAS)
 
 
 def test_every_folder_that_ships_is_a_declared_package():

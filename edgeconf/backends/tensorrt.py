@@ -25,7 +25,7 @@ from edgeconf.engine_format import (DeviceRuntime, EngineHeader, check_compatibl
                                     rebuild_command)
 from edgeconf.errors import (BackendUnavailableError, ConfigError, EdgeconfError, InputValidationError,
                              MissingDependencyError, ModelLoadError)
-from edgeconf.lazy import INSTALL_HINTS, require
+from edgeconf.lazy import install_hint, require
 
 BINDINGS = "bindings"
 TENSORS = "tensors"
@@ -203,7 +203,7 @@ def import_tensorrt() -> Tuple[Any, Any]:
     trt = require("tensorrt", "the tensorrt backend")
     if not hasattr(trt, "__version__"):  # an empty namespace package (e.g. a folder named tensorrt on sys.path)
         raise MissingDependencyError("tensorrt is needed for the tensorrt backend but %r is not TensorRT's Python "
-                                     "package; install it: %s" % (getattr(trt, "__path__", trt), INSTALL_HINTS["tensorrt"]))
+                                     "package; install it: %s" % (getattr(trt, "__path__", trt), install_hint("tensorrt")))
     cuda = require("pycuda.driver", "the tensorrt backend (device buffers)")
     return trt, cuda
 

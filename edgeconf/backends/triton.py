@@ -25,7 +25,7 @@ import numpy as np
 from edgeconf.backends.base import Runner, TensorSpec
 from edgeconf.backends.remote import CircuitBreaker, Clock, Coalescer
 from edgeconf.errors import BackendUnavailableError, ConfigError, ModelLoadError, RemoteStageError
-from edgeconf.lazy import require
+from edgeconf.lazy import install_hint, require
 
 #: Deadline of one remote request (all its attempts), in milliseconds, when the stage does not set one.
 DEFAULT_DEADLINE_MS = 50.0
@@ -98,7 +98,7 @@ def available() -> Tuple[bool, str]:
     try:
         import tritonclient  # noqa: F401
     except ImportError:
-        return False, "tritonclient is not installed: pip install 'edgeconf[fleet]'"
+        return False, "tritonclient is not installed: %s" % install_hint("tritonclient")
     from importlib.metadata import version
 
     return True, "tritonclient %s (grpc://, http://)" % version("tritonclient")

@@ -103,6 +103,6 @@ def test_a_fake_jetson_tree_shows_its_board_and_the_jtop_hint_whole(tmp_path):
 
     assert platform.machine() not in board.split(" · ")  # the host's architecture is not the tree's board
     # rich markup must not eat "[jetson]" out of the install hint
-    assert "pip install 'edgeconf[jetson]' on the board" in res.output
+    assert "pip install 'jetson-stats>=4.2' on the board (edgeconf's [jetson] extra)" in res.output
     doc = json.loads(CliRunner().invoke(devices_cmd, ["--json", "--root", str(root), "--source", "none"]).output)
     assert doc["board"]["machine"] is None and doc["board"]["model"] == "NVIDIA Jetson Nano Developer Kit"

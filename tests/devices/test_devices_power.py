@@ -193,7 +193,7 @@ def test_jtop_source_reads_the_client(clock):
 
 def test_jtop_not_installed_and_service_down():
     src = JtopSource(factory=None) if _jtop_missing() else JtopSource(factory=_raise_import)
-    assert not src.available and "pip install 'edgeconf[jetson]'" in src.reason
+    assert not src.available and "pip install 'jetson-stats>=4.2'" in src.reason and "edgeconf[" not in src.reason
     down = JtopSource(factory=jtop_service_down)
     assert not down.available
     assert "jtop service is not running" in down.reason and "sudo jtop --install-service" in down.reason

@@ -59,7 +59,7 @@ def triton_server(fleet_bundle, fused_fleet_bundle, tmp_path_factory):
     why = TritonProcess.why_unavailable()
     if why:
         pytest.skip("Triton server cannot start here: %s" % why)
-    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install 'edgeconf[fleet]')")
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is not installed (pip install '.[fleet]')")
     from edgeconf.atomic import write_bytes, write_text
     from edgeconf.export.triton_repo import build_repo, config_pbtxt, describe_onnx
 
@@ -123,7 +123,7 @@ def mosquitto(tmp_path):
     why = MosquittoProcess.why_unavailable()
     if why:
         pytest.skip(why)
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[fleet]')")
     broker = MosquittoProcess(str(tmp_path))
     broker.start()
     yield broker

@@ -158,7 +158,7 @@ def test_broker_restart_loses_only_the_counted_overflow(tmp_path):
     why = MosquittoProcess.why_unavailable()
     if why:
         pytest.skip(why)
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[fleet]')")
     broker = MosquittoProcess(str(tmp_path), persistence=True)
     broker.start()
     tel = Telemetry(parse_telemetry_uri(broker.uri + "/edgeconf/cam7?queue=5"))
@@ -240,7 +240,7 @@ def test_tls_with_the_brokers_ca(tmp_path):
 
 
 def test_messages_still_queued_at_close_are_counted_not_sent():
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[fleet]')")
     from fleet_servers import free_port
 
     tel = Telemetry(parse_telemetry_uri("mqtt://127.0.0.1:%d/edgeconf/away" % free_port()))  # nobody listens there
@@ -257,7 +257,7 @@ def test_messages_still_queued_at_close_are_counted_not_sent():
 
 
 def test_demo_with_the_broker_down_says_what_was_not_sent():
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[fleet]')")
     from click.testing import CliRunner
 
     from edgeconf.cli import cli

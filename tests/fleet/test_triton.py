@@ -180,7 +180,7 @@ def test_missing_tritonclient_names_the_extra(monkeypatch):
     from edgeconf.errors import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "tritonclient.grpc", None)  # import of it fails, as without the package
-    with pytest.raises(MissingDependencyError, match=r"edgeconf\[fleet\]"):
+    with pytest.raises(MissingDependencyError, match=r"pip install .tritonclient\[grpc,http\]>=2\.30. \(edgeconf.s \[fleet\] extra\)"):
         TritonRunner("grpc://127.0.0.1:1", "big")
 
 

@@ -59,7 +59,7 @@ def gui_bundle(tmp_path_factory):
 def settings(tmp_path):
     """A QSettings on a temporary INI file, so no test touches the user's settings."""
     if QSettings is None:
-        pytest.skip("PySide6 is not installed (pip install 'edgeconf[gui]')")
+        pytest.skip("PySide6 is not installed (pip install '.[gui]')")
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, str(tmp_path / "qsettings"))
     return QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat)

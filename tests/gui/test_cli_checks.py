@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install 'edgeconf[gui]')")
-pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install 'edgeconf[gui]')")
+pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install '.[gui]')")
+pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install '.[gui]')")
 pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
 
 pytestmark = pytest.mark.gui

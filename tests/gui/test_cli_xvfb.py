@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from xserver import xvfb
 
-pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install 'edgeconf[gui]')")
-pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install 'edgeconf[gui]')")
+pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install '.[gui]')")
+pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install '.[gui]')")
 pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
 from click.testing import CliRunner
 

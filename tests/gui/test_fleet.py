@@ -48,7 +48,7 @@ def test_fleet_window_shows_twenty_devices(qtbot, tmp_path, settings):
     why = MosquittoProcess.why_unavailable()
     if why:
         pytest.skip(why)
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[fleet]')")
     from edgeconf.gui.fleet import FleetWindow
     from edgeconf.live.telemetry import Telemetry, parse_telemetry_uri
 
@@ -106,7 +106,7 @@ def test_operator_window_publishes_telemetry(qtbot, tmp_path, settings, gui_bund
     why = MosquittoProcess.why_unavailable()
     if why:
         pytest.skip(why)
-    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'edgeconf[fleet]')")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[fleet]')")
     from edgeconf.gui.fleet_model import FleetModel, FleetSubscriber, parse_fleet_uri
     from edgeconf.gui.window import MainWindow
 

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install 'edgeconf[gui]')")
-pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install 'edgeconf[gui]')")
+pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install '.[gui]')")
+pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install '.[gui]')")
 pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
 from PySide6.QtCore import QSettings  # noqa: E402
 

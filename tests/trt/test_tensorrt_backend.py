@@ -109,7 +109,7 @@ else:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     msg = out.stdout.split("MSG", 1)[1]
-    assert "python3-libnvinfer" in msg and "edgeconf[tensorrt]" in msg
+    assert "python3-libnvinfer" in msg and "edgeconf's [tensorrt] extra" in msg and "edgeconf[" not in msg
 
 
 def test_non_engine_file_fails_before_tensorrt_is_needed(tmp_path, two_models):
