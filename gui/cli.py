@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 
 import click
 
-from edgeconf.commands import finite_range
+from edgeconf.commands import checked_by, finite_range
 from edgeconf.errors import ConfigError, DataError, EdgeconfError, MissingDependencyError
 
 
@@ -77,16 +77,28 @@ def open_meter(name: str) -> Tuple[Any, str]:
         return None, "power sensor unavailable: %s" % (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
+def _check_regions(value: str) -> None:
+    from edgeconf.live.regions import check_spec
+
+    check_spec(value)
+
+
+def _check_power(value: str) -> None:
+    from edgeconf.bench.cli import check_power
+
+    check_power(value)
+
+
 @click.command("gui")
 @click.argument("bundle", required=False, type=click.Path())
 @click.option("--source", "source_uri", default=None,
               help="demo://, a video path, an image folder, rtsp://…, v4l2:///dev/videoN, a camera index or csi://N "
                    "(default: demo://).")
-@click.option("--regions", default=None, help="detector (the shipped detector; the default, as in demo and run) | "
+@click.option("--regions", default=None, callback=checked_by(lambda v: _check_regions(v)), help="detector (the shipped detector; the default, as in demo and run) | "
               "detector:MODEL.onnx | motion | full | truth (oracle: the demo scene's own boxes). Checked before "
               "anything is saved; a bad value kept in the settings falls back to detector.")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
-@click.option("--power", "power_name", default="auto", show_default=True,
+@click.option("--power", "power_name", default="auto", show_default=True, callback=checked_by(lambda v: _check_power(v)),
               help="Power source: auto, ina3221-hwmon, ina3221-iio, jtop, nvml, rapl or none.")
 @click.option("--no-start", is_flag=True, help="Open the window without starting the pipeline.")
 @click.option("--screenshot", "screenshot_path", type=click.Path(dir_okay=False),
@@ -107,8 +119,8 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
     """Open the operator window on BUNDLE (default: the shipped bundle) and a source (default: demo://),
     or with --fleet the fleet view of every device publishing telemetry to a broker."""
     if screenshot_path and quit_after is None:
-        raise ConfigError("--screenshot is taken when --quit-after closes the window; add --quit-after SECONDS "
-                          "(e.g. --quit-after 12 --screenshot %s)" % screenshot_path)
+        raise click.UsageError("--screenshot is taken when --quit-after closes the window; add --quit-after SECONDS "
+                               "(e.g. --quit-after 12 --screenshot %s)" % screenshot_path)
     _require_qt()
     if fleet_uri:
         from edgeconf.gui.fleet_model import parse_fleet_uri
