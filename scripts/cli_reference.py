@@ -45,7 +45,11 @@ def main(argv: List[str] = None) -> int:
     if args.check:
         current = open(args.out, encoding="utf-8").read() if os.path.isfile(args.out) else ""
         if current != text:
-            print("%s is out of date: run .venv/bin/python scripts/cli_reference.py" % args.out, file=sys.stderr)
+            import difflib
+
+            diff = list(difflib.unified_diff(current.splitlines(), text.splitlines(), lineterm=""))[:20]
+            print("%s is out of date: run .venv/bin/python scripts/cli_reference.py\n%s" % (args.out, "\n".join(diff)),
+                  file=sys.stderr)
             return 1
         return 0
     from edgeconf.atomic import write_text
