@@ -247,6 +247,30 @@ def new_folder_beside(target: PathLike, suffix: str = ".tmp") -> str:
     return tmp
 
 
+@contextlib.contextmanager
+def folder_beside(out: PathLike) -> Iterator[str]:
+    """``with folder_beside(out) as tmp:`` fill the new hidden folder ``tmp`` (:func:`new_folder_beside`), then rename
+    it into place inside the block. When the block fails, ``tmp`` is removed and the error names ``out``, not the
+    hidden folder: an OS error becomes an :class:`~edgeconf.errors.OutputError`."""
+    target = os.fspath(out)
+    tmp = new_folder_beside(target)
+    try:
+        yield tmp
+    except OutputError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(str(exc).replace(tmp, target)) from None
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(describe_os_error(target, exc)) from None
+    except shutil.Error as exc:  # copytree gathers its files' errors: report the first one
+        shutil.rmtree(tmp, ignore_errors=True)
+        first = exc.args[0][0] if exc.args and exc.args[0] else None
+        raise OutputError("cannot write %s: %s" % (target, str(first[2] if first else exc).lower())) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _set_aside(path: str) -> str:
     """A copy of ``path``'s current file beside it (a hard link where the file system allows): its old content
     stays there whatever replaces ``path``."""
@@ -299,5 +323,5 @@ def folder_lock(folder: PathLike, what: str, wait_s: float = 60.0) -> Iterator[N
         os.close(fd)
 
 
-__all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error", "FileSet", "folder_lock", "new_folder_beside", "same_path",
+__all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error", "FileSet", "folder_lock", "new_folder_beside", "folder_beside", "same_path",
            "refuse_overwriting_inputs"]

@@ -496,30 +496,14 @@ def _retune_bundle(folder: str, k: Any, threshold: Optional[float], temperature:
     return RetuneResult(path, float(spec.threshold), float(spec.temperature), folder, spec.name, notes)
 
 
-def _copy_bundle(src: str, out: str) -> str:
-    """A copy of bundle ``src`` in a new hidden folder beside ``out``, to be changed and then renamed to ``out``."""
-    from edgeconf.atomic import describe_os_error, new_folder_beside
-    from edgeconf.errors import OutputError
-
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise OutputError("cannot write %s: the folder %s does not exist; create it first" % (out, parent))
-    tmp = new_folder_beside(out)
-    try:
-        for name in os.listdir(src):  # the files, not the source folder's own permissions
-            full = os.path.join(src, name)
-            if os.path.isdir(full):
-                shutil.copytree(full, os.path.join(tmp, name))
-            else:
-                shutil.copy2(full, os.path.join(tmp, name))
-    except (OSError, shutil.Error) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, shutil.Error):  # copytree gathers the errors of its files: report the first one
-            first = exc.args[0][0] if exc.args and exc.args[0] else None
-            reason = first[2] if first else str(exc)
-            raise OutputError("cannot write %s: %s" % (out, str(reason).lower())) from None
-        raise OutputError(describe_os_error(out, exc)) from None
-    return tmp
+def _copy_files(src: str, dst: str) -> None:
+    """The files and folders of bundle ``src`` into the existing folder ``dst`` (not ``src``'s own permissions)."""
+    for name in os.listdir(src):
+        full = os.path.join(src, name)
+        if os.path.isdir(full):
+            shutil.copytree(full, os.path.join(dst, name))
+        else:
+            shutil.copy2(full, os.path.join(dst, name))
 
 
 def retune(target: str, threshold: Optional[float] = None, temperature: Optional[float] = None,
@@ -544,21 +528,18 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
         pick = lambda m: _stage_index(m, stage, target)  # noqa: E731 - on the manifest read under the lock
         if not out:
             return _retune_bundle(target, pick, threshold, temperature)
+        from edgeconf.atomic import folder_beside
+        from edgeconf.errors import OutputError
+
         if os.path.lexists(out):
             raise ConfigError("%s exists; give a new folder for the retuned bundle" % out)
-        tmp = _copy_bundle(target, out)
-        try:
+        parent = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(parent):
+            raise OutputError("cannot write %s: the folder %s does not exist; create it first" % (out, parent))
+        with folder_beside(out) as tmp:  # a copy changed in a hidden folder, then renamed: all or nothing
+            _copy_files(target, tmp)
             res = _retune_bundle(tmp, pick, threshold, temperature)
             os.rename(tmp, out)
-        except OSError as exc:
-            from edgeconf.atomic import describe_os_error
-            from edgeconf.errors import OutputError
-
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise OutputError(describe_os_error(out, exc)) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         res.model = os.path.join(out, os.path.relpath(res.model, tmp))
         res.bundle = out
         return res

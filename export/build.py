@@ -236,15 +236,14 @@ def write_bundle(out: str, *args: Any) -> None:
                                                             or not os.listdir(out))):
         raise OutputError("cannot write the bundle to %s: it exists and is not a bundle folder; choose a new folder"
                           % out)
-    from edgeconf.atomic import describe_os_error, new_folder_beside
+    from edgeconf.atomic import describe_os_error, folder_beside
 
     parent = os.path.dirname(out)
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as exc:
         raise OutputError(describe_os_error(out, exc)) from None
-    tmp = new_folder_beside(out)
-    try:
+    with folder_beside(out) as tmp:  # errors name the bundle the user asked for, not the hidden folder
         save_bundle(tmp, *args)
         if os.path.isdir(out):
             old = tempfile.mkdtemp(prefix=".%s." % os.path.basename(out), suffix=".old", dir=parent)
@@ -254,15 +253,6 @@ def write_bundle(out: str, *args: Any) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, out)
-    except OutputError as exc:  # name the bundle the user asked for, not the hidden folder it was built in
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(str(exc).replace(tmp, out)) from None
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(describe_os_error(out, exc)) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], calib_logits: Sequence[np.ndarray],
