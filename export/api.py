@@ -128,8 +128,10 @@ def _near_chance(accuracy: float, chance: float, pre: Optional[Preprocessing], l
     where = "folders" if cal.dataset is not None and cal.dataset.kind == "imagefolder" else "class names"
     shown = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
     if label_origin == "data":
-        return text + ("; or the model's outputs are not in the order of the data's %s (%s, sorted by name), which "
-                       "named the classes: give --labels in the order of the model's outputs" % (where, shown))
+        order = ", sorted by name" if where == "folders" else ""
+        return text + ("; or the model's outputs are not in the order of the data's %s (%s%s), which named the "
+                       "classes: give the class names in the order of the model's outputs (CLI --labels, Python "
+                       "labels=)" % (where, shown, order))
     return text + ("; or the class names are not in the order of the model's outputs: the data's %s (%s) are matched "
                    "by name to the class names of %s (%s), which must name the model's outputs in order"
                    % (where, shown, label_origin, ", ".join(list(labels)[:10]) + (", …" if len(labels) > 10 else "")))
@@ -172,6 +174,10 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
         elif isinstance(model, str) and ":" in model or _is_torch_module(model):
             source, torch_info, more = _torch_source(model, tmp, cal, given, input_shape, weights, opset)
             notes += more
+            if isinstance(model, str) and not weights:
+                warnings.append("no weights given: %s is exported with the weights its function builds (for a new "
+                                "model, random ones); give the trained weights (CLI --weights FILE, Python weights=: "
+                                "a torch.save(model.state_dict()) file or .safetensors)" % model)
         else:
             raise ConfigError("model %r is neither an .onnx file, an onnx.ModelProto, a torch.nn.Module nor "
                               "'module:function'" % (model,))

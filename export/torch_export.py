@@ -122,9 +122,14 @@ def _check_forward(torch: Any, model: Any, one: Any) -> None:
         with torch.no_grad():
             model(one)
     except Exception as exc:
+        shape = tuple(one.shape)
+        hint = ""
+        if len(shape) == 4 and shape[-1] in (1, 3, 4) and shape[1] not in (1, 3, 4):  # (N, H, W, C)
+            hint = ("; this input is channels-last (H, W, C) and PyTorch models usually take channels first: with a "
+                    "preprocessing, set \"layout\": \"NCHW\" (or --input-shape C,H,W)")
         raise ExportError("the model failed on an input of shape %s (%s: %s); check the input shape (CLI --input-shape "
-                          "C,H,W, or the preprocessing's size and channels) against the input the model was built for"
-                          % (tuple(one.shape), type(exc).__name__, _last_line(exc))) from None
+                          "C,H,W, or the preprocessing's size and channels) against the input the model was built for%s"
+                          % (shape, type(exc).__name__, _last_line(exc), hint)) from None
 
 
 def export_torch(model: Any, example: Any, path: str, input_name: str = "input",

@@ -341,3 +341,29 @@ def test_near_chance_warning_names_the_order_of_the_class_names(capsys, tmp_path
     assert "wrong preprocessing is the usual cause" in warning[0]
     assert ("the class names are not in the order of the model's outputs: the data's folders (c0, c1, c2, c3, c4) "
             "are matched by name to the class names of --labels (c4, c3, c2, c1, c0)") in warning[0]
+
+
+def test_near_chance_warning_on_an_npz_does_not_call_its_class_names_sorted(capsys, tmp_path):
+    """An .npz names its classes in its own order (not sorted): the warning quotes that order, and says how to give
+    class names from Python too."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 40, (30, 6, 6)).astype(np.uint8)
+    y = np.repeat(np.arange(5), 6)
+    for i, k in enumerate(y):
+        x[i, 4 - k] = 250  # the row model reads row k as class k: these images say 4 - k
+    np.savez(tmp_path / "d.npz", x=x, y=y, classes=np.array(["e", "d", "c", "b", "a"]))
+    code, stdout, err = run(capsys, "export", _row_model(tmp_path), "--out", tmp_path / "a.onnx", "--calibrate",
+                            tmp_path / "d.npz")
+    assert code == 0, err
+    assert "the data's class names (e, d, c, b, a), which named the classes" in err and "sorted" not in err
+    assert "CLI --labels, Python labels=" in err
+
+
+def test_a_module_function_without_weights_is_exported_with_a_warning(capsys, tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    (tmp_path / "mods.py").write_text("import torch\n\ndef make():\n    torch.manual_seed(0)\n"
+                                      "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 5))\n")
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run(capsys, "export", "mods.py:make", "--out", tmp_path / "a.onnx", "--input-shape", "1,6,6")
+    assert code == 0, err
+    assert "warning: no weights given: mods.py:make is exported with the weights its function builds" in err

@@ -184,7 +184,7 @@ def test_cli_module_function_form(capsys, task, tmp_path):
     assert code == 1 and "--input-shape" in err
 
 
-@pytest.mark.parametrize("case", ["input_shape", "other_weights"])
+@pytest.mark.parametrize("case", ["input_shape", "other_weights", "channels_last"])
 def test_cli_torch_failures_are_one_line(capsys, case, tmp_path):
     from edgeconf.cli import main
 
@@ -197,6 +197,10 @@ def test_cli_torch_failures_are_one_line(capsys, case, tmp_path):
         torch.save(_cnn().state_dict(), tmp_path / "w.pt")
         shape, words = "1,5,5", ["the model failed on an input of shape (1, 1, 5, 5) (RuntimeError: mat1 and mat2 "
                                  "shapes cannot be multiplied", "check the input shape (CLI --input-shape"]
+    elif case == "channels_last":  # (H, W, C) given to a channels-first model: the message names the layout
+        torch.save(_cnn().state_dict(), tmp_path / "w.pt")
+        shape, words = "6,6,1", ["the model failed on an input of shape (1, 6, 6, 1)",
+                                 "this input is channels-last (H, W, C)", '"layout": "NCHW"']
     else:  # weights of a wider model: the first size mismatch is named, not only torch's header line
         other = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 36, 5))
         torch.save(other.state_dict(), tmp_path / "w.pt")
