@@ -43,6 +43,7 @@ class Tally:
     classes: int
     inputs: int = 0
     memo_hits: int = 0
+    unknown: int = 0  # answered "unknown" by a stage's out-of-distribution rule
     skipped: List[Dict[str, str]] = field(default_factory=list)
     truth: List[int] = field(default_factory=list)
     answer: List[int] = field(default_factory=list)
@@ -50,6 +51,7 @@ class Tally:
     def add(self, res: Any, target: Optional[int]) -> None:
         self.inputs += 1
         self.memo_hits += int(res.memo_hit)
+        self.unknown += int(bool(res.unknown))
         if target is not None:
             self.truth.append(target)
             self.answer.append(int(res.class_id))
@@ -59,7 +61,8 @@ class Tally:
         out: Dict[str, Any] = {"inputs": self.inputs + len(self.skipped), "classified": self.inputs,
                                "skipped": len(self.skipped), "labelled": len(self.truth), "accuracy": None,
                                "per_class": None, "memo_hits": self.memo_hits,
-                               "memo_hit_rate": self.memo_hits / self.inputs if self.inputs else None}
+                               "memo_hit_rate": self.memo_hits / self.inputs if self.inputs else None,
+                               "unknown": self.unknown, "unknown_rate": self.unknown / self.inputs if self.inputs else None}
         if self.truth:
             t, a = np.asarray(self.truth), np.asarray(self.answer)
             out["accuracy"] = float((t == a).mean())
@@ -157,6 +160,9 @@ def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
     line = "classified %d of %d inputs" % (s["classified"], s["inputs"])
     if s["skipped"]:
         line += " (%d unreadable, skipped)" % s["skipped"]
+    if s["unknown"]:
+        line += "; %d answered unknown (%.1f %%: no class, by a stage's out-of-distribution rule)" % (
+            s["unknown"], 100 * s["unknown_rate"])
     if s["memo_hits"]:
         line += "; memo hits %d (%.1f %%)" % (s["memo_hits"], 100 * s["memo_hit_rate"])
     if s["escalation_rate"] is not None:
@@ -231,7 +237,7 @@ def classify_cmd(args: Sequence[str], out_path: Optional[str], batch_size: int, 
     with labels truth, truth_label and correct.
 
     The summary (stderr) counts every input, repeats included; with labels it gives accuracy and
-    per-class accuracy, plus escalation and memo hits; with a remote stage, the inputs sent to it and those
+    per-class accuracy, plus escalation, memo hits and the inputs answered unknown (a stage's out-of-distribution rule); with a remote stage, the inputs sent to it and those
     answered by the last local stage instead (remote_failures, remote_reasons). Its last line is 'summary: {JSON}'.
     """
     bundle, inputs = split_bundle(args)

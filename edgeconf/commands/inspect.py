@@ -145,6 +145,16 @@ def _looks_like_engine(head: bytes) -> bool:
     return len(head) >= 5 and head[4:5] == b"{"
 
 
+def _ood_text(ood: Any) -> str:
+    """A stage's out-of-distribution rule in a few words: score, threshold and doubt band (or '-')."""
+    if not ood:
+        return "-"
+    text = "%s score above %.4g answers unknown" % (ood.get("score", "its"), ood["threshold"])
+    if ood.get("escalate") is not None:
+        text += ", above %.4g goes on to the next stage" % ood["escalate"]
+    return text
+
+
 def _print_human(info: Dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -160,6 +170,9 @@ def _print_human(info: Dict[str, Any]) -> None:
             table.add_row(st["name"], model, st["score"], "%.4f" % st["threshold"], "%.4f" % st["temperature"],
                           st["input"], st.get("engine") or "-")
         console.print(table)
+        for st in info["stages"]:
+            if st.get("ood"):
+                console.print("out-of-distribution rule of %s: %s" % (st["name"], _ood_text(st["ood"])))
         console.print("labels: %s" % ", ".join(info["labels"]))
         console.print("preprocessing: %s" % json.dumps(info["preprocessing"]))
         console.print("memo: %s" % json.dumps(info["memo"]))

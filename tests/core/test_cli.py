@@ -207,3 +207,28 @@ def test_verbose_json_keeps_native_library_lines_off_stdout(tmp_path):
                    cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["frames"] == 3
+
+
+def test_inspect_shows_each_stage_out_of_distribution_rule():
+    from edgeconf import data_path
+
+    res = edgeconf("inspect", data_path("zoo", "live"))
+    assert res.returncode == 0, res.stderr
+    text = " ".join(res.stdout.split())
+    assert "out-of-distribution rule of stage1: learned score above" in text and "goes on to the next stage" in text
+    assert "out-of-distribution rule of stage3" not in text
+
+
+def test_classify_summary_counts_the_inputs_answered_unknown(tmp_path):
+    from edgeconf import data_path
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (40, 28, 28)).astype(np.uint8)  # no FashionMNIST class
+    np.save(tmp_path / "noise.npy", noise)
+    res = edgeconf("classify", data_path("zoo", "live"), tmp_path / "noise.npy", "--no-memo")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    summary = json.loads(res.stderr.strip().splitlines()[-1].split("summary: ", 1)[1])
+    unknown = sum(r["unknown"] for r in rows)
+    assert unknown > 0 and summary["unknown"] == unknown and summary["unknown_rate"] == unknown / 40
+    assert "%d answered unknown" % unknown in res.stderr
