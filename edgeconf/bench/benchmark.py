@@ -652,6 +652,12 @@ class RunResult:
         return arrays
 
 
+def unique_notes(notes: Any) -> List[str]:
+    """The notes once each, in their first order (every configuration of a bundle checks the data and may add
+    the same note, e.g. a resize)."""
+    return list(dict.fromkeys(notes or []))
+
+
 def open_meter(name: str = "auto", root: str = "/") -> Tuple[Any, Optional[str], str]:
     """(meter or None, power source name or None, note). Never fails: no meter means no energy figures."""
     try:
@@ -753,7 +759,8 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
                     per_call = later_stage_cpu(dual, results["first"])
                     curve = tradeoff(outs, results["first"].cpu_s / len(stream), per_call,
                                      big.cpu_s / len(stream) if big else None)
-            info = {"dataset": data.name, "data": settings.data, "n": n, "duplicate": float(d), "notes": data.notes,
+            info = {"dataset": data.name, "data": settings.data, "n": n, "duplicate": float(d),
+                    "notes": unique_notes(data.notes),
                     "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),
                     "batch": settings.batch, "threads": threads.to_json(), "seed": settings.seed,
                     "form": {c.name: c.cascade.form for c in configs},

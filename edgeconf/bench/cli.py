@@ -12,7 +12,7 @@ import click
 
 from edgeconf.atomic import atomic_write, refuse_overwriting_inputs, same_path, write_text
 from edgeconf.bench.benchmark import (CONFIG_NAMES, TARGET_KEYS, ZOO_TARGETS, BenchSettings, default_paths, parse_targets,
-                                      run_bench)
+                                      run_bench, unique_notes)
 from edgeconf.commands import checked_by, threads_option
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 
@@ -212,7 +212,7 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
         runs = run_bench(settings, progress)
     if notes:
         for run in runs:
-            run.info["notes"] = list(run.info.get("notes") or []) + notes
+            run.info["notes"] = unique_notes(list(run.info.get("notes") or []) + notes)
     from edgeconf.bench.report import print_tables, write_report
 
     payload: Any = runs[0].to_json() if len(runs) == 1 else [r.to_json() for r in runs]

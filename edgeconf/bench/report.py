@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from edgeconf.atomic import atomic_write, describe_os_error, write_text
-from edgeconf.bench.benchmark import CONFIG_HELP, RunResult
+from edgeconf.bench.benchmark import CONFIG_HELP, RunResult, unique_notes
 from edgeconf.errors import OutputError
 from edgeconf.lazy import require
 
@@ -113,7 +115,7 @@ def print_tables(runs: Sequence[RunResult], console: Any) -> None:
         console.print(rich_table(run))
         for line in target_lines(run):
             console.print("  " + line)
-        for note in run.info.get("notes") or []:
+        for note in unique_notes(run.info.get("notes")):
             console.print("  note: " + note)
         console.print()
 
@@ -149,55 +151,122 @@ def _minor_label(v: float, _pos: Any = None) -> str:
     return "%g" % v if any(abs(lead - d) < 1e-6 for d in (2.0, 3.0, 5.0)) else ""
 
 
+def base_accuracy(run: RunResult, name: str) -> Optional[float]:
+    """A configuration's measured accuracy on the N base samples only: its predictions on the stream inputs that
+    are not appended copies (each base sample once), the inputs the λ curve is computed on. None when unknown."""
+    m, stream = run.measured.get(name), run.stream
+    if m is None or stream is None:
+        return None
+    base = ~np.asarray(stream.is_copy, dtype=bool)
+    if not base.any() or len(m.predictions) != len(base):
+        return None
+    return float(np.mean(np.asarray(m.predictions)[base] == np.asarray(stream.labels)[base]))
+
+
+def _span(values: Sequence[float], log: bool, frac: float = 0.05, least: float = 0.0) -> Tuple[float, float]:
+    """Axis limits holding every value with a margin of ``frac`` of the span (at least ``least``; on a log axis
+    the margin is a factor)."""
+    lo, hi = min(values), max(values)
+    if log:
+        f = max((hi / lo) ** frac, 1.03)
+        return lo / f, hi * f
+    pad = max((hi - lo) * frac, least)
+    return lo - pad, hi + pad
+
+
 def plot_tradeoff(run: RunResult, path: str) -> Optional[str]:
-    """Cost vs accuracy over λ (stage-1 threshold), the chosen point, the measured dual and big marked."""
+    """Write :func:`tradeoff_figure` as a PNG to ``path``; None (nothing written) when the run has no curve."""
+    fig = tradeoff_figure(run)
+    if fig is None:
+        return None
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", bbox_inches="tight")
+    return path
+
+
+def tradeoff_figure(run: RunResult) -> Any:
+    """Cost vs accuracy over λ (stage-1 threshold), the chosen point, the measured dual and big marked.
+
+    Every accuracy drawn is on the N base samples (the curve's inputs): the measured configurations' accuracy
+    is taken from their predictions on the stream's non-copy inputs; the legend gives the whole stream's figure
+    (the table's) when the stream holds copies. The legend sits below the axes, so it hides no point."""
     t = run.tradeoff
     if t is None:
         return None
     relative = t["cost_ratio"] is not None
-    x = t["cost_ratio"] if relative else t["cost_s"] * 1e6
-    fig = _figure(7.5, 4.8)
+    x = np.asarray(t["cost_ratio"] if relative else t["cost_s"] * 1e6, dtype=float)
+    y = np.asarray(t["accuracy"], dtype=float) * 100
+    n, length = int(t["inputs"]), int(run.info.get("stream_length") or t["inputs"])
+    copies = length != n
+    fig = _figure(7.5, 5.6)
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(x, t["accuracy"] * 100, "-", color="#1f77b4", lw=1.5, label="cascade, stage-1 threshold λ swept"
+    ax.plot(x, y, "-", color="#1f77b4", lw=1.5, label="cascade, stage-1 threshold λ swept"
             + (" (later thresholds fixed)" if t.get("later_thresholds") else ""))
     c = t["chosen"]
     cx = c["cost_ratio"] if relative else c["cost_s"] * 1e6
+    xs, ys = list(x), list(y)
     ax.plot([cx], [c["accuracy"] * 100], "o", color="#d62728", ms=8, zorder=5,
             label="chosen λ = %.3f (%.1f %% escalate)" % (c["lambda"], c["escalation"] * 100))
+    xs.append(cx)
+    ys.append(c["accuracy"] * 100)
+
+    def measured(name: str) -> Tuple[float, str]:
+        r = run.configs[name]
+        acc = base_accuracy(run, name)
+        if acc is None or not copies:  # no copies: the stream is the base samples
+            return r.accuracy, ""
+        return acc, "\n(over the %d-input stream, %scopies included: %.2f %%, the table's figure)" % (
+            length, "perturbed " if run.info.get("near_duplicate") else "", r.accuracy * 100)
+
     dual = run.configs.get("dual")
     ratio = run.ratios.get("dual", {}).get("cpu_s")
     if dual is not None and (ratio is not None or not relative):
         dx = ratio if relative else dual.cpu_s / dual.inputs * 1e6
-        ax.plot([dx], [dual.accuracy * 100], "x", color="#2ca02c", ms=9, mew=2, zorder=6, label="dual, measured")
+        acc, more = measured("dual")
+        ax.plot([dx], [acc * 100], "x", color="#2ca02c", ms=9, mew=2, zorder=6,
+                label="dual, measured: accuracy on the %d base samples %.2f %%, CPU per input over the stream%s"
+                % (n, acc * 100, more))
+        xs.append(dx)
+        ys.append(acc * 100)
     big = run.configs.get("big")
     if big is not None and relative:
-        ax.plot([1.0], [big.accuracy * 100], "s", color="black", ms=7, zorder=5,
-                label="big baseline (%.2f %%)" % (big.accuracy * 100))
-        ax.axhline(big.accuracy * 100, color="black", lw=0.8, ls=":")
-        ax.axhline(big.accuracy * 100 - 0.3, color="grey", lw=0.8, ls="--", label="big − 0.3 points")
+        acc, more = measured("big")
+        ax.plot([1.0], [acc * 100], "s", color="black", ms=7, zorder=5,
+                label="big baseline, measured: accuracy on the %d base samples %.2f %%%s" % (n, acc * 100, more))
+        ax.axhline(acc * 100, color="black", lw=0.8, ls=":", label="big's accuracy")
+        ax.axhline(acc * 100 - 0.3, color="grey", lw=0.8, ls="--", label="big − 0.3 points")
+        xs.append(1.0)
+        ys += [acc * 100, acc * 100 - 0.3]
+    if relative:
         ax.set_xscale("log")
         _plain_log_ticks(ax.xaxis)
-    marked = [c["accuracy"]] + [r.accuracy for r in (big, dual) if r is not None]
-    hi = max([float(t["accuracy"].max())] + marked) * 100
-    lo = min(max(float(t["accuracy"].min()) * 100, hi - 8.0), min(marked) * 100 - 0.3)
-    ax.set_ylim(lo - 0.3, hi + 0.4)
+    xs = [v for v in xs if np.isfinite(v) and (v > 0 or not relative)]
+    ax.set_xlim(*_span(xs, relative, 0.04, 0.0 if relative else 1.0))
+    ax.set_ylim(*_span(ys, False, 0.06, 0.3))
     ax.set_xlabel("CPU cost per input relative to big (log)" if relative else "CPU µs per input")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Cost vs accuracy over λ (n=%d; costs measured at duplicate %g)" % (t["inputs"], run.info["duplicate"]))
+    ax.set_ylabel("accuracy on the %d base samples (%%)" % n)
+    ax.set_title("Cost vs accuracy over λ (n=%d; costs measured at duplicate %g%s)"
+                 % (n, run.info["duplicate"], ", near-duplicates" if run.info.get("near_duplicate") else ""))
     if relative:
         lo_x, hi_x = ax.get_xlim()
         if hi_x / max(lo_x, 1e-12) < 10:  # less than a decade: label the minor ticks too
             from matplotlib.ticker import FuncFormatter
             ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.13), fontsize=7.5, frameon=False, ncol=1)
     fig.tight_layout()
+    return fig
+
+
+def plot_costs(runs: Sequence[RunResult], path: str) -> str:
+    """Write :func:`costs_figure` as a PNG to ``path``."""
+    fig = costs_figure(runs)
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")
     return path
 
 
-def plot_costs(runs: Sequence[RunResult], path: str) -> str:
+def costs_figure(runs: Sequence[RunResult]) -> Any:
     """CPU µs per input of every configuration, one bar per duplication ratio (log scale), with ratios vs big."""
     import numpy as np
 
@@ -228,15 +297,17 @@ def plot_costs(runs: Sequence[RunResult], path: str) -> str:
     ax.set_yscale("log")
     _plain_log_ticks(ax.yaxis)
     top = max((r.cpu_s / r.inputs * 1e6 for run in runs for r in run.configs.values() if r.inputs), default=1.0)
-    ax.set_ylim(top=top * 4)
+    low = min((r.cpu_s / r.inputs * 1e6 for run in runs for r in run.configs.values() if r.inputs and r.cpu_s > 0),
+              default=top)
+    ax.set_ylim(low / 3, top * 4)  # the lowest bar keeps a visible height on the log axis
     ax.set_ylabel("process CPU µs per input (log)")
-    ax.set_title("Cost per configuration (labels: CPU ratio vs big)")
+    with_ratios = any(run.ratios.get(n, {}).get("cpu_s") is not None for run in runs for n in run.configs)
+    ax.set_title("Cost per configuration" + (" (labels: CPU ratio vs big)" if with_ratios else
+                                             " (no baseline: no ratios to big)"))
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png")
-    return path
+    return fig
 
 
 # --------------------------------------------------------------------------------------- markdown
@@ -253,7 +324,8 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
              "- data: %s (%s), n = %d, seed %d%s" % (first["dataset"], first["data"] or "default folder", first["n"],
                                                     first["seed"], ", near-duplicate copies" if first["near_duplicate"] else ""),
              "- bundle: `%s` (stage thresholds %s)" % (first["bundle"], first["thresholds"]),
-             "- baseline: `%s`" % first["baseline"],
+             "- baseline: %s" % ("`%s`" % first["baseline"] if first["baseline"] else
+                                 "none (no --baseline: `big` and the ratios to it are left out)"),
              "- early-exit bundle: %s" % ("`%s`" % first["early_exit"] if first["early_exit"] else "none"),
              "- batch %d, %s form, ONNX Runtime intra-op threads %d (spinning %s; %s); configurations run %s in one process"
              % (first["batch"], _forms(first.get("form")), _threads(first["threads"])["intra_op"],
@@ -270,6 +342,8 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
         lines.append("")
         for line in target_lines(run):
             lines.append("- " + line)
+        for note in unique_notes(run.info.get("notes")):
+            lines.append("- note: " + note)
         lines += ["", "Per input: process CPU; wall time; wall time inside the models' run calls; the rest of the wall "
                   "time (edgeconf's own work: preprocessing, cascade bookkeeping, memo key and lookup):", "",
                   "| config | CPU µs | wall µs | model µs | other µs | memo hit ms | memo miss ms |",
@@ -282,24 +356,45 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
             lines.append("| %s | %.1f | %.1f | %.1f | %s | %s | %s |" % (
                 name, cpu, wall, model, _signed(wall - model, 1).lstrip("+"), _f(r.latency_ms.get("hit_mean")), _f(r.latency_ms.get("miss_mean"))))
         lines.append("")
-    t = next((r.tradeoff for r in runs if r.tradeoff is not None), None)
+    curve_run = _curve_run(runs)
+    t = curve_run.tradeoff if curve_run is not None else None
     if t is not None:
         c, m = t["chosen"], t["max_accuracy"]
         lines += ["## Trade-off over λ", "",
                   "Stage-1 threshold λ swept over 2000 values in (0, 1) on the n base samples, from stage outputs "
                   "computed once; later stages keep their thresholds; cost(λ) = first's process CPU per input + the share "
                   "of inputs reaching each later stage × that stage's process CPU per call (`dual` − `first`, split "
-                  "among later stages by their model time): the measured points' unit, so the curve passes through "
-                  "the measured `dual`.", "",
+                  "among later stages by their model time): the measured points' unit. The plot draws every "
+                  "accuracy on the n base samples (the measured configurations' predictions on the stream's inputs "
+                  "that are not copies), so the measured `dual` lies on the curve at the bundle's λ; its cost is the "
+                  "whole stream's, equal to the curve's when the stream escalates as often as the base samples (always "
+                  "at duplicate 0). Costs from the duplicate %g stream." % curve_run.info["duplicate"], "",
                   "- chosen (bundle) λ = %.4f: accuracy %.2f %%, escalation %.1f %%, cost ratio %s"
                   % (c["lambda"], c["accuracy"] * 100, c["escalation"] * 100, _f(c["cost_ratio"])),
                   "- the paper's rule (max accuracy; here picked on the benchmark split itself, for reference only): "
                   "λ = %.4f, accuracy %.2f %%, escalation %.1f %%, cost ratio %s"
-                  % (m["lambda"], m["accuracy"] * 100, m["escalation"] * 100, _f(m["cost_ratio"])), ""]
+                  % (m["lambda"], m["accuracy"] * 100, m["escalation"] * 100, _f(m["cost_ratio"]))]
+        dual = curve_run.configs.get("dual")
+        if dual is not None:
+            acc = base_accuracy(curve_run, "dual")
+            stream = curve_run.info["stream_length"]
+            lines.append("- `dual`, measured: accuracy %s on the %d base samples%s, escalation %s over the stream, "
+                         "cost ratio %s" % (_pct(acc, 2), t["inputs"], "" if stream == t["inputs"] else
+                                            " (%.2f %% over the %d-input stream, %scopies included, as in the table)"
+                                            % (dual.accuracy * 100, stream, "perturbed " if
+                                               curve_run.info.get("near_duplicate") else ""),
+                                            _pct(dual.escalation_rate), _f(curve_run.ratios.get("dual", {}).get("cpu_s"))))
+        lines.append("")
     for key, label in (("tradeoff", "Cost vs accuracy over λ"), ("costs", "Cost per configuration")):
         if images.get(key):
             lines += ["![%s](%s)" % (label, os.path.basename(images[key] or "")), ""]
     return "\n".join(lines)
+
+
+def _curve_run(runs: Sequence[RunResult]) -> Optional[RunResult]:
+    """The run whose λ curve the report shows: the duplicate-0 one when there is one, else the first with a curve."""
+    with_curve = [r for r in runs if r.tradeoff is not None]
+    return next((r for r in with_curve if r.info["duplicate"] == 0), with_curve[0] if with_curve else None)
 
 
 def write_report(runs: Sequence[RunResult], folder: str) -> Dict[str, Optional[str]]:
@@ -309,9 +404,8 @@ def write_report(runs: Sequence[RunResult], folder: str) -> Dict[str, Optional[s
     except OSError as exc:
         raise OutputError(describe_os_error(folder, exc, "create the report folder")) from None
     images: Dict[str, Optional[str]] = {"tradeoff": None, "costs": None}
-    with_curve = [r for r in runs if r.tradeoff is not None]
-    if with_curve:
-        base = next((r for r in with_curve if r.info["duplicate"] == 0), with_curve[0])
+    base = _curve_run(runs)
+    if base is not None:
         images["tradeoff"] = plot_tradeoff(base, os.path.join(folder, "tradeoff.png"))
     images["costs"] = plot_costs(runs, os.path.join(folder, "costs.png"))
     md = os.path.join(folder, "report.md")

@@ -373,3 +373,89 @@ def test_equal_accuracies_print_no_negative_zero():
     assert "accuracy -0.25 points (need ≥ −0.10)" in target_lines(run)[0]
     run.targets["dual_vs_big"].update(accuracy_drop_points=-0.5)
     assert "accuracy +0.50 points" in target_lines(run)[0]
+
+
+# ----------------------------------------------------------------- the report's notes, baseline line and plots
+def _bench_runs(models, data_dir, **kw):
+    from edgeconf.bench.benchmark import BenchSettings, run_bench
+
+    settings = dict(bundle=models["bundle"], baseline=None, early_exit=None, duplicates=[0.0], limit=100,
+                    data=data_dir, configs=["first", "dual"], power="none", chunk=50)
+    settings.update(kw)
+    return run_bench(BenchSettings(**settings))
+
+
+def test_report_md_without_a_baseline_says_none_and_lists_the_notes(models, data_dir, tmp_path):
+    _invoke(["--bundle", models["bundle"], "--data", data_dir, "--limit", 100, "--configs", "big,first,dual",
+             "--report", tmp_path / "rep"])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "- baseline: none (no --baseline" in md and "`None`" not in md
+    table_end = md.index("| dual |")
+    no_big = md.index("- note: no --baseline for bundle")
+    limit = md.index("- note: --limit 100: a seeded random sample of 100 of 300 samples")
+    assert table_end < limit < no_big < md.index("Per input:")  # under the table, in the terminal's order
+    for name in ("costs.png", "tradeoff.png"):
+        assert (tmp_path / "rep" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_md_with_a_baseline_names_it(run, models):
+    md = (run["dir"] / "rep" / "report.md").read_text()
+    assert "- baseline: `%s`" % models["baseline"] in md and "no --baseline" not in md
+    assert md.count("- note: --limit 300: a seeded random sample") == 0  # 300 of 300: all samples
+    assert md.count("- note: --limit 300: all 300 samples used") == len(DUPS)  # under each table
+
+
+def test_costs_title_mentions_ratios_only_with_a_baseline(models, data_dir):
+    from edgeconf.bench.report import costs_figure
+
+    without = costs_figure(_bench_runs(models, data_dir)).axes[0].get_title()
+    assert "no baseline" in without and "ratio vs big" not in without
+    with_big = costs_figure(_bench_runs(models, data_dir, baseline=models["baseline"],
+                                        configs=["big", "first", "dual"])).axes[0].get_title()
+    assert "(labels: CPU ratio vs big)" in with_big
+
+
+def test_tradeoff_plot_shows_every_point_with_a_legend_outside(models, data_dir):
+    """Near-duplicates: the measured dual is drawn on the curve's inputs (base samples) and so on the curve at the
+    chosen λ; every point lies inside the limits, the legend (dotted line labelled) outside the axes."""
+    from edgeconf.bench.report import base_accuracy, tradeoff_figure
+
+    run_ = _bench_runs(models, data_dir, baseline=models["baseline"], configs=["big", "first", "dual"],
+                       duplicates=[0.5], near_duplicate=True)[0]
+    fig = tradeoff_figure(run_)
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    dual = next(line for label, line in lines.items() if label.startswith("dual, measured"))
+    chosen = next(line for label, line in lines.items() if label.startswith("chosen"))
+    assert dual.get_ydata()[0] == pytest.approx(chosen.get_ydata()[0])
+    assert dual.get_ydata()[0] == pytest.approx(base_accuracy(run_, "dual") * 100)
+    assert "over the 150-input stream, perturbed copies included: %.2f %%" % (
+        run_.configs["dual"].accuracy * 100) in dual.get_label()
+    assert "big's accuracy" in lines and "big − 0.3 points" in lines
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for line in ax.get_lines():
+        xs, ys = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+        if line.get_label() in ("big's accuracy", "big − 0.3 points"):  # axhline: y only
+            assert y0 < ys[0] < y1
+            continue
+        assert (xs > x0).all() and (xs < x1).all() and (ys > y0).all() and (ys < y1).all(), line.get_label()
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert not legend.overlaps(ax.get_window_extent())
+    assert {t.get_text() for t in ax.get_legend().get_texts()} == set(lines)
+
+
+def test_notes_are_printed_once_in_order(models, data_dir, sample, tmp_path):
+    from edgeconf.bench.benchmark import unique_notes
+
+    assert unique_notes(["b", "a", "b", "c", "a"]) == ["b", "a", "c"] and unique_notes(None) == []
+    images, labels = sample
+    big = np.repeat(np.repeat(images[:60], 2, axis=1), 2, axis=2)  # 56×56 for a 28×28 bundle
+    np.savez(tmp_path / "big.npz", x=big, y=labels[:60])
+    result = _invoke(["--bundle", models["bundle"], "--data", tmp_path / "big.npz", "--limit", 40,
+                      "--configs", "first,dual,dual_memo", "--report", tmp_path / "rep", "--out", tmp_path / "o.json"])
+    note = "the bundle resizes the images (56×56) to 28×28"
+    assert result.output.count(note) == 1
+    assert (tmp_path / "rep" / "report.md").read_text().count(note) == 1
+    notes = json.loads((tmp_path / "o.json").read_text())["notes"]
+    assert [n.split(":")[0] for n in notes] == ["--limit 40", note + " (stretch)"]
