@@ -167,7 +167,7 @@ class EnergyMeter:
                 e = math.nan
             if not ok:
                 self.gaps += 1
-                self.last_error = "reading without a total"
+                self.last_error = s.total_error or "reading without a total"
             if self._append(s.timestamp_s, p, e, ok):
                 self.latest = s
                 return s

@@ -14,7 +14,7 @@ import importlib
 import re
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -29,6 +29,10 @@ WHOLE_BOARD_RAILS = ("POM_5V_IN", "VDD_IN")
 IIO_DRIVER = "sys/bus/i2c/drivers/ina3221x"  # Nano (and TX/Xavier on JetPack 4): iio layout
 HWMON_DRIVER = "sys/bus/i2c/drivers/ina3221"  # Orin (and Xavier on JetPack 5): hwmon layout
 RAPL_DIR = "sys/class/powercap"
+#: The largest power one INA3221 rail can report on a Jetson board: the chip's bus voltage tops out at 26 V and
+#: the boards' shunts at 32.76 A (the driver's ``curr*_crit``), about 852 W; a reading above 1 kW (or below
+#: zero) is a sensor or driver fault and is reported as not measured.
+MAX_RAIL_MW = 1_000_000.0
 JTOP_SERVICE_HINT = ("start it with 'sudo systemctl restart jtop.service', or install it with "
                      "'sudo jtop --install-service' (then log out and in again)")
 RAPL_PERMISSION_HINT = ("RAPL energy counters are readable by root only (since Linux 5.10); grant read access with "
@@ -43,12 +47,18 @@ class PowerSample:
 
     ``energy_j`` is set by counter-based sources (RAPL, NVML's energy counter): cumulative joules since the
     source was opened, with counter wrap-around already undone.
+
+    A rail that could not be read this time is not in ``rails_mw``: it is in ``rail_errors`` (rail -> why).
+    ``total_mw`` is None when the total cannot be known (the whole-board rail failed, or a rail of a sum did),
+    and ``total_error`` then says why; a total is never a sum that silently misses a rail.
     """
 
     timestamp_s: float
     rails_mw: Dict[str, float]
     total_mw: Optional[float]
     energy_j: Optional[float] = None
+    rail_errors: Dict[str, str] = field(default_factory=dict)
+    total_error: Optional[str] = None
 
 
 def _read_number(path: Path) -> float:
@@ -56,15 +66,33 @@ def _read_number(path: Path) -> float:
     try:
         text = path.read_text()
     except PermissionError as exc:
-        raise SensorReadError("cannot read %s: permission denied" % path) from exc
+        raise SensorReadError("cannot read %s: permission denied; check its permissions (ls -l) or run as root"
+                              % path) from exc
     except OSError as exc:
-        raise SensorReadError("cannot read %s: %s" % (path, exc.strerror or exc)) from exc
+        raise SensorReadError("cannot read %s: %s; check that the driver still lists it (ls %s)"
+                              % (path, exc.strerror or exc, path.parent)) from exc
     token = text.strip().split(" ")[0] if text.strip() else ""
     try:
         value = float(int(token))
     except ValueError:
-        raise SensorReadError("%s holds %r, not a number" % (path, text[:40])) from None
+        raise SensorReadError("%s holds %r, not a number; check the sensor with 'cat %s' (if it stays so, the "
+                              "sensor or its driver is faulty)" % (path, text[:40], path)) from None
     return value
+
+
+def _implausible(what: str, path: Path) -> SensorReadError:
+    return SensorReadError("%s: %s, which an INA3221 rail cannot report (0 to %g kW); check the sensor with 'cat %s' "
+                           "(if it stays so, the sensor or its driver is faulty)"
+                           % (path, what, MAX_RAIL_MW / 1e6, path))
+
+
+def _plausible_mw(mw: float, path: Path, what: str) -> float:
+    """A rail's power in mW, or :class:`SensorReadError` when it is negative or above :data:`MAX_RAIL_MW`."""
+    if mw < 0:
+        raise _implausible("%s is negative" % what, path)
+    if mw > MAX_RAIL_MW:
+        raise _implausible("%s is above %g kW" % (what, MAX_RAIL_MW / 1e6), path)
+    return mw
 
 
 def _read_label(path: Path) -> str:
@@ -127,14 +155,17 @@ class _Channel:
     paths: Tuple[Path, ...]  # iio: (power,), hwmon: (voltage, current)
 
 
-def _total(rails: Dict[str, float], whole: Optional[str], failed: List[str]) -> float:
+def _total(rails: Dict[str, float], whole: Optional[str], failed: Dict[str, str]) -> Tuple[Optional[float], Optional[str]]:
+    """(total mW, None), or (None, why) when the total cannot be known from this reading."""
     if whole is not None:
         if whole in failed:
-            raise SensorReadError("the whole-board rail %s could not be read" % whole)
-        return rails[whole]
+            return None, "the whole-board rail %s was not measured: %s" % (whole, failed[whole])
+        return rails[whole], None
     if failed:
-        raise SensorReadError("rails %s could not be read, so their sum is unknown" % ", ".join(failed))
-    return float(sum(rails.values()))
+        return None, ("the total is the sum of the rails and %s %s not measured (%s)"
+                      % (", ".join(failed), "was" if len(failed) == 1 else "were",
+                         "; ".join("%s: %s" % kv for kv in failed.items())))
+    return float(sum(rails.values())), None
 
 
 class _Ina3221Base(PowerSource, ABC):
@@ -177,16 +208,17 @@ class _Ina3221Base(PowerSource, ABC):
             return super().read()
         t = self.clock()
         rails: Dict[str, float] = {}
-        failed: List[str] = []
+        failed: Dict[str, str] = {}
         for ch in self.channels:
             try:
                 rails[ch.name] = self._channel_mw(ch)
             except SensorReadError as exc:
-                failed.append(ch.name)
-                self._errors[ch.name] = str(exc)
-        if len(failed) == len(self.channels):
-            raise SensorReadError("no rail could be read: %s" % self._errors[failed[0]])
-        return PowerSample(t, rails, _total(rails, self.whole_rail, failed))
+                failed[ch.name] = str(exc)
+        self._errors = failed  # the last reading's failures
+        if not rails:
+            raise SensorReadError("no rail could be read: %s" % "; ".join("%s: %s" % kv for kv in failed.items()))
+        total, why = _total(rails, self.whole_rail, failed)
+        return PowerSample(t, rails, total, rail_errors=failed, total_error=why)
 
 
 class NanoIna3221Source(_Ina3221Base):
@@ -213,7 +245,8 @@ class NanoIna3221Source(_Ina3221Base):
         return out
 
     def _channel_mw(self, ch: _Channel) -> float:
-        return _read_number(ch.paths[0])
+        mw = _read_number(ch.paths[0])
+        return _plausible_mw(mw, ch.paths[0], "%.0f mW" % mw)
 
 
 class OrinIna3221Source(_Ina3221Base):
@@ -235,16 +268,20 @@ class OrinIna3221Source(_Ina3221Base):
                 name = _read_label(label)
                 if not name or "NC" in name:
                     continue
-                curr = dev / ("curr%s_input" % n)
-                if "sum" in name.lower() or not curr.exists():
+                if "sum" in name.lower():
                     continue  # the sum-of-shunt-voltages channel has no current of its own
-                out.append(_Channel(_unique(name, out), (dev / ("in%s_input" % n), curr)))
+                # a labelled rail whose files are missing stays a rail: reading it fails and says which file
+                out.append(_Channel(_unique(name, out), (dev / ("in%s_input" % n), dev / ("curr%s_input" % n))))
         return out
 
     def _channel_mw(self, ch: _Channel) -> float:
         mv = _read_number(ch.paths[0])
+        if mv < 0:
+            raise _implausible("a bus voltage of %.0f mV is negative" % mv, ch.paths[0])
         ma = _read_number(ch.paths[1])
-        return mv * ma / 1000.0
+        if ma < 0:
+            raise _implausible("a current of %.0f mA is negative" % ma, ch.paths[1])
+        return _plausible_mw(mv * ma / 1000.0, ch.paths[1], "%.0f mV x %.0f mA = %.0f mW" % (mv, ma, mv * ma / 1000.0))
 
 
 def _unique(name: str, existing: Iterable[_Channel]) -> str:

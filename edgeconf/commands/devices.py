@@ -6,7 +6,7 @@ import os
 import time
 import warnings
 from dataclasses import replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
@@ -21,19 +21,36 @@ from edgeconf.errors import ConfigError
 NO_SENSOR = "no power sensor: energy is reported as not measured"
 
 
-def _reading(sample: Optional[PowerSample], t_ref: float, error: Optional[str] = None) -> Dict[str, Any]:
+def _reading(sample: Optional[PowerSample], t_ref: float, error: Optional[str] = None,
+             rail_names: Sequence[str] = ()) -> Dict[str, Any]:
+    """One reading as JSON: a rail that was not measured is null in ``rails_mw`` and says why in ``rail_errors``;
+    ``total_error`` says why ``total_mw`` is null; ``error`` is set when the whole reading failed."""
     if sample is None:
-        return {"t_s": None, "total_mw": None, "rails_mw": {}, "error": error}
+        return {"t_s": None, "total_mw": None, "rails_mw": {}, "rail_errors": {}, "total_error": None, "error": error}
+    names = list(rail_names) + [n for n in list(sample.rails_mw) + list(sample.rail_errors) if n not in rail_names]
+    rails: Dict[str, Optional[float]] = {}
+    for n in names:
+        if n in sample.rails_mw:
+            rails[n] = round(sample.rails_mw[n], 1)
+        elif n in sample.rail_errors:
+            rails[n] = None
     return {"t_s": round(sample.timestamp_s - t_ref, 4),
             "total_mw": None if sample.total_mw is None else round(sample.total_mw, 1),
-            "rails_mw": {k: round(v, 1) for k, v in sample.rails_mw.items()}, "error": None}
+            "rails_mw": rails, "rail_errors": dict(sample.rail_errors),
+            "total_error": sample.total_error if sample.total_mw is None else None, "error": None}
 
 
 def _read(source: PowerSource, t_ref: float) -> Dict[str, Any]:
     try:
-        return _reading(source.read(), t_ref)
+        return _reading(source.read(), t_ref, rail_names=source.rail_names)
     except DeviceError as exc:
         return _reading(None, t_ref, str(exc))
+
+
+def _not_measured(reading: Dict[str, Any], rail: Optional[str]) -> str:
+    """'not measured (why)' for a rail (or the total, with ``rail`` None)."""
+    why = reading.get("total_error") if rail is None else reading.get("rail_errors", {}).get(rail)
+    return "not measured (%s)" % (why or "no reading")
 
 
 def _readings(source: PowerSource, count: int, interval: float) -> Optional[List[Dict[str, Any]]]:
@@ -89,10 +106,20 @@ def _rails_table(reading: Dict[str, Any], source: PowerSource) -> Any:
     if reading.get("error"):
         table.add_row("[red]read failed[/red]", escape(reading["error"]))
         return table
-    for name, mw in reading["rails_mw"].items():
-        table.add_row(escape(name), "%.1f" % mw)
     total = reading["total_mw"]
-    table.add_row("[bold]total[/bold]", "[bold]%s[/bold]" % ("%.1f" % total if total is not None else "-"))
+    failed = total is None or any(mw is None for mw in reading["rails_mw"].values())
+    if failed:  # a rail or the total not measured: say why, whole (folded, never cut off)
+        table.add_column("why not measured", overflow="fold")
+
+    def row(label: str, mw: Optional[float], why: Optional[str]) -> None:
+        if mw is not None:
+            table.add_row(label, "%.1f" % mw, *([""] if failed else []))
+        else:
+            table.add_row(label, "[red]not measured[/red]", escape(why or "no reading"))
+
+    for name, mw in reading["rails_mw"].items():
+        row(escape(name), mw, reading.get("rail_errors", {}).get(name))
+    row("[bold]total[/bold]", total, reading.get("total_error"))
     return table
 
 
@@ -112,12 +139,17 @@ def _watch(source: PowerSource, interval: float, count: Optional[int], as_json: 
     from rich.console import Console
     from rich.live import Live
 
-    with Live(console=Console(), refresh_per_second=max(1.0, 1.0 / interval)) as live:
-        while count is None or i < count:
-            if i:
-                time.sleep(interval)
-            live.update(_rails_table(_read(source, t_ref), source))
-            i += 1
+    console = Console()
+    try:
+        with Live(console=console, refresh_per_second=max(1.0, 1.0 / interval)) as live:
+            while count is None or i < count:
+                if i:
+                    time.sleep(interval)
+                live.update(_rails_table(_read(source, t_ref), source))
+                i += 1
+    finally:
+        if not console.is_terminal:  # rich ends the table with a newline on a terminal only
+            console.line()
 
 
 @click.command("devices")
@@ -215,6 +247,7 @@ def _show(board: Board, profile: DeviceProfile, source: PowerSource, notes: List
         if r["error"]:
             con.print("[bold]reading[/bold]  [red]failed[/red]: %s" % escape(r["error"]))
         else:
-            total = "%.1f mW" % r["total_mw"] if r["total_mw"] is not None else "-"
-            rails = ", ".join("%s %.1f" % kv for kv in r["rails_mw"].items())
+            total = "%.1f mW" % r["total_mw"] if r["total_mw"] is not None else _not_measured(r, None)
+            rails = ", ".join("%s %s" % (k, "%.1f" % v if v is not None else _not_measured(r, k))
+                              for k, v in r["rails_mw"].items())
             con.print("[bold]reading[/bold]  t=%.2fs total %s (%s)" % (r["t_s"], total, escape(rails or "no rails")))

@@ -106,3 +106,44 @@ def test_a_fake_jetson_tree_shows_its_board_and_the_jtop_hint_whole(tmp_path):
     assert "pip install 'jetson-stats>=4.2' on the board (edgeconf's [jetson] extra)" in res.output
     doc = json.loads(CliRunner().invoke(devices_cmd, ["--json", "--root", str(root), "--source", "none"]).output)
     assert doc["board"]["machine"] is None and doc["board"]["model"] == "NVIDIA Jetson Nano Developer Kit"
+
+
+def test_a_rail_that_fails_is_shown_as_not_measured_with_its_reason(tmp_path):
+    fake = BOARDS["jetson-orin-nano"]
+    root = fake.write(tmp_path)
+    fake.rail_files(root, "VDD_CPU_GPU_CV")[1].write_text("garbage\n")
+    base = ["--root", str(root), "--count", "1", "--interval", "0.01", "--source", "ina3221-hwmon"]
+    doc = json.loads(CliRunner().invoke(devices_cmd, ["--json"] + base).output)
+    r = doc["readings"][0]
+    assert list(r["rails_mw"]) == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"] and r["rails_mw"]["VDD_CPU_GPU_CV"] is None
+    assert "curr2_input holds 'garbage\\n', not a number" in r["rail_errors"]["VDD_CPU_GPU_CV"]
+    assert r["total_mw"] == 1500.0 and r["total_error"] is None and r["error"] is None
+    res = CliRunner().invoke(devices_cmd, base, env={"COLUMNS": "400"})
+    assert "VDD_CPU_GPU_CV not measured (" in res.output and "not a number" in res.output
+    res = CliRunner().invoke(devices_cmd, ["--watch"] + base, env={"COLUMNS": "400"})
+    assert res.exit_code == 0 and "VDD_CPU_GPU_CV" in res.output and "not a number" in res.output
+    line = json.loads(CliRunner().invoke(devices_cmd, ["--watch", "--json"] + base).output)
+    assert line["rails_mw"]["VDD_CPU_GPU_CV"] is None and "not a number" in line["rail_errors"]["VDD_CPU_GPU_CV"]
+
+
+def test_a_failed_whole_board_rail_gives_no_total_and_says_why(tmp_path):
+    fake = BOARDS["jetson-orin-nano"]
+    root = fake.write(tmp_path)
+    fake.rail_files(root, "VDD_IN")[1].unlink()
+    base = ["--root", str(root), "--count", "1", "--interval", "0.01", "--source", "ina3221-hwmon"]
+    doc = json.loads(CliRunner().invoke(devices_cmd, ["--json"] + base).output)
+    r = doc["readings"][0]
+    assert doc["power"]["whole_board"] is True and "VDD_IN is the whole board" in doc["power"]["reason"]
+    assert r["total_mw"] is None and r["rails_mw"]["VDD_IN"] is None and r["rails_mw"]["VDD_SOC"] == 3500.0
+    assert "whole-board rail VDD_IN was not measured" in r["total_error"] and "curr1_input" in r["total_error"]
+    res = CliRunner().invoke(devices_cmd, base, env={"COLUMNS": "400"})
+    assert "total not measured (the whole-board rail VDD_IN" in res.output
+    res = CliRunner().invoke(devices_cmd, ["--watch"] + base, env={"COLUMNS": "400"})
+    assert "not measured" in res.output and "whole-board rail VDD_IN" in res.output
+
+
+def test_watch_table_ends_with_a_newline(tmp_path):
+    root = BOARDS["jetson-orin-nano"].write(tmp_path)
+    res = CliRunner().invoke(devices_cmd, ["--watch", "--root", str(root), "--count", "1", "--interval", "0.01",
+                                           "--source", "ina3221-hwmon"])
+    assert res.exit_code == 0 and res.output.endswith("\n")

@@ -262,3 +262,38 @@ def test_zero_length_window():
     m = meter.window(0.05, 0.05)
     assert m.joules == 0.0 and m.coverage == 1.0
     assert meter.window(5.0, 5.0).joules is None
+
+
+def test_a_failed_secondary_rail_keeps_the_whole_board_energy(tmp_path):
+    fake = BOARDS["jetson-orin-nano"]
+    root = fake.write(tmp_path, {"VDD_IN": 5.0, "VDD_CPU_GPU_CV": 2.0, "VDD_SOC": 1.0})
+    clock = ManualClock(0.0)
+    meter = EnergyMeter(OrinIna3221Source(root, clock=clock), clock=clock)
+    fake.rail_files(root, "VDD_SOC")[1].write_text("garbage\n")
+    for _ in range(51):
+        meter.sample_now()
+        clock.advance(0.02)
+    assert meter.gaps == 0 and "VDD_SOC" in meter.latest.rail_errors
+    assert meter.energy_j(0.0, 1.0) == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("bad", ["garbage\n", "-200\n", "99999999999\n"])
+def test_a_failed_rail_of_a_sum_is_a_gap_not_zero_watts(tmp_path, bad):
+    fake = BOARDS["jetson-agx-orin"]
+    watts = {r: 1.0 for r in fake.rails()}
+    root = fake.write(tmp_path, watts)
+    clock = ManualClock(0.0)
+    meter = EnergyMeter(OrinIna3221Source(root, clock=clock), clock=clock)
+    rail = fake.rails()[0]
+    _, curr = fake.rail_files(root, rail)
+    for i in range(101):  # samples 30..49 miss one rail of the sum
+        if i == 30:
+            curr.write_text(bad)
+        if i == 50:
+            curr.write_text("200\n")
+        meter.sample_now()
+        clock.advance(0.02)
+    assert meter.gaps == 20 and rail in meter.last_error and "sum of the rails" in meter.last_error
+    m = meter.window(0.0, 2.0)
+    assert m.coverage == pytest.approx((2.0 - 0.42) / 2.0)
+    assert m.mean_w == pytest.approx(len(watts))  # never the sum of the other rails over the gap

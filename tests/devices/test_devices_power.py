@@ -66,16 +66,18 @@ def test_missing_or_garbage_rail_files(tmp_path):
     root = fake.write(tmp_path)
     src = OrinIna3221Source(root)
     soc_v, _ = fake.rail_files(root, "VDD_SOC")
-    soc_v.write_text("garbage\n")  # a secondary rail fails: it is left out, the total still comes from VDD_IN
+    soc_v.write_text("garbage\n")  # a secondary rail fails: it is not measured, the total still comes from VDD_IN
     s = src.read()
     assert "VDD_SOC" not in s.rails_mw and s.total_mw == pytest.approx(1500.0)
+    assert "not a number" in s.rail_errors["VDD_SOC"] and s.total_error is None
     _, in_i = fake.rail_files(root, "VDD_IN")
-    in_i.unlink()  # the whole-board rail vanishes: the reading fails
-    with pytest.raises(SensorReadError, match="whole-board rail VDD_IN"):
-        src.read()
+    in_i.unlink()  # the whole-board rail vanishes: the total is not measured, the other rails still are
+    s = src.read()
+    assert s.total_mw is None and "whole-board rail VDD_IN was not measured" in s.total_error
+    assert "curr1_input" in s.total_error and "VDD_CPU_GPU_CV" in s.rails_mw
     in_i.write_text("\n")  # empty file: garbage
-    with pytest.raises(SensorReadError):
-        src.read()
+    s = src.read()
+    assert s.total_mw is None and "not a number" in s.total_error
 
 
 def test_sum_total_needs_every_rail(tmp_path):
@@ -84,8 +86,8 @@ def test_sum_total_needs_every_rail(tmp_path):
     src = OrinIna3221Source(root)
     assert src.whole_rail is None and not src.whole_board
     fake.rail_files(root, "VDD_CPU_CV")[1].write_text("x\n")
-    with pytest.raises(SensorReadError, match="sum is unknown"):
-        src.read()
+    s = src.read()
+    assert s.total_mw is None and "VDD_CPU_CV" in s.rail_errors and "VDD_CPU_CV was not measured" in s.total_error
 
 
 def test_rapl_counter_and_wrap_around(tmp_path, clock):
@@ -278,3 +280,74 @@ def test_named_sources_and_unknown_name(tmp_path):
     assert open_power_source("none").name == "none"
     with pytest.raises(SensorUnavailableError, match="unknown power source"):
         open_power_source("usb-meter")
+
+
+def test_a_rail_with_a_missing_file_stays_a_rail_and_says_why(tmp_path):
+    """Orin Nano without VDD_IN's current file: VDD_IN is a failed rail (not dropped), and the total is not measured."""
+    fake = BOARDS["jetson-orin-nano"]
+    root = fake.write(tmp_path)
+    _, in_i = fake.rail_files(root, "VDD_IN")
+    in_i.unlink()
+    src = OrinIna3221Source(root)
+    assert src.rail_names == ("VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC") and src.whole_rail == "VDD_IN"
+    s = src.read()
+    assert s.total_mw is None and set(s.rails_mw) == {"VDD_CPU_GPU_CV", "VDD_SOC"}
+    assert "curr1_input" in s.rail_errors["VDD_IN"] and "No such file" in s.rail_errors["VDD_IN"]
+    assert "check" in s.rail_errors["VDD_IN"] and s.total_error.startswith("the whole-board rail VDD_IN was not measured")
+
+
+def test_agx_orin_total_is_not_a_sum_missing_a_rail(tmp_path):
+    fake = BOARDS["jetson-agx-orin"]
+    root = fake.write(tmp_path)
+    rail = fake.rails()[1]
+    fake.rail_files(root, rail)[1].unlink()
+    src = OrinIna3221Source(root)
+    assert rail in src.rail_names
+    s = src.read()
+    assert s.total_mw is None and rail not in s.rails_mw and rail in s.rail_errors
+    assert "sum of the rails" in s.total_error and rail in s.total_error
+
+
+@pytest.mark.parametrize("value, words", [("99999999999", "above 1 kW"), ("-200", "negative"), ("nan", "not a number")])
+def test_impossible_hwmon_readings_are_not_measured(tmp_path, value, words):
+    fake = BOARDS["jetson-orin-nano"]
+    root = fake.write(tmp_path)
+    fake.rail_files(root, "VDD_SOC")[1].write_text(value + "\n")
+    s = OrinIna3221Source(root).read()
+    assert "VDD_SOC" not in s.rails_mw and words in s.rail_errors["VDD_SOC"] and "curr3_input" in s.rail_errors["VDD_SOC"]
+    assert s.total_mw == pytest.approx(1500.0) and s.total_error is None  # VDD_IN is still the whole board
+    fake.rail_files(root, "VDD_SOC")[1].write_text("700\n")
+    fake.rail_files(root, "VDD_SOC")[0].write_text("-5000\n")  # negative volts x negative amps is no power
+    fake.rail_files(root, "VDD_SOC")[1].write_text("-700\n")
+    s = OrinIna3221Source(root).read()
+    assert "VDD_SOC" not in s.rails_mw and "negative" in s.rail_errors["VDD_SOC"]
+
+
+@pytest.mark.parametrize("value, words", [("2000000", "above 1 kW"), ("-1", "negative")])
+def test_impossible_iio_readings_are_not_measured(tmp_path, value, words):
+    fake = BOARDS["jetson-nano-4gb"]
+    root = fake.write(tmp_path)
+    fake.rail_files(root, "POM_5V_GPU")[0].write_text(value + "\n")
+    s = NanoIna3221Source(root).read()
+    assert "POM_5V_GPU" not in s.rails_mw and words in s.rail_errors["POM_5V_GPU"]
+    fake.rail_files(root, "POM_5V_GPU")[0].write_text("1000000\n")  # exactly 1 kW is still accepted
+    assert NanoIna3221Source(root).read().rails_mw["POM_5V_GPU"] == 1_000_000.0
+
+
+def test_a_failed_whole_board_rail_says_why_and_keeps_the_other_rails(tmp_path):
+    fake = BOARDS["jetson-nano-4gb"]
+    root = fake.write(tmp_path)
+    fake.rail_files(root, "POM_5V_IN")[0].write_text("nan\n")
+    s = NanoIna3221Source(root).read()
+    assert s.total_mw is None and s.rails_mw == pytest.approx({"POM_5V_GPU": 2500.0, "POM_5V_CPU": 3500.0})
+    assert "in_power0_input holds 'nan\\n', not a number" in s.total_error and "check the sensor" in s.total_error
+
+
+def test_every_rail_failing_names_each_reason(tmp_path):
+    fake = BOARDS["jetson-nano-4gb"]
+    root = fake.write(tmp_path)
+    for r in fake.rails():
+        fake.rail_files(root, r)[0].write_text("x\n")
+    with pytest.raises(SensorReadError) as exc:
+        NanoIna3221Source(root).read()
+    assert all(r in str(exc.value) for r in fake.rails())
