@@ -33,6 +33,11 @@ RAPL_DIR = "sys/class/powercap"
 #: the boards' shunts at 32.76 A (the driver's ``curr*_crit``), about 852 W; a reading above 1 kW (or below
 #: zero) is a sensor or driver fault and is reported as not measured.
 MAX_RAIL_MW = 1_000_000.0
+#: An idle rail can read a little below zero: the INA3221's shunt-voltage offset (a few 40 µV steps, i.e. a few 8 mA
+#: steps on the boards' 5 mΩ shunts). Currents down to this many mA below zero, and powers down to OFFSET_MW below
+#: zero, are read as 0 (the rail draws about nothing); lower ones are a fault and are reported as not measured.
+OFFSET_MA = 100.0
+OFFSET_MW = 2000.0
 JTOP_SERVICE_HINT = ("start it with 'sudo systemctl restart jtop.service', or install it with "
                      "'sudo jtop --install-service' (then log out and in again)")
 RAPL_PERMISSION_HINT = ("RAPL energy counters are readable by root only (since Linux 5.10); grant read access with "
@@ -87,8 +92,11 @@ def _implausible(what: str, path: Path) -> SensorReadError:
 
 
 def _plausible_mw(mw: float, path: Path, what: str) -> float:
-    """A rail's power in mW, or :class:`SensorReadError` when it is negative or above :data:`MAX_RAIL_MW`."""
+    """A rail's power in mW (0 within :data:`OFFSET_MW` below zero), or :class:`SensorReadError` when it is further
+    below zero or above :data:`MAX_RAIL_MW`."""
     if mw < 0:
+        if mw >= -OFFSET_MW:
+            return 0.0  # the sensor's offset around zero: the rail draws about nothing
         raise _implausible("%s is negative" % what, path)
     if mw > MAX_RAIL_MW:
         raise _implausible("%s is above %g kW" % (what, MAX_RAIL_MW / 1e6), path)
@@ -279,8 +287,9 @@ class OrinIna3221Source(_Ina3221Base):
         if mv < 0:
             raise _implausible("a bus voltage of %.0f mV is negative" % mv, ch.paths[0])
         ma = _read_number(ch.paths[1])
-        if ma < 0:
+        if ma < -OFFSET_MA:
             raise _implausible("a current of %.0f mA is negative" % ma, ch.paths[1])
+        ma = max(ma, 0.0)  # within the sensor's offset of zero: the rail draws about nothing
         return _plausible_mw(mv * ma / 1000.0, ch.paths[1], "%.0f mV x %.0f mA = %.0f mW" % (mv, ma, mv * ma / 1000.0))
 
 

@@ -308,7 +308,7 @@ def test_agx_orin_total_is_not_a_sum_missing_a_rail(tmp_path):
     assert "sum of the rails" in s.total_error and rail in s.total_error
 
 
-@pytest.mark.parametrize("value, words", [("99999999999", "above 1 kW"), ("-200", "negative"), ("nan", "not a number")])
+@pytest.mark.parametrize("value, words", [("99999999999", "above 1 kW"), ("-500", "negative"), ("nan", "not a number")])
 def test_impossible_hwmon_readings_are_not_measured(tmp_path, value, words):
     fake = BOARDS["jetson-orin-nano"]
     root = fake.write(tmp_path)
@@ -323,7 +323,7 @@ def test_impossible_hwmon_readings_are_not_measured(tmp_path, value, words):
     assert "VDD_SOC" not in s.rails_mw and "negative" in s.rail_errors["VDD_SOC"]
 
 
-@pytest.mark.parametrize("value, words", [("2000000", "above 1 kW"), ("-1", "negative")])
+@pytest.mark.parametrize("value, words", [("2000000", "above 1 kW"), ("-2001", "negative")])
 def test_impossible_iio_readings_are_not_measured(tmp_path, value, words):
     fake = BOARDS["jetson-nano-4gb"]
     root = fake.write(tmp_path)
@@ -351,3 +351,17 @@ def test_every_rail_failing_names_each_reason(tmp_path):
     with pytest.raises(SensorReadError) as exc:
         NanoIna3221Source(root).read()
     assert all(r in str(exc.value) for r in fake.rails())
+
+
+def test_an_idle_rail_a_little_below_zero_reads_zero(tmp_path):
+    """The INA3221's offset makes an idle rail read a few mA (or mW) below zero: that is 0, not a fault."""
+    fake = BOARDS["jetson-orin-nano"]
+    root = fake.write(tmp_path)
+    fake.rail_files(root, "VDD_SOC")[1].write_text("-16\n")  # two 8 mA steps below zero
+    s = OrinIna3221Source(root).read()
+    assert s.rails_mw["VDD_SOC"] == 0.0 and "VDD_SOC" not in s.rail_errors
+    fake = BOARDS["jetson-nano-4gb"]
+    root = fake.write(tmp_path / "nano")
+    fake.rail_files(root, "POM_5V_GPU")[0].write_text("-40\n")
+    s = NanoIna3221Source(root).read()
+    assert s.rails_mw["POM_5V_GPU"] == 0.0 and "POM_5V_GPU" not in s.rail_errors
