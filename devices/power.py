@@ -37,7 +37,7 @@ MAX_RAIL_MW = 1_000_000.0
 #: steps on the boards' 5 mΩ shunts). Currents down to this many mA below zero, and powers down to OFFSET_MW below
 #: zero, are read as 0 (the rail draws about nothing); lower ones are a fault and are reported as not measured.
 OFFSET_MA = 100.0
-OFFSET_MW = 2000.0
+OFFSET_MW = 500.0  # 5 V x OFFSET_MA
 JTOP_SERVICE_HINT = ("start it with 'sudo systemctl restart jtop.service', or install it with "
                      "'sudo jtop --install-service' (then log out and in again)")
 RAPL_PERMISSION_HINT = ("RAPL energy counters are readable by root only (since Linux 5.10); grant read access with "

@@ -323,7 +323,7 @@ def test_impossible_hwmon_readings_are_not_measured(tmp_path, value, words):
     assert "VDD_SOC" not in s.rails_mw and "negative" in s.rail_errors["VDD_SOC"]
 
 
-@pytest.mark.parametrize("value, words", [("2000000", "above 1 kW"), ("-2001", "negative")])
+@pytest.mark.parametrize("value, words", [("2000000", "above 1 kW"), ("-501", "negative")])
 def test_impossible_iio_readings_are_not_measured(tmp_path, value, words):
     fake = BOARDS["jetson-nano-4gb"]
     root = fake.write(tmp_path)
