@@ -470,3 +470,64 @@ def test_close_thresholds_near_the_top_are_both_named_in_the_key(qtbot):
     assert [ln.value() for ln in panel.lines] == [0.93, 0.91]
     text = panel.key.text()
     assert "stage 1 exits at ≥ 0.93" in text.replace("&nbsp;", " ") and "stage 2 exits at ≥ 0.91" in text.replace("&nbsp;", " ")
+
+
+def test_the_status_line_counts_the_tracks_drawn_not_the_trackers_count(qtbot, make_window):
+    """QA: "6 tracks" in the status bar while the video and the per-track panel showed 5 (a coasting prediction
+    that drifted out of the picture is counted by the tracker but not drawn)."""
+    from types import SimpleNamespace
+
+    from edgeconf.gui.model import shown_tracks
+
+    def tr(i, box, lost=0):
+        return SimpleNamespace(id=i, box=box, frames_since_match=lost, confidence=0.9, label="Bag", class_id=8,
+                               unknown=False, stage=0, uncertainty_px=1.0, ellipse=None, memo_hit=False)
+
+    win = make_window()
+    res = SimpleNamespace(image=np.zeros((100, 200, 3), np.uint8), frame_index=7, error=None,
+                          counters=SimpleNamespace(tracks=4, fps=12.0), timings=SimpleNamespace(processing_ms=5.0),
+                          tracks=[tr(1, (10, 10, 50, 50)), tr(2, (150, 20, 190, 60), lost=3),
+                                  tr(3, (210, 10, 260, 40), lost=5), tr(4, (60, 10, 90, 40))])
+    win.model.latest = res
+    win.video.set_result(res)
+    win.set_overlay("boxes", True)  # redraws the per-track panel and the status line from model.latest
+    assert win.confidence_panel.shown_ids == [1, 2, 4]
+    assert "frame 7 · 3 tracks ·" in win.info_label.text()
+    win.controls.overlay_checks["coasting"].setChecked(False)  # hiding coasting tracks: #2 goes from both
+    assert win.confidence_panel.shown_ids == [1, 4] == [t.id for t in shown_tracks(res, win.model.overlays)]
+    assert "frame 7 · 2 tracks ·" in win.info_label.text()
+
+
+def test_a_failed_start_after_a_run_clears_the_old_run_and_says_failed(qtbot, make_window, tmp_path):
+    """QA: after a clip ran to its end, Start on a missing file left the last frame with its boxes, the old tracks,
+    the old curves and "frame 199 · 3 tracks" on screen, and the failure message hid "source: FAILED"."""
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 72))
+    for i in range(12):
+        frame = np.full((72, 96, 3), 30, np.uint8)
+        cv2.rectangle(frame, (10 + 4 * i, 20), (40 + 4 * i, 50), (230, 230, 230), -1)
+        writer.write(frame)
+    writer.release()
+    win = make_window(source=str(clip), regions="full")
+    shown = SignalRecorder(win.resultShown, win)
+    assert win.start()
+    qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
+    assert shown.calls and win.model.source_state == "ended" and win.model.error is None
+    assert win.video.result is not None and "frame" in win.info_label.text()  # the last frame stays after the end
+    win.refresh_panels()
+    assert "No answers yet" not in win.cascade_panel.summary.text()
+
+    win.controls.source_combo.setEditText("/nonexistent/file.mp4")
+    assert win.start()
+    assert win.video.result is None and win.model.latest is None  # cleared at once, before the worker says anything
+    assert win.confidence_panel.shown_ids == [] and win.info_label.text() == ""
+    qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
+    assert win.video.result is None and win.video.placeholder.startswith("Could not run: ")
+    assert "/nonexistent/file.mp4" in win.video.placeholder
+    assert win.confidence_panel.shown_ids == [] and win.confidence_panel.summary.text() == "No track on screen"
+    assert win.cascade_panel.summary.text() == "No answers yet" and win.speed_panel.summary.text() == "No frames yet"
+    assert not win.model.stats.points
+    assert "FAILED" in win.state_label.text()
+    assert "Could not run" in win.info_label.text() and "frame" not in win.info_label.text()
+    assert win.statusBar().currentMessage() == ""  # a temporary message would hide the state label
+    assert win.state_label.isVisible()
