@@ -137,7 +137,8 @@ class LiveStats:
     def __init__(self, horizon_s: float = 180.0, maxlen: int = 20000) -> None:
         self.horizon_s = float(horizon_s)
         self.points: Deque[StatsPoint] = collections.deque(maxlen=maxlen)
-        self._shown: Deque[float] = collections.deque(maxlen=120)
+        #: (time shown, the pipeline's cumulative frame count) of each result shown
+        self._shown: Deque[Tuple[float, int]] = collections.deque(maxlen=240)
 
     def clear(self) -> None:
         self.points.clear()
@@ -145,10 +146,15 @@ class LiveStats:
 
     def add(self, result: Any, now: Optional[float] = None) -> StatsPoint:
         now = time.perf_counter() if now is None else float(now)
-        self._shown.append(now)
         c = result.counters
+        frames = int(getattr(c, "frames", 0) or 0)
+        if self._shown and frames < self._shown[-1][1]:
+            self._shown.clear()  # a new pipeline: its frame count restarted
+        self._shown.append((now, frames))
+        pipe, disp = self.rates()
         p = StatsPoint(
-            t=now, frame=int(result.frame_index), pipeline_fps=float(c.fps), display_fps=self.display_fps(),
+            t=now, frame=int(result.frame_index), pipeline_fps=float(c.fps) if pipe is None else pipe,
+            display_fps=disp,
             latency_ms=float(result.timings.processing_ms), answers=int(c.answers), model_inputs=int(c.model_inputs),
             memo_hits=int(c.cache_hits + c.track_key_hits), exits=tuple(int(x) for x in c.exits),
             stage_calls=tuple(int(x) for x in c.stage_calls), memo_hit_rate_recent=c.memo_hit_rate_recent,
@@ -162,12 +168,24 @@ class LiveStats:
             self.points.popleft()
         return p
 
+    def rates(self, span_s: float = 2.0) -> Tuple[Optional[float], Optional[float]]:
+        """(pipeline fps, display fps) over the same last ``span_s`` seconds of shown results (None, None before
+        two): frames the pipeline processed, and frames shown, between the first and the last result shown in
+        the window. Each result shown is a different processed frame, so display fps ≤ pipeline fps always (the
+        pipeline's own ``counters.fps``, averaged over its last frames on its own clock, could read lower than a
+        display rate taken over another window)."""
+        if not self._shown:
+            return None, None
+        t_last = self._shown[-1][0]
+        win = [(t, f) for t, f in self._shown if t_last - t <= span_s]
+        if len(win) < 2 or win[-1][0] <= win[0][0]:
+            return None, None
+        dt = win[-1][0] - win[0][0]
+        return (win[-1][1] - win[0][1]) / dt, (len(win) - 1) / dt
+
     def display_fps(self, span_s: float = 2.0) -> Optional[float]:
-        """Frames shown per second over the last ``span_s`` seconds (None before two frames)."""
-        ts = [t for t in self._shown if self._shown[-1] - t <= span_s]
-        if len(ts) < 2 or ts[-1] <= ts[0]:
-            return None
-        return (len(ts) - 1) / (ts[-1] - ts[0])
+        """Frames shown per second over the last ``span_s`` seconds (None before two frames); see :meth:`rates`."""
+        return self.rates(span_s)[1]
 
     @property
     def latest(self) -> Optional[StatsPoint]:

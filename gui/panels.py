@@ -393,7 +393,7 @@ class SpeedPanel(Panel):
         p = model.stats.latest
         res = model.latest
         dropped = res.counters.frames_dropped if res is not None else 0
-        disp = model.stats.display_fps()
+        disp = p.display_fps  # over the same window as p.pipeline_fps (LiveStats.rates)
         self.summary.setText("Pipeline <b>%.1f fps</b> · display %s · latency p50 %.1f ms, p95 %.1f ms (last 10 s) · "
                              "frames dropped by the source %d" % (
                                  p.pipeline_fps, "--" if disp is None else "%.1f fps" % disp,

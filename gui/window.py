@@ -381,9 +381,14 @@ class MainWindow(QMainWindow):
             return
         note = regions_note(self.model.regions)
         self.info_label.setText("frame %d · %d tracks · pipeline %.1f fps · latency %.1f ms · regions %s%s%s" % (
-            res.frame_index, len(shown_tracks(res, self.model.overlays)), res.counters.fps,
+            res.frame_index, len(shown_tracks(res, self.model.overlays)), self._pipeline_fps(res),
             res.timings.processing_ms, self.model.regions, " (%s)" % note if note else "",
             " · error: %s" % res.error if res.error else ""))
+
+    def _pipeline_fps(self, res: Any) -> float:
+        """The speed panel's pipeline fps (over the same window as its display fps), the pipeline's own before."""
+        p = self.model.stats.latest
+        return p.pipeline_fps if p is not None and p.frame == res.frame_index else float(res.counters.fps)
 
     def _on_source_state(self, state: str, detail: str) -> None:
         self.model.set_source_state(state, detail)

@@ -135,3 +135,27 @@ def test_energy_per_answer_ends_where_the_meter_has_sampled():
     assert ph.energy_per_answer_j(10.0) == pytest.approx(5.0 * (t1 - t0) / 10, rel=1e-6)
     meter.sample_now()
     assert ph.energy_per_answer_j(10.0) == pytest.approx(5.0 * (t2 - t0) / 30, rel=1e-6)
+
+
+def test_display_fps_never_exceeds_pipeline_fps_both_over_the_same_window():
+    """QA: "Pipeline 12.2 fps · display 18.9 fps": the pipeline's own fps (its last frames, its clock) and the display
+    rate (results shown in the last 2 s) were averaged over different windows. Now both come from the results shown
+    in one window: frames processed (the counter) and frames shown between its first and its last."""
+    s = LiveStats()
+    t, frames = 100.0, 0
+    # the pipeline makes 20 frames a second; the UI takes every 1st to 3rd of them, irregularly; the pipeline's own
+    # counters.fps (over another window) reads 12.2
+    for k in range(60):
+        frames += (1, 2, 3)[k % 3]
+        t += 0.05 * (1, 2, 3)[k % 3]
+        s.add(result(frames, 0, 0, 0, [0], [0], fps=12.2), t)
+        pipe, disp = s.rates(2.0)
+        if k:
+            assert disp <= pipe + 1e-9
+            assert s.latest.pipeline_fps == pipe and s.latest.display_fps == disp == s.display_fps(2.0)
+    assert pipe == pytest.approx(20.0) and disp == pytest.approx(10.0, rel=0.05)  # a window edge mid-pattern
+    # a new pipeline restarts its frame count: the window restarts, no negative rate
+    s.add(result(1, 0, 0, 0, [0], [0], fps=12.2), t + 0.05)
+    assert s.rates(2.0) == (None, None) and s.latest.pipeline_fps == 12.2
+    s.add(result(3, 0, 0, 0, [0], [0]), t + 0.15)
+    assert s.rates(2.0) == (pytest.approx(20.0), pytest.approx(10.0))
