@@ -140,6 +140,8 @@ def test_operator_window_publishes_telemetry(qtbot, tmp_path, settings, gui_bund
 
         qtbot.waitUntil(offline, timeout=60000)
         assert model.devices["gui-cam"].offline_reason == "closed"
+        # the last retained status is the closed run's, as demo's is: not "live" for a window that closed
+        assert model.devices["gui-cam"].status["source_state"] == "ended"
     finally:
         if win is not None:
             win.shutdown()
