@@ -116,7 +116,7 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(self.controls)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(300)
+        scroll.setMinimumWidth(300)  # with the panels' 360 and the video's 300: fits a 1024-pixel screen
         self.controls_dock = QDockWidget("Controls")
         self.controls_dock.setObjectName("controls-dock")
         self.controls_dock.setWidget(scroll)
@@ -148,7 +148,7 @@ class MainWindow(QMainWindow):
         self.panels_dock = QDockWidget("Live panels")
         self.panels_dock.setObjectName("panels-dock")
         self.panels_dock.setWidget(panels_scroll)
-        self.panels_dock.setMinimumWidth(420)
+        self.panels_dock.setMinimumWidth(360)
         self.panels_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                                      | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.panels_dock)
