@@ -355,13 +355,22 @@ class PowerHistory:
         return list(names)
 
     def energy_per_answer_j(self, seconds: float = 10.0) -> Optional[float]:
-        """Joules the meter measured over the last ``seconds`` divided by the answers given meanwhile.
+        """Joules the meter measured over the last ``seconds`` divided by the answers given meanwhile (None when not
+        measured; :meth:`energy_per_answer` also says why)."""
+        return self.energy_per_answer(seconds)[0]
+
+    def energy_per_answer(self, seconds: float = 10.0) -> Tuple[Optional[float], str]:
+        """(joules per answer, "") or (None, why it is not measured).
 
         The window ends at the last answer count noted at or before the meter's latest sample: answers given
-        since then fall in time the sensor has not covered yet (the meter samples on its own thread).
+        since then fall in time the sensor has not covered yet (the meter samples on its own thread). The meter's
+        own rules decide (``energy_j``: enough of the window covered by samples no further apart than its
+        ``max_gap_s``); when they refuse, the reason gives the coverage the meter found and the coverage it needs.
         """
-        if not self.available or len(self._answers) < 2:
-            return None
+        if not self.available:
+            return None, "no power sensor"
+        if len(self._answers) < 2:
+            return None, "no answers yet"
         last_sample = getattr(self.meter, "last_timestamp", None)
         covered_until = last_sample() if callable(last_sample) else None
         records = reversed(self._answers)
@@ -371,19 +380,38 @@ class PowerHistory:
                 t1, a1 = t, a
                 break
         if t1 is None:
-            return None
+            return None, "waiting for the first power sample after the answers"
         t0, a0 = t1, a1
         for t, a in records:
             if t1 - t > seconds:
                 break
             t0, a0 = t, a
         if a1 <= a0 or t1 <= t0:
-            return None
+            return None, "no answers in the last %g s the power samples cover" % seconds
         try:
             joules = self.meter.energy_j(t0, t1)
+        except Exception as exc:
+            return None, "the meter failed: %s" % exc
+        if joules is not None:
+            return joules / (a1 - a0), ""
+        return None, self._coverage_reason(t0, t1)
+
+    def _coverage_reason(self, t0: float, t1: float) -> str:
+        """Why the meter refused ``[t0, t1]``: its samples' coverage against what ``energy_j`` requires."""
+        import inspect
+
+        try:
+            need = inspect.signature(self.meter.energy_j).parameters["min_coverage"].default
+            m = self.meter.window(t0, t1)
         except Exception:
-            return None
-        return None if joules is None else joules / (a1 - a0)
+            return "the power samples do not cover the time of these answers"
+        gap = getattr(self.meter, "max_gap_s", None)
+        gaps = (" (samples more than %.2g s apart leave a gap)" % gap
+                if isinstance(gap, (int, float)) and math.isfinite(gap) else "")
+        if m.coverage is None:
+            return "no power samples in the last %.0f s" % (t1 - t0)
+        need_text = (" (need ≥ %.0f %%)" % (100.0 * need)) if isinstance(need, (int, float)) else ""
+        return "power samples cover %.0f %% of the last %.1f s%s%s" % (100.0 * m.coverage, t1 - t0, need_text, gaps)
 
     def mean_w(self, seconds: float = 10.0) -> Optional[float]:
         if not self.available:

@@ -104,12 +104,13 @@ def fmt_pct(v: Optional[float]) -> str:
     return "--" if v is None or not np.isfinite(v) else "%.0f %%" % (100.0 * v)
 
 
-def fmt_energy(j: Optional[float]) -> str:
+def fmt_energy(j: Optional[float], why: str = "") -> str:
+    """Joules as mJ or J; "not measured" (and why, when known) for None."""
     if j is None:
-        return "not measured"
+        return "<b>not measured</b>" + (": %s" % _esc(why) if why else "")
     if j < 1.0:
-        return "%.1f mJ" % (j * 1e3)
-    return "%.2f J" % j
+        return "<b>%.1f mJ</b>" % (j * 1e3)
+    return "<b>%.2f J</b>" % j
 
 
 class Panel(QFrame):
@@ -209,11 +210,11 @@ class PowerPanel(Panel):
             vals = np.array([r.rails_w.get(name, np.nan) for r in rs])
             self._curve(name, i + 1, 1.2).setData(t, vals, connect="finite")
         last = ph.latest
-        epa = ph.energy_per_answer_j(10.0)
+        epa, why = ph.energy_per_answer(10.0)
         mean = ph.mean_w(10.0)
-        self.summary.setText("Now <b>%s</b> · mean 10 s %s · energy per answer <b>%s</b> (last 10 s) · %s" % (
+        self.summary.setText("Now <b>%s</b> · mean 10 s %s · energy per answer (last 10 s) %s · %s" % (
             "--" if last is None or last.total_w is None else "%.2f W" % last.total_w,
-            "--" if mean is None else "%.2f W" % mean, fmt_energy(epa), _esc(ph.reason)))
+            "--" if mean is None else "%.2f W" % mean, fmt_energy(epa, why), _esc(ph.reason)))
 
 
 class ConfidencePanel(Panel):

@@ -159,3 +159,46 @@ def test_display_fps_never_exceeds_pipeline_fps_both_over_the_same_window():
     assert s.rates(2.0) == (None, None) and s.latest.pipeline_fps == 12.2
     s.add(result(3, 0, 0, 0, [0], [0]), t + 0.15)
     assert s.rates(2.0) == (pytest.approx(20.0), pytest.approx(10.0))
+
+
+def test_energy_per_answer_says_why_it_is_not_measured_when_power_samples_have_gaps():
+    """QA: "not measured" for a long time with a meter whose samples covered 10–27 % of the time on a loaded machine,
+    and no word why. The meter's rules stay (energy_j's coverage); the panel now says what they found."""
+    from edgeconf.devices.meter import EnergyMeter
+    from edgeconf.gui.panels import fmt_energy
+
+    from fakes import FakePowerSource
+
+    now = [100.0]
+    clock = lambda: now[0]  # noqa: E731
+    src = FakePowerSource()
+    src.clock = clock
+    meter = EnergyMeter(src, rate_hz=50, clock=clock)  # samples more than 5 periods (0.1 s) apart leave a gap
+    ph = PowerHistory(meter)
+    assert ph.energy_per_answer(10.0) == (None, "no answers yet")
+
+    def at(t, answers=None, sample=True):
+        now[0] = t
+        if sample:
+            meter.sample_now()
+        if answers is not None:
+            ph.note_answers(answers, t)
+
+    # samples only around 100.0–102.0 and 108.0–110.0: 4 s of the 10 s covered
+    for k in range(41):
+        at(100.0 + 0.05 * k, answers=k if k % 20 == 0 else None)
+    at(105.0, answers=50, sample=False)
+    for k in range(41):
+        at(108.0 + 0.05 * k, answers=100 if k == 40 else None)
+    j, why = ph.energy_per_answer(10.0)
+    assert j is None and ph.energy_per_answer_j(10.0) is None
+    assert why == "power samples cover 40 % of the last 10.0 s (need ≥ 99 %) (samples more than 0.1 s apart leave a gap)"
+    assert fmt_energy(j, why) == "<b>not measured</b>: " + why.replace(">", "&gt;")
+    # the same answers with samples all along: measured, 5 W over 10 s for 100 answers
+    now[0] = 100.0
+    meter = EnergyMeter(src, rate_hz=50, clock=clock)
+    ph = PowerHistory(meter)
+    for k in range(201):
+        at(100.0 + 0.05 * k, answers={0: 0, 20: 20, 100: 50, 200: 100}.get(k))
+    j, why = ph.energy_per_answer(10.0)
+    assert why == "" and j == pytest.approx(5.0 * 10.0 / 100, rel=1e-6)
