@@ -128,6 +128,9 @@ class FleetWindow(QMainWindow):
                 text = row.text(key)
                 if item.text() != text:
                     item.setText(text)
+                tip = row.tooltip(key)
+                if item.toolTip() != tip:
+                    item.setToolTip(tip)
                 if key == "online":
                     item.setForeground(QColor(ONLINE_COLOUR.get(text, "#777")))
                 elif key == "remote_failures":
@@ -152,7 +155,8 @@ class FleetWindow(QMainWindow):
         row = self.model.devices.get(device)
         if row is None:
             return
-        state = {None: "state unknown", True: "online", False: "offline (%s)" % (row.offline_reason or "no reason")}
+        state = {None: "state unknown", True: "online",
+                 False: "offline (%s) — its last status, no longer live:" % (row.offline_reason or "no reason")}
         self.detail_title.setText("<b>%s</b> — %s" % (device, state[row.online]))
         text = json.dumps(row.status, indent=2, sort_keys=True)
         if self.detail.toPlainText() != text:

@@ -22,6 +22,8 @@ HISTORY = 120  # status points kept per device (two minutes at one a second)
 COLUMNS = (("device", "device"), ("online", "state"), ("fps", "fps"), ("escalation", "escalation"),
            ("memo", "memo hits"), ("remote_failures", "remote failures"), ("power_w", "power W"),
            ("energy_j", "J / answer"))
+#: columns that describe the device now: "—" once it is offline (the last known value is in the cell's tooltip)
+LIVE_KEYS = frozenset(k for k, _ in COLUMNS) - {"device", "online"}
 
 
 @dataclass
@@ -55,7 +57,26 @@ class DeviceRow:
             return s.get("energy_per_answer_j")
         raise KeyError(key)
 
+    @property
+    def stale(self) -> bool:
+        """The device went offline (its Last Will or a closing state message): its status is no longer live."""
+        return self.online is False
+
     def text(self, key: str) -> str:
+        """The table cell: an offline device's numbers are "—" (what it last published is in :meth:`tooltip`)."""
+        if key in LIVE_KEYS and self.stale:
+            return "—"
+        return self._format(key)
+
+    def tooltip(self, key: str) -> str:
+        """For an offline device, the value it last published in this column and when; empty otherwise."""
+        if key not in LIVE_KEYS or not self.stale:
+            return ""
+        when = self.status.get("time")
+        at = time.strftime(" at %H:%M:%S", time.localtime(float(when))) if isinstance(when, (int, float)) else ""
+        return "offline: last known %s (status%s, before it went offline)" % (self._format(key), at)
+
+    def _format(self, key: str) -> str:
         v = self.cell(key)
         if v is None:
             return "—" if key not in ("device", "online") else ("unknown" if key == "online" else self.device)

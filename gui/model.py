@@ -137,7 +137,8 @@ class LiveStats:
     def __init__(self, horizon_s: float = 180.0, maxlen: int = 20000) -> None:
         self.horizon_s = float(horizon_s)
         self.points: Deque[StatsPoint] = collections.deque(maxlen=maxlen)
-        self._shown: Deque[float] = collections.deque(maxlen=120)
+        #: (time shown, the pipeline's cumulative frame count) of each result shown
+        self._shown: Deque[Tuple[float, int]] = collections.deque(maxlen=240)
 
     def clear(self) -> None:
         self.points.clear()
@@ -145,10 +146,15 @@ class LiveStats:
 
     def add(self, result: Any, now: Optional[float] = None) -> StatsPoint:
         now = time.perf_counter() if now is None else float(now)
-        self._shown.append(now)
         c = result.counters
+        frames = int(getattr(c, "frames", 0) or 0)
+        if self._shown and frames < self._shown[-1][1]:
+            self._shown.clear()  # a new pipeline: its frame count restarted
+        self._shown.append((now, frames))
+        pipe, disp = self.rates()
         p = StatsPoint(
-            t=now, frame=int(result.frame_index), pipeline_fps=float(c.fps), display_fps=self.display_fps(),
+            t=now, frame=int(result.frame_index), pipeline_fps=float(c.fps) if pipe is None else pipe,
+            display_fps=disp,
             latency_ms=float(result.timings.processing_ms), answers=int(c.answers), model_inputs=int(c.model_inputs),
             memo_hits=int(c.cache_hits + c.track_key_hits), exits=tuple(int(x) for x in c.exits),
             stage_calls=tuple(int(x) for x in c.stage_calls), memo_hit_rate_recent=c.memo_hit_rate_recent,
@@ -162,12 +168,24 @@ class LiveStats:
             self.points.popleft()
         return p
 
+    def rates(self, span_s: float = 2.0) -> Tuple[Optional[float], Optional[float]]:
+        """(pipeline fps, display fps) over the same last ``span_s`` seconds of shown results (None, None before
+        two): frames the pipeline processed, and frames shown, between the first and the last result shown in
+        the window. Each result shown is a different processed frame, so display fps ≤ pipeline fps always (the
+        pipeline's own ``counters.fps``, averaged over its last frames on its own clock, could read lower than a
+        display rate taken over another window)."""
+        if not self._shown:
+            return None, None
+        t_last = self._shown[-1][0]
+        win = [(t, f) for t, f in self._shown if t_last - t <= span_s]
+        if len(win) < 2 or win[-1][0] <= win[0][0]:
+            return None, None
+        dt = win[-1][0] - win[0][0]
+        return (win[-1][1] - win[0][1]) / dt, (len(win) - 1) / dt
+
     def display_fps(self, span_s: float = 2.0) -> Optional[float]:
-        """Frames shown per second over the last ``span_s`` seconds (None before two frames)."""
-        ts = [t for t in self._shown if self._shown[-1] - t <= span_s]
-        if len(ts) < 2 or ts[-1] <= ts[0]:
-            return None
-        return (len(ts) - 1) / (ts[-1] - ts[0])
+        """Frames shown per second over the last ``span_s`` seconds (None before two frames); see :meth:`rates`."""
+        return self.rates(span_s)[1]
 
     @property
     def latest(self) -> Optional[StatsPoint]:
@@ -337,13 +355,22 @@ class PowerHistory:
         return list(names)
 
     def energy_per_answer_j(self, seconds: float = 10.0) -> Optional[float]:
-        """Joules the meter measured over the last ``seconds`` divided by the answers given meanwhile.
+        """Joules the meter measured over the last ``seconds`` divided by the answers given meanwhile (None when not
+        measured; :meth:`energy_per_answer` also says why)."""
+        return self.energy_per_answer(seconds)[0]
+
+    def energy_per_answer(self, seconds: float = 10.0) -> Tuple[Optional[float], str]:
+        """(joules per answer, "") or (None, why it is not measured).
 
         The window ends at the last answer count noted at or before the meter's latest sample: answers given
-        since then fall in time the sensor has not covered yet (the meter samples on its own thread).
+        since then fall in time the sensor has not covered yet (the meter samples on its own thread). The meter's
+        own rules decide (``energy_j``: enough of the window covered by samples no further apart than its
+        ``max_gap_s``); when they refuse, the reason gives the coverage the meter found and the coverage it needs.
         """
-        if not self.available or len(self._answers) < 2:
-            return None
+        if not self.available:
+            return None, "no power sensor"
+        if len(self._answers) < 2:
+            return None, "no answers yet"
         last_sample = getattr(self.meter, "last_timestamp", None)
         covered_until = last_sample() if callable(last_sample) else None
         records = reversed(self._answers)
@@ -353,19 +380,38 @@ class PowerHistory:
                 t1, a1 = t, a
                 break
         if t1 is None:
-            return None
+            return None, "waiting for the first power sample after the answers"
         t0, a0 = t1, a1
         for t, a in records:
             if t1 - t > seconds:
                 break
             t0, a0 = t, a
         if a1 <= a0 or t1 <= t0:
-            return None
+            return None, "no answers in the last %g s the power samples cover" % seconds
         try:
             joules = self.meter.energy_j(t0, t1)
+        except Exception as exc:
+            return None, "the meter failed: %s" % exc
+        if joules is not None:
+            return joules / (a1 - a0), ""
+        return None, self._coverage_reason(t0, t1)
+
+    def _coverage_reason(self, t0: float, t1: float) -> str:
+        """Why the meter refused ``[t0, t1]``: its samples' coverage against what ``energy_j`` requires."""
+        import inspect
+
+        try:
+            need = inspect.signature(self.meter.energy_j).parameters["min_coverage"].default
+            m = self.meter.window(t0, t1)
         except Exception:
-            return None
-        return None if joules is None else joules / (a1 - a0)
+            return "the power samples do not cover the time of these answers"
+        gap = getattr(self.meter, "max_gap_s", None)
+        gaps = (" (samples more than %.2g s apart leave a gap)" % gap
+                if isinstance(gap, (int, float)) and math.isfinite(gap) else "")
+        if m.coverage is None:
+            return "no power samples in the last %.0f s" % (t1 - t0)
+        need_text = (" (need ≥ %.0f %%)" % (100.0 * need)) if isinstance(need, (int, float)) else ""
+        return "power samples cover %.0f %% of the last %.1f s%s%s" % (100.0 * m.coverage, t1 - t0, need_text, gaps)
 
     def mean_w(self, seconds: float = 10.0) -> Optional[float]:
         if not self.available:

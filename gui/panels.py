@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QColor, QFont, QFontMetricsF
 from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget
 
 from edgeconf.gui.model import GuiModel, OverlayToggles, shown_tracks
@@ -46,6 +46,7 @@ def _plot(title: str, left: str, time_axis: bool = True) -> pg.PlotWidget:
     w.setMouseEnabled(x=False, y=False)
     w.hideButtons()
     w.setMinimumHeight(PLOT_MIN_HEIGHT)
+    w.getAxis("left").setTickDensity(0.6)  # fewer y ticks: on a low panel they are not squeezed into each other
     if time_axis:
         # a time axis that changes rarely: its ticks are cached (re-laying out axes costs ~5 ms a plot)
         set_x_span(w, np.zeros(0))
@@ -103,12 +104,13 @@ def fmt_pct(v: Optional[float]) -> str:
     return "--" if v is None or not np.isfinite(v) else "%.0f %%" % (100.0 * v)
 
 
-def fmt_energy(j: Optional[float]) -> str:
+def fmt_energy(j: Optional[float], why: str = "") -> str:
+    """Joules as mJ or J; "not measured" (and why, when known) for None."""
     if j is None:
-        return "not measured"
+        return "<b>not measured</b>" + (": %s" % _esc(why) if why else "")
     if j < 1.0:
-        return "%.1f mJ" % (j * 1e3)
-    return "%.2f J" % j
+        return "<b>%.1f mJ</b>" % (j * 1e3)
+    return "<b>%.2f J</b>" % j
 
 
 class Panel(QFrame):
@@ -208,11 +210,11 @@ class PowerPanel(Panel):
             vals = np.array([r.rails_w.get(name, np.nan) for r in rs])
             self._curve(name, i + 1, 1.2).setData(t, vals, connect="finite")
         last = ph.latest
-        epa = ph.energy_per_answer_j(10.0)
+        epa, why = ph.energy_per_answer(10.0)
         mean = ph.mean_w(10.0)
-        self.summary.setText("Now <b>%s</b> · mean 10 s %s · energy per answer <b>%s</b> (last 10 s) · %s" % (
+        self.summary.setText("Now <b>%s</b> · mean 10 s %s · energy per answer (last 10 s) %s · %s" % (
             "--" if last is None or last.total_w is None else "%.2f W" % last.total_w,
-            "--" if mean is None else "%.2f W" % mean, fmt_energy(epa), _esc(ph.reason)))
+            "--" if mean is None else "%.2f W" % mean, fmt_energy(epa, why), _esc(ph.reason)))
 
 
 class ConfidencePanel(Panel):
@@ -220,8 +222,12 @@ class ConfidencePanel(Panel):
 
     def __init__(self, parent: Optional[QWidget] = None) -> None:
         super().__init__("Confidence per track", parent)
-        self.plot = _plot("", "confidence", time_axis=False)
+        # the y axis' title is in the key line (a vertical title is cut on a low panel: "onfidence")
+        self.plot = _plot("", "", time_axis=False)
         self.plot.setYRange(0, 1.02, padding=0)
+        self.plot.getAxis("left").setTicks([[(0.0, "0"), (0.5, "0.5"), (1.0, "1")], [(0.25, ""), (0.75, "")]])
+        self.plot.getPlotItem().vb.sigResized.connect(self._fit_ticks)
+        self._tracks: List[Any] = []
         self.bars = pg.BarGraphItem(x=[0.0], height=[0.0], width=0.7, brush="w", pen=pg.mkPen("#444"))
         self.bars.setVisible(False)
         self.plot.addItem(self.bars)
@@ -248,7 +254,7 @@ class ConfidencePanel(Panel):
             self.plot.addItem(ln)
             self.lines.append(ln)
             key.append(key_entry(colour, "stage %d exits at ≥ %.2f" % (k + 1, v), "dashed"))
-        self.set_key(key + ["<i>?</i>&nbsp;not&nbsp;answered&nbsp;yet"])
+        self.set_key(key + ["<i>?</i>&nbsp;not&nbsp;answered&nbsp;yet", "y:&nbsp;confidence"])
         self._thresholds = th
 
     def refresh(self, model: GuiModel, toggles: Optional[OverlayToggles] = None) -> None:
@@ -264,9 +270,9 @@ class ConfidencePanel(Panel):
             brushes = [pg.mkBrush(QColor(*track_colour(t))) for t in tracks]  # unknown in its own colour
             self.bars.setOpts(x=x, height=h, width=0.7, brushes=brushes, pen=pg.mkPen("#444"))
         self.bars.setVisible(bool(tracks))
-        ax = self.plot.getAxis("bottom")
-        ax.setTicks([[(i, tick_text(t)) for i, t in enumerate(tracks)]])
         self.plot.setXRange(-0.6, max(4.6, len(tracks) - 0.4), padding=0)
+        self._tracks = tracks
+        self._fit_ticks()
         if not tracks:
             self.summary.setText("No track on screen")
             return
@@ -285,6 +291,39 @@ class ConfidencePanel(Panel):
         self.summary.setText(text.lstrip(" ·"))
 
 
+    def bar_px(self) -> float:
+        """Pixels between two bars' centres at the plot's present size (0 before it is laid out)."""
+        vb = self.plot.getPlotItem().vb
+        lo, hi = vb.viewRange()[0]
+        return float(vb.width()) / (hi - lo) if hi > lo else 0.0
+
+    def _fit_ticks(self, *_: Any) -> None:
+        """Tick labels that fit under the bars at this size (:func:`fit_ticks`); the full labels in the tooltip."""
+        tracks = self._tracks
+        ax = self.plot.getAxis("bottom")
+        fm = QFontMetricsF(ax.style.get("tickFont") or self.plot.font())
+        ticks = fit_ticks(tracks, self.bar_px(), fm.horizontalAdvance)
+        if ticks != getattr(self, "_ticks", None):
+            ax.setTicks([ticks])
+            self._ticks = ticks
+        tip = ("Bars, left to right: " + " · ".join(tick_text(t) for t in tracks)) if tracks else ""
+        if self.plot.toolTip() != tip:
+            self.plot.setToolTip(tip)
+
+
+def fit_ticks(tracks: List[Any], px_per_bar: float, text_width: Any, gap: float = 6.0) -> List[Any]:
+    """The bars' tick labels that fit ``px_per_bar`` apart without overlapping: every bar's :func:`tick_text` when
+    they all fit; else the plain ``#id`` (the bar's colour and the summary line still tell unknown and waiting
+    tracks); else ``#id`` under every k-th bar only. ``text_width``: the pixel width of a string."""
+    full = [(i, tick_text(t)) for i, t in enumerate(tracks)]
+    if not full or all(text_width(text) + gap <= px_per_bar for _, text in full):
+        return full
+    short = [(i, "#%d" % t.id) for i, t in enumerate(tracks)]
+    widest = max(text_width(text) for _, text in short) + gap
+    step = max(1, int(np.ceil(widest / px_per_bar))) if px_per_bar > 0 else len(short)
+    return short[::step]
+
+
 class CascadePanel(Panel):
     """Share of model answers kept at each stage, and the memo hit rate, per second over time."""
 
@@ -292,6 +331,7 @@ class CascadePanel(Panel):
         super().__init__("Cascade exits and memo hits", parent)
         self.plot = _plot("", "% answers")
         self.plot.setYRange(0, 102, padding=0)
+        self.plot.getAxis("left").setTicks([[(0.0, "0"), (50.0, "50"), (100.0, "100")], [(25.0, ""), (75.0, "")]])
         self.memo_curve = self.plot.plot([], [], pen=pg.mkPen("#CC79A7", width=2.5))
         self.stage_curves: List[Any] = []
         self.set_key([key_entry("#CC79A7", "memo hits"), TIME_AXIS])
@@ -359,6 +399,7 @@ class SpeedPanel(Panel):
         item.scene().addItem(self.lat_view)
         item.getAxis("right").linkToView(self.lat_view)
         item.getAxis("right").setLabel("latency ms", color="#D55E00")
+        item.getAxis("right").setTickDensity(0.6)
         self.lat_view.setXLink(item)
         self.lat_view.setMouseEnabled(x=False, y=False)
         self.lat_curve = pg.PlotDataItem([], [], pen=pg.mkPen("#D55E00", width=2))
@@ -393,7 +434,7 @@ class SpeedPanel(Panel):
         p = model.stats.latest
         res = model.latest
         dropped = res.counters.frames_dropped if res is not None else 0
-        disp = model.stats.display_fps()
+        disp = p.display_fps  # over the same window as p.pipeline_fps (LiveStats.rates)
         self.summary.setText("Pipeline <b>%.1f fps</b> · display %s · latency p50 %.1f ms, p95 %.1f ms (last 10 s) · "
                              "frames dropped by the source %d" % (
                                  p.pipeline_fps, "--" if disp is None else "%.1f fps" % disp,

@@ -156,7 +156,7 @@ class VideoView(QWidget):
         self._array: Optional[np.ndarray] = None
         self.placeholder = "No video yet: pick a source and press Start"
         self.frames_painted = 0
-        self.setMinimumSize(320, 240)
+        self.setMinimumSize(300, 200)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
 

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QScrollArea, QVB
 
 from edgeconf.errors import EdgeconfError, OutputError
 from edgeconf.gui.controls import ControlPanel
-from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo
+from edgeconf.gui.model import MAX_RECENT_SOURCES, GuiModel, OverlayToggles, PowerHistory, StageInfo, shown_tracks
 from edgeconf.live.regions import check_spec
 from edgeconf.gui.panels import ConfidencePanel, CascadePanel, PowerPanel, SpeedPanel
 from edgeconf.gui.video import VideoView, render_annotated, save_png
@@ -37,6 +37,10 @@ LEGEND = ("<b>Box colour = confidence</b>: <span style='color:#e63c28'>■ low</
           "<span style='background:#dc00dc;color:white'>&nbsp;M&nbsp;</span> memo cache answered (no model ran) "
           "&nbsp;·&nbsp; <span style='color:#50c8ff'>◯</span> tracker 2σ position uncertainty &nbsp;·&nbsp; "
           "dashed box: coasting (no detection this frame)")
+
+
+def _esc(text: str) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def default_settings() -> QSettings:
@@ -112,7 +116,7 @@ class MainWindow(QMainWindow):
         scroll = QScrollArea()
         scroll.setWidget(self.controls)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(300)
+        scroll.setMinimumWidth(300)  # with the panels' 360 and the video's 300: fits a 1024-pixel screen
         self.controls_dock = QDockWidget("Controls")
         self.controls_dock.setObjectName("controls-dock")
         self.controls_dock.setWidget(scroll)
@@ -144,7 +148,7 @@ class MainWindow(QMainWindow):
         self.panels_dock = QDockWidget("Live panels")
         self.panels_dock.setObjectName("panels-dock")
         self.panels_dock.setWidget(panels_scroll)
-        self.panels_dock.setMinimumWidth(420)
+        self.panels_dock.setMinimumWidth(360)
         self.panels_dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
                                      | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.panels_dock)
@@ -249,6 +253,9 @@ class MainWindow(QMainWindow):
         m.add_recent_source(source)
         m.set_error(None)
         m.stats.clear()
+        # nothing of the previous run stays on screen as if it were this one's: frame, tracks, curves, status line
+        self._clear_view("Starting %s …" % source)
+        m.set_source_state("connecting", "")
         options: Dict[str, Any] = dict(regions=m.regions, events_path=self.events_path, meter=self.meter,
                                        memo=None if m.memo_enabled else False, memo_radius=m.memo_radius or None)
         options.update(self.worker_options)
@@ -302,6 +309,7 @@ class MainWindow(QMainWindow):
         self.model.set_overlay(name, on)
         self.video.update()
         self.confidence_panel.refresh(self.model)
+        self._show_info()
 
     def _output_path(self, prefix: str, ext: str) -> str:
         folder = os.path.expanduser(self.controls.outdir_edit.text().strip() or os.getcwd())
@@ -360,19 +368,35 @@ class MainWindow(QMainWindow):
         self.model.ingest(res)
         self.video.set_result(res)
         self.confidence_panel.refresh(self.model)
-        c = res.counters
+        self._show_info()
+        self.resultShown.emit(res)
+
+    def _show_info(self) -> None:
+        """The status bar's frame line for the result on screen; its track count is the tracks drawn on the
+        video (and listed in the confidence panel), not the tracker's count, which includes tracks coasting
+        outside the picture or hidden with the coasting overlay."""
+        res = self.model.latest
+        if res is None:
+            self.info_label.setText("")
+            return
         note = regions_note(self.model.regions)
         self.info_label.setText("frame %d · %d tracks · pipeline %.1f fps · latency %.1f ms · regions %s%s%s" % (
-            res.frame_index, c.tracks, c.fps, res.timings.processing_ms, self.model.regions,
-            " (%s)" % note if note else "", " · error: %s" % res.error if res.error else ""))
-        self.resultShown.emit(res)
+            res.frame_index, len(shown_tracks(res, self.model.overlays)), self._pipeline_fps(res),
+            res.timings.processing_ms, self.model.regions, " (%s)" % note if note else "",
+            " · error: %s" % res.error if res.error else ""))
+
+    def _pipeline_fps(self, res: Any) -> float:
+        """The speed panel's pipeline fps (over the same window as its display fps), the pipeline's own before."""
+        p = self.model.stats.latest
+        return p.pipeline_fps if p is not None and p.frame == res.frame_index else float(res.counters.fps)
 
     def _on_source_state(self, state: str, detail: str) -> None:
         self.model.set_source_state(state, detail)
 
     def _on_problem(self, message: str, fatal: bool) -> None:
-        if fatal:
+        if fatal:  # shown in the video area and the status line when the worker has ended (_on_finished)
             self.model.set_error(message)
+            return
         self.show_message(message, error=True)
 
     def _on_applied(self, what: str, value: Any) -> None:
@@ -394,21 +418,38 @@ class MainWindow(QMainWindow):
         if reason == "ended":
             self.video.set_placeholder("The source ended. Press Start to run again.")
         if self.model.error:
-            self.video.set_placeholder("Could not run: %s" % self.model.error)
+            # a failure is never shown over a frame as if it were still live: the view says why instead
+            self._clear_view("Could not run: %s" % self.model.error, keep_stats=True)
+            self._show_state("failed", self.model.error)
+            self.info_label.setText("<span style='color:#c00'>Could not run: %s</span>" % _esc(self.model.error))
 
     def _on_running(self, running: bool) -> None:
         if not running:
             self.video.set_placeholder("Stopped. Press Start to run.")
 
     # -- display --------------------------------------------------------------------------------------------
+    def _clear_view(self, placeholder: str, keep_stats: bool = False) -> None:
+        """Take the last result off the screen: the video shows ``placeholder``, the per-track panel and the
+        status line are emptied, and (unless ``keep_stats``) the plots restart empty."""
+        self.model.latest = None
+        if not keep_stats:
+            self.model.stats.clear()
+        self.video.set_result(None)
+        self.video.set_placeholder(placeholder)
+        self.info_label.setText("")
+        self.refresh_panels()
+
     def _show_state(self, state: str, detail: str) -> None:
         colour = STATE_STYLE.get(state, "#555")
         text = {"paused": "PAUSED"}.get(state, state.upper())
         self.state_label.setText("<span style='color:white;background:%s;padding:2px 6px'>&nbsp;source: %s&nbsp;</span>"
                                  % (colour, text))
         self.state_label.setToolTip(detail or state)
-        if state in ("reconnecting", "failed") and detail:
-            self.show_message("%s: %s" % (state, detail), error=state == "failed")
+        if state == "reconnecting" and detail:
+            self.show_message("%s: %s" % (state, detail))
+        elif state == "failed" and detail:
+            # not a temporary message: Qt hides the status bar's widgets (so "source: FAILED") while one shows
+            self.info_label.setText("<span style='color:#c00'>Could not run: %s</span>" % _esc(detail))
 
     def show_message(self, text: str, error: bool = False, ms: int = 8000) -> None:
         self.statusBar().showMessage(("⚠ " if error else "") + text, ms)

@@ -329,11 +329,6 @@ class PipelineWorker(QThread):
                                       end_reason=self.end_reason or "failed", gui=True)
             except Exception:
                 log.exception("writing the summary event failed")
-        if self._telemetry is not None:
-            try:
-                self._telemetry.publish_status()  # the last status, as demo and run publish it
-            except Exception:
-                log.exception("publishing the last status failed")
         try:
             self._close_recorder()
         except Exception as exc:  # the recording could not be finalised (disk full): say so, close the rest
@@ -345,6 +340,13 @@ class PipelineWorker(QThread):
                 log.exception("closing the pipeline failed")
         elif source is not None:
             source.close()
+        if self._telemetry is not None:
+            # the last (retained) status, as demo and run publish it: after the source is closed, so it says
+            # "ended" (or "failed"), never "live" for a window that stopped or closed
+            try:
+                self._telemetry.publish_status()
+            except Exception:
+                log.exception("publishing the last status failed")
         if self._events is not None:
             c = self.pipeline.counters.to_json() if self.pipeline is not None else {}
             self._events.emit("stop", reason=self.end_reason or "stopped", counters=c)

@@ -90,6 +90,7 @@ def test_fleet_window_shows_twenty_devices(qtbot, tmp_path, settings):
 
         qtbot.waitUntil(dev05_offline, timeout=60000)
         assert win.table.item(5, 1).text() == "offline"
+        assert win.table.item(5, 2).text() == "—" and "last known" in win.table.item(5, 2).toolTip()  # fps no longer live
         win.grab().save(str(tmp_path / "fleet.png"), "PNG")
         assert os.path.getsize(tmp_path / "fleet.png") > 0
     finally:
@@ -139,8 +140,30 @@ def test_operator_window_publishes_telemetry(qtbot, tmp_path, settings, gui_bund
 
         qtbot.waitUntil(offline, timeout=60000)
         assert model.devices["gui-cam"].offline_reason == "closed"
+        # the last retained status is the closed run's, as demo's is: not "live" for a window that closed
+        assert model.devices["gui-cam"].status["source_state"] == "ended"
     finally:
         if win is not None:
             win.shutdown()
         sub.close()
         broker.stop()
+
+
+def test_an_offline_device_shows_no_live_numbers_and_keeps_the_last_known_in_the_tooltip():
+    """QA: after a publisher's Last Will its row still read fps 30.0, escalation 54.3 %, memo 61.3 % as if live."""
+    m = FleetModel("edgeconf")
+    m.ingest("edgeconf/cam1/state", b'{"online": true}')
+    m.ingest("edgeconf/cam1/status", _status(30.0, escalation_rate=0.543, memo_hit_rate=0.613, power_w=6.0,
+                                             energy_per_answer_j=0.02, time=1700000000.0))
+    row = m.devices["cam1"]
+    assert row.text("fps") == "30.0" and row.text("escalation") == "54.3 %" and row.tooltip("fps") == ""
+    m.ingest("edgeconf/cam1/state", b'{"online": false, "reason": "connection lost"}')  # the Last Will
+    assert row.stale and row.text("online") == "offline" and row.text("device") == "cam1"
+    for key in ("fps", "escalation", "memo", "remote_failures", "power_w", "energy_j"):
+        assert row.text(key) == "—", key
+        assert row.tooltip(key).startswith("offline: last known "), key
+    assert "30.0" in row.tooltip("fps") and "54.3 %" in row.tooltip("escalation") and "61.3 %" in row.tooltip("memo")
+    assert row.fps_history() == [30.0]  # the history stays (the plot shows when it stopped)
+    m.ingest("edgeconf/cam1/state", b'{"online": true}')  # back: live again
+    m.ingest("edgeconf/cam1/status", _status(29.0))
+    assert row.text("fps") == "29.0" and row.tooltip("fps") == ""

@@ -135,3 +135,70 @@ def test_energy_per_answer_ends_where_the_meter_has_sampled():
     assert ph.energy_per_answer_j(10.0) == pytest.approx(5.0 * (t1 - t0) / 10, rel=1e-6)
     meter.sample_now()
     assert ph.energy_per_answer_j(10.0) == pytest.approx(5.0 * (t2 - t0) / 30, rel=1e-6)
+
+
+def test_display_fps_never_exceeds_pipeline_fps_both_over_the_same_window():
+    """QA: "Pipeline 12.2 fps · display 18.9 fps": the pipeline's own fps (its last frames, its clock) and the display
+    rate (results shown in the last 2 s) were averaged over different windows. Now both come from the results shown
+    in one window: frames processed (the counter) and frames shown between its first and its last."""
+    s = LiveStats()
+    t, frames = 100.0, 0
+    # the pipeline makes 20 frames a second; the UI takes every 1st to 3rd of them, irregularly; the pipeline's own
+    # counters.fps (over another window) reads 12.2
+    for k in range(60):
+        frames += (1, 2, 3)[k % 3]
+        t += 0.05 * (1, 2, 3)[k % 3]
+        s.add(result(frames, 0, 0, 0, [0], [0], fps=12.2), t)
+        pipe, disp = s.rates(2.0)
+        if k:
+            assert disp <= pipe + 1e-9
+            assert s.latest.pipeline_fps == pipe and s.latest.display_fps == disp == s.display_fps(2.0)
+    assert pipe == pytest.approx(20.0) and disp == pytest.approx(10.0, rel=0.05)  # a window edge mid-pattern
+    # a new pipeline restarts its frame count: the window restarts, no negative rate
+    s.add(result(1, 0, 0, 0, [0], [0], fps=12.2), t + 0.05)
+    assert s.rates(2.0) == (None, None) and s.latest.pipeline_fps == 12.2
+    s.add(result(3, 0, 0, 0, [0], [0]), t + 0.15)
+    assert s.rates(2.0) == (pytest.approx(20.0), pytest.approx(10.0))
+
+
+def test_energy_per_answer_says_why_it_is_not_measured_when_power_samples_have_gaps():
+    """QA: "not measured" for a long time with a meter whose samples covered 10–27 % of the time on a loaded machine,
+    and no word why. The meter's rules stay (energy_j's coverage); the panel now says what they found."""
+    from edgeconf.devices.meter import EnergyMeter
+    from edgeconf.gui.panels import fmt_energy
+
+    from fakes import FakePowerSource
+
+    now = [100.0]
+    clock = lambda: now[0]  # noqa: E731
+    src = FakePowerSource()
+    src.clock = clock
+    meter = EnergyMeter(src, rate_hz=50, clock=clock)  # samples more than 5 periods (0.1 s) apart leave a gap
+    ph = PowerHistory(meter)
+    assert ph.energy_per_answer(10.0) == (None, "no answers yet")
+
+    def at(t, answers=None, sample=True):
+        now[0] = t
+        if sample:
+            meter.sample_now()
+        if answers is not None:
+            ph.note_answers(answers, t)
+
+    # samples only around 100.0–102.0 and 108.0–110.0: 4 s of the 10 s covered
+    for k in range(41):
+        at(100.0 + 0.05 * k, answers=k if k % 20 == 0 else None)
+    at(105.0, answers=50, sample=False)
+    for k in range(41):
+        at(108.0 + 0.05 * k, answers=100 if k == 40 else None)
+    j, why = ph.energy_per_answer(10.0)
+    assert j is None and ph.energy_per_answer_j(10.0) is None
+    assert why == "power samples cover 40 % of the last 10.0 s (need ≥ 99 %) (samples more than 0.1 s apart leave a gap)"
+    assert fmt_energy(j, why) == "<b>not measured</b>: " + why.replace(">", "&gt;")
+    # the same answers with samples all along: measured, 5 W over 10 s for 100 answers
+    now[0] = 100.0
+    meter = EnergyMeter(src, rate_hz=50, clock=clock)
+    ph = PowerHistory(meter)
+    for k in range(201):
+        at(100.0 + 0.05 * k, answers={0: 0, 20: 20, 100: 50, 200: 100}.get(k))
+    j, why = ph.energy_per_answer(10.0)
+    assert why == "" and j == pytest.approx(5.0 * 10.0 / 100, rel=1e-6)

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("PySide6", reason="PySide6 is not installed (pip install '.[gui]')")
 pytest.importorskip("pyqtgraph", reason="pyqtgraph is not installed (pip install '.[gui]')")
 pytest.importorskip("pytestqt", reason="pytest-qt is not installed")
-from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
 
 from edgeconf.gui.window import MainWindow  # noqa: E402
 from edgeconf.live.overlay import confidence_colour  # noqa: E402
@@ -360,9 +360,11 @@ def test_the_per_track_panel_lists_exactly_the_tracks_on_screen(qtbot, make_wind
     assert win.confidence_panel.shown_ids == drawn
     from edgeconf.gui.panels import tick_text
 
-    ticks = [label for _, label in win.confidence_panel.plot.getAxis("bottom")._tickLevels[0]]
-    assert ticks == [tick_text(t) for t in shown_tracks(res, win.model.overlays)]
-    assert all(tk.split()[0] == "#%d" % i for tk, i in zip(ticks, drawn))
+    ticks = win.confidence_panel.plot.getAxis("bottom")._tickLevels[0]
+    tracks = shown_tracks(res, win.model.overlays)
+    # every bar's full tick when they fit, else "#id" (under every k-th bar when even that does not fit)
+    assert all(label in (tick_text(tracks[i]), "#%d" % tracks[i].id) for i, label in ticks)
+    assert win.confidence_panel.plot.toolTip() == "Bars, left to right: " + " · ".join(tick_text(t) for t in tracks)
     win.controls.overlay_checks["coasting"].setChecked(False)  # hiding coasting tracks hides their bars too
     assert win.confidence_panel.shown_ids == [t.id for t in res.tracks if not t.frames_since_match]
 
@@ -470,3 +472,117 @@ def test_close_thresholds_near_the_top_are_both_named_in_the_key(qtbot):
     assert [ln.value() for ln in panel.lines] == [0.93, 0.91]
     text = panel.key.text()
     assert "stage 1 exits at ≥ 0.93" in text.replace("&nbsp;", " ") and "stage 2 exits at ≥ 0.91" in text.replace("&nbsp;", " ")
+
+
+def test_the_status_line_counts_the_tracks_drawn_not_the_trackers_count(qtbot, make_window):
+    """QA: "6 tracks" in the status bar while the video and the per-track panel showed 5 (a coasting prediction
+    that drifted out of the picture is counted by the tracker but not drawn)."""
+    from types import SimpleNamespace
+
+    from edgeconf.gui.model import shown_tracks
+
+    def tr(i, box, lost=0):
+        return SimpleNamespace(id=i, box=box, frames_since_match=lost, confidence=0.9, label="Bag", class_id=8,
+                               unknown=False, stage=0, uncertainty_px=1.0, ellipse=None, memo_hit=False)
+
+    win = make_window()
+    res = SimpleNamespace(image=np.zeros((100, 200, 3), np.uint8), frame_index=7, error=None,
+                          counters=SimpleNamespace(tracks=4, fps=12.0), timings=SimpleNamespace(processing_ms=5.0),
+                          tracks=[tr(1, (10, 10, 50, 50)), tr(2, (150, 20, 190, 60), lost=3),
+                                  tr(3, (210, 10, 260, 40), lost=5), tr(4, (60, 10, 90, 40))])
+    win.model.latest = res
+    win.video.set_result(res)
+    win.set_overlay("boxes", True)  # redraws the per-track panel and the status line from model.latest
+    assert win.confidence_panel.shown_ids == [1, 2, 4]
+    assert "frame 7 · 3 tracks ·" in win.info_label.text()
+    win.controls.overlay_checks["coasting"].setChecked(False)  # hiding coasting tracks: #2 goes from both
+    assert win.confidence_panel.shown_ids == [1, 4] == [t.id for t in shown_tracks(res, win.model.overlays)]
+    assert "frame 7 · 2 tracks ·" in win.info_label.text()
+
+
+def test_a_failed_start_after_a_run_clears_the_old_run_and_says_failed(qtbot, make_window, tmp_path):
+    """QA: after a clip ran to its end, Start on a missing file left the last frame with its boxes, the old tracks,
+    the old curves and "frame 199 · 3 tracks" on screen, and the failure message hid "source: FAILED"."""
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 72))
+    for i in range(12):
+        frame = np.full((72, 96, 3), 30, np.uint8)
+        cv2.rectangle(frame, (10 + 4 * i, 20), (40 + 4 * i, 50), (230, 230, 230), -1)
+        writer.write(frame)
+    writer.release()
+    win = make_window(source=str(clip), regions="full")
+    shown = SignalRecorder(win.resultShown, win)
+    assert win.start()
+    qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
+    assert shown.calls and win.model.source_state == "ended" and win.model.error is None
+    assert win.video.result is not None and "frame" in win.info_label.text()  # the last frame stays after the end
+    win.refresh_panels()
+    assert "No answers yet" not in win.cascade_panel.summary.text()
+
+    win.controls.source_combo.setEditText("/nonexistent/file.mp4")
+    assert win.start()
+    assert win.video.result is None and win.model.latest is None  # cleared at once, before the worker says anything
+    assert win.confidence_panel.shown_ids == [] and win.info_label.text() == ""
+    qtbot.waitUntil(lambda: not win.model.running, timeout=WAIT_MS)
+    assert win.video.result is None and win.video.placeholder.startswith("Could not run: ")
+    assert "/nonexistent/file.mp4" in win.video.placeholder
+    assert win.confidence_panel.shown_ids == [] and win.confidence_panel.summary.text() == "No track on screen"
+    assert win.cascade_panel.summary.text() == "No answers yet" and win.speed_panel.summary.text() == "No frames yet"
+    assert not win.model.stats.points
+    assert "FAILED" in win.state_label.text()
+    assert "Could not run" in win.info_label.text() and "frame" not in win.info_label.text()
+    assert win.statusBar().currentMessage() == ""  # a temporary message would hide the state label
+    assert win.state_label.isVisible()
+
+
+def test_fit_ticks_shortens_then_thins_the_bar_labels():
+    from types import SimpleNamespace
+
+    from edgeconf.gui.panels import fit_ticks
+
+    def tr(i, unknown=False, conf=0.9):
+        return SimpleNamespace(id=i, unknown=unknown, confidence=conf)
+
+    tracks = [tr(1, unknown=True), tr(2, conf=None), tr(13)]
+    width = lambda text: 7.0 * len(text)  # noqa: E731
+    assert fit_ticks(tracks, 100.0, width) == [(0, "#1 unknown"), (1, "#2 ?"), (2, "#13")]
+    assert fit_ticks(tracks, 40.0, width) == [(0, "#1"), (1, "#2"), (2, "#13")]  # "#1 unknown" is 70 px
+    assert fit_ticks(tracks, 20.0, width) == [(0, "#1"), (2, "#13")]  # "#13" + gap is 27 px: every 2nd bar
+    assert fit_ticks([], 20.0, width) == []
+
+
+def test_the_window_fits_a_1024x600_screen_and_no_bar_labels_overlap(qtbot, make_window):
+    """QA: the minimum width was 1052 (a Jetson 7" screen is 1024x600) and at that size (and with a narrow panel
+    dock at 1480x900) the bar ticks ran into each other ("#1 unknow#2 unknown#3 unknown")."""
+    from types import SimpleNamespace
+
+    from PySide6.QtGui import QFontMetricsF
+    from PySide6.QtWidgets import QApplication
+
+    def tr(i):
+        return SimpleNamespace(id=i, box=(4 * i, 10, 4 * i + 20, 40), frames_since_match=0, confidence=None if i % 3
+                               else 0.8, unknown=i % 3 == 1, label="Bag", class_id=8, stage=0, uncertainty_px=1.0,
+                               ellipse=None, memo_hit=False)
+
+    win = make_window()
+    assert win.minimumSizeHint().width() <= 1024 and win.minimumSize().width() <= 1024
+    res = SimpleNamespace(image=np.zeros((100, 200, 3), np.uint8), frame_index=3, error=None,
+                          counters=SimpleNamespace(tracks=18, fps=10.0), timings=SimpleNamespace(processing_ms=5.0),
+                          tracks=[tr(i) for i in range(1, 19)])
+    win.model.latest = res
+    panel = win.confidence_panel
+    for size in ((1024, 600), (1480, 900)):
+        win.resize(*size)
+        if size[0] == 1480:
+            win.resizeDocks([win.panels_dock], [360], Qt.Orientation.Horizontal)
+        QApplication.processEvents()
+        assert win.width() == size[0]
+        panel.refresh(win.model)
+        ax = panel.plot.getAxis("bottom")
+        fm = QFontMetricsF(ax.style.get("tickFont") or panel.plot.font())
+        ticks = ax._tickLevels[0]
+        assert len(ticks) >= 2
+        px = panel.bar_px()
+        assert px > 0
+        for (i, a), (j, b) in zip(ticks, ticks[1:]):  # centred under their bars: half of each width on each side
+            assert (j - i) * px >= (fm.horizontalAdvance(a) + fm.horizontalAdvance(b)) / 2.0, (size, a, b, px)
