@@ -212,8 +212,8 @@ def looks_like_header(head: bytes) -> bool:
 
 def _rebuild_hint(path: str) -> str:
     # never suggest writing an engine over a file named .onnx
-    return "build one with: edgeconf engine MODEL.onnx --out %s" % ("MODEL.engine" if path.lower().endswith(".onnx")
-                                                                      else path)
+    engine_name = path.lower().endswith((".engine", ".plan", ".trt"))  # else (a .onnx, a sidecar .json…) not there
+    return "build one with: edgeconf engine MODEL.onnx --out %s" % (path if engine_name else "MODEL.engine")
 
 
 def read_engine(path: str, verify: bool = True, warn_plain: bool = True) -> EngineFile:

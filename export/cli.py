@@ -186,22 +186,45 @@ def export_cmd(model: str, out: str, score: str, threshold: float, temperature: 
         raise ConfigError("MODEL=module:function needs its input shape: --input-shape C,H,W, a --preprocessing, or "
                           "--calibrate data to take it from")
     labels = read_labels(labels_file) if labels_file else None
-    res = export_model(model, out, data=calibrate, preprocessing=preprocessing, labels=labels, score=score,
-                       threshold=threshold, temperature=temperature, output=output_name, output_kind=output_kind,
-                       input_shape=_input_shape(input_shape), weights=weights, opset=opset, max_pixels=max_pixels)
-    report = res.to_json()
-    if int8:
+
+    def export(path: str) -> Any:
+        return export_model(model, path, data=calibrate, preprocessing=preprocessing, labels=labels, score=score,
+                            threshold=threshold, temperature=temperature, output=output_name, output_kind=output_kind,
+                            input_shape=_input_shape(input_shape), weights=weights, opset=opset, max_pixels=max_pixels)
+
+    if not int8:
+        res = export(out)
+        report = res.to_json()
+    else:  # both files are made in a hidden folder and replace OUT and OUT.int8.onnx together, or neither does
+        import json as _json
+        import tempfile
+
+        from edgeconf.atomic import FileSet
         from edgeconf.export.data import as_data
         from edgeconf.export.quantize import quantize_int8
 
         d = as_data(int8_calib or calibrate, "INT8 calibration data", max_pixels)
         t = as_data(test_data, "test data", max_pixels, need_labels=True) if test_data else None
-        with _stderr_console().status("quantizing to INT8") as status:
-            q = quantize_int8(out, os.path.splitext(out)[0] + ".int8.onnx", (d.x, d.y) if d.y is not None else d.x,
-                              test=(t.x, t.y) if t is not None else None, preprocessing=res.preprocessing,
-                              progress=lambda msg: status.update("INT8: " + msg),
-                              **_int8_kwargs(int8_method, int8_budget, int8_ece_budget, calib_samples))
-        report["int8"] = q.to_json()
+        final = (out, os.path.splitext(out)[0] + ".int8.onnx")
+        with tempfile.TemporaryDirectory(prefix=".edgeconf-export-", dir=os.path.dirname(os.path.abspath(out))) as tmp:
+            made = tuple(os.path.join(tmp, os.path.basename(p)) for p in final)
+            res = export(made[0])
+            with _stderr_console().status("quantizing to INT8") as status:
+                q = quantize_int8(made[0], made[1], (d.x, d.y) if d.y is not None else d.x,
+                                  test=(t.x, t.y) if t is not None else None, preprocessing=res.preprocessing,
+                                  progress=lambda msg: status.update("INT8: " + msg),
+                                  **_int8_kwargs(int8_method, int8_budget, int8_ece_budget, calib_samples))
+            with FileSet() as files:
+                for src, dst in zip(made, final):
+                    with open(src, "rb") as f:
+                        files.write(dst, f.read())
+                files.commit()
+            text = _json.dumps({"float": res.to_json(), "int8": q.to_json()})
+            for src, dst in zip(made, final):  # the report names the files where they now are
+                text = text.replace(_json.dumps(src)[1:-1], _json.dumps(dst)[1:-1])
+            both = _json.loads(text)
+        report = both["float"]
+        report["int8"] = both["int8"]
     if as_json:
         _echo_json(report)
         return

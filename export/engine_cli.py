@@ -199,26 +199,35 @@ def build_bundle(folder: str, out: str, options: BuildOptions, force: bool = Fal
     from edgeconf.bundle import read_manifest, save_bundle
 
     manifest = read_manifest(folder, verify=True)
-    os.makedirs(out, exist_ok=True)
+    # folders this run makes (OUT, OUT/engines) are removed again if the build fails before writing into them
+    made = [d for d in (out, os.path.join(out, ENGINE_DIR)) if not os.path.isdir(d)]
     rows = []
     stages = []
     engine_files: Dict[str, str] = {}
-    for spec in manifest.stages:
-        if spec.is_remote:  # served by its server (docs/fleet.md): no engine on the board
-            stages.append(spec)
-            continue
-        if progress:
-            progress(spec.name)
-        rel = "%s/%s.engine" % (ENGINE_DIR, _safe_name(spec.name))
-        dst = os.path.join(out, rel)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        row = build_model(os.path.join(folder, spec.model), dst, options, force, builder, log)
-        row["stage"] = spec.name
-        rows.append(row)
-        stages.append(replace(spec, engine=rel))
-        engine_files[rel] = dst
-        if os.path.isfile(sidecar_path(dst)):
-            engine_files[sidecar_path(rel)] = sidecar_path(dst)
+    try:
+        for spec in manifest.stages:
+            if spec.is_remote:  # served by its server (docs/fleet.md): no engine on the board
+                stages.append(spec)
+                continue
+            if progress:
+                progress(spec.name)
+            rel = "%s/%s.engine" % (ENGINE_DIR, _safe_name(spec.name))
+            dst = os.path.join(out, rel)
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            row = build_model(os.path.join(folder, spec.model), dst, options, force, builder, log)
+            row["stage"] = spec.name
+            rows.append(row)
+            stages.append(replace(spec, engine=rel))
+            engine_files[rel] = dst
+            if os.path.isfile(sidecar_path(dst)):
+                engine_files[sidecar_path(rel)] = sidecar_path(dst)
+    except BaseException:
+        for d in reversed(made):
+            try:
+                os.rmdir(d)  # only when empty: engines built before the failure stay
+            except OSError:
+                pass
+        raise
     replaced = {s.engine for s in manifest.stages if s.engine} | {sidecar_path(s.engine) for s in manifest.stages if s.engine}
     model_files = {rel: os.path.join(folder, rel) for rel in manifest.files if rel not in replaced and rel not in engine_files}
     model_files.update(engine_files)
@@ -226,6 +235,7 @@ def build_bundle(folder: str, out: str, options: BuildOptions, force: bool = Fal
     provenance["engines"] = {"precision": options.precision, "workspace_mb": options.workspace_mb,
                              "profile": options.profile.to_json(), "device_profile": options.device_profile,
                              "tensorrt": rows[0]["tensorrt"] if rows else None, "gpu": rows[0]["gpu"] if rows else None}
+    os.makedirs(out, exist_ok=True)
     save_bundle(out, stages, model_files, manifest.labels, manifest.preprocessing, manifest.combine, manifest.memo,
                 manifest.name, provenance, manifest.extra)
     return rows

@@ -156,6 +156,11 @@ def resolve_options(device_profile: Any = None, precision: Optional[str] = None,
             raise DataError("calibration data %s does not exist" % calib)
     elif calib:
         notes.append("--calib is ignored for %s builds" % precision)
+    if qdq_model and not os.path.isfile(qdq_model):
+        raise DataError("QDQ model %s does not exist; give the exporter's INT8 model (edgeconf export --int8 writes "
+                        "MODEL_qdq.onnx beside MODEL.onnx)" % qdq_model)
+    if qdq_model and precision != "int8":
+        notes.append("--qdq is ignored for %s builds: it is for INT8 (add --int8)" % precision)
     if calib_batch < 1 or calib_limit < 1:
         raise ConfigError("calibration batch and limit must be >= 1")
     return BuildOptions(precision, workspace_mb, profile, calib, calib_cache, calib_batch, calib_limit, qdq_model,

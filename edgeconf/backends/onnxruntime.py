@@ -54,7 +54,8 @@ def resolve_providers(providers: Optional[Sequence[ProviderSpec]], available_pro
         if full not in available_providers:
             raise BackendUnavailableError(
                 "execution provider %r is not available in this onnxruntime build (available: %s); "
-                "install the GPU build (onnxruntime-gpu, or the Jetson wheel for your JetPack) or choose cpu"
+                "install the GPU build (onnxruntime-gpu, or the Jetson wheel for your JetPack), or run on the CPU "
+                "(--backend onnxruntime, or providers=['cpu'])"
                 % (name, ", ".join(available_providers))
             )
         chosen.append((full, opts) if opts else full)

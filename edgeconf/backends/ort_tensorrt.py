@@ -176,6 +176,8 @@ def tensorrt_providers(model_sha256: str, fp16: bool = False, int8: bool = False
         import onnxruntime
 
         ort_version = onnxruntime.__version__
+        if PROVIDER not in onnxruntime.get_available_providers():  # refused where the session is made: no cache talk
+            cache = False
     trt_version = tensorrt_version if tensorrt_version is not None else detect_tensorrt_version()
     gpu_info = gpu if gpu is not None else detect_gpu()
     path: Optional[str] = None

@@ -15,6 +15,11 @@ COLUMNS = ("config", "acc %", "cpu s", "cpu ×big", "wall s", "wall ×big", "mea
            "stage calls", "escal.", "memo hit", "false hit", "energy J")
 
 
+def _seconds(value: float) -> str:
+    """CPU seconds with enough digits to compare small runs (0.0031 s, not 0.00 s)."""
+    return "%.2f s" % value if value >= 1 else "%.3g s" % value
+
+
 def _f(v: Optional[float], fmt: str = "%.3f") -> str:
     return "—" if v is None else fmt % v
 
@@ -93,9 +98,9 @@ def target_lines(run: RunResult) -> List[str]:
                      % (_f(x["cpu_ratio_vs_dual"]), x["max_ratio"], met(x)))
     if "dual_cost_model" in t:
         x = t["dual_cost_model"]
-        lines.append("dual cost %.2f s vs first × (1 + %.3f × %.2f) × %g = %.2f s: %s"
-                     % (x["dual_cpu_s"], x["escalation_rate"], x["stage_cost_ratio"], x.get("slack", 1.05),
-                        x["bound_cpu_s"], met(x)))
+        lines.append("dual cost %s vs first × (1 + %.3f × %.2f) × %g = %s: %s"
+                     % (_seconds(x["dual_cpu_s"]), x["escalation_rate"], x["stage_cost_ratio"], x.get("slack", 1.05),
+                        _seconds(x["bound_cpu_s"]), met(x)))
     return lines
 
 

@@ -28,6 +28,9 @@ def describe_onnx(path: str) -> Dict[str, Any]:
         model = onnx.load(path, load_external_data=False)
     except (DecodeError, ValueError, OSError) as exc:
         raise ModelLoadError("%s is not a readable ONNX model (%s); is the file complete?" % (path, exc)) from None
+    except Exception as exc:  # onnx reads a .json/.txt name as its text formats: their parse errors are not ValueErrors
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError("%s is not an ONNX model, a bundle or an engine (%s)" % (path, first[:160])) from None
     if not model.graph.node and not model.graph.output:
         raise ModelLoadError("%s does not contain an ONNX graph" % path)
 
@@ -131,6 +134,10 @@ def describe(path: str) -> Dict[str, Any]:
         return describe_bundle(os.path.dirname(path) or ".")
     if not os.path.isfile(path):
         raise ModelLoadError("%s %s" % (path, not_a_file(path)))
+    engine = path[:-len(".json")]
+    if path.endswith(".json") and os.path.isfile(engine):
+        raise ModelLoadError("%s is the sidecar of engine %s (its header as JSON); inspect the engine: edgeconf "
+                             "inspect %s" % (path, engine, engine))
     with open(path, "rb") as f:
         head = f.read(8)
     if path.endswith((".engine", ".plan", ".trt")) or _looks_like_engine(head):
@@ -203,6 +210,21 @@ def _print_human(info: Dict[str, Any]) -> None:
                 console.print("edgeconf.%s = %s" % (k, json.dumps(v)))
         else:
             console.print("no edgeconf metadata (not exported by edgeconf)")
+        return
+    if kind == "engine":
+        console.print("[bold]engine[/bold] %s  %d bytes (plan %d bytes)  %s" % (
+            info["path"], info["bytes"], info["plan_bytes"], info["format"]))
+        if info.get("header") is None:
+            return
+        for key, label in (("tensorrt", "TensorRT"), ("gpu", "GPU"), ("compute_capability", "compute capability"),
+                           ("precision", "precision")):
+            console.print("%s: %s" % (label, info.get(key) if info.get(key) is not None else "not recorded"))
+        for k, v in (info.get("edgeconf") or {}).items():
+            console.print("edgeconf.%s = %s" % (k, json.dumps(v)))
+        console.print("sidecar (%s): %s" % (os.path.basename(info["path"]) + ".json",
+                                            "present" if info.get("sidecar") else "absent"))
+        if info.get("rebuild"):
+            console.print("rebuild: %s" % info["rebuild"])
         return
     console.print_json(data=info)
 

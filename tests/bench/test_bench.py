@@ -459,3 +459,10 @@ def test_notes_are_printed_once_in_order(models, data_dir, sample, tmp_path):
     assert (tmp_path / "rep" / "report.md").read_text().count(note) == 1
     notes = json.loads((tmp_path / "o.json").read_text())["notes"]
     assert [n.split(":")[0] for n in notes] == ["--limit 40", note + " (stretch)"]
+
+
+def test_small_cpu_seconds_keep_their_digits_in_the_cost_check():
+    """A cost check on a small run must show why it fails: 0.00346 s against 0.00325 s, not 0.00 s against 0.00 s."""
+    from edgeconf.bench.report import _seconds
+
+    assert (_seconds(0.003456), _seconds(0.00325), _seconds(2.257)) == ("0.00346 s", "0.00325 s", "2.26 s")

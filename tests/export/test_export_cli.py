@@ -367,3 +367,19 @@ def test_a_module_function_without_weights_is_exported_with_a_warning(capsys, tm
     code, stdout, err = run(capsys, "export", "mods.py:make", "--out", tmp_path / "a.onnx", "--input-shape", "1,6,6")
     assert code == 0, err
     assert "warning: no weights given: mods.py:make is exported with the weights its function builds" in err
+
+
+def test_a_failed_int8_export_writes_neither_file(capsys, tmp_path):
+    """--int8 whose calibration data misses classes is refused, and neither OUT nor OUT.int8.onnx is written (an
+    earlier OUT stays as it was)."""
+    from edgeconf import data_path
+
+    d = np.load(data_path("fashion_sample.npz"))
+    keep = d["labels"] < 2
+    np.savez(tmp_path / "two.npz", images=d["images"][keep][:60], labels=d["labels"][keep][:60])
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"earlier")
+    code, stdout, err = run(capsys, "export", data_path("zoo", "models", "tiny.onnx"), "--out", out, "--calibrate",
+                            tmp_path / "two.npz", "--int8", "--calib", tmp_path / "two.npz")
+    assert code == 1 and "no sample of classes 2" in err, err
+    assert out.read_bytes() == b"earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "two.npz"]

@@ -193,3 +193,36 @@ def test_usage_errors(tmp_path, capsys, two_models):
     # this machine is detected as a CPU host: the defaults say why no engine can be built here
     code, _, err = run_cli(capsys, "engine", two_models[0], "--out", "x.engine")
     assert code == 1 and ("no NVIDIA GPU" in err or "python3-libnvinfer" in err)
+
+
+def test_a_bundle_build_that_fails_leaves_no_folder(tmp_path, capsys):
+    """No TensorRT here: the build fails, and neither OUT nor OUT/engines is left behind."""
+    a, b = headed(tmp_path, "small.onnx", 1), headed(tmp_path, "big.onnx", 2)
+    bundle = str(tmp_path / "bundle")
+    save_bundle(bundle, [StageSpec("small", "small.onnx", threshold=0.3), StageSpec("big", "big.onnx", threshold=0.3)],
+                {"small.onnx": a, "big.onnx": b}, LABELS, Preprocessing((28, 28), 1))
+    code, stdout, err = run_cli(capsys, "engine", bundle, "--out", str(tmp_path / "b2"), "--device", "x86-nvidia")
+    assert code == 1 and err.strip().splitlines()[-1].startswith("edgeconf: error: tensorrt"), err
+    assert not os.path.exists(str(tmp_path / "b2"))
+
+
+def test_a_missing_qdq_model_is_named_and_qdq_without_int8_is_noted(tmp_path):
+    from edgeconf.devices.profiles import get_profile
+    from edgeconf.errors import DataError
+    from edgeconf.export.tensorrt_build import resolve_options
+
+    orin = get_profile("jetson-agx-orin")
+    with pytest.raises(DataError, match="QDQ model .*nothere.onnx does not exist"):
+        resolve_options(orin, precision="int8", qdq_model=str(tmp_path / "nothere.onnx"))
+    qdq = headed(tmp_path, "m_qdq.onnx", 3)
+    opts = resolve_options(orin, qdq_model=qdq)
+    assert any("--qdq is ignored for fp16 builds" in n for n in opts.notes)
+
+
+def test_inspect_on_an_engine_sidecar_points_at_the_engine_and_engines_print_readably(tmp_path, capsys):
+    path = str(tmp_path / "m.engine")
+    write_engine(path, b"\x00" * 2048, EngineHeader(tensorrt="8.2.1", gpu="Orin", precision="fp16"))
+    code, stdout, err = run_cli(capsys, "inspect", path + ".json")
+    assert code == 1 and "is the sidecar of engine" in err and "edgeconf inspect %s" % path in err
+    code, stdout, err = run_cli(capsys, "inspect", path)
+    assert code == 0 and "TensorRT: 8.2.1" in stdout and "precision: fp16" in stdout and not stdout.lstrip().startswith("{")

@@ -113,7 +113,9 @@ def test_int8_without_calibration_data_is_refused(tmp_path):
     cache = tmp_path / "calib.cache"
     cache.write_bytes(b"x")
     assert resolve_options(orin, precision="int8", calib_cache=str(cache)).precision == "int8"
-    assert resolve_options(orin, precision="int8", qdq_model="m_qdq.onnx").qdq_model == "m_qdq.onnx"
+    qdq = tmp_path / "m_qdq.onnx"
+    qdq.write_bytes(b"x")  # resolve_options checks that the file exists; the build reads it
+    assert resolve_options(orin, precision="int8", qdq_model=str(qdq)).qdq_model == str(qdq)
 
 
 @pytest.mark.parametrize("version,precision,qdq,given,calib,want", [
