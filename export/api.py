@@ -530,7 +530,7 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
         if not os.path.isfile(os.path.join(target, MANIFEST)):
             raise ConfigError("%s is a folder without %s; retune takes a bundle folder or an .onnx file"
                               % (target, MANIFEST))
-        _stage_index(read_manifest(target, verify=True), stage, target)  # a bad stage is refused before any copy
+        _stage_index(read_manifest(target, verify=False), stage, target)  # a bad stage is refused before any copy (the locked read verifies)
         pick = lambda m: _stage_index(m, stage, target)  # noqa: E731 - on the manifest read under the lock
         if not out:
             return _retune_bundle(target, pick, threshold, temperature)

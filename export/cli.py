@@ -137,7 +137,7 @@ def _input_shape(value: Optional[str]) -> Optional[List[int]]:
               help="For MODEL=module:function: one input's shape without the batch, e.g. 3,40,40 (default: from "
                    "--preprocessing, or from the --calibrate images, trying channels first, then last).")
 @click.option("--preprocessing", "preprocessing", default=None, help=PREPROCESSING_HELP,
-              callback=checked_by(lambda v: parse_preprocessing(v)))
+              callback=checked_by(parse_preprocessing))
 @click.option("--opset", type=click.IntRange(11, 30), default=17, show_default=True,
               help="ONNX opset for MODEL=module:function.")
 @click.option("--int8", is_flag=True, help="Also write a static INT8 (QDQ) copy, OUT with .int8.onnx; needs --calib.")

@@ -94,11 +94,11 @@ def _check_power(value: str) -> None:
 @click.option("--source", "source_uri", default=None,
               help="demo://, a video path, an image folder, rtsp://…, v4l2:///dev/videoN, a camera index or csi://N "
                    "(default: demo://).")
-@click.option("--regions", default=None, callback=checked_by(lambda v: _check_regions(v)), help="detector (the shipped detector; the default, as in demo and run) | "
+@click.option("--regions", default=None, callback=checked_by(_check_regions), help="detector (the shipped detector; the default, as in demo and run) | "
               "detector:MODEL.onnx | motion | full | truth (oracle: the demo scene's own boxes). Checked before "
               "anything is saved; a bad value kept in the settings falls back to detector.")
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Write JSON-lines events here.")
-@click.option("--power", "power_name", default="auto", show_default=True, callback=checked_by(lambda v: _check_power(v)),
+@click.option("--power", "power_name", default="auto", show_default=True, callback=checked_by(_check_power),
               help="Power source: auto, ina3221-hwmon, ina3221-iio, jtop, nvml, rapl or none.")
 @click.option("--no-start", is_flag=True, help="Open the window without starting the pipeline.")
 @click.option("--screenshot", "screenshot_path", type=click.Path(dir_okay=False),

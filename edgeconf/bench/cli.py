@@ -116,7 +116,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
                    "otherwise." % "; ".join("%s: %s" % kv for kv in TARGET_KEYS.items()))
 @click.option("--max-pixels", type=click.IntRange(1, None), default=None,
               help="Refuse images over this many pixels (header checked before decoding) [default: 50000000].")
-@click.option("--duplicate", "duplicate", default="0", show_default=True, callback=checked_by(lambda v: parse_duplicates(v)),
+@click.option("--duplicate", "duplicate", default="0", show_default=True, callback=checked_by(parse_duplicates),
               help="Duplication ratios d, comma-separated: d·N random copies appended, shuffled.")
 @click.option("--near-duplicate", is_flag=True,
               help="Perturb the copies (1-pixel shift, small noise, JPEG re-encode) so exact keys miss.")
@@ -125,7 +125,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @click.option("--limit", type=click.IntRange(1, None), default=None, help="Use N of the samples: a random sample drawn with --seed, stratified by class (each class keeps "
                    "its share, so data stored class by class is not cut to its first classes); the report notes it.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
-@click.option("--configs", "configs", default=None, callback=checked_by(lambda v: parse_configs(v)),
+@click.option("--configs", "configs", default=None, callback=checked_by(parse_configs),
               help="Comma-separated subset of: %s [default: all]." % ", ".join(CONFIG_NAMES))
 @click.option("--json", "as_json", is_flag=True,
               help="Print the results as JSON on stdout (instead of the tables); progress stays on stderr.")
@@ -137,7 +137,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
               help="Save per-input labels, predictions, memo hits and latencies to this .npz file.")
 @click.option("--chunk", type=click.IntRange(1, None), default=250, show_default=True,
               help="Inputs per configuration turn; configurations rotate order every chunk.")
-@click.option("--power", default="auto", show_default=True, callback=checked_by(lambda v: check_power(v)), help="Power source for energy (auto, jtop, ina3221-iio, …).")
+@click.option("--power", default="auto", show_default=True, callback=checked_by(check_power), help="Power source for energy (auto, jtop, ina3221-iio, …).")
 @click.option("--form", type=click.Choice(["auto", "staged", "fused"]), default="auto", show_default=True,
               help="Form of the bundle's cascade configurations: staged (one call per stage), fused (the bundle's "
                    "fused graph, from edgeconf fuse; one call per batch) or auto.")
