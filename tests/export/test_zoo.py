@@ -104,10 +104,10 @@ def _accuracy_of_bundle(folder: str, x: np.ndarray, y: np.ndarray, ood: bool = F
     return float((np.array([r.class_id for r in res]) == y).mean())
 
 
-def test_live_bundle_is_its_own_cascade_with_an_ood_head():
-    """zoo/live: the zoo's architectures, later stages fine-tuned for camera crops (scripts/train_live.py), the same
-    classes and preprocessing as zoo/bundle, its own recorded provenance, and the OOD heads (scripts/fit_ood.py): stage 1's
-    with a doubt band that sends crops on to stage 2, whose own head decides."""
+def test_live_bundle_is_its_own_cascade_with_an_ood_head(zoo):
+    """zoo/live: the zoo's ``tiny`` → ``student`` → ``big``, later stages fine-tuned for camera crops
+    (scripts/train_live.py), the same classes and preprocessing as zoo/bundle, its own recorded provenance, and the OOD
+    heads (scripts/fit_ood.py): stage 1's with a doubt band that sends crops on to stage 2, whose own head decides."""
     plain, live = read_manifest(os.path.join(ZOO, "bundle")), read_manifest(os.path.join(ZOO, "live"))
     assert all(s.ood is None for s in plain.stages)  # classify/bench on whole images pay nothing for OOD
     first, second, third = (s.ood for s in live.stages)
@@ -118,9 +118,9 @@ def test_live_bundle_is_its_own_cascade_with_an_ood_head():
     assert len(live.stages) == len(plain.stages) and live.combine == plain.combine
     training = live.extra["live_training"]
     assert training["tuned"] and set(training["tuned"]) <= {"tiny", "student", "big"}
-    for a, b, name in zip(plain.stages, live.stages, ("tiny", "student", "big")):
-        # same architectures (the models' own weights in graph order, the heads' edgeconf_* aside)
-        base = [numpy_helper.to_array(i) for i in onnx.load(os.path.join(ZOO, "bundle", a.model)).graph.initializer
+    for b, name in zip(live.stages, ("tiny", "student", "big")):
+        # the zoo's architectures (the models' own weights in graph order, the heads' edgeconf_* aside)
+        base = [numpy_helper.to_array(i) for i in onnx.load(os.path.join(ZOO, zoo["models"][name]["file"])).graph.initializer
                 if not i.name.startswith("edgeconf_")]
         own = [numpy_helper.to_array(i) for i in onnx.load(os.path.join(ZOO, "live", b.model)).graph.initializer
                if not i.name.startswith("edgeconf_")]
