@@ -534,7 +534,8 @@ TARGET_KEYS = {
     "memo-cpu": "largest CPU-time ratio dual_memo / big at duplicate 1",
     "memo-false-hits": "largest memo false-hit rate at duplicate 1, in percent",
     "memo-overhead": "largest CPU-time ratio dual_memo / dual at duplicate 0 (a stream without repeats)",
-    "cost-model": "slack of the cost model: dual CPU <= first CPU × (1 + escalation × stage-2/stage-1 cost) × VALUE",
+    "cost-model": "slack of the cost model: dual CPU <= first CPU × (1 + Σ over later stages of reach × stage/stage-1 "
+                  "cost) × VALUE",
 }
 
 
@@ -567,15 +568,24 @@ def targets(configs: Dict[str, ConfigResult], rat: Dict[str, Dict[str, Optional[
         out["dual_memo_at_duplicate_0"] = {"cpu_ratio_vs_dual": r, "max_ratio": spec["memo-overhead"],
                                            "met": bool(r <= spec["memo-overhead"])}
     if "cost-model" in spec and dual and first and len(dual.stage_calls) >= 2 and dual.stage_calls[1] \
-            and dual.stage_calls[0]:
-        per1 = dual.stage_model_s[0] / dual.stage_calls[0]
-        per2 = dual.stage_model_s[1] / dual.stage_calls[1]
-        esc = dual.escalation_rate or 0.0
-        bound = first.cpu_s * (1 + esc * per2 / per1) * spec["cost-model"]
-        out["dual_cost_model"] = {"first_cpu_s": first.cpu_s, "escalation_rate": esc, "stage_cost_ratio": per2 / per1,
+            and dual.stage_calls[0] and dual.stage_model_s[0]:
+        later = later_stage_cost(dual.stage_calls, dual.stage_model_s)
+        bound = first.cpu_s * (1 + later["cost"]) * spec["cost-model"]
+        out["dual_cost_model"] = {"first_cpu_s": first.cpu_s, "escalation_rate": dual.escalation_rate or 0.0,
+                                  "stage_cost_ratio": later["ratios"][0], "reach": later["reach"],
+                                  "stage_cost_ratios": later["ratios"], "later_cost": later["cost"],
                                   "slack": spec["cost-model"], "bound_cpu_s": bound, "dual_cpu_s": dual.cpu_s,
                                   "met": bool(dual.cpu_s <= bound)}
     return out
+
+
+def later_stage_cost(stage_calls: Sequence[int], stage_model_s: Sequence[float]) -> Dict[str, Any]:
+    """The cost model's later-stage term, in units of a stage-1 call: Σ over stages k ≥ 2 of (share of inputs that
+    reach k) × (stage k's model time per call ÷ stage 1's). With two stages: escalation × stage-2/stage-1 cost."""
+    per = [m / c if c else 0.0 for m, c in zip(stage_model_s, stage_calls)]
+    reach = [c / stage_calls[0] for c in stage_calls[1:]]
+    ratios = [p / per[0] for p in per[1:]]
+    return {"reach": reach, "ratios": ratios, "cost": float(sum(r * q for r, q in zip(reach, ratios)))}
 
 
 def parse_targets(items: Sequence[str]) -> Dict[str, float]:

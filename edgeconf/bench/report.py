@@ -98,9 +98,10 @@ def target_lines(run: RunResult) -> List[str]:
                      % (_f(x["cpu_ratio_vs_dual"]), x["max_ratio"], met(x)))
     if "dual_cost_model" in t:
         x = t["dual_cost_model"]
-        lines.append("dual cost %s vs first × (1 + %.3f × %.2f) × %g = %s: %s"
-                     % (_seconds(x["dual_cpu_s"]), x["escalation_rate"], x["stage_cost_ratio"], x.get("slack", 1.05),
-                        _seconds(x["bound_cpu_s"]), met(x)))
+        terms = " + ".join("%.3f × %.2f" % rq for rq in zip(x.get("reach", [x["escalation_rate"]]),
+                                                           x.get("stage_cost_ratios", [x["stage_cost_ratio"]])))
+        lines.append("dual cost %s vs first × (1 + %s) × %g = %s: %s"
+                     % (_seconds(x["dual_cpu_s"]), terms, x.get("slack", 1.05), _seconds(x["bound_cpu_s"]), met(x)))
     return lines
 
 
