@@ -260,13 +260,21 @@ def device_profile_for(device: Optional[str]) -> Any:
         return None
 
 
+def one_precision(fp16: bool, fp32: bool, int8: bool) -> Optional[str]:
+    """The precision the flags ask for (None: the device profile's); more than one is refused."""
+    given = [name for name, on in (("fp16", fp16), ("fp32", fp32), ("int8", int8)) if on]
+    if len(given) > 1:
+        raise click.UsageError("choose one precision: %s were given together" % " and ".join("--" + g for g in given))
+    return given[0] if given else None
+
+
 # -- the command -------------------------------------------------------------------------------------
 @click.command("engine")
 @click.argument("artifact", required=False, type=click.Path())
 @click.option("--out", "out", type=click.Path(), help="Engine file (for a model) or bundle folder (for a bundle; may be the same bundle).")
-@click.option("--fp16", "precision", flag_value="fp16", help="Allow FP16 kernels (default where the device profile lists FP16).")
-@click.option("--fp32", "precision", flag_value="fp32", help="FP32 only.")
-@click.option("--int8", "precision", flag_value="int8", help="INT8 with entropy calibration (needs --calib) or a QDQ model.")
+@click.option("--fp16", "fp16", is_flag=True, help="Allow FP16 kernels (default where the device profile lists FP16).")
+@click.option("--fp32", "fp32", is_flag=True, help="FP32 only.")
+@click.option("--int8", "int8", is_flag=True, help="INT8 with entropy calibration (needs --calib) or a QDQ model.")
 @click.option("--calib", type=click.Path(), help="Calibration data: image folder, or .npy/.npz of images or model inputs.")
 @click.option("--calib-cache", type=click.Path(), help="TensorRT calibration cache: reused if present, written after calibration.")
 @click.option("--qdq", type=click.Path(), help="The exporter's INT8 QDQ model (edgeconf export --int8): on TensorRT "
@@ -280,11 +288,12 @@ def device_profile_for(device: Optional[str]) -> Any:
 @click.option("--tolerance", type=float, help="Max abs difference of probabilities for --check (default per precision).")
 @click.option("--force", is_flag=True, help="Rebuild even when an up-to-date engine exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def engine_cmd(artifact: Optional[str], out: Optional[str], precision: Optional[str], calib: Optional[str],
+def engine_cmd(artifact: Optional[str], out: Optional[str], fp16: bool, fp32: bool, int8: bool, calib: Optional[str],
                calib_cache: Optional[str], qdq: Optional[str], workspace: Optional[int], batch_profile: Optional[str],
                device: Optional[str], strip: Optional[str], check_data: Optional[str], tolerance: Optional[float],
                force: bool, as_json: bool) -> None:
     """Build TensorRT engines for ARTIFACT (a confidence-aware ONNX model or a bundle folder)."""
+    precision = one_precision(fp16, fp32, int8)
     if strip:
         if artifact:
             raise ConfigError("--strip takes the engine itself: edgeconf engine --strip ENGINE --out PLAN")

@@ -190,6 +190,10 @@ def test_usage_errors(tmp_path, capsys, two_models):
     code, _, err = run_cli(capsys, "engine", two_models[0], "--out", "x.engine", "--device", "x86-nvidia",
                            "--profile", "8,1,2")
     assert code == 1 and "--profile" in err
+    # one precision only: two flags together are refused before anything runs (the last one used to win)
+    for flags in (("--fp16", "--fp32"), ("--fp32", "--int8"), ("--int8", "--fp16", "--fp32")):
+        code, _, err = run_cli(capsys, "engine", two_models[0], "--out", "x.engine", *flags)
+        assert code == 2 and "choose one precision" in err and all(f in err for f in flags), err
     # this machine is detected as a CPU host: the defaults say why no engine can be built here
     code, _, err = run_cli(capsys, "engine", two_models[0], "--out", "x.engine")
     assert code == 1 and ("no NVIDIA GPU" in err or "python3-libnvinfer" in err)
