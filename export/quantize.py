@@ -325,6 +325,11 @@ def quantize_int8(onnx_path: str, out_path: str, calib: Any, test: Any = None, p
     if skipped:
         notes.append("methods %s skipped: %d samples are fewer than they need (%s) plus %d held out"
                      % (", ".join(skipped), n, ", ".join("%s %d" % (m, MIN_FIT[m]) for m in skipped), MIN_SELECT))
+    fit_n = int(cs.fit_x.shape[0])
+    if fit_n < fit_samples:
+        held = int(cs.select_y.shape[0]) if cs.select_y is not None else 0
+        notes.append("activation ranges set on %d samples, fewer than the %d asked for: the calibration data holds %d%s"
+                     % (fit_n, fit_samples, n, " and %d of them are held out for the choices" % held if held else ""))
     head_nodes = [nd.name for nd in proto.graph.node if nd.name.startswith(NODE_PREFIX)]
     report = QuantReport(out_path, onnx_path, source_sha, head_nodes, int(cs.fit_x.shape[0]), per_channel=per_channel,
                          reduce_range=reduce_range, calibration=cs.to_json(), notes=notes,

@@ -57,6 +57,10 @@ def test_quantize_keeps_head_and_logits_float_and_refits_temperature(task, split
     assert {p.key: p.value for p in q.metadata_props}["owner"] == "lab"
     # 400 samples: only minmax has enough (entropy/percentile need 256 + 200 held out), and the report says so
     assert rep.method == "minmax" and list(rep.methods_tried) == ["minmax"] and "skipped" in rep.notes[0]
+    # fewer samples than the 2000 asked for set the ranges: said, not silent
+    assert rep.calibration_samples == 200
+    assert "activation ranges set on 200 samples, fewer than the 2000 asked for: the calibration data holds 400 and " \
+           "200 of them are held out" in rep.notes[1]
     t_graph, thr = head_values(q)
     assert t_graph == pytest.approx(rep.temperature, rel=1e-6) == meta["temperature"] and thr == pytest.approx(0.4)
     assert rep.temperature != 1.5 and meta["int8"]["float_temperature"] == pytest.approx(rep.float_temperature)
