@@ -320,7 +320,7 @@ class ConfigResult:
     energy_j: Optional[float]
     latency_ms: Dict[str, Optional[float]]
     stage_calls: List[int]
-    stage_model_s: List[float]
+    stage_model_s: List[Optional[float]]  # None: not measured apart (the later stages of a fused call)
     escalation_rate: Optional[float]
     memo_hit_rate: Optional[float]
     memo_false_hit_rate: Optional[float]
@@ -338,7 +338,16 @@ class ConfigResult:
                 "stage_model_s": list(self.stage_model_s),
                 "cpu_us_per_input": self.cpu_s / self.inputs * 1e6 if self.inputs else None,
                 # wall time inside the models' run calls; wall_s per input minus this is edgeconf's own work
-                "model_us_per_input": sum(self.stage_model_s) / self.inputs * 1e6 if self.inputs else None}
+                "model_us_per_input": sum(x or 0.0 for x in self.stage_model_s) / self.inputs * 1e6 if self.inputs else None}
+
+
+def stage_times(form: str, seconds: Sequence[float]) -> List[Optional[float]]:
+    """Model seconds per stage; a fused call's time is all on stage 1 and the later stages' own are not measured
+    (``None``), not zero."""
+    out: List[Optional[float]] = [float(x) for x in seconds]
+    if form == "fused":
+        out[1:] = [None] * (len(out) - 1)
+    return out
 
 
 def summarise(cfg: BenchConfig, m: Measured, labels: np.ndarray, reference: Optional[np.ndarray]) -> ConfigResult:
@@ -365,7 +374,7 @@ def summarise(cfg: BenchConfig, m: Measured, labels: np.ndarray, reference: Opti
         name=cfg.name,
         accuracy=float(np.mean(m.predictions == labels)) if n else 0.0,
         cpu_s=float(m.cpu_s), wall_s=float(m.wall_s), energy_j=m.energy_j, latency_ms=latency,
-        stage_calls=[int(x) for x in c.calls], stage_model_s=[float(s) for s in c.stage_seconds],
+        stage_calls=[int(x) for x in c.calls], stage_model_s=stage_times(cfg.cascade.form, c.stage_seconds),
         escalation_rate=c.escalation_rate if len(cfg.cascade.stages) > 1 else None,
         memo_hit_rate=hit_rate, memo_false_hit_rate=false_rate, memo_hits=hits, memo_false_hits=false_hits,
         memo=dict(memo.settings(), stats=memo.stats.to_json()) if memo is not None else None, inputs=n)
@@ -568,7 +577,7 @@ def targets(configs: Dict[str, ConfigResult], rat: Dict[str, Dict[str, Optional[
         out["dual_memo_at_duplicate_0"] = {"cpu_ratio_vs_dual": r, "max_ratio": spec["memo-overhead"],
                                            "met": bool(r <= spec["memo-overhead"])}
     if "cost-model" in spec and dual and first and len(dual.stage_calls) >= 2 and dual.stage_calls[1] \
-            and dual.stage_calls[0] and dual.stage_model_s[0]:
+            and dual.stage_calls[0] and dual.stage_model_s[0] and None not in dual.stage_model_s:
         later = later_stage_cost(dual.stage_calls, dual.stage_model_s)
         bound = first.cpu_s * (1 + later["cost"]) * spec["cost-model"]
         out["dual_cost_model"] = {"first_cpu_s": first.cpu_s, "escalation_rate": dual.escalation_rate or 0.0,
@@ -577,6 +586,30 @@ def targets(configs: Dict[str, ConfigResult], rat: Dict[str, Dict[str, Optional[
                                   "slack": spec["cost-model"], "bound_cpu_s": bound, "dual_cpu_s": dual.cpu_s,
                                   "met": bool(dual.cpu_s <= bound)}
     return out
+
+
+#: the target entries each --target key fills, and what a run needs for them
+_TARGET_ENTRY = {"dual-drop": "dual_vs_big", "dual-cpu": "dual_vs_big", "memo-cpu": "dual_memo_at_duplicate_1",
+                 "memo-false-hits": "dual_memo_at_duplicate_1", "memo-overhead": "dual_memo_at_duplicate_0",
+                 "cost-model": "dual_cost_model"}
+_TARGET_NEEDS = {
+    "dual_vs_big": "big and dual in --configs (big needs a baseline)",
+    "dual_memo_at_duplicate_1": "big and dual_memo in --configs and 1 in --duplicate",
+    "dual_memo_at_duplicate_0": "dual and dual_memo in --configs and 0 in --duplicate",
+    "dual_cost_model": "first and dual in --configs, a cascade that escalates some inputs, and the staged form "
+                       "(a fused call does not time its stages apart)",
+}
+
+
+def unevaluated_targets(spec: Dict[str, float], runs: Sequence[Dict[str, Any]]) -> List[str]:
+    """A note for each target in ``spec`` that no run could evaluate (``runs``: each run's targets), with what it
+    needs; a target asked for is answered, or the output says why not."""
+    notes = []
+    for entry in dict.fromkeys(_TARGET_ENTRY[k] for k in spec if k in _TARGET_ENTRY):
+        if not any(entry in t for t in runs):
+            keys = ", ".join(k for k in spec if _TARGET_ENTRY.get(k) == entry)
+            notes.append("target %s not evaluated: it needs %s" % (keys, _TARGET_NEEDS[entry]))
+    return notes
 
 
 def later_stage_cost(stage_calls: Sequence[int], stage_model_s: Sequence[float]) -> Dict[str, Any]:
@@ -624,6 +657,7 @@ class BenchSettings:
     power: str = "auto"
     power_root: str = "/"  # sysfs root of the power source (a fake tree in tests)
     targets: Optional[Dict[str, float]] = None  # keys of TARGET_KEYS; None: no targets reported
+    note_unevaluated: bool = True  # a note for each target no run could evaluate (False: the zoo's implicit ones)
     max_pixels: Optional[int] = None
     form: str = "auto"  # cascade form of the bundle's configurations: auto, staged or fused
     memo_sampling: bool = True  # adaptive sampling of the memo configurations' lookups (False: every input)
@@ -769,8 +803,11 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
                     per_call = later_stage_cpu(dual, results["first"])
                     curve = tradeoff(outs, results["first"].cpu_s / len(stream), per_call,
                                      big.cpu_s / len(stream) if big else None)
+            fused_note = ["the λ trade-off curve and the cost-model target are left out in the fused form: one call "
+                          "runs every stage, so the stages' times are not measured apart (--form staged gives them)"] \
+                if "dual" in by_name and by_name["dual"].cascade.form == "fused" else []
             info = {"dataset": data.name, "data": settings.data, "n": n, "duplicate": float(d),
-                    "notes": unique_notes(data.notes),
+                    "notes": unique_notes(list(data.notes) + fused_note),
                     "stream_length": len(stream), "near_duplicate": bool(settings.near_duplicate),
                     "batch": settings.batch, "threads": threads.to_json(), "seed": settings.seed,
                     "form": {c.name: c.cascade.form for c in configs},
@@ -781,6 +818,9 @@ def run_bench(settings: BenchSettings, progress: Optional[Callable[[str, int, in
                     "cpu_clock": "time.process_time", "thresholds": src.cascade.thresholds if src else None}
             runs.append(RunResult(info, results, rat, targets(results, rat, d, settings.targets), curve, stream,
                                   reference, measured))
+        missing = unevaluated_targets(settings.targets or {}, [r.targets for r in runs]) if settings.note_unevaluated else []
+        for r in runs:
+            r.info["notes"] = unique_notes(list(r.info["notes"]) + missing)
     finally:
         if meter is not None:
             meter.close()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -17,28 +16,35 @@ from edgeconf.commands import checked_by, threads_option
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
 
 
+MAX_DUPLICATE = 100  # copies per input, on average: the stream is held in memory, (1 + d)·N inputs
+
+
 def parse_duplicates(text: str) -> List[float]:
     values = []
-    for part in text.split(","):
-        part = part.strip()
+    parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
+        raise ConfigError("--duplicate needs at least one ratio, e.g. --duplicate 0,1")
+    for part in parts:
         if not part:
-            continue
+            raise ConfigError("--duplicate %r has an empty ratio; give ratios such as 0,0.5,1" % text)
         try:
             v = float(part)
         except ValueError:
             raise ConfigError("--duplicate takes comma-separated ratios such as 0,0.5,1; %r is not a number" % part) from None
-        if v < 0 or not math.isfinite(v):
-            raise ConfigError("--duplicate ratios must be >= 0, got %r" % part)
+        if not (0 <= v <= MAX_DUPLICATE):
+            raise ConfigError("--duplicate ratios must be between 0 and %d (d·N copies are appended to the N inputs), "
+                              "got %r" % (MAX_DUPLICATE, part))
         values.append(v)
-    if not values:
-        raise ConfigError("--duplicate needs at least one ratio, e.g. --duplicate 0,1")
     return values
 
 
 def parse_configs(text: Optional[str]) -> List[str]:
-    if not text:
+    if text is None:
         return list(CONFIG_NAMES)
     names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise ConfigError("--configs names no configuration; choose from %s (or leave the option out for all)"
+                          % ", ".join(CONFIG_NAMES))
     unknown = [n for n in names if n not in CONFIG_NAMES]
     if unknown:
         raise ConfigError("unknown configurations %s; choose from %s" % (", ".join(unknown), ", ".join(CONFIG_NAMES)))
@@ -124,7 +130,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @threads_option()
 @click.option("--limit", type=click.IntRange(1, None), default=None, help="Use N of the samples: a random sample drawn with --seed, stratified by class (each class keeps "
                    "its share, so data stored class by class is not cut to its first classes); the report notes it.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
+@click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
 @click.option("--configs", "configs", default=None, callback=checked_by(parse_configs),
               help="Comma-separated subset of: %s [default: all]." % ", ".join(CONFIG_NAMES))
 @click.option("--json", "as_json", is_flag=True,
@@ -189,7 +195,7 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
     settings = BenchSettings(bundle=bundle, baseline=baseline, early_exit=early_exit, duplicates=parse_duplicates(duplicate),
                              near_duplicate=near_duplicate, batch=batch, threads=threads, limit=limit, seed=seed,
                              data=data, configs=names, chunk=chunk, power=power, targets=targets, max_pixels=max_pixels,
-                             form=form, memo_sampling=memo_sampling == "adaptive")
+                             form=form, memo_sampling=memo_sampling == "adaptive", note_unevaluated=bool(target))
     err = Console(stderr=True)
     out = Console()
     if not out.is_terminal:  # a file or a pipe: do not squeeze the table into 80 columns

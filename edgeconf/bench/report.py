@@ -329,7 +329,8 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
     lines = ["# edgeconf bench report", "",
              "- data: %s (%s), n = %d, seed %d%s" % (first["dataset"], first["data"] or "default folder", first["n"],
                                                     first["seed"], ", near-duplicate copies" if first["near_duplicate"] else ""),
-             "- bundle: `%s` (stage thresholds %s)" % (first["bundle"], first["thresholds"]),
+             "- bundle: `%s` (stage thresholds %s)" % (first["bundle"], "[%s]" % ", ".join(
+                 "%.6g" % t for t in first["thresholds"]) if first["thresholds"] is not None else "none"),
              "- baseline: %s" % ("`%s`" % first["baseline"] if first["baseline"] else
                                  "none (no --baseline: `big` and the ratios to it are left out)"),
              "- early-exit bundle: %s" % ("`%s`" % first["early_exit"] if first["early_exit"] else "none"),
@@ -358,7 +359,7 @@ def markdown(runs: Sequence[RunResult], images: Dict[str, Optional[str]]) -> str
             if not r.inputs:
                 continue
             cpu, wall = r.cpu_s / r.inputs * 1e6, r.wall_s / r.inputs * 1e6
-            model = sum(r.stage_model_s) / r.inputs * 1e6
+            model = sum(x or 0.0 for x in r.stage_model_s) / r.inputs * 1e6  # fused: the one call, on stage 1
             lines.append("| %s | %.1f | %.1f | %.1f | %s | %s | %s |" % (
                 name, cpu, wall, model, _signed(wall - model, 1).lstrip("+"), _f(r.latency_ms.get("hit_mean")), _f(r.latency_ms.get("miss_mean"))))
         lines.append("")

@@ -262,7 +262,10 @@ def test_ratios_need_a_baseline():
 
 
 def test_user_errors_are_one_line(models, data_dir, capsys):
-    for args, words in ((["--duplicate", "x"], "--duplicate"), (["--duplicate", "-1"], ">= 0"),
+    for args, words in ((["--duplicate", "x"], "--duplicate"), (["--duplicate", "-1"], "between 0 and 100"),
+                        (["--duplicate", "1e9"], "between 0 and 100"), (["--duplicate", "nan"], "between 0 and 100"),
+                        (["--duplicate", "0,,1"], "empty ratio"), (["--duplicate", ","], "at least one ratio"),
+                        (["--seed", "-1"], "--seed"), (["--configs", ""], "names no configuration"),
                         (["--configs", "huge"], "unknown configurations"),
                         (["--bundle", os.path.join(models["root"], "nope")], "does not exist")):
         with pytest.raises(SystemExit) as exc:
@@ -466,3 +469,43 @@ def test_small_cpu_seconds_keep_their_digits_in_the_cost_check():
     from edgeconf.bench.report import _seconds
 
     assert (_seconds(0.003456), _seconds(0.00325), _seconds(2.257)) == ("0.00346 s", "0.00325 s", "2.26 s")
+
+
+def test_fused_form_leaves_later_stage_times_and_the_cost_model_out_with_a_note(models, data_dir, tmp_path):
+    """A fused call times every stage as one: the later stages' model time is not measured (null, not 0), and the
+    cost-model target, which needs it, is not judged; a note says why instead of a made-up `× 0.00` verdict."""
+    import shutil
+
+    from edgeconf.export.fuse import fuse_bundle
+
+    bundle = str(tmp_path / "fused_bundle")
+    shutil.copytree(models["bundle"], bundle)
+    fuse_bundle(bundle)
+    out = tmp_path / "fused.json"
+    result = _invoke(["--bundle", bundle, "--baseline", models["baseline"], "--early-exit", "none", "--data", data_dir,
+                      "--limit", 100, "--configs", "big,first,dual", "--form", "fused",
+                      "--target", "cost-model=1.05", "--out", out])
+    with open(out) as f:
+        obj = json.load(f)
+    dual = obj["configs"]["dual"]
+    assert obj["form"]["dual"] == "fused" and dual["stage_model_s"][0] > 0
+    assert dual["stage_model_s"][1:] == [None] * (len(dual["stage_model_s"]) - 1)
+    assert "dual_cost_model" not in obj["targets"] and "dual cost" not in result.output
+    assert any("not measured apart" in n for n in obj["notes"])
+    assert any(n.startswith("target cost-model not evaluated: it needs first and dual") for n in obj["notes"])
+    assert obj["tradeoff"] is None
+
+
+def test_targets_asked_for_but_not_evaluated_are_noted(models, data_dir, tmp_path):
+    out = tmp_path / "t.json"
+    _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--early-exit", "none", "--data", data_dir,
+             "--limit", 100, "--configs", "big,dual", "--target", "cost-model=1.05", "--target", "memo-cpu=0.5",
+             "--target", "dual-cpu=20", "--out", out])
+    with open(out) as f:
+        obj = json.load(f)
+    assert set(obj["targets"]) == {"dual_vs_big"}  # the one the run could judge
+    notes = obj["notes"]
+    assert any(n.startswith("target memo-cpu not evaluated: it needs big and dual_memo in --configs and 1 in --duplicate")
+               for n in notes), notes
+    assert any(n.startswith("target cost-model not evaluated: it needs first and dual in --configs") for n in notes)
+    assert not any("dual-cpu" in n for n in notes)
