@@ -341,9 +341,8 @@ def write_docs(path: str, rep: dict) -> None:
         t = b["test"]
         lines += ["Default bundle with INT8 stages (%s; thresholds %s chosen on the INT8 stages' calibration outputs "
                   "by the float bundle's grid search, policy `%s`; the float bundle's are %s), against the float "
-                  "bundle on the test split. Both answer classes only: the float bundle is compared as "
-                  "`scripts/train_zoo.py` writes it, without the OOD head `scripts/fit_ood.py` adds to the shipped "
-                  "stage 1 (the INT8 bundle has none). CPU time: %s."
+                  "bundle on the test split. Both answer classes only: neither has an OOD head (the live bundle "
+                  "`zoo/live` has one). CPU time: %s."
                   % (" → ".join("`%s`" % s for s in b["stages"]), b["thresholds"], b["policy"], b["float_thresholds"],
                      t["cpu"]["protocol"]), "",
                   "| bundle | float acc. | INT8 acc. | float ECE | INT8 ECE | agreement | escalation float → INT8 "
