@@ -22,8 +22,8 @@ from edgeconf.atomic import write_bytes
 from edgeconf.errors import ConfigError, ModelLoadError
 from edgeconf.export.calibration import CalibrationReport, check_logits_labels, fit_temperature
 from edgeconf.export.data import Data, _session, as_data, input_spec, measure_cost, model_ready, run_outputs, split_data
-from edgeconf.export.head import (OUTPUT_KINDS, add_confidence_head, as_logits, ends_in_softmax, load_model,
-                                  looks_like_probs, read_head_metadata, source_output)
+from edgeconf.export.head import (OUTPUT_KINDS, add_confidence_head, as_logits, check_head_values, ends_in_softmax,
+                                  load_model, looks_like_probs, read_head_metadata, source_output)
 from edgeconf.export.preprocessing import NONE, parse_preprocessing, resolve_preprocessing
 from edgeconf.preprocess import Preprocessing
 
@@ -156,8 +156,7 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
     """
     if output_kind not in OUTPUT_KINDS:
         raise ConfigError("output_kind must be one of %s, got %r" % (", ".join(OUTPUT_KINDS), output_kind))
-    if temperature is not None and data is not None and temperature <= 0:
-        raise ConfigError("temperature must be > 0, got %r" % temperature)
+    check_head_values(temperature=temperature)  # > 0 and a float32, before any work
     given = parse_preprocessing(preprocessing)
     cal = as_data(data, "calibration data", max_pixels) if data is not None else None
     notes: List[str] = []
@@ -526,6 +525,7 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
 
     if threshold is None and temperature is None:
         raise ConfigError("nothing to change: give a threshold and/or a temperature")
+    check_head_values(threshold, temperature)  # before any copy or lock
     if os.path.isdir(target):
         if not os.path.isfile(os.path.join(target, MANIFEST)):
             raise ConfigError("%s is a folder without %s; retune takes a bundle folder or an .onnx file"

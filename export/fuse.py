@@ -38,7 +38,8 @@ from edgeconf.bundle import MANIFEST, Manifest, manifest_text, read_manifest, wr
 from edgeconf.cascade import COMBINE_RULES, IMAGE
 from edgeconf.errors import BundleError, ConfigError
 from edgeconf.export.errors import ExportError
-from edgeconf.export.head import HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, default_opset, find_logits_output, load_model
+from edgeconf.export.head import (HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, check_head_values, default_opset,
+                                  find_logits_output, load_model)
 from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, floor_f32, ood_escalate_name,
                             ood_threshold_name, scope_initializers, stage_fingerprint, temperature_name, threshold_name)
 # TensorRT's parser, checked statically: in the core (inspect reads it too), re-exported here
@@ -790,6 +791,7 @@ def fuse_bundle(folder: str, batch: Optional[int] = None, check: bool = True) ->
 def set_fused_values(model: onnx.ModelProto, stage: int, threshold: Optional[float] = None,
                      temperature: Optional[float] = None) -> onnx.ModelProto:
     """Change one stage's threshold and/or temperature in a fused graph (initializers and metadata), in place."""
+    check_head_values(threshold, temperature)
     meta = next((p for p in model.metadata_props if p.key == "edgeconf.fused"), None)
     if meta is None:
         raise ConfigError("the model is not an edgeconf fused cascade (no edgeconf.fused metadata)")

@@ -228,6 +228,17 @@ def test_retune_a_bundle_stage_prints_values_as_given(capsys, pool, data, tmp_pa
         assert code == 1 and words in err and err.count("\n") == 1
 
 
+def test_export_refuses_a_temperature_no_float32_holds(capsys, pool, tmp_path):
+    out = tmp_path / "m.onnx"
+    for value in ("1e308", "1e-50"):
+        code, stdout, err = run(capsys, "export", pool[0], "--out", out, "--temperature", value)
+        assert code == 2 and stdout == "" and err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith("edgeconf: error: Invalid value for '--temperature': temperature %s does not fit the "
+                              "float32 the graph stores it in; give one from 1.1754944e-38 to 3.4028235e+38"
+                              % repr(float(value))), err
+    assert not out.exists()
+
+
 def test_pair_ranks_the_cheapest_among_ties_and_fits_80_columns(capsys, pool, data, tmp_path):
     twin = save(onnx.load(pool[1]), tmp_path / "twin_of_m1.onnx")  # the same model: its pairs tie with m1's
     code, stdout, err = run(capsys, "pair", pool[0], pool[1], twin, "--data", data, "--costs", "1,5,2", "--json")
