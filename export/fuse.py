@@ -768,6 +768,8 @@ def fuse_bundle(folder: str, batch: Optional[int] = None, check: bool = True) ->
     against the staged cascade on probe images (class and stage identical, confidence within 1e-5)."""
     from edgeconf.atomic import folder_lock
 
+    read_manifest(folder, verify=False)  # a missing folder, a file or a folder without a manifest, named as such
+
     path = os.path.join(folder, FUSED_FILE)
     # locked while read and changed; the graph and the manifest are replaced together, and a failed check puts
     # the earlier files back, so a run that fails leaves the bundle as it was
@@ -842,6 +844,8 @@ def retune_fused(folder: str, manifest: Manifest, stage: int, threshold: Optiona
 def unfuse_bundle(folder: str) -> bool:
     """Remove the fused graph from a bundle (file and manifest entries). Returns whether there was one."""
     from edgeconf.atomic import folder_lock
+
+    read_manifest(folder, verify=False)  # a missing folder, a file or a folder without a manifest, named as such
 
     with folder_lock(folder, "bundle %s" % folder):
         manifest = read_manifest(folder, verify=True)

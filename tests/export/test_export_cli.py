@@ -239,6 +239,16 @@ def test_export_refuses_a_temperature_no_float32_holds(capsys, pool, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args", [["fuse"], ["fuse", "--remove"], ["fuse", "--batch", "1", "--no-check"],
+                                  ["ood", "--data", "DATA"]])
+def test_a_command_that_changes_a_bundle_names_a_missing_bundle_folder(capsys, data, tmp_path, args):
+    """As 'edgeconf bench nobundle' does: not "that folder does not accept new files" (the folder's parent exists)."""
+    missing = tmp_path / "nothere"
+    code, stdout, err = run(capsys, args[0], missing, *[data if a == "DATA" else a for a in args[1:]])
+    assert (code, stdout, err) == (1, "", "edgeconf: error: bundle folder %s does not exist\n" % missing)
+    assert not missing.exists()
+
+
 def test_pair_ranks_the_cheapest_among_ties_and_fits_80_columns(capsys, pool, data, tmp_path):
     twin = save(onnx.load(pool[1]), tmp_path / "twin_of_m1.onnx")  # the same model: its pairs tie with m1's
     code, stdout, err = run(capsys, "pair", pool[0], pool[1], twin, "--data", data, "--costs", "1,5,2", "--json")

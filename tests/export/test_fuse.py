@@ -329,6 +329,13 @@ def test_retune_updates_the_fused_graph(tmp_path):
         set_fused_values(model, 5, threshold=0.1)
 
 
+def test_fuse_and_unfuse_name_a_missing_bundle_folder(tmp_path):
+    for fn in (fuse_bundle, unfuse_bundle):
+        with pytest.raises(BundleError, match="^bundle folder .*nothere does not exist$"):
+            fn(str(tmp_path / "nothere"))
+    assert not (tmp_path / "nothere").exists()
+
+
 def test_unfuse(tmp_path):
     folder = _copy("bundle", tmp_path)
     fuse_bundle(folder, check=False)
