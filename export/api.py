@@ -260,7 +260,8 @@ def calibrate(model: str, data: Any, preprocessing: Any = None, output: Optional
 # ------------------------------------------------------------------------------------------ pair
 @dataclass
 class PairingResult:
-    """Every model alone and every ordered pair as a two-stage cascade; the first buildable pair is recommended."""
+    """Every model alone and every ordered pair as a two-stage cascade; the first buildable pair that meets the
+    policy is recommended, none when no pair meets it (``policy_met`` False, ``policy_shortfall`` says how near)."""
 
     names: List[str]
     models: Dict[str, Dict[str, Any]]
@@ -275,15 +276,28 @@ class PairingResult:
 
     @property
     def recommended(self) -> Any:
-        """The best pair ``edgeconf cascade`` can build, or None when no pair can be built."""
+        """The best pair ``edgeconf cascade`` can build that meets the policy, or None when none does."""
         from edgeconf.export.pairing import recommended_pair
 
         return recommended_pair(self.pairs)
+
+    @property
+    def policy_met(self) -> bool:
+        """Whether a pair that can be built meets the policy on the calibration data."""
+        return any(p.buildable and p.feasible for p in self.pairs)
+
+    @property
+    def policy_shortfall(self) -> Optional[str]:
+        """When pairs can be built but none meets the policy: that, and how near the nearest comes; else None."""
+        from edgeconf.export.pairing import policy_shortfall
+
+        return policy_shortfall(self.pairs, self.policy, "ms" if self.cost_unit == "ms" else "")
 
     def to_json(self) -> Dict[str, Any]:
         best = self.recommended
         return {"models": self.models, "costs": self.costs, "complementarity": self.complementarity.to_json(),
                 "pairs": [p.to_json() for p in self.pairs], "recommended": best.to_json() if best else None,
+                "policy_met": self.policy_met, "policy_shortfall": self.policy_shortfall,
                 "calibration_samples": self.calibration_samples, "test_samples": self.test_samples,
                 "policy": self.policy, "cost_unit": self.cost_unit, "notes": list(self.notes)}
 
@@ -326,7 +340,8 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     on the test part. Each model prepares images its own way (``preprocessing`` for all, else each model's
     metadata, else inferred). Costs default to measured ms per image (ONNX Runtime, 1 thread, batch 1).
     A pair :func:`~edgeconf.export.build.build_cascade` would refuse (the two models prepare images differently,
-    or name their classes differently) is reported with ``buildable`` False and ``why``, and never recommended.
+    or name their classes differently) is reported with ``buildable`` False and ``why``, and never recommended;
+    nor is a pair that does not meet ``policy`` (``feasible`` False, shown at its max-accuracy threshold).
     """
     from edgeconf.export.build import _Source
     from edgeconf.export.pairing import complementarity_matrix, rank_pairs

@@ -365,7 +365,9 @@ def pair_cmd(models: Sequence[str], data: str, policy: str, score: str, combine:
     ranked on the calibration part: by accuracy, the cheapest pair among ties (max-accuracy and
     budget), or by cost (match); the test columns report the other part. The first row is the
     recommended pair. A pair 'edgeconf cascade' would refuse (the models prepare images differently or
-    name their classes differently) is ranked last, marked ✗ with the reason, and never recommended.
+    name their classes differently) is ranked last, marked ✗ with the reason, and never recommended;
+    nor is a pair that does not meet --policy (met: no, shown at its max-accuracy threshold): when no
+    pair meets it, none is recommended and the last line says how near the nearest comes.
     """
     from edgeconf.export.api import pair_models
 
@@ -424,7 +426,11 @@ def print_pairing(res: Any, top: int = 10) -> None:
         if not r.buildable:
             con.print("✗ %s → %s cannot be built as a cascade: %s" % (r.first, r.second, r.why), markup=False)
     best = res.recommended
-    if best is None:
+    shortfall = res.policy_shortfall
+    if best is None and shortfall is not None:
+        fix = "raise the budget" if res.policy.startswith("budget") else "lower the target"
+        con.print("recommended: none: %s; %s, or rank with --policy max-accuracy" % (shortfall, fix), markup=False)
+    elif best is None:
         con.print("recommended: none: no pair of these models can be built as a cascade (each ✗ line says why); "
                   "re-export the models with one preprocessing and the same class names")
     else:

@@ -103,6 +103,7 @@ def test_pair_and_cascade(capsys, pool, data, tmp_path):
     assert code == 0, err
     rep = json.loads(stdout)
     assert len(rep["pairs"]) == 6 and rep["recommended"] == rep["pairs"][0]
+    assert rep["policy_met"] is True and rep["policy_shortfall"] is None
     assert rep["calibration_samples"] + rep["test_samples"] == 400
     assert np.asarray(rep["complementarity"]["exactly_one"]).shape == (3, 3)
     code, stdout, err = run(capsys, "pair", *pool, "--data", data, "--costs", "1,2,3")
@@ -319,6 +320,30 @@ def test_pair_says_when_no_pair_can_be_built(capsys, pool, data, tmp_path):
     code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2")
     assert code == 0, err
     assert "recommended: none: no pair of these models can be built as a cascade" in stdout
+
+
+@pytest.mark.parametrize("policy, shortfall, advice", [
+    ("budget:0", "no pair meets budget:0 on the calibration data (the cheapest point of any pair costs 1)",
+     "raise the budget"),
+    ("match:100%", "no pair meets match:100% on the calibration data (the most accurate point of any pair reaches 0.",
+     "lower the target"),
+])
+def test_pair_recommends_none_when_no_pair_meets_the_policy(capsys, pool, data, policy, shortfall, advice):
+    """Every row 'met: no': no pair is recommended (cascade would refuse the policy too), in words and in --json."""
+    code, stdout, err = run(capsys, "pair", *pool, "--data", data, "--costs", "1,2,3", "--policy", policy, "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    assert not any(p["feasible"] for p in rep["pairs"]) and all(p["reachable"] is not None for p in rep["pairs"])
+    assert rep["recommended"] is None and rep["policy_met"] is False
+    assert rep["policy_shortfall"].startswith(shortfall), rep["policy_shortfall"]
+    code, stdout, err = run(capsys, "pair", *pool, "--data", data, "--costs", "1,2,3", "--policy", policy)
+    assert code == 0, err
+    last = stdout.rstrip("\n").splitlines()[-1]
+    assert last == "recommended: none: %s; %s, or rank with --policy max-accuracy" % (rep["policy_shortfall"], advice)
+    if policy.startswith("budget"):
+        code, _, err = run(capsys, "cascade", pool[0], pool[1], "--data", data, "--costs", "1,2", "--policy", policy,
+                           "--out", str(pool[0]) + ".bundle")
+        assert code == 1 and "no threshold fits the cost budget 0" in err
 
 
 def _row_folder(root, classes, per_class=6, skip=()):
