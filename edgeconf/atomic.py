@@ -304,6 +304,8 @@ def folder_lock(folder: PathLike, what: str, wait_s: float = 60.0) -> Iterator[N
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as exc:
+        if exc.errno == errno.ENOENT:  # the folder itself is missing (not a file it would create)
+            raise OutputError("cannot open %s: the folder %s does not exist" % (what, path)) from None
         raise OutputError(describe_os_error(path, exc, "open")) from None
     try:
         deadline = time.monotonic() + wait_s

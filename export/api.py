@@ -22,8 +22,8 @@ from edgeconf.atomic import write_bytes
 from edgeconf.errors import ConfigError, ModelLoadError
 from edgeconf.export.calibration import CalibrationReport, check_logits_labels, fit_temperature
 from edgeconf.export.data import Data, _session, as_data, input_spec, measure_cost, model_ready, run_outputs, split_data
-from edgeconf.export.head import (OUTPUT_KINDS, add_confidence_head, as_logits, ends_in_softmax, load_model,
-                                  looks_like_probs, read_head_metadata, source_output)
+from edgeconf.export.head import (OUTPUT_KINDS, add_confidence_head, as_logits, check_head_values, ends_in_softmax,
+                                  load_model, looks_like_probs, read_head_metadata, source_output)
 from edgeconf.export.preprocessing import NONE, parse_preprocessing, resolve_preprocessing
 from edgeconf.preprocess import Preprocessing
 
@@ -156,8 +156,7 @@ def export_model(model: Any, out: str, data: Any = None, preprocessing: Any = No
     """
     if output_kind not in OUTPUT_KINDS:
         raise ConfigError("output_kind must be one of %s, got %r" % (", ".join(OUTPUT_KINDS), output_kind))
-    if temperature is not None and data is not None and temperature <= 0:
-        raise ConfigError("temperature must be > 0, got %r" % temperature)
+    check_head_values(temperature=temperature)  # > 0 and a float32, before any work
     given = parse_preprocessing(preprocessing)
     cal = as_data(data, "calibration data", max_pixels) if data is not None else None
     notes: List[str] = []
@@ -261,7 +260,8 @@ def calibrate(model: str, data: Any, preprocessing: Any = None, output: Optional
 # ------------------------------------------------------------------------------------------ pair
 @dataclass
 class PairingResult:
-    """Every model alone and every ordered pair as a two-stage cascade; the first buildable pair is recommended."""
+    """Every model alone and every ordered pair as a two-stage cascade; the first buildable pair that meets the
+    policy is recommended, none when no pair meets it (``policy_met`` False, ``policy_shortfall`` says how near)."""
 
     names: List[str]
     models: Dict[str, Dict[str, Any]]
@@ -276,15 +276,28 @@ class PairingResult:
 
     @property
     def recommended(self) -> Any:
-        """The best pair ``edgeconf cascade`` can build, or None when no pair can be built."""
+        """The best pair ``edgeconf cascade`` can build that meets the policy, or None when none does."""
         from edgeconf.export.pairing import recommended_pair
 
         return recommended_pair(self.pairs)
+
+    @property
+    def policy_met(self) -> bool:
+        """Whether a pair that can be built meets the policy on the calibration data."""
+        return any(p.buildable and p.feasible for p in self.pairs)
+
+    @property
+    def policy_shortfall(self) -> Optional[str]:
+        """When pairs can be built but none meets the policy: that, and how near the nearest comes; else None."""
+        from edgeconf.export.pairing import policy_shortfall
+
+        return policy_shortfall(self.pairs, self.policy, "ms" if self.cost_unit == "ms" else "")
 
     def to_json(self) -> Dict[str, Any]:
         best = self.recommended
         return {"models": self.models, "costs": self.costs, "complementarity": self.complementarity.to_json(),
                 "pairs": [p.to_json() for p in self.pairs], "recommended": best.to_json() if best else None,
+                "policy_met": self.policy_met, "policy_shortfall": self.policy_shortfall,
                 "calibration_samples": self.calibration_samples, "test_samples": self.test_samples,
                 "policy": self.policy, "cost_unit": self.cost_unit, "notes": list(self.notes)}
 
@@ -327,7 +340,8 @@ def pair_models(models: Sequence[str], data: Any, policy: str = "max-accuracy", 
     on the test part. Each model prepares images its own way (``preprocessing`` for all, else each model's
     metadata, else inferred). Costs default to measured ms per image (ONNX Runtime, 1 thread, batch 1).
     A pair :func:`~edgeconf.export.build.build_cascade` would refuse (the two models prepare images differently,
-    or name their classes differently) is reported with ``buildable`` False and ``why``, and never recommended.
+    or name their classes differently) is reported with ``buildable`` False and ``why``, and never recommended;
+    nor is a pair that does not meet ``policy`` (``feasible`` False, shown at its max-accuracy threshold).
     """
     from edgeconf.export.build import _Source
     from edgeconf.export.pairing import complementarity_matrix, rank_pairs
@@ -526,6 +540,7 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
 
     if threshold is None and temperature is None:
         raise ConfigError("nothing to change: give a threshold and/or a temperature")
+    check_head_values(threshold, temperature)  # before any copy or lock
     if os.path.isdir(target):
         if not os.path.isfile(os.path.join(target, MANIFEST)):
             raise ConfigError("%s is a folder without %s; retune takes a bundle folder or an .onnx file"

@@ -43,6 +43,16 @@ def _policy(value: str) -> None:
 _check_policy = checked_by(_policy)
 
 
+def _temperature(value: float) -> None:
+    from edgeconf.export.head import check_head_values
+
+    check_head_values(temperature=value)
+
+
+#: a temperature is stored in a float32 initializer: one beyond float32's range is refused (exit 2), not stored as inf
+_check_temperature = checked_by(_temperature)
+
+
 def _stdout_console():
     """Tables on stdout, 80 columns wide when it is not a terminal (piped output looks like a default terminal's);
     lines of text are never wrapped."""
@@ -120,7 +130,7 @@ def _input_shape(value: Optional[str]) -> Optional[List[int]]:
               help="Confidence score: maxp, margin (top-1 minus top-2) or entropy (1 - H / log C).")
 @click.option("--threshold", type=finite_range(0.0, 1.0), default=0.5, show_default=True,
               help="Exit threshold: exit = confidence >= threshold. Change later with 'edgeconf retune'.")
-@click.option("--temperature", type=finite_range(min=0.0, min_open=True), default=None,
+@click.option("--temperature", type=finite_range(min=0.0, min_open=True), default=None, callback=_check_temperature,
               help="Fixed softmax temperature (default 1, or fitted with --calibrate).")
 @click.option("--calibrate", "calibrate", default=None,
               help="Held-out data: fits the temperature (minimum NLL) and reports the model's accuracy when labelled; "
@@ -288,7 +298,8 @@ def _print_int8(con: Any, q: Dict[str, Any]) -> None:
 @click.option("--stage", default=None,
               help="For a bundle: the stage to change, 1-based (1 = the first stage) or its name.")
 @click.option("--threshold", type=finite_range(0.0, 1.0), default=None, help="New exit threshold.")
-@click.option("--temperature", type=finite_range(min=0.0, min_open=True), default=None, help="New temperature.")
+@click.option("--temperature", type=finite_range(min=0.0, min_open=True), default=None, callback=_check_temperature,
+              help="New temperature.")
 @click.option("--out", default=None, type=click.Path(),
               help="Write a changed copy here (a new folder for a bundle, a file for a model) instead of in place.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored values as JSON.")
@@ -354,7 +365,9 @@ def pair_cmd(models: Sequence[str], data: str, policy: str, score: str, combine:
     ranked on the calibration part: by accuracy, the cheapest pair among ties (max-accuracy and
     budget), or by cost (match); the test columns report the other part. The first row is the
     recommended pair. A pair 'edgeconf cascade' would refuse (the models prepare images differently or
-    name their classes differently) is ranked last, marked ✗ with the reason, and never recommended.
+    name their classes differently) is ranked last, marked ✗ with the reason, and never recommended;
+    nor is a pair that does not meet --policy (met: no, shown at its max-accuracy threshold): when no
+    pair meets it, none is recommended and the last line says how near the nearest comes.
     """
     from edgeconf.export.api import pair_models
 
@@ -413,7 +426,11 @@ def print_pairing(res: Any, top: int = 10) -> None:
         if not r.buildable:
             con.print("✗ %s → %s cannot be built as a cascade: %s" % (r.first, r.second, r.why), markup=False)
     best = res.recommended
-    if best is None:
+    shortfall = res.policy_shortfall
+    if best is None and shortfall is not None:
+        fix = "raise the budget" if res.policy.startswith("budget") else "lower the target"
+        con.print("recommended: none: %s; %s, or rank with --policy max-accuracy" % (shortfall, fix), markup=False)
+    elif best is None:
         con.print("recommended: none: no pair of these models can be built as a cascade (each ✗ line says why); "
                   "re-export the models with one preprocessing and the same class names")
     else:

@@ -38,7 +38,8 @@ from edgeconf.bundle import MANIFEST, Manifest, manifest_text, read_manifest, wr
 from edgeconf.cascade import COMBINE_RULES, IMAGE
 from edgeconf.errors import BundleError, ConfigError
 from edgeconf.export.errors import ExportError
-from edgeconf.export.head import HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, default_opset, find_logits_output, load_model
+from edgeconf.export.head import (HEAD_OUTPUTS, NODE_PREFIX, T_NAME, _head_nodes, check_head_values, default_opset,
+                                  find_logits_output, load_model)
 from edgeconf.fused import (FUSED_FILE, FUSED_INPUT, FUSED_SCHEMA, FusedInfo, ceil_f32, floor_f32, ood_escalate_name,
                             ood_threshold_name, scope_initializers, stage_fingerprint, temperature_name, threshold_name)
 # TensorRT's parser, checked statically: in the core (inspect reads it too), re-exported here
@@ -767,6 +768,8 @@ def fuse_bundle(folder: str, batch: Optional[int] = None, check: bool = True) ->
     against the staged cascade on probe images (class and stage identical, confidence within 1e-5)."""
     from edgeconf.atomic import folder_lock
 
+    read_manifest(folder, verify=False)  # a missing folder, a file or a folder without a manifest, named as such
+
     path = os.path.join(folder, FUSED_FILE)
     # locked while read and changed; the graph and the manifest are replaced together, and a failed check puts
     # the earlier files back, so a run that fails leaves the bundle as it was
@@ -790,6 +793,7 @@ def fuse_bundle(folder: str, batch: Optional[int] = None, check: bool = True) ->
 def set_fused_values(model: onnx.ModelProto, stage: int, threshold: Optional[float] = None,
                      temperature: Optional[float] = None) -> onnx.ModelProto:
     """Change one stage's threshold and/or temperature in a fused graph (initializers and metadata), in place."""
+    check_head_values(threshold, temperature)
     meta = next((p for p in model.metadata_props if p.key == "edgeconf.fused"), None)
     if meta is None:
         raise ConfigError("the model is not an edgeconf fused cascade (no edgeconf.fused metadata)")
@@ -840,6 +844,8 @@ def retune_fused(folder: str, manifest: Manifest, stage: int, threshold: Optiona
 def unfuse_bundle(folder: str) -> bool:
     """Remove the fused graph from a bundle (file and manifest entries). Returns whether there was one."""
     from edgeconf.atomic import folder_lock
+
+    read_manifest(folder, verify=False)  # a missing folder, a file or a folder without a manifest, named as such
 
     with folder_lock(folder, "bundle %s" % folder):
         manifest = read_manifest(folder, verify=True)

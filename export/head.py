@@ -236,6 +236,11 @@ def _all_names(g: onnx.GraphProto) -> set:
     return names
 
 
+#: The temperatures a float32 initializer holds as given: above the largest float32 it would become inf, below the
+#: smallest normal one it would lose its digits or become 0 (every input divided by 0); either way no input exits.
+TEMPERATURE_RANGE = (float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max))
+
+
 def _check_value(name: str, value: float, low: float, high: Optional[float]) -> float:
     try:
         v = float(value)
@@ -244,7 +249,22 @@ def _check_value(name: str, value: float, low: float, high: Optional[float]) -> 
     if not np.isfinite(v) or v < low or (high is not None and v > high) or (name == "temperature" and v <= 0):
         rng = "> 0" if high is None else "in [%g, %g]" % (low, high)
         raise ConfigError("%s must be %s, got %r" % (name, rng, value))
+    if name == "temperature":
+        with np.errstate(over="ignore"):
+            stored = float(np.float32(v))  # what the initializer would hold
+        if not TEMPERATURE_RANGE[0] <= stored <= TEMPERATURE_RANGE[1]:
+            raise ConfigError("temperature %r does not fit the float32 the graph stores it in; give one from %.8g to "
+                              "%.8g" % (value, *TEMPERATURE_RANGE))
     return v
+
+
+def check_head_values(threshold: Optional[float] = None, temperature: Optional[float] = None) -> None:
+    """Raise a ConfigError for a threshold outside [0, 1] or a temperature that is not > 0 or does not fit a
+    float32 (:data:`TEMPERATURE_RANGE`); None is not checked."""
+    if threshold is not None:
+        _check_value("threshold", threshold, 0.0, 1.0)
+    if temperature is not None:
+        _check_value("temperature", temperature, 0.0, None)
 
 
 def _head_nodes(logits: str, score: str, opset: int, elem_type: int) -> Tuple[list, list]:
@@ -543,4 +563,4 @@ def retune(path: str, threshold: Optional[float] = None, temperature: Optional[f
 
 __all__ = ["add_confidence_head", "read_head_metadata", "retune", "find_logits_output", "validate_head",
            "head_values", "set_head_values", "numpy_head", "load_model", "has_head", "SCHEMA", "T_NAME",
-           "THRESHOLD_NAME", "HEAD_OUTPUTS", "MIN_OPSET"]
+           "THRESHOLD_NAME", "HEAD_OUTPUTS", "MIN_OPSET", "check_head_values", "TEMPERATURE_RANGE"]

@@ -71,10 +71,13 @@ class PairReport:
     escalation: float
     calib_accuracy: float
     calib_cost: float
-    feasible: bool  # the policy could be met on the calibration data
+    feasible: bool  # the policy could be met on the calibration data (else the row is at max-accuracy's threshold)
     evaluated_on: str  # "test" or "calibration"
     buildable: bool = True  # ``edgeconf cascade FIRST SECOND`` would build it
     why: Optional[str] = None  # why it would not (other preprocessing, other class names)
+    #: when the policy is not met: the lowest cost (budget) or the highest accuracy (match) any threshold of the pair
+    #: reaches on the calibration data
+    reachable: Optional[float] = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -97,10 +100,13 @@ def rank_pairs(logits_by_model: Mapping[str, np.ndarray], labels: np.ndarray,
                score: str = "margin", temperatures: Optional[Mapping[str, float]] = None, combine: str = "last",
                test: Optional[Tuple[Mapping[str, np.ndarray], np.ndarray]] = None, n: int = 2000,
                ordered: bool = True, refusals: Optional[Mapping[Tuple[str, str], str]] = None) -> List[PairReport]:
-    """Every (ordered) pair's cascade under ``policy``, best first; the first buildable one is recommended.
+    """Every (ordered) pair's cascade under ``policy``, best first; the first buildable one that meets the policy is
+    recommended (:func:`recommended_pair`).
 
     Ranking uses the calibration data (``logits_by_model``/``labels``) only: buildable pairs first, then feasible
-    ones, then by the policy (max-accuracy and budget: accuracy, then cost; match: cost, then accuracy).
+    ones, then by the policy (max-accuracy and budget: accuracy, then cost; match: cost, then accuracy). A pair
+    that cannot meet the policy (``feasible`` False) is reported at its max-accuracy threshold, with ``reachable``
+    saying how near it comes.
     ``refusals`` maps an ordered pair ``(first, second)`` to why it cannot be built as a cascade; such a pair is
     reported (``buildable`` False, ``why``) but ranked last. ``ordered=False`` keeps only the cheaper-first order
     of each pair.
@@ -120,11 +126,12 @@ def rank_pairs(logits_by_model: Mapping[str, np.ndarray], labels: np.ndarray,
     for a, b in pairs:
         curve = tradeoff_curve([logits_by_model[a], logits_by_model[b]], y, [cost[a], cost[b]], score,
                                [temps[a], temps[b]], combine, n=n)
-        feasible = True
+        feasible, reachable = True, None
         try:
             op = select(curve, policy)
         except PolicyError:
             feasible = False
+            reachable = float(curve.cost.min()) if kind == "budget" else float(curve.accuracy.max())
             op = select(curve, "max-accuracy")
         where, ev = "calibration", op
         if test is not None:
@@ -136,7 +143,7 @@ def rank_pairs(logits_by_model: Mapping[str, np.ndarray], labels: np.ndarray,
         why = (refusals or {}).get((a, b))
         reports.append(PairReport(a, b, float(comp.exactly_one[i, j]), float(comp.paper[i, j]), op.thresholds[0],
                                   ev.accuracy, ev.cost, ev.escalation, op.accuracy, op.cost, feasible, where,
-                                  why is None, why))
+                                  why is None, why, reachable))
     if kind == "match":
         reports.sort(key=lambda r: (not r.buildable, not r.feasible, r.calib_cost, -r.calib_accuracy))
     else:
@@ -145,8 +152,26 @@ def rank_pairs(logits_by_model: Mapping[str, np.ndarray], labels: np.ndarray,
 
 
 def recommended_pair(reports: Sequence[PairReport]) -> Optional[PairReport]:
-    """The best pair that can be built as a cascade, or None when none can."""
-    return next((r for r in reports if r.buildable), None)
+    """The best pair that can be built as a cascade and meets the policy on the calibration data, or None when none
+    does (as ``edgeconf cascade`` refuses a policy no threshold meets)."""
+    return next((r for r in reports if r.buildable and r.feasible), None)
 
 
-__all__ = ["ComplementarityMatrix", "complementarity_matrix", "PairReport", "rank_pairs", "recommended_pair"]
+def policy_shortfall(reports: Sequence[PairReport], policy: str, unit: str = "") -> Optional[str]:
+    """Why no pair is recommended when pairs can be built but none meets ``policy``, e.g. ``no pair meets budget:0
+    on the calibration data (the cheapest point of any pair costs 0.01276 ms)``; None when one meets it or none can
+    be built. ``unit``: the cost unit to name ("ms"; "" for given costs)."""
+    built = [r for r in reports if r.buildable]
+    if not built or any(r.feasible for r in built):
+        return None
+    kind, _ = parse_policy(policy)
+    near = [r.reachable for r in built if r.reachable is not None]
+    if kind == "budget":
+        how = " (the cheapest point of any pair costs %.4g%s)" % (min(near), " " + unit if unit else "") if near else ""
+    else:
+        how = " (the most accurate point of any pair reaches %.4f)" % max(near) if near else ""
+    return "no pair meets %s on the calibration data%s" % (policy, how)
+
+
+__all__ = ["ComplementarityMatrix", "complementarity_matrix", "PairReport", "rank_pairs", "recommended_pair",
+           "policy_shortfall"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -152,6 +153,18 @@ def test_output_kind_overrides_the_detection(tmp_path, data):
     assert read_head_metadata(str(tmp_path / "o.onnx"))["logits"] == "p"
 
 
+@pytest.mark.parametrize("with_data", [False, True])
+def test_export_refuses_a_temperature_no_float32_holds(tmp_path, data, with_data):
+    src = save(image_model("NCHW", 1), tmp_path / "m.onnx")
+    out = tmp_path / "o.onnx"
+    for t in (1e308, 1e-50):
+        with pytest.raises(ConfigError, match=re.escape("temperature %r does not fit the float32" % t)):
+            api.export_model(src, str(out), data=data if with_data else None, preprocessing=PRE, temperature=t)
+    assert not out.exists()
+    api.export_model(src, str(out), preprocessing=PRE, temperature=3e38)
+    assert head_values(str(out))[0] == pytest.approx(3e38, rel=1e-7)
+
+
 def test_image_folder_calibration_gives_class_names(tmp_path):
     x, y = image_task(120, 7)
     names = ["red", "green", "blue", "grey"]
@@ -281,6 +294,30 @@ def test_retune_out_copies_the_bundle(bundle, tmp_path):
         api.retune(str(tmp_path / "missing.onnx"), threshold=0.5)
     with pytest.raises(ModelLoadError, match="does not exist"):  # not "stage= applies to a bundle folder"
         api.retune(str(tmp_path / "missing"), stage=1, threshold=0.5)
+
+
+@pytest.mark.parametrize("temperature", [1e308, -1e308, 1e-50, 0.0])
+def test_retune_refuses_a_temperature_no_float32_holds(bundle, tmp_path, temperature):
+    """The graph stores T as a float32: a value that would become inf or 0 there is refused before anything is
+    copied or changed, for a bundle, a copy of it and a model file alike."""
+    before = _files(bundle)
+    model = os.path.join(bundle, "stage1.onnx")
+    for kwargs in ({"target": bundle, "stage": 1}, {"target": bundle, "stage": 1, "out": str(tmp_path / "copy")},
+                   {"target": model}):
+        with pytest.raises(ConfigError, match="temperature"):
+            api.retune(temperature=temperature, **kwargs)
+    assert _files(bundle) == before and not os.path.exists(tmp_path / "copy")
+    if temperature > 0:
+        with pytest.raises(ConfigError, match="does not fit the float32 the graph stores it in; give one from "
+                                              "1.1754944e-38 to 3.4028235e[+]38"):
+            api.retune(bundle, stage=1, temperature=temperature)
+
+
+def test_retune_keeps_a_temperature_at_the_ends_of_the_float32_range(bundle):
+    for t in (3.4028235e38, 1.1754944e-38):
+        res = api.retune(bundle, stage=1, temperature=t)
+        assert res.temperature == t and read_manifest(bundle).stages[0].temperature == t
+        assert head_values(os.path.join(bundle, "stage1.onnx"))[0] == pytest.approx(t, rel=1e-7)
 
 
 def _files(folder):

@@ -103,6 +103,7 @@ def test_pair_and_cascade(capsys, pool, data, tmp_path):
     assert code == 0, err
     rep = json.loads(stdout)
     assert len(rep["pairs"]) == 6 and rep["recommended"] == rep["pairs"][0]
+    assert rep["policy_met"] is True and rep["policy_shortfall"] is None
     assert rep["calibration_samples"] + rep["test_samples"] == 400
     assert np.asarray(rep["complementarity"]["exactly_one"]).shape == (3, 3)
     code, stdout, err = run(capsys, "pair", *pool, "--data", data, "--costs", "1,2,3")
@@ -228,6 +229,27 @@ def test_retune_a_bundle_stage_prints_values_as_given(capsys, pool, data, tmp_pa
         assert code == 1 and words in err and err.count("\n") == 1
 
 
+def test_export_refuses_a_temperature_no_float32_holds(capsys, pool, tmp_path):
+    out = tmp_path / "m.onnx"
+    for value in ("1e308", "1e-50"):
+        code, stdout, err = run(capsys, "export", pool[0], "--out", out, "--temperature", value)
+        assert code == 2 and stdout == "" and err.count("\n") == 1 and "Traceback" not in err, err
+        assert err.startswith("edgeconf: error: Invalid value for '--temperature': temperature %s does not fit the "
+                              "float32 the graph stores it in; give one from 1.1754944e-38 to 3.4028235e+38"
+                              % repr(float(value))), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [["fuse"], ["fuse", "--remove"], ["fuse", "--batch", "1", "--no-check"],
+                                  ["ood", "--data", "DATA"]])
+def test_a_command_that_changes_a_bundle_names_a_missing_bundle_folder(capsys, data, tmp_path, args):
+    """As 'edgeconf bench nobundle' does: not "that folder does not accept new files" (the folder's parent exists)."""
+    missing = tmp_path / "nothere"
+    code, stdout, err = run(capsys, args[0], missing, *[data if a == "DATA" else a for a in args[1:]])
+    assert (code, stdout, err) == (1, "", "edgeconf: error: bundle folder %s does not exist\n" % missing)
+    assert not missing.exists()
+
+
 def test_pair_ranks_the_cheapest_among_ties_and_fits_80_columns(capsys, pool, data, tmp_path):
     twin = save(onnx.load(pool[1]), tmp_path / "twin_of_m1.onnx")  # the same model: its pairs tie with m1's
     code, stdout, err = run(capsys, "pair", pool[0], pool[1], twin, "--data", data, "--costs", "1,5,2", "--json")
@@ -298,6 +320,30 @@ def test_pair_says_when_no_pair_can_be_built(capsys, pool, data, tmp_path):
     code, stdout, err = run(capsys, "pair", *models, "--data", data, "--costs", "1,2")
     assert code == 0, err
     assert "recommended: none: no pair of these models can be built as a cascade" in stdout
+
+
+@pytest.mark.parametrize("policy, shortfall, advice", [
+    ("budget:0", "no pair meets budget:0 on the calibration data (the cheapest point of any pair costs 1)",
+     "raise the budget"),
+    ("match:100%", "no pair meets match:100% on the calibration data (the most accurate point of any pair reaches 0.",
+     "lower the target"),
+])
+def test_pair_recommends_none_when_no_pair_meets_the_policy(capsys, pool, data, policy, shortfall, advice):
+    """Every row 'met: no': no pair is recommended (cascade would refuse the policy too), in words and in --json."""
+    code, stdout, err = run(capsys, "pair", *pool, "--data", data, "--costs", "1,2,3", "--policy", policy, "--json")
+    assert code == 0, err
+    rep = json.loads(stdout)
+    assert not any(p["feasible"] for p in rep["pairs"]) and all(p["reachable"] is not None for p in rep["pairs"])
+    assert rep["recommended"] is None and rep["policy_met"] is False
+    assert rep["policy_shortfall"].startswith(shortfall), rep["policy_shortfall"]
+    code, stdout, err = run(capsys, "pair", *pool, "--data", data, "--costs", "1,2,3", "--policy", policy)
+    assert code == 0, err
+    last = stdout.rstrip("\n").splitlines()[-1]
+    assert last == "recommended: none: %s; %s, or rank with --policy max-accuracy" % (rep["policy_shortfall"], advice)
+    if policy.startswith("budget"):
+        code, _, err = run(capsys, "cascade", pool[0], pool[1], "--data", data, "--costs", "1,2", "--policy", policy,
+                           "--out", str(pool[0]) + ".bundle")
+        assert code == 1 and "no threshold fits the cost budget 0" in err
 
 
 def _row_folder(root, classes, per_class=6, skip=()):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgeconf.errors import ConfigError
-from edgeconf.export.pairing import complementarity_matrix, rank_pairs
+from edgeconf.export.pairing import complementarity_matrix, policy_shortfall, rank_pairs, recommended_pair
 
 
 def test_matrix_by_hand():
@@ -54,3 +54,25 @@ def test_rank_pairs_uses_calibration_and_reports_test():
     match = rank_pairs(cal, yc, costs, "match:0.5")
     ok = [p for p in match if p.feasible]
     assert [p.calib_cost for p in ok] == sorted(p.calib_cost for p in ok)
+
+
+@pytest.mark.parametrize("policy", ["budget:0.5", "match:0.999"])
+def test_no_pair_is_recommended_when_none_meets_the_policy(policy):
+    """As ``cascade`` refuses a policy no threshold meets, ``pair`` recommends none (not the most expensive pair at
+    its max-accuracy threshold) and says how near the nearest pair comes."""
+    cal, yc = _pool(600, 1)
+    costs = {"small": 1.0, "mid": 2.0, "big": 8.0}
+    pairs = rank_pairs(cal, yc, costs, policy)
+    assert not any(p.feasible for p in pairs) and recommended_pair(pairs) is None
+    if policy.startswith("budget"):  # each pair's cheapest point: its first model alone
+        assert sorted(p.reachable for p in pairs) == sorted(costs[p.first] for p in pairs)
+        assert policy_shortfall(pairs, policy, "ms") == ("no pair meets budget:0.5 on the calibration data (the "
+                                                         "cheapest point of any pair costs 1 ms)")
+    else:
+        best = max(p.reachable for p in pairs)
+        assert all(p.reachable >= p.calib_accuracy - 1e-12 for p in pairs) and best < 0.999
+        assert policy_shortfall(pairs, policy) == ("no pair meets match:0.999 on the calibration data (the most "
+                                                   "accurate point of any pair reaches %.4f)" % best)
+    met = rank_pairs(cal, yc, costs, "budget:3")
+    assert recommended_pair(met) is met[0] and met[0].feasible and met[0].reachable is None
+    assert policy_shortfall(met, "budget:3") is None

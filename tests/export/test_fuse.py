@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 from edgeconf import data_path
 from edgeconf.bundle import MANIFEST, StageSpec, load_bundle, read_manifest, save_bundle, write_manifest
 from edgeconf.cli import main
-from edgeconf.errors import BundleError
+from edgeconf.errors import BundleError, ConfigError
 from edgeconf.hashing import sha256_file
 from edgeconf.export.fuse import (FuseError, build_fused, check_fused, fuse_bundle, retune_fused, set_fused_values,
                                   tensorrt_check, unfuse_bundle)
@@ -329,6 +329,13 @@ def test_retune_updates_the_fused_graph(tmp_path):
         set_fused_values(model, 5, threshold=0.1)
 
 
+def test_fuse_and_unfuse_name_a_missing_bundle_folder(tmp_path):
+    for fn in (fuse_bundle, unfuse_bundle):
+        with pytest.raises(BundleError, match="^bundle folder .*nothere does not exist$"):
+            fn(str(tmp_path / "nothere"))
+    assert not (tmp_path / "nothere").exists()
+
+
 def test_unfuse(tmp_path):
     folder = _copy("bundle", tmp_path)
     fuse_bundle(folder, check=False)
@@ -491,6 +498,27 @@ def test_retune_command_updates_the_fused_graph(capsys, tmp_path):
     staged, fused = _pair(folder)
     assert fused.form == "fused" and fused._extra == {}
     assert_same(staged, fused, _sample(), 150)
+
+
+@pytest.mark.parametrize("value", ["1e308", "3.5e38", "1e-50", "1e-40"])
+def test_retune_command_refuses_a_temperature_no_float32_holds(capsys, tmp_path, value):
+    """A temperature the float32 initializers cannot hold (it would become inf or 0, and the stage would never exit
+    again) is a usage error naming the option and the range, with no numpy warning, and the bundle is unchanged."""
+    import warnings
+
+    folder = _copy("bundle", tmp_path)
+    fuse_bundle(folder, check=False)
+    before = {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(capsys, "retune", folder, "--stage", "1", "--temperature", value)
+    assert code == 2 and out == "" and not caught, [str(w.message) for w in caught]
+    assert err.count("\n") == 1 and "Traceback" not in err and "Warning" not in err, err
+    assert "'--temperature'" in err and "does not fit the float32" in err and "1.1754944e-38 to 3.4028235e+38" in err
+    assert {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))} == before
+    model = onnx.load(os.path.join(folder, FUSED_FILE))
+    with pytest.raises(ConfigError, match="does not fit the float32"):  # the fused graph's own setter refuses it too
+        set_fused_values(model, 0, temperature=float(value))
 
 
 def test_cascade_command_chooses_the_rule_and_fuses(capsys, pool, task, tmp_path):
