@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import click
 
 from edgeconf.atomic import describe_os_error, new_folder_beside, same_path, write_bytes, write_text
-from edgeconf.commands import finite_range
+from edgeconf.commands import checked_by, finite_range
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError, OutputError
 
 #: ONNX element type -> Triton config data type
@@ -307,6 +307,13 @@ def _write_edge(bundle: str, manifest: Any, names: Dict[str, str], edge: str, ur
                  manifest.name + "-edge", dict(manifest.provenance, edge_of=os.path.abspath(bundle)), manifest.extra)
 
 
+def _check_url(url: str) -> None:
+    """``--url``: scheme, host and port (1..65535) checked as the edge bundle's manifest will check them."""
+    from edgeconf.backends.triton import parse_url
+
+    parse_url(url)
+
+
 @click.command("triton-repo")
 @click.argument("bundle", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Repository folder to write.")
@@ -320,7 +327,8 @@ def _write_edge(bundle: str, manifest: Any, names: Dict[str, str], edge: str, ur
 @click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True, help="Instance kind.")
 @click.option("--edge", type=click.Path(file_okay=False), default=None,
               help="Also write the edge bundle here: served stages become remote stages calling --url.")
-@click.option("--url", default=None, help="Server the edge bundle calls: grpc://HOST:8001 or http://HOST:8000.")
+@click.option("--url", default=None, callback=checked_by(_check_url),
+              help="Server the edge bundle calls: grpc://HOST:8001 or http://HOST:8000.")
 @click.option("--deadline-ms", type=finite_range(min=0, min_open=True), default=None,
               help="Deadline of the edge's remote requests (default: the backend's, 50 ms).")
 @click.option("--fused", is_flag=True, help="Serve the whole cascade as one model: the bundle's fused graph "

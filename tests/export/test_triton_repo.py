@@ -94,6 +94,54 @@ def test_refusals(bundle, tmp_path):
     assert read_manifest(bundle, verify=True).to_json() == before
 
 
+@pytest.mark.parametrize("url, words", [
+    ("http://127.0.0.1:99999", "port 99999 is out of range; a port is 1..65535"),
+    ("grpc://127.0.0.1:99999", "port 99999 is out of range"),  # grpc would wrap it to 34463
+    ("grpc://127.0.0.1:0", "port 0 is out of range"),
+    ("http://[zz]:8000", r"\[zz\] is not an IPv6 address"),
+    ("http://[::1:8000", r"is not \[IPv6 address\]:PORT"),
+    ("grpc://bad host:8001", "host 'bad host' is not a host name or an IP address"),
+    ("grpc://user@host:8001", "host 'user@host' is not a host name"),
+    ("grpc://127.0.0.1:\u00b2", "is not a number"),  # a digit to str.isdigit, not to int()
+])
+def test_bad_urls_are_refused_where_they_enter(bundle, tmp_path, capsys, url, words):
+    from edgeconf.backends.triton import parse_url
+
+    with pytest.raises(ConfigError, match=words):
+        parse_url(url)
+    code, err = _main(capsys, "triton-repo", bundle, "--out", tmp_path / "r", "--edge", tmp_path / "e", "--url", url)
+    assert code == 2 and err.startswith("edgeconf: error: Invalid value for '--url'") and len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "r") and not os.path.exists(tmp_path / "e")
+    _manifest_with(bundle, backend="triton", url=url)  # the same URL written into a manifest by hand
+    with pytest.raises(BundleError, match=words):
+        read_manifest(bundle)
+
+
+@pytest.mark.parametrize("url, want", [
+    ("grpc://127.0.0.1:8001", ("grpc", "127.0.0.1:8001")),
+    ("http://triton-0.cluster.local", ("http", "triton-0.cluster.local:8000")),
+    ("grpc://[::1]:18001/", ("grpc", "[::1]:18001")),
+    ("GRPC://host_1:65535", ("grpc", "host_1:65535")),
+    ("http://h:1", ("http", "h:1")),
+])
+def test_good_urls(url, want):
+    from edgeconf.backends.triton import parse_url
+
+    assert parse_url(url) == want
+
+
+def _main(capsys, *args):
+    """``edgeconf ARGS`` as the console runs it: exit status and stderr."""
+    from edgeconf.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    return code, capsys.readouterr().err
+
+
 def test_fixed_batch_axis_is_refused(tmp_path):
     import onnx
 
