@@ -193,6 +193,9 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
         raise ConfigError("--name names the fused model; use it with --fused (stage models keep their names)")
     if (edge is None) != (url is None):
         raise ConfigError("--edge and --url go together: the edge bundle calls the server at URL")
+    if deadline_ms is not None and edge is None:
+        raise ConfigError("--deadline-ms sets the deadline of the edge bundle's remote requests; it goes with --edge "
+                          "and --url (the repository itself has no deadline)")
     if url is not None:
         from edgeconf.backends.triton import parse_url
 
@@ -330,7 +333,7 @@ def _check_url(url: str) -> None:
 @click.option("--url", default=None, callback=checked_by(_check_url),
               help="Server the edge bundle calls: grpc://HOST:8001 or http://HOST:8000.")
 @click.option("--deadline-ms", type=finite_range(min=0, min_open=True), default=None,
-              help="Deadline of the edge's remote requests (default: the backend's, 50 ms).")
+              help="Deadline of the edge bundle's remote requests; with --edge (default: the backend's, 50 ms).")
 @click.option("--fused", is_flag=True, help="Serve the whole cascade as one model: the bundle's fused graph "
               "(write it first with 'edgeconf fuse BUNDLE'); raw uint8 images in, answers out.")
 @click.option("--name", default=None, help="Model name of the --fused model (default: the bundle's name + _cascade).")

@@ -82,6 +82,9 @@ def test_refusals(bundle, tmp_path):
         build_repo(bundle, str(tmp_path / "r1"), edge=str(tmp_path / "e"))
     with pytest.raises(ConfigError, match="scheme 'tcp'"):
         build_repo(bundle, str(tmp_path / "r1"), edge=str(tmp_path / "e"), url="tcp://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="--deadline-ms .* goes with --edge and --url"):
+        build_repo(bundle, str(tmp_path / "r1"), deadline_ms=10)
+    assert not os.path.exists(tmp_path / "r1")  # nothing written by any refusal
     build_repo(bundle, str(tmp_path / "r2"))
     with pytest.raises(OutputError, match="--force"):
         build_repo(bundle, str(tmp_path / "r2"))
@@ -128,6 +131,13 @@ def test_good_urls(url, want):
     from edgeconf.backends.triton import parse_url
 
     assert parse_url(url) == want
+
+
+def test_deadline_without_edge_is_refused_on_the_command_line(bundle, tmp_path, capsys):
+    code, err = _main(capsys, "triton-repo", bundle, "--out", tmp_path / "r", "--deadline-ms", "10")
+    assert code == 1 and err.startswith("edgeconf: error: --deadline-ms") and "--edge" in err
+    assert len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "r")
 
 
 def _main(capsys, *args):
