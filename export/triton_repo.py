@@ -134,8 +134,18 @@ def _pick(manifest: Any, stages: Sequence[str]) -> List[Any]:
 
 def _fused_model(bundle: str, manifest: Any, name: Optional[str]) -> ServedModel:
     """The bundle's fused graph as one served model (the whole cascade in one request)."""
-    from edgeconf.fused import fused_info, stale_reason
+    from edgeconf.fused import fused_info, remote_stage_problem, stale_reason
 
+    remote = remote_stage_problem(manifest)
+    if remote:
+        source = manifest.provenance.get("edge_of")  # an edge bundle written by --edge names its source bundle
+        if isinstance(source, str) and source:
+            todo = "fuse the bundle it was made from and serve that: edgeconf fuse %s, then edgeconf triton-repo %s " \
+                   "--out REPO --fused" % (source, source)
+        else:
+            todo = "fuse a bundle whose stages all run locally and serve that: edgeconf fuse SOURCE, then edgeconf " \
+                   "triton-repo SOURCE --out REPO --fused"
+        raise ConfigError("--fused: %s; to serve the whole cascade as one model, %s" % (remote, todo))
     info = fused_info(manifest)
     if info is None:
         raise ConfigError("%s has no fused graph; write one with: edgeconf fuse %s" % (bundle, bundle))

@@ -268,6 +268,36 @@ def test_fused_refusals(bundle, tmp_path):
         build_repo(bundle, str(tmp_path / "r"), fused=True)
 
 
+def test_fused_form_of_a_bundle_with_a_remote_stage_does_not_send_the_user_to_edgeconf_fuse(bundle, tmp_path):
+    """`edgeconf fuse` refuses a bundle with a remote stage, so `--form fused` and `triton-repo --fused` must say
+    the form does not exist for it (and what to do), not "write one with: edgeconf fuse"."""
+    from edgeconf.bundle import load_bundle
+    from edgeconf.export.fuse import FuseError, fuse_bundle
+
+    edge = str(tmp_path / "edge")
+    build_repo(bundle, str(tmp_path / "repo"), edge=edge, url="grpc://127.0.0.1:1")  # nothing listens: never called
+    with pytest.raises(FuseError, match="served remotely"):
+        fuse_bundle(edge)
+    with pytest.raises(ConfigError) as exc:
+        build_repo(edge, str(tmp_path / "r"), fused=True)
+    msg = str(exc.value)
+    assert "stage 2 (big) is served remotely (triton)" in msg and "has no fused form" in msg
+    assert "fuse the bundle it was made from and serve that: edgeconf fuse %s, then" % os.path.abspath(bundle) in msg
+    assert "edgeconf fuse %s" % edge not in msg
+    with pytest.raises(BundleError) as exc:
+        load_bundle(edge, form="fused")  # refused before any server is asked
+    msg = str(exc.value)
+    assert msg.startswith("cannot use the fused form: stage 2 (big) is served remotely") and "--form staged" in msg
+    assert "edgeconf fuse" not in msg
+    # a fused bundle whose stage was made remote by hand: the same, not "rebuild it with: edgeconf fuse"
+    fuse_bundle(bundle)
+    _manifest_with(bundle, backend="triton", url="grpc://127.0.0.1:1")
+    with pytest.raises(BundleError, match="stage 2 \\(big\\) is served remotely .*--form staged, or auto\\)$"):
+        load_bundle(bundle, form="fused")
+    with pytest.raises(ConfigError, match="fuse a bundle whose stages all run locally"):
+        build_repo(bundle, str(tmp_path / "r"), fused=True)
+
+
 LIVE = os.path.join(os.path.dirname(__file__), "..", "..", "edgeconf", "data", "zoo", "live")
 
 
