@@ -424,13 +424,17 @@ class CascadeCounters:
     calls: List[int] = field(default_factory=list)  # inputs each stage ran on
     stage_seconds: List[float] = field(default_factory=list)
     unknown: int = 0  # answers that were unknown (no class)
-    remote_inputs: int = 0  # inputs sent to remote stages
+    remote_inputs: int = 0  # inputs that reached a remote stage (sent to its server, or answered here without that)
     remote_failures: int = 0  # of those, answered by the last local stage instead (reasons in remote_reasons)
     remote_reasons: Dict[str, int] = field(default_factory=dict)
+    #: of remote_inputs, those sent to the server in a request (answered or not); the others were answered here
+    #: without a request: the circuit breaker was open (circuit_open), or their deadline passed while queued
+    remote_sent: int = 0
 
-    def remote_failed(self, n: int, reason: str) -> None:
+    def remote_failed(self, n: int, reason: str, sent: bool = True) -> None:
         self.remote_failures += n
         self.remote_reasons[reason] = self.remote_reasons.get(reason, 0) + n
+        self.remote_sent += n if sent else 0
 
     @property
     def escalation_rate(self) -> Optional[float]:
@@ -443,7 +447,7 @@ class CascadeCounters:
         return {"inputs": self.inputs, "exits": list(self.exits), "calls": list(self.calls),
                 "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate,
                 "unknown": self.unknown, "remote_inputs": self.remote_inputs, "remote_failures": self.remote_failures,
-                "remote_reasons": dict(self.remote_reasons)}
+                "remote_reasons": dict(self.remote_reasons), "remote_sent": self.remote_sent}
 
 
 @dataclass
@@ -695,9 +699,11 @@ class Cascade:
                 counts.append(int(active.size))
                 spans.append((t0, t1))
                 failed = {int(i): exc.reason for i in active}
-                self.counters.remote_failed(len(failed), exc.reason)
+                self.counters.remote_failed(len(failed), exc.reason, exc.sent)
                 break
             t1 = clock()
+            if step.remote:
+                self.counters.remote_sent += int(active.size)
             if hook is not None:
                 hook(k, t0, t1)
             self._check_output(k, out, step.names, int(active.size))
@@ -812,11 +818,13 @@ class Cascade:
                 if k == 0 or not step.remote:
                     raise
                 failure = exc.reason
-                self.counters.remote_failed(1, failure)
+                self.counters.remote_failed(1, failure, exc.sent)
                 self.counters.calls[k] += 1
                 self.counters.stage_seconds[k] += clock() - t0
                 break
             t1 = clock()
+            if step.remote:
+                self.counters.remote_sent += 1
             if hook is not None:
                 hook(k, t0, t1)
             seconds.append(t1 - t0)

@@ -363,9 +363,10 @@ class StatusBuilder:
     Fields: ``fps``, ``latency_ms`` (p50/p95 over the last 100 frames), ``frames``, ``answers``, ``errors``,
     ``exits`` (per stage), ``escalation_rate``, ``memo_hit_rate``, ``unknown_rate`` (share of answers shown as
     ``unknown`` for any reason: an OOD head's verdict or the evidence rule, so measured with any bundle),
-    ``unknown_evidence_rate`` (the part shown ``unknown`` by the evidence rule alone), ``remote`` (calls, failures,
-    reasons), ``source_state``, ``power_w`` and ``energy_per_answer_j`` (over the last interval) — ``null`` for
-    whatever is not measured here (no power sensor; no answer yet).
+    ``unknown_evidence_rate`` (the part shown ``unknown`` by the evidence rule alone), ``remote`` (``inputs`` that
+    reached a remote stage; ``calls``: of them, those sent to its server; ``failures`` and their ``reasons``),
+    ``source_state``, ``power_w`` and ``energy_per_answer_j`` (over the last interval) — ``null`` for whatever is
+    not measured here (no power sensor; no answer yet).
     """
 
     def __init__(self, pipeline: Any, meter: Any = None) -> None:
@@ -388,7 +389,8 @@ class StatusBuilder:
                 "exits": list(c.exits), "escalation_rate": _r(c.escalation_rate), "memo_hit_rate": _r(c.memo_hit_rate),
                 "unknown_rate": _r(unknown() if callable(unknown) else unknown),
                 "unknown_evidence_rate": _r(getattr(c, "unknown_evidence_rate", None)),
-                "remote": {"calls": getattr(c, "remote_calls", 0), "failures": getattr(c, "remote_failures", 0),
+                "remote": {"inputs": getattr(c, "remote_inputs", 0), "calls": getattr(c, "remote_calls", 0),
+                           "failures": getattr(c, "remote_failures", 0),
                            "reasons": dict(getattr(c, "remote_reasons", {}) or {})},
                 "source_state": getattr(state, "value", None if state is None else str(state)),
                 "power_w": _r(c.power_w, 3), "energy_per_answer_j": self._energy_per_answer(c.answers)}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -16,50 +15,7 @@ from edgeconf.errors import ConfigError
 from edgeconf.live.telemetry import DEFAULT_QUEUE_SIZE, Telemetry, parse_telemetry_uri
 
 from fleet_servers import MosquittoProcess
-
-WAIT_S = 60.0  # upper bound on waiting for a broker's delivery (the tests wait on messages, not on durations)
-
-
-class Subscriber:
-    """A paho client that puts every (topic, JSON) it receives on a queue."""
-
-    def __init__(self, port: int, topic: str, client_id: str = "", persistent: bool = False,
-                 auth: tuple = ()) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.q: "queue.Queue" = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
-                                  clean_session=not persistent, protocol=mqtt.MQTTv311)
-        if auth:
-            self.client.username_pw_set(*auth)
-        self.subscribed = queue.Queue()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *a: self.subscribed.put(True)
-        self.client.on_message = lambda c, u, m: self.q.put((m.topic, json.loads(m.payload)))
-        self.client.reconnect_delay_set(1, 2)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.subscribed.get(timeout=WAIT_S)
-
-    def until(self, pred, what: str):
-        """Messages up to and including the first one for which ``pred(topic, msg)`` holds."""
-        got = []
-        t_end = time.monotonic() + WAIT_S
-        while True:
-            left = t_end - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no %s within %.0f s; got %s" % (what, WAIT_S, got[-5:]))
-            try:
-                item = self.q.get(timeout=left)
-            except queue.Empty:
-                continue
-            got.append(item)
-            if pred(*item):
-                return got
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+from mqtt_subscriber import WAIT_S, Subscriber
 
 
 def test_uri_parsing():
@@ -124,7 +80,7 @@ def test_demo_publishes_status_and_events(mosquitto):
     assert last["frames"] == 12 and last["device"] == "cam1" and last["answers"] == summary["counters"]["answers"]
     assert last["power_w"] is None and last["energy_per_answer_j"] is None  # no sensor here: null, never invented
     assert last["unknown_rate"] == summary["counters"]["unknown_rate"]  # measured by the pipeline (issue 14)
-    assert last["remote"] == {"calls": 0, "failures": 0, "reasons": {}}
+    assert last["remote"] == {"inputs": 0, "calls": 0, "failures": 0, "reasons": {}}
     assert summary["telemetry"]["dropped"] == 0
 
 

@@ -142,6 +142,8 @@ def test_delay_past_the_deadline_falls_back_and_opens_the_breaker(fleet_bundle, 
         attempts = runner.stats.attempts
         edge.classify(images[4])
         assert runner.stats.attempts == attempts  # open: the server was not called
+        c = edge.counters  # 5 reached the remote stage; the 2 the open breaker answered here were never sent
+        assert c.remote_inputs == 5 and c.remote_sent == 3 and c.remote_reasons == {"timeout": 3, "circuit_open": 2}
         assert len(edge.memo) == 0  # fallback answers are never remembered
         json_row = results[0].to_json()
         assert json_row["remote_failure"] == "timeout"
