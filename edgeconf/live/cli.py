@@ -413,7 +413,8 @@ def _fleet_lines(s: Dict[str, Any]) -> List[str]:
         line = "telemetry     %s: %d messages sent, %d dropped (queue %d)" % (
             tel["broker"], tel["sent"], tel["dropped"], tel["queue_size"])
         if tel.get("not_sent"):
-            line += "; %d not sent (still queued when the run ended: the broker was not reachable)" % tel["not_sent"]
+            line += "; %d not sent (still queued when the run ended: the broker was not reachable%s)" % (
+                tel["not_sent"], ": " + tel["connect_failure"] if tel.get("connect_failure") else "")
         if tel.get("unacknowledged"):
             line += "; %d sent but not acknowledged by the broker" % tel["unacknowledged"]
         out.append(line)

@@ -189,8 +189,17 @@ def test_tls_with_the_brokers_ca(tmp_path):
         plain = Telemetry(parse_telemetry_uri("mqtt://127.0.0.1:%d/edgeconf/plain" % broker.port)).start()
         try:
             assert not plain.connected  # a plain client gets nowhere with a TLS listener (and is not blocked)
+            assert plain.last_failure == ("the broker closed the connection without answering the MQTT handshake (if "
+                                          "127.0.0.1:%d is a TLS listener, use mqtts://)" % broker.port)
         finally:
             plain.close(timeout_s=0.5)
+        no_ca = Telemetry(parse_telemetry_uri("mqtts://127.0.0.1:%d/edgeconf/no-ca" % broker.port)).start()
+        try:  # the system's CAs do not know the test CA
+            assert not no_ca.connected and no_ca.last_failure.startswith(
+                "TLS handshake failed: the broker's certificate was not accepted ([SSL: CERTIFICATE_VERIFY_FAILED]")
+            assert no_ca.last_failure.endswith("give the CA that signed it with ?ca=FILE")
+        finally:
+            no_ca.close(timeout_s=0.5)
     finally:
         broker.stop()
 
@@ -226,7 +235,49 @@ def test_demo_with_the_broker_down_says_what_was_not_sent():
     tel = json.loads(r.output)["telemetry"]
     assert tel["sent"] == 0 and tel["queued"] == 0
     assert tel["not_sent"] >= 6  # at least the 6 frame events; all of them counted
+    assert tel["connect_failure"].startswith("connection refused: nothing listens on 127.0.0.1:")
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     line = [x for x in r.output.splitlines() if x.startswith("telemetry")][0]
     assert "0 messages sent" in line and "not sent (still queued when the run ended" in line
+    assert "the broker was not reachable: connection refused: nothing listens on" in line
+
+
+@pytest.mark.parametrize("scheme, host, words", [
+    ("mqtts", "BROKER", "); is 127.0.0.1:PORT a TLS listener? a plain MQTT port takes mqtt://"),
+    ("mqtt", "nosuch.invalid", "the host name 'nosuch.invalid' does not resolve"),
+    ("mqtt", "FREE", "connection refused: nothing listens on 127.0.0.1:PORT"),
+])
+def test_a_broker_that_cannot_be_used_is_reported_with_the_reason(tmp_path, caplog, scheme, host, words):
+    """mqtts:// against a plain broker, a mistyped host and a closed port used to read alike ("no answer from the
+    broker"); the warning, the stats at close and the run's summary now say why."""
+    import logging
+
+    from fleet_servers import free_port
+
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[fleet]')")
+    broker = None
+    port = 1883
+    if host == "BROKER":
+        why = MosquittoProcess.why_unavailable()
+        if why:
+            pytest.skip(why)
+        broker = MosquittoProcess(str(tmp_path), persistence=False)  # plain MQTT only
+        broker.start()
+        host, port = "127.0.0.1", broker.port
+    elif host == "FREE":
+        host, port = "127.0.0.1", free_port()
+    words = words.replace("PORT", str(port))
+    try:
+        tel = Telemetry(parse_telemetry_uri("%s://%s:%d/edgeconf/x" % (scheme, host, port)))
+        with caplog.at_level(logging.WARNING, logger="edgeconf.live.telemetry"):
+            tel.start()
+        assert not tel.connected and words in tel.last_failure, tel.last_failure
+        assert tel.last_failure.startswith("TLS handshake failed (") == (scheme == "mqtts")  # reset, or an SSL error
+        warning = [r.getMessage() for r in caplog.records if "telemetry: cannot connect" in r.getMessage()]
+        assert len(warning) == 1 and words in warning[0]
+        tel.close(timeout_s=0.2)
+        assert words in tel.stats()["connect_failure"]
+    finally:
+        if broker is not None:
+            broker.stop()
