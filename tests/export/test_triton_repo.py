@@ -315,6 +315,23 @@ def test_edge_bundle_of_the_shipped_live_bundle_keeps_its_ood_params(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["EDGE", "R"]
 
 
+def test_the_edge_stage_shown_in_the_fleet_docs_is_what_triton_repo_writes(tmp_path):
+    """docs/fleet.md's example remote stage is the one `triton-repo` writes for zoo/bundle's third stage, every
+    value from that one bundle (it once mixed zoo/bundle's temperature with zoo/live's cost)."""
+    import re
+
+    bundle = os.path.join(os.path.dirname(LIVE), "bundle")
+    build_repo(bundle, str(tmp_path / "R"), edge=str(tmp_path / "E"), url="grpc://SERVER:8001", deadline_ms=50)
+    with open(tmp_path / "E" / "edgeconf.json") as f:
+        written = json.load(f)["stages"][2]
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "fleet.md"), encoding="utf-8") as f:
+        doc = f.read()
+    section = doc.split("## The edge half", 1)[1]
+    assert "edgeconf triton-repo edgeconf/data/zoo/bundle" in section.split("```json", 1)[0].replace("\n", " ")
+    shown = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    assert shown == written
+
+
 def test_a_failed_run_leaves_nothing_new(tmp_path):
     # the edge half cannot be written (EDGE is a folder that is not a bundle): no repository, no model folder
     (tmp_path / "EDGE").mkdir()
