@@ -210,7 +210,9 @@ class CascadeResult:
     confidence: float
     stage: int  # index of the stage whose answer was kept
     probs: np.ndarray
-    stage_seconds: Tuple[float, ...]  # own model time of each invoked stage (batch share for batches)
+    #: own model time of each invoked stage (batch share for batches); a remote stage's is the wait on its server, and
+    #: it is listed when that stage failed too (``remote_failure``: one entry more than ``stages_run`` then)
+    stage_seconds: Tuple[float, ...]
     stages_run: int
     label: Optional[str] = None
     memo_hit: bool = False
@@ -279,7 +281,8 @@ class BatchResult:
         for i in range(n_all):
             cid, n = cids[i], runs[i]
             o = ood[i] if ood is not None else None
-            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[n], n, label_of(cid, labels),
+            waited = 1 if failures and i in failures else 0  # the remote stage that failed was invoked: its wait
+            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[min(n + waited, len(share))], n, label_of(cid, labels),
                                      remote_failure=failures.get(i) if failures else None,
                                      unknown=bool(unknown[i]) if unknown is not None else False,
                                      ood_score=o if o is not None and o == o and abs(o) != float("inf") else None))
@@ -287,7 +290,9 @@ class BatchResult:
 
     def item(self, i: int, labels: Optional[Sequence[str]] = None) -> CascadeResult:
         n = int(self.stages_run[i])
-        secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k]) for k in range(n))
+        waited = 1 if i in self.remote_failures else 0  # the remote stage that failed was invoked: its wait
+        secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k])
+                     for k in range(min(n + waited, len(self.stage_seconds))))
         cid = int(self.class_ids[i])
         unknown = bool(self.unknown[i]) if self.unknown is not None else False
         ood = float(self.ood[i]) if self.ood is not None and np.isfinite(self.ood[i]) else None
@@ -791,6 +796,7 @@ class Cascade:
         last_ood: Optional[float] = None
         unknown = False
         seconds: List[float] = []
+        waited = 0.0  # a failed remote stage's wait
         hook = self.energy_hook
         clock = time.perf_counter
         checked = self._checked
@@ -820,7 +826,8 @@ class Cascade:
                 failure = exc.reason
                 self.counters.remote_failed(1, failure, exc.sent)
                 self.counters.calls[k] += 1
-                self.counters.stage_seconds[k] += clock() - t0
+                waited = clock() - t0
+                self.counters.stage_seconds[k] += waited
                 break
             t1 = clock()
             if step.remote:
@@ -860,7 +867,9 @@ class Cascade:
         cid = UNKNOWN if unknown else int(best_p.argmax())  # type: ignore[union-attr]
         counters.unknown += int(unknown)
         # a copy: the row may live in a bound output buffer that the next input overwrites
-        return CascadeResult(cid, best_c, best_k, best_p.copy(), tuple(seconds), len(seconds),  # type: ignore[union-attr]
+        # a remote stage that failed was invoked too: its wait is listed after the stages that answered
+        timed = tuple(seconds) + ((waited,) if failure is not None else ())
+        return CascadeResult(cid, best_c, best_k, best_p.copy(), timed, len(seconds),  # type: ignore[union-attr]
                              label_of(cid, self.labels), remote_failure=failure, unknown=unknown, ood_score=last_ood)
 
     def _classify_one(self, image: np.ndarray) -> CascadeResult:

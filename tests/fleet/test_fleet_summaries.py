@@ -121,6 +121,13 @@ def test_classify_summary_counts_remote_fallbacks(triton_server, fleet_bundle, t
     # three requests of 2 time out (sent); the breaker (3 failures) is then open: the last 2 are answered here unsent
     assert summary["remote_reasons"] == {"timeout": 6, "circuit_open": 2}
     assert summary["remote_sent"] == 6
+    # the wait on the server is reported apart from this machine's model time, and every row lists it
+    assert summary["remote_seconds"] == summary["stage_seconds"][1] and summary["remote_seconds"] >= 0.29  # 3 x 100 ms
+    assert summary["model_seconds"] == summary["stage_seconds"][0]
+    assert all(r["stages_run"] == 1 and len(r["stage_ms"]) == 2 for r in failed)
+    assert sum(r["stage_ms"][1] for r in failed) == pytest.approx(1e3 * summary["remote_seconds"], abs=0.01)
+    assert ("remote stage wait %.3f s (the server's work and the network, not this machine's compute; model time here "
+            "%.3f s)" % (summary["remote_seconds"], summary["model_seconds"])) in err
     assert ("8 inputs reached the remote stage: 6 sent, 2 answered here while the circuit breaker was open; 8 of them "
             "answered by the last local stage instead (circuit_open 2, timeout 6); their rows carry remote_failure") in err
     _drain(triton_server)

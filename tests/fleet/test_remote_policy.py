@@ -177,6 +177,11 @@ def test_cascade_keeps_the_local_answer_when_the_remote_stage_fails(fallback_cas
     c = casc.counters
     assert c.remote_inputs == 6 and c.remote_failures == 6 and c.remote_reasons == {"unavailable": 6}
     assert c.remote_sent == 6  # each went out (the server did not answer)
+    # the remote stage was invoked for each: its wait is listed after the local stage's time, and the rows add up to
+    # the counters (the batch's shares and the single call)
+    assert all(r.stages_run == 1 and len(r.stage_seconds) == 2 and r.to_json()["stage_ms"][1] >= 0
+               for r in batch + [one])
+    assert sum(r.stage_seconds[1] for r in batch + [one]) == pytest.approx(c.stage_seconds[1], rel=1e-9, abs=1e-12)
     assert c.exits == [6, 0] and c.calls == [6, 6]
     assert len(casc.memo) == 0  # never remembered: the next call asks the server again
     casc.classify(imgs[0])
