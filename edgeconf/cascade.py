@@ -210,7 +210,9 @@ class CascadeResult:
     confidence: float
     stage: int  # index of the stage whose answer was kept
     probs: np.ndarray
-    stage_seconds: Tuple[float, ...]  # own model time of each invoked stage (batch share for batches)
+    #: own model time of each invoked stage (batch share for batches); a remote stage's is the wait on its server, and
+    #: it is listed when that stage failed too (``remote_failure``: one entry more than ``stages_run`` then)
+    stage_seconds: Tuple[float, ...]
     stages_run: int
     label: Optional[str] = None
     memo_hit: bool = False
@@ -279,7 +281,8 @@ class BatchResult:
         for i in range(n_all):
             cid, n = cids[i], runs[i]
             o = ood[i] if ood is not None else None
-            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[n], n, label_of(cid, labels),
+            waited = 1 if failures and i in failures else 0  # the remote stage that failed was invoked: its wait
+            out.append(CascadeResult(cid, confs[i], stages[i], probs[i], secs[min(n + waited, len(share))], n, label_of(cid, labels),
                                      remote_failure=failures.get(i) if failures else None,
                                      unknown=bool(unknown[i]) if unknown is not None else False,
                                      ood_score=o if o is not None and o == o and abs(o) != float("inf") else None))
@@ -287,7 +290,9 @@ class BatchResult:
 
     def item(self, i: int, labels: Optional[Sequence[str]] = None) -> CascadeResult:
         n = int(self.stages_run[i])
-        secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k]) for k in range(n))
+        waited = 1 if i in self.remote_failures else 0  # the remote stage that failed was invoked: its wait
+        secs = tuple(self.stage_seconds[k] / max(1, self.stage_counts[k])
+                     for k in range(min(n + waited, len(self.stage_seconds))))
         cid = int(self.class_ids[i])
         unknown = bool(self.unknown[i]) if self.unknown is not None else False
         ood = float(self.ood[i]) if self.ood is not None and np.isfinite(self.ood[i]) else None
@@ -424,13 +429,17 @@ class CascadeCounters:
     calls: List[int] = field(default_factory=list)  # inputs each stage ran on
     stage_seconds: List[float] = field(default_factory=list)
     unknown: int = 0  # answers that were unknown (no class)
-    remote_inputs: int = 0  # inputs sent to remote stages
+    remote_inputs: int = 0  # inputs that reached a remote stage (sent to its server, or answered here without that)
     remote_failures: int = 0  # of those, answered by the last local stage instead (reasons in remote_reasons)
     remote_reasons: Dict[str, int] = field(default_factory=dict)
+    #: of remote_inputs, those sent to the server in a request (answered or not); the others were answered here
+    #: without a request: the circuit breaker was open (circuit_open), or their deadline passed while queued
+    remote_sent: int = 0
 
-    def remote_failed(self, n: int, reason: str) -> None:
+    def remote_failed(self, n: int, reason: str, sent: bool = True) -> None:
         self.remote_failures += n
         self.remote_reasons[reason] = self.remote_reasons.get(reason, 0) + n
+        self.remote_sent += n if sent else 0
 
     @property
     def escalation_rate(self) -> Optional[float]:
@@ -443,7 +452,7 @@ class CascadeCounters:
         return {"inputs": self.inputs, "exits": list(self.exits), "calls": list(self.calls),
                 "stage_seconds": [round(s, 6) for s in self.stage_seconds], "escalation_rate": self.escalation_rate,
                 "unknown": self.unknown, "remote_inputs": self.remote_inputs, "remote_failures": self.remote_failures,
-                "remote_reasons": dict(self.remote_reasons)}
+                "remote_reasons": dict(self.remote_reasons), "remote_sent": self.remote_sent}
 
 
 @dataclass
@@ -695,9 +704,11 @@ class Cascade:
                 counts.append(int(active.size))
                 spans.append((t0, t1))
                 failed = {int(i): exc.reason for i in active}
-                self.counters.remote_failed(len(failed), exc.reason)
+                self.counters.remote_failed(len(failed), exc.reason, exc.sent)
                 break
             t1 = clock()
+            if step.remote:
+                self.counters.remote_sent += int(active.size)
             if hook is not None:
                 hook(k, t0, t1)
             self._check_output(k, out, step.names, int(active.size))
@@ -785,6 +796,7 @@ class Cascade:
         last_ood: Optional[float] = None
         unknown = False
         seconds: List[float] = []
+        waited = 0.0  # a failed remote stage's wait
         hook = self.energy_hook
         clock = time.perf_counter
         checked = self._checked
@@ -812,11 +824,14 @@ class Cascade:
                 if k == 0 or not step.remote:
                     raise
                 failure = exc.reason
-                self.counters.remote_failed(1, failure)
+                self.counters.remote_failed(1, failure, exc.sent)
                 self.counters.calls[k] += 1
-                self.counters.stage_seconds[k] += clock() - t0
+                waited = clock() - t0
+                self.counters.stage_seconds[k] += waited
                 break
             t1 = clock()
+            if step.remote:
+                self.counters.remote_sent += 1
             if hook is not None:
                 hook(k, t0, t1)
             seconds.append(t1 - t0)
@@ -852,7 +867,9 @@ class Cascade:
         cid = UNKNOWN if unknown else int(best_p.argmax())  # type: ignore[union-attr]
         counters.unknown += int(unknown)
         # a copy: the row may live in a bound output buffer that the next input overwrites
-        return CascadeResult(cid, best_c, best_k, best_p.copy(), tuple(seconds), len(seconds),  # type: ignore[union-attr]
+        # a remote stage that failed was invoked too: its wait is listed after the stages that answered
+        timed = tuple(seconds) + ((waited,) if failure is not None else ())
+        return CascadeResult(cid, best_c, best_k, best_p.copy(), timed, len(seconds),  # type: ignore[union-attr]
                              label_of(cid, self.labels), remote_failure=failure, unknown=unknown, ood_score=last_ood)
 
     def _classify_one(self, image: np.ndarray) -> CascadeResult:

@@ -1,6 +1,8 @@
 """Typed errors a user can cause. Each message says what is wrong and what to do."""
 from __future__ import annotations
 
+from typing import Optional
+
 
 class EdgeconfError(Exception):
     """Base class of every error edgeconf raises on purpose; the CLI prints it in one line."""
@@ -50,9 +52,12 @@ class RemoteStageError(EdgeconfError):
     """A remote stage gave no answer: the server was slow (deadline), down, answered an error, or its circuit
     breaker is open. The cascade catches it and keeps the last local stage's answer, marked as a remote failure.
 
-    ``reason`` is one of ``timeout``, ``unavailable``, ``error``, ``circuit_open``.
+    ``reason`` is one of ``timeout``, ``unavailable``, ``error``, ``circuit_open``. ``sent`` says whether the inputs
+    went out in a request at all: not when the breaker was open (``circuit_open``, the default then) or when the
+    deadline passed while they waited behind a request in flight; the server never saw those.
     """
 
-    def __init__(self, message: str, reason: str = "error") -> None:
+    def __init__(self, message: str, reason: str = "error", sent: Optional[bool] = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.sent = reason != "circuit_open" if sent is None else bool(sent)

@@ -161,6 +161,18 @@ def stale_reason(manifest: Any, info: FusedInfo) -> Optional[str]:
     return None
 
 
+def remote_stage_problem(manifest: Any) -> Optional[str]:
+    """Why the bundle can have no fused graph at all (its first remote stage), or None when every stage is local.
+
+    ``edgeconf fuse`` refuses such a bundle, so a message about it must not send the user there.
+    """
+    for k, spec in enumerate(manifest.stages):
+        if spec.is_remote:
+            return ("stage %d (%s) is served remotely (%s) and a fused graph holds local models only, so this bundle "
+                    "has no fused form" % (k + 1, spec.name, spec.backend))
+    return None
+
+
 def choose_form(requested: str, manifest: Any, backend: str, providers: Optional[Sequence[Any]]) -> Tuple[str, str]:
     """(form, why) for ``load_bundle(form=requested)``; raises for a fused form that cannot be had."""
     if requested not in FORMS:
@@ -168,8 +180,11 @@ def choose_form(requested: str, manifest: Any, backend: str, providers: Optional
     if requested == "staged":
         return "staged", "asked for"
     info = fused_info(manifest)
-    problem = None
-    if info is None:
+    problem = remote_stage_problem(manifest)
+    if problem:
+        if requested == "fused":
+            raise BundleError("cannot use the fused form: %s; run it staged (--form staged, or auto)" % problem)
+    elif info is None:
         problem = "the bundle has no fused graph (write one with: edgeconf fuse BUNDLE)"
     else:
         stale = stale_reason(manifest, info)
@@ -559,6 +574,6 @@ class FusedCascade(Cascade):
 
 __all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
            "temperature_name", "ood_threshold_name", "ood_escalate_name", "ceil_f32", "floor_f32", "stage_fingerprint",
-           "runtime_model", "scope_initializers", "FORMS", "FUSED_FILE",
+           "runtime_model", "scope_initializers", "FORMS", "FUSED_FILE", "remote_stage_problem",
            "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN", "TENSORRT_OPS", "NO_TENSORRT", "tensorrt_check",
            "tensorrt_verdict", "fused_tensorrt_reason"]

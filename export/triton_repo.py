@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import click
 
 from edgeconf.atomic import describe_os_error, new_folder_beside, same_path, write_bytes, write_text
-from edgeconf.commands import finite_range
+from edgeconf.commands import checked_by, finite_range
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError, OutputError
 
 #: ONNX element type -> Triton config data type
@@ -134,8 +134,18 @@ def _pick(manifest: Any, stages: Sequence[str]) -> List[Any]:
 
 def _fused_model(bundle: str, manifest: Any, name: Optional[str]) -> ServedModel:
     """The bundle's fused graph as one served model (the whole cascade in one request)."""
-    from edgeconf.fused import fused_info, stale_reason
+    from edgeconf.fused import fused_info, remote_stage_problem, stale_reason
 
+    remote = remote_stage_problem(manifest)
+    if remote:
+        source = manifest.provenance.get("edge_of")  # an edge bundle written by --edge names its source bundle
+        if isinstance(source, str) and source:
+            todo = "fuse the bundle it was made from and serve that: edgeconf fuse %s, then edgeconf triton-repo %s " \
+                   "--out REPO --fused" % (source, source)
+        else:
+            todo = "fuse a bundle whose stages all run locally and serve that: edgeconf fuse SOURCE, then edgeconf " \
+                   "triton-repo SOURCE --out REPO --fused"
+        raise ConfigError("--fused: %s; to serve the whole cascade as one model, %s" % (remote, todo))
     info = fused_info(manifest)
     if info is None:
         raise ConfigError("%s has no fused graph; write one with: edgeconf fuse %s" % (bundle, bundle))
@@ -193,6 +203,9 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
         raise ConfigError("--name names the fused model; use it with --fused (stage models keep their names)")
     if (edge is None) != (url is None):
         raise ConfigError("--edge and --url go together: the edge bundle calls the server at URL")
+    if deadline_ms is not None and edge is None:
+        raise ConfigError("--deadline-ms sets the deadline of the edge bundle's remote requests; it goes with --edge "
+                          "and --url (the repository itself has no deadline)")
     if url is not None:
         from edgeconf.backends.triton import parse_url
 
@@ -307,6 +320,13 @@ def _write_edge(bundle: str, manifest: Any, names: Dict[str, str], edge: str, ur
                  manifest.name + "-edge", dict(manifest.provenance, edge_of=os.path.abspath(bundle)), manifest.extra)
 
 
+def _check_url(url: str) -> None:
+    """``--url``: scheme, host and port (1..65535) checked as the edge bundle's manifest will check them."""
+    from edgeconf.backends.triton import parse_url
+
+    parse_url(url)
+
+
 @click.command("triton-repo")
 @click.argument("bundle", type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Repository folder to write.")
@@ -320,9 +340,10 @@ def _write_edge(bundle: str, manifest: Any, names: Dict[str, str], edge: str, ur
 @click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True, help="Instance kind.")
 @click.option("--edge", type=click.Path(file_okay=False), default=None,
               help="Also write the edge bundle here: served stages become remote stages calling --url.")
-@click.option("--url", default=None, help="Server the edge bundle calls: grpc://HOST:8001 or http://HOST:8000.")
+@click.option("--url", default=None, callback=checked_by(_check_url),
+              help="Server the edge bundle calls: grpc://HOST:8001 or http://HOST:8000.")
 @click.option("--deadline-ms", type=finite_range(min=0, min_open=True), default=None,
-              help="Deadline of the edge's remote requests (default: the backend's, 50 ms).")
+              help="Deadline of the edge bundle's remote requests; with --edge (default: the backend's, 50 ms).")
 @click.option("--fused", is_flag=True, help="Serve the whole cascade as one model: the bundle's fused graph "
               "(write it first with 'edgeconf fuse BUNDLE'); raw uint8 images in, answers out.")
 @click.option("--name", default=None, help="Model name of the --fused model (default: the bundle's name + _cascade).")

@@ -89,6 +89,11 @@ def _check_power(value: str) -> None:
     check_power(value)
 
 
+#: (parameter, as the user wrote it) of the operator window's arguments, which the fleet view does not take
+_OPERATOR_ONLY = (("bundle", "BUNDLE"), ("source_uri", "--source"), ("regions", "--regions"), ("events_path", "--events"),
+                  ("power_name", "--power"), ("no_start", "--no-start"), ("telemetry_uri", "--telemetry"))
+
+
 @click.command("gui")
 @click.argument("bundle", required=False, type=click.Path())
 @click.option("--source", "source_uri", default=None,
@@ -112,8 +117,10 @@ def _check_power(value: str) -> None:
 @click.option("--fleet", "fleet_uri", default=None,
               help="Open the fleet view instead, on a broker and the topic base the devices publish under: "
                    "mqtt://[USER[:PASS]@]HOST[:1883]/TOPIC (e.g. mqtt://HOST:1883/edgeconf, no DEVICE level); "
-                   "mqtts:// and the ?options as for --telemetry.")
-def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[str], events_path: Optional[str],
+                   "mqtts:// and the ?options as for --telemetry. BUNDLE and the operator window's options (--source, "
+                   "--regions, --events, --power, --no-start, --telemetry) do not apply to it.")
+@click.pass_context
+def gui_cmd(ctx: click.Context, bundle: Optional[str], source_uri: Optional[str], regions: Optional[str], events_path: Optional[str],
             power_name: str, no_start: bool, screenshot_path: Optional[str], quit_after: Optional[float],
             telemetry_uri: Optional[str], fleet_uri: Optional[str]) -> None:
     """Open the operator window on BUNDLE (default: the shipped bundle) and a source (default: demo://),
@@ -121,6 +128,14 @@ def gui_cmd(bundle: Optional[str], source_uri: Optional[str], regions: Optional[
     if screenshot_path and quit_after is None:
         raise click.UsageError("--screenshot is taken when --quit-after closes the window; add --quit-after SECONDS "
                                "(e.g. --quit-after 12 --screenshot %s)" % screenshot_path)
+    if fleet_uri:
+        given = [name for param, name in _OPERATOR_ONLY
+                 if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError("--fleet opens the fleet view, which runs no pipeline of its own: %s %s not apply to "
+                                   "it; drop %s, or open the operator window without --fleet"
+                                   % (", ".join(given), "does" if len(given) == 1 else "do",
+                                      "it" if len(given) == 1 else "them"), ctx=ctx)
     _require_qt()
     if fleet_uri:
         from edgeconf.gui.fleet_model import parse_fleet_uri

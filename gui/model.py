@@ -126,9 +126,10 @@ class StatsPoint:
     stage_calls: Tuple[int, ...]  # cumulative, per stage
     memo_hit_rate_recent: Optional[float]
     escalation_rate_recent: Optional[float]
-    remote_calls: int = 0  # cumulative: crops sent to a remote stage
-    remote_failures: int = 0  # cumulative: of those, answered by the last local stage instead (fallbacks)
+    remote_calls: int = 0  # cumulative: of remote_inputs, crops sent to the server in a request
+    remote_failures: int = 0  # cumulative: of remote_inputs, answered by the last local stage instead (fallbacks)
     remote_reasons: Dict[str, int] = field(default_factory=dict)  # why (timeout, unavailable, error, circuit_open)
+    remote_inputs: int = 0  # cumulative: crops that reached a remote stage (sent, or answered here: breaker open)
 
 
 class LiveStats:
@@ -160,7 +161,8 @@ class LiveStats:
             stage_calls=tuple(int(x) for x in c.stage_calls), memo_hit_rate_recent=c.memo_hit_rate_recent,
             escalation_rate_recent=c.escalation_rate_recent, remote_calls=int(getattr(c, "remote_calls", 0) or 0),
             remote_failures=int(getattr(c, "remote_failures", 0) or 0),
-            remote_reasons=dict(getattr(c, "remote_reasons", None) or {}))
+            remote_reasons=dict(getattr(c, "remote_reasons", None) or {}),
+            remote_inputs=int(getattr(c, "remote_inputs", 0) or 0))
         if self.points and p.answers < self.points[-1].answers:
             self.points.clear()  # a new pipeline started: counters restarted
         self.points.append(p)

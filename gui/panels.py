@@ -14,6 +14,7 @@ from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetricsF
 from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget
 
+from edgeconf.backends.remote import reach_parts
 from edgeconf.gui.model import GuiModel, OverlayToggles, shown_tracks
 from edgeconf.live.overlay import track_colour
 
@@ -369,19 +370,23 @@ class CascadePanel(Panel):
 
 
 def remote_text(model: GuiModel, p: Any) -> str:
-    """`` · stage 3 remote: 112 fallbacks of 130 crops sent (unavailable 112)``: a remote stage's failed calls, whose
-    crops the last local stage answered instead (empty without a remote stage)."""
+    """`` · stage 3 remote: 112 fallbacks (answered by the last local stage: circuit_open 100, unavailable 12) of
+    130 crops that reached it: 30 sent, 100 answered here while the circuit breaker was open``: the crops that came
+    to a remote stage, those sent to its server, and those the last local stage answered instead (empty without a
+    remote stage). A crop its open breaker answered here was never sent, so it is not counted as sent."""
     stages = [k + 1 for k, s in enumerate(model.stages) if getattr(s, "remote", False)]
-    if not stages and not p.remote_calls:
+    if not stages and not p.remote_inputs:
         return ""
     name = "stage %s remote" % "/".join(str(k) for k in stages) if stages else "remote stage"
-    if not p.remote_calls:
-        return " · %s: no crop sent yet" % name
+    if not p.remote_inputs:
+        return " · %s: no crop reached it yet" % name
     if not p.remote_failures:
         return " · %s: %d crops sent, no fallback" % (name, p.remote_calls)
     reasons = ", ".join("%s %d" % kv for kv in sorted(p.remote_reasons.items()))
-    return (" · <span style='color:#c00'>%s: <b>%d fallbacks</b></span> of %d crops sent%s (answered by the last "
-            "local stage)" % (name, p.remote_failures, p.remote_calls, " (%s)" % _esc(reasons) if reasons else ""))
+    return (" · <span style='color:#c00'>%s: <b>%d fallbacks</b></span> (answered by the last local stage%s) of %d "
+            "crops that reached it: %s" % (name, p.remote_failures, ": " + _esc(reasons) if reasons else "",
+                                          p.remote_inputs, ", ".join(reach_parts(p.remote_inputs, p.remote_calls,
+                                                                                 p.remote_reasons))))
 
 
 class SpeedPanel(Panel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -19,6 +19,28 @@ from edgeconf.errors import ConfigError, RemoteStageError
 Clock = Callable[[], float]
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+def reach_text(reached: int, sent: int, reasons: Mapping[str, int], noun: str = "inputs") -> str:
+    """``66 inputs reached the remote stage: 3 sent, 63 answered here while the circuit breaker was open``.
+
+    ``reached`` counts what came to a remote stage, ``sent`` what went out to its server in a request; the rest was
+    answered on this board without a request: the breaker was open (``reasons['circuit_open']``), or the deadline
+    passed while the inputs waited behind a request in flight.
+    """
+    return "%d %s reached the remote stage: %s" % (reached, noun, ", ".join(reach_parts(reached, sent, reasons)))
+
+
+def reach_parts(reached: int, sent: int, reasons: Mapping[str, int]) -> List[str]:
+    """``["3 sent", "63 answered here while the circuit breaker was open"]``: what became of the ``reached`` inputs."""
+    parts = ["%d sent" % sent]
+    breaker = int(reasons.get("circuit_open", 0))
+    queued = reached - sent - breaker
+    if breaker:
+        parts.append("%d answered here while the circuit breaker was open" % breaker)
+    if queued > 0:
+        parts.append("%d answered here when their deadline passed while queued behind a request in flight" % queued)
+    return parts
 
 
 class CircuitBreaker:
@@ -137,7 +159,8 @@ class Coalescer:
                 if left <= 0:
                     if me in self._queue:
                         self._queue.remove(me)
-                    err = RemoteStageError("no answer within the deadline (queued behind a request in flight)", "timeout")
+                    err = RemoteStageError("no answer within the deadline (queued behind a request in flight)", "timeout",
+                                           sent=False)
                     err.queued = True  # type: ignore[attr-defined]
                     raise err
                 self._cond.wait(min(left, 3600.0))

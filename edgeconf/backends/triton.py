@@ -15,6 +15,8 @@ shape and dtype, a ``logits`` output with the bundle's class count, and a batch 
 from __future__ import annotations
 
 import collections
+import ipaddress
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -72,8 +74,24 @@ class Expectation:
     logits: str = "logits"
 
 
+#: one label of a host name (RFC 1123; underscores are let through, some private networks use them)
+_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+def _check_host(url: str, host: str) -> None:
+    """A host name or an IPv4 address (a bracketed IPv6 address is checked by the caller)."""
+    name = host[:-1] if host.endswith(".") else host
+    if len(name) > 253 or not all(_LABEL.match(label) for label in name.split(".")):
+        raise ConfigError("remote stage url %r: host %r is not a host name or an IP address (an IPv6 address goes "
+                          "in brackets: grpc://[::1]:8001)" % (url, host))
+
+
 def parse_url(url: str) -> Tuple[str, str]:
-    """``grpc://host:port`` or ``http://host:port`` -> (protocol, "host:port"); the port defaults per protocol."""
+    """``grpc://host:port`` or ``http://host:port`` -> (protocol, "host:port"); the port defaults per protocol.
+
+    The host is a host name, an IPv4 address or a bracketed IPv6 address, the port a number in 1..65535: anything
+    else is a one-line :class:`~edgeconf.errors.ConfigError` here, before any client is built from it.
+    """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError("remote stage url %r must look like grpc://HOST:8001 or http://HOST:8000" % (url,))
     scheme, _, rest = url.partition("://")
@@ -84,14 +102,26 @@ def parse_url(url: str) -> Tuple[str, str]:
     if not host or host.startswith(":"):
         raise ConfigError("remote stage url %r names no host; use e.g. %s://127.0.0.1:%d" % (url, scheme, SCHEMES[scheme]))
     if host.startswith("["):  # [v6]:port
-        addr, _, port = host[1:].partition("]")
-        port = port.lstrip(":")
+        addr, closed, after = host[1:].partition("]")
+        if not closed or (after and not after.startswith(":")):
+            raise ConfigError("remote stage url %r: %r is not [IPv6 address]:PORT; use e.g. %s://[::1]:%d"
+                              % (url, host, scheme, SCHEMES[scheme]))
+        try:
+            ipaddress.IPv6Address(addr)
+        except ValueError:
+            raise ConfigError("remote stage url %r: [%s] is not an IPv6 address; use e.g. %s://[::1]:%d"
+                              % (url, addr, scheme, SCHEMES[scheme])) from None
+        port = after[1:]
         addr = "[%s]" % addr
     else:
         addr, _, port = host.partition(":")
-    if port and not port.isdigit():
+        _check_host(url, addr)
+    if port and not (port.isascii() and port.isdigit()):
         raise ConfigError("remote stage url %r: port %r is not a number" % (url, port))
-    return scheme, "%s:%s" % (addr, port or SCHEMES[scheme])
+    if port and not 1 <= int(port) <= 65535:
+        raise ConfigError("remote stage url %r: port %s is out of range; a port is 1..65535 (Triton listens on %d for "
+                          "%s by default)" % (url, port, SCHEMES[scheme], scheme))
+    return scheme, "%s:%s" % (addr, int(port) if port else SCHEMES[scheme])
 
 
 def available() -> Tuple[bool, str]:
@@ -210,22 +240,38 @@ class TritonRunner(Runner):
         if timeout_s is None:
             client = getattr(self._local, "client", None)
             if client is None:
-                client = self._module.InferenceServerClient(self.address, connection_timeout=self.deadline_s,
-                                                            network_timeout=self.deadline_s)
+                client = self._new_http(self.deadline_s)
                 self._local.client = client
             return client
-        t = max(1e-3, timeout_s)
-        return self._module.InferenceServerClient(self.address, connection_timeout=t, network_timeout=t)
+        return self._new_http(max(1e-3, timeout_s))
+
+    def _new_http(self, timeout_s: float) -> Any:
+        """An HTTP client; one whose constructor fails is a BackendUnavailableError, and leaves nothing to close.
+
+        tritonclient's HTTP client closes itself in ``__del__``, which on an object whose ``__init__`` failed early
+        prints an AttributeError traceback at garbage collection ("Exception ignored in ... '_closed'"). The object
+        is made first and marked closed, so a failed ``__init__`` leaves one that ``__del__`` has nothing to do for.
+        """
+        cls = self._module.InferenceServerClient
+        client = cls.__new__(cls)
+        client._closed = True
+        try:
+            client.__init__(self.address, connection_timeout=timeout_s, network_timeout=timeout_s)
+        except Exception as exc:
+            raise BackendUnavailableError("cannot create an HTTP client for %s: %s; fix the stage's 'url'"
+                                          % (self.url, _first_line(exc))) from None
+        return client
 
     # -- load-time checks ---------------------------------------------------------------------------------
     def _load(self, expect: Optional[Expectation]) -> None:
         t = self.settings.connect_timeout_s
         where = "the Triton server at %s" % self.url
+        http = self._http(t) if self._grpc is None else None  # a client that cannot be built says so itself
         try:
             if self._grpc is not None:
                 live = self._grpc.is_server_live(client_timeout=t)
             else:
-                live = self._http(t).is_server_live()
+                live = http.is_server_live()
         except Exception as exc:
             raise BackendUnavailableError("cannot reach %s (%s); start the server or fix the stage's 'url'"
                                           % (where, _first_line(exc))) from None
@@ -237,7 +283,6 @@ class TritonRunner(Runner):
                 config = self._grpc.get_model_config(self.model, self.version, as_json=True, client_timeout=t)
                 config = config.get("config", config)
             else:
-                http = self._http(t)
                 meta = http.get_model_metadata(self.model, self.version)
                 config = http.get_model_config(self.model, self.version)
         except Exception as exc:

@@ -76,9 +76,15 @@ class Tally:
         out.update({"model_inputs": c.inputs, "stage_calls": list(c.calls), "exits": list(c.exits),
                     "escalation_rate": c.escalation_rate,
                     "stage_seconds": [round(s, 6) for s in c.stage_seconds]})
-        if getattr(c, "remote_inputs", 0):  # a remote stage: how many inputs it was sent, and which fell back
-            out.update({"remote_inputs": c.remote_inputs, "remote_failures": c.remote_failures,
-                        "remote_reasons": dict(c.remote_reasons)})
+        remote = {k for k, st in enumerate(cascade.stages) if getattr(getattr(st, "runner", None), "remote", False)}
+        if remote:  # a remote stage's entry in stage_seconds is the wait on its server, not this machine's compute:
+            # model_seconds sums the local stages, remote_seconds the remote ones (as run and demo report them)
+            out.update({"model_seconds": round(sum(s for k, s in enumerate(c.stage_seconds) if k not in remote), 6),
+                        "remote_seconds": round(sum(s for k, s in enumerate(c.stage_seconds) if k in remote), 6)})
+        if getattr(c, "remote_inputs", 0):  # a remote stage: the inputs that reached it, of them those sent to its
+            # server, and those that fell back (the circuit breaker's local answers among them: circuit_open)
+            out.update({"remote_inputs": c.remote_inputs, "remote_sent": c.remote_sent,
+                        "remote_failures": c.remote_failures, "remote_reasons": dict(c.remote_reasons)})
         if cascade.memo is not None:
             out["memo"] = cascade.memo.stats.to_json()
         if self.skipped:
@@ -168,10 +174,15 @@ def _print_summary(s: Dict[str, Any], labels: Sequence[str]) -> None:
     if s["escalation_rate"] is not None:
         line += "; escalation %.1f %% of %d model inputs" % (100 * s["escalation_rate"], s["model_inputs"])
     echo(line)
+    if s.get("remote_inputs"):
+        echo("remote stage wait %.3f s (the server's work and the network, not this machine's compute; model time "
+             "here %.3f s)" % (s["remote_seconds"], s["model_seconds"]))
     if s.get("remote_failures"):
-        echo("remote stage: %d of %d inputs sent to it were answered by the last local stage instead (%s); their "
-             "rows carry remote_failure" % (s["remote_failures"], s["remote_inputs"],
-                                            ", ".join("%s %d" % kv for kv in sorted(s["remote_reasons"].items()))))
+        from edgeconf.backends.remote import reach_text
+
+        echo("%s; %d of them answered by the last local stage instead (%s); their rows carry "
+             "remote_failure" % (reach_text(s["remote_inputs"], s["remote_sent"], s["remote_reasons"]),
+                                 s["remote_failures"], ", ".join("%s %d" % kv for kv in sorted(s["remote_reasons"].items()))))
     if s["accuracy"] is not None:
         echo("accuracy %.2f %% on %d labelled inputs" % (100 * s["accuracy"], s["labelled"]))
         width = max(len(n) for n in s["per_class"])
@@ -233,11 +244,15 @@ def classify_cmd(args: Sequence[str], out_path: Optional[str], batch_size: int, 
     arrays (.npz y = labels), IDX files (fashion-mnist[:train|test]) or CSV / JSON-lines lists of
     path,label. Each row: input, class, label, confidence, stage (the stage that answered, counted from 0:
     0 is the first stage, which 'edgeconf inspect' and 'retune --stage' call stage 1), stages_run (how many
-    stages ran: 0 for a memo hit), memo_hit, unknown, ood, stage_ms (each invoked stage's time in ms), and
-    with labels truth, truth_label and correct.
+    stages ran: 0 for a memo hit), memo_hit, unknown, ood, stage_ms (each invoked stage's time in ms; a remote
+    stage's is the wait on its server, listed also when it failed and the row carries remote_failure), and with
+    labels truth, truth_label and correct.
 
     The summary (stderr) counts every input, repeats included; with labels it gives accuracy and
-    per-class accuracy, plus escalation, memo hits and the inputs answered unknown (a stage's out-of-distribution rule); with a remote stage, the inputs sent to it and those
+    per-class accuracy, plus escalation, memo hits and the inputs answered unknown (a stage's out-of-distribution
+    rule). With a remote stage it adds model_seconds (the local stages' time) and remote_seconds (the wait on the
+    server, which stage_seconds counts under that stage), the inputs that reached it (remote_inputs), of them those
+    sent to its server (remote_sent; the rest were answered here while its circuit breaker was open) and those
     answered by the last local stage instead (remote_failures, remote_reasons). Its last line is 'summary: {JSON}'.
     """
     bundle, inputs = split_bundle(args)

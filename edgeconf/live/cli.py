@@ -397,16 +397,24 @@ def _latency_text(lat: Dict[str, Any]) -> str:
 def _fleet_lines(s: Dict[str, Any]) -> List[str]:
     c = s["counters"]
     out = []
-    if c.get("remote_calls"):
-        out.append("remote        %d crops sent, %d answered locally instead (%s)" % (
-            c["remote_calls"], c["remote_failures"],
-            ", ".join("%s %d" % kv for kv in sorted(c["remote_reasons"].items())) or "no failures"))
+    if c.get("remote_inputs"):
+        from edgeconf.backends.remote import reach_text
+
+        reasons = c.get("remote_reasons") or {}
+        line = "remote        " + reach_text(c["remote_inputs"], c.get("remote_calls", 0), reasons, "crops")
+        if c.get("remote_failures"):
+            line += "; %d answered by the last local stage instead (%s)" % (
+                c["remote_failures"], ", ".join("%s %d" % kv for kv in sorted(reasons.items())))
+        else:
+            line += "; no fallback"
+        out.append(line)
     tel = s.get("telemetry")
     if tel:
         line = "telemetry     %s: %d messages sent, %d dropped (queue %d)" % (
             tel["broker"], tel["sent"], tel["dropped"], tel["queue_size"])
         if tel.get("not_sent"):
-            line += "; %d not sent (still queued when the run ended: the broker was not reachable)" % tel["not_sent"]
+            line += "; %d not sent (still queued when the run ended: the broker was not reachable%s)" % (
+                tel["not_sent"], ": " + tel["connect_failure"] if tel.get("connect_failure") else "")
         if tel.get("unacknowledged"):
             line += "; %d sent but not acknowledged by the broker" % tel["unacknowledged"]
         out.append(line)

@@ -42,8 +42,9 @@ def emit_frame(events: Any, res: Any, reported_failures: int) -> int:
         events.emit("error", frame=res.frame_index, message=res.error)
     failed = res.counters.remote_failures
     if failed > reported_failures:
+        c = res.counters  # reached: crops that came to the remote stage; calls: of those, sent to its server
         events.emit("remote_failure", frame=res.frame_index, inputs=failed - reported_failures, total=failed,
-                    calls=res.counters.remote_calls, reasons=dict(res.counters.remote_reasons))
+                    reached=c.remote_inputs, calls=c.remote_calls, reasons=dict(c.remote_reasons))
         return failed
     return reported_failures
 

@@ -113,12 +113,15 @@ class PipelineCounters:
     memo_hit_rate_recent: Optional[float] = None
     frames_dropped: int = 0  # by the source (newest-frame policy)
     power_w: Optional[float] = None
-    remote_calls: int = 0  # crops sent to a remote stage
-    remote_failures: int = 0  # of those, answered by the last local stage instead
+    remote_calls: int = 0  # of remote_inputs, crops sent to the server in a request (answered or not)
+    remote_failures: int = 0  # of remote_inputs, answered by the last local stage instead
     remote_reasons: Dict[str, int] = field(default_factory=dict)  # why (timeout, unavailable, error, circuit_open)
     unknown: int = 0  # track answers that were "unknown" (no class), whichever way they were answered
     remote_seconds: float = 0.0  # wall time waiting on remote stages (the server's work and the network, not this board's)
     unknown_evidence: int = 0  # of ``unknown``: shown unknown only by the evidence rule (the answers named a class)
+    #: crops that reached a remote stage: sent to its server (remote_calls), or answered here without a request
+    #: (its circuit breaker open: remote_reasons['circuit_open']; or their deadline passed while queued)
+    remote_inputs: int = 0
 
     @property
     def unknown_rate(self) -> Optional[float]:
@@ -166,7 +169,8 @@ class PipelineCounters:
                 "escalation_rate_recent": r(self.escalation_rate_recent),
                 "model_calls_saved": self.model_calls_saved, "model_seconds": round(self.model_seconds, 6),
                 "remote_seconds": round(self.remote_seconds, 6),
-                "frames_dropped": self.frames_dropped, "power_w": r(self.power_w), "remote_calls": self.remote_calls,
+                "frames_dropped": self.frames_dropped, "power_w": r(self.power_w), "remote_inputs": self.remote_inputs,
+                "remote_calls": self.remote_calls,
                 "remote_failures": self.remote_failures, "remote_reasons": dict(self.remote_reasons),
                 "unknown": self.unknown, "unknown_rate": r(self.unknown_rate),
                 "unknown_evidence": self.unknown_evidence, "unknown_evidence_rate": r(self.unknown_evidence_rate)}
@@ -331,10 +335,11 @@ class Pipeline:
                               "model rejects them (%s); fix 'preprocessing' in edgeconf.json"
                               % (pre.input_shape, pre.dtype, str(exc).splitlines()[0][:200])) from None
 
-    def _remote_totals(self) -> Tuple[int, int, Dict[str, int]]:
+    def _remote_totals(self) -> Tuple[int, int, int, Dict[str, int]]:
+        """The cascade's remote inputs, of them those sent, those that fell back, and why."""
         c = self.cascade.counters
-        return (int(getattr(c, "remote_inputs", 0)), int(getattr(c, "remote_failures", 0)),
-                dict(getattr(c, "remote_reasons", {}) or {}))
+        return (int(getattr(c, "remote_inputs", 0)), int(getattr(c, "remote_sent", 0)),
+                int(getattr(c, "remote_failures", 0)), dict(getattr(c, "remote_reasons", {}) or {}))
 
     def _cascade_totals(self) -> Tuple[List[int], List[int], List[float]]:
         c = self.cascade.counters
@@ -540,9 +545,9 @@ class Pipeline:
         remote = self._remote_stages
         c.model_seconds = float(sum(a - b for k, (a, b) in enumerate(zip(secs, b_secs)) if k not in remote))
         c.remote_seconds = float(sum(a - b for k, (a, b) in enumerate(zip(secs, b_secs)) if k in remote))
-        r_calls, r_fail, r_reasons = self._remote_totals()
-        rb_calls, rb_fail, rb_reasons = self._remote_base
-        c.remote_calls, c.remote_failures = r_calls - rb_calls, r_fail - rb_fail
+        r_inputs, r_sent, r_fail, r_reasons = self._remote_totals()
+        rb_inputs, rb_sent, rb_fail, rb_reasons = self._remote_base
+        c.remote_inputs, c.remote_calls, c.remote_failures = r_inputs - rb_inputs, r_sent - rb_sent, r_fail - rb_fail
         c.remote_reasons = {k: v - rb_reasons.get(k, 0) for k, v in r_reasons.items() if v - rb_reasons.get(k, 0)}
         new_inputs = (c.stage_calls[0] - prev_calls[0]) if prev_calls else 0
         new_esc = (c.stage_calls[1] - prev_calls[1]) if len(prev_calls) > 1 else 0
@@ -608,7 +613,7 @@ class Pipeline:
                                 c.track_key_hits, list(c.exits), list(c.stage_calls), c.model_seconds,
                                 c.escalation_rate_recent, c.memo_hit_rate_recent, c.frames_dropped, c.power_w,
                                 c.remote_calls, c.remote_failures, dict(c.remote_reasons), c.unknown,
-                                c.remote_seconds, c.unknown_evidence)
+                                c.remote_seconds, c.unknown_evidence, c.remote_inputs)
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self, max_frames: Optional[int] = None, on_result: Optional[Callable[[FrameResult], Any]] = None,

@@ -21,6 +21,9 @@ import collections
 import json
 import logging
 import os
+import socket
+import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -146,6 +149,9 @@ class Telemetry:
         self._connected = threading.Event()
         self._answered = threading.Event()
         self.connect_error: Optional[str] = None
+        #: why the last connection attempt failed (name resolution, connection refused, TLS handshake, ...); None
+        #: once connected
+        self.last_failure: Optional[str] = None
         self.enqueued = 0
         self.dropped = 0
         self.sent = 0  # handed to the MQTT client while connected (it resends unacknowledged QoS 1 messages)
@@ -204,6 +210,8 @@ class Telemetry:
                    "sent": self.sent, "connected": self._connected.is_set(), "connects": self.connects}
             if self.not_sent is not None:  # closed: what never reached the broker is counted, not silently lost
                 out.update(not_sent=self.not_sent, unacknowledged=self.unacknowledged)
+                if self.last_failure and not self._connected.is_set():
+                    out["connect_failure"] = self.last_failure
             return out
 
     # -- connection ---------------------------------------------------------------------------------------
@@ -227,6 +235,8 @@ class Telemetry:
         client.reconnect_delay_set(min_delay=1, max_delay=5)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        if hasattr(client, "on_connect_fail"):  # paho-mqtt >= 1.6
+            client.on_connect_fail = self._on_connect_fail
         return client
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, properties: Any = None) -> None:
@@ -237,6 +247,7 @@ class Telemetry:
             self._answered.set()
             return
         self.connect_error = None
+        self.last_failure = None
         self.connects += 1
         client.publish(self.topic_state, json.dumps({"online": True, "device": self.config.device}), qos=QOS, retain=True)
         self._connected.set()
@@ -244,7 +255,17 @@ class Telemetry:
         self._wake.set()
 
     def _on_disconnect(self, client: Any, *args: Any) -> None:
+        was_connected = self._connected.is_set()
         self._connected.clear()
+        if not was_connected and self.connect_error is None and not self._stop.is_set():
+            # the socket opened but the broker hung up before its CONNACK: what a TLS listener does to plain MQTT
+            cfg = self.config
+            self.last_failure = ("the broker closed the connection without answering the MQTT handshake%s"
+                                 % ("" if cfg.tls else " (if %s:%d is a TLS listener, use mqtts://)" % (cfg.host, cfg.port)))
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        """paho calls this from the ``except`` block of a failed connection attempt: the exception is the reason."""
+        self.last_failure = describe_connect_failure(sys.exc_info()[1], self.config)
 
     def start(self) -> "Telemetry":
         """Connect and start the sender and status threads."""
@@ -261,8 +282,13 @@ class Telemetry:
             self._shutdown_client()
             raise ConfigError("%s; check the user name and password in the --telemetry URI (or %s)" % (err, PASSWORD_ENV))
         if not self.connected:
-            log.warning("telemetry: no answer from the MQTT broker at %s:%d yet; queueing (at most %d messages) "
-                        "and retrying", cfg.host, cfg.port, cfg.queue_size)
+            why = self.last_failure
+            if why:
+                log.warning("telemetry: cannot connect to the MQTT broker at %s:%d: %s; queueing (at most %d messages) "
+                            "and retrying", cfg.host, cfg.port, why, cfg.queue_size)
+            else:
+                log.warning("telemetry: no answer from the MQTT broker at %s:%d yet; queueing (at most %d messages) "
+                            "and retrying", cfg.host, cfg.port, cfg.queue_size)
         self._threads = [threading.Thread(target=self._sender, name="edgeconf-telemetry-send", daemon=True)]
         if self.status_fn is not None:
             self._threads.append(threading.Thread(target=self._status_loop, name="edgeconf-telemetry-status", daemon=True))
@@ -340,6 +366,28 @@ class Telemetry:
         self.close()
 
 
+def describe_connect_failure(exc: Optional[BaseException], cfg: TelemetryConfig) -> str:
+    """Why a connection attempt to the broker failed, in words that say what to check."""
+    if exc is None:
+        return "the connection failed"
+    where = "%s:%d" % (cfg.host, cfg.port)
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        hint = ("?insecure=1 skips the host-name check" if "hostname" in text.lower() or "host name" in text.lower()
+                else "give the CA that signed it with ?ca=FILE")
+        return "TLS handshake failed: the broker's certificate was not accepted (%s); %s" % (text, hint)
+    if isinstance(exc, ssl.SSLError) or (cfg.tls and isinstance(exc, (ConnectionResetError, ConnectionAbortedError,
+                                                                         BrokenPipeError, EOFError))):
+        return ("TLS handshake failed (%s); is %s a TLS listener? a plain MQTT port takes mqtt://" % (text, where))
+    if isinstance(exc, socket.gaierror):
+        return "the host name %r does not resolve (%s); check the host in the URI" % (cfg.host, text)
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens on %s (the broker is down, or the port is wrong)" % where
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "no answer from %s (timed out)" % where
+    return text
+
+
 def _published(info: Any) -> bool:
     try:
         return bool(info.is_published())
@@ -363,9 +411,10 @@ class StatusBuilder:
     Fields: ``fps``, ``latency_ms`` (p50/p95 over the last 100 frames), ``frames``, ``answers``, ``errors``,
     ``exits`` (per stage), ``escalation_rate``, ``memo_hit_rate``, ``unknown_rate`` (share of answers shown as
     ``unknown`` for any reason: an OOD head's verdict or the evidence rule, so measured with any bundle),
-    ``unknown_evidence_rate`` (the part shown ``unknown`` by the evidence rule alone), ``remote`` (calls, failures,
-    reasons), ``source_state``, ``power_w`` and ``energy_per_answer_j`` (over the last interval) — ``null`` for
-    whatever is not measured here (no power sensor; no answer yet).
+    ``unknown_evidence_rate`` (the part shown ``unknown`` by the evidence rule alone), ``remote`` (``inputs`` that
+    reached a remote stage; ``calls``: of them, those sent to its server; ``failures`` and their ``reasons``),
+    ``source_state``, ``power_w`` and ``energy_per_answer_j`` (over the last interval) — ``null`` for whatever is
+    not measured here (no power sensor; no answer yet).
     """
 
     def __init__(self, pipeline: Any, meter: Any = None) -> None:
@@ -388,7 +437,8 @@ class StatusBuilder:
                 "exits": list(c.exits), "escalation_rate": _r(c.escalation_rate), "memo_hit_rate": _r(c.memo_hit_rate),
                 "unknown_rate": _r(unknown() if callable(unknown) else unknown),
                 "unknown_evidence_rate": _r(getattr(c, "unknown_evidence_rate", None)),
-                "remote": {"calls": getattr(c, "remote_calls", 0), "failures": getattr(c, "remote_failures", 0),
+                "remote": {"inputs": getattr(c, "remote_inputs", 0), "calls": getattr(c, "remote_calls", 0),
+                           "failures": getattr(c, "remote_failures", 0),
                            "reasons": dict(getattr(c, "remote_reasons", {}) or {})},
                 "source_state": getattr(state, "value", None if state is None else str(state)),
                 "power_w": _r(c.power_w, 3), "energy_per_answer_j": self._energy_per_answer(c.answers)}

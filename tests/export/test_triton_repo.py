@@ -82,6 +82,9 @@ def test_refusals(bundle, tmp_path):
         build_repo(bundle, str(tmp_path / "r1"), edge=str(tmp_path / "e"))
     with pytest.raises(ConfigError, match="scheme 'tcp'"):
         build_repo(bundle, str(tmp_path / "r1"), edge=str(tmp_path / "e"), url="tcp://127.0.0.1:1")
+    with pytest.raises(ConfigError, match="--deadline-ms .* goes with --edge and --url"):
+        build_repo(bundle, str(tmp_path / "r1"), deadline_ms=10)
+    assert not os.path.exists(tmp_path / "r1")  # nothing written by any refusal
     build_repo(bundle, str(tmp_path / "r2"))
     with pytest.raises(OutputError, match="--force"):
         build_repo(bundle, str(tmp_path / "r2"))
@@ -92,6 +95,61 @@ def test_refusals(bundle, tmp_path):
     with pytest.raises(ConfigError, match="--out .* is the bundle itself"):
         build_repo(bundle, bundle, force=True)
     assert read_manifest(bundle, verify=True).to_json() == before
+
+
+@pytest.mark.parametrize("url, words", [
+    ("http://127.0.0.1:99999", "port 99999 is out of range; a port is 1..65535"),
+    ("grpc://127.0.0.1:99999", "port 99999 is out of range"),  # grpc would wrap it to 34463
+    ("grpc://127.0.0.1:0", "port 0 is out of range"),
+    ("http://[zz]:8000", r"\[zz\] is not an IPv6 address"),
+    ("http://[::1:8000", r"is not \[IPv6 address\]:PORT"),
+    ("grpc://bad host:8001", "host 'bad host' is not a host name or an IP address"),
+    ("grpc://user@host:8001", "host 'user@host' is not a host name"),
+    ("grpc://127.0.0.1:\u00b2", "is not a number"),  # a digit to str.isdigit, not to int()
+])
+def test_bad_urls_are_refused_where_they_enter(bundle, tmp_path, capsys, url, words):
+    from edgeconf.backends.triton import parse_url
+
+    with pytest.raises(ConfigError, match=words):
+        parse_url(url)
+    code, err = _main(capsys, "triton-repo", bundle, "--out", tmp_path / "r", "--edge", tmp_path / "e", "--url", url)
+    assert code == 2 and err.startswith("edgeconf: error: Invalid value for '--url'") and len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "r") and not os.path.exists(tmp_path / "e")
+    _manifest_with(bundle, backend="triton", url=url)  # the same URL written into a manifest by hand
+    with pytest.raises(BundleError, match=words):
+        read_manifest(bundle)
+
+
+@pytest.mark.parametrize("url, want", [
+    ("grpc://127.0.0.1:8001", ("grpc", "127.0.0.1:8001")),
+    ("http://triton-0.cluster.local", ("http", "triton-0.cluster.local:8000")),
+    ("grpc://[::1]:18001/", ("grpc", "[::1]:18001")),
+    ("GRPC://host_1:65535", ("grpc", "host_1:65535")),
+    ("http://h:1", ("http", "h:1")),
+])
+def test_good_urls(url, want):
+    from edgeconf.backends.triton import parse_url
+
+    assert parse_url(url) == want
+
+
+def test_deadline_without_edge_is_refused_on_the_command_line(bundle, tmp_path, capsys):
+    code, err = _main(capsys, "triton-repo", bundle, "--out", tmp_path / "r", "--deadline-ms", "10")
+    assert code == 1 and err.startswith("edgeconf: error: --deadline-ms") and "--edge" in err
+    assert len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "r")
+
+
+def _main(capsys, *args):
+    """``edgeconf ARGS`` as the console runs it: exit status and stderr."""
+    from edgeconf.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    return code, capsys.readouterr().err
 
 
 def test_fixed_batch_axis_is_refused(tmp_path):
@@ -210,6 +268,36 @@ def test_fused_refusals(bundle, tmp_path):
         build_repo(bundle, str(tmp_path / "r"), fused=True)
 
 
+def test_fused_form_of_a_bundle_with_a_remote_stage_does_not_send_the_user_to_edgeconf_fuse(bundle, tmp_path):
+    """`edgeconf fuse` refuses a bundle with a remote stage, so `--form fused` and `triton-repo --fused` must say
+    the form does not exist for it (and what to do), not "write one with: edgeconf fuse"."""
+    from edgeconf.bundle import load_bundle
+    from edgeconf.export.fuse import FuseError, fuse_bundle
+
+    edge = str(tmp_path / "edge")
+    build_repo(bundle, str(tmp_path / "repo"), edge=edge, url="grpc://127.0.0.1:1")  # nothing listens: never called
+    with pytest.raises(FuseError, match="served remotely"):
+        fuse_bundle(edge)
+    with pytest.raises(ConfigError) as exc:
+        build_repo(edge, str(tmp_path / "r"), fused=True)
+    msg = str(exc.value)
+    assert "stage 2 (big) is served remotely (triton)" in msg and "has no fused form" in msg
+    assert "fuse the bundle it was made from and serve that: edgeconf fuse %s, then" % os.path.abspath(bundle) in msg
+    assert "edgeconf fuse %s" % edge not in msg
+    with pytest.raises(BundleError) as exc:
+        load_bundle(edge, form="fused")  # refused before any server is asked
+    msg = str(exc.value)
+    assert msg.startswith("cannot use the fused form: stage 2 (big) is served remotely") and "--form staged" in msg
+    assert "edgeconf fuse" not in msg
+    # a fused bundle whose stage was made remote by hand: the same, not "rebuild it with: edgeconf fuse"
+    fuse_bundle(bundle)
+    _manifest_with(bundle, backend="triton", url="grpc://127.0.0.1:1")
+    with pytest.raises(BundleError, match="stage 2 \\(big\\) is served remotely .*--form staged, or auto\\)$"):
+        load_bundle(bundle, form="fused")
+    with pytest.raises(ConfigError, match="fuse a bundle whose stages all run locally"):
+        build_repo(bundle, str(tmp_path / "r"), fused=True)
+
+
 LIVE = os.path.join(os.path.dirname(__file__), "..", "..", "edgeconf", "data", "zoo", "live")
 
 
@@ -225,6 +313,23 @@ def test_edge_bundle_of_the_shipped_live_bundle_keeps_its_ood_params(tmp_path):
     assert m.stages[2].is_remote and m.stages[2].local_file == "stage3.onnx"
     assert sorted(os.listdir(tmp_path / "R")) == ["stage3"]  # no temporaries left beside the model
     assert sorted(os.listdir(tmp_path)) == ["EDGE", "R"]
+
+
+def test_the_edge_stage_shown_in_the_fleet_docs_is_what_triton_repo_writes(tmp_path):
+    """docs/fleet.md's example remote stage is the one `triton-repo` writes for zoo/bundle's third stage, every
+    value from that one bundle (it once mixed zoo/bundle's temperature with zoo/live's cost)."""
+    import re
+
+    bundle = os.path.join(os.path.dirname(LIVE), "bundle")
+    build_repo(bundle, str(tmp_path / "R"), edge=str(tmp_path / "E"), url="grpc://SERVER:8001", deadline_ms=50)
+    with open(tmp_path / "E" / "edgeconf.json") as f:
+        written = json.load(f)["stages"][2]
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "fleet.md"), encoding="utf-8") as f:
+        doc = f.read()
+    section = doc.split("## The edge half", 1)[1]
+    assert "edgeconf triton-repo edgeconf/data/zoo/bundle" in section.split("```json", 1)[0].replace("\n", " ")
+    shown = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    assert shown == written
 
 
 def test_a_failed_run_leaves_nothing_new(tmp_path):

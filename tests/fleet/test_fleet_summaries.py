@@ -47,6 +47,55 @@ def test_demo_does_not_count_the_remote_stage_as_this_boards_compute(triton_serv
     assert line.endswith("s, not this board's compute")
 
 
+def test_crops_the_open_breaker_answered_here_are_not_reported_as_sent(triton_server, mosquitto, tmp_path):
+    """demo against a server slower than the deadline: after 3 timeouts the breaker opens and answers crops here
+    without sending them. The summary, its text line, the remote_failure events and the MQTT status count those
+    apart from the crops sent."""
+    from click.testing import CliRunner
+
+    from edgeconf.bundle import read_manifest, write_manifest
+    from edgeconf.cli import cli
+    from edgeconf.export.triton_repo import build_repo
+    from edgeconf.live.cli import _fleet_lines
+
+    from mqtt_subscriber import Subscriber
+
+    build_repo(LIVE_BUNDLE, str(tmp_path / "repo"), stages=["3"], kind="cpu", edge=str(tmp_path / "edge"),
+               url=triton_server.grpc_url, deadline_ms=50)
+    m = read_manifest(str(tmp_path / "edge"))
+    for spec in m.stages[:2]:
+        spec.threshold, spec.ood = 1.0, None  # every crop a model answers goes on to the served stage
+    write_manifest(str(tmp_path / "edge"), m)
+    sub = Subscriber(mosquitto.port, "edgeconf/cam-r/#")
+    triton_server.set_delay(400)
+    try:
+        r = CliRunner().invoke(cli, ["demo", "--bundle", str(tmp_path / "edge"), "--frames", "30", "--no-live", "--json",
+                                     "--events", str(tmp_path / "events.jsonl"),
+                                     "--telemetry", mosquitto.uri + "/edgeconf/cam-r"])
+        assert r.exit_code == 0, r.output
+        msgs = sub.until(lambda t, m: t.endswith("/state") and m.get("online") is False, "offline state")
+    finally:
+        triton_server.set_delay(0)
+        sub.close()
+    s = json.loads(r.output)
+    c = s["counters"]
+    breaker = c["remote_reasons"].get("circuit_open", 0)
+    assert breaker > 0 and c["remote_failures"] == c["remote_inputs"]  # every crop fell back
+    assert c["remote_calls"] == c["remote_inputs"] - breaker  # only what went out counts as sent
+    assert c["remote_calls"] == c["remote_reasons"].get("timeout", 0)
+    line = [x for x in _fleet_lines(s) if x.startswith("remote")][0]
+    assert line == ("remote        %d crops reached the remote stage: %d sent, %d answered here while the circuit "
+                    "breaker was open; %d answered by the last local stage instead (%s)"
+                    % (c["remote_inputs"], c["remote_calls"], breaker, c["remote_failures"],
+                       ", ".join("%s %d" % kv for kv in sorted(c["remote_reasons"].items()))))
+    last = [e for e in (json.loads(x) for x in open(tmp_path / "events.jsonl")) if e["type"] == "remote_failure"][-1]
+    assert (last["reached"], last["calls"], last["total"]) == (c["remote_inputs"], c["remote_calls"], c["remote_failures"])
+    status = [m for t, m in msgs if t == "edgeconf/cam-r/status"][-1]
+    assert status["remote"] == {"inputs": c["remote_inputs"], "calls": c["remote_calls"],
+                                "failures": c["remote_failures"], "reasons": c["remote_reasons"]}
+    _drain(triton_server)
+
+
 def test_classify_summary_counts_remote_fallbacks(triton_server, fleet_bundle, tmp_path, capsys):
     from edgeconf.commands.classify import classify_cmd
     from edgeconf.export.triton_repo import build_repo
@@ -69,9 +118,18 @@ def test_classify_summary_counts_remote_fallbacks(triton_server, fleet_bundle, t
     assert len(failed) == 8
     summary = json.loads(err.splitlines()[-1][len("summary: "):])
     assert summary["remote_inputs"] == 8 and summary["remote_failures"] == 8
-    assert sum(summary["remote_reasons"].values()) == 8
-    assert set(summary["remote_reasons"]) <= {"timeout", "circuit_open"}
-    assert "remote stage: 8 of 8 inputs sent to it were answered by the last local stage instead" in err
+    # three requests of 2 time out (sent); the breaker (3 failures) is then open: the last 2 are answered here unsent
+    assert summary["remote_reasons"] == {"timeout": 6, "circuit_open": 2}
+    assert summary["remote_sent"] == 6
+    # the wait on the server is reported apart from this machine's model time, and every row lists it
+    assert summary["remote_seconds"] == summary["stage_seconds"][1] and summary["remote_seconds"] >= 0.29  # 3 x 100 ms
+    assert summary["model_seconds"] == summary["stage_seconds"][0]
+    assert all(r["stages_run"] == 1 and len(r["stage_ms"]) == 2 for r in failed)
+    assert sum(r["stage_ms"][1] for r in failed) == pytest.approx(1e3 * summary["remote_seconds"], abs=0.01)
+    assert ("remote stage wait %.3f s (the server's work and the network, not this machine's compute; model time here "
+            "%.3f s)" % (summary["remote_seconds"], summary["model_seconds"])) in err
+    assert ("8 inputs reached the remote stage: 6 sent, 2 answered here while the circuit breaker was open; 8 of them "
+            "answered by the last local stage instead (circuit_open 2, timeout 6); their rows carry remote_failure") in err
     _drain(triton_server)
 
 

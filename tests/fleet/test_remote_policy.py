@@ -117,6 +117,7 @@ def test_coalescer_follower_times_out_at_its_own_deadline():
     with pytest.raises(RemoteStageError) as err:
         co.submit(np.zeros((1, 1)), deadline=5.0)  # already past: no waiting
     assert err.value.reason == "timeout" and err.value.queued
+    assert err.value.sent is False  # the server never saw it: not counted as sent
     gate.set()
     t.join(30)
     assert co._queue == []
@@ -175,11 +176,59 @@ def test_cascade_keeps_the_local_answer_when_the_remote_stage_fails(fallback_cas
     assert all(r.stage == 0 and r.remote_failure == "unavailable" for r in batch + [one])
     c = casc.counters
     assert c.remote_inputs == 6 and c.remote_failures == 6 and c.remote_reasons == {"unavailable": 6}
+    assert c.remote_sent == 6  # each went out (the server did not answer)
+    # the remote stage was invoked for each: its wait is listed after the local stage's time, and the rows add up to
+    # the counters (the batch's shares and the single call)
+    assert all(r.stages_run == 1 and len(r.stage_seconds) == 2 and r.to_json()["stage_ms"][1] >= 0
+               for r in batch + [one])
+    assert sum(r.stage_seconds[1] for r in batch + [one]) == pytest.approx(c.stage_seconds[1], rel=1e-9, abs=1e-12)
     assert c.exits == [6, 0] and c.calls == [6, 6]
     assert len(casc.memo) == 0  # never remembered: the next call asks the server again
     casc.classify(imgs[0])
     assert casc.stages[1].runner.calls == 3
     assert c.to_json()["remote_failures"] == 7
+
+
+class BreakerRemote(FailingRemote):
+    """A server that never answers, behind a real circuit breaker: once open, inputs are answered here unsent."""
+
+    def __init__(self, clock) -> None:
+        super().__init__()
+        self.breaker = CircuitBreaker(failures=2, cooldown_s=30.0, clock=clock)
+
+    def run_trusted(self, feeds, output_names):
+        if not self.breaker.allow():
+            raise RemoteStageError("circuit breaker open; not calling it", "circuit_open")
+        self.calls += 1
+        self.breaker.record(False)
+        raise RemoteStageError("server down", "unavailable")
+
+
+def test_inputs_the_open_breaker_answered_here_are_not_counted_as_sent(tmp_path):
+    from edgeconf.backends import prepare
+    from edgeconf.backends.remote import reach_text
+
+    assert RemoteStageError("x", "circuit_open").sent is False and RemoteStageError("x", "timeout").sent is True
+    first = prepare(save(random_classifier(1, scale=0.2), tmp_path / "a.onnx"))
+    remote = BreakerRemote(FakeClock())
+    casc = Cascade([Stage("small", first, "margin", 1.0), Stage("remote", remote, "margin", 0.0)],
+                   preprocessing=Preprocessing(size=(28, 28), channels=1))
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(12)]
+    casc.classify_batch(imgs[:3])  # sent, fails
+    casc.classify(imgs[3])  # sent, fails: the breaker opens
+    casc.classify_batch(imgs[4:10])  # answered here, not sent
+    casc.classify(imgs[10])  # answered here, not sent
+    c = casc.counters
+    assert remote.calls == 2
+    assert c.remote_inputs == 11 and c.remote_sent == 4 and c.remote_failures == 11
+    assert c.remote_reasons == {"unavailable": 4, "circuit_open": 7}
+    assert c.to_json()["remote_sent"] == 4
+    assert reach_text(c.remote_inputs, c.remote_sent, c.remote_reasons) == (
+        "11 inputs reached the remote stage: 4 sent, 7 answered here while the circuit breaker was open")
+    assert reach_text(5, 2, {"circuit_open": 1, "timeout": 4}, "crops") == (
+        "5 crops reached the remote stage: 2 sent, 1 answered here while the circuit breaker was open, 2 answered "
+        "here when their deadline passed while queued behind a request in flight")
 
 
 def test_remote_first_stage_error_is_not_swallowed(tmp_path):

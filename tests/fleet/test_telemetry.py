@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -16,50 +15,7 @@ from edgeconf.errors import ConfigError
 from edgeconf.live.telemetry import DEFAULT_QUEUE_SIZE, Telemetry, parse_telemetry_uri
 
 from fleet_servers import MosquittoProcess
-
-WAIT_S = 60.0  # upper bound on waiting for a broker's delivery (the tests wait on messages, not on durations)
-
-
-class Subscriber:
-    """A paho client that puts every (topic, JSON) it receives on a queue."""
-
-    def __init__(self, port: int, topic: str, client_id: str = "", persistent: bool = False,
-                 auth: tuple = ()) -> None:
-        import paho.mqtt.client as mqtt
-
-        self.q: "queue.Queue" = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "",
-                                  clean_session=not persistent, protocol=mqtt.MQTTv311)
-        if auth:
-            self.client.username_pw_set(*auth)
-        self.subscribed = queue.Queue()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda *a: self.subscribed.put(True)
-        self.client.on_message = lambda c, u, m: self.q.put((m.topic, json.loads(m.payload)))
-        self.client.reconnect_delay_set(1, 2)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        self.subscribed.get(timeout=WAIT_S)
-
-    def until(self, pred, what: str):
-        """Messages up to and including the first one for which ``pred(topic, msg)`` holds."""
-        got = []
-        t_end = time.monotonic() + WAIT_S
-        while True:
-            left = t_end - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no %s within %.0f s; got %s" % (what, WAIT_S, got[-5:]))
-            try:
-                item = self.q.get(timeout=left)
-            except queue.Empty:
-                continue
-            got.append(item)
-            if pred(*item):
-                return got
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+from mqtt_subscriber import WAIT_S, Subscriber
 
 
 def test_uri_parsing():
@@ -124,7 +80,7 @@ def test_demo_publishes_status_and_events(mosquitto):
     assert last["frames"] == 12 and last["device"] == "cam1" and last["answers"] == summary["counters"]["answers"]
     assert last["power_w"] is None and last["energy_per_answer_j"] is None  # no sensor here: null, never invented
     assert last["unknown_rate"] == summary["counters"]["unknown_rate"]  # measured by the pipeline (issue 14)
-    assert last["remote"] == {"calls": 0, "failures": 0, "reasons": {}}
+    assert last["remote"] == {"inputs": 0, "calls": 0, "failures": 0, "reasons": {}}
     assert summary["telemetry"]["dropped"] == 0
 
 
@@ -233,8 +189,17 @@ def test_tls_with_the_brokers_ca(tmp_path):
         plain = Telemetry(parse_telemetry_uri("mqtt://127.0.0.1:%d/edgeconf/plain" % broker.port)).start()
         try:
             assert not plain.connected  # a plain client gets nowhere with a TLS listener (and is not blocked)
+            assert plain.last_failure == ("the broker closed the connection without answering the MQTT handshake (if "
+                                          "127.0.0.1:%d is a TLS listener, use mqtts://)" % broker.port)
         finally:
             plain.close(timeout_s=0.5)
+        no_ca = Telemetry(parse_telemetry_uri("mqtts://127.0.0.1:%d/edgeconf/no-ca" % broker.port)).start()
+        try:  # the system's CAs do not know the test CA
+            assert not no_ca.connected and no_ca.last_failure.startswith(
+                "TLS handshake failed: the broker's certificate was not accepted ([SSL: CERTIFICATE_VERIFY_FAILED]")
+            assert no_ca.last_failure.endswith("give the CA that signed it with ?ca=FILE")
+        finally:
+            no_ca.close(timeout_s=0.5)
     finally:
         broker.stop()
 
@@ -270,7 +235,49 @@ def test_demo_with_the_broker_down_says_what_was_not_sent():
     tel = json.loads(r.output)["telemetry"]
     assert tel["sent"] == 0 and tel["queued"] == 0
     assert tel["not_sent"] >= 6  # at least the 6 frame events; all of them counted
+    assert tel["connect_failure"].startswith("connection refused: nothing listens on 127.0.0.1:")
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     line = [x for x in r.output.splitlines() if x.startswith("telemetry")][0]
     assert "0 messages sent" in line and "not sent (still queued when the run ended" in line
+    assert "the broker was not reachable: connection refused: nothing listens on" in line
+
+
+@pytest.mark.parametrize("scheme, host, words", [
+    ("mqtts", "BROKER", "); is 127.0.0.1:PORT a TLS listener? a plain MQTT port takes mqtt://"),
+    ("mqtt", "nosuch.invalid", "the host name 'nosuch.invalid' does not resolve"),
+    ("mqtt", "FREE", "connection refused: nothing listens on 127.0.0.1:PORT"),
+])
+def test_a_broker_that_cannot_be_used_is_reported_with_the_reason(tmp_path, caplog, scheme, host, words):
+    """mqtts:// against a plain broker, a mistyped host and a closed port used to read alike ("no answer from the
+    broker"); the warning, the stats at close and the run's summary now say why."""
+    import logging
+
+    from fleet_servers import free_port
+
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install '.[fleet]')")
+    broker = None
+    port = 1883
+    if host == "BROKER":
+        why = MosquittoProcess.why_unavailable()
+        if why:
+            pytest.skip(why)
+        broker = MosquittoProcess(str(tmp_path), persistence=False)  # plain MQTT only
+        broker.start()
+        host, port = "127.0.0.1", broker.port
+    elif host == "FREE":
+        host, port = "127.0.0.1", free_port()
+    words = words.replace("PORT", str(port))
+    try:
+        tel = Telemetry(parse_telemetry_uri("%s://%s:%d/edgeconf/x" % (scheme, host, port)))
+        with caplog.at_level(logging.WARNING, logger="edgeconf.live.telemetry"):
+            tel.start()
+        assert not tel.connected and words in tel.last_failure, tel.last_failure
+        assert tel.last_failure.startswith("TLS handshake failed (") == (scheme == "mqtts")  # reset, or an SSL error
+        warning = [r.getMessage() for r in caplog.records if "telemetry: cannot connect" in r.getMessage()]
+        assert len(warning) == 1 and words in warning[0]
+        tel.close(timeout_s=0.2)
+        assert words in tel.stats()["connect_failure"]
+    finally:
+        if broker is not None:
+            broker.stop()

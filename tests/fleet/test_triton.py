@@ -74,6 +74,52 @@ def test_unreachable_url(scheme):
         TritonRunner(url, "big", settings=RemoteSettings(connect_timeout_s=2.0), expect=EXPECT)
 
 
+def test_an_http_client_that_cannot_be_built_is_one_error_and_no_traceback_at_exit(monkeypatch):
+    """tritonclient's HTTP client closes itself in ``__del__``; one whose constructor failed used to print an
+    AttributeError traceback when it was collected. Its constructor still fails on an address parse_url refuses
+    (port 99999): built the runner's way, that is one BackendUnavailableError and nothing at collection."""
+    import gc
+
+    http = pytest.importorskip("tritonclient.http")
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    shell = TritonRunner.__new__(TritonRunner)  # the address bypasses parse_url, as nothing else can now
+    shell._module, shell.address, shell.url = http, "127.0.0.1:99999", "http://127.0.0.1:99999"
+    with pytest.raises(BackendUnavailableError, match="cannot create an HTTP client for http://127.0.0.1:99999: Port out of range"):
+        shell._new_http(1.0)
+    gc.collect()
+    assert unraisable == []
+    try:  # the library's own constructor, as the runner called it before: the traceback this avoids
+        http.InferenceServerClient("127.0.0.1:99999")
+    except Exception:
+        pass
+    gc.collect()
+    assert [type(u.exc_value) for u in unraisable] == [AttributeError]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "grpc://127.0.0.1:99999", "http://[zz]:8000"])
+def test_bad_url_in_an_edge_bundle_is_one_line_at_load(fleet_bundle, tmp_path, url):
+    import json
+    import os
+    import subprocess
+
+    from edgeconf.export.triton_repo import build_repo
+
+    pytest.importorskip("tritonclient.http")
+    build_repo(fleet_bundle, str(tmp_path / "repo"), edge=str(tmp_path / "edge"), url="http://127.0.0.1:8000")
+    path = os.path.join(str(tmp_path / "edge"), "edgeconf.json")
+    with open(path) as f:
+        data = json.load(f)
+    data["stages"][1]["url"] = url  # edited by hand
+    with open(path, "w") as f:
+        json.dump(data, f)
+    np.savez(str(tmp_path / "x.npz"), x=np.zeros((2, 28, 28), np.uint8))
+    p = subprocess.run([sys.executable, "-m", "edgeconf", "classify", str(tmp_path / "edge"), str(tmp_path / "x.npz")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert p.stderr.startswith("edgeconf: error: ") and "url %r" % url in p.stderr and "Traceback" not in p.stderr
+
+
 def test_delay_past_the_deadline_falls_back_and_opens_the_breaker(fleet_bundle, edge_bundles, triton_server, images):
     clock = FakeClock()
     with load_bundle(fleet_bundle, memo=False) as local:
@@ -96,6 +142,8 @@ def test_delay_past_the_deadline_falls_back_and_opens_the_breaker(fleet_bundle, 
         attempts = runner.stats.attempts
         edge.classify(images[4])
         assert runner.stats.attempts == attempts  # open: the server was not called
+        c = edge.counters  # 5 reached the remote stage; the 2 the open breaker answered here were never sent
+        assert c.remote_inputs == 5 and c.remote_sent == 3 and c.remote_reasons == {"timeout": 3, "circuit_open": 2}
         assert len(edge.memo) == 0  # fallback answers are never remembered
         json_row = results[0].to_json()
         assert json_row["remote_failure"] == "timeout"

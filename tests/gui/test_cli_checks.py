@@ -47,6 +47,21 @@ def test_bad_arguments_are_one_line_errors_and_save_nothing(tmp_path, args, word
     assert not (tmp_path / "config" / "edgeconf" / "edgeconf-gui.conf").exists()
 
 
+@pytest.mark.parametrize("args, named", [
+    (["--telemetry", "mqtt://127.0.0.1:1/edgeconf/x"], "--telemetry does not apply"),
+    (["BUNDLE", "--source", "demo://", "--regions", "full", "--events", "ev.jsonl", "--power", "none", "--no-start"],
+     "BUNDLE, --source, --regions, --events, --power, --no-start do not apply"),
+])
+def test_fleet_refuses_the_operator_windows_options(tmp_path, gui_bundle, args, named):
+    """--fleet used to drop these silently (nothing published under --telemetry, no event log, ...)."""
+    args = [gui_bundle if a == "BUNDLE" else a for a in args]
+    out = _gui(tmp_path, "--fleet", "mqtt://127.0.0.1:1/edgeconf", *args, "--quit-after", "3")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, (out.returncode, out.stderr[-2000:])
+    assert out.stderr.startswith("edgeconf: error: --fleet opens the fleet view") and named in out.stderr
+    assert "(see 'edgeconf gui --help')" in out.stderr
+    assert not (tmp_path / "ev.jsonl").exists() and not (tmp_path / "config" / "edgeconf" / "edgeconf-gui.conf").exists()
+
+
 def test_the_help_says_what_fleet_and_telemetry_take():
     from click.testing import CliRunner
 

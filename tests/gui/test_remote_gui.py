@@ -71,6 +71,8 @@ def test_a_failing_remote_stage_is_shown_and_logged(qtbot, settings, remote_bund
     text = win.cascade_panel.summary.text()
     p = win.model.stats.latest
     assert "stage 2 remote: <b>%d fallbacks</b>" % p.remote_failures in text and "unavailable" in text
+    assert "of %d crops that reached it: %d sent" % (p.remote_inputs, p.remote_calls) in text
+    assert p.remote_calls == p.remote_inputs  # an unreachable server is tried for every crop: each one was sent
     win.close()  # stops the worker: the event log gets its summary and stop events
 
     rows = [json.loads(line) for line in events.read_text().splitlines()]
@@ -78,12 +80,32 @@ def test_a_failing_remote_stage_is_shown_and_logged(qtbot, settings, remote_bund
     fails = [r for r in rows if r["type"] == "remote_failure"]
     assert fails and all(r["reasons"].get("unavailable") for r in fails)
     assert sum(r["inputs"] for r in fails) == fails[-1]["total"] and fails[-1]["calls"] >= fails[-1]["total"]
+    assert fails[-1]["reached"] == fails[-1]["calls"]
     assert kinds.count("summary") == 1 and kinds[-1] == "stop" and kinds.index("summary") > kinds.index(fails[-1]["type"])
     summary = rows[kinds.index("summary")]
     assert summary["counters"]["remote_failures"] == fails[-1]["total"]
     assert summary["frames"] >= 1 and summary["power"] == "not measured"
     for key in ("wall_s", "fps", "cpu", "latency_ms", "source_state", "interrupted"):
         assert key in summary
+
+
+def test_crops_the_open_breaker_answered_here_are_not_shown_as_sent():
+    from edgeconf.gui.model import GuiModel, StageInfo, StatsPoint
+    from edgeconf.gui.panels import remote_text
+
+    model = GuiModel(stages=[StageInfo("small", 0.5, "margin"), StageInfo("big", 0.0, "margin", remote=True)])
+    p = StatsPoint(t=0.0, frame=9, pipeline_fps=10.0, display_fps=None, latency_ms=1.0, answers=200, model_inputs=200,
+                   memo_hits=0, exits=(200, 0), stage_calls=(200, 130), memo_hit_rate_recent=None,
+                   escalation_rate_recent=None, remote_calls=30, remote_failures=112,
+                   remote_reasons={"circuit_open": 100, "timeout": 12}, remote_inputs=130)
+    text = remote_text(model, p)
+    assert text.endswith("stage 2 remote: <b>112 fallbacks</b></span> (answered by the last local stage: circuit_open "
+                         "100, timeout 12) of 130 crops that reached it: 30 sent, 100 answered here while the circuit "
+                         "breaker was open")
+    ok = StatsPoint(**dict(p.__dict__, remote_calls=130, remote_failures=0, remote_reasons={}))
+    assert remote_text(model, ok) == " · stage 2 remote: 130 crops sent, no fallback"
+    none = StatsPoint(**dict(p.__dict__, remote_inputs=0, remote_calls=0, remote_failures=0, remote_reasons={}))
+    assert remote_text(model, none) == " · stage 2 remote: no crop reached it yet"
 
 
 def test_a_bundle_without_a_remote_stage_says_nothing_about_remote(qtbot, settings, gui_bundle, tmp_path):
