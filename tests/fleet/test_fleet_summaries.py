@@ -14,21 +14,27 @@ LIVE_BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.pa
 pytestmark = pytest.mark.fleet
 
 
+def _edge_sending_every_crop(triton_server, tmp_path, deadline_ms: int) -> None:
+    """tmp_path/edge: the shipped live bundle with its last stage served by ``triton_server``; stages 1 and 2 never
+    answer, so every crop a model sees goes on to the served stage."""
+    from edgeconf.bundle import read_manifest, write_manifest
+    from edgeconf.export.triton_repo import build_repo
+
+    build_repo(LIVE_BUNDLE, str(tmp_path / "repo"), stages=["3"], kind="cpu", edge=str(tmp_path / "edge"),
+               url=triton_server.grpc_url, deadline_ms=deadline_ms)
+    m = read_manifest(str(tmp_path / "edge"))
+    for spec in m.stages[:2]:
+        spec.threshold, spec.ood = 1.0, None
+    write_manifest(str(tmp_path / "edge"), m)
+
+
 def test_demo_does_not_count_the_remote_stage_as_this_boards_compute(triton_server, tmp_path):
     from click.testing import CliRunner
 
     from edgeconf.cli import cli
-    from edgeconf.export.triton_repo import build_repo
 
-    # the shipped live bundle with its last stage served; a long deadline: every remote request is answered
-    build_repo(LIVE_BUNDLE, str(tmp_path / "repo"), stages=["3"], kind="cpu", edge=str(tmp_path / "edge"),
-               url=triton_server.grpc_url, deadline_ms=30000)
-    from edgeconf.bundle import read_manifest, write_manifest
-
-    m = read_manifest(str(tmp_path / "edge"))
-    for spec in m.stages[:2]:
-        spec.threshold, spec.ood = 1.0, None  # every crop a model answers goes on to the served stage
-    write_manifest(str(tmp_path / "edge"), m)
+    # a long deadline: every remote request is answered
+    _edge_sending_every_crop(triton_server, tmp_path, deadline_ms=30000)
     args = ["demo", "--bundle", str(tmp_path / "edge"), "--frames", "40",
             "--no-live"]
     r = CliRunner().invoke(cli, args + ["--json"])
@@ -53,19 +59,12 @@ def test_crops_the_open_breaker_answered_here_are_not_reported_as_sent(triton_se
     apart from the crops sent."""
     from click.testing import CliRunner
 
-    from edgeconf.bundle import read_manifest, write_manifest
     from edgeconf.cli import cli
-    from edgeconf.export.triton_repo import build_repo
     from edgeconf.live.cli import _fleet_lines
 
     from mqtt_subscriber import Subscriber
 
-    build_repo(LIVE_BUNDLE, str(tmp_path / "repo"), stages=["3"], kind="cpu", edge=str(tmp_path / "edge"),
-               url=triton_server.grpc_url, deadline_ms=50)
-    m = read_manifest(str(tmp_path / "edge"))
-    for spec in m.stages[:2]:
-        spec.threshold, spec.ood = 1.0, None  # every crop a model answers goes on to the served stage
-    write_manifest(str(tmp_path / "edge"), m)
+    _edge_sending_every_crop(triton_server, tmp_path, deadline_ms=50)
     sub = Subscriber(mosquitto.port, "edgeconf/cam-r/#")
     triton_server.set_delay(400)
     try:
