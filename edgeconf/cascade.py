@@ -595,6 +595,12 @@ class Cascade:
             self._refresh()
         return self._fingerprint
 
+    @property
+    def remote_stages(self) -> Tuple[int, ...]:
+        """Indices of the stages served remotely (e.g. by a Triton server): their time is a wait on the server and the
+        network, not this machine's compute."""
+        return tuple(k for k, st in enumerate(self.stages) if getattr(st.runner, "remote", False))
+
     def _refresh(self) -> None:
         """Rebuild the call plan, the fingerprint and the preprocessing check after a configuration change."""
         steps = []

@@ -181,7 +181,7 @@ class PipelineWorker(QThread):
             "bundle": cfg.bundle, "source": cfg.source,
             "name": getattr(getattr(self.cascade, "manifest", None), "name", "") or os.path.basename(os.path.normpath(cfg.bundle)),
             "stages": [(s.name, float(s.threshold), s.score) for s in self.cascade.stages],
-            "remote_stages": [k for k, s in enumerate(self.cascade.stages) if getattr(s.runner, "remote", False)],
+            "remote_stages": list(self.cascade.remote_stages),
             "labels": list(self.cascade.labels or []),
             "memo": (memo is not None, int(memo.radius) if memo is not None else int(cfg.memo_radius or 0)),
         }

@@ -76,7 +76,7 @@ class Tally:
         out.update({"model_inputs": c.inputs, "stage_calls": list(c.calls), "exits": list(c.exits),
                     "escalation_rate": c.escalation_rate,
                     "stage_seconds": [round(s, 6) for s in c.stage_seconds]})
-        remote = {k for k, st in enumerate(cascade.stages) if getattr(getattr(st, "runner", None), "remote", False)}
+        remote = set(cascade.remote_stages)
         if remote:  # a remote stage's entry in stage_seconds is the wait on its server, not this machine's compute:
             # model_seconds sums the local stages, remote_seconds the remote ones (as run and demo report them)
             out.update({"model_seconds": round(sum(s for k, s in enumerate(c.stage_seconds) if k not in remote), 6),

@@ -553,7 +553,7 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
         raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
     uri = source if source is not None else demo_uri(seed, objects, size, fps, frames, realtime)
     cascade = load_bundle(bundle, threads=threads, form=form)
-    remote_stages = [st.name for st in cascade.stages if getattr(getattr(st, "runner", None), "remote", False)]
+    remote_stages = [cascade.stages[k].name for k in cascade.remote_stages]
     meter, power_note = open_meter()
     try:
         tracking: Optional[TrackEvaluator] = TrackEvaluator(iou_threshold=0.5)

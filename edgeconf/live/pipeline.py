@@ -307,8 +307,7 @@ class Pipeline:
         self.last_result: Optional[FrameResult] = None
         n = len(cascade.stages)
         self.counters = PipelineCounters(exits=[0] * n, stage_calls=[0] * n)
-        self._remote_stages = frozenset(k for k, st in enumerate(cascade.stages)
-                                        if getattr(getattr(st, "runner", None), "remote", False))
+        self._remote_stages = frozenset(cascade.remote_stages)
         self._base = self._cascade_totals()
         self._remote_base = self._remote_totals()
         self._frame_times: Deque[float] = collections.deque(maxlen=max(2, window))
