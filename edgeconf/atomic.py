@@ -247,6 +247,20 @@ def new_folder_beside(target: PathLike, suffix: str = ".tmp") -> str:
     return tmp
 
 
+def swap_folder(new: str, target: str) -> None:
+    """Put the complete folder ``new`` (beside ``target``, on its file system) where ``target`` is: an existing
+    ``target`` is renamed aside first and removed after, so a reader sees the old folder or the new one."""
+    if not os.path.isdir(target):
+        os.rename(new, target)
+        return
+    old = tempfile.mkdtemp(prefix=".%s." % os.path.basename(os.path.abspath(target)), suffix=".old",
+                           dir=os.path.dirname(os.path.abspath(target)))
+    os.rmdir(old)
+    os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def folder_beside(out: PathLike) -> Iterator[str]:
     """``with folder_beside(out) as tmp:`` fill the new hidden folder ``tmp`` (:func:`new_folder_beside`), then rename
@@ -325,5 +339,5 @@ def folder_lock(folder: PathLike, what: str, wait_s: float = 60.0) -> Iterator[N
         os.close(fd)
 
 
-__all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error", "FileSet", "folder_lock", "new_folder_beside", "folder_beside", "same_path",
+__all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error", "FileSet", "folder_lock", "new_folder_beside", "folder_beside", "swap_folder", "same_path",
            "refuse_overwriting_inputs"]

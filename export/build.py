@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -236,7 +235,7 @@ def write_bundle(out: str, *args: Any) -> None:
                                                             or not os.listdir(out))):
         raise OutputError("cannot write the bundle to %s: it exists and is not a bundle folder; choose a new folder"
                           % out)
-    from edgeconf.atomic import describe_os_error, folder_beside
+    from edgeconf.atomic import describe_os_error, folder_beside, swap_folder
 
     parent = os.path.dirname(out)
     try:
@@ -245,14 +244,7 @@ def write_bundle(out: str, *args: Any) -> None:
         raise OutputError(describe_os_error(out, exc)) from None
     with folder_beside(out) as tmp:  # errors name the bundle the user asked for, not the hidden folder
         save_bundle(tmp, *args)
-        if os.path.isdir(out):
-            old = tempfile.mkdtemp(prefix=".%s." % os.path.basename(out), suffix=".old", dir=parent)
-            os.rmdir(old)
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        swap_folder(tmp, out)
 
 
 def assemble_bundle(sources: Sequence[_Source], stage_inputs: Sequence[str], calib_logits: Sequence[np.ndarray],

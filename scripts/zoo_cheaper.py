@@ -174,7 +174,7 @@ def ship(text: str, rows: List[dict], infos: Dict[str, dict], costs_raw: Dict[st
     part of ``docs`` is rewritten from zoo.json. Returns the new zoo.json."""
     import shutil
 
-    from edgeconf.atomic import FileSet, new_folder_beside, write_text
+    from edgeconf.atomic import FileSet, folder_beside, swap_folder, write_text
 
     chain, below = parse_ship(text)
     row = next(r for r in rows if tuple(r["stages"]) == chain and abs(r["below"] - below) < 1e-12)
@@ -191,14 +191,10 @@ def ship(text: str, rows: List[dict], infos: Dict[str, dict], costs_raw: Dict[st
                 (tz.ort_outputs(infos[name]["onnx"], xt[:tz.CHECK_N], threads=1)[0].argmax(1) == yt[:tz.CHECK_N]).mean())
     # the bundle folder: a complete copy beside zoo/bundle, then swapped in
     target = os.path.join(ZOO, "bundle")
-    staged = new_folder_beside(target)
-    shutil.rmtree(staged)
-    shutil.copytree(row["bundle"], staged)
-    old = new_folder_beside(target, ".old")
-    os.rmdir(old)
-    os.replace(target, old)
-    os.replace(staged, target)
-    shutil.rmtree(old)
+    with folder_beside(target) as staged:
+        shutil.rmtree(staged)
+        shutil.copytree(row["bundle"], staged)
+        swap_folder(staged, target)
     raw_t, raw_y = data.raw["test"][0][:tz.CHECK_N], data.raw["test"][1][:tz.CHECK_N]
     before = zoo["bundle"].get("train_zoo_choice") or {
         k: zoo["bundle"][k] for k in ("stages", "combine", "search", "thresholds", "runtime_test", "test_cost_ratio")}
