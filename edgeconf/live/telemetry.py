@@ -147,7 +147,7 @@ class Telemetry:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._connected = threading.Event()
-        self._answered = threading.Event()
+        self._answered = threading.Event()  # the first connection attempt's outcome is known: CONNACK, or a failure
         self.connect_error: Optional[str] = None
         #: why the last connection attempt failed (name resolution, connection refused, TLS handshake, ...); None
         #: once connected
@@ -262,10 +262,12 @@ class Telemetry:
             cfg = self.config
             self.last_failure = ("the broker closed the connection without answering the MQTT handshake%s"
                                  % ("" if cfg.tls else " (if %s:%d is a TLS listener, use mqtts://)" % (cfg.host, cfg.port)))
+            self._answered.set()
 
     def _on_connect_fail(self, client: Any, userdata: Any) -> None:
         """paho calls this from the ``except`` block of a failed connection attempt: the exception is the reason."""
         self.last_failure = describe_connect_failure(sys.exc_info()[1], self.config)
+        self._answered.set()  # start() need not wait out CONNECT_WAIT_S: this attempt has failed, and why is known
 
     def start(self) -> "Telemetry":
         """Connect and start the sender and status threads."""

@@ -248,10 +248,12 @@ def test_demo_with_the_broker_down_says_what_was_not_sent():
     ("mqtt", "nosuch.invalid", "the host name 'nosuch.invalid' does not resolve"),
     ("mqtt", "FREE", "connection refused: nothing listens on 127.0.0.1:PORT"),
 ])
-def test_a_broker_that_cannot_be_used_is_reported_with_the_reason(tmp_path, caplog, scheme, host, words):
+def test_a_broker_that_cannot_be_used_is_reported_with_the_reason(tmp_path, caplog, monkeypatch, scheme, host, words):
     """mqtts:// against a plain broker, a mistyped host and a closed port used to read alike ("no answer from the
-    broker"); the warning, the stats at close and the run's summary now say why."""
+    broker"); the warning, the stats at close and the run's summary now say why. The name lookup of the mistyped host
+    fails at once here, as a resolver answers it (NXDOMAIN), whatever DNS the test machine has or lacks."""
     import logging
+    import socket
 
     from fleet_servers import free_port
 
@@ -267,6 +269,15 @@ def test_a_broker_that_cannot_be_used_is_reported_with_the_reason(tmp_path, capl
         host, port = "127.0.0.1", broker.port
     elif host == "FREE":
         host, port = "127.0.0.1", free_port()
+    else:
+        lookup = socket.getaddrinfo
+
+        def no_such_host(name, *args, **kwargs):
+            if name == host:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return lookup(name, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
     words = words.replace("PORT", str(port))
     try:
         tel = Telemetry(parse_telemetry_uri("%s://%s:%d/edgeconf/x" % (scheme, host, port)))
