@@ -92,3 +92,34 @@ def test_bench_cascade_bound_reports_the_cheapest_chains_that_reach_the_target()
     assert [c["stage"] for c in calls] == [1, 2, 3]
     assert [c["reach"] for c in calls] == pytest.approx(ship["reach"], abs=1e-4)
     assert all(c["inside_median_us"] > 0 and c["alone_median_us"] > 0 for c in calls)
+
+
+def test_bench_threshold_transfer_scores_the_shipped_thresholds_as_the_zoo_records_them():
+    _fashion_or_skip()
+    res = _run("bench_threshold_transfer.py", "--resamples", "2", "--splits", "1", "--margins", "0,0.2")
+    with open(os.path.join(ROOT, "edgeconf", "data", "zoo", "zoo.json"), encoding="utf-8") as f:
+        bundle = json.load(f)["bundle"]
+    assert res["chain"] == bundle["stages"] and res["shipped_thresholds"] == bundle["thresholds"]
+    # the script's own cascade simulation gives the exporter's recorded accuracies on both splits
+    assert res["shipped"]["calib"]["cascade"] == pytest.approx(bundle["calib_point"]["accuracy"], abs=1e-4)
+    assert res["shipped"]["test"]["cascade"] == pytest.approx(bundle["test_point"]["accuracy"], abs=1e-4)
+    for split in ("calib", "test"):
+        s = res["shipped"][split]
+        n = 10000
+        assert s["diff_points"] == pytest.approx(100 * (s["only_cascade_right"] - s["only_big_right"]) / n, abs=1e-3)
+        assert s["diff_points"] == pytest.approx(100 * (s["cascade"] - s["big"]), abs=1e-3)
+        assert 0 < s["paired_se_points"] < 1
+    assert res["margins_points"] == [0.0, 0.2]
+    for section, searches in (("calib_to_test", 2), ("test_half_to_other_half", 2)):
+        rows = res[section]
+        assert set(rows) == {"0.0", "0.2"}
+        for r in rows.values():
+            assert r["n"] == searches and r["drop_min_points"] <= r["drop_mean_points"] <= r["drop_max_points"]
+            assert 0 < r["model_ratio_min"] <= r["model_ratio_mean"] <= r["model_ratio_max"] <= 1.5
+            assert 0.0 <= r["share_within_0.1"] <= 1.0
+
+
+def test_bench_threshold_transfer_refuses_bad_margins():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_threshold_transfer.py"),
+                          "--margins", "a,b"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2 and "--margins" in out.stderr

@@ -91,7 +91,11 @@ def target_lines(run: RunResult) -> List[str]:
             parts[0] += " (need ≤ %g)" % x["max_cpu_ratio"]
         if x.get("max_false_hit_rate") is not None:
             parts[1] += " (need ≤ %.2f %%)" % (100 * x["max_false_hit_rate"])
-        lines.append("dual_memo at duplicate 1: %s: %s" % (", ".join(parts), met(x)))
+        line = "dual_memo at duplicate 1: %s: %s" % (", ".join(parts), met(x))
+        if x.get("repeat_bound") is not None:
+            line += "; at best %s (dual × %.0f %% first sightings: every copy answered free)" % (
+                _f(x["repeat_bound"]), 100 * x["first_share"])
+        lines.append(line)
     if "dual_memo_at_duplicate_0" in t:
         x = t["dual_memo_at_duplicate_0"]
         lines.append("dual_memo at duplicate 0: cpu %s × dual (need ≤ %g): %s"

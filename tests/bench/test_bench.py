@@ -363,6 +363,28 @@ def test_memo_overhead_target_at_duplicate_0(memo_cpu, met):
     assert "dual_memo_at_duplicate_0" not in targets(configs, {}, 1.0, {"memo-overhead": 1.03})
 
 
+def test_memo_target_at_duplicate_1_carries_the_bound_of_free_repeats():
+    from types import SimpleNamespace
+
+    from edgeconf.bench.benchmark import ConfigResult, targets
+    from edgeconf.bench.report import target_lines
+
+    def cfg(name, cpu):
+        return ConfigResult(name, 0.9, cpu, cpu, None, {}, [10], [cpu], None, None, None)
+
+    configs = {"big": cfg("big", 10.0), "dual": cfg("dual", 1.5), "dual_memo": cfg("dual_memo", 1.2)}
+    rat = {"dual": {"cpu_s": 0.15}, "dual_memo": {"cpu_s": 0.12}}
+    out = targets(configs, rat, 1.0, {"memo-cpu": 0.08}, first_share=0.5)["dual_memo_at_duplicate_1"]
+    assert out["repeat_bound"] == pytest.approx(0.075) and out["first_share"] == 0.5 and out["met"] is False
+    line = target_lines(SimpleNamespace(targets={"dual_memo_at_duplicate_1": out}))[0]
+    assert "at best 0.075 (dual × 50 % first sightings" in line
+    # without dual (or without the stream's share) there is no bound, and the line says nothing of one
+    del configs["dual"]
+    out = targets(configs, rat, 1.0, {"memo-cpu": 0.08}, first_share=0.5)["dual_memo_at_duplicate_1"]
+    assert out["repeat_bound"] is None
+    assert "at best" not in target_lines(SimpleNamespace(targets={"dual_memo_at_duplicate_1": out}))[0]
+
+
 def test_equal_accuracies_print_no_negative_zero():
     from types import SimpleNamespace
 
@@ -509,3 +531,17 @@ def test_targets_asked_for_but_not_evaluated_are_noted(models, data_dir, tmp_pat
                for n in notes), notes
     assert any(n.startswith("target cost-model not evaluated: it needs first and dual in --configs") for n in notes)
     assert not any("dual-cpu" in n for n in notes)
+
+
+def test_memo_target_names_the_streams_bound(models, data_dir):
+    result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--early-exit", "none",
+                      "--data", data_dir, "--limit", 100, "--duplicate", "0.5", "--configs", "big,dual,dual_memo",
+                      "--target", "memo-cpu=0.5", "--json"])
+    obj = json.loads(result.stdout)
+    assert obj["targets"] == {}  # judged at duplicate 1 only
+    result = _invoke(["--bundle", models["bundle"], "--baseline", models["baseline"], "--early-exit", "none",
+                      "--data", data_dir, "--limit", 100, "--duplicate", "1", "--configs", "big,dual,dual_memo",
+                      "--target", "memo-cpu=0.5", "--json"])
+    t = json.loads(result.stdout)["targets"]["dual_memo_at_duplicate_1"]
+    assert t["first_share"] == 0.5  # 100 samples, 100 copies
+    assert t["repeat_bound"] == pytest.approx(json.loads(result.stdout)["ratios"]["dual"]["cpu_s"] * 0.5)
