@@ -567,10 +567,11 @@ def targets(configs: Dict[str, ConfigResult], rat: Dict[str, Dict[str, Optional[
                               "met": bool((max_drop is None or drop <= max_drop)
                                           and (max_cpu is None or (r is not None and r <= max_cpu)))}
     memo = configs.get("dual_memo")
-    if big and memo and abs(duplicate - 1.0) < 1e-9 and ("memo-cpu" in spec or "memo-false-hits" in spec):
-        r = rat["dual_memo"]["cpu_s"]
+    if memo and abs(duplicate - 1.0) < 1e-9 and ((big and "memo-cpu" in spec) or "memo-false-hits" in spec):
+        # false hits are judged against the cascade's own answers: they need no baseline; the CPU ratio needs big
+        r = rat["dual_memo"]["cpu_s"] if big else None
         fr = memo.memo_false_hit_rate
-        max_cpu = spec.get("memo-cpu")
+        max_cpu = spec.get("memo-cpu") if big else None
         max_fr = spec["memo-false-hits"] / 100.0 if "memo-false-hits" in spec else None
         dual_r = rat.get("dual", {}).get("cpu_s") if dual else None
         bound = dual_r * first_share if dual_r is not None and first_share is not None else None
@@ -599,9 +600,13 @@ def targets(configs: Dict[str, ConfigResult], rat: Dict[str, Dict[str, Optional[
 _TARGET_ENTRY = {"dual-drop": "dual_vs_big", "dual-cpu": "dual_vs_big", "memo-cpu": "dual_memo_at_duplicate_1",
                  "memo-false-hits": "dual_memo_at_duplicate_1", "memo-overhead": "dual_memo_at_duplicate_0",
                  "cost-model": "dual_cost_model"}
+#: (entry, field) per key: the key was judged when some run's entry has that field set (keys sharing an entry may
+#: need different configurations: memo-cpu needs big, memo-false-hits does not)
+_TARGET_FIELD = {"memo-cpu": "max_cpu_ratio", "memo-false-hits": "max_false_hit_rate"}
 _TARGET_NEEDS = {
     "dual_vs_big": "big and dual in --configs (big needs a baseline)",
     "dual_memo_at_duplicate_1": "big and dual_memo in --configs and 1 in --duplicate",
+    "memo-false-hits": "dual_memo in --configs and 1 in --duplicate",
     "dual_memo_at_duplicate_0": "dual and dual_memo in --configs and 0 in --duplicate",
     "dual_cost_model": "first and dual in --configs, a cascade that escalates some inputs, and the staged form "
                        "(a fused call does not time its stages apart)",
@@ -611,12 +616,16 @@ _TARGET_NEEDS = {
 def unevaluated_targets(spec: Dict[str, float], runs: Sequence[Dict[str, Any]]) -> List[str]:
     """A note for each target in ``spec`` that no run could evaluate (``runs``: each run's targets), with what it
     needs; a target asked for is answered, or the output says why not."""
-    notes = []
-    for entry in dict.fromkeys(_TARGET_ENTRY[k] for k in spec if k in _TARGET_ENTRY):
-        if not any(entry in t for t in runs):
-            keys = ", ".join(k for k in spec if _TARGET_ENTRY.get(k) == entry)
-            notes.append("target %s not evaluated: it needs %s" % (keys, _TARGET_NEEDS[entry]))
-    return notes
+    def judged(key: str) -> bool:
+        entry, field = _TARGET_ENTRY[key], _TARGET_FIELD.get(key)
+        return any(entry in t and (field is None or t[entry].get(field) is not None) for t in runs)
+
+    missing: Dict[str, List[str]] = {}  # what a key needs → the keys that need it, in spec order
+    for key in spec:
+        if key in _TARGET_ENTRY and not judged(key):
+            need = _TARGET_NEEDS.get(key) or _TARGET_NEEDS[_TARGET_ENTRY[key]]
+            missing.setdefault(need, []).append(key)
+    return ["target %s not evaluated: it needs %s" % (", ".join(keys), need) for need, keys in missing.items()]
 
 
 def later_stage_cost(stage_calls: Sequence[int], stage_model_s: Sequence[float]) -> Dict[str, Any]:

@@ -130,7 +130,7 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
 @threads_option()
 @click.option("--limit", type=click.IntRange(1, None), default=None, help="Use N of the samples: a random sample drawn with --seed, stratified by class (each class keeps "
                    "its share, so data stored class by class is not cut to its first classes); the report notes it.")
-@click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True, help="Seed of the copies, their order and perturbations.")
+@click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True, help="Seed of the --limit sample, the copies, their order and perturbations.")
 @click.option("--configs", "configs", default=None, callback=checked_by(parse_configs),
               help="Comma-separated subset of: %s [default: all]." % ", ".join(CONFIG_NAMES))
 @click.option("--json", "as_json", is_flag=True,
@@ -228,7 +228,7 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
     if pred_out:
         import numpy as np
 
-        arrays = {}
+        arrays = {"duplicates": np.array([float(r.info["duplicate"]) for r in runs])}  # the ratio of each d<i>_
         for i, run in enumerate(runs):
             arrays.update(run.predictions_arrays("d%d_" % i))
         with atomic_write(pred_out, "wb") as f:

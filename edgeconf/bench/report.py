@@ -86,11 +86,14 @@ def target_lines(run: RunResult) -> List[str]:
         lines.append("dual vs big: %s: %s" % (", ".join(parts), met(x)))
     if "dual_memo_at_duplicate_1" in t:
         x = t["dual_memo_at_duplicate_1"]
-        parts = ["cpu ratio %s" % _f(x["cpu_ratio"]), "false hits %s" % _pct(x["false_hit_rate"], 3)]
-        if x.get("max_cpu_ratio") is not None:
-            parts[0] += " (need ≤ %g)" % x["max_cpu_ratio"]
+        parts = []
+        if x["cpu_ratio"] is not None:  # (None without big: only the false hits were judged)
+            parts.append("cpu ratio %s" % _f(x["cpu_ratio"]))
+            if x.get("max_cpu_ratio") is not None:
+                parts[-1] += " (need ≤ %g)" % x["max_cpu_ratio"]
+        parts.append("false hits %s" % _pct(x["false_hit_rate"], 3))
         if x.get("max_false_hit_rate") is not None:
-            parts[1] += " (need ≤ %.2f %%)" % (100 * x["max_false_hit_rate"])
+            parts[-1] += " (need ≤ %.2f %%)" % (100 * x["max_false_hit_rate"])
         line = "dual_memo at duplicate 1: %s: %s" % (", ".join(parts), met(x))
         if x.get("repeat_bound") is not None:
             line += "; at best %s (dual × %.0f %% first sightings: every copy answered free)" % (

@@ -71,6 +71,7 @@ def test_json_follows_the_issue_schema(run):
 
 def test_accuracies_equal_a_numpy_recomputation(run, sample):
     images, labels = sample
+    assert run["npz"]["duplicates"].tolist() == [obj["duplicate"] for obj in run["json"]]  # d<i>_ is ratio i
     for i, obj in enumerate(run["json"]):
         z = {k[len("d%d_" % i):]: v for k, v in run["npz"].items() if k.startswith("d%d_" % i)}
         assert np.array_equal(z["labels"], labels[z["source"]])

@@ -58,6 +58,19 @@ def test_no_targets_and_no_big_without_a_baseline(models, data_dir):
     assert not any("--baseline" in n for n in json.loads(as_json.stdout)["notes"])  # 'big' not asked for: no note
 
 
+def test_memo_false_hits_are_judged_without_a_baseline(models, data_dir):
+    args = ["bench", models["bundle"], "--data", data_dir, "--limit", 40, "--duplicate", "1", "--configs", "dual_memo",
+            "--memo-sampling", "off", "--target", "memo-false-hits=0.1", "--target", "memo-cpu=0.5"]
+    obj = json.loads(CliRunner().invoke(cli, args + ["--json"], catch_exceptions=False).stdout)
+    t = obj["targets"]["dual_memo_at_duplicate_1"]
+    assert t["false_hit_rate"] == 0.0 and t["max_false_hit_rate"] == pytest.approx(0.001) and t["met"] is True
+    assert t["cpu_ratio"] is None and t["max_cpu_ratio"] is None  # no big: the CPU ratio is not judged...
+    assert any(n.startswith("target memo-cpu not evaluated: it needs big and dual_memo") for n in obj["notes"])
+    assert not any("memo-false-hits not evaluated" in n for n in obj["notes"])  # ...the false hits are
+    text = CliRunner().invoke(cli, args, catch_exceptions=False).stdout
+    assert "dual_memo at duplicate 1: false hits 0.000 % (need ≤ 0.10 %): MET" in text and "cpu ratio" not in text
+
+
 def test_a_user_bundle_needs_its_data(models, capsys):
     err = _fail(capsys, models["bundle"], "--baseline", models["baseline"])
     assert "give --data DATA for bundle" in err
