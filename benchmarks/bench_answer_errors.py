@@ -77,7 +77,7 @@ def totals(counts: Dict[str, Dict[str, int]]) -> Dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--bundle", default=DEFAULT_BUNDLE)
     ap.add_argument("--regions", default="detector", help="comma-separated region proposers")
     ap.add_argument("--seeds", default="1,2,3")

@@ -111,7 +111,7 @@ def parse_seeds(text: str) -> List[int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--rules", default="detector:class_score=0,detector",
                     help="comma-separated regions specs to compare (detector:class_score=0 is the rule off)")
     ap.add_argument("--seeds", default="230-244", help="demo scene seeds (objects 6/8/10 by seed %% 3)")

@@ -87,7 +87,7 @@ def fmt(v: Any, pct: bool = True) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--bundle", default=DEFAULT_BUNDLE)
     ap.add_argument("--frames", type=int, default=600)
     ap.add_argument("--regions", default="%s,motion,truth" % DEFAULT_REGIONS,

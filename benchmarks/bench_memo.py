@@ -168,7 +168,7 @@ def stream_costs(images: np.ndarray, rounds: int) -> Dict[str, Any]:
 def main(argv: Optional[List[str]] = None) -> int:
     from edgeconf.datasets import load_fashion_mnist
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--stream", type=int, default=10000, help="test images in the stream runs")
     ap.add_argument("--rounds", type=int, default=3)

@@ -131,7 +131,7 @@ class BoundFloor:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--bundle", default=os.path.join(data_path("zoo"), "bundle"))
     ap.add_argument("--limit", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=5)
