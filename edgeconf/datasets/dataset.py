@@ -126,24 +126,30 @@ class Dataset:
         """The targets as indices into a model's classes, or None when the data has no labels.
 
         Class names are matched by name when the model has labels (an ImageFolder may hold a subset of the
-        classes); integer names (``0``, ``1``…) and integer labels are indices. Labels out of range and class
-        counts that differ from the model are refused with one line.
+        classes), each on its own: a model label, that label with ``_`` for each ``/`` (a folder cannot be named
+        ``T-shirt/top``: ``T-shirt_top`` is), or an integer name (``0``, ``1``…), which is an index; integer
+        labels are indices. Labels out of range and class counts that differ from the model are refused with
+        one line.
         """
         if self.targets is None:
             return None
         y = self.targets
         if self.classes is not None:
             names = list(self.classes)
-            if model_labels is not None and all(n in model_labels for n in names):
+            if model_labels is not None:
                 lookup = {n: i for i, n in enumerate(model_labels)}
-                return np.array([lookup[n] for n in names], dtype=np.int64)[y]
-            if all(n.strip().lstrip("-").isdigit() for n in names):
+                for i, n in enumerate(model_labels):
+                    lookup.setdefault(n.replace("/", "_"), i)
+                index = [lookup.get(n, int(n) if _is_index(n) else None) for n in names]
+                if all(i is not None for i in index):
+                    y = np.array(index, dtype=np.int64)[y]
+                else:
+                    unknown = [n for n, i in zip(names, index) if i is None]
+                    raise DataError("%s has classes the model does not know: %s (the model's labels: %s); name the "
+                                    "classes like the model's labels ('_' for a '/' in a label), or by class index"
+                                    % (self.source, ", ".join(repr(n) for n in unknown[:5]), ", ".join(model_labels)))
+            elif all(_is_index(n) for n in names):
                 y = np.array([int(n) for n in names], dtype=np.int64)[y]
-            elif model_labels is not None:
-                unknown = [n for n in names if n not in model_labels]
-                raise DataError("%s has classes the model does not know: %s (the model's labels: %s); name the "
-                                "classes like the model's labels, or use class indices"
-                                % (self.source, ", ".join(repr(n) for n in unknown[:5]), ", ".join(model_labels)))
             elif num_classes is not None and len(names) != num_classes:
                 raise DataError("%s has %d classes (%s) but the model answers over %d%s"
                                 % (self.source, len(names), ", ".join(names[:10]), num_classes, self._empty_hint()))
@@ -161,6 +167,11 @@ class Dataset:
         return (" (the folder%s %s hold%s no images); add images to %s, or give the model's class names (export "
                 "or cascade --labels): the data's classes are then matched by name"
                 % ("s" if many else "", _folders(self.empty_classes), "" if many else "s", "them" if many else "it"))
+
+
+def _is_index(name: str) -> bool:
+    """A class name that is a class index (``0``, ``12``; a negative one is refused later as out of range)."""
+    return name.strip().lstrip("-").isdigit()
 
 
 def _folders(names: Sequence[str]) -> str:

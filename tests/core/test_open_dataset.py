@@ -198,6 +198,17 @@ def test_empty_class_folders_are_named_when_the_class_count_does_not_fit(image_f
         open_dataset(str(image_folder.parent / "two"))
 
 
+def test_a_label_with_a_slash_is_named_by_underscore_or_index_folder_by_folder(tmp_path):
+    # FashionMNIST's class 0 is "T-shirt/top": no folder can carry that name
+    for cls in ("T-shirt_top", "Trouser", "9"):
+        _png(tmp_path / "d" / cls / "a.png", 1)
+    ds = open_dataset(str(tmp_path / "d"))
+    assert sorted(ds.labels_for(FASHION_LABELS, 10).tolist()) == [0, 1, 9]
+    _png(tmp_path / "d" / "T-shirt-top" / "a.png", 1)
+    with pytest.raises(DataError, match="classes the model does not know: 'T-shirt-top' .*'_' for a '/' in a label"):
+        open_dataset(str(tmp_path / "d")).labels_for(FASHION_LABELS, 10)
+
+
 def test_integer_folder_names_are_indices_and_ranges_are_checked(tmp_path):
     for cls in ("3", "7"):
         _png(tmp_path / "d" / cls / "a.png", 1)
