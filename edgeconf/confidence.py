@@ -45,7 +45,7 @@ def entropy_confidence(probs: np.ndarray) -> np.ndarray:
     if c < 2:
         return np.ones(p.shape[:-1])
     with np.errstate(divide="ignore", invalid="ignore"):
-        h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=-1)
+        h = -np.where(p > 0, p * np.log(p), p * 0.0).sum(axis=-1)  # (p * 0.0: a NaN probability stays NaN, unsure)
     return np.clip(1.0 - h / np.log(c), 0.0, 1.0)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ class TrackResult:
     def to_json(self) -> dict:
         d = {"id": self.id, "box": [round(v, 1) for v in self.box], "class": self.class_id, "label": self.label,
              "unknown": self.unknown,
-             "confidence": None if self.confidence is None else round(self.confidence, 4), "stage": self.stage,
+             "confidence": _round_opt(self.confidence), "stage": self.stage,
              "memo_hit": self.memo_hit, "uncertainty_px": round(self.uncertainty_px, 2),
              "frames_since_match": self.frames_since_match,
              "velocity": [round(self.velocity[0], 2), round(self.velocity[1], 2)]}
@@ -177,7 +178,8 @@ class PipelineCounters:
 
 
 def _round_opt(v: Optional[float], nd: int = 4) -> Optional[float]:
-    return None if v is None else round(float(v), nd)
+    """``v`` rounded, or None where it is None or not finite (a broken stage's NaN): JSON has no NaN."""
+    return None if v is None or not math.isfinite(v) else round(float(v), nd)
 
 
 @dataclass

@@ -83,3 +83,10 @@ def test_bad_arguments_are_typed_errors():
         score("bogus", np.ones((1, 2)) / 2)
     with pytest.raises(ConfigError, match="shape"):
         expected_calibration_error(np.ones((3, 2)) / 2, np.zeros(2))
+
+
+def test_a_nan_probability_gives_a_nan_confidence_for_every_score():
+    p = np.array([[np.nan, 0.5, 0.5], [0.7, 0.2, 0.1]])
+    for name, fn in SCORES.items():
+        c = fn(p)
+        assert np.isnan(c[0]) and np.isfinite(c[1]), name  # never a confident answer from a broken stage

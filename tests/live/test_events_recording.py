@@ -189,3 +189,12 @@ def test_a_recording_that_could_not_be_written_is_an_error_and_keeps_the_earlier
     assert len(lines) == 1 and lines[0].startswith("edgeconf: error: ") and "could not be written completely" in lines[0]
     assert target.read_bytes() == b"an earlier recording"  # untouched
     assert sorted(os.listdir(tmp_path)) == [target.name]  # no temporary file left
+
+
+def test_a_non_finite_confidence_is_written_as_null():
+    import json
+
+    t = _frame_result(conf=float("nan")).tracks[0]
+    assert t.to_json()["confidence"] is None
+    json.dumps(t.to_json(), allow_nan=False)  # strict JSON
+    assert _frame_result(conf=0.91234).tracks[0].to_json()["confidence"] == 0.9123
