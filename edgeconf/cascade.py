@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import numbers
 import time
 from dataclasses import dataclass, field
@@ -28,6 +29,14 @@ CONFIDENCE = "confidence"
 #: class id and label of an answer whose input is no class the model knows (its OOD score is past the threshold)
 UNKNOWN = -1
 UNKNOWN_LABEL = "unknown"
+
+log = logging.getLogger(__name__)
+
+
+def _finite_or_none(value: float) -> Optional[float]:
+    """``value`` rounded for JSON, or None for NaN and ±inf (which are no JSON numbers)."""
+    v = float(value)
+    return round(v, 6) if v - v == 0.0 else None
 
 
 @dataclass(frozen=True)
@@ -219,7 +228,9 @@ class CascadeResult:
     #: why a remote stage gave no answer (``timeout``, ``unavailable``, ``error``, ``circuit_open``): the answer
     #: is then the last local stage's; None when no remote stage failed
     remote_failure: Optional[str] = None
-    #: the input is no class the model knows: ``class_id`` is ``UNKNOWN`` and ``label`` is ``"unknown"``
+    #: the input is no class the model knows: ``class_id`` is ``UNKNOWN`` and ``label`` is ``"unknown"``; also
+    #: the answer when the kept stage's confidence is not finite (a broken model output, e.g. fp16/INT8 overflow:
+    #: ``confidence`` is then NaN, written as null in JSON)
     unknown: bool = False
     ood_score: Optional[float] = None  # OOD score of the last stage with an OOD rule that ran on this input
 
@@ -239,9 +250,10 @@ class CascadeResult:
         return float(sum(self.stage_seconds))
 
     def to_json(self) -> dict:
-        d = {"class": self.class_id, "label": self.label, "confidence": round(float(self.confidence), 6),
+        """The answer as a JSON object; a non-finite confidence or OOD score is null (NaN is no JSON number)."""
+        d = {"class": self.class_id, "label": self.label, "confidence": _finite_or_none(self.confidence),
              "stage": self.stage, "stages_run": self.stages_run, "memo_hit": self.memo_hit,
-             "unknown": self.unknown, "ood": None if self.ood_score is None else round(float(self.ood_score), 6),
+             "unknown": self.unknown, "ood": None if self.ood_score is None else _finite_or_none(self.ood_score),
              "stage_ms": [round(s * 1e3, 4) for s in self.stage_seconds]}
         if self.remote_failure is not None:
             d["remote_failure"] = self.remote_failure
@@ -522,6 +534,7 @@ class Cascade:
         self._checked: List[bool] = []
         self._pre_fits = False
         self._writer: Optional[Callable[[np.ndarray], None]] = None  # preprocesses into stage 1's bound input
+        self._warned_broken: set = set()  # stages whose non-finite outputs were reported (once each)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "combine":  # checked when set, so a bad rule never reaches a run
@@ -666,8 +679,23 @@ class Cascade:
         if n == 1:
             self._checked[k] = True
 
+    def _broken(self, stages: np.ndarray) -> None:
+        """Warn once per stage that its outputs were not finite for some inputs (answered unknown)."""
+        counts = np.bincount(stages, minlength=len(self.stages))
+        for k in np.flatnonzero(counts):
+            if k not in self._warned_broken:
+                self._warned_broken.add(int(k))
+                log.warning("stage %d (%s) produced non-finite outputs for %d input%s, answered unknown; the model "
+                            "is broken for these inputs (overflow in fp16/INT8?)", k + 1, self.stages[k].name,
+                            counts[k], "" if counts[k] == 1 else "s")
+
     def run_batch(self, x: np.ndarray) -> BatchResult:
-        """Run model-ready inputs ``(N, …)``; only not-yet-confident inputs reach later stages."""
+        """Run model-ready inputs ``(N, …)``; only not-yet-confident inputs reach later stages.
+
+        A non-finite (NaN) confidence is unsure: the input goes on to the next stage. Where no stage is left, an
+        answer whose confidence is not finite is ``unknown`` (class ``UNKNOWN``, confidence NaN, null in JSON)
+        rather than a class read off broken outputs, and the stage is named once in a warning; ``run`` and the
+        batch-1 path do the same."""
         self._validate(x)
         return self._run_batch(x)
 
@@ -721,9 +749,10 @@ class Cascade:
             seconds.append(t1 - t0)
             counts.append(int(active.size))
             spans.append((t0, t1))
-            p, c = (out[PROBS], out[CONFIDENCE]) if step.head else step.stage.answer(out)
-            if mean:
-                p, c, summed = _mean_answer(step.stage.score, k, p, c, summed)
+            with np.errstate(invalid="ignore"):  # a broken (inf/NaN) output is handled below, not warned of
+                p, c = (out[PROBS], out[CONFIDENCE]) if step.head else step.stage.answer(out)
+                if mean:
+                    p, c, summed = _mean_answer(step.stage.score, k, p, c, summed)
             o, unk = step.stage.unknown(out)
             if probs is None:  # stage 1 answers every input: whole-array writes, no index
                 probs = p.astype(np.float64)
@@ -734,8 +763,9 @@ class Cascade:
                 stages_run[active] = k + 1
                 if self.combine != "best":
                     idx, pk, ck = active, p, c
-                else:  # best: keep the answer with the higher score (an unknown verdict always stands)
-                    take = c > conf[active] if unk is None else (c > conf[active]) | unk
+                else:  # best: keep the answer with the higher score (an unknown verdict always stands; any
+                    held = conf[active]  # answer replaces one whose confidence is NaN)
+                    take = (c > held) | np.isnan(held) if unk is None else (c > held) | np.isnan(held) | unk
                     idx, pk, ck = active[take], p[take], c[take]
                 probs[idx] = pk
                 conf[idx] = ck
@@ -747,7 +777,7 @@ class Cascade:
                 class_ids[active[unk]] = UNKNOWN
             if k + 1 == n_stages:
                 break
-            unsure = c < step.threshold
+            unsure = ~(c >= step.threshold)  # NaN-safe: a NaN confidence is unsure and goes on
             if unk is not None:
                 doubt = step.stage.doubt(o, unk)
                 if doubt is not None:
@@ -759,6 +789,11 @@ class Cascade:
             if summed is not None:
                 summed = summed[unsure]
             feed = x[active] if step.next_input is None else out[step.next_input][unsure]
+        broken = ~np.isfinite(conf)
+        if broken.any():  # no answer from a broken output: unknown, never a class (see _broken)
+            unknown |= broken
+            class_ids[broken] = UNKNOWN
+            self._broken(stage_of[broken])
         c = self.counters
         c.inputs += n
         exits = np.bincount(stage_of, minlength=n_stages)
@@ -855,7 +890,7 @@ class Cascade:
             unknown = bool(unk[0]) if unk is not None else False
             if o is not None:
                 last_ood = float(o[0])
-            if best_p is None or not best or c > best_c or unknown:
+            if best_p is None or not best or c > best_c or unknown or best_c != best_c:  # NaN held: replaced
                 best_p, best_c, best_k = p, c, k
             if k == last or unknown:
                 break
@@ -863,6 +898,9 @@ class Cascade:
                 break
             if step.next_input is not None:
                 feed = out[step.next_input]
+        if best_c - best_c != 0.0 and not unknown:  # NaN or ±inf: a broken output, answered unknown
+            unknown = True
+            self._broken(np.array([best_k]))
         counters = self.counters
         counters.inputs += 1
         counters.exits[best_k] += 1

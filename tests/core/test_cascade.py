@@ -510,3 +510,42 @@ def test_stage_fields_and_combine_are_checked_when_set(two_models):
     c.stages[1].threshold = 1  # the last stage's threshold has no effect, but is checked the same way
     c.combine = "mean"
     assert c.fingerprint() != fp and c.stages[1].threshold == 1.0
+
+
+# -- stages whose outputs are not finite (an fp16/INT8 overflow) -------------------------------------------------
+def _overflowing(seed: int, feature: int):
+    """A real linear classifier whose logits overflow to inf (softmax: NaN) when input ``feature`` is 1e3."""
+    w, b = _weights(seed)
+    w = w.copy()
+    w[feature, 0] = 1e36
+    return linear_classifier(w, b)
+
+
+@pytest.mark.parametrize("combine", ["last", "best", "mean"])
+def test_a_nan_confidence_goes_on_and_the_last_one_is_unknown_in_every_path(tmp_path, rng, combine, caplog):
+    import json
+
+    from edgeconf.cascade import UNKNOWN
+
+    paths = [save(_overflowing(20 + k, k), tmp_path / ("s%d.onnx" % k)) for k in range(3)]
+    stages = [Stage("s%d" % k, prepare(p), "margin", 0.0) for k, p in enumerate(paths)]  # finite: exits at once
+    cascade = Cascade(stages, combine=combine)
+    x = rng.normal(size=(8, 1, 28, 28)).astype(np.float32)
+    flat = x.reshape(8, -1)
+    flat[2:, 0] = flat[4:, 1] = flat[6:, 2] = 1e3  # rows 2+: stage 1 broken; 4+: stage 2 too; 6+: every stage
+    with caplog.at_level("WARNING", logger="edgeconf.cascade"):
+        batch = cascade.run_batch(x)
+    singles = [cascade.run(row) for row in x]
+    if combine == "mean":  # the mean with a broken answer is broken: on to the last stage, then unknown
+        want_stage, want_unknown = [0, 0, 2, 2, 2, 2, 2, 2], [False] * 2 + [True] * 6
+    else:
+        want_stage, want_unknown = [0, 0, 1, 1, 2, 2, 2, 2], [False] * 6 + [True] * 2
+    assert batch.stage.tolist() == want_stage and batch.unknown.tolist() == want_unknown
+    assert [r.stage for r in singles] == want_stage and [r.unknown for r in singles] == want_unknown
+    assert [r.class_id for r in singles] == batch.class_ids.tolist()
+    assert all((cid == UNKNOWN) == unk for cid, unk in zip(batch.class_ids.tolist(), want_unknown))
+    assert np.isfinite(batch.confidence[~batch.unknown]).all()
+    for r in batch.items() + singles:
+        text = json.dumps(r.to_json(), allow_nan=False)  # no NaN in JSON: null for a broken confidence
+        assert (json.loads(text)["confidence"] is None) == r.unknown
+    assert "stage 3 (s2) produced non-finite outputs" in caplog.text
