@@ -494,7 +494,38 @@ class FusedCascade(Cascade):
         t1 = time.perf_counter()
         if self.energy_hook is not None:
             self.energy_hook(0, t0, t1)
+        broken = ~np.isfinite(out["confidence"])
+        if broken.any():
+            return self._mend(pixels, out, broken, t0, t1)
+        return self._counted(out, t0, t1)
+
+    def _mend(self, pixels: np.ndarray, out: Dict[str, np.ndarray], broken: np.ndarray, t0: float,
+              t1: float) -> BatchResult:
+        """The graph's answers, but the stages' for the inputs it answered with a non-finite confidence.
+
+        The graph's exit test lets a NaN confidence leave at its stage; the staged cascade sends it on (and answers
+        ``unknown`` where no stage is left), so those inputs are answered again by the stages."""
+        good = self._counted({k: v[~broken] for k, v in out.items()}, t0, t1)
+        again = self._run_batch(self._model_batch(list(pixels[broken])))
+        n = len(broken)
+
+        def merge(a: Optional[np.ndarray], b: Optional[np.ndarray], fill: Any, dtype: Any) -> np.ndarray:
+            shape = (n,) + (a.shape[1:] if a is not None else b.shape[1:])  # type: ignore[union-attr]
+            m = np.full(shape, fill, dtype)
+            m[~broken] = fill if a is None else a
+            m[broken] = fill if b is None else b
+            return m
+
+        return BatchResult(merge(good.class_ids, again.class_ids, 0, np.int64),
+                           merge(good.confidence, again.confidence, np.nan, np.float64),
+                           merge(good.stage, again.stage, 0, np.int64), merge(good.stages_run, again.stages_run, 0, np.int64),
+                           merge(good.probs, again.probs, np.nan, np.float64), [time.perf_counter() - t0], [n], [(t0, t1)],
+                           {}, merge(good.unknown, again.unknown, False, bool), merge(good.ood, again.ood, np.nan, np.float64))
+
+    def _counted(self, out: Dict[str, np.ndarray], t0: float, t1: float) -> BatchResult:
+        """The graph's answers as a batch, counted (exits, stage calls, time, unknown answers)."""
         stage, run = out["stage"], out["stages_run"]
+        n = len(stage)
         c = self.counters
         c.inputs += n
         k_all = len(self.stages)
@@ -550,6 +581,9 @@ class FusedCascade(Cascade):
         t1 = clock()
         if self.energy_hook is not None:
             self.energy_hook(0, t0, t1)
+        conf = float(out["confidence"][0])
+        if conf - conf != 0.0:  # NaN or inf: the graph let a broken output exit; the stages answer it (see _mend)
+            return Cascade._classify_one(self, image)
         k, ran, cid = int(out["stage"][0]), int(out["stages_run"][0]), int(out["class"][0])
         c = self.counters
         c.inputs += 1
@@ -564,7 +598,7 @@ class FusedCascade(Cascade):
             c.unknown += int(unknown)
             o = float(out["ood"][0])
             ood = o if np.isfinite(o) else None
-        return CascadeResult(cid, float(out["confidence"][0]), k, out["probs"][0].copy(), (t1 - t0,), ran,
+        return CascadeResult(cid, conf, k, out["probs"][0].copy(), (t1 - t0,), ran,
                              label_of(cid, self.labels), unknown=unknown, ood_score=ood)
 
     def close(self) -> None:
