@@ -79,7 +79,8 @@ def check_threshold(value: Any, where: str) -> float:
     return float(value)
 
 
-def _check_temperature(value: Any, where: str) -> Any:
+def check_temperature(value: Any, where: str) -> Any:
+    """A softmax temperature: a finite number > 0, or a one-line :class:`ConfigError`."""
     if not _is_number(value) or not 0.0 < float(value) < float("inf"):
         raise ConfigError("%s: temperature must be a finite number > 0, got %r" % (where, value))
     return value
@@ -99,7 +100,7 @@ def check_combine(value: Any) -> str:
 
 #: a Stage field's check, run whenever the field is set (at construction and on every later change)
 _STAGE_CHECKS: Dict[str, Callable[[Any, str], Any]] = {
-    "threshold": check_threshold, "temperature": _check_temperature, "score": _check_score}
+    "threshold": check_threshold, "temperature": check_temperature, "score": _check_score}
 
 #: Bumped whenever a stage or a cascade changes anything that decides an answer. A cascade rebuilds its
 #: call plan and fingerprint only when this moved, so the per-input cost of checking is one comparison.

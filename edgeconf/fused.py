@@ -34,7 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgeconf.cascade import _EPOCH, COMBINE_RULES, Answers, BatchResult, Cascade, CascadeResult, Stage, label_of
+from edgeconf.cascade import (_EPOCH, COMBINE_RULES, Answers, BatchResult, Cascade, CascadeResult, Stage,
+                              check_temperature, check_threshold, label_of)
 from edgeconf.confidence import SCORES
 from edgeconf.errors import BundleError, ConfigError, InputValidationError
 from edgeconf.schema import Int, ListOf, Optional_, Path, Str, Struct, entry, to_json
@@ -303,8 +304,102 @@ def tensorrt_check(model: Any) -> Dict[str, Any]:
     return {"min_version": need, "unknown_ops": sorted(unknown), "problems": problems}
 
 
+_REBUILD = "rebuild it with: edgeconf fuse BUNDLE"
+
+
+def _graph_meta(model: Any) -> Optional[Dict[str, Any]]:
+    """The graph's ``edgeconf.fused`` metadata, or None where it has none or it is not a JSON object."""
+    text = next((p.value for p in model.metadata_props if p.key == "edgeconf.fused"), None)
+    try:
+        meta = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _tunable_problem(model: Any, meta: Optional[Dict[str, Any]]) -> Optional[str]:
+    """Why a threshold or temperature initializer cannot be used: a value the manifest would refuse, or one that
+    differs from what the graph's metadata (compared with the manifest at load) says."""
+    from onnx import numpy_helper
+
+    stages = meta.get("stages") if meta else None
+    for init in model.graph.initializer:
+        name = init.name
+        for prefix, key, check, stored in (("edgeconf_fused_threshold_", "threshold", check_threshold, ceil_f32),
+                                           ("edgeconf_fused_temperature_", "temperature", check_temperature, float)):
+            if not name.startswith(prefix):
+                continue
+            value = numpy_helper.to_array(init)
+            if value.size != 1:
+                return "initializer %s holds %d values, not one %s" % (name, value.size, key)
+            v = float(value.reshape(-1)[0])
+            try:
+                check(v, "initializer %s" % name)
+            except ConfigError as exc:
+                return str(exc)
+            k = name[len(prefix):]
+            said = stages[int(k)].get(key) if isinstance(stages, list) and k.isdigit() and int(k) < len(stages) \
+                and isinstance(stages[int(k)], dict) else None
+            if isinstance(said, (int, float)) and np.float32(v) != np.float32(stored(float(said))):
+                return ("initializer %s holds %r but the graph's edgeconf.fused metadata says %r (changed after "
+                        "`edgeconf fuse`)" % (name, v, said))
+    return None
+
+
+def fused_graph_problem(model: Any) -> Optional[str]:
+    """Why a loaded fused graph cannot be run (None when it can): no graph, an input or output the runtime needs
+    missing or of another type, or a threshold or temperature initializer out of range."""
+    from onnx import TensorProto
+
+    g = model.graph
+    if not model.HasField("graph") or not g.node:
+        return "it holds no graph"
+    inits = {i.name for i in g.initializer}
+    inputs = {i.name: i for i in g.input if i.name not in inits}
+    image = inputs.get(FUSED_INPUT)
+    if image is None:
+        return "it has no input %r (inputs: %s)" % (FUSED_INPUT, ", ".join(sorted(inputs)) or "none")
+    t = image.type.tensor_type
+    if t.elem_type != TensorProto.UINT8:
+        return "its input %r is %s, but the runtime feeds uint8 pixels" % (
+            FUSED_INPUT, TensorProto.DataType.Name(t.elem_type).lower() if t.elem_type else "untyped")
+    if t.HasField("shape") and len(t.shape.dim) not in (3, 4):
+        return "its input %r has %d axes, but the runtime feeds (N, H, W) or (N, H, W, 3) pixels" % (
+            FUSED_INPUT, len(t.shape.dim))
+    meta = _graph_meta(model)
+    want = list(FUSED_OUTPUTS)
+    if meta and any(isinstance(s, dict) and s.get("ood") for s in meta.get("stages") or ()):
+        want += ["unknown", "ood"]
+    have = {o.name for o in g.output}
+    missing = [name for name in want if name not in have]
+    if missing:
+        return "it lacks the output%s %s that the runtime reads" % ("s" if len(missing) > 1 else "", ", ".join(missing))
+    return _tunable_problem(model, meta)
+
+
+def load_fused(path: str) -> Any:
+    """The fused graph at ``path`` as an ONNX model, checked (:func:`fused_graph_problem`); else a one-line
+    :class:`BundleError` naming the file."""
+    import onnx
+
+    try:
+        model = onnx.load(path)
+    except OSError as exc:
+        raise BundleError("cannot read the fused graph %s: %s" % (path, exc.strerror or exc)) from None
+    except Exception as exc:  # protobuf's DecodeError and the like: not an ONNX file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BundleError("the fused graph %s is not an ONNX model (%s); %s" % (path, first[:200], _REBUILD)) from None
+    problem = fused_graph_problem(model)
+    if problem:
+        raise BundleError("the fused graph %s cannot be used: %s; %s" % (path, problem, _REBUILD))
+    return model
+
+
 def runtime_model(path: str) -> bytes:
     """The fused graph as ONNX Runtime gets it, serialised; the file on disk is not changed.
+
+    * The file must parse and have what the runtime feeds and reads, with thresholds and temperatures as the
+      manifest's are checked (:func:`load_fused`): else a one-line :class:`BundleError` naming the file.
 
     * Thresholds and temperatures are also listed as graph inputs: initializers that are inputs are defaults
       a call may override, so ``set_threshold`` needs no rebuild. (On disk they stay plain initializers,
@@ -314,7 +409,7 @@ def runtime_model(path: str) -> bytes:
     """
     import onnx
 
-    model = onnx.load(path)
+    model = load_fused(path)
     g = model.graph
     listed = {i.name for i in g.input}
     for init in g.initializer:
@@ -404,10 +499,25 @@ class FusedCascade(Cascade):
         self._outputs = _OUTPUTS + (["unknown", "ood"] if self._with_ood else [])
         h, w = preprocessing.size
         self._pixel_shape = (h, w) if preprocessing.channels == 1 else (h, w, 3)
+        self._check_io(runner)
         self._sync_epoch = -1
         self._extra: Dict[str, np.ndarray] = {}
         self._graph_ok = True
         self._bound: Any = None  # the batch-1 call with its input and outputs bound (ONNX Runtime IO binding)
+
+    def _check_io(self, runner: Any) -> None:
+        """The graph must take the uint8 pixels the bundle's preprocessing makes and give every output read."""
+        spec = next((s for s in runner.inputs if s.name == FUSED_INPUT), None)
+        want = (None,) + self._pixel_shape
+        if spec is None or str(spec.dtype) != "uint8" or len(spec.shape) != len(want) or any(
+                isinstance(d, int) and isinstance(e, int) and d != e for d, e in zip(spec.shape[1:], want[1:])):
+            raise BundleError("the fused graph takes %s, but the runtime feeds uint8 pixels of shape (N, %s) for this "
+                              "bundle's preprocessing; %s" % (spec.describe() if spec else "no input %r" % FUSED_INPUT,
+                                                             ", ".join(map(str, self._pixel_shape)), _REBUILD))
+        missing = [name for name in self._outputs if name not in {o.name for o in runner.outputs}]
+        if missing:
+            raise BundleError("the fused graph lacks the output%s %s that the runtime reads; %s"
+                              % ("s" if len(missing) > 1 else "", ", ".join(missing), _REBUILD))
 
     # -- settings --------------------------------------------------------------------------------
     def _sync(self) -> bool:
@@ -608,6 +718,6 @@ class FusedCascade(Cascade):
 
 __all__ = ["FusedCascade", "FusedInfo", "FusedStage", "choose_form", "fused_info", "stale_reason", "threshold_name",
            "temperature_name", "ood_threshold_name", "ood_escalate_name", "ceil_f32", "floor_f32", "stage_fingerprint",
-           "runtime_model", "scope_initializers", "FORMS", "FUSED_FILE", "remote_stage_problem",
+           "runtime_model", "load_fused", "fused_graph_problem", "scope_initializers", "FORMS", "FUSED_FILE", "remote_stage_problem",
            "FUSED_KEY", "FUSED_INPUT", "FUSED_OUTPUTS", "TENSORRT_MIN", "TENSORRT_OPS", "NO_TENSORRT", "tensorrt_check",
            "tensorrt_verdict", "fused_tensorrt_reason"]

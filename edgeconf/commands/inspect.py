@@ -119,7 +119,22 @@ def describe_form(manifest: Any, folder: Optional[str] = None) -> Dict[str, Any]
                     "tensorrt_min": need, "combine": info.combine}
     if reason:
         out["fused"]["tensorrt_reason"] = reason
+    problem = _fused_problem(os.path.join(folder, info.model)) if folder else None
+    if problem:
+        out["fused"]["problem"] = problem
     return out
+
+
+def _fused_problem(path: str) -> Optional[str]:
+    """Why the fused graph at ``path`` cannot be loaded (the one line ``--form fused`` would fail with), or None."""
+    from edgeconf.errors import BundleError
+    from edgeconf.fused import load_fused
+
+    try:
+        load_fused(path)
+    except BundleError as exc:
+        return str(exc)
+    return None
 
 
 def _vkey(v: str) -> tuple:
@@ -192,6 +207,8 @@ def _print_human(info: Dict[str, Any]) -> None:
             trt = ("TensorRT %s+" % f["tensorrt_min"] if f.get("tensorrt_min")
                    else "no TensorRT version known to parse it, see below")
             console.print("fused graph: %s (batch %s, combine %s, %s)" % (f["model"], f["batch"], f["combine"], trt))
+            if f.get("problem"):
+                console.print("[bold red]fused graph unusable:[/bold red] %s" % f["problem"])
         for where, label in (("onnxruntime_cpu", "form (ONNX Runtime CPU)"), ("tensorrt", "form (TensorRT)")):
             if where in form:
                 console.print("%s: %s — %s" % (label, form[where]["form"], form[where]["why"]))

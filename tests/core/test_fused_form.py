@@ -63,3 +63,93 @@ def test_broken_stage_outputs_get_the_staged_answers(tmp_path, combine, batch):
     _same([staged.classify(img) for img in images], want)
     assert fused.counters.exits == staged.counters.exits and fused.counters.calls == staged.counters.calls
     assert all(json.dumps(r.to_json(), allow_nan=False) for r in fused.classify_batch(list(images)))
+
+
+# -- a fused graph altered after `edgeconf fuse` (and re-hashed, so the sha256 check passes) ---------------------
+@pytest.fixture(scope="module")
+def fused_zoo(tmp_path_factory) -> str:
+    import shutil
+
+    from edgeconf import data_path
+
+    folder = str(tmp_path_factory.mktemp("zoo") / "bundle")
+    shutil.copytree(data_path("zoo", "bundle"), folder)
+    fuse_bundle(folder, check=False)
+    return folder
+
+
+def _altered(fused_zoo: str, tmp_path, change) -> str:
+    """A copy of the fused bundle whose fused.onnx is ``change(model)`` (or its bytes), with the manifest re-hashed."""
+    import shutil
+
+    import onnx
+
+    from edgeconf.hashing import sha256_file
+
+    folder = str(tmp_path / "b")
+    shutil.copytree(fused_zoo, folder)
+    path = os.path.join(folder, "fused.onnx")
+    data = change(onnx.load(path))
+    with open(path, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.SerializeToString())
+    manifest = os.path.join(folder, "edgeconf.json")
+    doc = json.load(open(manifest))
+    doc["files"]["fused.onnx"] = {"sha256": sha256_file(path), "bytes": os.path.getsize(path)}
+    json.dump(doc, open(manifest, "w"))
+    return folder
+
+
+def _drop_probs(m):
+    del m.graph.output[4]
+    return m
+
+
+def _float_input(m):
+    m.graph.input[0].type.tensor_type.elem_type = 1  # FLOAT
+    return m
+
+
+def _initializer(name: str, value: float):
+    def change(m):
+        from onnx import numpy_helper
+
+        init = next(i for i in m.graph.initializer if i.name == name)
+        init.CopyFrom(numpy_helper.from_array(np.array(value, np.float32), name))
+        return m
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: b"text", "is not an ONNX model .*; rebuild it with: edgeconf fuse BUNDLE"),
+    (lambda m: b"", "cannot be used: it holds no graph; rebuild it with: edgeconf fuse BUNDLE"),
+    (_drop_probs, "it lacks the output probs that the runtime reads"),
+    (_float_input, "its input 'image' is float, but the runtime feeds uint8 pixels"),
+    (_initializer("edgeconf_fused_temperature_0", 0.0), "initializer edgeconf_fused_temperature_0: temperature must "
+                                                         "be a finite number > 0, got 0.0"),
+    (_initializer("edgeconf_fused_temperature_1", float("nan")), "edgeconf_fused_temperature_1: .* got nan"),
+    (_initializer("edgeconf_fused_threshold_0", 2.0), "edgeconf_fused_threshold_0: threshold must be in \\[0, 1\\]"),
+    (_initializer("edgeconf_fused_threshold_1", float("nan")), "edgeconf_fused_threshold_1: threshold .* got nan"),
+    (_initializer("edgeconf_fused_threshold_0", 0.25), "edgeconf_fused_threshold_0 holds 0.25 but the graph's "
+                                                       "edgeconf.fused metadata says"),
+])
+def test_an_altered_fused_graph_is_refused_in_one_line_naming_the_file(fused_zoo, tmp_path, capsys, change, message):
+    from edgeconf import data_path
+    from edgeconf.cli import main
+    from edgeconf.errors import BundleError
+
+    folder = _altered(fused_zoo, tmp_path, change)
+    with pytest.raises(BundleError, match="the fused graph %s/fused.onnx .*%s" % (folder, message)):
+        load_bundle(folder, form="fused")
+    load_bundle(folder, form="staged").close()  # the stages still run
+    with pytest.raises(SystemExit) as exit_:
+        main(["classify", folder, data_path("fashion_sample.npz"), "--form", "fused"])
+    err = capsys.readouterr().err
+    assert exit_.value.code != 0 and err.count("\n") == 1 and "Traceback" not in err and "fused.onnx" in err
+    info = __import__("edgeconf.commands.inspect", fromlist=["describe"]).describe(folder)
+    assert "fused.onnx" in info["form"]["fused"]["problem"]  # inspect flags it too
+
+
+def test_an_intact_fused_graph_has_no_problem(fused_zoo):
+    info = __import__("edgeconf.commands.inspect", fromlist=["describe"]).describe(fused_zoo)
+    assert "problem" not in info["form"]["fused"]
+    load_bundle(fused_zoo, form="fused").close()
