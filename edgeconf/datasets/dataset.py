@@ -19,6 +19,7 @@ checked against the pixel limit first) when it is used.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -140,7 +141,7 @@ class Dataset:
                 lookup = {n: i for i, n in enumerate(model_labels)}
                 for i, n in enumerate(model_labels):
                     lookup.setdefault(n.replace("/", "_"), i)
-                index = [lookup.get(n, int(n) if _is_index(n) else None) for n in names]
+                index = [lookup.get(n, _index(n, self.source) if _is_index(n) else None) for n in names]
                 if all(i is not None for i in index):
                     y = np.array(index, dtype=np.int64)[y]
                 else:
@@ -149,7 +150,7 @@ class Dataset:
                                     "classes like the model's labels ('_' for a '/' in a label), or by class index"
                                     % (self.source, ", ".join(repr(n) for n in unknown[:5]), ", ".join(model_labels)))
             elif all(_is_index(n) for n in names):
-                y = np.array([int(n) for n in names], dtype=np.int64)[y]
+                y = np.array([_index(n, self.source) for n in names], dtype=np.int64)[y]
             elif num_classes is not None and len(names) != num_classes:
                 raise DataError("%s has %d classes (%s) but the model answers over %d%s"
                                 % (self.source, len(names), ", ".join(names[:10]), num_classes, self._empty_hint()))
@@ -169,9 +170,24 @@ class Dataset:
                 % ("s" if many else "", _folders(self.empty_classes), "" if many else "s", "them" if many else "it"))
 
 
+#: a class name that is a class index: ASCII digits only (``²`` or ``٣`` are names)
+_INDEX = re.compile(r"-?[0-9]+")
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
 def _is_index(name: str) -> bool:
     """A class name that is a class index (``0``, ``12``; a negative one is refused later as out of range)."""
-    return name.strip().lstrip("-").isdigit()
+    return _INDEX.fullmatch(name.strip()) is not None
+
+
+def _index(name: str, source: str) -> int:
+    """The class index a class name such as ``12`` stands for; one too large for int64 is refused with one line."""
+    digits = name.strip().lstrip("-").lstrip("0")
+    if len(digits) > len(str(_INT64_MAX)) or int(digits or "0") > _INT64_MAX:
+        shown = name.strip() if len(name.strip()) <= 30 else name.strip()[:27] + "…"
+        raise DataError("%s has the class %s, too large for a class index; name the classes like the model's labels "
+                        "or by class index 0, 1, 2…" % (source, shown))
+    return int(name)
 
 
 def _folders(names: Sequence[str]) -> str:
@@ -197,9 +213,14 @@ def _targets(y: np.ndarray, source: str) -> np.ndarray:
     if y.ndim != 1:
         raise DataError("%s: y must be one integer label per sample (shape (N,)), got shape %s" % (source, y.shape))
     if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and y.size and np.all(np.mod(y, 1) == 0):
-            return y.astype(np.int64)
-        raise DataError("%s: y must hold integer class indices, got dtype %s" % (source, y.dtype))
+        if not (np.issubdtype(y.dtype, np.floating) and y.size and np.all(np.mod(y, 1) == 0)):
+            raise DataError("%s: y must hold integer class indices, got dtype %s" % (source, y.dtype))
+    if y.size:
+        low, high = y.min().item(), y.max().item()  # Python numbers: exact for uint64 and float
+        for value in (low, high):
+            if not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+                raise DataError("%s: y holds the label %r, far outside any class index; y must hold class indices "
+                                "0, 1, 2…" % (source, value))
     return y.astype(np.int64)
 
 

@@ -9,15 +9,21 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import List, Optional, Union
 
 from edgeconf.errors import DataError
+from edgeconf.schema.jsonload import MAX_DEPTH, nesting_depth
 
 LIST_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson")
 _PATH_KEYS = ("path", "file", "filename", "image")
 #: at most this many rows in a list file (a sanity bound on what is kept in memory: names and labels only)
 MAX_ROWS = 10_000_000
+#: a label that is a class index: ASCII digits only ("²" or "٣" are class names, not indices)
+_INDEX = re.compile(r"[-+]?[0-9]+")
+#: the largest class index a label may hold (the targets are int64)
+_INDEX_MAX = 2 ** 63 - 1
 
 
 @dataclass
@@ -28,20 +34,29 @@ class ListEntries:
     labels: Optional[List[Union[int, str]]]
 
 
+def _too_large(text: str, where: str) -> DataError:
+    return DataError("%s: the label %s is too large for a class index; labels are class indices 0, 1, 2… or "
+                     "class names" % (where, text if len(text) <= 30 else text[:27] + "…"))
+
+
 def _label(value: object, where: str) -> Union[int, str]:
     if isinstance(value, bool) or value is None:
         raise DataError("%s: the label must be a class index or a class name, got %s" % (where, json.dumps(value)))
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        if abs(value) > _INDEX_MAX:
+            raise _too_large(repr(value), where)
         return int(value)
     text = str(value).strip()
     if not text:
         raise DataError("%s: the label is empty" % where)
-    try:
-        return int(text)
-    except ValueError:
+    if not _INDEX.fullmatch(text):
         return text
+    if len(text.lstrip("+-").lstrip("0")) > len(str(_INDEX_MAX)):  # int() of thousands of digits is slow or refused
+        raise _too_large(text, where)
+    number = int(text)
+    if abs(number) > _INDEX_MAX:
+        raise _too_large(text, where)
+    return number
 
 
 def _resolve(base: str, rel: str) -> str:
@@ -61,6 +76,11 @@ def read_list(path: str) -> ListEntries:
                     if not line.strip():
                         continue
                     where = "%s line %d" % (path, n)
+                    depth = nesting_depth(line)
+                    if depth > MAX_DEPTH:
+                        raise DataError("%s nests arrays/objects %d levels deep; at most %d are allowed; each line "
+                                        "must be an object like {\"path\": \"a.png\", \"label\": 3}"
+                                        % (where, depth, MAX_DEPTH))
                     try:
                         row = json.loads(line)
                     except ValueError as exc:

@@ -5,6 +5,7 @@ import gzip
 import json
 import os
 import struct
+import warnings
 
 import cv2
 import numpy as np
@@ -219,3 +220,68 @@ def test_integer_folder_names_are_indices_and_ranges_are_checked(tmp_path):
     np.savez(tmp_path / "y.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 12]))
     with pytest.raises(DataError, match="labels 0..12 but the model answers over 10 classes \\(0..9\\)"):
         open_dataset(str(tmp_path / "y.npz")).labels_for(FASHION_LABELS, 10)
+
+
+# -- labels that only look like numbers, and numbers no index can be -----------------------------------
+def test_superscript_digits_are_class_names_not_indices(tmp_path):
+    for cls in ("¹", "²"):
+        _png(tmp_path / "sup" / cls / "a.png", 1)
+    ds = open_dataset(str(tmp_path / "sup"))
+    assert ds.labels_for(None, 2).tolist() == [0, 1]  # names in folder order, not int("¹")
+    with pytest.raises(DataError, match="classes the model does not know: '²', '¹'"):
+        ds.labels_for(["a", "b"], 2)
+    _png(tmp_path / "a.png", 1)
+    (tmp_path / "sup.csv").write_text("a.png,²\na.png,³\n")
+    assert open_dataset(str(tmp_path / "sup.csv")).classes == ["²", "³"]
+    (tmp_path / "arabic.csv").write_text("a.png,\u0663\n")  # ARABIC-INDIC DIGIT THREE: a name, not index 3
+    assert open_dataset(str(tmp_path / "arabic.csv")).classes == ["\u0663"]
+    np.savez(tmp_path / "c.npz", x=np.zeros((2, 4, 4), np.uint8), y=np.array([0, 1]), classes=np.array(["¹", "²"]))
+    assert open_dataset(str(tmp_path / "c.npz")).labels_for(None, 2).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("text", ["a.png,99999999999999999999999\n", "a.png,9223372036854775808\n",
+                                  "a.png," + "9" * 5000 + "\n"])
+def test_a_list_label_too_large_for_an_index_is_refused(tmp_path, text):
+    _png(tmp_path / "a.png", 1)
+    (tmp_path / "big.csv").write_text(text)
+    with pytest.raises(DataError, match="big.csv row 1: the label (9+|9223372036854775808|9{27}…) is too large for a class index; labels are "
+                                        "class indices") as err:
+        open_dataset(str(tmp_path / "big.csv"))
+    assert "\n" not in str(err.value)
+
+
+def test_a_jsonl_label_too_large_for_an_index_is_refused(tmp_path):
+    _png(tmp_path / "a.png", 1)
+    (tmp_path / "big.jsonl").write_text('{"path": "a.png", "label": 1e30}\n')
+    with pytest.raises(DataError, match="big.jsonl line 1: the label 1e\\+30 is too large for a class index"):
+        open_dataset(str(tmp_path / "big.jsonl"))
+
+
+def test_a_class_folder_named_by_a_huge_number_is_refused(tmp_path):
+    for cls in ("1", "99999999999999999999999"):
+        _png(tmp_path / "d" / cls / "a.png", 1)
+    ds = open_dataset(str(tmp_path / "d"))
+    for labels in (None, FASHION_LABELS):
+        with pytest.raises(DataError, match="has the class 99999999999999999999999, too large for a class index"):
+            ds.labels_for(labels, 10)
+
+
+@pytest.mark.parametrize("y, shown", [(np.array([0, 1e30]), "1e\\+30"),
+                                      (np.array([0, 2 ** 63 + 5], np.uint64), "9223372036854775813"),
+                                      (np.array([-1e19, 0]), "-1e\\+19")])
+def test_npz_labels_beyond_int64_are_refused_with_their_true_value(tmp_path, y, shown):
+    np.savez(tmp_path / "y.npz", x=np.zeros((2, 4, 4), np.uint8), y=y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in cast" on the way
+        with pytest.raises(DataError, match="y holds the label %s, far outside any class index" % shown) as err:
+            open_dataset(str(tmp_path / "y.npz"))
+    assert "\n" not in str(err.value)
+
+
+def test_a_deeply_nested_jsonl_line_is_refused_in_one_line(tmp_path):
+    _png(tmp_path / "a.png", 1)
+    for name, line in (("deep.jsonl", '{"path": "a.png", "label": ' + "[" * 100000 + "]" * 100000 + "}"),
+                       ("bare.jsonl", "[" * 100000)):
+        (tmp_path / name).write_text(line + "\n")
+        with pytest.raises(DataError, match="%s line 1 nests arrays/objects 10000[01] levels deep; at most 32" % name):
+            open_dataset(str(tmp_path / name))
