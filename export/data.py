@@ -261,17 +261,19 @@ def split(x: np.ndarray, y: np.ndarray, fraction: float = 0.5, seed: int = 0
 
 def read_labels(path: str) -> List[str]:
     """Class names from a text file (one per line) or a JSON list."""
-    import json
+    from edgeconf.schema.jsonload import loads
 
     if not os.path.isfile(path):
         raise DataError("labels file %s does not exist" % path)
-    with open(path, "r", encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise DataError("labels file %s is not UTF-8 text (byte %d); save it as UTF-8" % (path, exc.start)) from None
+    except OSError as exc:
+        raise DataError("cannot read labels file %s: %s" % (path, os.strerror(exc.errno) if exc.errno else exc)) from None
     if text.lstrip().startswith("["):
-        try:
-            labels = json.loads(text)
-        except ValueError as exc:
-            raise DataError("labels file %s is not valid JSON: %s" % (path, exc)) from None
+        labels = loads(text, "labels file %s" % path, DataError)  # refuses deep nesting before json recurses
         if not isinstance(labels, list) or not all(isinstance(s, str) for s in labels):
             raise DataError("labels file %s must hold a JSON list of strings" % path)
         return labels

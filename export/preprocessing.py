@@ -16,6 +16,7 @@ from onnx import helper
 
 from edgeconf.errors import ConfigError
 from edgeconf.preprocess import Preprocessing
+from edgeconf.schema.jsonload import MAX_DEPTH, nesting_depth
 
 #: ``preprocessing="none"`` (CLI ``--preprocessing none``): the model takes model-ready arrays, recorded as null
 NONE = "none"
@@ -36,12 +37,18 @@ def parse_preprocessing(value: Any) -> Any:
         text = value.strip()
         if text.lower() == NONE:
             return NONE
+        what = "preprocessing JSON"
         if not text.startswith("{") and os.path.isfile(text):
+            what = "preprocessing file %s" % text
             try:
                 with open(text, "r", encoding="utf-8") as f:
                     text = f.read()
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError("cannot read preprocessing file %s: %s" % (value, exc)) from None
+        depth = nesting_depth(text)
+        if depth > MAX_DEPTH:
+            raise ConfigError('%s nests arrays/objects %d levels deep; at most %d are allowed; give an object such as '
+                              '{"size": [224, 224]}' % (what, depth, MAX_DEPTH))
         try:
             data = json.loads(text)
         except ValueError:

@@ -128,3 +128,12 @@ def test_channel_mismatch_names_what_the_preprocessing_takes_and_what_the_images
     assert channel_mismatch([g, c], colour) == ("colour", "grey and colour")
     assert channel_mismatch(np.stack([g, g]), colour) == ("colour", "grey")  # a stack (N, H, W)
     assert channel_mismatch(np.stack([c, c]), colour) is None  # a stack (N, H, W, 3)
+
+
+def test_stage_metadata_nested_too_deep_is_a_problem_not_a_recursion_error():
+    from edgeconf.preprocess import stage_problem
+
+    pre = Preprocessing(size=(6, 6), channels=1)
+    deep = '{"size": %s}' % ("[" * 100000 + "]" * 100000)
+    assert stage_problem(pre, {"edgeconf.preprocessing": deep}) == (
+        "its edgeconf.preprocessing metadata nests arrays/objects 100001 levels deep; at most 32 are allowed")

@@ -429,3 +429,22 @@ def test_a_failed_int8_export_writes_neither_file(capsys, tmp_path):
                             tmp_path / "two.npz", "--int8", "--calib", tmp_path / "two.npz")
     assert code == 1 and "no sample of classes 2" in err, err
     assert out.read_bytes() == b"earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "two.npz"]
+
+
+@pytest.mark.parametrize("option", ["labels", "preprocessing_file", "preprocessing_inline"])
+def test_deeply_nested_json_options_are_refused_in_one_line(capsys, option, pool, tmp_path):
+    deep = "[" * 100000 + "]" * 100000
+    if option == "labels":
+        (tmp_path / "l.json").write_text(deep)
+        args, msg = ["--labels", tmp_path / "l.json"], "labels file %s nests arrays/objects 100000 levels deep" % (
+            tmp_path / "l.json")
+    elif option == "preprocessing_file":
+        (tmp_path / "p.json").write_text('{"size": %s}' % deep)
+        args, msg = ["--preprocessing", tmp_path / "p.json"], "preprocessing file %s nests arrays/objects 100001" % (
+            tmp_path / "p.json")
+    else:
+        args, msg = ["--preprocessing", '{"size": %s}' % ("[" * 5000 + "]" * 5000)], \
+            "preprocessing JSON nests arrays/objects 5001 levels deep; at most 32 are allowed"
+    code, _, err = run(capsys, "export", pool[0], "--out", tmp_path / "o.onnx", *args)
+    assert code != 0 and err.startswith("edgeconf: error:") and msg in err and err.count("\n") == 1, err
+    assert not os.path.exists(tmp_path / "o.onnx")
