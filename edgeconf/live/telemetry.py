@@ -80,9 +80,72 @@ def _flag(value: str, key: str) -> bool:
     raise ConfigError("telemetry option %s=%r must be 1 or 0" % (key, value))
 
 
+def _port(uri: str, netloc: str) -> Optional[int]:
+    """The port a URI's ``netloc`` names (None: none given), refused in one line when it is no port 1..65535."""
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        hostport = hostport.partition("]")[2]
+    text = hostport.partition(":")[2] if ":" in hostport else ""
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        raise ConfigError("telemetry URI %r: port %r is not a number; e.g. mqtt://HOST:1883/edgeconf/DEVICE"
+                          % (uri, text))
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ConfigError("telemetry URI %r: port %d is out of range; a port is 1..65535 (1883 for mqtt://, 8883 "
+                          "for mqtts://)" % (uri, port))
+    return port
+
+
+class _Encrypted(Exception):
+    """Raised by the password callback: the key is encrypted, so it is PEM (paho asks for its pass phrase)."""
+
+
+def _no_password() -> bytes:
+    raise _Encrypted()
+
+
+def check_tls_files(ca: Optional[str], cert: Optional[str], key: Optional[str]) -> None:
+    """Refuse, in one line naming the option and file, a CA, client certificate or key that is not a usable PEM
+    file (paho's ``tls_set`` would raise a bare ``ssl.SSLError`` later)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for option, path in (("ca", ca), ("cert", cert)):
+        if path:
+            try:
+                ctx.load_verify_locations(cafile=path)
+            except ssl.SSLError:
+                raise ConfigError("telemetry option %s=%s: the file holds no certificate; it must be a PEM file "
+                                  "(-----BEGIN CERTIFICATE-----)" % (option, path)) from None
+            except OSError as exc:
+                raise ConfigError("telemetry option %s=%s: cannot read it (%s)" % (option, path, exc.strerror or exc)) \
+                    from None
+    if not cert:
+        return
+    try:
+        ctx.load_cert_chain(cert, key, password=_no_password)
+    except _Encrypted:
+        return
+    except ssl.SSLError as exc:
+        if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+            raise ConfigError("telemetry option key=%s is not the private key of cert=%s; give the key that belongs to "
+                              "the certificate" % (key, cert)) from None
+        if key:
+            raise ConfigError("telemetry option key=%s: the file holds no private key; it must be a PEM file "
+                              "(-----BEGIN PRIVATE KEY-----)" % key) from None
+        raise ConfigError("telemetry option cert=%s holds no private key; give the key with key=FILE (a PEM file)"
+                          % cert) from None
+    except OSError as exc:
+        raise ConfigError("telemetry option key=%s: cannot read it (%s)" % (key, exc.strerror or exc)) from None
+
+
 def parse_telemetry_uri(uri: str) -> TelemetryConfig:
     """``mqtt://user:pass@host:1883/edgeconf/DEVICE?queue=500`` -> :class:`TelemetryConfig` (ConfigError if wrong)."""
-    parts = urlsplit(uri or "")
+    try:
+        parts = urlsplit(uri or "")
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[', or brackets around what is no IPv6 address
+        raise ConfigError("telemetry URI %r is not a valid URI (%s); an IPv6 broker address goes in brackets, e.g. "
+                          "mqtt://[::1]:1883/edgeconf/DEVICE" % (uri, exc)) from None
     scheme = parts.scheme.lower()
     if scheme not in ("mqtt", "mqtts"):
         raise ConfigError("telemetry URI %r must start with mqtt:// or mqtts://, e.g. mqtt://HOST:1883/edgeconf/DEVICE" % uri)
@@ -96,10 +159,7 @@ def parse_telemetry_uri(uri: str) -> TelemetryConfig:
                           % (uri, scheme, parts.netloc))
     if any(c in topic for c in "+#") or "//" in topic:
         raise ConfigError("telemetry topic %r may not contain '+', '#' or empty levels" % topic)
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError("telemetry URI %r has an invalid port" % uri) from None
+    port = _port(uri, parts.netloc)
     q = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     known = {"tls", "ca", "cert", "key", "insecure", "queue", "interval", "frames", "client_id"}
     unknown = sorted(set(q) - known)
@@ -118,12 +178,23 @@ def parse_telemetry_uri(uri: str) -> TelemetryConfig:
     for key in ("ca", "cert", "key"):
         if key in q and not os.path.isfile(q[key]):
             raise ConfigError("telemetry option %s=%s: no such file" % (key, q[key]))
+    insecure = _flag(q.get("insecure", "0"), "insecure")
+    tls_only = [k for k in ("ca", "cert", "key") if k in q] + (["insecure"] if insecure else [])
+    if tls_only and not tls:
+        raise ConfigError("telemetry option%s %s need%s TLS, which %r does not use; use mqtts:// or add tls=1"
+                          % ("s" if len(tls_only) > 1 else "", ", ".join(k + "=" for k in tls_only),
+                             "" if len(tls_only) > 1 else "s", uri))
+    if "key" in q and "cert" not in q:
+        raise ConfigError("telemetry option key=%s needs cert=FILE, the client certificate the key belongs to"
+                          % q["key"])
+    if tls:
+        check_tls_files(q.get("ca"), q.get("cert"), q.get("key"))
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
     if username and password is None:
         password = os.environ.get(PASSWORD_ENV)
     return TelemetryConfig(parts.hostname, port or (8883 if tls else 1883), topic, username, password, tls,
-                           q.get("ca"), q.get("cert"), q.get("key"), _flag(q.get("insecure", "0"), "insecure"),
+                           q.get("ca"), q.get("cert"), q.get("key"), insecure,
                            queue, interval, _flag(q.get("frames", "1"), "frames"), q.get("client_id", ""))
 
 
@@ -226,7 +297,11 @@ class Telemetry:
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
         if cfg.tls:
-            client.tls_set(ca_certs=cfg.ca_certs, certfile=cfg.certfile, keyfile=cfg.keyfile)
+            try:
+                client.tls_set(ca_certs=cfg.ca_certs, certfile=cfg.certfile, keyfile=cfg.keyfile)
+            except (ssl.SSLError, OSError) as exc:  # parse_telemetry_uri checks the files; a config made in code may not
+                raise ConfigError("cannot set up TLS for the broker at %s:%d (%s); ca=, cert= and key= must be PEM files"
+                                  % (cfg.host, cfg.port, exc)) from None
             if cfg.insecure:
                 client.tls_insecure_set(True)
         will = json.dumps({"online": False, "device": cfg.device, "reason": "connection lost"})

@@ -36,10 +36,70 @@ def test_uri_parsing():
     ("mqtt://127.0.0.1/edgeconf/x?color=red", "unknown telemetry option"),
     ("mqtt://127.0.0.1/edgeconf/x?queue=0", "at least 1 message"),
     ("mqtt://127.0.0.1/edgeconf/x?tls=1&ca=/nonexistent/ca.pem", "no such file"),
+    ("mqtt://[::1/t/d", r"'mqtt://\[::1/t/d' is not a valid URI \(Invalid IPv6 URL\); an IPv6 broker address goes in "
+                        r"brackets, e.g. mqtt://\[::1\]:1883/edgeconf/DEVICE"),
+    ("mqtt://127.0.0.1:abc/edgeconf/x", "port 'abc' is not a number"),
+    ("mqtt://127.0.0.1:0/edgeconf/x", r"port 0 is out of range; a port is 1..65535"),
+    ("mqtt://127.0.0.1:65536/edgeconf/x", r"port 65536 is out of range; a port is 1..65535"),
+    ("mqtt://127.0.0.1/edgeconf/x?insecure=1", "option insecure= needs TLS, which .* does not use; use mqtts:// or "
+                                               "add tls=1"),
 ])
 def test_bad_uris(uri, words):
-    with pytest.raises(ConfigError, match=words):
+    with pytest.raises(ConfigError, match=words) as err:
         parse_telemetry_uri(uri)
+    assert "\n" not in str(err.value)
+
+
+def test_an_ipv6_broker_in_brackets_and_its_port():
+    c = parse_telemetry_uri("mqtt://[::1]:1884/edgeconf/cam")
+    assert (c.host, c.port) == ("::1", 1884)
+
+
+def test_tls_files_that_are_not_pem_or_need_tls_are_refused_in_one_line(tmp_path):
+    from fleet_servers import make_test_certificates
+
+    try:
+        certs = make_test_certificates(str(tmp_path))
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        pytest.skip("cannot make test certificates: %s" % exc)
+    os.makedirs(str(tmp_path / "other"))
+    other = make_test_certificates(str(tmp_path / "other"))
+    junk = tmp_path / "afile"
+    junk.write_text("hi\n")
+    base = "mqtts://127.0.0.1/edgeconf/x?"
+    cases = [
+        (base + "ca=%s" % junk, "option ca=%s: the file holds no certificate; it must be a PEM file" % junk),
+        ("mqtt://u:p@127.0.0.1/edgeconf/x?tls=1&ca=%s" % junk, "option ca=%s: the file holds no certificate" % junk),
+        (base + "cert=%s&key=%s" % (junk, certs["key"]), "option cert=%s: the file holds no certificate" % junk),
+        (base + "cert=%s&key=%s" % (certs["cert"], junk), "option key=%s: the file holds no private key; it must be a "
+                                                          "PEM file" % junk),
+        (base + "cert=%s&key=%s" % (certs["cert"], other["key"]), "key=%s is not the private key of cert=%s"
+                                                                  % (other["key"], certs["cert"])),
+        (base + "cert=%s" % certs["cert"], "option cert=%s holds no private key; give the key with key=FILE"
+                                           % certs["cert"]),
+        (base + "key=%s" % certs["key"], "option key=%s needs cert=FILE" % certs["key"]),
+        ("mqtt://127.0.0.1/edgeconf/x?cert=%s&key=%s" % (certs["cert"], certs["key"]),
+         "options cert=, key= need TLS, which .* does not use; use mqtts:// or add tls=1"),
+        ("mqtt://127.0.0.1/edgeconf/x?ca=%s" % certs["ca"], "option ca= needs TLS"),
+    ]
+    for uri, words in cases:
+        with pytest.raises(ConfigError, match=words) as err:
+            parse_telemetry_uri(uri)
+        assert "\n" not in str(err.value), uri
+    good = parse_telemetry_uri(base + "ca=%s&cert=%s&key=%s" % (certs["ca"], certs["cert"], certs["key"]))
+    assert good.tls and (good.ca_certs, good.certfile, good.keyfile) == (certs["ca"], certs["cert"], certs["key"])
+
+
+def test_a_config_made_in_code_with_a_non_pem_ca_fails_in_one_line_at_start(tmp_path):
+    from dataclasses import replace
+
+    junk = tmp_path / "afile"
+    junk.write_text("hi\n")
+    cfg = replace(parse_telemetry_uri("mqtts://127.0.0.1:1/edgeconf/x"), ca_certs=str(junk))
+    with pytest.raises(ConfigError, match="cannot set up TLS for the broker at 127.0.0.1:1 .*; ca=, cert= and key= "
+                                          "must be PEM files") as err:
+        Telemetry(cfg).start()
+    assert "\n" not in str(err.value)
 
 
 def test_run_without_topic_is_a_one_line_error(tmp_path):
