@@ -860,6 +860,26 @@ def _open_demo(uri: str, size: Optional[Size], fps: Optional[float], opts: Dict[
                       loop=_parse_bool("loop", params.get("loop", False)))
 
 
+def _stream_host(uri: str, scheme: str, rest: str) -> Optional[str]:
+    """The host of a stream URI (``rest``: what follows ``scheme://``); a malformed IPv6 address or a port that is
+    no number 1..65535 is refused with one line."""
+    netloc = re.split(r"[/?#]", rest, 1)[0]
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[', or brackets around what is no IPv6 address
+        raise SourceError("%r is not a valid stream URI (%s); an IPv6 address goes in brackets, e.g. %s://[::1]:8554/PATH"
+                          % (uri, exc, scheme)) from None
+    hostport = netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        hostport = hostport.partition("]")[2]
+    port = hostport.partition(":")[2]
+    if port and not (port.isascii() and port.isdigit()):
+        raise SourceError("%r: port %r is not a number; a stream URI looks like %s://HOST[:PORT]/PATH" % (uri, port, scheme))
+    if port and not 1 <= int(port) <= 65535:
+        raise SourceError("%r: port %s is out of range; a port is 1..65535" % (uri, port))
+    return parts.hostname if "@" in netloc or "[" in rest else netloc.split(":")[0]
+
+
 def open_source(uri: str, size: Optional[Size] = None, fps: Optional[float] = None, **opts: Any) -> Source:
     """Open the frame source named by ``uri`` (see the module docstring). The source is returned unstarted.
 
@@ -916,7 +936,7 @@ def open_source(uri: str, size: Optional[Size] = None, fps: Optional[float] = No
                              **_capture_kwargs(opts))
     if scheme in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
         _check_options("stream", opts, _CAPTURE_OPTIONS + ("transport", "listen"))
-        host = urlsplit(uri).hostname if "@" in rest.split("/", 1)[0] or "[" in rest else rest.split("/", 1)[0].split(":")[0]
+        host = _stream_host(uri, scheme, rest)
         if not host:
             raise SourceError("%r names no host; a stream URI looks like %s://HOST[:PORT]/PATH" % (uri, scheme))
         transport = str(opts.get("transport", "tcp")).lower()

@@ -43,6 +43,31 @@ def test_a_stream_uri_without_a_host_is_refused_when_parsed(uri):
         open_source(uri)
 
 
+@pytest.mark.parametrize("uri, words", [
+    ("rtsp://[::1/x", "'rtsp://[::1/x' is not a valid stream URI (Invalid IPv6 URL); an IPv6 address goes in brackets"),
+    ("http://[x/y", "'http://[x/y' is not a valid stream URI (Invalid IPv6 URL)"),
+    ("rtsp://h:abc/x", "'rtsp://h:abc/x': port 'abc' is not a number; a stream URI looks like rtsp://HOST[:PORT]/PATH"),
+    ("rtsp://user:pw@h:x1/x", "port 'x1' is not a number"),
+    ("rtsp://h:0/x", "'rtsp://h:0/x': port 0 is out of range; a port is 1..65535"),
+    ("rtsp://[::1]:70000/x", "port 70000 is out of range"),
+])
+def test_a_stream_uri_with_a_bad_address_or_port_is_refused_when_parsed(uri, words):
+    with pytest.raises(SourceError) as err:
+        open_source(uri)
+    assert words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_stream_uris_with_a_port_or_an_ipv6_address_are_taken():
+    for uri in ("rtsp://[::1]:8554/x", "rtsp://user:pw@127.0.0.1:554/x", "rtsp://h:/x", "http://h:8080/x?a=1"):
+        open_source(uri).close()
+
+
+def test_run_refuses_a_stream_port_that_is_not_a_number_in_one_line(fashion_bundle):
+    proc = _edgeconf("run", fashion_bundle, "--source", "rtsp://h:abc/x", "--retry", 0, "--retry-timeout", 5,
+                     "--frames", 3, "--no-live")
+    _one_line_error(proc, "port 'abc' is not a number")
+
+
 def test_run_gives_up_on_a_dead_stream_with_one_line(fashion_bundle, tmp_path):
     uri = "rtsp://127.0.0.1:%d/cam" % _closed_port()
     events = tmp_path / "events.jsonl"
