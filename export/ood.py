@@ -29,6 +29,8 @@ from edgeconf.export.errors import CalibrationError, ExportError
 
 METHODS = ("mahalanobis", "learned")
 OOD_OUTPUT = "ood"
+#: the bundle's folder of fitted OOD parameters (``ood/STAGE.npz``)
+OOD_FOLDER = "ood"
 UNKNOWN_OUTPUT = "unknown"
 THRESHOLD_NAME = "edgeconf_ood_threshold"
 _P = "edgeconf_ood_"
@@ -432,6 +434,7 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
     if not 0 <= stage < len(manifest.stages):
         raise ExportError("stage %d does not exist; the bundle has %d stages (1…%d)"
                           % (stage + 1, len(manifest.stages), len(manifest.stages)))
+    _check_ood_folder(os.path.join(folder, OOD_FOLDER))  # before the fit, which may take minutes
     if method == "auto":
         method = "learned" if negatives is not None and len(negatives) else "mahalanobis"
     if method not in METHODS:
@@ -509,9 +512,18 @@ def fit_stage_ood(folder: str, x: np.ndarray, y: np.ndarray, negatives: Optional
         fit.calibration["escalate_keep"] = escalate_keep
     headed = add_ood_head(proto, fit)
     validate_ood_head(headed, fit, xs[cal_i[:64]])
-    params_rel = "ood/%s.npz" % spec.name
+    params_rel = "%s/%s.npz" % (OOD_FOLDER, spec.name)
     _write_ood(folder, manifest, stage, path, headed, fit, params_rel)
     return OodReport(spec.name, fit, spec.model, params_rel, known, neg_rate)
+
+
+def _check_ood_folder(ood_dir: str) -> None:
+    """Refuse, in one line, a bundle whose ``ood`` is something other than a folder (a file in the way)."""
+    from edgeconf.errors import OutputError
+
+    if os.path.lexists(ood_dir) and not os.path.isdir(ood_dir):
+        raise OutputError("%s exists and is not a folder; the fitted OOD scores go into the bundle's %s/ folder: move "
+                          "or delete that file, then run edgeconf ood again" % (ood_dir, OOD_FOLDER))
 
 
 def _write_ood(folder: str, manifest: Any, stage: int, path: str, headed: onnx.ModelProto, fit: OodFit,
@@ -535,7 +547,12 @@ def _write_ood(folder: str, manifest: Any, stage: int, path: str, headed: onnx.M
             raise OutputError("bundle %s was changed by another command while the OOD score was fitted; run "
                               "edgeconf ood again" % folder)
         try:
-            os.makedirs(ood_dir, exist_ok=True)
+            _check_ood_folder(ood_dir)
+            try:
+                os.makedirs(ood_dir, exist_ok=True)
+            except OSError as exc:
+                raise OutputError("cannot create the folder %s: %s" % (ood_dir, (exc.strerror or str(exc)).lower())) \
+                    from None
             with FileSet() as files:
                 params = files.write(os.path.join(folder, params_rel), buf.getvalue())
                 model = files.write(path, headed.SerializeToString())

@@ -210,3 +210,22 @@ def test_fit_stage_with_a_doubt_band(tmp_path, rng):
     went_on = np.array([r.stages_run == 2 for r in res])  # stage 1's threshold 0 answers every other input
     np.testing.assert_array_equal(went_on, (scores > ood.escalate) & (scores <= ood.threshold))
     assert 0 < went_on.sum() < 100
+
+
+def test_a_file_named_ood_in_the_bundle_is_refused_in_one_line_before_the_fit(tmp_path, rng, capsys):
+    folder = _bundle(tmp_path)
+    x, y = _blobs(rng, 200)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    in_the_way = os.path.join(folder, "ood")
+    with open(in_the_way, "w") as f:
+        f.write("x\n")
+    before = {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))}
+    code, _, err = _run(capsys, "ood", folder, "--data", tmp_path / "d.npz", "--method", "mahalanobis")
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert ("%s exists and is not a folder; the fitted OOD scores go into the bundle's ood/ folder: move or delete that "
+            "file, then run edgeconf ood again" % in_the_way) in err
+    assert {n: open(os.path.join(folder, n), "rb").read() for n in sorted(os.listdir(folder))} == before
+    os.remove(in_the_way)
+    os.symlink(str(tmp_path / "nowhere"), in_the_way)  # a dangling link is in the way too
+    with pytest.raises(OutputError, match="exists and is not a folder"):
+        fit_stage_ood(folder, x, y, method="mahalanobis")
