@@ -784,13 +784,19 @@ def _capture_kwargs(opts: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _parse_query(query: str) -> Dict[str, Any]:
+    """A source URI's ``?key=value&…`` options; ``+`` stays ``+`` (``fps=1e+16`` is a number, not ``1e 16``: no option
+    value holds a space), ``%XX`` escapes are decoded."""
+    return dict(parse_qsl(query.replace("+", "%2B"), keep_blank_values=True))
+
+
 def _split_query(path: str, opts: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """``clip.mp4?realtime=0&fps=10`` → ("clip.mp4", {...}); a path that exists as written keeps its ``?``.
     Keyword options given to ``open_source`` win over the query."""
     if "?" not in path or os.path.exists(os.path.expanduser(path)):
         return path, dict(opts)
     path, query = path.split("?", 1)
-    merged: Dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    merged: Dict[str, Any] = _parse_query(query)
     merged.update(opts)
     return path, merged
 
@@ -830,7 +836,7 @@ def _open_demo(uri: str, size: Optional[Size], fps: Optional[float], opts: Dict[
     from edgeconf.live.demo_scene import DemoScene
 
     query = uri.split("?", 1)[1] if "?" in uri else ""
-    params: Dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    params: Dict[str, Any] = _parse_query(query)
     params.update(opts)
     allowed = ("seed", "objects", "size", "fps", "frames", "noise", "lighting", "clutter", "realtime", "loop")
     _check_options("demo", params, allowed)

@@ -94,3 +94,10 @@ def test_demo_and_run_json_record_the_onnx_runtime_threads(verb, fashion_bundle)
     threads = json.loads(res.stdout)["threads"]
     assert threads["intra_op"] == 2 and threads["reason"] == "--threads 2"
     assert set(threads) >= {"intra_op", "inter_op", "spinning", "sequential", "reason"}
+
+
+def test_demo_takes_a_huge_fps_that_its_uri_writes_with_an_exponent(fashion_bundle):
+    res = _edgeconf("demo", "--bundle", fashion_bundle, "--frames", "3", "--objects", "2", "--no-live", "--fps",
+                    "1e16", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "fps=1e+16" in json.loads(res.stdout)["source"]

@@ -243,6 +243,14 @@ def test_demo_options_and_kwargs():
         open_source("demo://?noise=loud")
 
 
+def test_a_plus_in_a_source_query_is_kept_so_an_exponent_round_trips(tmp_path):
+    demo = open_source("demo://?seed=1&objects=8&size=640x480&fps=1e+16&frames=3&realtime=false")
+    assert demo.fps == 1e16  # was "fps must be a number, got '1e 16'": '+' decoded as a space
+    assert open_source("demo://?fps=2.5e%2B1&frames=3").fps == 25.0  # an escaped '+' still works
+    folder = _write_folder(tmp_path / "imgs", 2)
+    assert open_source(folder + "?fps=1e+2&realtime=0").fps == 100.0
+
+
 def test_latest_frame_semantics_with_a_slow_consumer_on_demo():
     src = open_source("demo://?seed=1&objects=2&size=160x120&fps=200&frames=80")
     with src:
