@@ -32,6 +32,9 @@ from edgeconf.errors import BundleError, ConfigError, ModelLoadError, OutputErro
 ONNX_TO_TRITON = {1: "TYPE_FP32", 10: "TYPE_FP16", 11: "TYPE_FP64", 7: "TYPE_INT64", 6: "TYPE_INT32",
                   3: "TYPE_INT8", 2: "TYPE_UINT8", 9: "TYPE_BOOL"}
 DEFAULT_MAX_BATCH = 64
+#: Triton's model config stores max_batch_size and the instance count as int32, max_queue_delay_microseconds as uint64
+INT32_MAX = 2 ** 31 - 1
+UINT64_MAX = 2 ** 64 - 1
 DEFAULT_QUEUE_DELAY_US = 500
 FUSED_STAGE = "fused"  # the 'stage' a fused model serves: all of them, in one graph
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -194,8 +197,13 @@ def build_repo(bundle: str, out: str, stages: Sequence[str] = (), max_batch: int
     """
     from edgeconf.bundle import read_manifest, save_bundle
 
-    if max_batch < 1:
-        raise ConfigError("--max-batch must be >= 1 (the edge sends batches), got %d" % max_batch)
+    if not 1 <= max_batch <= INT32_MAX:
+        raise ConfigError("--max-batch must be in 1..%d (the edge sends batches; Triton's max_batch_size is an int32), "
+                          "got %d" % (INT32_MAX, max_batch))
+    if not 0 <= queue_delay_us <= UINT64_MAX:
+        raise ConfigError("--queue-delay-us must be in 0..%d, got %d" % (UINT64_MAX, queue_delay_us))
+    if not 1 <= instances <= INT32_MAX:
+        raise ConfigError("--instances must be in 1..%d, got %d" % (INT32_MAX, instances))
     if fused and (stages or edge is not None):
         raise ConfigError("--fused serves the whole cascade as one model: it takes no --stage, and there is no edge "
                           "half (clients send raw images)")
@@ -332,11 +340,11 @@ def _check_url(url: str) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Repository folder to write.")
 @click.option("--stage", "stages", multiple=True, help="Stage to serve (name or 1-based number; repeatable). "
               "Default: the bundle's remote stages, or its last stage.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=DEFAULT_MAX_BATCH, show_default=True,
+@click.option("--max-batch", type=click.IntRange(1, INT32_MAX), default=DEFAULT_MAX_BATCH, show_default=True,
               help="max_batch_size of each model.")
 @click.option("--queue-delay-us", type=click.IntRange(min=0), default=DEFAULT_QUEUE_DELAY_US, show_default=True,
               help="Dynamic batching: longest wait to fill a batch, microseconds.")
-@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True, help="Model instances.")
+@click.option("--instances", type=click.IntRange(1, INT32_MAX), default=1, show_default=True, help="Model instances.")
 @click.option("--kind", type=click.Choice(["gpu", "cpu"]), default="gpu", show_default=True, help="Instance kind.")
 @click.option("--edge", type=click.Path(file_okay=False), default=None,
               help="Also write the edge bundle here: served stages become remote stages calling --url.")

@@ -140,6 +140,26 @@ def test_deadline_without_edge_is_refused_on_the_command_line(bundle, tmp_path, 
     assert not os.path.exists(tmp_path / "r")
 
 
+@pytest.mark.parametrize("option, value, words", [
+    ("--max-batch", "99999999999999999999", "99999999999999999999 is not in the range 1<=x<=2147483647"),
+    ("--max-batch", "2147483648", "2147483648 is not in the range 1<=x<=2147483647"),
+    ("--instances", "2147483648", "2147483648 is not in the range 1<=x<=2147483647"),
+    ("--queue-delay-us", str(2 ** 64), "--queue-delay-us must be in 0..18446744073709551615"),
+])
+def test_values_tritons_config_cannot_hold_are_refused_in_one_line(bundle, tmp_path, capsys, option, value, words):
+    code, err = _main(capsys, "triton-repo", bundle, "--out", tmp_path / "r", option, value)
+    assert code in (1, 2) and words in err and len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(tmp_path / "r")
+
+
+def test_the_largest_max_batch_triton_holds_is_written(bundle, tmp_path):
+    build_repo(bundle, str(tmp_path / "r"), max_batch=2 ** 31 - 1)
+    configs = [os.path.join(d, "config.pbtxt") for d, _, files in os.walk(str(tmp_path / "r")) if "config.pbtxt" in files]
+    assert configs and all("max_batch_size: 2147483647\n" in open(c).read() for c in configs)
+    with pytest.raises(ConfigError, match="--max-batch must be in 1..2147483647"):
+        build_repo(bundle, str(tmp_path / "r2"), max_batch=2 ** 31)
+
+
 def _main(capsys, *args):
     """``edgeconf ARGS`` as the console runs it: exit status and stderr."""
     from edgeconf.cli import main
