@@ -157,7 +157,11 @@ def parse_fleet_uri(uri: str) -> Tuple[Any, str]:
 
     takes = ("--fleet takes an MQTT broker and the topic base the devices publish under: mqtt://[USER[:PASS]@]HOST"
              "[:1883]/TOPIC, e.g. mqtt://HOST:1883/edgeconf (mqtts:// for TLS; docs/fleet.md)")
-    parts = urlsplit(uri.strip())
+    try:
+        parts = urlsplit(uri.strip())
+        parts.hostname  # (a mistyped IPv6 address raises here or in urlsplit)
+    except ValueError as exc:
+        raise ConfigError("fleet URI %r cannot be read (%s); %s" % (uri, exc, takes)) from None
     if parts.scheme.lower() not in ("mqtt", "mqtts"):
         raise ConfigError("fleet URI %r is not an MQTT URI; %s" % (uri, takes))
     if not parts.hostname:

@@ -33,6 +33,7 @@ def _gui(tmp_path, *args):
     (["--screenshot", "x.png"], ["--screenshot", "add --quit-after"]),
     (["--fleet", "http://x/edgeconf"], ["not an MQTT URI", "--fleet takes", "mqtt://HOST:1883/edgeconf"]),
     (["--fleet", "mqtt://x"], ["no topic base", "--fleet takes"]),
+    (["--fleet", "mqtt://[::1/edgeconf"], ["cannot be read", "Invalid IPv6 URL", "--fleet takes"]),  # a typo
 ])
 def test_bad_arguments_are_one_line_errors_and_save_nothing(tmp_path, args, words):
     quit_after = [] if "--screenshot" in args else ["--quit-after", "3"]
