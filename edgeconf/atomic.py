@@ -92,17 +92,64 @@ def same_path(a: PathLike, b: PathLike) -> bool:
         return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
 
 
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` lies in ``folder`` (both already absolute or real paths), at any depth."""
+    return os.path.commonpath([path, folder]) == folder and path != folder
+
+
+def bundle_folder_of(path: PathLike) -> Optional[str]:
+    """The bundle folder (one that holds ``edgeconf.json``) ``path`` is, or lies in at any depth; else None."""
+    folder = os.path.realpath(os.fspath(path))
+    while True:
+        if os.path.isdir(folder) and os.path.lexists(os.path.join(folder, "edgeconf.json")):
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
 def refuse_overwriting_inputs(out: Optional[PathLike], option: str, inputs: "List[Optional[PathLike]]") -> None:
-    """Raise a :class:`~edgeconf.errors.ConfigError` when ``out`` (the value of ``option``) names one of
-    ``inputs`` (those that are not paths on disk are ignored)."""
+    """Raise a :class:`~edgeconf.errors.ConfigError` when ``out`` (the value of ``option``) would overwrite one
+    of ``inputs``: ``out`` names an input, an existing file of the bundle an input is or lies in, or an existing
+    data file (an image or an IDX file, what the data readers take) inside an input folder. Links and ``..`` are
+    resolved; inputs that are not paths on disk are ignored. A new file beside an input overwrites nothing."""
     from edgeconf.errors import ConfigError
 
     if not out:
         return
+    out_s = os.path.expanduser(os.fspath(out))
+    if not (os.path.lexists(out_s) or os.path.exists(os.path.realpath(out_s))):
+        where: List[str] = []  # a new file overwrites nothing
+    else:  # the file itself, and (a link) the link in its real folder
+        parent = os.path.realpath(os.path.dirname(os.path.abspath(out_s)))
+        where = [os.path.realpath(out_s), os.path.join(parent, os.path.basename(out_s))]
     for src in inputs:
-        if src and os.path.exists(os.fspath(src)) and same_path(out, src):
+        if not src or not os.path.exists(os.fspath(src)):
+            continue
+        if same_path(out_s, src):
             raise ConfigError("%s %s is one of this run's inputs; writing there would destroy it: choose another "
                               "path" % (option, os.fspath(out)))
+        bundle = bundle_folder_of(src)
+        if bundle is not None and any(_inside(p, bundle) for p in where):
+            raise ConfigError("%s %s is a file of bundle %s, an input of this run; writing there would destroy it: "
+                              "choose another path" % (option, os.fspath(out), _shown(bundle, src)))
+        folder = os.path.realpath(os.fspath(src))
+        if os.path.isdir(folder) and any(_inside(p, folder) and _data_file(p) for p in where):
+            raise ConfigError("%s %s is a data file in folder %s, an input of this run; writing there would destroy it: "
+                              "choose another path" % (option, os.fspath(out), os.fspath(src)))
+
+
+def _data_file(path: str) -> bool:
+    """Whether a data folder's reader reads ``path``: an image, or an IDX file."""
+    from edgeconf.datasets.images import is_image_path
+
+    return is_image_path(path) or path.lower().endswith(("-ubyte", "-ubyte.gz"))
+
+
+def _shown(bundle: str, src: PathLike) -> str:
+    """The bundle as the user named it where ``src`` is the bundle itself, else its real path."""
+    return os.fspath(src) if os.path.realpath(os.fspath(src)) == bundle else bundle
 
 
 def keep_mode(target: str, tmp: str) -> None:
@@ -340,4 +387,4 @@ def folder_lock(folder: PathLike, what: str, wait_s: float = 60.0) -> Iterator[N
 
 
 __all__ = ["atomic_write", "write_text", "write_bytes", "describe_os_error", "FileSet", "folder_lock", "new_folder_beside", "folder_beside", "swap_folder", "same_path",
-           "refuse_overwriting_inputs"]
+           "refuse_overwriting_inputs", "bundle_folder_of"]

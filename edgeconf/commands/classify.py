@@ -256,7 +256,7 @@ def classify_cmd(args: Sequence[str], out_path: Optional[str], batch_size: int, 
     answered by the last local stage instead (remote_failures, remote_reasons). Its last line is 'summary: {JSON}'.
     """
     bundle, inputs = split_bundle(args)
-    refuse_overwriting_inputs(out_path, "--out", list(inputs))
+    refuse_overwriting_inputs(out_path, "--out", [bundle] + list(inputs))
     datasets = _open_all(inputs, max_pixels)
     cascade = load_bundle(bundle, backend=backend, threads=threads, memo=False if no_memo else None, form=form,
                           batch=batch_size)

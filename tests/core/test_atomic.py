@@ -118,3 +118,40 @@ def test_a_tilde_the_shell_left_alone_is_the_home_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     write_text("~/out.json", "{}\n")  # as '--out=~/out.json' arrives: the shell expands no ~ after '='
     assert (tmp_path / "out.json").read_text() == "{}\n" and not os.path.exists("~")
+
+
+def _bundle(tmp_path):
+    """A real bundle folder (the shipped one, copied) and a folder of two images beside it."""
+    import shutil
+
+    from edgeconf import data_path
+
+    bundle = tmp_path / "B"
+    shutil.copytree(data_path("zoo", "bundle"), str(bundle))
+    images = tmp_path / "fold"
+    images.mkdir()
+    for name in ("a.png", "b.png"):
+        (images / name).write_bytes(b"\x89PNG not decoded here")
+    (images / "notes.txt").write_text("not data\n")
+    return bundle, images
+
+
+def test_an_output_over_a_file_of_an_input_bundle_or_a_data_file_of_an_input_folder_is_refused(tmp_path):
+    from edgeconf.atomic import refuse_overwriting_inputs
+    from edgeconf.errors import ConfigError
+
+    bundle, images = _bundle(tmp_path)
+    os.symlink(str(bundle / "stage2.onnx"), str(tmp_path / "link.onnx"))
+    refused = [(bundle / "edgeconf.json", [bundle], "is a file of bundle %s, an input of this run" % bundle),
+               (tmp_path / "fold" / ".." / "B" / "stage1.onnx", [bundle], "is a file of bundle"),
+               (tmp_path / "link.onnx", [bundle], "is a file of bundle"),  # a link into the bundle
+               (bundle / "edgeconf.json", [bundle / "stage1.onnx"], "is a file of bundle"),  # a stage file's bundle
+               (images / "b.png", [images], "is a data file in folder %s, an input of this run" % images)]
+    for out, inputs, words in refused:
+        with pytest.raises(ConfigError) as err:
+            refuse_overwriting_inputs(out, "--out", inputs)
+        msg = str(err.value)
+        assert msg.startswith("--out %s " % out) and words in msg and "choose another path" in msg, msg
+    for out in (bundle / "new.json", images / "c.png", images / "notes.txt", tmp_path / "elsewhere.json"):
+        refuse_overwriting_inputs(out, "--out", [bundle, images])  # overwrites nothing the run reads
+

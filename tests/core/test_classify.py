@@ -200,3 +200,24 @@ def test_tensorrt_without_engines_is_one_notice_and_quiet_silences_it(tmp_path, 
     assert len(out.stdout.splitlines()) == 2
     quiet = subprocess.run(cmd[:3] + ["-q"] + cmd[3:], capture_output=True, text=True, timeout=120)
     assert quiet.returncode == 0 and "TensorRT" not in quiet.stderr and "Warning" not in quiet.stderr, quiet.stderr
+
+
+def test_out_over_a_file_of_the_bundle_or_an_image_it_reads_is_refused_and_nothing_changes(tmp_path, bundle, images,
+                                                                                           capsys):
+    folder = tmp_path / "fold"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / ("%d.png" % i)), images[i])
+    before = {p: p.read_bytes() for p in list(bundle.iterdir()) + list(folder.iterdir())}
+    for args, words in (([bundle, folder / "0.png", "--out", bundle / "edgeconf.json"], "is a file of bundle %s" % bundle),
+                        ([bundle, folder / "0.png", "--out", bundle / "a.onnx"], "is a file of bundle"),
+                        ([bundle, folder, "--out", folder / "1.png"], "is a data file in folder %s" % folder)):
+        code, out, err = run(capsys, "classify", *args)
+        assert code == 1 and out == "" and err.count("\n") == 1, err
+        assert "an input of this run; writing there would destroy it: choose another path" in err and words in err
+    assert {p: p.read_bytes() for p in before} == before
+    code, _, err = run(capsys, "classify", bundle, folder, "--out", folder / "rows.jsonl")  # a new file: allowed
+    assert code == 0, err
+    code, _, err = run(capsys, "classify", bundle, folder, "--out", folder / "rows.jsonl")  # and not read as data
+    assert code == 0 and len((folder / "rows.jsonl").read_text().splitlines()) == 2, err
+
