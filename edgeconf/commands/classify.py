@@ -19,9 +19,10 @@ import numpy as np
 
 from edgeconf.atomic import atomic_write, refuse_overwriting_inputs
 from edgeconf import data_path
-from edgeconf.bundle import MANIFEST, load_bundle
+from edgeconf.bundle import MANIFEST, load_bundle, read_manifest
 from edgeconf.commands import threads_option
 from edgeconf.datasets import FORMATS_HELP, Dataset, Sample, open_dataset
+from edgeconf.datasets.images import is_image_path
 from edgeconf.errors import DataError
 
 #: Inputs per cascade call by default: files are not a camera, so classify batches them. On the shipped bundle
@@ -206,7 +207,22 @@ def split_bundle(args: Sequence[str]) -> Tuple[str, List[str]]:
             raise DataError("%s is a bundle; give the images to classify after it: edgeconf classify %s INPUTS..."
                             % (args[0], args[0]))
         return args[0], list(args[1:])
+    if args and _looks_like_bundle(args[0]):
+        read_manifest(args[0], verify=False)  # raises the bundle's problem in inspect's words (no manifest file)
     return data_path("zoo", "bundle"), list(args)
+
+
+def _looks_like_bundle(path: str) -> bool:
+    """A folder with an ``edgeconf.json`` entry (not a readable file), or with ONNX stage files and no images:
+    a bundle gone wrong, not a folder of data."""
+    if not os.path.isdir(path):
+        return False
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return MANIFEST in names or (any(n.lower().endswith(".onnx") for n in names)
+                                 and not any(is_image_path(n) for n in names))
 
 
 @click.command("classify")

@@ -221,3 +221,17 @@ def test_out_over_a_file_of_the_bundle_or_an_image_it_reads_is_refused_and_nothi
     code, _, err = run(capsys, "classify", bundle, folder, "--out", folder / "rows.jsonl")  # and not read as data
     assert code == 0 and len((folder / "rows.jsonl").read_text().splitlines()) == 2, err
 
+
+@pytest.mark.parametrize("manifest, words", [
+    (None, "{b} has no edgeconf.json; is it a bundle folder?"),
+    ("folder", "{b}/edgeconf.json is a folder, not the bundle's manifest file"),
+])
+def test_a_bundle_without_a_usable_manifest_is_named_as_a_bundle_not_as_data(tmp_path, bundle, images, capsys,
+                                                                                manifest, words):
+    (bundle / "edgeconf.json").unlink()
+    if manifest == "folder":
+        (bundle / "edgeconf.json").mkdir()
+    cv2.imwrite(str(tmp_path / "x.png"), images[0])
+    code, out, err = run(capsys, "classify", bundle, tmp_path / "x.png")
+    assert code == 1 and out == "" and err.count("\n") == 1, err
+    assert words.format(b=bundle) in err and "holds no images" not in err
