@@ -14,6 +14,7 @@ from edgeconf.bench.benchmark import (CONFIG_NAMES, TARGET_KEYS, ZOO_TARGETS, Be
                                       run_bench, unique_notes)
 from edgeconf.commands import checked_by, threads_option
 from edgeconf.errors import BundleError, ConfigError, ModelLoadError
+from edgeconf.pathcheck import check_output_file, check_output_folder
 
 
 MAX_DUPLICATE = 100  # copies per input, on average: the stream is held in memory, (1 + d)·N inputs
@@ -102,6 +103,20 @@ def resolve_inputs(bundle: Optional[str], baseline: Optional[str], early_exit: O
     return bundle, baseline, early_exit, configs, targets
 
 
+def check_outputs(json_out: Optional[str], pred_out: Optional[str], report_dir: Optional[str],
+                  inputs: Sequence[Optional[str]]) -> None:
+    """Refuse, before the benchmark runs, an output that cannot be written or would overwrite an input, so a bad
+    path fails at once and no output is written (bench writes them all only after the run)."""
+    for value, option in ((json_out, "--out"), (pred_out, "--predictions"), (report_dir, "--report")):
+        refuse_overwriting_inputs(value, option, list(inputs))
+    if json_out:
+        check_output_file(json_out, "--out")
+    if pred_out:
+        check_output_file(pred_out, "--predictions")
+    if report_dir:
+        check_output_folder(report_dir, "--report")
+
+
 @click.command("bench")
 @click.argument("bundle_arg", metavar="[BUNDLE]", required=False, type=click.Path(file_okay=False))
 @click.option("--bundle", type=click.Path(file_okay=False), default=None,
@@ -173,12 +188,11 @@ def bench_cmd(bundle_arg: Optional[str], bundle: Optional[str], data: Optional[s
     if bundle_arg and bundle and not _same(bundle_arg, bundle):
         raise ConfigError("two bundles given (%s and --bundle %s); give one" % (bundle_arg, bundle))
     check_power(power)
-    for value, option in ((json_out, "--out"), (pred_out, "--predictions"), (report_dir, "--report")):
-        refuse_overwriting_inputs(value, option, [data, bundle_arg, bundle, baseline, early_exit])
     asked = parse_configs(configs)
     skip_early = early_exit == "none"
     bundle, baseline, early_exit, names, targets = resolve_inputs(bundle_arg or bundle, baseline, early_exit, asked,
                                                                   data, target)
+    check_outputs(json_out, pred_out, report_dir, [data, bundle, baseline, early_exit])
     no_big = ("no --baseline for bundle %s: 'big' is left out, so there are no ratios to it (give --baseline "
               "MODEL.onnx, your most accurate single model)" % bundle) if "big" in asked and "big" not in names else None
     no_early = None

@@ -546,3 +546,31 @@ def test_memo_target_names_the_streams_bound(models, data_dir):
     t = json.loads(result.stdout)["targets"]["dual_memo_at_duplicate_1"]
     assert t["first_share"] == 0.5  # 100 samples, 100 copies
     assert t["repeat_bound"] == pytest.approx(json.loads(result.stdout)["ratios"]["dual"]["cpu_s"] * 0.5)
+
+
+def test_bad_output_paths_fail_before_the_run_and_nothing_is_written(models, data_dir, tmp_path, capsys):
+    """A --predictions or --report path under a regular file, or any output over a file of the bundle, fails at
+    once in one line: the earlier --out file stays as it was and the bundle is intact."""
+    import shutil
+
+    bundle = tmp_path / "B"
+    shutil.copytree(models["bundle"], str(bundle))
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    prev = tmp_path / "prev.json"
+    prev.write_text('{"earlier": true}\n')
+    (tmp_path / "afile").write_text("x")
+    for extra, words in ((["--predictions", tmp_path / "afile" / "p.npz"], "cannot write --predictions"),
+                         (["--report", tmp_path / "afile" / "rep"], "cannot write --report"),
+                         (["--out", bundle / "edgeconf.json"], "--out %s is a file of bundle" % (bundle / "edgeconf.json")),
+                         (["--predictions", bundle / "s2.onnx"], "is a file of bundle %s, an input of this run" % bundle)):
+        args = ["bench", bundle, "--data", data_dir, "--configs", "first", "--limit", "20"]
+        if "--out" not in extra:
+            args += ["--out", prev]
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args + extra])
+        err = capsys.readouterr().err
+        assert prev.read_text() == '{"earlier": true}\n', err
+        assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before, err
+        assert exc.value.code == 1 and err.count("\n") == 1 and words in err, err
+        if "afile" in str(extra[1]):
+            assert "%s is a file, not a folder" % (tmp_path / "afile") in err

@@ -155,3 +155,25 @@ def test_an_output_over_a_file_of_an_input_bundle_or_a_data_file_of_an_input_fol
     for out in (bundle / "new.json", images / "c.png", images / "notes.txt", tmp_path / "elsewhere.json"):
         refuse_overwriting_inputs(out, "--out", [bundle, images])  # overwrites nothing the run reads
 
+
+def test_a_missing_folder_and_a_file_in_the_way_are_told_apart_before_a_run(tmp_path):
+    from edgeconf.pathcheck import check_output_file, check_output_folder, missing_folder
+
+    (tmp_path / "afile").write_text("x")
+    assert missing_folder(tmp_path / "x.json") is None
+    assert missing_folder(tmp_path / "no" / "x.json") == "the folder %s does not exist; create it first" % (
+        tmp_path / "no")
+    for path in (tmp_path / "afile" / "x.json", tmp_path / "afile" / "deeper" / "x.json"):
+        assert missing_folder(path) == "%s is a file, not a folder; choose a path in a folder" % (tmp_path / "afile")
+    cases = [(check_output_file, tmp_path / "afile" / "p.npz", "is a file, not a folder"),
+             (check_output_file, tmp_path / "no" / "p.npz", "does not exist; create it first"),
+             (check_output_file, tmp_path, "it is a folder; give a file name"),
+             (check_output_folder, tmp_path / "afile", "%s is a file, not a folder" % (tmp_path / "afile")),
+             (check_output_folder, tmp_path / "afile" / "rep", "%s is a file, not a folder" % (tmp_path / "afile"))]
+    for check, path, words in cases:
+        with pytest.raises(OutputError) as err:
+            check(path, "--opt")
+        assert str(err.value).startswith("cannot write --opt %s: " % path) and words in str(err.value), err.value
+    check_output_file(tmp_path / "new.json", "--opt")
+    check_output_folder(tmp_path / "new" / "deeper", "--opt")  # made with its parents
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # checks create nothing
