@@ -448,3 +448,26 @@ def test_deeply_nested_json_options_are_refused_in_one_line(capsys, option, pool
     code, _, err = run(capsys, "export", pool[0], "--out", tmp_path / "o.onnx", *args)
     assert code != 0 and err.startswith("edgeconf: error:") and msg in err and err.count("\n") == 1, err
     assert not os.path.exists(tmp_path / "o.onnx")
+
+
+def test_retune_out_over_its_bundle_or_under_a_file_is_refused_before_anything_is_written(capsys, pool, data,
+                                                                                          tmp_path):
+    bundle = tmp_path / "bundle"
+    code, _, err = run(capsys, "cascade", pool[0], pool[2], "--data", data, "--out", bundle, "--costs", "1,5")
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    (tmp_path / "afile").write_text("x")
+    stage = sorted(p for p in bundle.iterdir() if p.suffix == ".onnx")[0]
+    for args, words in (([stage, "--out", bundle / "edgeconf.json"], "--out %s is a file of bundle %s, an input of "
+                         "this run; writing there would destroy it: choose another path" % (bundle / "edgeconf.json",
+                                                                                            bundle)),
+                        ([stage, "--out", stage], "is %s itself; leave --out out to retune it in place" % stage),
+                        ([bundle, "--stage", "1", "--out", tmp_path / "afile" / "bb"],
+                         "cannot write %s: %s is a file, not a folder" % (tmp_path / "afile" / "bb", tmp_path / "afile")),
+                        ([stage, "--out", tmp_path / "afile" / "m.onnx"], "is a file, not a folder"),
+                        ([bundle, "--stage", "1", "--out", tmp_path / "no" / "bb"],
+                         "the folder %s does not exist; create it first" % (tmp_path / "no"))):
+        code, out, err = run(capsys, "retune", *args, "--threshold", "0.5")
+        assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before, err
+        assert code == 1 and out == "" and err.count("\n") == 1 and words in err, err
+    assert (tmp_path / "afile").read_text() == "x" and not (tmp_path / "no").exists()
