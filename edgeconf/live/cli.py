@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -259,6 +260,39 @@ def _echo_json(data: dict) -> None:
     click.echo(json.dumps(data, indent=2, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
 
 
+# -- outputs checked before a run -------------------------------------------------------------------
+def uri_path(uri: Optional[str]) -> Optional[str]:
+    """The file or folder a source or ``--output`` URI names (``file://PATH`` or a plain path, without a query
+    such as ``?loop=1``), or None for a camera, stream, window or the demo scene."""
+    if not uri or not uri.strip() or uri.strip().isdigit():
+        return None
+    text = uri.strip()
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if match is not None:
+        if match.group(1).lower() != "file":
+            return None
+        text = text[match.end():]
+    path = os.path.expanduser(text)
+    return path.split("?", 1)[0] if "?" in path and not os.path.exists(path) else path
+
+
+def check_outputs(events_path: Optional[str], record_path: Optional[str], outputs: Sequence[str],
+                  inputs: Sequence[Optional[str]]) -> None:
+    """Refuse, before anything runs or is written, an --events, --record or --output file that would overwrite
+    one of ``inputs`` (the source, the bundle) or whose folder is missing or a file (one line, exit 1)."""
+    from edgeconf.atomic import refuse_overwriting_inputs
+    from edgeconf.pathcheck import missing_folder
+
+    named = [(events_path, "--events"), (record_path, "--record")] + [(uri_path(u), "--output") for u in outputs]
+    for path, option in named:
+        if not path:
+            continue
+        refuse_overwriting_inputs(path, option, list(inputs))
+        why = missing_folder(path)
+        if why is not None:
+            raise OutputError("cannot write %s %s: %s" % (option, path, why))
+
+
 # -- edgeconf run -----------------------------------------------------------------------------------
 @click.command("run")
 @click.argument("bundle", type=click.Path(), required=False)
@@ -303,6 +337,7 @@ def run_cmd(bundle: Optional[str], source_uri: str, regions: str, events_path: O
     if telemetry_uri:
         parse_telemetry_uri(telemetry_uri)  # a wrong URI fails before anything loads
     bundle = _bundle_argument(bundle, source_uri)
+    check_outputs(events_path, record_path, outputs, [uri_path(source_uri), bundle])
     cascade = load_bundle(bundle, threads=threads, memo=False if no_memo else None, form=form)
     meter, power_note = open_meter()
     source = telemetry = None
@@ -552,6 +587,7 @@ def run_demo(frames: int = 300, objects: int = 8, size: str = "640x480", fps: fl
     if not os.path.isdir(bundle):
         raise DataError("the shipped demo bundle is missing at %s; reinstall edgeconf or pass --bundle FOLDER" % bundle)
     uri = source if source is not None else demo_uri(seed, objects, size, fps, frames, realtime)
+    check_outputs(events_path, record_path, outputs, [uri_path(uri), bundle, baseline_path])
     cascade = load_bundle(bundle, threads=threads, form=form)
     remote_stages = [cascade.stages[k].name for k in cascade.remote_stages]
     meter, power_note = open_meter()

@@ -59,3 +59,39 @@ def test_engines_are_written_atomically(tmp_path):
     write_engine(str(target), b"plan-bytes", EngineHeader())
     assert target.read_bytes().endswith(b"plan-bytes") and (tmp_path / "m.engine.json").is_file()
     assert sorted(os.listdir(tmp_path)) == ["m.engine", "m.engine.json"]
+
+
+def test_an_output_over_the_source_or_under_a_regular_file_is_refused_before_anything_is_written(fashion_bundle,
+                                                                                                 tmp_path):
+    import cv2
+    import numpy as np
+
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for i in range(6):
+        writer.write(np.full((64, 64, 3), 30 * i, np.uint8))
+    writer.release()
+    before = video.read_bytes()
+    (tmp_path / "afile").write_text("x")
+    same = str(tmp_path / "afile" / ".." / "v.avi")  # the source again, through '..'
+    for option, value in (("--record", video), ("--events", same), ("--output", "file://%s" % video)):
+        proc = _edgeconf("run", fashion_bundle, "--source", video, "--regions", "full", "--no-live", "--frames", 5,
+                         option, value)
+        assert video.read_bytes() == before, proc.stderr
+        _one_line_error(proc, "%s %s is one of this run's inputs; writing there would destroy it" % (
+            option, str(value).replace("file://", "")))
+    import shutil
+
+    bundle = tmp_path / "B"  # a copy: a regression must not damage the session's bundle
+    shutil.copytree(fashion_bundle, str(bundle))
+    manifest = (bundle / "edgeconf.json").read_bytes()
+    proc = _edgeconf("run", bundle, "--source", "file://%s?loop=1" % video, "--no-live", "--frames", 5,
+                     "--events", bundle / "edgeconf.json")
+    assert (bundle / "edgeconf.json").read_bytes() == manifest, proc.stderr
+    _one_line_error(proc, "is a file of bundle %s, an input of this run" % bundle)
+    for option, name in (("--events", "e.jsonl"), ("--record", "r.avi"), ("--output", "r.mp4")):
+        proc = _edgeconf("demo", "--bundle", fashion_bundle, "--frames", 3, "--no-live", option,
+                         tmp_path / "afile" / name)
+        _one_line_error(proc, "cannot write %s %s: %s is a file, not a folder" % (option, tmp_path / "afile" / name,
+                                                                                  tmp_path / "afile"))
+    assert sorted(os.listdir(tmp_path)) == ["B", "afile", "v.avi"] and (tmp_path / "afile").read_text() == "x"
