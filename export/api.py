@@ -554,9 +554,11 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
 
         if os.path.lexists(out):
             raise ConfigError("%s exists; give a new folder for the retuned bundle" % out)
-        parent = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(parent):
-            raise OutputError("cannot write %s: the folder %s does not exist; create it first" % (out, parent))
+        from edgeconf.pathcheck import missing_folder
+
+        why = missing_folder(out)
+        if why is not None:  # a missing folder, or a file where a folder of the path should be
+            raise OutputError("cannot write %s: %s" % (out, why))
         with folder_beside(out) as tmp:  # a copy changed in a hidden folder, then renamed: all or nothing
             _copy_files(target, tmp)
             res = _retune_bundle(tmp, pick, threshold, temperature)

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeconf.atomic import describe_os_error
 from edgeconf.errors import ConfigError, OutputError
+from edgeconf.pathcheck import missing_folder
 from edgeconf.live.overlay import OverlayOptions, draw_overlays
 
 
@@ -26,8 +27,9 @@ class Recorder:
         if not path.lower().endswith(".avi"):
             raise ConfigError("recordings are MJPG in an .avi container; name the file *.avi (got %s)" % path)
         folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise OutputError("cannot record to %s: folder %s does not exist; create it first" % (path, folder))
+        why = missing_folder(path)
+        if why is not None:
+            raise OutputError("cannot record to %s: %s" % (path, why))
         if not os.access(folder, os.W_OK):
             raise OutputError("cannot record to %s: folder %s is not writable; choose a folder you can write to"
                               % (path, folder))

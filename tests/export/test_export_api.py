@@ -358,6 +358,10 @@ def test_two_retunes_of_one_bundle_at_once_keep_both_changes(bundle):
 def test_retune_out_that_fails_leaves_no_partial_copy(bundle, tmp_path):
     with pytest.raises(OutputError, match="does not exist; create it first"):
         api.retune(bundle, stage=1, threshold=0.4, out=str(tmp_path / "no" / "copy"))
+    (tmp_path / "afile").write_text("x")  # a file where the folder should be: said as such
+    with pytest.raises(OutputError, match="afile is a file, not a folder; choose a path in a folder"):
+        api.retune(bundle, stage=1, threshold=0.4, out=str(tmp_path / "afile" / "copy"))
+    (tmp_path / "afile").unlink()
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(ConfigError, match="threshold"):  # refused while changing the copy
         api.retune(bundle, stage=1, threshold=1.5, out=str(tmp_path / "copy"))

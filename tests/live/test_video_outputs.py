@@ -155,7 +155,7 @@ def test_bad_output_uris_fail_at_once_with_what_to_do(tmp_path):
         open_output("rtp://127.0.0.1:70000")
     with pytest.raises(ConfigError, match="rtp://HOST:PORT"):
         open_output("rtp://")
-    with pytest.raises(OutputError, match="does not exist; create the folder"):
+    with pytest.raises(OutputError, match="does not exist; create it first"):
         open_output(str(tmp_path / "missing" / "out.mp4"))
     with pytest.raises(OutputError, match="is a folder"):
         (tmp_path / "dir.mp4").mkdir()
@@ -274,3 +274,19 @@ def test_odd_frame_sizes_are_padded_to_even_for_h264(tmp_path, kind):
         size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         cap.release()
         assert size == (642, 480)
+
+
+def test_a_file_in_the_way_of_an_output_folder_is_said_as_such(tmp_path):
+    """The live writers (video output, recording, event log) tell a file where a folder should be from a missing
+    folder, as the CLI's checks do: 'create it first' cannot help there."""
+    from edgeconf.errors import OutputError
+    from edgeconf.live.events import check_log_path
+    from edgeconf.live.recording import Recorder
+
+    (tmp_path / "afile").write_text("x")
+    for make in (lambda: open_output("file://%s" % (tmp_path / "afile" / "o.mp4"), fps=25),
+                 lambda: Recorder(str(tmp_path / "afile" / "r.avi")),
+                 lambda: check_log_path(str(tmp_path / "afile" / "e.jsonl"))):
+        with pytest.raises(OutputError, match="afile is a file, not a folder; choose a path in a folder"):
+            make()
+    assert (tmp_path / "afile").read_text() == "x"
