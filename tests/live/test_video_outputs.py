@@ -162,7 +162,7 @@ def test_bad_output_uris_fail_at_once_with_what_to_do(tmp_path):
         open_output("file://%s" % (tmp_path / "dir.mp4"))
     blocker = tmp_path / "afile"
     blocker.write_text("x")
-    with pytest.raises(OutputError, match="does not exist"):
+    with pytest.raises(OutputError, match="afile is a file, not a folder"):
         open_output(str(blocker / "out.mp4"))  # a file where a folder should be
     with pytest.raises(ConfigError, match=r"\*\.mp4"):
         open_output(str(tmp_path / "out.txt"))
