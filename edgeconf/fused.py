@@ -312,7 +312,7 @@ def _graph_meta(model: Any) -> Optional[Dict[str, Any]]:
     text = next((p.value for p in model.metadata_props if p.key == "edgeconf.fused"), None)
     try:
         meta = json.loads(text) if text is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested too deep for json: as invalid)
         return None
     return meta if isinstance(meta, dict) else None
 
@@ -480,7 +480,7 @@ class FusedCascade(Cascade):
             self._graph_ood = [None if not s.get("ood") else (s["ood"]["score"], s["ood"]["output"],
                                                               float(s["ood"]["threshold"]), s["ood"].get("escalate"))
                                for s in graph["stages"]]
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, RecursionError):
             raise BundleError("the fused graph has no valid edgeconf.fused metadata; rebuild it with: edgeconf fuse "
                               "BUNDLE") from None
         if len(self._graph_stages) != len(self.stages):

@@ -797,8 +797,13 @@ def set_fused_values(model: onnx.ModelProto, stage: int, threshold: Optional[flo
     meta = next((p for p in model.metadata_props if p.key == "edgeconf.fused"), None)
     if meta is None:
         raise ConfigError("the model is not an edgeconf fused cascade (no edgeconf.fused metadata)")
-    info = json.loads(meta.value)
-    if not 0 <= stage < len(info["stages"]):
+    try:
+        info = json.loads(meta.value)
+        n_stages = len(info["stages"])
+    except (ValueError, RecursionError, KeyError, TypeError):
+        raise ConfigError("the fused cascade's edgeconf.fused metadata is not valid; rebuild it with: edgeconf fuse "
+                          "BUNDLE") from None
+    if not 0 <= stage < n_stages:
         raise ConfigError("stage %d does not exist; the fused cascade has %d stages" % (stage, len(info["stages"])))
     inits = {i.name: i for i in model.graph.initializer}
     for value, name, key, conv in ((threshold, threshold_name(stage), "threshold", ceil_f32),

@@ -106,7 +106,7 @@ def read_head_metadata(model: ModelLike) -> Dict[str, Any]:
         if p.key.startswith(PREFIX):
             try:
                 out[p.key[len(PREFIX):]] = json.loads(p.value)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON (or nested too deep for json): kept as text
                 out[p.key[len(PREFIX):]] = p.value
     return out
 

@@ -160,7 +160,7 @@ def _baseline_preprocessing(runner: Any, fallback: Preprocessing) -> Preprocessi
         return fallback
     try:
         return Preprocessing.from_json(json.loads(raw))
-    except (ValueError, BundleError):
+    except (ValueError, RecursionError, BundleError):
         return fallback
 
 

@@ -125,7 +125,7 @@ def baseline_fit(runner: Any, logits: str, labels: Sequence[str], classes: int, 
     if raw:
         try:
             theirs = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             theirs = None
         if isinstance(theirs, list) and theirs and list(theirs) != list(labels):
             raise ConfigError("the baseline %s has the classes %s, the bundle %s; compare models of the same task"

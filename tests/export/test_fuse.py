@@ -621,3 +621,23 @@ def test_a_graph_no_tensorrt_parses_says_so(capsys, tmp_path):
     text = " ".join(out.split())
     assert code == 0 and "none+" not in text and "TensorRT none" not in text
     assert "no TensorRT version known to parse it" in text and "tables: Celu); the staged bundle is used" in text
+
+
+def test_metadata_nested_too_deep_for_json_is_invalid_metadata_not_a_traceback():
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeconf.errors import ConfigError
+    from edgeconf.export.fuse import set_fused_values
+    from edgeconf.export.head import read_head_metadata
+    from edgeconf.fused import _graph_meta
+
+    deep = "[" * 100000 + "]" * 100000
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    onnx.helper.set_model_props(model, {"edgeconf.fused": deep, "edgeconf.labels": deep})
+    assert read_head_metadata(model)["labels"] == deep  # kept as text, as other non-JSON values are
+    assert _graph_meta(model) is None
+    with pytest.raises(ConfigError, match="edgeconf.fused metadata is not valid; rebuild it with: edgeconf fuse"):
+        set_fused_values(model, 0, threshold=0.5)
