@@ -507,9 +507,12 @@ class Cascade:
         check_combine(combine)
         if stages[0].input != IMAGE:
             raise ConfigError("the first stage must take the image as input, not %r" % stages[0].input)
-        for prev, st in zip(stages, stages[1:]):
-            if st.input != IMAGE:
-                prev.runner.output(st.input)  # raises if the previous stage lacks that output
+        for k, (prev, st) in enumerate(zip(stages, stages[1:])):
+            if st.input != IMAGE and st.input not in {o.name for o in prev.runner.outputs}:
+                raise ConfigError("stage %d (%s) takes input %r, which stage %d (%s) does not output (its outputs: %s); "
+                                  "a stage takes %r or an output of the stage before it (stages[%d].input in a bundle's "
+                                  "edgeconf.json)" % (k + 2, st.name, st.input, k + 1, prev.name,
+                                                      ", ".join(o.name for o in prev.runner.outputs), IMAGE, k + 1))
         for st in stages:
             if len(st.runner.inputs) != 1:
                 raise ConfigError("stage %s: a cascade stage needs a model with exactly one input, this one has %d"

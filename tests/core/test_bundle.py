@@ -338,3 +338,11 @@ def test_a_file_given_as_the_bundle_folder_says_so(bundle, tmp_path):
     (odd / MANIFEST).mkdir(parents=True)
     with pytest.raises(BundleError, match=r"edgeconf\.json is a folder, not the bundle's manifest file"):
         load_bundle(str(odd))
+
+
+def test_a_stage_input_the_stage_before_does_not_output_names_both_stages(bundle):
+    _edit(bundle, lambda d: d["stages"][1].update(input="nope"))
+    with pytest.raises(BundleError, match=r"stage 2 \(b\) takes input 'nope', which stage 1 \(a\) does not output "
+                                          r"\(its outputs: .*\); .*stages\[1\].input in a bundle's edgeconf.json") as err:
+        load_bundle(str(bundle))
+    assert "\n" not in str(err.value)

@@ -158,7 +158,7 @@ def test_invalid_configurations(two_models):
         Stage("a", r, threshold=-0.1)
     with pytest.raises(ConfigError, match="first stage must take the image"):
         Cascade([Stage("a", r, input="features")])
-    with pytest.raises(Exception, match="no output 'features'"):
+    with pytest.raises(ConfigError, match="takes input 'features', which stage 1 .* does not output"):
         Cascade([Stage("a", r), Stage("b", prepare(two_models[1]), input="features")])
 
 
