@@ -22,6 +22,34 @@ from edgeconf.errors import OutputError
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised from the CLI's signal handler so that every ``with`` block unwinds (a half-written
+    output's temporary file is removed, an earlier file stays as it was), then the command exits 143."""
+
+
+#: Set by the CLI's SIGTERM handler, which also raises :class:`Terminated`. Python drops an exception raised while
+#: it runs a callback (a weakref's, a ``__del__``: "Exception ignored in ..."), so a signal that lands there would
+#: be lost; with the flag set no output is committed any more (:func:`check_termination`), and the CLI exits 143
+#: when the command returns.
+_TERMINATING = [False]
+
+
+def request_termination(requested: bool = True) -> None:
+    """Record (or, with False, clear) that the process was asked to terminate."""
+    _TERMINATING[0] = requested
+
+
+def termination_requested() -> bool:
+    return _TERMINATING[0]
+
+
+def check_termination() -> None:
+    """Raise :class:`Terminated` when the process was asked to terminate: called before an output is committed
+    and between inputs of long loops."""
+    if _TERMINATING[0]:
+        raise Terminated()
+
+
 def describe_os_error(path: PathLike, exc: OSError, what: str = "write") -> str:
     """``cannot write PATH: no space left on device`` — the reason in words, and what to do where it helps."""
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
@@ -74,6 +102,7 @@ def atomic_write(path: PathLike, mode: str = "w", encoding: str = "utf-8") -> It
             f.flush()
             os.fsync(f.fileno())
         keep_mode(target, tmp)
+        check_termination()  # a SIGTERM whose exception was dropped: the earlier file stays
         os.replace(tmp, target)
     except OSError as exc:
         _remove(tmp)
@@ -227,6 +256,7 @@ class FileSet:
         """Replace every target with its new file, in the order written; all or none (see the class)."""
         if self.committed:
             raise RuntimeError("FileSet.commit called twice")
+        check_termination()
         target = ""
         try:
             for target, tmp in self._staged:

@@ -19,6 +19,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import click
 
 from edgeconf import __version__
+from edgeconf.atomic import Terminated, check_termination, request_termination
 from edgeconf.devices.errors import DeviceError
 from edgeconf.errors import EdgeconfError, MissingDependencyError
 from edgeconf.lazy import MODULES, extra_hint, install_hint, python_too_old
@@ -133,12 +134,8 @@ def usage_message(exc: click.UsageError) -> str:
 _NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: raised from the signal handler so that every ``with`` block unwinds (a half-written output's
-    temporary file is removed, an earlier file stays as it was), then the command exits 143."""
-
-
 def _terminate(signum: int, frame: Any) -> None:
+    request_termination()  # holds even where Python drops the exception (see edgeconf.atomic.Terminated)
     raise Terminated()
 
 
@@ -184,6 +181,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: user errors print one line on stderr (``edgeconf: error: ...``) and exit 1; usage errors
     (click's: a bad option value, a missing option) print one line too and exit 2; Ctrl-C exits 130, SIGTERM 143
     (both after cleaning up, as a failed run does: no temporary file is left behind)."""
+    request_termination(False)
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (main() called from a thread): leave SIGTERM alone
@@ -191,6 +189,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         with _native_stdout_on_stderr(_verbose(sys.argv[1:] if argv is None else list(argv))):
             rv = cli.main(args=argv, prog_name="edgeconf", standalone_mode=False)
+        check_termination()  # a SIGTERM whose exception Python dropped (in a callback) still ends in 143
     except Terminated:
         click.echo("edgeconf: terminated", err=True)
         sys.exit(143)

@@ -17,7 +17,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import click
 import numpy as np
 
-from edgeconf.atomic import atomic_write, refuse_overwriting_inputs
+from edgeconf.atomic import atomic_write, check_termination, refuse_overwriting_inputs
 from edgeconf import data_path
 from edgeconf.bundle import MANIFEST, load_bundle, read_manifest
 from edgeconf.commands import threads_option
@@ -284,6 +284,7 @@ def classify_cmd(args: Sequence[str], out_path: Optional[str], batch_size: int, 
         with _output(out_path) as out, _progress(sum(len(d) for d in datasets)) as bar:
             task = bar.add_task("classify", total=sum(len(d) for d in datasets))
             for batch in _batches(datasets, targets, batch_size, skip_errors, tally):
+                check_termination()  # (a SIGTERM whose exception was dropped stops the run here)
                 results = cascade.classify_batch([s.image for s, _ in batch])
                 for (s, target), res in zip(batch, results):
                     row: Dict[str, Any] = {"input": s.name}

@@ -177,3 +177,25 @@ def test_a_missing_folder_and_a_file_in_the_way_are_told_apart_before_a_run(tmp_
     check_output_file(tmp_path / "new.json", "--opt")
     check_output_folder(tmp_path / "new" / "deeper", "--opt")  # made with its parents
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # checks create nothing
+
+
+def test_no_output_is_committed_once_termination_was_requested(tmp_path):
+    from edgeconf.atomic import FileSet, Terminated, atomic_write, request_termination
+
+    target = tmp_path / "o.json"
+    target.write_text("EARLIER")
+    request_termination()
+    try:
+        with pytest.raises(Terminated):
+            with atomic_write(target) as f:
+                f.write("NEW")
+        files = FileSet()
+        files.write(tmp_path / "p.json", "NEW")
+        with pytest.raises(Terminated):
+            files.commit()
+    finally:
+        request_termination(False)
+    assert target.read_text() == "EARLIER" and not (tmp_path / "p.json").exists()
+    with atomic_write(target) as f:  # cleared: writes commit again
+        f.write("NEW")
+    assert target.read_text() == "NEW"

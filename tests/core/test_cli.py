@@ -186,6 +186,33 @@ def test_sigterm_mid_run_cleans_up_and_exits_143(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
 
 
+def test_a_sigterm_whose_exception_python_dropped_still_ends_the_run_with_143(tmp_path, bundle, monkeypatch, capsys):
+    """Python drops an exception raised while it runs a callback ("Exception ignored in ..."), so a SIGTERM that
+    lands there loses its Terminated; the flag the handler sets first still stops the run: no output is committed,
+    the earlier file stays, exit 143. The dropped exception is simulated by setting the flag between batches."""
+    from edgeconf import atomic
+    from edgeconf.cli import main
+    from edgeconf.commands import classify as classify_cmd
+
+    np.save(tmp_path / "arr.npy", np.random.default_rng(0).integers(0, 256, (6, 28, 28), dtype=np.uint8))
+    out = tmp_path / "c.jsonl"
+    out.write_text("EARLIER\n")
+    real = classify_cmd._batches
+
+    def batches(*args, **kwargs):
+        for i, batch in enumerate(real(*args, **kwargs)):
+            if i == 1:
+                atomic.request_termination()  # the handler ran; its exception was dropped
+            yield batch
+
+    monkeypatch.setattr(classify_cmd, "_batches", batches)
+    with pytest.raises(SystemExit) as exit_:
+        main(["classify", str(bundle), str(tmp_path / "arr.npy"), "--batch", "2", "--no-memo", "--out", str(out)])
+    assert exit_.value.code == 143 and capsys.readouterr().err.strip().splitlines()[-1] == "edgeconf: terminated"
+    assert out.read_text() == "EARLIER\n" and not list(tmp_path.glob(".c.jsonl.*"))  # no temporary file left
+    atomic.request_termination(False)  # (main clears the flag when it starts; this process goes on testing)
+
+
 def test_a_model_path_that_is_a_folder_or_a_dangling_link_is_named_as_such(tmp_path):
     import os
 
