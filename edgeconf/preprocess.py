@@ -24,7 +24,7 @@ import numpy as np
 
 from edgeconf.errors import InputValidationError, PreprocessingError
 from edgeconf.schema import Float, Int, ListOf, Str, entry, from_json, to_json
-from edgeconf.schema.jsonload import MAX_DEPTH, nesting_depth
+from edgeconf.schema.jsonload import depth_problem
 
 LAYOUTS = ("NCHW", "NHWC")
 COLORS = ("rgb", "bgr")
@@ -309,10 +309,9 @@ def stage_problem(pre: "Preprocessing", metadata: Dict[str, str], input_shape: O
 
     raw = metadata.get("edgeconf.preprocessing")
     if raw:
-        depth = nesting_depth(raw)
-        if depth > MAX_DEPTH:
-            return "its edgeconf.preprocessing metadata nests arrays/objects %d levels deep; at most %d are allowed" % (
-                depth, MAX_DEPTH)
+        too_deep = depth_problem(raw, "its edgeconf.preprocessing metadata")
+        if too_deep:
+            return too_deep
         try:
             own = Preprocessing.from_json(json.loads(raw))
         except (ValueError, PreprocessingError) as exc:

@@ -16,7 +16,7 @@ from onnx import helper
 
 from edgeconf.errors import ConfigError
 from edgeconf.preprocess import Preprocessing
-from edgeconf.schema.jsonload import MAX_DEPTH, nesting_depth
+from edgeconf.schema.jsonload import depth_problem
 
 #: ``preprocessing="none"`` (CLI ``--preprocessing none``): the model takes model-ready arrays, recorded as null
 NONE = "none"
@@ -45,10 +45,9 @@ def parse_preprocessing(value: Any) -> Any:
                     text = f.read()
             except (OSError, UnicodeDecodeError) as exc:
                 raise ConfigError("cannot read preprocessing file %s: %s" % (value, exc)) from None
-        depth = nesting_depth(text)
-        if depth > MAX_DEPTH:
-            raise ConfigError('%s nests arrays/objects %d levels deep; at most %d are allowed; give an object such as '
-                              '{"size": [224, 224]}' % (what, depth, MAX_DEPTH))
+        too_deep = depth_problem(text, what)
+        if too_deep:
+            raise ConfigError(too_deep + '; give an object such as {"size": [224, 224]}')
         try:
             data = json.loads(text)
         except ValueError:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Union
 
 from edgeconf.errors import DataError
-from edgeconf.schema.jsonload import MAX_DEPTH, nesting_depth
+from edgeconf.schema.jsonload import depth_problem
 
 LIST_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson")
 _PATH_KEYS = ("path", "file", "filename", "image")
@@ -76,11 +76,9 @@ def read_list(path: str) -> ListEntries:
                     if not line.strip():
                         continue
                     where = "%s line %d" % (path, n)
-                    depth = nesting_depth(line)
-                    if depth > MAX_DEPTH:
-                        raise DataError("%s nests arrays/objects %d levels deep; at most %d are allowed; each line "
-                                        "must be an object like {\"path\": \"a.png\", \"label\": 3}"
-                                        % (where, depth, MAX_DEPTH))
+                    too_deep = depth_problem(line, where)
+                    if too_deep:
+                        raise DataError(too_deep + '; each line must be an object like {"path": "a.png", "label": 3}')
                     try:
                         row = json.loads(line)
                     except ValueError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any, Type
+from typing import Any, Optional, Type
 
 import numpy as np
 
@@ -58,11 +58,20 @@ def _constant(name: str) -> float:
     raise _Refused("%s, which is not a JSON number" % name)
 
 
-def loads(text: str, what: str, error: Type[EdgeconfError] = DataError, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse ``text`` (named ``what`` in messages); any problem raises ``error`` with a one-line message."""
+def depth_problem(text: str, what: str, max_depth: int = MAX_DEPTH) -> Optional[str]:
+    """``"WHAT nests arrays/objects N levels deep; at most M are allowed"`` when ``text`` nests deeper than
+    ``max_depth`` (too deep for ``json``, which recurses per level), else None. Callers may add what to give."""
     depth = nesting_depth(text)
     if depth > max_depth:
-        raise error("%s nests arrays/objects %d levels deep; at most %d are allowed" % (what, depth, max_depth))
+        return "%s nests arrays/objects %d levels deep; at most %d are allowed" % (what, depth, max_depth)
+    return None
+
+
+def loads(text: str, what: str, error: Type[EdgeconfError] = DataError, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse ``text`` (named ``what`` in messages); any problem raises ``error`` with a one-line message."""
+    problem = depth_problem(text, what, max_depth)
+    if problem:
+        raise error(problem)
     try:
         return json.loads(text, parse_int=_int, parse_constant=_constant)
     except _Refused as exc:
@@ -89,4 +98,4 @@ def read_json(path: str, what: str = "", error: Type[EdgeconfError] = DataError,
     return loads(text, what, error, max_depth)
 
 
-__all__ = ["MAX_DEPTH", "MAX_BYTES", "MAX_INT_DIGITS", "nesting_depth", "loads", "read_json"]
+__all__ = ["MAX_DEPTH", "MAX_BYTES", "MAX_INT_DIGITS", "nesting_depth", "depth_problem", "loads", "read_json"]
