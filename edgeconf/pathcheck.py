@@ -49,6 +49,16 @@ def missing_folder(path: PathLike) -> Optional[str]:
     return "the folder %s does not exist; create it first" % folder
 
 
+def refuse_missing_folder(path: PathLike, doing: str) -> None:
+    """Raise :class:`~edgeconf.errors.OutputError` ``"DOING: WHY"`` when the folder an output ``path`` goes in is
+    missing or a file (:func:`missing_folder`); ``doing`` names the write, e.g. ``"cannot record to r.avi"``."""
+    why = missing_folder(path)
+    if why is not None:
+        from edgeconf.errors import OutputError
+
+        raise OutputError("%s: %s" % (doing, why))
+
+
 def check_output_file(path: PathLike, option: str) -> None:
     """Refuse, before a run (:class:`~edgeconf.errors.OutputError`, one line), an output file ``path`` given as
     ``option`` that cannot be written: its folder missing or a file, the path a folder, no write permission."""
@@ -81,4 +91,4 @@ def check_output_folder(path: PathLike, option: str) -> None:
         raise OutputError("cannot write %s %s: %s" % (option, os.fspath(path), why))
 
 
-__all__ = ["not_a_file", "missing_folder", "check_output_file", "check_output_folder"]
+__all__ = ["not_a_file", "missing_folder", "refuse_missing_folder", "check_output_file", "check_output_folder"]

@@ -281,16 +281,14 @@ def check_outputs(events_path: Optional[str], record_path: Optional[str], output
     """Refuse, before anything runs or is written, an --events, --record or --output file that would overwrite
     one of ``inputs`` (the source, the bundle) or whose folder is missing or a file (one line, exit 1)."""
     from edgeconf.atomic import refuse_overwriting_inputs
-    from edgeconf.pathcheck import missing_folder
+    from edgeconf.pathcheck import refuse_missing_folder
 
     named = [(events_path, "--events"), (record_path, "--record")] + [(uri_path(u), "--output") for u in outputs]
     for path, option in named:
         if not path:
             continue
         refuse_overwriting_inputs(path, option, list(inputs))
-        why = missing_folder(path)
-        if why is not None:
-            raise OutputError("cannot write %s %s: %s" % (option, path, why))
+        refuse_missing_folder(path, "cannot write %s %s" % (option, path))
 
 
 # -- edgeconf run -----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from edgeconf.atomic import describe_os_error
 from edgeconf.errors import ConfigError, OutputError
-from edgeconf.pathcheck import missing_folder
+from edgeconf.pathcheck import refuse_missing_folder
 
 
 def json_default(obj: Any) -> Any:
@@ -69,9 +69,7 @@ def check_log_path(path: str) -> None:
     """Refuse, in one line (OutputError), an event log path that cannot be written: a missing folder, a folder
     in the way, no write permission. Checked without creating anything (the GUI checks before its window opens)."""
     folder = os.path.dirname(os.path.abspath(path))
-    why = missing_folder(path)
-    if why is not None:
-        raise OutputError("cannot write the event log %s: %s" % (path, why))
+    refuse_missing_folder(path, "cannot write the event log %s" % path)
     if os.path.isdir(path):
         raise OutputError("cannot write the event log %s: it is a folder; give a file name" % path)
     if not os.access(folder if not os.path.exists(path) else path, os.W_OK):

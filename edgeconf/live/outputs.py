@@ -33,7 +33,7 @@ import numpy as np
 
 from edgeconf.atomic import describe_os_error, keep_mode
 from edgeconf.errors import ConfigError, OutputError
-from edgeconf.pathcheck import missing_folder
+from edgeconf.pathcheck import refuse_missing_folder
 
 log = logging.getLogger(__name__)
 
@@ -360,9 +360,7 @@ def _file_output(uri: str, path: str, fps: float) -> VideoOutput:
     if os.path.isdir(path):
         raise OutputError("cannot write %s: it is a folder; give a file name" % path)
     folder = os.path.dirname(os.path.abspath(path))
-    why = missing_folder(path)
-    if why is not None:
-        raise OutputError("cannot write %s: %s" % (path, why))
+    refuse_missing_folder(path, "cannot write %s" % path)
     if not os.access(folder, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise OutputError("cannot write %s: permission denied; choose a folder you can write to" % path)
     if ffmpeg_has("libx264"):

@@ -16,7 +16,7 @@ import numpy as np
 
 from edgeconf.atomic import describe_os_error
 from edgeconf.errors import ConfigError, OutputError
-from edgeconf.pathcheck import missing_folder
+from edgeconf.pathcheck import refuse_missing_folder
 from edgeconf.live.overlay import OverlayOptions, draw_overlays
 
 
@@ -27,9 +27,7 @@ class Recorder:
         if not path.lower().endswith(".avi"):
             raise ConfigError("recordings are MJPG in an .avi container; name the file *.avi (got %s)" % path)
         folder = os.path.dirname(os.path.abspath(path))
-        why = missing_folder(path)
-        if why is not None:
-            raise OutputError("cannot record to %s: %s" % (path, why))
+        refuse_missing_folder(path, "cannot record to %s" % path)
         if not os.access(folder, os.W_OK):
             raise OutputError("cannot record to %s: folder %s is not writable; choose a folder you can write to"
                               % (path, folder))
