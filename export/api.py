@@ -541,6 +541,8 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
     if threshold is None and temperature is None:
         raise ConfigError("nothing to change: give a threshold and/or a temperature")
     check_head_values(threshold, temperature)  # before any copy or lock
+    if out:
+        _check_out(target, out)
     if os.path.isdir(target):
         if not os.path.isfile(os.path.join(target, MANIFEST)):
             raise ConfigError("%s is a folder without %s; retune takes a bundle folder or an .onnx file"
@@ -550,15 +552,9 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
         if not out:
             return _retune_bundle(target, pick, threshold, temperature)
         from edgeconf.atomic import folder_beside
-        from edgeconf.errors import OutputError
 
         if os.path.lexists(out):
             raise ConfigError("%s exists; give a new folder for the retuned bundle" % out)
-        from edgeconf.pathcheck import missing_folder
-
-        why = missing_folder(out)
-        if why is not None:  # a missing folder, or a file where a folder of the path should be
-            raise OutputError("cannot write %s: %s" % (out, why))
         with folder_beside(out) as tmp:  # a copy changed in a hidden folder, then renamed: all or nothing
             _copy_files(target, tmp)
             res = _retune_bundle(tmp, pick, threshold, temperature)
@@ -597,6 +593,18 @@ def retune(target: str, threshold: Optional[float] = None, temperature: Optional
     t, thr = head_values(proto)
     return RetuneResult(dest, float(meta.get("threshold", _fmt_value(thr))),
                         float(meta.get("temperature", _fmt_value(t))))
+
+
+def _check_out(target: str, out: str) -> None:
+    """Refuse, before anything is copied, a retune ``out`` that names ``target``, a file of the bundle ``target`` is
+    or lies in, or a path whose folder is missing or a file."""
+    from edgeconf.atomic import refuse_overwriting_inputs, same_path
+    from edgeconf.pathcheck import refuse_missing_folder
+
+    if os.path.exists(out) and same_path(out, target):
+        raise ConfigError("--out %s is %s itself; leave --out out to retune it in place" % (out, target))
+    refuse_overwriting_inputs(out, "--out", [target])
+    refuse_missing_folder(out, "cannot write %s" % out)
 
 
 __all__ = ["export_model", "ExportResult", "calibrate", "pair_models", "PairingResult", "retune", "RetuneResult",

@@ -316,8 +316,6 @@ def retune_cmd(target: str, stage: Optional[str], threshold: Optional[float], te
 
     if threshold is None and temperature is None:
         raise ConfigError("nothing to change: give --threshold and/or --temperature")
-    if out:
-        _check_retune_out(target, out)
     res = retune(target, threshold=threshold, temperature=temperature, stage=stage, out=out)
     if as_json:
         _echo_json(res.to_json())
@@ -327,21 +325,6 @@ def retune_cmd(target: str, stage: Optional[str], threshold: Optional[float], te
                                                     _num(res.temperature, temperature is not None)))
     for note in res.notes:
         click.echo("note: %s" % note)
-
-
-def _check_retune_out(target: str, out: str) -> None:
-    """Refuse, before anything is copied, a retune --out that names TARGET, a file of the bundle TARGET is or lies
-    in, or a path whose folder is missing or a file."""
-    from edgeconf.atomic import refuse_overwriting_inputs, same_path
-    from edgeconf.errors import OutputError
-    from edgeconf.pathcheck import missing_folder
-
-    if os.path.exists(out) and same_path(out, target):
-        raise ConfigError("--out %s is %s itself; leave --out out to retune it in place" % (out, target))
-    refuse_overwriting_inputs(out, "--out", [target])
-    why = missing_folder(out)
-    if why is not None:
-        raise OutputError("cannot write %s: %s" % (out, why))
 
 
 def _num(v: float, given: bool) -> str:

@@ -362,6 +362,11 @@ def test_retune_out_that_fails_leaves_no_partial_copy(bundle, tmp_path):
     with pytest.raises(OutputError, match="afile is a file, not a folder; choose a path in a folder"):
         api.retune(bundle, stage=1, threshold=0.4, out=str(tmp_path / "afile" / "copy"))
     (tmp_path / "afile").unlink()
+    manifest = os.path.join(bundle, "edgeconf.json")  # the API refuses what the CLI refuses: a file of the bundle
+    before = open(manifest, "rb").read()
+    with pytest.raises(ConfigError, match="is a file of bundle .*, an input of this run; writing there would destroy"):
+        api.retune(bundle, stage=1, threshold=0.4, out=manifest)
+    assert open(manifest, "rb").read() == before
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(ConfigError, match="threshold"):  # refused while changing the copy
         api.retune(bundle, stage=1, threshold=1.5, out=str(tmp_path / "copy"))
