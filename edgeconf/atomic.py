@@ -39,10 +39,6 @@ def request_termination(requested: bool = True) -> None:
     _TERMINATING[0] = requested
 
 
-def termination_requested() -> bool:
-    return _TERMINATING[0]
-
-
 def check_termination() -> None:
     """Raise :class:`Terminated` when the process was asked to terminate: called before an output is committed
     and between inputs of long loops."""
