@@ -27,6 +27,7 @@ import numpy as np
 from edgeconf.backends.base import Runner, TensorSpec
 from edgeconf.backends.remote import CircuitBreaker, Clock, Coalescer
 from edgeconf.errors import BackendUnavailableError, ConfigError, ModelLoadError, RemoteStageError
+from edgeconf.schema.netloc import port_problem
 from edgeconf.lazy import install_hint, require
 
 #: Deadline of one remote request (all its attempts), in milliseconds, when the stage does not set one.
@@ -116,11 +117,11 @@ def parse_url(url: str) -> Tuple[str, str]:
     else:
         addr, _, port = host.partition(":")
         _check_host(url, addr)
-    if port and not (port.isascii() and port.isdigit()):
-        raise ConfigError("remote stage url %r: port %r is not a number" % (url, port))
-    if port and not 1 <= int(port) <= 65535:
-        raise ConfigError("remote stage url %r: port %s is out of range; a port is 1..65535 (Triton listens on %d for "
-                          "%s by default)" % (url, port, SCHEMES[scheme], scheme))
+    problem = port_problem(port)
+    if problem:
+        number = port.isascii() and port.isdigit()
+        raise ConfigError("remote stage url %r: %s%s" % (url, problem, " (Triton listens on %d for %s by default)"
+                                                         % (SCHEMES[scheme], scheme) if number else ""))
     return scheme, "%s:%s" % (addr, int(port) if port else SCHEMES[scheme])
 
 

@@ -35,6 +35,7 @@ import numpy as np
 from edgeconf.datasets.limits import ENV_VAR as PIXELS_ENV
 from edgeconf.datasets.limits import max_image_pixels
 from edgeconf.errors import ConfigError, DataError, SourceError
+from edgeconf.schema.netloc import port_problem, port_text
 from edgeconf.live.frames import Frame, TruthObject
 
 log = logging.getLogger(__name__)
@@ -875,14 +876,11 @@ def _stream_host(uri: str, scheme: str, rest: str) -> Optional[str]:
     except ValueError as exc:  # "Invalid IPv6 URL": an unclosed '[', or brackets around what is no IPv6 address
         raise SourceError("%r is not a valid stream URI (%s); an IPv6 address goes in brackets, e.g. %s://[::1]:8554/PATH"
                           % (uri, exc, scheme)) from None
-    hostport = netloc.rpartition("@")[2]
-    if hostport.startswith("["):
-        hostport = hostport.partition("]")[2]
-    port = hostport.partition(":")[2]
-    if port and not (port.isascii() and port.isdigit()):
-        raise SourceError("%r: port %r is not a number; a stream URI looks like %s://HOST[:PORT]/PATH" % (uri, port, scheme))
-    if port and not 1 <= int(port) <= 65535:
-        raise SourceError("%r: port %s is out of range; a port is 1..65535" % (uri, port))
+    port = port_text(netloc)
+    problem = port_problem(port)
+    if problem:
+        hint = "" if port.isascii() and port.isdigit() else "; a stream URI looks like %s://HOST[:PORT]/PATH" % scheme
+        raise SourceError("%r: %s%s" % (uri, problem, hint))
     return parts.hostname if "@" in netloc or "[" in rest else netloc.split(":")[0]
 
 

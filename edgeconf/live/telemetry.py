@@ -31,6 +31,7 @@ from typing import Any, Callable, Deque, Dict, Optional, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from edgeconf.errors import ConfigError
+from edgeconf.schema.netloc import port_problem, port_text
 from edgeconf.lazy import require
 from edgeconf.live.events import json_default
 
@@ -82,20 +83,13 @@ def _flag(value: str, key: str) -> bool:
 
 def _port(uri: str, netloc: str) -> Optional[int]:
     """The port a URI's ``netloc`` names (None: none given), refused in one line when it is no port 1..65535."""
-    hostport = netloc.rpartition("@")[2]
-    if hostport.startswith("["):
-        hostport = hostport.partition("]")[2]
-    text = hostport.partition(":")[2] if ":" in hostport else ""
-    if not text:
-        return None
-    if not (text.isascii() and text.isdigit()):
-        raise ConfigError("telemetry URI %r: port %r is not a number; e.g. mqtt://HOST:1883/edgeconf/DEVICE"
-                          % (uri, text))
-    port = int(text)
-    if not 1 <= port <= 65535:
-        raise ConfigError("telemetry URI %r: port %d is out of range; a port is 1..65535 (1883 for mqtt://, 8883 "
-                          "for mqtts://)" % (uri, port))
-    return port
+    text = port_text(netloc)
+    problem = port_problem(text)
+    if problem:
+        number = text.isascii() and text.isdigit()
+        raise ConfigError("telemetry URI %r: %s%s" % (uri, problem, " (1883 for mqtt://, 8883 for mqtts://)" if number
+                                                      else "; e.g. mqtt://HOST:1883/edgeconf/DEVICE"))
+    return int(text) if text else None
 
 
 class _Encrypted(Exception):
